@@ -1,0 +1,150 @@
+/* Internal declarations shared by core/, backends/, dummy/ and the OS layers. */
+#ifndef MP_CORE_INTERNAL_H
+#define MP_CORE_INTERNAL_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "multiproc.h"
+
+#if defined(_MSC_VER)
+#define MP__THREAD_LOCAL __declspec(thread)
+#else
+#define MP__THREAD_LOCAL _Thread_local
+#endif
+
+#if defined(__GNUC__)
+#define MP__PRINTF(f, a) __attribute__((format(printf, f, a)))
+#else
+#define MP__PRINTF(f, a)
+#endif
+
+/* ---- errors (core/error.c) ---- */
+
+/** Records code and a printf-style detail as this thread's last error; returns code. */
+int mp__err(int code, const char *fmt, ...) MP__PRINTF(2, 3);
+/** Clears this thread's detail message. */
+void mp__err_clear(void);
+
+/* ---- memory (core/error.c) ---- */
+void *mp__malloc(size_t n);
+void *mp__calloc(size_t n, size_t size);
+void *mp__realloc(void *p, size_t n);
+void mp__free(void *p);
+char *mp__strdup(const char *s);
+
+/* ---- a growable byte buffer and a reader, for the launch wire (core/wire.c) ---- */
+typedef struct mp__buf {
+    unsigned char *data;
+    size_t len, cap;
+    int err; /* first failure (MP_ENOMEM); later writes are no-ops */
+} mp__buf;
+
+void mp__buf_put(mp__buf *b, const void *p, size_t n);
+void mp__buf_u8(mp__buf *b, uint8_t v);
+void mp__buf_u32(mp__buf *b, uint32_t v);
+void mp__buf_u64(mp__buf *b, uint64_t v);
+void mp__buf_str(mp__buf *b, const char *s); /* u32 length + bytes; NULL = 0xffffffff */
+void mp__buf_blob(mp__buf *b, const void *p, size_t n);
+void mp__buf_free(mp__buf *b);
+
+typedef struct mp__rd {
+    const unsigned char *p;
+    size_t left;
+    int err; /* MP_EPROTO once anything was short or malformed */
+} mp__rd;
+
+uint8_t mp__rd_u8(mp__rd *r);
+uint32_t mp__rd_u32(mp__rd *r);
+uint64_t mp__rd_u64(mp__rd *r);
+/** A freshly allocated copy (NUL-terminated); NULL for a NULL string or on error. */
+char *mp__rd_str(mp__rd *r);
+/** Points into the input; *n set. */
+const void *mp__rd_blob(mp__rd *r, size_t *n);
+
+/* ---- arguments (core/args.c) ---- */
+void mp__args_encode(const mp_args *a, mp__buf *b, mp_os_handle *handles, size_t *nhandles);
+/** handles[i] become owned by the args (closed by mp_args_free). */
+int mp__args_decode(mp__rd *r, const mp_os_handle *handles, size_t nhandles, mp_args **out);
+size_t mp__args_handle_count(const mp_args *a);
+
+/* ---- function identity (OS layer, resolved through core/launch.c) ---- */
+typedef struct mp__fnref {
+    char *module;     /* path of the module (executable or shared library) */
+    uint64_t offset;  /* fn - module base */
+    char *build;      /* identity of the build: GNU build-id, or size/mtime, or PE stamp */
+} mp__fnref;
+void mp__fnref_clear(mp__fnref *r);
+
+/* ---- the launch: what a child needs to run (core/launch.c) ---- */
+typedef struct mp__launch {
+    mp__fnref ref;
+    void *target_ptr;     /* valid in the same image (fork, dummy, forkserver after resolve) */
+    char *name;
+    char *identity;       /* "1", "1:2" */
+    bool daemon;
+    int64_t parent_pid;
+    char *parent_name;
+    char *start_method;   /* context the child's own default follows */
+    unsigned char authkey[32];
+    const unsigned char *args_wire; /* points into the payload */
+    size_t args_len;
+    size_t nhandles;      /* handles[0] is the parent sentinel, args' handles follow */
+} mp__launch;
+
+/** Decodes a payload; the launch points into it (args_wire), so keep it alive. */
+int mp__launch_decode(const void *payload, size_t len, mp__launch *out);
+/** Resolves l->ref into l->target_ptr (no-op when already set). MP_ERESOLVE on failure. */
+int mp__launch_resolve(mp__launch *l);
+void mp__launch_clear(mp__launch *l);
+
+/** Report hook: the child says whether it is about to run the target. */
+typedef void (*mp__report_fn)(void *ctx, int rc, const char *msg);
+
+/** Runs a child: sets current/parent process, resolves the target, reports, runs it,
+ *  cleans up its own children; returns the exit code. handles are owned after this. */
+int mp__child_run(mp__launch *l, mp_os_handle *handles, size_t nhandles,
+                  mp__report_fn report, void *report_ctx);
+
+/* ---- processes (core/process.c) ---- */
+enum mp__pstate { MP__P_INIT, MP__P_STARTED, MP__P_ENDED, MP__P_CLOSED };
+
+struct mp_process {
+    const struct mp_backend_ops *ops;
+    mp_context *ctx;
+    char *name;
+    char *identity;
+    bool daemon;
+    enum mp__pstate state;
+    mp_target_fn target;
+    mp_args *args;
+    bool user_freed;      /* the user let go; the registry still reaps it */
+    bool is_self;         /* current/parent process objects: not started by us */
+    /* filled by the backend */
+    int64_t pid;
+    mp_os_handle sentinel;
+    int exitcode;
+    void *bk;             /* backend-private */
+    struct mp_process *next; /* children registry */
+};
+
+/** Global lock for process bookkeeping (recursive). */
+void mp__lock(void);
+void mp__unlock(void);
+/** Bookkeeping after fork in the child (fork backend): forget the parent's children. */
+void mp__process_after_fork_child(void);
+/** Children cleanup: terminate daemonic, join the others (process exit, child end). */
+void mp__process_cleanup_children(void);
+/** The executable exec-based backends run. */
+const char *mp__executable(void);
+/** Forkserver preload list (NULL-terminated, static until changed). */
+const char *const *mp__forkserver_preload(void);
+/** The library's 32-byte authkey (random, inherited by children). */
+const unsigned char *mp__authkey(void);
+
+/* Signals for the backend signal slot. */
+enum { MP__SIG_TERM = 1, MP__SIG_KILL = 2, MP__SIG_INT = 3 };
+
+#endif

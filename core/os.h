@@ -1,0 +1,58 @@
+/* The OS layer: one implementation per build (posix/ or win32/), plain functions. */
+#ifndef MP_CORE_OS_H
+#define MP_CORE_OS_H
+
+#include "internal.h"
+
+/** Called once from mp_init / first use. */
+int mp__os_init(void);
+
+double mp__os_monotonic(void);
+void mp__os_sleep(double seconds);
+int64_t mp__os_getpid(void);
+int64_t mp__os_thread_id(void);
+int mp__os_cpu_count(void);
+int mp__os_process_cpu_count(void);
+int mp__os_random(void *buf, size_t n);
+/** Path of this executable (static storage). */
+const char *mp__os_self_exe(void);
+
+/** Translates the current errno / GetLastError into an MP_E* code with a message
+ *  "what: strerror" and records it. */
+int mp__os_err(const char *what);
+
+int mp__os_handle_close(mp_os_handle h);
+/** A non-inheritable duplicate. */
+int mp__os_handle_dup(mp_os_handle h, mp_os_handle *out);
+/** Waits until h is readable (fd) / signalled (HANDLE): 0, MP_ETIMEDOUT. */
+int mp__os_handle_wait(mp_os_handle h, double timeout);
+/** A handle on this process that becomes ready when it ends (pidfd / process HANDLE). */
+int mp__os_self_sentinel(mp_os_handle *out);
+
+/** Process-wide recursive lock (fork-safe: held across fork by an atfork handler). */
+void mp__os_global_lock(void);
+void mp__os_global_unlock(void);
+
+/** Function identity. */
+int mp__os_fn_to_ref(void *fn, mp__fnref *out);
+int mp__os_ref_to_fn(const mp__fnref *ref, void **out);
+
+/** Flush stdio and end the process now with code (no atexit handlers). */
+void mp__os_exit(int code);
+
+/** Threads, for the dummy backend. */
+typedef struct mp__thread mp__thread;
+int mp__os_thread_start(void (*fn)(void *), void *arg, mp__thread **out);
+/** Ready when the thread function has returned. Owned by the thread object. */
+mp_os_handle mp__os_thread_sentinel(const mp__thread *t);
+/** 0 once the thread ended (and was joined), MP_ETIMEDOUT. */
+int mp__os_thread_join(mp__thread *t, double timeout);
+/** Native id of the thread (valid once started). */
+int64_t mp__os_thread_native_id(const mp__thread *t);
+/** Frees a joined thread, or detaches a running one. */
+void mp__os_thread_free(mp__thread *t);
+
+/** Loads a shared library by path (forkserver preload). */
+int mp__os_dlopen(const char *path);
+
+#endif

@@ -1,0 +1,223 @@
+/* multiproc: Python's multiprocessing for C.
+ *
+ * One API for starting and managing child processes on Linux and Windows, with a
+ * start method ("fork", "spawn", "forkserver", "win32", "apr", "dummy") chosen at run
+ * time. Conventions: functions return 0 or a negative MP_E* code; the thread-local
+ * detail is in mp_last_error_message(); timeouts are double seconds and MP_FOREVER
+ * waits forever; out-parameters come last and are NULL/0 on failure. */
+#ifndef MULTIPROC_H
+#define MULTIPROC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "multiproc/export.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define MP_VERSION_MAJOR 0
+#define MP_VERSION_MINOR 1
+
+/* ---- errors ------------------------------------------------------------------ */
+
+/* X(name, value, message): the one list behind the enum, mp_strerror, mp_err_name. */
+#define MP_ERRNO_MAP(X)                                                            \
+    X(EINVAL, -1, "invalid argument")                                              \
+    X(ENOMEM, -2, "out of memory")                                                 \
+    X(ETIMEDOUT, -3, "timed out")                                                  \
+    X(ENOTSUP, -4, "operation not supported by this start method or platform")    \
+    X(ESTATE, -5, "object is in the wrong state for this operation")              \
+    X(ECLOSED, -6, "object is closed")                                             \
+    X(ENOENT, -7, "no such object")                                                \
+    X(EEXIST, -8, "object already exists")                                         \
+    X(ERESOLVE, -9, "target function cannot be resolved in the child")            \
+    X(ECHILD, -10, "child process failed to start")                                \
+    X(EAGAIN, -11, "not ready yet")                                                \
+    X(EPERM, -12, "operation not permitted")                                       \
+    X(EPIPE, -13, "broken pipe")                                                   \
+    X(EOF, -14, "end of file")                                                     \
+    X(EIO, -15, "input/output error")                                              \
+    X(EOWNERDEAD, -16, "previous owner died")                                      \
+    X(EAUTH, -17, "authentication failed")                                         \
+    X(EFULL, -18, "full")                                                          \
+    X(EEMPTY, -19, "empty")                                                        \
+    X(ETOOBIG, -20, "message too big")                                             \
+    X(EPROTO, -21, "protocol error")                                               \
+    X(EBADF, -22, "bad handle")                                                    \
+    X(EINTR, -23, "interrupted")                                                   \
+    X(ESYS, -24, "operating system error")
+
+#define MP__ERR_ENUM(name, value, msg) MP_##name = value,
+enum mp_errno { MP_OK = 0, MP_ERRNO_MAP(MP__ERR_ENUM) MP__ERR_LAST };
+#undef MP__ERR_ENUM
+
+/** Message for an MP_E* code; never NULL ("unknown error" for anything else). */
+MP_API const char *mp_strerror(int err);
+/** Symbolic name of an MP_E* code ("MP_ETIMEDOUT"); "MP_UNKNOWN" for anything else. */
+MP_API const char *mp_err_name(int err);
+/** Detail of the last error reported on this thread; "" when none. Valid until the
+ *  next call into the library on this thread. */
+MP_API const char *mp_last_error_message(void);
+
+/** Wait forever (any negative timeout does). */
+#define MP_FOREVER (-1.0)
+
+/* ---- OS handles -------------------------------------------------------------- */
+
+/** An OS handle as an integer: a file descriptor on posix, a HANDLE on Windows. */
+typedef intptr_t mp_os_handle;
+#define MP_INVALID_OS_HANDLE ((mp_os_handle)-1)
+
+/* ---- arguments --------------------------------------------------------------- */
+
+/** The argument list a target receives. Values are copied in; a child gets its own
+ *  copy (decoded from the wire on every start method, also dummy). */
+typedef struct mp_args mp_args;
+
+typedef enum mp_arg_type {
+    MP_ARG_NONE = 0, /* also: index out of range */
+    MP_ARG_INT,
+    MP_ARG_DOUBLE,
+    MP_ARG_STR,
+    MP_ARG_BYTES,
+    MP_ARG_OS_HANDLE
+} mp_arg_type;
+
+/** New empty argument list; free with mp_args_free. */
+MP_API int mp_args_new(mp_args **out);
+/** Free a list (NULL is fine). OS handles it received as a child's args are closed. */
+MP_API void mp_args_free(mp_args *a);
+MP_API int mp_args_add_int(mp_args *a, int64_t v);
+MP_API int mp_args_add_double(mp_args *a, double v);
+/** Adds a copy of the NUL-terminated string s. */
+MP_API int mp_args_add_str(mp_args *a, const char *s);
+/** Adds a copy of len bytes (len 0 and buf NULL is an empty value). */
+MP_API int mp_args_add_bytes(mp_args *a, const void *buf, size_t len);
+/** Adds an OS handle to be transferred to the child: the caller keeps h; the child
+ *  receives its own handle to the same object (fd passing, inheritance,
+ *  DuplicateHandle; a duplicate on dummy), owned by the child's args. */
+MP_API int mp_args_add_os_handle(mp_args *a, mp_os_handle h);
+
+MP_API size_t mp_args_count(const mp_args *a);
+MP_API mp_arg_type mp_args_type(const mp_args *a, size_t i);
+/** Typed readers: 0 / 0.0 / NULL / MP_INVALID_OS_HANDLE when i is out of range or the
+ *  type differs (check mp_args_type when it matters). Pointers stay valid while a lives. */
+MP_API int64_t mp_args_int(const mp_args *a, size_t i);
+MP_API double mp_args_double(const mp_args *a, size_t i);
+MP_API const char *mp_args_str(const mp_args *a, size_t i);
+MP_API const void *mp_args_bytes(const mp_args *a, size_t i, size_t *len);
+/** A handle the child received; borrowed: closed with the args when the target returns. */
+MP_API mp_os_handle mp_args_os_handle(const mp_args *a, size_t i);
+
+/* ---- library and start methods ----------------------------------------------- */
+
+/** Call first in main. In a child started by spawn/forkserver/win32/apr this runs the
+ *  target and never returns; in the forkserver process it serves and never returns;
+ *  otherwise it returns 0 (or an error if the library cannot initialise). argc/argv may
+ *  be NULL. Safe to call more than once. */
+MP_API int mp_init(int *argc, char ***argv);
+
+/** A start method's context: static, never freed. */
+typedef struct mp_context mp_context;
+
+/** The context for a start method ("fork", "spawn", "forkserver", "win32", "apr",
+ *  "dummy"), or for the current default when name is NULL. NULL with an error message
+ *  when the name is unknown or not available on this platform. On Windows "spawn"
+ *  names the win32 method. */
+MP_API mp_context *mp_get_context(const char *name);
+/** The start method a context runs ("forkserver"...). */
+MP_API const char *mp_context_name(const mp_context *ctx);
+/** The start methods available here, default first, NULL-terminated, static. */
+MP_API const char *const *mp_get_all_start_methods(void);
+/** The global start method; fixes it to the default when not set yet unless
+ *  allow_none, in which case NULL is returned while unset. */
+MP_API const char *mp_get_start_method(bool allow_none);
+/** Sets the global start method (NULL with force unsets it). MP_ESTATE when already
+ *  set and !force; MP_EINVAL for an unknown name. Env MP_START_METHOD sets the default. */
+MP_API int mp_set_start_method(const char *name, bool force);
+
+/** Program that spawn/forkserver/apr/win32 children run instead of this executable
+ *  (it must call mp_init and contain or load the targets). NULL restores the default. */
+MP_API int mp_set_executable(const char *path);
+/** Shared libraries the forkserver loads once at start, so children begin warm
+ *  (Python's set_forkserver_preload). Takes effect when the server next starts. */
+MP_API int mp_set_forkserver_preload(const char *const *libs, size_t n);
+
+/** Number of CPUs in the system. */
+MP_API int mp_cpu_count(void);
+/** Number of CPUs this process may run on (affinity mask), as os.process_cpu_count. */
+MP_API int mp_process_cpu_count(void);
+/** This process's id. */
+MP_API int64_t mp_getpid(void);
+
+/* ---- processes --------------------------------------------------------------- */
+
+typedef struct mp_process mp_process;
+
+/** A target: receives its argument list, returns the child's exit code (0..255 on
+ *  posix). A real child exits with it; a dummy "process" (a thread) reports it. */
+typedef int (*mp_target_fn)(mp_args *args);
+
+typedef struct mp_process_opts {
+    mp_target_fn target; /* required; a function of a loaded module */
+    const char *name;    /* NULL: "Process-N" ("Process-N:M" in a child) */
+    const mp_args *args; /* copied; NULL means no arguments */
+    bool daemon;         /* terminated when the parent exits, killed if it dies */
+} mp_process_opts;
+
+/** Creates a process object (not started) on ctx (NULL: default context). */
+MP_API int mp_process_new(mp_context *ctx, const mp_process_opts *opts, mp_process **out);
+/** Starts the child. MP_ESTATE if started before; MP_ERESOLVE when the target cannot
+ *  be resolved in a child; MP_ECHILD when the child could not be started. */
+MP_API int mp_process_start(mp_process *p);
+/** Waits for the child to end: 0, MP_ETIMEDOUT, or MP_ESTATE if never started. */
+MP_API int mp_process_join(mp_process *p, double timeout);
+/** True between a successful start and the child's end. */
+MP_API bool mp_process_is_alive(mp_process *p);
+/** The exit code once the child ended: target's return value, -N for death by signal N
+ *  (posix), -15 after terminate on Windows. MP_EAGAIN while not started or running. */
+MP_API int mp_process_exitcode(mp_process *p, int *code);
+/** Process id (native thread id on dummy); 0 before start. */
+MP_API int64_t mp_process_pid(const mp_process *p);
+/** A handle that becomes ready (readable fd / signalled HANDLE) when the child ends.
+ *  Owned by p. MP_ESTATE before start. */
+MP_API int mp_process_sentinel(const mp_process *p, mp_os_handle *out);
+/** SIGTERM / TerminateProcess. MP_ENOTSUP on dummy. No-op once ended. */
+MP_API int mp_process_terminate(mp_process *p);
+/** SIGKILL / TerminateProcess. MP_ENOTSUP on dummy. */
+MP_API int mp_process_kill(mp_process *p);
+/** SIGINT (Python 3.14 interrupt). MP_ENOTSUP on dummy and Windows. */
+MP_API int mp_process_interrupt(mp_process *p);
+/** Releases the OS resources; MP_ESTATE while the child runs. Later calls on p other
+ *  than close/free/name give MP_ECLOSED. */
+MP_API int mp_process_close(mp_process *p);
+/** Frees p (NULL is fine). A running child is left to run; the library still reaps it
+ *  and, for a daemon, terminates it at exit. */
+MP_API void mp_process_free(mp_process *p);
+
+MP_API const char *mp_process_name(const mp_process *p);
+MP_API int mp_process_set_name(mp_process *p, const char *name);
+MP_API bool mp_process_daemon(const mp_process *p);
+/** MP_ESTATE once started. */
+MP_API int mp_process_set_daemon(mp_process *p, bool daemon);
+/** The start method the process runs on. */
+MP_API const char *mp_process_start_method(const mp_process *p);
+
+/** The process object for the caller ("MainProcess" in the main program, the child's
+ *  own in a child, the thread's in a dummy child). Owned by the library. */
+MP_API mp_process *mp_current_process(void);
+/** The parent, in a child (pid, name, a sentinel that is ready when the parent ended);
+ *  NULL in the main process. Owned by the library. */
+MP_API mp_process *mp_parent_process(void);
+/** Children of this process still alive; joins finished ones as a side effect.
+ *  Writes up to cap pointers (owned by the library while the children live) and the
+ *  number alive to *n. */
+MP_API int mp_active_children(mp_process **list, size_t cap, size_t *n);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
