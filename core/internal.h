@@ -69,6 +69,8 @@ void mp__args_encode(const mp_args *a, mp__buf *b, mp_os_handle *handles, size_t
 /** handles[i] become owned by the args (closed by mp_args_free). */
 int mp__args_decode(mp__rd *r, const mp_os_handle *handles, size_t nhandles, mp_args **out);
 size_t mp__args_handle_count(const mp_args *a);
+/** A deep copy (OS handles are copied as values: not duplicated, not owned). */
+int mp__args_copy(const mp_args *src, mp_args **out);
 
 /* ---- function identity (OS layer, resolved through core/launch.c) ---- */
 typedef struct mp__fnref {
@@ -94,6 +96,10 @@ typedef struct mp__launch {
     size_t nhandles;      /* handles[0] is the parent sentinel, args' handles follow */
 } mp__launch;
 
+/** Encodes the launch of p into b; handles[0] becomes parent_sentinel and the args'
+ *  handles follow (handles must have room for 1 + mp__args_handle_count). */
+int mp__launch_encode(const mp_process *p, mp_os_handle parent_sentinel, mp__buf *b,
+                      mp_os_handle *handles, size_t *nhandles);
 /** Decodes a payload; the launch points into it (args_wire), so keep it alive. */
 int mp__launch_decode(const void *payload, size_t len, mp__launch *out);
 /** Resolves l->ref into l->target_ptr (no-op when already set). MP_ERESOLVE on failure. */
@@ -122,14 +128,24 @@ struct mp_process {
     mp_args *args;
     bool user_freed;      /* the user let go; the registry still reaps it */
     bool is_self;         /* current/parent process objects: not started by us */
+    bool bk_terminated;   /* exit cleanup already sent it SIGTERM */
     /* filled by the backend */
     int64_t pid;
     mp_os_handle sentinel;
     int exitcode;
     void *bk;             /* backend-private */
-    struct mp_process *next; /* children registry */
+    /* the children registry: each process object lists the children it started */
+    struct mp_process *owner;    /* whose children list holds this one */
+    struct mp_process *next;     /* sibling in owner's list */
+    struct mp_process *children; /* started by this one, not yet reaped and let go */
+    unsigned next_child_id;      /* for "Process-<identity>:N" */
 };
 
+/** Sets up the calling child (a process, or a dummy thread when thread is true) as
+ *  described by l, with the parent's sentinel; returns its process object. */
+mp_process *mp__process_child_begin(const mp__launch *l, mp_os_handle parent_sentinel, bool thread);
+/** Ends a child begun with mp__process_child_begin: cleans its children up. */
+void mp__process_child_end(mp_process *self, bool thread);
 /** Global lock for process bookkeeping (recursive). */
 void mp__lock(void);
 void mp__unlock(void);
@@ -143,6 +159,9 @@ const char *mp__executable(void);
 const char *const *mp__forkserver_preload(void);
 /** The library's 32-byte authkey (random, inherited by children). */
 const unsigned char *mp__authkey(void);
+void mp__set_authkey(const unsigned char key[32]);
+/** A child follows its parent's start method by default. */
+void mp__set_inherited_start_method(const char *name);
 
 /* Signals for the backend signal slot. */
 enum { MP__SIG_TERM = 1, MP__SIG_KILL = 2, MP__SIG_INT = 3 };

@@ -52,6 +52,11 @@ int64_t mp__os_thread_native_id(const mp__thread *t);
 /** Frees a joined thread, or detaches a running one. */
 void mp__os_thread_free(mp__thread *t);
 
+/** In a daemonic child: make sure this process dies when the parent does, even by
+ *  SIGKILL (posix: a watcher thread on the parent's sentinel; Windows: a no-op, the
+ *  parent's kill-on-close Job object does it). */
+int mp__os_die_with_parent(mp_os_handle parent_sentinel);
+
 /** Loads a shared library by path (forkserver preload). */
 int mp__os_dlopen(const char *path);
 

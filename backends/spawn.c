@@ -1,0 +1,117 @@
+/* spawn: posix_spawn of the same executable, which re-enters through mp_init. The child
+ * gets exactly stdio, its bootstrap channel (fd 3) and the transferred handles (fds 4..),
+ * placed by dup2 file actions; everything else is closed by closefrom before exec. */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "../core/os.h"
+#include "../posix/posix.h"
+
+extern char **environ;
+
+static int spawn_start(mp_process *p, const mp__start_req *req) {
+    int sv[2] = {-1, -1};
+    size_t n = req->nhandles;
+    int first_free = 4 + (int)n;
+    int *tmp = mp__calloc(n + 1, sizeof *tmp);
+    posix_spawn_file_actions_t fa;
+    posix_spawnattr_t attr;
+    bool fa_ok = false, attr_ok = false;
+    int rc = 0;
+    pid_t pid = -1;
+    if (!tmp) return mp__err(MP_ENOMEM, "spawn: out of memory");
+    for (size_t i = 0; i <= n; i++) tmp[i] = -1;
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
+        rc = mp__os_err("spawn: socketpair");
+        goto done;
+    }
+    /* Sources are first copied above the target range, so no dup2 overwrites a source. */
+    tmp[0] = fcntl(sv[1], F_DUPFD_CLOEXEC, first_free);
+    for (size_t i = 0; i < n && tmp[0] >= 0; i++) {
+        tmp[i + 1] = fcntl((int)req->handles[i], F_DUPFD_CLOEXEC, first_free);
+        if (tmp[i + 1] < 0) break;
+    }
+    for (size_t i = 0; i <= n; i++) {
+        if (tmp[i] < 0) {
+            rc = mp__os_err(i ? "spawn: handle to transfer" : "spawn: dup");
+            goto done;
+        }
+    }
+    posix_spawn_file_actions_init(&fa);
+    fa_ok = true;
+    for (size_t i = 0; i <= n; i++) posix_spawn_file_actions_adddup2(&fa, tmp[i], 3 + (int)i);
+    posix_spawn_file_actions_addclosefrom_np(&fa, first_free);
+    posix_spawnattr_init(&attr);
+    attr_ok = true;
+    sigset_t none;
+    sigemptyset(&none);
+    posix_spawnattr_setsigmask(&attr, &none);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
+
+    char nbuf[32];
+    snprintf(nbuf, sizeof nbuf, "%zu", n);
+    /* Our own image by /proc/self/exe: a rebuilt file on disk cannot slip in. */
+    const char *path = strcmp(req->executable, mp__os_self_exe()) == 0 ? "/proc/self/exe" : req->executable;
+    char *argv[] = {(char *)req->executable, "--mp-child", "spawn", "3", nbuf, NULL};
+    int e = posix_spawn(&pid, path, &fa, &attr, argv, environ);
+    if (e) {
+        rc = mp__err(MP_ECHILD, "spawn: cannot run %s: %s", req->executable, strerror(e));
+        pid = -1;
+        goto done;
+    }
+    close(sv[1]);
+    sv[1] = -1;
+    rc = mp__posix_child_adopt(p, pid);
+    if (rc) goto done;
+    rc = mp__posix_send_payload(sv[0], req->payload, req->len);
+    int rep = mp__posix_read_report(sv[0], "spawn");
+    if (rep) rc = rep;
+    if (rc) {
+        /* The child never ran the target: reap it so no zombie stays behind. */
+        mp__posix_child_signal(p, MP__SIG_KILL);
+        char msg[512];
+        snprintf(msg, sizeof msg, "%s", mp_last_error_message());
+        mp__posix_child_wait(p, MP_FOREVER);
+        mp__posix_child_release(p);
+        mp__err(rc, "%s", msg);
+    }
+done:
+    if (fa_ok) posix_spawn_file_actions_destroy(&fa);
+    if (attr_ok) posix_spawnattr_destroy(&attr);
+    for (size_t i = 0; i <= n; i++)
+        if (tmp[i] >= 0) close(tmp[i]);
+    mp__free(tmp);
+    if (sv[0] >= 0) close(sv[0]);
+    if (sv[1] >= 0) close(sv[1]);
+    return rc;
+}
+
+/* argv: exe --mp-child spawn <chan fd> <number of handles> */
+static int spawn_child_main(int argc, char **argv) {
+    if (argc < 5) return mp__err(MP_EINVAL, "spawn child: bad command line");
+    int chan = atoi(argv[3]);
+    size_t n = (size_t)strtoul(argv[4], NULL, 10);
+    int *hs = mp__calloc(n ? n : 1, sizeof *hs);
+    if (!hs) return mp__err(MP_ENOMEM, "spawn child: out of memory");
+    for (size_t i = 0; i < n; i++) hs[i] = chan + 1 + (int)i;
+    return mp__posix_exec_child(chan, hs, n);
+}
+
+const struct mp_backend_ops mp__backend_spawn = {
+    .version = MP_BACKEND_OPS_VERSION,
+    .name = "spawn",
+    .flags = 0,
+    .start = spawn_start,
+    .wait = mp__posix_child_wait,
+    .signal = mp__posix_child_signal,
+    .release = mp__posix_child_release,
+    .child_main = spawn_child_main,
+};

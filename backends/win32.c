@@ -1,0 +1,586 @@
+/* The win32 start method: CreateProcessW of the executable, which re-enters the
+ * library through mp_init and runs the target (Python's "spawn" on Windows).
+ *
+ * Parent and child talk over two anonymous pipes whose child ends are the only
+ * handles the child inherits besides stdio (PROC_THREAD_ATTRIBUTE_HANDLE_LIST):
+ *
+ *   command line   "<exe>" --mp-child win32 <payload pipe handle, decimal>
+ *   parent→child   "MPW1", u64 report pipe handle, u32 n, n × u64 handle values,
+ *                  u64 payload length, payload
+ *   child→parent   i32 rc, u32 message length, message (the bootstrap report)
+ *
+ * The argument handles are not inherited: the child is created suspended and each
+ * one is duplicated into it, so a handle reaches exactly the child it was meant for
+ * even while other threads start other children. Daemonic children live in a job
+ * that kills them when this process goes away, however it ends. */
+#include "../win32/win32.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+
+/* The exit code Python's Popen.terminate uses; read back as -SIGTERM. */
+#define MP__WIN_TERMINATE 0x10000u
+#define MP__SIGTERM_CODE (-15)
+#define REPORT_MSG_MAX 4096u
+#define HANDLES_MAX 65536u
+static const char wire_magic[4] = {'M', 'P', 'W', '1'};
+
+struct win32_bk {
+    HANDLE process;
+};
+
+/* ---- pipes ------------------------------------------------------------------ */
+
+static int write_all(HANDLE h, const void *buf, size_t n)
+{
+    const char *p = buf;
+    while (n > 0) {
+        DWORD chunk = n > 0x10000000u ? 0x10000000u : (DWORD)n, done = 0;
+        if (!WriteFile(h, p, chunk, &done, NULL))
+            return mp__os_err("WriteFile(launch pipe)");
+        p += done;
+        n -= done;
+    }
+    return 0;
+}
+
+/* MP_EOF when the pipe ended before n bytes arrived. */
+static int read_all(HANDLE h, void *buf, size_t n)
+{
+    char *p = buf;
+    while (n > 0) {
+        DWORD chunk = n > 0x10000000u ? 0x10000000u : (DWORD)n, got = 0;
+        if (!ReadFile(h, p, chunk, &got, NULL)) {
+            DWORD e = GetLastError();
+            if (e == ERROR_BROKEN_PIPE || e == ERROR_HANDLE_EOF)
+                return MP_EOF;
+            return mp__win_err(e, "ReadFile(launch pipe)");
+        }
+        if (got == 0)
+            return MP_EOF;
+        p += got;
+        n -= got;
+    }
+    return 0;
+}
+
+static void put_u32(unsigned char *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static uint32_t get_u32(const unsigned char *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static uint64_t get_u64(const unsigned char *p)
+{
+    return (uint64_t)get_u32(p) | (uint64_t)get_u32(p + 4) << 32;
+}
+
+static void close_h(HANDLE *h)
+{
+    if (*h != NULL && *h != INVALID_HANDLE_VALUE)
+        CloseHandle(*h);
+    *h = NULL;
+}
+
+/* ---- the daemon job ---------------------------------------------------------- */
+
+static INIT_ONCE job_once = INIT_ONCE_STATIC_INIT;
+static HANDLE daemon_job;
+static DWORD job_error;
+
+static BOOL CALLBACK job_init(PINIT_ONCE once, PVOID param, PVOID *ctx)
+{
+    /* Never inheritable and never closed: the kernel closes it when this process
+     * ends, for any reason, and that is what kills the daemons. */
+    HANDLE job = CreateJobObjectW(NULL, NULL);
+    if (job == NULL) {
+        job_error = GetLastError();
+        return TRUE;
+    }
+    JOBOBJECT_EXTENDED_LIMIT_INFORMATION li;
+    memset(&li, 0, sizeof li);
+    li.BasicLimitInformation.LimitFlags = JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE;
+    if (!SetInformationJobObject(job, JobObjectExtendedLimitInformation, &li, sizeof li)) {
+        job_error = GetLastError();
+        CloseHandle(job);
+        return TRUE;
+    }
+    daemon_job = job;
+    return TRUE;
+}
+
+/* ---- parent side --------------------------------------------------------------- */
+
+/* Ends a child that failed to start: give it grace_ms to exit on its own (it may be
+ * writing its error to stderr), then terminate it; always reaped. */
+static DWORD reap(HANDLE process, DWORD grace_ms)
+{
+    DWORD code = 0;
+    if (WaitForSingleObject(process, grace_ms) != WAIT_OBJECT_0) {
+        TerminateProcess(process, 1);
+        WaitForSingleObject(process, INFINITE);
+    }
+    if (!GetExitCodeProcess(process, &code))
+        code = 1;
+    return code;
+}
+
+/* Inheritable duplicates of our std handles, for the child's STARTUPINFO; NULL
+ * where we have none. Duplicates, so another thread never sees our own handles
+ * flip to inheritable. */
+static void dup_stdio(HANDLE out[3])
+{
+    static const DWORD ids[3] = {STD_INPUT_HANDLE, STD_OUTPUT_HANDLE, STD_ERROR_HANDLE};
+    for (int i = 0; i < 3; i++) {
+        HANDLE s = GetStdHandle(ids[i]);
+        out[i] = NULL;
+        if (s == NULL || s == INVALID_HANDLE_VALUE)
+            continue;
+        if (!DuplicateHandle(GetCurrentProcess(), s, GetCurrentProcess(), &out[i], 0, TRUE,
+                             DUPLICATE_SAME_ACCESS))
+            out[i] = NULL; /* the child runs without that stream rather than not at all */
+    }
+}
+
+/* Sends the header (handles already duplicated into the child) and the payload. */
+static int send_launch(HANDLE pipe, HANDLE report_in_child, const mp_os_handle *remote,
+                       size_t n, const mp__start_req *req)
+{
+    mp__buf b = {0};
+    mp__buf_put(&b, wire_magic, sizeof wire_magic);
+    mp__buf_u64(&b, (uint64_t)(uintptr_t)report_in_child);
+    mp__buf_u32(&b, (uint32_t)n);
+    for (size_t i = 0; i < n; i++)
+        mp__buf_u64(&b, (uint64_t)remote[i]);
+    mp__buf_u64(&b, (uint64_t)req->len);
+    int rc = b.err ? mp__err(MP_ENOMEM, "win32: out of memory encoding the launch") : 0;
+    if (!rc)
+        rc = write_all(pipe, b.data, b.len);
+    if (!rc && req->len > 0)
+        rc = write_all(pipe, req->payload, req->len);
+    mp__buf_free(&b);
+    return rc;
+}
+
+/* Reads the child's report. 0: running the target; < 0: the child's error or
+ * MP_EOF when it ended without a word. *msg is allocated (or NULL). */
+static int read_report(HANDLE pipe, char **msg)
+{
+    unsigned char hdr[8];
+    *msg = NULL;
+    int rc = read_all(pipe, hdr, sizeof hdr);
+    if (rc < 0)
+        return rc;
+    int32_t code = (int32_t)get_u32(hdr);
+    uint32_t len = get_u32(hdr + 4);
+    if (len > REPORT_MSG_MAX)
+        return mp__err(MP_EPROTO, "win32: child report is malformed (%lu bytes of message)",
+                       (unsigned long)len);
+    if (len > 0) {
+        *msg = mp__malloc(len + 1);
+        if (*msg == NULL)
+            return mp__err(MP_ENOMEM, "win32: out of memory reading the child's report");
+        rc = read_all(pipe, *msg, len);
+        if (rc < 0) {
+            mp__free(*msg);
+            *msg = NULL;
+            return rc;
+        }
+        (*msg)[len] = '\0';
+    }
+    if (code > 0)
+        return MP_ECHILD;
+    return code;
+}
+
+static int win32_start(mp_process *p, const mp__start_req *req)
+{
+    HANDLE to_child_r = NULL, to_child_w = NULL, from_child_r = NULL, from_child_w = NULL;
+    HANDLE stdio[3] = {NULL, NULL, NULL}, inherit[5];
+    LPPROC_THREAD_ATTRIBUTE_LIST attrs = NULL;
+    PROCESS_INFORMATION pi = {NULL, NULL, 0, 0};
+    mp_os_handle *remote = NULL;
+    wchar_t *wexe = NULL, *wcmd = NULL;
+    char *cmd = NULL, *msg = NULL;
+    struct win32_bk *bk = NULL;
+    int rc;
+
+    if (req->executable == NULL || strchr(req->executable, '"') != NULL) {
+        rc = mp__err(MP_ECHILD, "win32: no usable executable to start (%s)",
+                     req->executable ? req->executable : "unknown");
+        goto fail;
+    }
+    bk = mp__calloc(1, sizeof *bk);
+    remote = mp__calloc(req->nhandles ? req->nhandles : 1, sizeof *remote);
+    if (bk == NULL || remote == NULL) {
+        rc = mp__err(MP_ENOMEM, "win32: out of memory starting a child");
+        goto fail;
+    }
+    if (req->nhandles > HANDLES_MAX) {
+        rc = mp__err(MP_EINVAL, "win32: too many handles to pass (%lu)",
+                     (unsigned long)req->nhandles);
+        goto fail;
+    }
+    if (req->daemon) {
+        InitOnceExecuteOnce(&job_once, job_init, NULL, NULL);
+        if (daemon_job == NULL) {
+            rc = mp__win_err(job_error, "win32: CreateJobObject for daemonic children");
+            goto fail;
+        }
+    }
+
+    /* Pipes are created non-inheritable; only the child's ends are marked, and the
+     * handle list keeps them from leaking into children other threads start. */
+    if (!CreatePipe(&to_child_r, &to_child_w, NULL, 65536) ||
+        !CreatePipe(&from_child_r, &from_child_w, NULL, 4096)) {
+        rc = mp__os_err("win32: CreatePipe");
+        goto fail;
+    }
+    if (!SetHandleInformation(to_child_r, HANDLE_FLAG_INHERIT, HANDLE_FLAG_INHERIT) ||
+        !SetHandleInformation(from_child_w, HANDLE_FLAG_INHERIT, HANDLE_FLAG_INHERIT)) {
+        rc = mp__os_err("win32: SetHandleInformation");
+        goto fail;
+    }
+    dup_stdio(stdio);
+    DWORD ninherit = 0;
+    inherit[ninherit++] = to_child_r;
+    inherit[ninherit++] = from_child_w;
+    for (int i = 0; i < 3; i++)
+        if (stdio[i] != NULL)
+            inherit[ninherit++] = stdio[i];
+
+    SIZE_T attrs_size = 0;
+    InitializeProcThreadAttributeList(NULL, 1, 0, &attrs_size);
+    attrs = mp__malloc(attrs_size);
+    if (attrs == NULL) {
+        rc = mp__err(MP_ENOMEM, "win32: out of memory for process attributes");
+        goto fail;
+    }
+    if (!InitializeProcThreadAttributeList(attrs, 1, 0, &attrs_size)) {
+        mp__free(attrs);
+        attrs = NULL;
+        rc = mp__os_err("win32: InitializeProcThreadAttributeList");
+        goto fail;
+    }
+    if (!UpdateProcThreadAttribute(attrs, 0, PROC_THREAD_ATTRIBUTE_HANDLE_LIST, inherit,
+                                   ninherit * sizeof(HANDLE), NULL, NULL)) {
+        rc = mp__os_err("win32: UpdateProcThreadAttribute(HANDLE_LIST)");
+        goto fail;
+    }
+
+    size_t cmd_cap = strlen(req->executable) + 64;
+    cmd = mp__malloc(cmd_cap);
+    if (cmd == NULL) {
+        rc = mp__err(MP_ENOMEM, "win32: out of memory for the command line");
+        goto fail;
+    }
+    snprintf(cmd, cmd_cap, "\"%s\" --mp-child win32 %llu", req->executable,
+             (unsigned long long)(uintptr_t)to_child_r);
+    wexe = mp__win_to_wide(req->executable);
+    wcmd = mp__win_to_wide(cmd);
+    if (wexe == NULL || wcmd == NULL) {
+        rc = mp__err(MP_ECHILD, "win32: executable path is not valid UTF-8: %s",
+                     req->executable);
+        goto fail;
+    }
+
+    STARTUPINFOEXW si;
+    memset(&si, 0, sizeof si);
+    si.StartupInfo.cb = sizeof si;
+    si.StartupInfo.dwFlags = STARTF_USESTDHANDLES;
+    si.StartupInfo.hStdInput = stdio[0];
+    si.StartupInfo.hStdOutput = stdio[1];
+    si.StartupInfo.hStdError = stdio[2];
+    si.lpAttributeList = attrs;
+    if (!CreateProcessW(wexe, wcmd, NULL, NULL, TRUE,
+                        CREATE_SUSPENDED | EXTENDED_STARTUPINFO_PRESENT |
+                            CREATE_UNICODE_ENVIRONMENT,
+                        NULL, NULL, &si.StartupInfo, &pi)) {
+        DWORD e = GetLastError();
+        char what[64 + MAX_PATH];
+        snprintf(what, sizeof what, "win32: CreateProcessW(%s)", req->executable);
+        mp__win_err(e, what);
+        char detail[600];
+        snprintf(detail, sizeof detail, "%s", mp_last_error_message());
+        rc = mp__err(MP_ECHILD, "%s", detail);
+        pi.hProcess = pi.hThread = NULL;
+        goto fail;
+    }
+    /* Inherited handles keep their values: this is the child's report handle too. */
+    HANDLE report_in_child = from_child_w;
+    /* Our copies of the child's ends: gone, so the pipes break when the child ends. */
+    close_h(&to_child_r);
+    close_h(&from_child_w);
+    for (int i = 0; i < 3; i++)
+        close_h(&stdio[i]);
+
+    for (size_t i = 0; i < req->nhandles; i++) {
+        HANDLE dup = NULL;
+        remote[i] = MP_INVALID_OS_HANDLE;
+        /* (HANDLE)-1 would name this very process: pass "no handle" through as is. */
+        if (req->handles[i] == MP_INVALID_OS_HANDLE || req->handles[i] == 0)
+            continue;
+        if (!DuplicateHandle(GetCurrentProcess(), MP__H(req->handles[i]), pi.hProcess, &dup,
+                             0, FALSE, DUPLICATE_SAME_ACCESS)) {
+            rc = mp__os_err("win32: DuplicateHandle into the child");
+            goto fail;
+        }
+        remote[i] = MP__OSH(dup);
+    }
+    /* Before the first instruction runs, so nothing the daemon starts escapes it. */
+    if (req->daemon && !AssignProcessToJobObject(daemon_job, pi.hProcess)) {
+        rc = mp__os_err("win32: AssignProcessToJobObject(daemon job)");
+        goto fail;
+    }
+    if (ResumeThread(pi.hThread) == (DWORD)-1) {
+        rc = mp__os_err("win32: ResumeThread");
+        goto fail;
+    }
+    close_h(&pi.hThread);
+
+    /* A child that dies early breaks the pipe; its missing report then says so. */
+    rc = send_launch(to_child_w, report_in_child, remote, req->nhandles, req);
+    if (rc < 0 && rc != MP_EPIPE)
+        goto fail;
+    close_h(&to_child_w);
+    rc = read_report(from_child_r, &msg);
+    if (rc == MP_EOF) {
+        DWORD code = reap(pi.hProcess, 5000);
+        rc = mp__err(MP_ECHILD,
+                     "win32: child exited with code %ld (0x%lx) before it could report; "
+                     "does %s call mp_init first in main?",
+                     (long)code, (unsigned long)code, req->executable);
+        goto fail;
+    }
+    if (rc < 0) {
+        char detail[REPORT_MSG_MAX + 1];
+        snprintf(detail, sizeof detail, "%s", msg ? msg : mp_last_error_message());
+        reap(pi.hProcess, 5000);
+        rc = mp__err(rc, "%s", detail[0] ? detail : "win32: child failed to start");
+        goto fail;
+    }
+
+    close_h(&from_child_r);
+    mp__free(msg);
+    mp__free(remote);
+    mp__free(cmd);
+    mp__free(wcmd);
+    mp__free(wexe);
+    DeleteProcThreadAttributeList(attrs);
+    mp__free(attrs);
+    bk->process = pi.hProcess;
+    p->bk = bk;
+    p->pid = (int64_t)pi.dwProcessId;
+    p->sentinel = MP__OSH(pi.hProcess);
+    return 0;
+
+fail:
+    if (pi.hProcess != NULL) {
+        /* Handles duplicated into it go with it. */
+        reap(pi.hProcess, 0);
+        close_h(&pi.hProcess);
+    }
+    close_h(&pi.hThread);
+    close_h(&to_child_r);
+    close_h(&to_child_w);
+    close_h(&from_child_r);
+    close_h(&from_child_w);
+    for (int i = 0; i < 3; i++)
+        close_h(&stdio[i]);
+    if (attrs != NULL) {
+        DeleteProcThreadAttributeList(attrs);
+        mp__free(attrs);
+    }
+    mp__free(msg);
+    mp__free(remote);
+    mp__free(cmd);
+    mp__free(wcmd);
+    mp__free(wexe);
+    mp__free(bk);
+    return rc;
+}
+
+static int win32_wait(mp_process *p, double timeout)
+{
+    struct win32_bk *bk = p->bk;
+    if (bk == NULL)
+        return mp__err(MP_ESTATE, "win32: process not started");
+    int rc = mp__os_handle_wait(MP__OSH(bk->process), timeout);
+    if (rc < 0)
+        return rc;
+    DWORD code = 0;
+    if (!GetExitCodeProcess(bk->process, &code))
+        return mp__os_err("win32: GetExitCodeProcess");
+    p->exitcode = code == MP__WIN_TERMINATE ? MP__SIGTERM_CODE : (int)code;
+    return 0;
+}
+
+static int win32_signal(mp_process *p, int sig)
+{
+    struct win32_bk *bk = p->bk;
+    if (sig == MP__SIG_INT)
+        return mp__err(MP_ENOTSUP, "win32: interrupt (SIGINT) cannot be sent to a process");
+    if (sig != MP__SIG_TERM && sig != MP__SIG_KILL)
+        return mp__err(MP_EINVAL, "win32: unknown signal %d", sig);
+    if (bk == NULL)
+        return mp__err(MP_ESTATE, "win32: process not started");
+    if (!TerminateProcess(bk->process, MP__WIN_TERMINATE)) {
+        DWORD e = GetLastError();
+        /* Access is denied once the process has ended: that is the no-op case. */
+        if (WaitForSingleObject(bk->process, 0) == WAIT_OBJECT_0)
+            return 0;
+        return mp__win_err(e, "win32: TerminateProcess");
+    }
+    return 0;
+}
+
+static void win32_release(mp_process *p)
+{
+    struct win32_bk *bk = p->bk;
+    if (bk != NULL) {
+        close_h(&bk->process);
+        mp__free(bk);
+    }
+    p->bk = NULL;
+    p->sentinel = MP_INVALID_OS_HANDLE;
+}
+
+/* ---- child side ---------------------------------------------------------------- */
+
+struct report_ctx {
+    HANDLE pipe;
+};
+
+static void child_report(void *ctx, int rc, const char *msg)
+{
+    struct report_ctx *r = ctx;
+    if (r->pipe == NULL)
+        return;
+    size_t len = msg ? strlen(msg) : 0;
+    if (len > REPORT_MSG_MAX)
+        len = REPORT_MSG_MAX;
+    unsigned char buf[8 + REPORT_MSG_MAX];
+    put_u32(buf, (uint32_t)(int32_t)rc);
+    put_u32(buf + 4, (uint32_t)len);
+    if (len > 0)
+        memcpy(buf + 8, msg, len);
+    /* One write, so the parent never sees half a report; a parent that went away
+     * is no reason to stop. */
+    (void)write_all(r->pipe, buf, 8 + len);
+    close_h(&r->pipe);
+}
+
+static HANDLE handle_arg(uint64_t v)
+{
+    return (HANDLE)(uintptr_t)v;
+}
+
+static int win32_child_main(int argc, char **argv)
+{
+    struct report_ctx report = {NULL};
+    unsigned char hdr[16];
+    mp_os_handle *handles = NULL;
+    unsigned char *payload = NULL;
+    mp__launch launch;
+    HANDLE in;
+    int rc;
+
+    if (argc < 4)
+        return mp__err(MP_EINVAL, "win32 child: missing launch pipe argument");
+    char *end = NULL;
+    errno = 0;
+    unsigned long long v = strtoull(argv[3], &end, 10);
+    if (errno != 0 || end == argv[3] || *end != '\0' || v == 0)
+        return mp__err(MP_EINVAL, "win32 child: bad launch pipe argument '%s'", argv[3]);
+    in = handle_arg(v);
+    /* Inherited handles arrive inheritable: keep them out of our own children. */
+    if (!SetHandleInformation(in, HANDLE_FLAG_INHERIT, 0))
+        return mp__os_err("win32 child: launch pipe");
+
+    rc = read_all(in, hdr, 16);
+    if (rc == 0 && memcmp(hdr, wire_magic, sizeof wire_magic) != 0)
+        rc = mp__err(MP_EPROTO, "win32 child: bad launch header (parent of another build?)");
+    if (rc < 0)
+        goto fail;
+    report.pipe = handle_arg(get_u64(hdr + 4));
+    if (!SetHandleInformation(report.pipe, HANDLE_FLAG_INHERIT, 0)) {
+        report.pipe = NULL;
+        rc = mp__os_err("win32 child: report pipe");
+        goto fail;
+    }
+    uint32_t n = get_u32(hdr + 12);
+    if (n > HANDLES_MAX) {
+        rc = mp__err(MP_EPROTO, "win32 child: %lu handles announced", (unsigned long)n);
+        goto fail;
+    }
+    handles = mp__calloc(n ? n : 1, sizeof *handles);
+    if (handles == NULL) {
+        rc = mp__err(MP_ENOMEM, "win32 child: out of memory");
+        goto fail;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        unsigned char b[8];
+        rc = read_all(in, b, 8);
+        if (rc < 0)
+            goto fail;
+        handles[i] = (mp_os_handle)get_u64(b);
+    }
+    unsigned char lb[8];
+    rc = read_all(in, lb, 8);
+    if (rc < 0)
+        goto fail;
+    uint64_t len = get_u64(lb);
+    if (len > (uint64_t)(SIZE_MAX / 2)) {
+        rc = mp__err(MP_EPROTO, "win32 child: payload of %llu bytes announced",
+                     (unsigned long long)len);
+        goto fail;
+    }
+    payload = mp__malloc(len ? (size_t)len : 1);
+    if (payload == NULL) {
+        rc = mp__err(MP_ENOMEM, "win32 child: out of memory for a %llu-byte payload",
+                     (unsigned long long)len);
+        goto fail;
+    }
+    rc = read_all(in, payload, (size_t)len);
+    if (rc < 0)
+        goto fail;
+    close_h(&in);
+
+    rc = mp__launch_decode(payload, (size_t)len, &launch);
+    if (rc < 0)
+        goto fail;
+    /* The launch points into payload and owns handles from here on; the process
+     * ends with the target, so neither is freed. */
+    mp__os_exit(mp__child_run(&launch, handles, n, child_report, &report));
+    return 0;
+
+fail:
+    if (rc == MP_EOF)
+        rc = mp__err(MP_EPROTO, "win32 child: launch pipe closed early (parent gone?)");
+    child_report(&report, rc, mp_last_error_message());
+    close_h(&in);
+    mp__free(payload);
+    mp__free(handles);
+    return rc;
+}
+
+const struct mp_backend_ops mp__backend_win32 = {
+    .version = MP_BACKEND_OPS_VERSION,
+    .name = "win32",
+    .flags = 0,
+    .start = win32_start,
+    .wait = win32_wait,
+    .signal = win32_signal,
+    .release = win32_release,
+    .child_main = win32_child_main,
+    .shutdown = NULL,
+};

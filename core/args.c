@@ -1,0 +1,257 @@
+/* mp_args: the argument list of a target, and its wire form for the launch. */
+#include <string.h>
+
+#include "os.h"
+
+typedef struct mp__arg {
+    mp_arg_type type;
+    union {
+        int64_t i;
+        double d;
+        struct {
+            char *p; /* NUL-terminated even for bytes, so strings need no copy */
+            size_t n;
+        } s;
+        mp_os_handle h;
+    } u;
+} mp__arg;
+
+struct mp_args {
+    mp__arg *items;
+    size_t n, cap;
+    bool owns_handles; /* a child's args: the handles were delivered to us */
+};
+
+int mp_args_new(mp_args **out) {
+    if (!out) return mp__err(MP_EINVAL, "mp_args_new: out is NULL");
+    *out = mp__calloc(1, sizeof **out);
+    return *out ? 0 : mp__err(MP_ENOMEM, "mp_args_new: out of memory");
+}
+
+void mp_args_free(mp_args *a) {
+    if (!a) return;
+    for (size_t i = 0; i < a->n; i++) {
+        mp__arg *it = &a->items[i];
+        if (it->type == MP_ARG_STR || it->type == MP_ARG_BYTES) mp__free(it->u.s.p);
+        if (it->type == MP_ARG_OS_HANDLE && a->owns_handles && it->u.h != MP_INVALID_OS_HANDLE)
+            mp__os_handle_close(it->u.h);
+    }
+    mp__free(a->items);
+    mp__free(a);
+}
+
+static mp__arg *args_push(mp_args *a, mp_arg_type t) {
+    if (a->n == a->cap) {
+        size_t cap = a->cap ? a->cap * 2 : 4;
+        mp__arg *items = mp__realloc(a->items, cap * sizeof *items);
+        if (!items) return NULL;
+        a->items = items;
+        a->cap = cap;
+    }
+    mp__arg *it = &a->items[a->n++];
+    memset(it, 0, sizeof *it);
+    it->type = t;
+    return it;
+}
+
+#define ARGS_CHECK(a, fn)                                                           \
+    do {                                                                            \
+        if (!(a)) return mp__err(MP_EINVAL, fn ": args is NULL");                  \
+    } while (0)
+
+int mp_args_add_int(mp_args *a, int64_t v) {
+    ARGS_CHECK(a, "mp_args_add_int");
+    mp__arg *it = args_push(a, MP_ARG_INT);
+    if (!it) return mp__err(MP_ENOMEM, "mp_args_add_int: out of memory");
+    it->u.i = v;
+    return 0;
+}
+
+int mp_args_add_double(mp_args *a, double v) {
+    ARGS_CHECK(a, "mp_args_add_double");
+    mp__arg *it = args_push(a, MP_ARG_DOUBLE);
+    if (!it) return mp__err(MP_ENOMEM, "mp_args_add_double: out of memory");
+    it->u.d = v;
+    return 0;
+}
+
+static int args_add_mem(mp_args *a, mp_arg_type t, const void *p, size_t n) {
+    char *copy = mp__malloc(n + 1);
+    if (!copy) return mp__err(MP_ENOMEM, "mp_args: out of memory for %zu bytes", n);
+    if (n) memcpy(copy, p, n);
+    copy[n] = '\0';
+    mp__arg *it = args_push(a, t);
+    if (!it) {
+        mp__free(copy);
+        return mp__err(MP_ENOMEM, "mp_args: out of memory");
+    }
+    it->u.s.p = copy;
+    it->u.s.n = n;
+    return 0;
+}
+
+int mp_args_add_str(mp_args *a, const char *s) {
+    ARGS_CHECK(a, "mp_args_add_str");
+    if (!s) return mp__err(MP_EINVAL, "mp_args_add_str: string is NULL");
+    return args_add_mem(a, MP_ARG_STR, s, strlen(s));
+}
+
+int mp_args_add_bytes(mp_args *a, const void *buf, size_t len) {
+    ARGS_CHECK(a, "mp_args_add_bytes");
+    if (!buf && len) return mp__err(MP_EINVAL, "mp_args_add_bytes: buffer is NULL");
+    return args_add_mem(a, MP_ARG_BYTES, buf, len);
+}
+
+int mp_args_add_os_handle(mp_args *a, mp_os_handle h) {
+    ARGS_CHECK(a, "mp_args_add_os_handle");
+    if (h == MP_INVALID_OS_HANDLE) return mp__err(MP_EBADF, "mp_args_add_os_handle: invalid handle");
+    if (a->owns_handles)
+        return mp__err(MP_EINVAL, "mp_args_add_os_handle: cannot add to a child's own argument list");
+    mp__arg *it = args_push(a, MP_ARG_OS_HANDLE);
+    if (!it) return mp__err(MP_ENOMEM, "mp_args_add_os_handle: out of memory");
+    it->u.h = h;
+    return 0;
+}
+
+size_t mp_args_count(const mp_args *a) { return a ? a->n : 0; }
+
+static const mp__arg *args_at(const mp_args *a, size_t i, mp_arg_type t) {
+    if (!a || i >= a->n || a->items[i].type != t) return NULL;
+    return &a->items[i];
+}
+
+mp_arg_type mp_args_type(const mp_args *a, size_t i) {
+    return (a && i < a->n) ? a->items[i].type : MP_ARG_NONE;
+}
+
+int64_t mp_args_int(const mp_args *a, size_t i) {
+    const mp__arg *it = args_at(a, i, MP_ARG_INT);
+    return it ? it->u.i : 0;
+}
+
+double mp_args_double(const mp_args *a, size_t i) {
+    const mp__arg *it = args_at(a, i, MP_ARG_DOUBLE);
+    return it ? it->u.d : 0.0;
+}
+
+const char *mp_args_str(const mp_args *a, size_t i) {
+    const mp__arg *it = args_at(a, i, MP_ARG_STR);
+    return it ? it->u.s.p : NULL;
+}
+
+const void *mp_args_bytes(const mp_args *a, size_t i, size_t *len) {
+    const mp__arg *it = args_at(a, i, MP_ARG_BYTES);
+    if (len) *len = it ? it->u.s.n : 0;
+    return it ? it->u.s.p : NULL;
+}
+
+mp_os_handle mp_args_os_handle(const mp_args *a, size_t i) {
+    const mp__arg *it = args_at(a, i, MP_ARG_OS_HANDLE);
+    return it ? it->u.h : MP_INVALID_OS_HANDLE;
+}
+
+size_t mp__args_handle_count(const mp_args *a) {
+    size_t k = 0;
+    for (size_t i = 0; a && i < a->n; i++) k += a->items[i].type == MP_ARG_OS_HANDLE;
+    return k;
+}
+
+/* Handles travel out of band (the backend's transfer hook); the wire holds their index
+ * in the launch's handle table. */
+void mp__args_encode(const mp_args *a, mp__buf *b, mp_os_handle *handles, size_t *nhandles) {
+    size_t n = a ? a->n : 0;
+    mp__buf_u32(b, (uint32_t)n);
+    for (size_t i = 0; i < n; i++) {
+        const mp__arg *it = &a->items[i];
+        mp__buf_u8(b, (uint8_t)it->type);
+        switch (it->type) {
+        case MP_ARG_INT: mp__buf_u64(b, (uint64_t)it->u.i); break;
+        case MP_ARG_DOUBLE: {
+            uint64_t bits;
+            memcpy(&bits, &it->u.d, sizeof bits);
+            mp__buf_u64(b, bits);
+            break;
+        }
+        case MP_ARG_STR:
+        case MP_ARG_BYTES: mp__buf_blob(b, it->u.s.p, it->u.s.n); break;
+        case MP_ARG_OS_HANDLE:
+            mp__buf_u32(b, (uint32_t)*nhandles);
+            handles[(*nhandles)++] = it->u.h;
+            break;
+        default: break;
+        }
+    }
+}
+
+int mp__args_decode(mp__rd *r, const mp_os_handle *handles, size_t nhandles, mp_args **out) {
+    mp_args *a = NULL;
+    *out = NULL;
+    int rc = mp_args_new(&a);
+    if (rc) return rc;
+    a->owns_handles = true;
+    uint32_t n = mp__rd_u32(r);
+    for (uint32_t i = 0; i < n && !r->err; i++) {
+        uint8_t t = mp__rd_u8(r);
+        switch (t) {
+        case MP_ARG_INT: rc = mp_args_add_int(a, (int64_t)mp__rd_u64(r)); break;
+        case MP_ARG_DOUBLE: {
+            uint64_t bits = mp__rd_u64(r);
+            double d;
+            memcpy(&d, &bits, sizeof d);
+            rc = mp_args_add_double(a, d);
+            break;
+        }
+        case MP_ARG_STR:
+        case MP_ARG_BYTES: {
+            size_t len;
+            const void *p = mp__rd_blob(r, &len);
+            if (!r->err) rc = args_add_mem(a, (mp_arg_type)t, p, len);
+            break;
+        }
+        case MP_ARG_OS_HANDLE: {
+            uint32_t idx = mp__rd_u32(r);
+            if (r->err || idx >= nhandles) {
+                r->err = MP_EPROTO;
+                break;
+            }
+            mp__arg *it = args_push(a, MP_ARG_OS_HANDLE);
+            if (!it) rc = mp__err(MP_ENOMEM, "mp_args: out of memory");
+            else it->u.h = handles[idx];
+            break;
+        }
+        default: r->err = MP_EPROTO; break;
+        }
+        if (rc) break;
+    }
+    if (!rc && r->err) rc = mp__err(MP_EPROTO, "launch: malformed argument list");
+    if (rc) {
+        a->owns_handles = false; /* on failure the caller still owns every handle */
+        mp_args_free(a);
+        return rc;
+    }
+    *out = a;
+    return 0;
+}
+
+int mp__args_copy(const mp_args *src, mp_args **out) {
+    *out = NULL;
+    mp_args *a = NULL;
+    int rc = mp_args_new(&a);
+    for (size_t i = 0; !rc && src && i < src->n; i++) {
+        const mp__arg *it = &src->items[i];
+        switch (it->type) {
+        case MP_ARG_INT: rc = mp_args_add_int(a, it->u.i); break;
+        case MP_ARG_DOUBLE: rc = mp_args_add_double(a, it->u.d); break;
+        case MP_ARG_STR:
+        case MP_ARG_BYTES: rc = args_add_mem(a, it->type, it->u.s.p, it->u.s.n); break;
+        case MP_ARG_OS_HANDLE: rc = mp_args_add_os_handle(a, it->u.h); break;
+        default: rc = mp__err(MP_EINVAL, "mp_args: bad item type"); break;
+        }
+    }
+    if (rc) {
+        mp_args_free(a);
+        return rc;
+    }
+    *out = a;
+    return 0;
+}

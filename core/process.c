@@ -1,0 +1,435 @@
+/* mp_process: Python's Process object over a start-method backend, and the registry
+ * of children every process (or dummy thread) keeps for active_children and exit. */
+#include <stdio.h>
+#include <string.h>
+
+#include "os.h"
+#include "../backends/backend.h"
+
+/* The process we are, and our parent. A dummy child (a thread) overrides both with
+ * thread-locals so current_process() inside it answers like a real child's. */
+static mp_process *g_current;
+static mp_process *g_parent;
+static MP__THREAD_LOCAL mp_process *t_current;
+static MP__THREAD_LOCAL mp_process *t_parent;
+static mp_os_handle g_self_sentinel = MP_INVALID_OS_HANDLE;
+
+void mp__lock(void) { mp__os_global_lock(); }
+void mp__unlock(void) { mp__os_global_unlock(); }
+
+static mp_process *process_alloc(const char *name, const char *identity) {
+    mp_process *p = mp__calloc(1, sizeof *p);
+    if (!p) return NULL;
+    p->name = mp__strdup(name);
+    p->identity = mp__strdup(identity);
+    p->sentinel = MP_INVALID_OS_HANDLE;
+    if (!p->name || !p->identity) {
+        mp__free(p->name);
+        mp__free(p->identity);
+        mp__free(p);
+        return NULL;
+    }
+    return p;
+}
+
+static void process_destroy(mp_process *p) {
+    if (!p->is_self && (p->state == MP__P_STARTED || p->state == MP__P_ENDED)) mp__backend_release(p);
+    if (p->is_self && p->sentinel != MP_INVALID_OS_HANDLE) mp__os_handle_close(p->sentinel);
+    mp_args_free(p->args);
+    mp__free(p->name);
+    mp__free(p->identity);
+    mp__free(p);
+}
+
+mp_process *mp_current_process(void) {
+    if (t_current) return t_current;
+    if (g_current) return g_current;
+    mp__lock();
+    if (!g_current) {
+        mp_process *p = process_alloc("MainProcess", "");
+        if (p) {
+            p->is_self = true;
+            p->state = MP__P_STARTED;
+            p->pid = mp__os_getpid();
+            g_current = p;
+        }
+    }
+    mp__unlock();
+    return g_current;
+}
+
+mp_process *mp_parent_process(void) { return t_parent ? t_parent : g_parent; }
+
+/* Registry: under the global lock. */
+static void registry_add(mp_process *owner, mp_process *p) {
+    p->owner = owner;
+    p->next = owner->children;
+    owner->children = p;
+}
+
+static void registry_remove(mp_process *p) {
+    if (!p->owner) return;
+    for (mp_process **pp = &p->owner->children; *pp; pp = &(*pp)->next) {
+        if (*pp == p) {
+            *pp = p->next;
+            break;
+        }
+    }
+    p->owner = NULL;
+    p->next = NULL;
+}
+
+static int check_open(const mp_process *p, const char *fn) {
+    if (!p) return mp__err(MP_EINVAL, "%s: process is NULL", fn);
+    if (p->state == MP__P_CLOSED) return mp__err(MP_ECLOSED, "%s: process object is closed", fn);
+    return 0;
+}
+
+int mp_process_new(mp_context *ctx, const mp_process_opts *opts, mp_process **out) {
+    if (!out) return mp__err(MP_EINVAL, "mp_process_new: out is NULL");
+    *out = NULL;
+    if (!opts) return mp__err(MP_EINVAL, "mp_process_new: opts is NULL");
+    if (!opts->target) return mp__err(MP_EINVAL, "mp_process_new: target is NULL");
+    if (!ctx) ctx = mp_get_context(NULL);
+    if (!ctx) return MP_EINVAL; /* mp_get_context said why */
+    mp_process *self = mp_current_process();
+    if (!self) return mp__err(MP_ENOMEM, "mp_process_new: out of memory");
+
+    mp__lock();
+    unsigned id = ++self->next_child_id;
+    mp__unlock();
+    char identity[256], defname[300];
+    if (self->identity[0])
+        snprintf(identity, sizeof identity, "%s:%u", self->identity, id);
+    else
+        snprintf(identity, sizeof identity, "%u", id);
+    snprintf(defname, sizeof defname, "Process-%s", identity);
+
+    mp_process *p = process_alloc(opts->name ? opts->name : defname, identity);
+    if (!p) return mp__err(MP_ENOMEM, "mp_process_new: out of memory");
+    int rc = mp__args_copy(opts->args, &p->args);
+    if (rc) {
+        process_destroy(p);
+        return rc;
+    }
+    p->ctx = ctx;
+    p->ops = mp__backend_find(mp_context_name(ctx));
+    p->target = opts->target;
+    p->daemon = opts->daemon;
+    p->state = MP__P_INIT;
+    *out = p;
+    return 0;
+}
+
+static int self_sentinel(mp_os_handle *out) {
+    mp__lock();
+    int rc = 0;
+    if (g_self_sentinel == MP_INVALID_OS_HANDLE) rc = mp__os_self_sentinel(&g_self_sentinel);
+    *out = g_self_sentinel;
+    mp__unlock();
+    return rc;
+}
+
+int mp_process_start(mp_process *p) {
+    int rc = check_open(p, "mp_process_start");
+    if (rc) return rc;
+    if (p->is_self) return mp__err(MP_ESTATE, "mp_process_start: cannot start this process object");
+    if (p->state != MP__P_INIT) return mp__err(MP_ESTATE, "mp_process_start: cannot start a process twice");
+    mp_process *self = mp_current_process();
+    if (self->daemon)
+        return mp__err(MP_ESTATE, "mp_process_start: daemonic processes are not allowed to have children");
+
+    mp_os_handle sentinel;
+    rc = self_sentinel(&sentinel);
+    if (rc) return rc;
+    size_t cap = 1 + mp__args_handle_count(p->args), nh = 0;
+    mp_os_handle *handles = mp__calloc(cap, sizeof *handles);
+    mp__buf b = {0};
+    if (!handles) return mp__err(MP_ENOMEM, "mp_process_start: out of memory");
+    rc = mp__launch_encode(p, sentinel, &b, handles, &nh);
+    if (!rc) {
+        mp__start_req req = {
+            .payload = b.data,
+            .len = b.len,
+            .handles = handles,
+            .nhandles = nh,
+            .executable = mp__executable(),
+            .daemon = p->daemon,
+        };
+        rc = mp__backend_start(p, &req);
+    }
+    mp__buf_free(&b);
+    mp__free(handles);
+    if (rc) return rc;
+    p->state = MP__P_STARTED;
+    mp__lock();
+    registry_add(self, p);
+    mp__unlock();
+    return 0;
+}
+
+/* Polls or waits through the backend; moves p to ENDED and out of the registry. */
+static int process_wait(mp_process *p, double timeout) {
+    if (p->state == MP__P_ENDED) return 0;
+    int rc = mp__backend_wait(p, timeout);
+    if (rc) return rc;
+    p->state = MP__P_ENDED;
+    return 0;
+}
+
+int mp_process_join(mp_process *p, double timeout) {
+    int rc = check_open(p, "mp_process_join");
+    if (rc) return rc;
+    if (p->is_self) return mp__err(MP_ESTATE, "mp_process_join: cannot join this process object");
+    if (p->state == MP__P_INIT) return mp__err(MP_ESTATE, "mp_process_join: can only join a started process");
+    rc = process_wait(p, timeout);
+    if (rc) return rc;
+    mp__lock();
+    registry_remove(p);
+    mp__unlock();
+    return 0;
+}
+
+bool mp_process_is_alive(mp_process *p) {
+    if (!p || p->state == MP__P_CLOSED) return false;
+    if (p->is_self) {
+        if (p == g_current || p == t_current) return true;
+        return p->sentinel != MP_INVALID_OS_HANDLE &&
+               mp__os_handle_wait(p->sentinel, 0) == MP_ETIMEDOUT;
+    }
+    if (p->state != MP__P_STARTED) return false;
+    return process_wait(p, 0) != 0;
+}
+
+int mp_process_exitcode(mp_process *p, int *code) {
+    if (code) *code = 0;
+    int rc = check_open(p, "mp_process_exitcode");
+    if (rc) return rc;
+    if (!code) return mp__err(MP_EINVAL, "mp_process_exitcode: code is NULL");
+    if (p->is_self || p->state == MP__P_INIT)
+        return mp__err(MP_EAGAIN, "mp_process_exitcode: the process has not been started");
+    if (process_wait(p, 0) != 0) return mp__err(MP_EAGAIN, "mp_process_exitcode: still running");
+    *code = p->exitcode;
+    return 0;
+}
+
+int64_t mp_process_pid(const mp_process *p) {
+    return (p && p->state != MP__P_INIT) ? p->pid : 0;
+}
+
+int mp_process_sentinel(const mp_process *p, mp_os_handle *out) {
+    if (out) *out = MP_INVALID_OS_HANDLE;
+    int rc = check_open(p, "mp_process_sentinel");
+    if (rc) return rc;
+    if (!out) return mp__err(MP_EINVAL, "mp_process_sentinel: out is NULL");
+    if (p->state == MP__P_INIT || p->sentinel == MP_INVALID_OS_HANDLE)
+        return mp__err(MP_ESTATE, "mp_process_sentinel: process not started");
+    *out = p->sentinel;
+    return 0;
+}
+
+static int process_signal(mp_process *p, int sig, const char *fn) {
+    int rc = check_open(p, fn);
+    if (rc) return rc;
+    if (p->is_self) return mp__err(MP_ENOTSUP, "%s: not supported on this process object", fn);
+    if (p->state == MP__P_INIT) return mp__err(MP_ESTATE, "%s: process not started", fn);
+    if (p->state == MP__P_ENDED) return 0;
+    return mp__backend_signal(p, sig);
+}
+
+int mp_process_terminate(mp_process *p) { return process_signal(p, MP__SIG_TERM, "mp_process_terminate"); }
+int mp_process_kill(mp_process *p) { return process_signal(p, MP__SIG_KILL, "mp_process_kill"); }
+int mp_process_interrupt(mp_process *p) { return process_signal(p, MP__SIG_INT, "mp_process_interrupt"); }
+
+int mp_process_close(mp_process *p) {
+    if (!p) return mp__err(MP_EINVAL, "mp_process_close: process is NULL");
+    if (p->state == MP__P_CLOSED) return 0;
+    if (p->is_self) return mp__err(MP_ESTATE, "mp_process_close: cannot close this process object");
+    if (p->state == MP__P_STARTED && process_wait(p, 0) != 0)
+        return mp__err(MP_ESTATE, "mp_process_close: cannot close a process while it is still running");
+    mp__lock();
+    registry_remove(p);
+    mp__unlock();
+    if (p->state == MP__P_ENDED) mp__backend_release(p);
+    p->state = MP__P_CLOSED;
+    return 0;
+}
+
+void mp_process_free(mp_process *p) {
+    if (!p || p->is_self) return;
+    mp__lock();
+    if (p->state == MP__P_STARTED && p->owner && process_wait(p, 0) != 0) {
+        /* Still running: the registry keeps it to reap it (and terminate a daemon). */
+        p->user_freed = true;
+        mp__unlock();
+        return;
+    }
+    registry_remove(p);
+    mp__unlock();
+    process_destroy(p);
+}
+
+const char *mp_process_name(const mp_process *p) { return p ? p->name : NULL; }
+
+int mp_process_set_name(mp_process *p, const char *name) {
+    if (!p || !name) return mp__err(MP_EINVAL, "mp_process_set_name: NULL argument");
+    char *n = mp__strdup(name);
+    if (!n) return mp__err(MP_ENOMEM, "mp_process_set_name: out of memory");
+    mp__free(p->name);
+    p->name = n;
+    return 0;
+}
+
+bool mp_process_daemon(const mp_process *p) { return p && p->daemon; }
+
+int mp_process_set_daemon(mp_process *p, bool daemon) {
+    int rc = check_open(p, "mp_process_set_daemon");
+    if (rc) return rc;
+    if (p->state != MP__P_INIT || p->is_self)
+        return mp__err(MP_ESTATE, "mp_process_set_daemon: process has already started");
+    p->daemon = daemon;
+    return 0;
+}
+
+const char *mp_process_start_method(const mp_process *p) {
+    return (p && p->ops) ? p->ops->name : NULL;
+}
+
+/* Finished children leave the registry here, as Python's _cleanup() does. */
+static size_t reap_and_list(mp_process *owner, mp_process **list, size_t cap) {
+    size_t n = 0;
+    mp__lock();
+    mp_process **pp = &owner->children;
+    while (*pp) {
+        mp_process *c = *pp;
+        if (c->state != MP__P_STARTED || process_wait(c, 0) == 0) {
+            *pp = c->next;
+            c->owner = NULL;
+            c->next = NULL;
+            if (c->user_freed) process_destroy(c);
+            continue;
+        }
+        if (!c->user_freed) {
+            if (list && n < cap) list[n] = c;
+            n++;
+        }
+        pp = &c->next;
+    }
+    mp__unlock();
+    return n;
+}
+
+int mp_active_children(mp_process **list, size_t cap, size_t *n) {
+    if (n) *n = 0;
+    if (!n) return mp__err(MP_EINVAL, "mp_active_children: n is NULL");
+    if (cap && !list) return mp__err(MP_EINVAL, "mp_active_children: list is NULL");
+    mp_process *self = mp_current_process();
+    if (!self) return mp__err(MP_ENOMEM, "mp_active_children: out of memory");
+    *n = reap_and_list(self, list, cap);
+    return 0;
+}
+
+/* Python's _exit_function: terminate daemonic children, then join the rest. A dummy
+ * daemon cannot be terminated (it is a thread), so it is left to run, as Python leaves
+ * daemon threads. */
+static void cleanup_children_of(mp_process *owner) {
+    for (int pass = 0; pass < 2; pass++) {
+        for (;;) {
+            mp_process *victim = NULL;
+            mp__lock();
+            for (mp_process *c = owner->children; c; c = c->next) {
+                if (c->state != MP__P_STARTED) continue;
+                bool threads = c->ops->flags & MP_BACKEND_THREADS;
+                if (pass == 0 && c->daemon && !threads && !c->bk_terminated) {
+                    victim = c;
+                    break;
+                }
+                if (pass == 1 && !(c->daemon && threads)) {
+                    victim = c;
+                    break;
+                }
+            }
+            mp__unlock();
+            if (!victim) break;
+            if (pass == 0) {
+                victim->bk_terminated = true;
+                mp__backend_signal(victim, MP__SIG_TERM);
+            } else {
+                process_wait(victim, MP_FOREVER);
+            }
+            if (pass == 1 || victim->state == MP__P_ENDED) {
+                mp__lock();
+                if (victim->state != MP__P_STARTED) {
+                    bool freed = victim->user_freed;
+                    registry_remove(victim);
+                    if (freed) process_destroy(victim);
+                }
+                mp__unlock();
+            }
+        }
+    }
+    /* What is left (dummy daemons) outlives its owner's object. */
+    mp__lock();
+    while (owner->children) {
+        mp_process *c = owner->children;
+        owner->children = c->next;
+        c->owner = NULL;
+        c->next = NULL;
+    }
+    mp__unlock();
+}
+
+void mp__process_cleanup_children(void) {
+    mp_process *self = mp_current_process();
+    if (self) cleanup_children_of(self);
+}
+
+void mp__process_after_fork_child(void) {
+    /* The parent's children are not ours, and its sentinel is now our parent's. */
+    g_current = NULL;
+    g_parent = NULL;
+    t_current = NULL;
+    t_parent = NULL;
+    g_self_sentinel = MP_INVALID_OS_HANDLE;
+}
+
+mp_process *mp__process_child_begin(const mp__launch *l, mp_os_handle parent_sentinel, bool thread) {
+    mp_process *self = process_alloc(l->name, l->identity);
+    mp_process *parent = process_alloc(l->parent_name ? l->parent_name : "MainProcess", "");
+    if (!self || !parent) {
+        /* Out of memory in a fresh child: run without the objects rather than fail. */
+        if (self) process_destroy(self);
+        if (parent) process_destroy(parent);
+        mp__os_handle_close(parent_sentinel);
+        return NULL;
+    }
+    self->is_self = parent->is_self = true;
+    self->state = parent->state = MP__P_STARTED;
+    self->daemon = l->daemon;
+    self->pid = thread ? mp__os_thread_id() : mp__os_getpid();
+    parent->pid = l->parent_pid;
+    parent->sentinel = parent_sentinel;
+    if (thread) {
+        t_current = self;
+        t_parent = parent;
+    } else {
+        g_current = self;
+        g_parent = parent;
+        mp__set_authkey(l->authkey);
+        mp__set_inherited_start_method(l->start_method);
+    }
+    return self;
+}
+
+void mp__process_child_end(mp_process *self, bool thread) {
+    if (!self) return;
+    cleanup_children_of(self);
+    if (thread) {
+        mp_process *parent = t_parent;
+        t_current = NULL;
+        t_parent = NULL;
+        process_destroy(self);
+        if (parent) process_destroy(parent);
+    }
+    /* A real child exits right after; its objects go with it. */
+}
