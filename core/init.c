@@ -12,11 +12,13 @@ static char *g_executable;
 static char **g_preload;
 static unsigned char g_authkey[32];
 
-static void mp__atexit(void) {
+void mp__shutdown(void) {
     mp__process_cleanup_children();
     for (const struct mp_backend_ops *const *b = mp__backend_all(); *b; b++)
         if ((*b)->shutdown) (*b)->shutdown();
 }
+
+static void mp__atexit(void) { mp__shutdown(); }
 
 static int lib_init(void) {
     if (g_inited) return 0;

@@ -151,6 +151,9 @@ void mp__lock(void);
 void mp__unlock(void);
 /** Bookkeeping after fork in the child (fork backend): forget the parent's children. */
 void mp__process_after_fork_child(void);
+/** End of a process (atexit, or a real child's end): children cleanup, then the
+ *  backends' helper processes. */
+void mp__shutdown(void);
 /** Children cleanup: terminate daemonic, join the others (process exit, child end). */
 void mp__process_cleanup_children(void);
 /** The executable exec-based backends run. */

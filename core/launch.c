@@ -127,6 +127,7 @@ int mp__child_run(mp__launch *l, mp_os_handle *handles, size_t nhandles,
     mp_target_fn target = (mp_target_fn)l->target_ptr;
     int code = target(args);
     mp__process_child_end(self, thread);
+    if (!thread) mp__shutdown();
     mp_args_free(args);
     return code;
 }

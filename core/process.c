@@ -79,6 +79,8 @@ static void registry_remove(mp_process *p) {
     p->next = NULL;
 }
 
+static size_t reap_and_list(mp_process *owner, mp_process **list, size_t cap);
+
 static int check_open(const mp_process *p, const char *fn) {
     if (!p) return mp__err(MP_EINVAL, "%s: process is NULL", fn);
     if (p->state == MP__P_CLOSED) return mp__err(MP_ECLOSED, "%s: process object is closed", fn);
@@ -139,6 +141,8 @@ int mp_process_start(mp_process *p) {
     if (self->daemon)
         return mp__err(MP_ESTATE, "mp_process_start: daemonic processes are not allowed to have children");
 
+    /* As Python's start(): reap finished children first, so none lingers as a zombie. */
+    reap_and_list(self, NULL, 0);
     mp_os_handle sentinel;
     rc = self_sentinel(&sentinel);
     if (rc) return rc;
@@ -168,7 +172,7 @@ int mp_process_start(mp_process *p) {
     return 0;
 }
 
-/* Polls or waits through the backend; moves p to ENDED and out of the registry. */
+/* Polls or waits through the backend; moves p to ENDED. */
 static int process_wait(mp_process *p, double timeout) {
     if (p->state == MP__P_ENDED) return 0;
     int rc = mp__backend_wait(p, timeout);
