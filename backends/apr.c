@@ -67,12 +67,18 @@ static int apr_start(mp_process *p, const mp__start_req *req) {
     if ((st = apr_procattr_create(&attr, pool)) != APR_SUCCESS ||
         (st = apr_procattr_cmdtype_set(attr, APR_PROGRAM_ENV)) != APR_SUCCESS ||
         (st = apr_procattr_detach_set(attr, 0)) != APR_SUCCESS ||
+        (st = apr_procattr_error_check_set(attr, 1)) != APR_SUCCESS ||
         (st = apr_proc_create(&proc, req->executable, argv, NULL, attr, pool)) != APR_SUCCESS) {
         rc = apr_err(st, req->executable);
         goto done;
     }
+    /* Our copies of the child's channel end must go before we wait for its report. */
     close(sv[1]);
     sv[1] = -1;
+    for (size_t i = 0; i <= n; i++) {
+        close(inh[i]);
+        inh[i] = -1;
+    }
     rc = mp__posix_child_adopt(p, proc.pid);
     if (rc) goto done;
     rc = mp__posix_send_payload(sv[0], req->payload, req->len);

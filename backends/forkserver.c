@@ -99,6 +99,11 @@ static int fs_start_server_locked(const char *exe) {
         rc = mp__err(MP_ECHILD, "forkserver: cannot run %s: %s", exe, strerror(e));
         goto done;
     }
+    /* Only the server may hold its end now, or its death would never read as EOF. */
+    close(tmp);
+    tmp = -1;
+    close(sv[1]);
+    sv[1] = -1;
     fs_pid = pid;
     fs_pidfd = mp__posix_pidfd_open(pid);
     fs_ctl = sv[0];
@@ -112,7 +117,7 @@ static int fs_start_server_locked(const char *exe) {
 done:
     if (tmp >= 0) close(tmp);
     if (sv[0] >= 0) close(sv[0]);
-    close(sv[1]);
+    if (sv[1] >= 0) close(sv[1]);
     mp__free(argv);
     return rc;
 }

@@ -67,8 +67,14 @@ static int spawn_start(mp_process *p, const mp__start_req *req) {
         pid = -1;
         goto done;
     }
+    /* Every copy of the child's channel end must go, or a child that dies before it
+     * reports would leave us waiting for an EOF that never comes. */
     close(sv[1]);
     sv[1] = -1;
+    for (size_t i = 0; i <= n; i++) {
+        close(tmp[i]);
+        tmp[i] = -1;
+    }
     rc = mp__posix_child_adopt(p, pid);
     if (rc) goto done;
     rc = mp__posix_send_payload(sv[0], req->payload, req->len);

@@ -1,13 +1,17 @@
 /* The win32 start method: CreateProcessW of the executable, which re-enters the
  * library through mp_init and runs the target (Python's "spawn" on Windows).
  *
- * Parent and child talk over two anonymous pipes whose child ends are the only
- * handles the child inherits besides stdio (PROC_THREAD_ATTRIBUTE_HANDLE_LIST):
+ * Parent and child talk over one duplex pipe whose child end is the only handle the
+ * child inherits besides stdio (PROC_THREAD_ATTRIBUTE_HANDLE_LIST):
  *
- *   command line   "<exe>" --mp-child win32 <payload pipe handle, decimal>
- *   parent→child   "MPW1", u64 report pipe handle, u32 n, n × u64 handle values,
- *                  u64 payload length, payload
+ *   command line   "<exe>" --mp-child win32 <pipe handle, decimal>
+ *   parent→child   "MPW1", u32 n, n × u64 handle values, u64 payload length, payload
  *   child→parent   i32 rc, u32 message length, message (the bootstrap report)
+ *
+ * The pipe is a named pipe with an unguessable one-instance name, because only a
+ * named pipe does overlapped I/O: every parent-side wait also watches the child's
+ * process handle, so a child that dies, or a pipe end that leaked into some other
+ * program through another thread's CreateProcess, can never hang mp_process_start.
  *
  * The argument handles are not inherited: the child is created suspended and each
  * one is duplicated into it, so a handle reaches exactly the child it was meant for
@@ -35,6 +39,14 @@ struct win32_bk {
 
 /* ---- pipes ------------------------------------------------------------------ */
 
+static void close_h(HANDLE *h)
+{
+    if (*h != NULL && *h != INVALID_HANDLE_VALUE)
+        CloseHandle(*h);
+    *h = NULL;
+}
+
+/* The child's end is an ordinary synchronous handle. */
 static int write_all(HANDLE h, const void *buf, size_t n)
 {
     const char *p = buf;
@@ -68,6 +80,127 @@ static int read_all(HANDLE h, void *buf, size_t n)
     return 0;
 }
 
+/* The parent's end: overlapped, and each transfer also waits on the child. */
+struct chan {
+    HANDLE pipe;
+    HANDLE event;
+    HANDLE process; /* the child: its end ends the conversation */
+};
+
+/* One ReadFile/WriteFile of up to n bytes; *done set. MP_EOF when the child ended
+ * or closed its end first. */
+static int chan_io(struct chan *c, bool write, void *buf, DWORD n, DWORD *done)
+{
+    OVERLAPPED ov;
+    memset(&ov, 0, sizeof ov);
+    ov.hEvent = c->event;
+    *done = 0;
+    BOOL ok = write ? WriteFile(c->pipe, buf, n, NULL, &ov) : ReadFile(c->pipe, buf, n, NULL, &ov);
+    DWORD e = ok ? ERROR_SUCCESS : GetLastError();
+    if (!ok && e == ERROR_IO_PENDING) {
+        HANDLE both[2] = {c->event, c->process};
+        /* Index 0 wins when both are ready, so a report written just before the
+         * child exited is still read. */
+        DWORD w = WaitForMultipleObjects(2, both, FALSE, INFINITE);
+        DWORD we = w == WAIT_FAILED ? GetLastError() : ERROR_SUCCESS;
+        /* The child ended (or the wait failed): stop the I/O, but keep whatever it
+         * managed to transfer. */
+        if (w != WAIT_OBJECT_0)
+            CancelIoEx(c->pipe, &ov);
+        ok = GetOverlappedResult(c->pipe, &ov, done, TRUE);
+        e = ok ? ERROR_SUCCESS : GetLastError();
+        if (!ok && w == WAIT_FAILED)
+            return mp__win_err(we, "WaitForMultipleObjects(launch pipe)");
+    } else if (ok) {
+        ok = GetOverlappedResult(c->pipe, &ov, done, FALSE);
+        e = ok ? ERROR_SUCCESS : GetLastError();
+    }
+    if (ok)
+        return *done > 0 || n == 0 ? 0 : MP_EOF;
+    if (e == ERROR_BROKEN_PIPE || e == ERROR_NO_DATA || e == ERROR_PIPE_NOT_CONNECTED ||
+        e == ERROR_OPERATION_ABORTED || e == ERROR_HANDLE_EOF)
+        return MP_EOF;
+    return mp__win_err(e, write ? "WriteFile(launch pipe)" : "ReadFile(launch pipe)");
+}
+
+static int chan_all(struct chan *c, bool write, const void *buf, size_t n)
+{
+    char *p = (char *)buf;
+    while (n > 0) {
+        DWORD chunk = n > 0x10000000u ? 0x10000000u : (DWORD)n, done = 0;
+        int rc = chan_io(c, write, p, chunk, &done);
+        if (rc < 0)
+            return rc;
+        p += done;
+        n -= done;
+    }
+    return 0;
+}
+
+/* A one-instance duplex pipe: *server overlapped for us, *client synchronous and
+ * (only) inheritable for the child. event: a manual-reset event for the connect. */
+static int make_pipe(HANDLE *server, HANDLE *client, HANDLE event)
+{
+    static volatile LONG counter;
+    unsigned char rnd[8];
+    char aname[96];
+    wchar_t name[96];
+    *server = *client = NULL;
+    int rc = mp__os_random(rnd, sizeof rnd);
+    if (rc < 0)
+        return rc;
+    /* Random, so no other program can squat the name or guess it to connect. */
+    int len = snprintf(aname, sizeof aname, "\\\\.\\pipe\\multiproc-%lu-%ld-",
+                       (unsigned long)GetCurrentProcessId(),
+                       (long)InterlockedIncrement(&counter));
+    for (int i = 0; i < 8 && len > 0 && len < (int)sizeof aname - 3; i++)
+        len += snprintf(aname + len, sizeof aname - (size_t)len, "%02x", rnd[i]);
+    /* ASCII only, so widening is a copy (and needs no wide printf). */
+    for (int i = 0;; i++) {
+        name[i] = (wchar_t)(unsigned char)aname[i];
+        if (aname[i] == '\0')
+            break;
+    }
+    *server = CreateNamedPipeW(name,
+                               PIPE_ACCESS_DUPLEX | FILE_FLAG_OVERLAPPED |
+                                   FILE_FLAG_FIRST_PIPE_INSTANCE,
+                               PIPE_TYPE_BYTE | PIPE_READMODE_BYTE | PIPE_WAIT |
+                                   PIPE_REJECT_REMOTE_CLIENTS,
+                               1, 65536, 65536, 0, NULL);
+    if (*server == INVALID_HANDLE_VALUE) {
+        *server = NULL;
+        return mp__os_err("win32: CreateNamedPipeW(launch pipe)");
+    }
+    SECURITY_ATTRIBUTES sa = {sizeof sa, NULL, TRUE};
+    *client = CreateFileW(name, GENERIC_READ | GENERIC_WRITE, 0, &sa, OPEN_EXISTING, 0, NULL);
+    if (*client == INVALID_HANDLE_VALUE) {
+        /* Busy means someone else connected first: refuse to talk through it. */
+        rc = mp__os_err("win32: CreateFileW(launch pipe)");
+        *client = NULL;
+        CloseHandle(*server);
+        *server = NULL;
+        return rc;
+    }
+    /* The client is already there, so this normally says ERROR_PIPE_CONNECTED;
+     * it is called so the server end is formally connected on every version. */
+    OVERLAPPED ov;
+    memset(&ov, 0, sizeof ov);
+    ov.hEvent = event;
+    DWORD unused;
+    if (!ConnectNamedPipe(*server, &ov)) {
+        DWORD e = GetLastError();
+        if (e == ERROR_IO_PENDING && GetOverlappedResult(*server, &ov, &unused, TRUE))
+            e = ERROR_PIPE_CONNECTED;
+        if (e != ERROR_PIPE_CONNECTED) {
+            rc = mp__win_err(e, "win32: ConnectNamedPipe(launch pipe)");
+            close_h(client);
+            close_h(server);
+            return rc;
+        }
+    }
+    return 0;
+}
+
 static void put_u32(unsigned char *p, uint32_t v)
 {
     for (int i = 0; i < 4; i++)
@@ -84,13 +217,6 @@ static uint64_t get_u64(const unsigned char *p)
     return (uint64_t)get_u32(p) | (uint64_t)get_u32(p + 4) << 32;
 }
 
-static void close_h(HANDLE *h)
-{
-    if (*h != NULL && *h != INVALID_HANDLE_VALUE)
-        CloseHandle(*h);
-    *h = NULL;
-}
-
 /* ---- the daemon job ---------------------------------------------------------- */
 
 static INIT_ONCE job_once = INIT_ONCE_STATIC_INIT;
@@ -99,6 +225,9 @@ static DWORD job_error;
 
 static BOOL CALLBACK job_init(PINIT_ONCE once, PVOID param, PVOID *ctx)
 {
+    (void)once;
+    (void)param;
+    (void)ctx;
     /* Never inheritable and never closed: the kernel closes it when this process
      * ends, for any reason, and that is what kills the daemons. */
     HANDLE job = CreateJobObjectW(NULL, NULL);
@@ -152,32 +281,31 @@ static void dup_stdio(HANDLE out[3])
 }
 
 /* Sends the header (handles already duplicated into the child) and the payload. */
-static int send_launch(HANDLE pipe, HANDLE report_in_child, const mp_os_handle *remote,
-                       size_t n, const mp__start_req *req)
+static int send_launch(struct chan *c, const mp_os_handle *remote, size_t n,
+                       const mp__start_req *req)
 {
     mp__buf b = {0};
     mp__buf_put(&b, wire_magic, sizeof wire_magic);
-    mp__buf_u64(&b, (uint64_t)(uintptr_t)report_in_child);
     mp__buf_u32(&b, (uint32_t)n);
     for (size_t i = 0; i < n; i++)
         mp__buf_u64(&b, (uint64_t)remote[i]);
     mp__buf_u64(&b, (uint64_t)req->len);
     int rc = b.err ? mp__err(MP_ENOMEM, "win32: out of memory encoding the launch") : 0;
     if (!rc)
-        rc = write_all(pipe, b.data, b.len);
+        rc = chan_all(c, true, b.data, b.len);
     if (!rc && req->len > 0)
-        rc = write_all(pipe, req->payload, req->len);
+        rc = chan_all(c, true, req->payload, req->len);
     mp__buf_free(&b);
     return rc;
 }
 
 /* Reads the child's report. 0: running the target; < 0: the child's error or
  * MP_EOF when it ended without a word. *msg is allocated (or NULL). */
-static int read_report(HANDLE pipe, char **msg)
+static int read_report(struct chan *c, char **msg)
 {
     unsigned char hdr[8];
     *msg = NULL;
-    int rc = read_all(pipe, hdr, sizeof hdr);
+    int rc = chan_all(c, false, hdr, sizeof hdr);
     if (rc < 0)
         return rc;
     int32_t code = (int32_t)get_u32(hdr);
@@ -189,7 +317,7 @@ static int read_report(HANDLE pipe, char **msg)
         *msg = mp__malloc(len + 1);
         if (*msg == NULL)
             return mp__err(MP_ENOMEM, "win32: out of memory reading the child's report");
-        rc = read_all(pipe, *msg, len);
+        rc = chan_all(c, false, *msg, len);
         if (rc < 0) {
             mp__free(*msg);
             *msg = NULL;
@@ -202,10 +330,35 @@ static int read_report(HANDLE pipe, char **msg)
     return code;
 }
 
+/* The attribute list naming the only handles the child inherits. */
+static int make_attrs(HANDLE *inherit, DWORD n, LPPROC_THREAD_ATTRIBUTE_LIST *out)
+{
+    SIZE_T size = 0;
+    *out = NULL;
+    InitializeProcThreadAttributeList(NULL, 1, 0, &size);
+    LPPROC_THREAD_ATTRIBUTE_LIST attrs = mp__malloc(size);
+    if (attrs == NULL)
+        return mp__err(MP_ENOMEM, "win32: out of memory for process attributes");
+    if (!InitializeProcThreadAttributeList(attrs, 1, 0, &size)) {
+        int rc = mp__os_err("win32: InitializeProcThreadAttributeList");
+        mp__free(attrs);
+        return rc;
+    }
+    if (!UpdateProcThreadAttribute(attrs, 0, PROC_THREAD_ATTRIBUTE_HANDLE_LIST, inherit,
+                                   n * sizeof(HANDLE), NULL, NULL)) {
+        int rc = mp__os_err("win32: UpdateProcThreadAttribute(HANDLE_LIST)");
+        DeleteProcThreadAttributeList(attrs);
+        mp__free(attrs);
+        return rc;
+    }
+    *out = attrs;
+    return 0;
+}
+
 static int win32_start(mp_process *p, const mp__start_req *req)
 {
-    HANDLE to_child_r = NULL, to_child_w = NULL, from_child_r = NULL, from_child_w = NULL;
-    HANDLE stdio[3] = {NULL, NULL, NULL}, inherit[5];
+    struct chan chan = {NULL, NULL, NULL};
+    HANDLE child_end = NULL, stdio[3] = {NULL, NULL, NULL}, inherit[4];
     LPPROC_THREAD_ATTRIBUTE_LIST attrs = NULL;
     PROCESS_INFORMATION pi = {NULL, NULL, 0, 0};
     mp_os_handle *remote = NULL;
@@ -219,15 +372,15 @@ static int win32_start(mp_process *p, const mp__start_req *req)
                      req->executable ? req->executable : "unknown");
         goto fail;
     }
+    if (req->nhandles > HANDLES_MAX) {
+        rc = mp__err(MP_EINVAL, "win32: too many handles to pass (%lu)",
+                     (unsigned long)req->nhandles);
+        goto fail;
+    }
     bk = mp__calloc(1, sizeof *bk);
     remote = mp__calloc(req->nhandles ? req->nhandles : 1, sizeof *remote);
     if (bk == NULL || remote == NULL) {
         rc = mp__err(MP_ENOMEM, "win32: out of memory starting a child");
-        goto fail;
-    }
-    if (req->nhandles > HANDLES_MAX) {
-        rc = mp__err(MP_EINVAL, "win32: too many handles to pass (%lu)",
-                     (unsigned long)req->nhandles);
         goto fail;
     }
     if (req->daemon) {
@@ -238,44 +391,23 @@ static int win32_start(mp_process *p, const mp__start_req *req)
         }
     }
 
-    /* Pipes are created non-inheritable; only the child's ends are marked, and the
-     * handle list keeps them from leaking into children other threads start. */
-    if (!CreatePipe(&to_child_r, &to_child_w, NULL, 65536) ||
-        !CreatePipe(&from_child_r, &from_child_w, NULL, 4096)) {
-        rc = mp__os_err("win32: CreatePipe");
+    chan.event = CreateEventW(NULL, TRUE, FALSE, NULL);
+    if (chan.event == NULL) {
+        rc = mp__os_err("win32: CreateEventW");
         goto fail;
     }
-    if (!SetHandleInformation(to_child_r, HANDLE_FLAG_INHERIT, HANDLE_FLAG_INHERIT) ||
-        !SetHandleInformation(from_child_w, HANDLE_FLAG_INHERIT, HANDLE_FLAG_INHERIT)) {
-        rc = mp__os_err("win32: SetHandleInformation");
+    rc = make_pipe(&chan.pipe, &child_end, chan.event);
+    if (rc < 0)
         goto fail;
-    }
     dup_stdio(stdio);
     DWORD ninherit = 0;
-    inherit[ninherit++] = to_child_r;
-    inherit[ninherit++] = from_child_w;
+    inherit[ninherit++] = child_end;
     for (int i = 0; i < 3; i++)
         if (stdio[i] != NULL)
             inherit[ninherit++] = stdio[i];
-
-    SIZE_T attrs_size = 0;
-    InitializeProcThreadAttributeList(NULL, 1, 0, &attrs_size);
-    attrs = mp__malloc(attrs_size);
-    if (attrs == NULL) {
-        rc = mp__err(MP_ENOMEM, "win32: out of memory for process attributes");
+    rc = make_attrs(inherit, ninherit, &attrs);
+    if (rc < 0)
         goto fail;
-    }
-    if (!InitializeProcThreadAttributeList(attrs, 1, 0, &attrs_size)) {
-        mp__free(attrs);
-        attrs = NULL;
-        rc = mp__os_err("win32: InitializeProcThreadAttributeList");
-        goto fail;
-    }
-    if (!UpdateProcThreadAttribute(attrs, 0, PROC_THREAD_ATTRIBUTE_HANDLE_LIST, inherit,
-                                   ninherit * sizeof(HANDLE), NULL, NULL)) {
-        rc = mp__os_err("win32: UpdateProcThreadAttribute(HANDLE_LIST)");
-        goto fail;
-    }
 
     size_t cmd_cap = strlen(req->executable) + 64;
     cmd = mp__malloc(cmd_cap);
@@ -283,8 +415,9 @@ static int win32_start(mp_process *p, const mp__start_req *req)
         rc = mp__err(MP_ENOMEM, "win32: out of memory for the command line");
         goto fail;
     }
+    /* Inherited handles keep their value, so the child can use this number as is. */
     snprintf(cmd, cmd_cap, "\"%s\" --mp-child win32 %llu", req->executable,
-             (unsigned long long)(uintptr_t)to_child_r);
+             (unsigned long long)(uintptr_t)child_end);
     wexe = mp__win_to_wide(req->executable);
     wcmd = mp__win_to_wide(cmd);
     if (wexe == NULL || wcmd == NULL) {
@@ -315,11 +448,9 @@ static int win32_start(mp_process *p, const mp__start_req *req)
         pi.hProcess = pi.hThread = NULL;
         goto fail;
     }
-    /* Inherited handles keep their values: this is the child's report handle too. */
-    HANDLE report_in_child = from_child_w;
-    /* Our copies of the child's ends: gone, so the pipes break when the child ends. */
-    close_h(&to_child_r);
-    close_h(&from_child_w);
+    chan.process = pi.hProcess;
+    /* Our copy of the child's end goes, so the pipe breaks when the child ends. */
+    close_h(&child_end);
     for (int i = 0; i < 3; i++)
         close_h(&stdio[i]);
 
@@ -347,12 +478,13 @@ static int win32_start(mp_process *p, const mp__start_req *req)
     }
     close_h(&pi.hThread);
 
-    /* A child that dies early breaks the pipe; its missing report then says so. */
-    rc = send_launch(to_child_w, report_in_child, remote, req->nhandles, req);
-    if (rc < 0 && rc != MP_EPIPE)
-        goto fail;
-    close_h(&to_child_w);
-    rc = read_report(from_child_r, &msg);
+    /* A child that dies early ends the exchange; its missing report then says so. */
+    rc = send_launch(&chan, remote, req->nhandles, req);
+    if (rc == 0 || rc == MP_EOF)
+        rc = read_report(&chan, &msg);
+    /* Closing our end first lets a child still waiting for input end on its own. */
+    if (rc < 0)
+        close_h(&chan.pipe);
     if (rc == MP_EOF) {
         DWORD code = reap(pi.hProcess, 5000);
         rc = mp__err(MP_ECHILD,
@@ -369,7 +501,8 @@ static int win32_start(mp_process *p, const mp__start_req *req)
         goto fail;
     }
 
-    close_h(&from_child_r);
+    close_h(&chan.pipe);
+    close_h(&chan.event);
     mp__free(msg);
     mp__free(remote);
     mp__free(cmd);
@@ -390,10 +523,9 @@ fail:
         close_h(&pi.hProcess);
     }
     close_h(&pi.hThread);
-    close_h(&to_child_r);
-    close_h(&to_child_w);
-    close_h(&from_child_r);
-    close_h(&from_child_w);
+    close_h(&chan.pipe);
+    close_h(&chan.event);
+    close_h(&child_end);
     for (int i = 0; i < 3; i++)
         close_h(&stdio[i]);
     if (attrs != NULL) {
@@ -479,19 +611,13 @@ static void child_report(void *ctx, int rc, const char *msg)
     close_h(&r->pipe);
 }
 
-static HANDLE handle_arg(uint64_t v)
-{
-    return (HANDLE)(uintptr_t)v;
-}
-
 static int win32_child_main(int argc, char **argv)
 {
     struct report_ctx report = {NULL};
-    unsigned char hdr[16];
+    unsigned char hdr[8];
     mp_os_handle *handles = NULL;
     unsigned char *payload = NULL;
     mp__launch launch;
-    HANDLE in;
     int rc;
 
     if (argc < 4)
@@ -501,23 +627,18 @@ static int win32_child_main(int argc, char **argv)
     unsigned long long v = strtoull(argv[3], &end, 10);
     if (errno != 0 || end == argv[3] || *end != '\0' || v == 0)
         return mp__err(MP_EINVAL, "win32 child: bad launch pipe argument '%s'", argv[3]);
-    in = handle_arg(v);
-    /* Inherited handles arrive inheritable: keep them out of our own children. */
-    if (!SetHandleInformation(in, HANDLE_FLAG_INHERIT, 0))
+    HANDLE pipe = (HANDLE)(uintptr_t)v;
+    /* Inherited handles arrive inheritable: keep it out of our own children. */
+    if (!SetHandleInformation(pipe, HANDLE_FLAG_INHERIT, 0))
         return mp__os_err("win32 child: launch pipe");
+    report.pipe = pipe; /* the report goes back the same way; it closes the pipe */
 
-    rc = read_all(in, hdr, 16);
+    rc = read_all(pipe, hdr, sizeof hdr);
     if (rc == 0 && memcmp(hdr, wire_magic, sizeof wire_magic) != 0)
         rc = mp__err(MP_EPROTO, "win32 child: bad launch header (parent of another build?)");
     if (rc < 0)
         goto fail;
-    report.pipe = handle_arg(get_u64(hdr + 4));
-    if (!SetHandleInformation(report.pipe, HANDLE_FLAG_INHERIT, 0)) {
-        report.pipe = NULL;
-        rc = mp__os_err("win32 child: report pipe");
-        goto fail;
-    }
-    uint32_t n = get_u32(hdr + 12);
+    uint32_t n = get_u32(hdr + 4);
     if (n > HANDLES_MAX) {
         rc = mp__err(MP_EPROTO, "win32 child: %lu handles announced", (unsigned long)n);
         goto fail;
@@ -529,13 +650,13 @@ static int win32_child_main(int argc, char **argv)
     }
     for (uint32_t i = 0; i < n; i++) {
         unsigned char b[8];
-        rc = read_all(in, b, 8);
+        rc = read_all(pipe, b, sizeof b);
         if (rc < 0)
             goto fail;
         handles[i] = (mp_os_handle)get_u64(b);
     }
     unsigned char lb[8];
-    rc = read_all(in, lb, 8);
+    rc = read_all(pipe, lb, sizeof lb);
     if (rc < 0)
         goto fail;
     uint64_t len = get_u64(lb);
@@ -550,10 +671,9 @@ static int win32_child_main(int argc, char **argv)
                      (unsigned long long)len);
         goto fail;
     }
-    rc = read_all(in, payload, (size_t)len);
+    rc = read_all(pipe, payload, (size_t)len);
     if (rc < 0)
         goto fail;
-    close_h(&in);
 
     rc = mp__launch_decode(payload, (size_t)len, &launch);
     if (rc < 0)
@@ -567,7 +687,6 @@ fail:
     if (rc == MP_EOF)
         rc = mp__err(MP_EPROTO, "win32 child: launch pipe closed early (parent gone?)");
     child_report(&report, rc, mp_last_error_message());
-    close_h(&in);
     mp__free(payload);
     mp__free(handles);
     return rc;

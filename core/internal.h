@@ -15,7 +15,10 @@
 #define MP__THREAD_LOCAL _Thread_local
 #endif
 
-#if defined(__GNUC__)
+#if defined(__MINGW32__)
+/* mingw's plain printf format means msvcrt's rules; we build with C99 stdio. */
+#define MP__PRINTF(f, a) __attribute__((format(gnu_printf, f, a)))
+#elif defined(__GNUC__)
 #define MP__PRINTF(f, a) __attribute__((format(printf, f, a)))
 #else
 #define MP__PRINTF(f, a)

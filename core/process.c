@@ -313,10 +313,10 @@ static size_t reap_and_list(mp_process *owner, mp_process **list, size_t cap) {
             if (c->user_freed) process_destroy(c);
             continue;
         }
-        if (!c->user_freed) {
-            if (list && n < cap) list[n] = c;
-            n++;
-        }
+        /* Freed by the user but alive: still a child (Python would list it), and the
+         * object stays valid until it is reaped. */
+        if (list && n < cap) list[n] = c;
+        n++;
         pp = &c->next;
     }
     mp__unlock();
@@ -408,6 +408,8 @@ mp_process *mp__process_child_begin(const mp__launch *l, mp_os_handle parent_sen
         return NULL;
     }
     self->is_self = parent->is_self = true;
+    self->ops = mp__backend_find(l->start_method);
+    self->ctx = self->ops ? mp__backend_context(self->ops) : NULL;
     self->state = parent->state = MP__P_STARTED;
     self->daemon = l->daemon;
     self->pid = thread ? mp__os_thread_id() : mp__os_getpid();

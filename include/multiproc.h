@@ -51,7 +51,7 @@ extern "C" {
     X(ESYS, -24, "operating system error")
 
 #define MP__ERR_ENUM(name, value, msg) MP_##name = value,
-enum mp_errno { MP_OK = 0, MP_ERRNO_MAP(MP__ERR_ENUM) MP__ERR_LAST };
+enum mp_errno { MP_OK = 0, MP_ERRNO_MAP(MP__ERR_ENUM) };
 #undef MP__ERR_ENUM
 
 /** Message for an MP_E* code; never NULL ("unknown error" for anything else). */

@@ -1,0 +1,37 @@
+/* Helpers shared by the Windows OS layer (win32/) and the win32 backend. Private to
+ * the Windows build; core/ never includes this. */
+#ifndef MP_WIN32_WIN32_H
+#define MP_WIN32_WIN32_H
+
+#ifndef WIN32_LEAN_AND_MEAN
+#define WIN32_LEAN_AND_MEAN
+#endif
+#ifndef NOMINMAX
+#define NOMINMAX
+#endif
+/* Windows 8: GetActiveProcessorCount, InitOnce, handle lists and nested jobs. */
+#if !defined(_WIN32_WINNT) || _WIN32_WINNT < 0x0602
+#undef _WIN32_WINNT
+#define _WIN32_WINNT 0x0602
+#endif
+#include <windows.h>
+
+#include "../core/os.h"
+
+#define MP__H(h) ((HANDLE)(h))
+#define MP__OSH(h) ((mp_os_handle)(h))
+
+/** Records the Win32 error code (as given, not re-read) as an MP_E* code with the
+ *  message "what: <system text>"; returns the code. */
+int mp__win_err(DWORD code, const char *what);
+/** UTF-8 to a freshly allocated wide string (mp__free); NULL with an error recorded. */
+wchar_t *mp__win_to_wide(const char *s);
+/** Wide to a freshly allocated UTF-8 string (mp__free); NULL with an error recorded. */
+char *mp__win_to_utf8(const wchar_t *w);
+/** Full path of a loaded module (NULL: this executable), freshly allocated. */
+wchar_t *mp__win_module_path(HMODULE mod);
+/** A timeout in seconds as milliseconds for the Wait functions: negative is
+ *  INFINITE, anything else rounds up so a wait never ends early. */
+DWORD mp__win_timeout_ms(double seconds);
+
+#endif
