@@ -4,7 +4,8 @@
  * start method ("fork", "spawn", "forkserver", "win32", "apr", "dummy") chosen at run
  * time. Conventions: functions return 0 or a negative MP_E* code; the thread-local
  * detail is in mp_last_error_message(); timeouts are double seconds and MP_FOREVER
- * waits forever; out-parameters come last and are NULL/0 on failure. */
+ * waits forever; out-parameters come last and are NULL/0 on failure (handles:
+ * MP_INVALID_OS_HANDLE); a NULL object pointer is MP_EINVAL, never a crash. */
 #ifndef MULTIPROC_H
 #define MULTIPROC_H
 
@@ -130,13 +131,15 @@ typedef struct mp_context mp_context;
 MP_API mp_context *mp_get_context(const char *name);
 /** The start method a context runs ("forkserver"...). */
 MP_API const char *mp_context_name(const mp_context *ctx);
-/** The start methods available here, default first, NULL-terminated, static. */
+/** The start methods available here, the platform's default first (MP_START_METHOD
+ *  does not reorder them), NULL-terminated, static. */
 MP_API const char *const *mp_get_all_start_methods(void);
 /** The global start method; fixes it to the default when not set yet unless
  *  allow_none, in which case NULL is returned while unset. */
 MP_API const char *mp_get_start_method(bool allow_none);
-/** Sets the global start method (NULL with force unsets it). MP_ESTATE when already
- *  set and !force; MP_EINVAL for an unknown name. Env MP_START_METHOD sets the default. */
+/** Sets the global start method (NULL with force unsets it; NULL without force is
+ *  MP_EINVAL). MP_ESTATE when already set and !force; MP_EINVAL for an unknown name.
+ *  Env MP_START_METHOD sets the default. A child follows its parent's start method. */
 MP_API int mp_set_start_method(const char *name, bool force);
 
 /** Program that spawn/forkserver/apr/win32 children run instead of this executable
@@ -157,8 +160,9 @@ MP_API int64_t mp_getpid(void);
 
 typedef struct mp_process mp_process;
 
-/** A target: receives its argument list, returns the child's exit code (0..255 on
- *  posix). A real child exits with it; a dummy "process" (a thread) reports it. */
+/** A target: receives its argument list (never NULL: empty when none was given),
+ *  returns the child's exit code (keep it in 0..255: posix truncates to 8 bits). A real
+ *  child exits with it; a dummy "process" (a thread) reports it. */
 typedef int (*mp_target_fn)(mp_args *args);
 
 typedef struct mp_process_opts {
@@ -178,7 +182,9 @@ MP_API int mp_process_join(mp_process *p, double timeout);
 /** True between a successful start and the child's end. */
 MP_API bool mp_process_is_alive(mp_process *p);
 /** The exit code once the child ended: target's return value, -N for death by signal N
- *  (posix), -15 after terminate on Windows. MP_EAGAIN while not started or running. */
+ *  (posix), -15 after terminate or kill on Windows (Python's mapping), the NTSTATUS as
+ *  an int after a crash on Windows (e.g. (int)0xC0000005). MP_EAGAIN while not started
+ *  or running. */
 MP_API int mp_process_exitcode(mp_process *p, int *code);
 /** Process id (native thread id on dummy); 0 before start. */
 MP_API int64_t mp_process_pid(const mp_process *p);
@@ -210,11 +216,13 @@ MP_API const char *mp_process_start_method(const mp_process *p);
  *  own in a child, the thread's in a dummy child). Owned by the library. */
 MP_API mp_process *mp_current_process(void);
 /** The parent, in a child (pid, name, a sentinel that is ready when the parent ended);
- *  NULL in the main process. Owned by the library. */
+ *  NULL in the main process. In a dummy child: the creating process object's name and
+ *  pid, with a sentinel that is ready only when the whole program ends. Owned by the
+ *  library. */
 MP_API mp_process *mp_parent_process(void);
-/** Children of this process still alive; joins finished ones as a side effect.
- *  Writes up to cap pointers (owned by the library while the children live) and the
- *  number alive to *n. */
+/** Children of this process still alive; joins finished ones as a side effect (also
+ *  those the caller already freed: they are listed while alive, and the pointer stays
+ *  valid until they are reaped). Writes up to cap pointers and the number alive to *n. */
 MP_API int mp_active_children(mp_process **list, size_t cap, size_t *n);
 
 #ifdef __cplusplus
