@@ -79,19 +79,7 @@ static int apr_start(mp_process *p, const mp__start_req *req) {
         close(inh[i]);
         inh[i] = -1;
     }
-    rc = mp__posix_child_adopt(p, proc.pid);
-    if (rc) goto done;
-    rc = mp__posix_send_payload(sv[0], req->payload, req->len);
-    int rep = mp__posix_read_report(sv[0], "apr");
-    if (rep) rc = rep;
-    if (rc) {
-        char msg[512];
-        snprintf(msg, sizeof msg, "%s", mp_last_error_message());
-        mp__posix_child_signal(p, MP__SIG_KILL);
-        mp__posix_child_wait(p, MP_FOREVER);
-        mp__posix_child_release(p);
-        mp__err(rc, "%s", msg);
-    }
+    rc = mp__posix_child_handshake(p, proc.pid, sv[0], req, "apr");
 done:
     for (size_t i = 0; inh && i <= n; i++)
         if (inh[i] >= 0) close(inh[i]);

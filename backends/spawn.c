@@ -75,20 +75,7 @@ static int spawn_start(mp_process *p, const mp__start_req *req) {
         close(tmp[i]);
         tmp[i] = -1;
     }
-    rc = mp__posix_child_adopt(p, pid);
-    if (rc) goto done;
-    rc = mp__posix_send_payload(sv[0], req->payload, req->len);
-    int rep = mp__posix_read_report(sv[0], "spawn");
-    if (rep) rc = rep;
-    if (rc) {
-        /* The child never ran the target: reap it so no zombie stays behind. */
-        mp__posix_child_signal(p, MP__SIG_KILL);
-        char msg[512];
-        snprintf(msg, sizeof msg, "%s", mp_last_error_message());
-        mp__posix_child_wait(p, MP_FOREVER);
-        mp__posix_child_release(p);
-        mp__err(rc, "%s", msg);
-    }
+    rc = mp__posix_child_handshake(p, pid, sv[0], req, "spawn");
 done:
     if (fa_ok) posix_spawn_file_actions_destroy(&fa);
     if (attr_ok) posix_spawnattr_destroy(&attr);

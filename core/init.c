@@ -135,11 +135,9 @@ int mp_set_start_method(const char *name, bool force) {
     return rc;
 }
 
-/* Called by the child bootstrap: a child follows its parent's method by default. */
 void mp__set_inherited_start_method(const char *name) {
-    const struct mp_backend_ops *ops = name ? mp__backend_find(name) : NULL;
     mp__lock();
-    if (ops && !(ops->flags & MP_BACKEND_THREADS)) g_method = ops;
+    g_method = name ? mp__backend_find(name) : NULL;
     mp__unlock();
 }
 

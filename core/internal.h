@@ -92,7 +92,8 @@ typedef struct mp__launch {
     bool daemon;
     int64_t parent_pid;
     char *parent_name;
-    char *start_method;   /* context the child's own default follows */
+    char *start_method;   /* the backend that started the child */
+    char *global_method;  /* the parent's global start method (NULL: unset) */
     unsigned char authkey[32];
     const unsigned char *args_wire; /* points into the payload */
     size_t args_len;
@@ -166,7 +167,7 @@ const char *const *mp__forkserver_preload(void);
 /** The library's 32-byte authkey (random, inherited by children). */
 const unsigned char *mp__authkey(void);
 void mp__set_authkey(const unsigned char key[32]);
-/** A child follows its parent's start method by default. */
+/** A real child takes its parent's global start method (Python's preparation data). */
 void mp__set_inherited_start_method(const char *name);
 
 /* Signals for the backend signal slot. */

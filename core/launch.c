@@ -33,6 +33,7 @@ int mp__launch_encode(const mp_process *p, mp_os_handle parent_sentinel, mp__buf
     mp__buf_u64(b, (uint64_t)self->pid);
     mp__buf_str(b, self->name);
     mp__buf_str(b, p->ops->name);
+    mp__buf_str(b, mp_get_start_method(true));
     mp__buf_put(b, mp__authkey(), 32);
     *nhandles = 0;
     handles[(*nhandles)++] = parent_sentinel;
@@ -65,6 +66,7 @@ int mp__launch_decode(const void *payload, size_t len, mp__launch *out) {
     out->parent_pid = (int64_t)mp__rd_u64(&r);
     out->parent_name = mp__rd_str(&r);
     out->start_method = mp__rd_str(&r);
+    out->global_method = mp__rd_str(&r);
     if (r.left >= 32 && !r.err) {
         memcpy(out->authkey, r.p, 32);
         r.p += 32;
@@ -95,6 +97,7 @@ void mp__launch_clear(mp__launch *l) {
     mp__free(l->identity);
     mp__free(l->parent_name);
     mp__free(l->start_method);
+    mp__free(l->global_method);
     memset(l, 0, sizeof *l);
 }
 

@@ -422,7 +422,7 @@ mp_process *mp__process_child_begin(const mp__launch *l, mp_os_handle parent_sen
         g_current = self;
         g_parent = parent;
         mp__set_authkey(l->authkey);
-        mp__set_inherited_start_method(l->start_method);
+        mp__set_inherited_start_method(l->global_method);
     }
     return self;
 }

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -179,6 +180,23 @@ int mp__posix_send_payload(int fd, const void *payload, size_t len) {
     int rc = mp__posix_write_all(fd, &n, sizeof n);
     if (!rc) rc = mp__posix_write_all(fd, payload, len);
     return rc;
+}
+
+int mp__posix_child_handshake(mp_process *p, pid_t pid, int chan, const mp__start_req *req,
+                              const char *who) {
+    int rc = mp__posix_child_adopt(p, pid);
+    if (rc) return rc;
+    rc = mp__posix_send_payload(chan, req->payload, req->len);
+    int rep = mp__posix_read_report(chan, who);
+    if (rep) rc = rep;
+    if (!rc) return 0;
+    /* The child never ran the target: reap it so no zombie stays behind. */
+    char msg[512];
+    snprintf(msg, sizeof msg, "%s", mp_last_error_message());
+    mp__posix_child_signal(p, MP__SIG_KILL);
+    mp__posix_child_wait(p, MP_FOREVER);
+    mp__posix_child_release(p);
+    return mp__err(rc, "%s", msg);
 }
 
 int mp__posix_exec_child(int chan, int *handles, size_t nhandles) {

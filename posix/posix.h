@@ -37,6 +37,10 @@ void mp__posix_report(void *chan_fd_ptr, int rc, const char *msg);
 int mp__posix_read_report(int fd, const char *who);
 /** Sends a payload: u64 length + bytes. */
 int mp__posix_send_payload(int fd, const void *payload, size_t len);
+/** Parent side of spawn/apr once the child exists: adopt pid, send the payload on
+ *  chan, read the report; on failure the child is killed and reaped. */
+int mp__posix_child_handshake(mp_process *p, pid_t pid, int chan, const mp__start_req *req,
+                              const char *who);
 /** Child side of spawn/apr: reads the payload on chan, runs the child, exits. */
 int mp__posix_exec_child(int chan, int *handles, size_t nhandles);
 

@@ -31,6 +31,12 @@ extern char **environ;
 
 namespace mpt {
 
+#ifdef _WIN32
+static const char kPathSeparators[] = "\\/";
+#else
+static const char kPathSeparators[] = "/";
+#endif
+
 double now() {
     using namespace std::chrono;
     return duration<double>(steady_clock::now().time_since_epoch()).count();
@@ -200,6 +206,12 @@ void force_kill(int64_t pid) {
 
 std::vector<int64_t> zombie_children() { return {}; }
 std::vector<std::pair<int64_t, std::string>> running_children() { return {}; }
+std::vector<int64_t> forkserver_pids() { return {}; }
+bool kill_forkservers(std::vector<int64_t> *killed) {
+    if (killed)
+        killed->clear();
+    return true;
+}
 
 std::string self_exe() {
     char buf[MAX_PATH * 4];
@@ -379,6 +391,31 @@ std::vector<std::pair<int64_t, std::string>> running_children() {
     return out;
 }
 
+std::vector<int64_t> forkserver_pids() {
+    static const std::string tag("--mp-child\0forkserver\0", 23);
+    std::vector<int64_t> out;
+    each_child([&](int64_t pid, char st) {
+        if (st == 'Z' || st == 'X')
+            return;
+        std::string cmd = read_file("/proc/" + std::to_string(pid) + "/cmdline");
+        if (cmd.find(tag) != std::string::npos)
+            out.push_back(pid);
+    });
+    return out;
+}
+
+bool kill_forkservers(std::vector<int64_t> *killed) {
+    std::vector<int64_t> pids = forkserver_pids();
+    bool ok = true;
+    for (int64_t pid : pids)
+        kill((pid_t)pid, SIGKILL);
+    for (int64_t pid : pids)
+        ok = wait_process_gone(pid, kWait) && ok;
+    if (killed)
+        *killed = pids;
+    return ok;
+}
+
 std::string self_exe() {
     char buf[4096];
     ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
@@ -438,6 +475,12 @@ int exitcode_killed() { return -SIGKILL; }
 int exitcode_segfault() { return -SIGSEGV; }
 
 #endif
+
+std::string self_dir() {
+    std::string exe = self_exe();
+    size_t slash = exe.find_last_of(kPathSeparators);
+    return slash == std::string::npos ? std::string() : exe.substr(0, slash + 1);
+}
 
 void pipe_close(Pipe *p) {
     handle_close(p->r);

@@ -62,6 +62,14 @@ void force_kill(int64_t pid);
 std::vector<int64_t> zombie_children();
 std::vector<std::pair<int64_t, std::string>> running_children();
 
+// Linux: this process's forkserver processes (children whose command line holds
+// "--mp-child\0forkserver"). Empty elsewhere.
+std::vector<int64_t> forkserver_pids();
+// Linux: SIGKILLs every forkserver of this process and waits until each has died (it
+// stays a zombie until the library's next start on forkserver reaps it). The pids
+// killed; false if one still ran after kWait.
+bool kill_forkservers(std::vector<int64_t> *killed = nullptr);
+
 // Absolute path of this test executable.
 std::string self_exe();
 // Runs this executable with extra environment variables and no arguments; its exit
@@ -78,6 +86,8 @@ int exitcode_killed();     // -SIGKILL; -15 on Windows (TerminateProcess, as Pyt
 int exitcode_segfault();   // -SIGSEGV; (int)0xC0000005 on Windows
 
 std::string read_file(const std::string &path);
+// Directory of this test executable, with a trailing separator.
+std::string self_dir();
 
 } // namespace mpt
 
