@@ -13,6 +13,10 @@ typedef struct mp__arg {
             size_t n;
         } s;
         mp_os_handle h;
+        struct {
+            const mp__objtype *t;
+            void *obj; /* borrowed in a parent's list, owned in a child's */
+        } o;
     } u;
 } mp__arg;
 
@@ -35,6 +39,7 @@ void mp_args_free(mp_args *a) {
         if (it->type == MP_ARG_STR || it->type == MP_ARG_BYTES) mp__free(it->u.s.p);
         if (it->type == MP_ARG_OS_HANDLE && a->owns_handles && it->u.h != MP_INVALID_OS_HANDLE)
             mp__os_handle_close(it->u.h);
+        if (it->type == MP_ARG_OBJECT && a->owns_handles && it->u.o.obj) it->u.o.t->free(it->u.o.obj);
     }
     mp__free(a->items);
     mp__free(a);
@@ -150,16 +155,48 @@ mp_os_handle mp_args_os_handle(const mp_args *a, size_t i) {
     return it ? it->u.h : MP_INVALID_OS_HANDLE;
 }
 
+int mp__args_add_object(mp_args *a, const mp__objtype *t, void *obj) {
+    ARGS_CHECK(a, "mp_args_add_object");
+    if (!obj) return mp__err(MP_EINVAL, "mp_args: %s object is NULL", t->name);
+    if (a->owns_handles) return mp__err(MP_EINVAL, "mp_args: cannot add to a child's own argument list");
+    mp__arg *it = args_push(a, MP_ARG_OBJECT);
+    if (!it) return mp__err(MP_ENOMEM, "mp_args: out of memory");
+    it->u.o.t = t;
+    it->u.o.obj = obj;
+    return 0;
+}
+
+void *mp__args_object(const mp_args *a, size_t i, const mp__objtype *t) {
+    const mp__arg *it = args_at(a, i, MP_ARG_OBJECT);
+    return (it && it->u.o.t == t) ? it->u.o.obj : NULL;
+}
+
+const char *mp_args_object_type(const mp_args *a, size_t i) {
+    const mp__arg *it = args_at(a, i, MP_ARG_OBJECT);
+    return it ? it->u.o.t->name : NULL;
+}
+
 size_t mp__args_handle_count(const mp_args *a) {
     size_t k = 0;
-    for (size_t i = 0; a && i < a->n; i++) k += a->items[i].type == MP_ARG_OS_HANDLE;
+    for (size_t i = 0; a && i < a->n; i++) {
+        const mp__arg *it = &a->items[i];
+        if (it->type == MP_ARG_OS_HANDLE) k++;
+        if (it->type == MP_ARG_OBJECT) k += it->u.o.t->handle_count(it->u.o.obj);
+    }
     return k;
+}
+
+static const mp__objtype *objtype_find(const char *name) {
+    for (size_t i = 0; name && mp__objtypes[i]; i++)
+        if (strcmp(mp__objtypes[i]->name, name) == 0) return mp__objtypes[i];
+    return NULL;
 }
 
 /* Handles travel out of band (the backend's transfer hook); the wire holds their index
  * in the launch's handle table. */
-void mp__args_encode(const mp_args *a, mp__buf *b, mp_os_handle *handles, size_t *nhandles) {
+int mp__args_encode(const mp_args *a, mp__buf *b, mp_os_handle *handles, size_t *nhandles) {
     size_t n = a ? a->n : 0;
+    int rc = 0;
     mp__buf_u32(b, (uint32_t)n);
     for (size_t i = 0; i < n; i++) {
         const mp__arg *it = &a->items[i];
@@ -178,9 +215,24 @@ void mp__args_encode(const mp_args *a, mp__buf *b, mp_os_handle *handles, size_t
             mp__buf_u32(b, (uint32_t)*nhandles);
             handles[(*nhandles)++] = it->u.h;
             break;
+        case MP_ARG_OBJECT: {
+            /* type, first handle index, handle count, then the type's own description */
+            size_t first = *nhandles;
+            mp__buf desc = {0};
+            rc = it->u.o.t->reduce(it->u.o.obj, &desc, handles, nhandles);
+            mp__buf_str(b, it->u.o.t->name);
+            mp__buf_u32(b, (uint32_t)first);
+            mp__buf_u32(b, (uint32_t)(*nhandles - first));
+            mp__buf_blob(b, desc.data, desc.len);
+            if (desc.err && !b->err) b->err = desc.err;
+            mp__buf_free(&desc);
+            break;
+        }
         default: break;
         }
+        if (rc) return rc;
     }
+    return b->err ? mp__err(b->err, "mp_args: out of memory encoding arguments") : 0;
 }
 
 int mp__args_decode(mp__rd *r, const mp_os_handle *handles, size_t nhandles, mp_args **out) {
@@ -215,8 +267,39 @@ int mp__args_decode(mp__rd *r, const mp_os_handle *handles, size_t nhandles, mp_
                 break;
             }
             mp__arg *it = args_push(a, MP_ARG_OS_HANDLE);
-            if (!it) rc = mp__err(MP_ENOMEM, "mp_args: out of memory");
-            else it->u.h = handles[idx];
+            if (!it) {
+                rc = mp__err(MP_ENOMEM, "mp_args: out of memory");
+                mp__os_handle_close(handles[idx]);
+            } else {
+                it->u.h = handles[idx];
+            }
+            break;
+        }
+        case MP_ARG_OBJECT: {
+            char *name = mp__rd_str(r);
+            uint32_t first = mp__rd_u32(r), nh = mp__rd_u32(r);
+            size_t dlen;
+            const void *desc = mp__rd_blob(r, &dlen);
+            const mp__objtype *t = objtype_find(name);
+            if (r->err || first > nhandles || nh > nhandles - first) {
+                r->err = MP_EPROTO;
+            } else if (!t) {
+                rc = mp__err(MP_EPROTO, "mp_args: unknown object type '%s'", name ? name : "?");
+            } else {
+                mp__rd dr = {desc, dlen, 0};
+                void *obj = NULL;
+                mp__arg *it = args_push(a, MP_ARG_OBJECT);
+                if (!it) rc = mp__err(MP_ENOMEM, "mp_args: out of memory");
+                else if ((rc = t->rebuild(&dr, handles + first, nh, &obj)) == 0) {
+                    it->u.o.t = t;
+                    it->u.o.obj = obj;
+                } else {
+                    a->n--; /* the slot stays empty */
+                }
+                if (rc)
+                    for (uint32_t k = 0; k < nh; k++) mp__os_handle_close(handles[first + k]);
+            }
+            mp__free(name);
             break;
         }
         default: r->err = MP_EPROTO; break;
@@ -225,8 +308,7 @@ int mp__args_decode(mp__rd *r, const mp_os_handle *handles, size_t nhandles, mp_
     }
     if (!rc && r->err) rc = mp__err(MP_EPROTO, "launch: malformed argument list");
     if (rc) {
-        a->owns_handles = false; /* on failure the caller still owns every handle */
-        mp_args_free(a);
+        mp_args_free(a); /* closes what it took; the rest was closed where it failed */
         return rc;
     }
     *out = a;
@@ -245,6 +327,7 @@ int mp__args_copy(const mp_args *src, mp_args **out) {
         case MP_ARG_STR:
         case MP_ARG_BYTES: rc = args_add_mem(a, it->type, it->u.s.p, it->u.s.n); break;
         case MP_ARG_OS_HANDLE: rc = mp_args_add_os_handle(a, it->u.h); break;
+        case MP_ARG_OBJECT: rc = mp__args_add_object(a, it->u.o.t, it->u.o.obj); break;
         default: rc = mp__err(MP_EINVAL, "mp_args: bad item type"); break;
         }
     }

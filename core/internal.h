@@ -67,10 +67,40 @@ char *mp__rd_str(mp__rd *r);
 /** Points into the input; *n set. */
 const void *mp__rd_blob(mp__rd *r, size_t *n);
 
+/* ---- objects that travel to children as arguments (core/args.c, core/objtypes.c) ----
+ *
+ * The handle-transfer hook for library objects (connections, locks, queues, shared
+ * memory...): reduce describes an object as bytes plus OS handles; the backend moves
+ * the handles (fd passing, inheritance, DuplicateHandle, a dup on dummy); rebuild makes
+ * the child's object from the bytes and its own handles. A type is listed once in
+ * core/objtypes.c so a child can find it by name. */
+typedef struct mp__objtype {
+    const char *name;
+    /** How many OS handles reduce will append for obj. */
+    size_t (*handle_count)(const void *obj);
+    /** Parent side: append a description to b and obj's handles to handles[*nh...]. */
+    int (*reduce)(const void *obj, mp__buf *b, mp_os_handle *handles, size_t *nh);
+    /** Child side: build an object from the description and the delivered handles,
+     *  taking ownership of them on success (on failure they stay the caller's). */
+    int (*rebuild)(mp__rd *r, const mp_os_handle *handles, size_t nh, void **out);
+    /** Frees an object rebuild made (closing its handles). */
+    void (*free)(void *obj);
+} mp__objtype;
+
+/** The types children can rebuild (core/objtypes.c), NULL-terminated. */
+extern const mp__objtype *const mp__objtypes[];
+
+/** Adds obj (borrowed: it must live until the process has started) to a. */
+int mp__args_add_object(mp_args *a, const mp__objtype *t, void *obj);
+/** The object at i if it is of type t, else NULL. */
+void *mp__args_object(const mp_args *a, size_t i, const mp__objtype *t);
+
 /* ---- arguments (core/args.c) ---- */
-void mp__args_encode(const mp_args *a, mp__buf *b, mp_os_handle *handles, size_t *nhandles);
-/** handles[i] become owned by the args (closed by mp_args_free). */
+int mp__args_encode(const mp_args *a, mp__buf *b, mp_os_handle *handles, size_t *nhandles);
+/** Handles referenced by the args become theirs (closed by mp_args_free); on failure the
+ *  ones referenced are closed. */
 int mp__args_decode(mp__rd *r, const mp_os_handle *handles, size_t nhandles, mp_args **out);
+/** OS handles the args will hand to a child (raw handles and objects' handles). */
 size_t mp__args_handle_count(const mp_args *a);
 /** A deep copy (OS handles are copied as values: not duplicated, not owned). */
 int mp__args_copy(const mp_args *src, mp_args **out);

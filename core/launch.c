@@ -39,11 +39,11 @@ int mp__launch_encode(const mp_process *p, mp_os_handle parent_sentinel, mp__buf
     handles[(*nhandles)++] = parent_sentinel;
     mp__buf_u32(b, (uint32_t)(1 + mp__args_handle_count(p->args)));
     mp__buf args = {0};
-    mp__args_encode(p->args, &args, handles, nhandles);
+    rc = mp__args_encode(p->args, &args, handles, nhandles);
     mp__buf_blob(b, args.data, args.len);
-    if (args.err) b->err = args.err;
     mp__buf_free(&args);
     mp__fnref_clear(&ref);
+    if (rc) return rc;
     if (b->err) return mp__err(b->err, "launch: out of memory encoding the arguments");
     return 0;
 }
@@ -113,13 +113,17 @@ int mp__child_run(mp__launch *l, mp_os_handle *handles, size_t nhandles,
     if (nhandles != l->nhandles || nhandles < 1)
         rc = mp__err(MP_EPROTO, "launch: %zu handles arrived, %zu expected", nhandles, l->nhandles);
     if (!rc) rc = mp__launch_resolve(l);
-    if (!rc) {
-        mp__rd r = {l->args_wire, l->args_len, 0};
-        rc = mp__args_decode(&r, handles, nhandles, &args);
-    }
     if (rc) {
         if (report) report(report_ctx, rc, mp_last_error_message());
         close_handles(handles, 0, nhandles);
+        return 1;
+    }
+    mp__rd r = {l->args_wire, l->args_len, 0};
+    rc = mp__args_decode(&r, handles, nhandles, &args);
+    if (rc) {
+        /* The args closed the handles they referenced; the parent's sentinel is ours. */
+        if (report) report(report_ctx, rc, mp_last_error_message());
+        close_handles(handles, 0, 1);
         return 1;
     }
     if (report) report(report_ctx, 0, NULL);

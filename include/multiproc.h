@@ -84,7 +84,8 @@ typedef enum mp_arg_type {
     MP_ARG_DOUBLE,
     MP_ARG_STR,
     MP_ARG_BYTES,
-    MP_ARG_OS_HANDLE
+    MP_ARG_OS_HANDLE,
+    MP_ARG_OBJECT /* a library object (connection, lock...): see its module's reader */
 } mp_arg_type;
 
 /** New empty argument list; free with mp_args_free. */
@@ -112,6 +113,8 @@ MP_API const char *mp_args_str(const mp_args *a, size_t i);
 MP_API const void *mp_args_bytes(const mp_args *a, size_t i, size_t *len);
 /** A handle the child received; borrowed: closed with the args when the target returns. */
 MP_API mp_os_handle mp_args_os_handle(const mp_args *a, size_t i);
+/** The kind of library object at i ("connection", "lock"...), NULL if not an object. */
+MP_API const char *mp_args_object_type(const mp_args *a, size_t i);
 
 /* ---- library and start methods ----------------------------------------------- */
 
