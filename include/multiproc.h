@@ -231,4 +231,10 @@ MP_API int mp_active_children(mp_process **list, size_t cap, size_t *n);
 #ifdef __cplusplus
 }
 #endif
+
+#include "multiproc/value.h"
+#include "multiproc/connection.h"
+#include "multiproc/listener.h"
+#include "multiproc/sync.h"
+
 #endif
