@@ -166,6 +166,9 @@ static int fs_try_start(mp_process *p, const mp__start_req *req, bool *retry) {
         if (rc) {
             fs_stop_locked(0);
             *retry = true;
+            char why[300];
+            snprintf(why, sizeof why, "%s", mp_last_error_message());
+            rc = mp__err(MP_ECHILD, "forkserver: cannot reach the server: %s", why);
         }
     }
     pthread_mutex_unlock(&fs_mu);
@@ -176,7 +179,12 @@ static int fs_try_start(mp_process *p, const mp__start_req *req, bool *retry) {
     }
     int32_t r;
     if (mp__posix_read_all(st[0], &r, sizeof r) != 0) {
+        /* The server is gone (maybe still exiting, its pidfd not ready yet): drop it so
+         * the retry starts a fresh one. */
         close(st[0]);
+        pthread_mutex_lock(&fs_mu);
+        fs_stop_locked(0);
+        pthread_mutex_unlock(&fs_mu);
         *retry = true;
         return mp__err(MP_ECHILD, "forkserver: the server ended before answering");
     }

@@ -392,7 +392,7 @@ std::vector<std::pair<int64_t, std::string>> running_children() {
 }
 
 std::vector<int64_t> forkserver_pids() {
-    static const std::string tag("--mp-child\0forkserver\0", 23);
+    static const std::string tag("--mp-child\0forkserver\0", 22);
     std::vector<int64_t> out;
     each_child([&](int64_t pid, char st) {
         if (st == 'Z' || st == 'X')
