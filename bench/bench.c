@@ -178,6 +178,23 @@ static int bench_start_join(const bench_opts *o)
     return failed ? MP_ECHILD : 0;
 }
 
+/* ---- pipe_roundtrip_64B, pipe_throughput_1MiB: bench_conn.c ------------------ */
+
+#include "bench_conn.h"
+
+static int bench_pipe_metric(const bench_opts *o, const char *metric)
+{
+    return bench_wanted(o, metric) ? bench_conn_metric(metric, o->quick, bench_report) : 0;
+}
+static int bench_pipe_roundtrip(const bench_opts *o) { return bench_pipe_metric(o, "pipe_roundtrip_64B"); }
+static int bench_pipe_throughput(const bench_opts *o) { return bench_pipe_metric(o, "pipe_throughput_1MiB"); }
+
+/* ---- lock_uncontended, lock_contended_2proc: bench_sync.c ----------------- */
+
+int bench_sync_lock(bool quick, bool contended);
+static int bench_lock_uncontended(const bench_opts *o) { return bench_sync_lock(o->quick, false); }
+static int bench_lock_contended(const bench_opts *o) { return bench_sync_lock(o->quick, true); }
+
 /* ---- the table of metric groups -------------------------------------------- */
 
 typedef struct bench_group {
@@ -189,6 +206,10 @@ typedef struct bench_group {
  * queue_small_items, pool_*, lock_uncontended, lock_contended_2proc, manager_*. */
 static const bench_group groups[] = {
     { "start_join", bench_start_join },
+    { "pipe_roundtrip_64B", bench_pipe_roundtrip },
+    { "pipe_throughput_1MiB", bench_pipe_throughput },
+    { "lock_uncontended", bench_lock_uncontended },
+    { "lock_contended_2proc", bench_lock_contended },
 };
 
 /* A group runs when any filter could select one of its metrics: either the filter is

@@ -1,5 +1,17 @@
 /* multiproc connections: Pipe, Connection, wait, Listener/Client with authkeys,
- * wire-compatible with CPython's multiprocessing.connection. Included by multiproc.h. */
+ * wire-compatible with CPython's multiprocessing.connection. Included by multiproc.h.
+ *
+ * A message is framed as CPython frames it: a 4-byte big-endian signed length and the
+ * payload; above 0x7fffffff bytes, -1 and an 8-byte big-endian length. A message is
+ * never torn or interleaved with another sent on the same connection. A connection is
+ * meant for one thread at a time (as in Python); several processes may share one end
+ * when they serialise their use (a lock), because nothing is read ahead.
+ *
+ * posix: the first write on a pipe connection sets SIGPIPE to ignored when it still
+ * has the default disposition (as the Python interpreter does at startup), so a gone
+ * reader is MP_EPIPE rather than death; a program's own handler or mask is kept.
+ * Windows: pipes are byte-mode named pipes carrying the same length-prefixed frames
+ * (CPython's own PipeConnection uses message mode without the header there). */
 #ifndef MULTIPROC_CONNECTION_H
 #define MULTIPROC_CONNECTION_H
 
@@ -9,7 +21,122 @@ extern "C" {
 
 typedef struct mp_connection mp_connection;
 
-/* (filled in by the connections issue) */
+/** Default for mp_connection_set_max_message: the largest message a receive accepts
+ *  (1 GiB). Python has no such limit; a larger message is refused (MP_ETOOBIG) rather
+ *  than allocated from an untrusted length. */
+#define MP_CONNECTION_DEFAULT_MAX_MESSAGE ((uint64_t)1 << 30)
+
+/** Python's Pipe(duplex): duplex, both ends read and write; one-way, *c1 only receives
+ *  and *c2 only sends. posix: a pipe, and for duplex two pipes (each end reads one and
+ *  writes the other: half the latency of Python's socketpair; fileno is the read end);
+ *  Windows: an overlapped named pipe, as CPython's. Handles are not inherited by
+ *  children unless passed (mp_args_add_connection). Free both with mp_connection_free. */
+MP_API int mp_pipe(bool duplex, mp_connection **c1, mp_connection **c2);
+
+/** Closes (if open) and frees c. NULL is fine. */
+MP_API void mp_connection_free(mp_connection *c);
+/** Closes the OS handle; later calls other than close/free/closed give MP_ECLOSED. Safe
+ *  on NULL and twice. */
+MP_API int mp_connection_close(mp_connection *c);
+/** True once closed (by mp_connection_close or after a fatal receive error). */
+MP_API bool mp_connection_closed(const mp_connection *c);
+MP_API bool mp_connection_readable(const mp_connection *c);
+MP_API bool mp_connection_writable(const mp_connection *c);
+/** The OS handle (owned by c) to wait on: the read end (a write-only end's handle);
+ *  MP_ECLOSED once closed. */
+MP_API int mp_connection_fileno(const mp_connection *c, mp_os_handle *out);
+
+/** The largest message a receive accepts (0: no limit); default
+ *  MP_CONNECTION_DEFAULT_MAX_MESSAGE. */
+MP_API int mp_connection_set_max_message(mp_connection *c, uint64_t max);
+MP_API uint64_t mp_connection_max_message(const mp_connection *c);
+
+/** Sends len bytes of buf as one message (len 0 sends an empty message; buf may then
+ *  be NULL). MP_EPIPE when the peer is gone, MP_EPERM on a read-only end. */
+MP_API int mp_connection_send_bytes(mp_connection *c, const void *buf, size_t len);
+/** Python's send_bytes(buf, offset, size): sends buf[offset .. offset+size) of a
+ *  buffer of buflen bytes; size < 0 means up to the end. A negative offset, an offset
+ *  past buflen or a range past buflen are MP_EINVAL. */
+MP_API int mp_connection_send_bytes_range(mp_connection *c, const void *buf, size_t buflen,
+                                          int64_t offset, int64_t size);
+/** Receives one message into a new buffer of exactly its size (free it with
+ *  mp_connection_free_bytes; an empty message gives a non-NULL buffer and *len 0).
+ *  maxlength 0 means no limit but the connection's maximum. A longer message is
+ *  MP_ETOOBIG and, as in Python (OSError "bad message length"), the connection is
+ *  then closed: the rest of that message cannot be skipped safely. MP_EOF when the
+ *  peer closed; MP_EPROTO for a malformed header (the connection is closed too).
+ *  Blocks: use mp_connection_poll first to bound the wait. */
+MP_API int mp_connection_recv_bytes(mp_connection *c, size_t maxlength, void **out, size_t *len);
+/** Receives one message into buf[offset .. cap): 0 and *len = its size. When it does
+ *  not fit (Python's BufferTooShort): MP_ETOOBIG, *len = its size, and the whole
+ *  message in *whole (a new buffer, mp_connection_free_bytes) when whole is not NULL;
+ *  the message is consumed either way and the connection stays usable. offset > cap
+ *  is MP_EINVAL. Nothing is allocated when the message fits. */
+MP_API int mp_connection_recv_bytes_into(mp_connection *c, void *buf, size_t cap, size_t offset,
+                                         size_t *len, void **whole);
+/** Frees a buffer returned by the receive functions (NULL is fine). */
+MP_API void mp_connection_free_bytes(void *p);
+
+/** Sends a value, encoded with mp_value_dumps (CPython's pickle subset). */
+MP_API int mp_connection_send(mp_connection *c, const mp_value *v);
+/** Receives a value (free with mp_value_free). Decoding errors leave the connection
+ *  usable (the message was consumed whole). */
+MP_API int mp_connection_recv(mp_connection *c, mp_value **out);
+
+/** Whether a message (or end of file) can be read, waiting up to timeout seconds (0:
+ *  just look, MP_FOREVER: until then). 0 with *ready; MP_ECLOSED, MP_EPERM on a
+ *  write-only end. */
+MP_API int mp_connection_poll(mp_connection *c, double timeout, bool *ready);
+
+/** A connection passed to a child: it receives its own connection to the same pipe
+ *  (c must stay open until the process has started). */
+MP_API int mp_args_add_connection(mp_args *a, mp_connection *c);
+/** In a child, the connection at i (NULL if i is not a connection): borrowed, owned
+ *  by the child's args (freed when the target returns). */
+MP_API mp_connection *mp_args_connection(const mp_args *a, size_t i);
+
+/* ---- waiting on many objects: multiprocessing.connection.wait ---- */
+
+typedef enum mp_waitable_kind {
+    MP_WAIT_CONNECTION = 1, /* ready when a message or end of file can be read */
+    MP_WAIT_HANDLE = 2,     /* a process sentinel or other waitable: posix a readable fd,
+                               Windows a signalled HANDLE */
+    MP_WAIT_SOCKET = 3      /* a raw socket: readable (posix: same as a handle) */
+} mp_waitable_kind;
+
+typedef struct mp_waitable {
+    mp_waitable_kind kind;
+    union {
+        mp_connection *conn;
+        mp_os_handle handle;
+    } u;
+} mp_waitable;
+
+static inline mp_waitable mp_waitable_connection(mp_connection *c) {
+    mp_waitable w;
+    w.kind = MP_WAIT_CONNECTION;
+    w.u.conn = c;
+    return w;
+}
+static inline mp_waitable mp_waitable_handle(mp_os_handle h) {
+    mp_waitable w;
+    w.kind = MP_WAIT_HANDLE;
+    w.u.handle = h;
+    return w;
+}
+static inline mp_waitable mp_waitable_socket(mp_os_handle h) {
+    mp_waitable w;
+    w.kind = MP_WAIT_SOCKET;
+    w.u.handle = h;
+    return w;
+}
+
+/** Waits until at least one of objs[0..n) is ready or timeout passes (Python's wait):
+ *  0 and ready[i] set for each ready object (ready must have n entries; *nready, if
+ *  not NULL, counts them); MP_ETIMEDOUT with every ready[i] false. A closed
+ *  connection is MP_ECLOSED. n == 0 sleeps out the timeout (MP_EINVAL when forever). */
+MP_API int mp_wait(const mp_waitable *objs, size_t n, double timeout, bool *ready,
+                   size_t *nready);
 
 #ifdef __cplusplus
 }

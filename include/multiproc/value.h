@@ -1,7 +1,25 @@
 /* multiproc values: the tagged value that travels over connections and queues, and
- * its codec, a safe subset of pickle protocol 5 (DESIGN §3). Included by multiproc.h. */
+ * its codec, a safe subset of pickle protocol 5 (DESIGN §3). Included by multiproc.h.
+ *
+ * Conventions of this module:
+ *  - Constructors (mp_value_none ... mp_value_object_new, mp_value_copy) return a new
+ *    value owned by the caller, or NULL when memory ran out (detail in
+ *    mp_last_error_message()). Free with mp_value_free.
+ *  - Actions (append, set, dumps, loads) return 0 or a negative MP_E* code.
+ *  - Inserting takes ownership of the inserted values even on failure, so calls nest:
+ *    mp_value_list_append(l, mp_value_int(1)) (a NULL item gives MP_ENOMEM).
+ *  - Accessors never fail: on a NULL value or the wrong type they return 0 / 0.0 /
+ *    false / NULL. Returned pointers are borrowed: valid while the value lives and the
+ *    part they point into is not replaced.
+ *  - A value is a tree: every value has one owner; nothing is shared. */
 #ifndef MULTIPROC_VALUE_H
 #define MULTIPROC_VALUE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "multiproc/export.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -11,8 +29,158 @@ extern "C" {
  *  object(module.name, args) for what pickle would run. Owned by whoever made it. */
 typedef struct mp_value mp_value;
 
-/* (the value API is filled in by the connections issue: constructors, accessors,
- *  mp_value_dumps / mp_value_loads / mp_value_free) */
+typedef enum mp_value_type {
+    MP_VALUE_NONE = 0, /* also what mp_value_get_type says for NULL */
+    MP_VALUE_BOOL,
+    MP_VALUE_INT,    /* int64 */
+    MP_VALUE_FLOAT,  /* double */
+    MP_VALUE_STR,    /* UTF-8, length-aware (may contain NUL), always NUL-terminated */
+    MP_VALUE_BYTES,
+    MP_VALUE_TUPLE,
+    MP_VALUE_LIST,
+    MP_VALUE_DICT,   /* any keys, insertion order kept, a key appears once */
+    MP_VALUE_OBJECT  /* inert: a global "module"."name", optional args/state; never run */
+} mp_value_type;
+
+/* ---- constructors (NULL on out of memory) ------------------------------------ */
+
+/** New None. */
+MP_API mp_value *mp_value_none(void);
+/** New bool. */
+MP_API mp_value *mp_value_bool(bool b);
+/** New int. */
+MP_API mp_value *mp_value_int(int64_t v);
+/** New float. */
+MP_API mp_value *mp_value_float(double d);
+/** New str copied from the NUL-terminated s (NULL s: NULL, MP_EINVAL detail). UTF-8 is
+ *  checked by mp_value_dumps, not here. */
+MP_API mp_value *mp_value_str(const char *s);
+/** New str copied from n bytes at s (s may be NULL when n is 0). */
+MP_API mp_value *mp_value_strn(const char *s, size_t n);
+/** New bytes copied from n bytes at p (p may be NULL when n is 0). */
+MP_API mp_value *mp_value_bytes(const void *p, size_t n);
+/** New empty tuple; fill it with mp_value_list_append (tuples are built like lists). */
+MP_API mp_value *mp_value_tuple_new(void);
+/** New empty list. */
+MP_API mp_value *mp_value_list_new(void);
+/** New empty dict. */
+MP_API mp_value *mp_value_dict_new(void);
+/** New inert object: the global module.name (copied), called with args (a tuple,
+ *  owned from here on even on failure; NULL: a bare reference to the global). */
+MP_API mp_value *mp_value_object_new(const char *module, const char *name, mp_value *args);
+/** A deep copy of v (NULL for NULL, on out of memory, or for nesting far deeper than
+ *  MP_VALUE_MAX_DEPTH; anything the codec accepts copies). */
+MP_API mp_value *mp_value_copy(const mp_value *v);
+/** Frees v and everything in it (NULL is fine). Iterative: any depth is fine. */
+MP_API void mp_value_free(mp_value *v);
+
+/* ---- building containers (they take ownership of what they are given) -------- */
+
+/** Appends item to a list or tuple, or to an object's list items; item is owned by
+ *  seq from here on, and freed on failure. MP_EINVAL when seq is none of those,
+ *  MP_ENOMEM when item is NULL. */
+MP_API int mp_value_list_append(mp_value *seq, mp_value *item);
+/** Sets dict[key] = val (or in an object's dict items), both owned by dict from here
+ *  on (freed on failure). An equal key already present keeps its place: its value is
+ *  replaced (the old one and the new key are freed), as Python does. MP_EINVAL when
+ *  dict is not a dict or object. */
+MP_API int mp_value_dict_set(mp_value *dict, mp_value *key, mp_value *val);
+/** mp_value_dict_set with a str key copied from the NUL-terminated key. */
+MP_API int mp_value_dict_set_str(mp_value *dict, const char *key, mp_value *val);
+/** Sets an object's state (what pickle's BUILD passes to __setstate__), owned by obj
+ *  from here on (freed on failure); replaces (frees) an earlier state. */
+MP_API int mp_value_object_set_state(mp_value *obj, mp_value *state);
+
+/* ---- accessors ---------------------------------------------------------------- */
+
+/** The type of v (MP_VALUE_NONE for NULL). */
+MP_API mp_value_type mp_value_get_type(const mp_value *v);
+/** Python's name for a type ("NoneType", "int", "dict", "object"...). */
+MP_API const char *mp_value_type_name(mp_value_type t);
+/** An int, or a bool as 0/1; 0 for anything else. */
+MP_API int64_t mp_value_as_int(const mp_value *v);
+/** A float, or an int/bool converted; 0.0 for anything else. */
+MP_API double mp_value_as_float(const mp_value *v);
+/** Python's truth value: False for None, false, 0, 0.0, and empty str/bytes/containers. */
+MP_API bool mp_value_as_bool(const mp_value *v);
+/** A str's NUL-terminated UTF-8 and its byte length in *len (len may be NULL); NULL
+ *  (and *len 0) when v is not a str. */
+MP_API const char *mp_value_as_str(const mp_value *v, size_t *len);
+/** A bytes value's data (never NULL for bytes, even empty) and length; NULL otherwise. */
+MP_API const void *mp_value_as_bytes(const mp_value *v, size_t *len);
+/** Items of a tuple/list/dict, bytes of a str/bytes; 0 for anything else. */
+MP_API size_t mp_value_len(const mp_value *v);
+/** Item i of a tuple or list (borrowed); NULL when out of range or not a sequence. */
+MP_API mp_value *mp_value_item(const mp_value *v, size_t i);
+/** Key of entry i of a dict, in insertion order (borrowed); NULL when out of range. */
+MP_API mp_value *mp_value_dict_key(const mp_value *d, size_t i);
+/** Value of entry i of a dict (borrowed); NULL when out of range. */
+MP_API mp_value *mp_value_dict_value(const mp_value *d, size_t i);
+/** dict[key] (borrowed) by mp_value_equal on keys; NULL when absent. Hashed lookup. */
+MP_API mp_value *mp_value_dict_get(const mp_value *d, const mp_value *key);
+/** dict[key] for a str key given as a NUL-terminated string (borrowed); NULL if absent. */
+MP_API mp_value *mp_value_dict_get_str(const mp_value *d, const char *key);
+/** dict[key] for an int key (borrowed); NULL if absent. */
+MP_API mp_value *mp_value_dict_get_int(const mp_value *d, int64_t key);
+/** An object's module ("collections"); NULL when v is not an object. */
+MP_API const char *mp_value_object_module(const mp_value *v);
+/** An object's qualified name within its module ("OrderedDict"); NULL if not an object. */
+MP_API const char *mp_value_object_name(const mp_value *v);
+/** An object's call arguments (a tuple, borrowed), NULL for a bare global reference. */
+MP_API mp_value *mp_value_object_args(const mp_value *v);
+/** An object's state from BUILD (borrowed), NULL when it has none. */
+MP_API mp_value *mp_value_object_state(const mp_value *v);
+/** Items appended to an object (a list subclass's items, borrowed), NULL when none. */
+MP_API mp_value *mp_value_object_listitems(const mp_value *v);
+/** Items set on an object (a dict subclass's items such as an OrderedDict's,
+ *  borrowed), NULL when none. */
+MP_API mp_value *mp_value_object_dictitems(const mp_value *v);
+/** True when the object is made by cls.__new__(cls, *args) (pickle NEWOBJ) rather than
+ *  by calling the global (REDUCE). */
+MP_API bool mp_value_object_is_newobj(const mp_value *v);
+/** Deep equality. Types must match (1, 1.0 and True differ); floats compare with ==
+ *  except that NaN equals NaN (so round trips compare equal); dicts compare in order.
+ *  Two NULLs are equal. */
+MP_API bool mp_value_equal(const mp_value *a, const mp_value *b);
+
+/* ---- the codec: pickle protocol 5, safe subset -------------------------------- */
+
+/** Deepest nesting of containers the codec and the recursive helpers accept. */
+#define MP_VALUE_MAX_DEPTH 1000
+
+/** Bounds for mp_value_loads. A zero field means its default; NULL means all defaults. */
+typedef struct mp_value_limits {
+    size_t max_size;  /* input bytes, and total str/bytes payload decoded; 1 GiB */
+    size_t max_depth; /* container nesting ([] is 1, [[]] is 2); MP_VALUE_MAX_DEPTH, also the most */
+    size_t max_items; /* values created in all (memo copies and MARKs count); 1 << 22 */
+    size_t max_str;   /* bytes in one str or bytes value; max_size */
+    bool refuse_objects; /* GLOBAL/STACK_GLOBAL: MP_EPROTO instead of inert objects */
+} mp_value_limits;
+
+/** Encodes v as a pickle (protocol 5, framed like CPython's) that Python's
+ *  pickle.loads turns into the natural object (None, bool, int, float, str, bytes,
+ *  tuple, list, dict; an object becomes its global called with args (REDUCE/NEWOBJ),
+ *  then given its list items, dict items and state as pickle does). *buf is freed
+ *  with mp_value_buf_free. MP_EINVAL for a str that is not UTF-8, an object whose
+ *  args are not a tuple (or absent while it has items or a state), or nesting deeper
+ *  than MP_VALUE_MAX_DEPTH. */
+MP_API int mp_value_dumps(const mp_value *v, void **buf, size_t *len);
+/** Frees a buffer from mp_value_dumps (NULL is fine). */
+MP_API void mp_value_buf_free(void *buf);
+/** Decodes a pickle (protocols 0-5, the subset CPython emits for the types above)
+ *  into *out, owned by the caller. Never runs code and never trusts a length: input
+ *  beyond the limits is MP_ETOOBIG, malformed or unsupported input MP_EPROTO, an int
+ *  wider than int64 MP_ETOOBIG, each with a precise detail message. Sets and
+ *  frozensets become lists; bytearray becomes bytes; GLOBAL/STACK_GLOBAL with
+ *  REDUCE/NEWOBJ (+ APPENDS/SETITEMS/BUILD) become inert objects (or are refused, see
+ *  limits), except the well-known constructors protocol 2 uses for bytes, bytearray,
+ *  set and frozenset, which decode to those; below protocol 3, Python 2 names
+ *  (__builtin__, exceptions, copy_reg) become Python 3's. A memo GET copies the value it names, and the
+ *  copy counts against max_items and max_size; a container changed after it was
+ *  referenced (a cycle) is refused, as are POP/DUP, out-of-band buffers, protocol 0
+ *  text strings and floats, and bytes after STOP. */
+MP_API int mp_value_loads(const void *buf, size_t len, const mp_value_limits *lim,
+                          mp_value **out);
 
 #ifdef __cplusplus
 }

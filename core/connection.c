@@ -1,0 +1,457 @@
+/* Connections: CPython's framing over a pipe or socket, Pipe(), passing a connection
+ * to a child, and wait() over connections and handles. The OS side is core/os_conn.h. */
+#include <stdio.h>
+#include <string.h>
+
+#include "connection_internal.h"
+#include "os_conn.h"
+
+struct mp_connection {
+    mp_os_handle h;  /* reads (writes too unless hw is set); a write-only end's handle */
+    mp_os_handle hw; /* a separate write handle (a duplex pair of pipes), else invalid */
+    int kind;
+    bool readable, writable, closed;
+    mp__osconn *os;
+    uint64_t max_message;
+};
+
+/* ---- framing ---------------------------------------------------------------- */
+
+size_t mp__conn_frame_encode(uint64_t n, unsigned char hdr[MP__FRAME_MAX_HEADER]) {
+    if (n <= 0x7fffffffu) {
+        for (int i = 0; i < 4; i++) hdr[i] = (unsigned char)(n >> (24 - 8 * i));
+        return 4;
+    }
+    memset(hdr, 0xff, 4);
+    for (int i = 0; i < 8; i++) hdr[4 + i] = (unsigned char)(n >> (56 - 8 * i));
+    return 12;
+}
+
+int mp__conn_frame_decode(const unsigned char *p, size_t avail, uint64_t *size, size_t *hdrlen) {
+    *size = 0;
+    *hdrlen = 4;
+    if (avail < 4) return MP_EAGAIN;
+    uint32_t u = (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+    if (u <= 0x7fffffffu) {
+        *size = u;
+        return 0;
+    }
+    if (u != 0xffffffffu)
+        return mp__err(MP_EPROTO, "connection: bad message header (length %ld)",
+                       (long)(int32_t)u);
+    *hdrlen = 12;
+    if (avail < 12) return MP_EAGAIN;
+    uint64_t n = 0;
+    for (int i = 4; i < 12; i++) n = n << 8 | p[i];
+    *size = n;
+    return 0;
+}
+
+/* ---- lifecycle ---------------------------------------------------------------- */
+
+static int conn_make(mp_os_handle h, mp_os_handle hw, int kind, bool readable, bool writable,
+                     mp_connection **out) {
+    if (!out) return mp__err(MP_EINVAL, "connection: out is NULL");
+    *out = NULL;
+    if (h == MP_INVALID_OS_HANDLE) return mp__err(MP_EBADF, "connection: invalid handle");
+    if (kind != MP__CONN_SOCKET && kind != MP__CONN_PIPE)
+        return mp__err(MP_EINVAL, "connection: unknown handle kind %d", kind);
+    if (!readable && !writable)
+        return mp__err(MP_EINVAL, "connection: at least one of readable and writable must be true");
+    mp_connection *c = mp__calloc(1, sizeof *c);
+    if (!c) return mp__err(MP_ENOMEM, "connection: out of memory");
+    int rc = mp__osconn_open(h, kind, &c->os);
+    if (rc) {
+        mp__free(c);
+        return rc;
+    }
+    c->h = h;
+    c->hw = hw;
+    c->kind = kind;
+    c->readable = readable;
+    c->writable = writable;
+    c->max_message = MP_CONNECTION_DEFAULT_MAX_MESSAGE;
+    *out = c;
+    return 0;
+}
+
+int mp__connection_from_os_handle(mp_os_handle h, int kind, bool readable, bool writable,
+                                  mp_connection **out) {
+    return conn_make(h, MP_INVALID_OS_HANDLE, kind, readable, writable, out);
+}
+
+static mp_os_handle write_handle(const mp_connection *c) {
+    return c->hw != MP_INVALID_OS_HANDLE ? c->hw : c->h;
+}
+
+mp_os_handle mp__connection_handle(const mp_connection *c, int *kind) {
+    if (kind) *kind = c ? c->kind : 0;
+    return (c && !c->closed) ? c->h : MP_INVALID_OS_HANDLE;
+}
+
+int mp_pipe(bool duplex, mp_connection **c1, mp_connection **c2) {
+    if (c1) *c1 = NULL;
+    if (c2) *c2 = NULL;
+    if (!c1 || !c2) return mp__err(MP_EINVAL, "mp_pipe: out is NULL");
+    mp_os_handle h[2], hw[2];
+    int kind = 0;
+    int rc = mp__os_conn_pipe(duplex, h, hw, &kind);
+    if (rc) return rc;
+    mp_connection *a = NULL, *b = NULL;
+    rc = conn_make(h[0], hw[0], kind, true, duplex, &a);
+    if (rc) {
+        for (int i = 0; i < 2; i++) {
+            mp__os_conn_close(h[i], kind);
+            if (hw[i] != MP_INVALID_OS_HANDLE) mp__os_conn_close(hw[i], kind);
+        }
+        return rc;
+    }
+    rc = conn_make(h[1], hw[1], kind, duplex, true, &b);
+    if (rc) {
+        mp_connection_free(a);
+        mp__os_conn_close(h[1], kind);
+        if (hw[1] != MP_INVALID_OS_HANDLE) mp__os_conn_close(hw[1], kind);
+        return rc;
+    }
+    *c1 = a;
+    *c2 = b;
+    return 0;
+}
+
+int mp_connection_close(mp_connection *c) {
+    if (!c || c->closed) return 0;
+    c->closed = true;
+    mp__osconn_free(c->os);
+    c->os = NULL;
+    int rc = mp__os_conn_close(c->h, c->kind);
+    if (c->hw != MP_INVALID_OS_HANDLE) {
+        int rc2 = mp__os_conn_close(c->hw, c->kind);
+        if (!rc) rc = rc2;
+    }
+    c->h = c->hw = MP_INVALID_OS_HANDLE;
+    return rc;
+}
+
+void mp_connection_free(mp_connection *c) {
+    if (!c) return;
+    mp_connection_close(c);
+    mp__free(c);
+}
+
+bool mp_connection_closed(const mp_connection *c) { return !c || c->closed; }
+bool mp_connection_readable(const mp_connection *c) { return c && c->readable; }
+bool mp_connection_writable(const mp_connection *c) { return c && c->writable; }
+
+int mp_connection_fileno(const mp_connection *c, mp_os_handle *out) {
+    if (out) *out = MP_INVALID_OS_HANDLE;
+    if (!c || !out) return mp__err(MP_EINVAL, "mp_connection_fileno: NULL argument");
+    if (c->closed) return mp__err(MP_ECLOSED, "mp_connection_fileno: connection is closed");
+    *out = c->h;
+    return 0;
+}
+
+int mp_connection_set_max_message(mp_connection *c, uint64_t max) {
+    if (!c) return mp__err(MP_EINVAL, "mp_connection_set_max_message: connection is NULL");
+    c->max_message = max;
+    return 0;
+}
+
+uint64_t mp_connection_max_message(const mp_connection *c) { return c ? c->max_message : 0; }
+
+void mp_connection_free_bytes(void *p) { mp__free(p); }
+
+static int check_open(const mp_connection *c, bool want_read, const char *fn) {
+    if (!c) return mp__err(MP_EINVAL, "%s: connection is NULL", fn);
+    if (c->closed) return mp__err(MP_ECLOSED, "%s: connection is closed", fn);
+    if (want_read && !c->readable) return mp__err(MP_EPERM, "%s: connection is write-only", fn);
+    if (!want_read && !c->writable) return mp__err(MP_EPERM, "%s: connection is read-only", fn);
+    return 0;
+}
+
+/* ---- sending ---------------------------------------------------------------- */
+
+/* Header and payload go in one gathered write, so a small message costs one system
+ * call and the payload is never copied. */
+static int send_frame(mp_connection *c, const void *buf, size_t len) {
+    unsigned char hdr[MP__FRAME_MAX_HEADER];
+    mp__iov iov[2] = {{hdr, mp__conn_frame_encode((uint64_t)len, hdr)}, {buf, len}};
+    return mp__os_conn_writev(write_handle(c), c->kind, c->os, iov, len ? 2 : 1);
+}
+
+int mp_connection_send_bytes(mp_connection *c, const void *buf, size_t len) {
+    int rc = check_open(c, false, "mp_connection_send_bytes");
+    if (rc) return rc;
+    if (!buf && len) return mp__err(MP_EINVAL, "mp_connection_send_bytes: buffer is NULL");
+    return send_frame(c, buf, len);
+}
+
+int mp_connection_send_bytes_range(mp_connection *c, const void *buf, size_t buflen,
+                                   int64_t offset, int64_t size) {
+    int rc = check_open(c, false, "mp_connection_send_bytes_range");
+    if (rc) return rc;
+    if (!buf && buflen) return mp__err(MP_EINVAL, "mp_connection_send_bytes_range: buffer is NULL");
+    if (offset < 0) return mp__err(MP_EINVAL, "mp_connection_send_bytes_range: negative offset");
+    if ((uint64_t)offset > buflen)
+        return mp__err(MP_EINVAL, "mp_connection_send_bytes_range: offset past the buffer");
+    if (size < 0) size = (int64_t)(buflen - (size_t)offset);
+    if ((uint64_t)size > buflen - (size_t)offset)
+        return mp__err(MP_EINVAL, "mp_connection_send_bytes_range: buffer length < offset + size");
+    return send_frame(c, buf ? (const char *)buf + offset : buf, (size_t)size);
+}
+
+/* ---- receiving -------------------------------------------------------------- */
+
+/* A failure in the middle of a message leaves the stream unusable: close it. */
+static int fatal(mp_connection *c, int rc) {
+    char msg[512];
+    snprintf(msg, sizeof msg, "%s", mp_last_error_message());
+    mp_connection_close(c);
+    return mp__err(rc, "%s", msg);
+}
+
+static int read_exact(mp_connection *c, void *buf, size_t n) {
+    size_t got = 0;
+    int rc = mp__os_conn_read_exact(c->h, c->kind, c->os, buf, n, &got);
+    if (rc == MP_EOF && got > 0) {
+        mp__err(MP_EOF, "connection: peer closed in the middle of a message");
+        return fatal(c, MP_EOF);
+    }
+    if (rc && rc != MP_EOF) return fatal(c, rc);
+    return rc;
+}
+
+/* Reads the header: 0 and *size, or an error (the connection closed where fatal).
+ * maxlength (0: none) and the connection's maximum are checked before anything is
+ * allocated; an oversized message closes the connection as Python does. */
+static int recv_header(mp_connection *c, size_t maxlength, uint64_t *size, const char *fn) {
+    unsigned char hdr[MP__FRAME_MAX_HEADER];
+    size_t hl;
+    int rc = read_exact(c, hdr, 4);
+    if (rc) return rc;
+    rc = mp__conn_frame_decode(hdr, 4, size, &hl);
+    if (rc == MP_EAGAIN) {
+        rc = read_exact(c, hdr + 4, 8);
+        if (rc == MP_EOF) {
+            mp__err(MP_EOF, "connection: peer closed in the middle of a message");
+            return fatal(c, MP_EOF);
+        }
+        if (rc) return rc;
+        rc = mp__conn_frame_decode(hdr, 12, size, &hl);
+    }
+    if (rc) return fatal(c, rc);
+    if (maxlength && *size > maxlength) {
+        mp__err(MP_ETOOBIG, "%s: bad message length: %llu bytes > maxlength %llu", fn,
+                (unsigned long long)*size, (unsigned long long)maxlength);
+        return fatal(c, MP_ETOOBIG);
+    }
+    if (c->max_message && *size > c->max_message) {
+        mp__err(MP_ETOOBIG, "%s: message of %llu bytes exceeds the connection's maximum %llu",
+                fn, (unsigned long long)*size, (unsigned long long)c->max_message);
+        return fatal(c, MP_ETOOBIG);
+    }
+    if (*size > (uint64_t)SIZE_MAX - 1) {
+        mp__err(MP_ETOOBIG, "%s: message of %llu bytes does not fit in memory", fn,
+                (unsigned long long)*size);
+        return fatal(c, MP_ETOOBIG);
+    }
+    return 0;
+}
+
+static int recv_body(mp_connection *c, void *buf, size_t n) {
+    int rc = read_exact(c, buf, n);
+    if (rc == MP_EOF) {
+        mp__err(MP_EOF, "connection: peer closed in the middle of a message");
+        return fatal(c, MP_EOF);
+    }
+    return rc;
+}
+
+int mp_connection_recv_bytes(mp_connection *c, size_t maxlength, void **out, size_t *len) {
+    if (out) *out = NULL;
+    if (len) *len = 0;
+    int rc = check_open(c, true, "mp_connection_recv_bytes");
+    if (rc) return rc;
+    if (!out || !len) return mp__err(MP_EINVAL, "mp_connection_recv_bytes: out is NULL");
+    uint64_t size;
+    rc = recv_header(c, maxlength, &size, "mp_connection_recv_bytes");
+    if (rc) return rc;
+    void *p = mp__malloc((size_t)size);
+    if (!p) {
+        mp__err(MP_ENOMEM, "mp_connection_recv_bytes: out of memory for %llu bytes",
+                (unsigned long long)size);
+        return fatal(c, MP_ENOMEM);
+    }
+    rc = size ? recv_body(c, p, (size_t)size) : 0;
+    if (rc) {
+        mp__free(p);
+        return rc;
+    }
+    *out = p;
+    *len = (size_t)size;
+    return 0;
+}
+
+int mp_connection_recv_bytes_into(mp_connection *c, void *buf, size_t cap, size_t offset,
+                                  size_t *len, void **whole) {
+    if (len) *len = 0;
+    if (whole) *whole = NULL;
+    int rc = check_open(c, true, "mp_connection_recv_bytes_into");
+    if (rc) return rc;
+    if (!len) return mp__err(MP_EINVAL, "mp_connection_recv_bytes_into: len is NULL");
+    if (!buf && cap) return mp__err(MP_EINVAL, "mp_connection_recv_bytes_into: buffer is NULL");
+    if (offset > cap) return mp__err(MP_EINVAL, "mp_connection_recv_bytes_into: offset too large");
+    uint64_t size;
+    rc = recv_header(c, 0, &size, "mp_connection_recv_bytes_into");
+    if (rc) return rc;
+    if (size <= cap - offset) {
+        rc = size ? recv_body(c, (char *)buf + offset, (size_t)size) : 0;
+        if (!rc) *len = (size_t)size;
+        return rc;
+    }
+    /* BufferTooShort: the message is consumed whole and handed over if asked for;
+     * without a taker it is read through the caller's buffer and dropped. */
+    if (whole) {
+        void *p = mp__malloc((size_t)size);
+        if (!p) {
+            mp__err(MP_ENOMEM, "mp_connection_recv_bytes_into: out of memory for %llu bytes",
+                    (unsigned long long)size);
+            return fatal(c, MP_ENOMEM);
+        }
+        rc = recv_body(c, p, (size_t)size);
+        if (rc) {
+            mp__free(p);
+            return rc;
+        }
+        *whole = p;
+    } else {
+        char scratch[4096];
+        uint64_t left = size;
+        while (left) {
+            size_t k = left < sizeof scratch ? (size_t)left : sizeof scratch;
+            if ((rc = recv_body(c, scratch, k))) return rc;
+            left -= k;
+        }
+    }
+    *len = (size_t)size;
+    return mp__err(MP_ETOOBIG, "mp_connection_recv_bytes_into: message of %llu bytes does not "
+                   "fit in %zu bytes (buffer too short)", (unsigned long long)size, cap - offset);
+}
+
+int mp_connection_poll(mp_connection *c, double timeout, bool *ready) {
+    if (ready) *ready = false;
+    int rc = check_open(c, true, "mp_connection_poll");
+    if (rc) return rc;
+    if (!ready) return mp__err(MP_EINVAL, "mp_connection_poll: ready is NULL");
+    rc = mp__os_conn_poll(c->h, c->kind, c->os, timeout);
+    if (rc == MP_ETIMEDOUT) return 0;
+    if (rc) return rc;
+    *ready = true;
+    return 0;
+}
+
+/* ---- wait ------------------------------------------------------------------- */
+
+int mp_wait(const mp_waitable *objs, size_t n, double timeout, bool *ready, size_t *nready) {
+    if (nready) *nready = 0;
+    if ((!objs && n) || (!ready && n)) return mp__err(MP_EINVAL, "mp_wait: NULL argument");
+    for (size_t i = 0; i < n; i++) ready[i] = false;
+    if (n == 0) {
+        if (timeout < 0) return mp__err(MP_EINVAL, "mp_wait: nothing to wait for, forever");
+        mp__os_sleep(timeout);
+        return MP_ETIMEDOUT;
+    }
+    mp__oswait small[16];
+    mp__oswait *items = n <= 16 ? small : mp__calloc(n, sizeof *items);
+    if (!items) return mp__err(MP_ENOMEM, "mp_wait: out of memory");
+    int rc = 0;
+    for (size_t i = 0; i < n && !rc; i++) {
+        memset(&items[i], 0, sizeof items[i]);
+        switch (objs[i].kind) {
+        case MP_WAIT_CONNECTION: {
+            const mp_connection *c = objs[i].u.conn;
+            if (!c) rc = mp__err(MP_EINVAL, "mp_wait: connection %zu is NULL", i);
+            else if (c->closed) rc = mp__err(MP_ECLOSED, "mp_wait: connection %zu is closed", i);
+            else if (!c->readable) rc = mp__err(MP_EPERM, "mp_wait: connection %zu is write-only", i);
+            else items[i] = (mp__oswait){c->h, MP__W_CONN, c->kind, c->os};
+            break;
+        }
+        case MP_WAIT_HANDLE:
+        case MP_WAIT_SOCKET:
+            if (objs[i].u.handle == MP_INVALID_OS_HANDLE)
+                rc = mp__err(MP_EBADF, "mp_wait: handle %zu is invalid", i);
+            else
+                items[i] = (mp__oswait){objs[i].u.handle,
+                                        objs[i].kind == MP_WAIT_HANDLE ? MP__W_HANDLE : MP__W_SOCKET,
+                                        0, NULL};
+            break;
+        default: rc = mp__err(MP_EINVAL, "mp_wait: object %zu has an unknown kind", i); break;
+        }
+    }
+    if (!rc) rc = mp__os_wait(items, n, timeout, ready);
+    if (items != small) mp__free(items);
+    if (rc) {
+        for (size_t i = 0; i < n; i++) ready[i] = false;
+        return rc;
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) k += ready[i];
+    if (nready) *nready = k;
+    return 0;
+}
+
+/* ---- passing a connection to a child ----------------------------------------- */
+
+static size_t conn_handle_count(const void *obj) {
+    const mp_connection *c = obj;
+    return c->hw != MP_INVALID_OS_HANDLE ? 2 : 1;
+}
+
+/* The description: kind and the readable/writable flags, the maximum; the handle
+ * travels through the launch's table. */
+static int conn_reduce(const void *obj, mp__buf *b, mp_os_handle *handles, size_t *nh) {
+    const mp_connection *c = obj;
+    if (c->closed) return mp__err(MP_ECLOSED, "mp_args: a closed connection cannot be passed");
+    mp__buf_u8(b, (uint8_t)c->kind);
+    bool pair = c->hw != MP_INVALID_OS_HANDLE;
+    mp__buf_u8(b, (uint8_t)((c->readable ? 1 : 0) | (c->writable ? 2 : 0) | (pair ? 4 : 0)));
+    mp__buf_u64(b, c->max_message);
+    handles[(*nh)++] = c->h;
+    if (pair) handles[(*nh)++] = c->hw;
+    return b->err ? mp__err(b->err, "mp_args: out of memory") : 0;
+}
+
+static int conn_rebuild(mp__rd *r, const mp_os_handle *handles, size_t nh, void **out) {
+    *out = NULL;
+    int kind = mp__rd_u8(r);
+    int flags = mp__rd_u8(r);
+    uint64_t max = mp__rd_u64(r);
+    if (r->err || nh != ((flags & 4) ? 2u : 1u))
+        return mp__err(MP_EPROTO, "mp_args: malformed connection");
+    mp_connection *c = NULL;
+    int rc = conn_make(handles[0], nh == 2 ? handles[1] : MP_INVALID_OS_HANDLE, kind, flags & 1,
+                       (flags & 2) != 0, &c);
+    if (rc) return rc;
+    c->max_message = max;
+    *out = c;
+    return 0;
+}
+
+static void conn_free(void *obj) { mp_connection_free(obj); }
+
+const mp__objtype mp__connection_objtype = {
+    .name = "connection",
+    .handle_count = conn_handle_count,
+    .reduce = conn_reduce,
+    .rebuild = conn_rebuild,
+    .free = conn_free,
+};
+
+int mp_args_add_connection(mp_args *a, mp_connection *c) {
+    if (!a || !c) return mp__err(MP_EINVAL, "mp_args_add_connection: NULL argument");
+    if (c->closed) return mp__err(MP_ECLOSED, "mp_args_add_connection: connection is closed");
+    return mp__args_add_object(a, &mp__connection_objtype, c);
+}
+
+mp_connection *mp_args_connection(const mp_args *a, size_t i) {
+    return mp__args_object(a, i, &mp__connection_objtype);
+}

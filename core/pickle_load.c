@@ -1,0 +1,820 @@
+/* mp_value_loads: the safe subset of pickle (protocols 0-5) that CPython emits for
+ * None, bool, int, float, str, bytes, tuple, list, dict, set and objects.
+ *
+ * Safety rules: nothing is ever called; every length is checked against what is left
+ * of the input (and the current frame) before anything is read or allocated, and
+ * against the limits; the machine is a loop over opcodes with an explicit stack, so
+ * depth costs no C stack (only a memo copy recurses, bounded by max_depth).
+ *
+ * Ownership: every value is on the stack, inside exactly one container, or on the
+ * discard list (popped and not kept: a STACK_GLOBAL's strings, a replaced dict value);
+ * the memo only borrows. Discarded values live until the end because the memo may
+ * still name them, so a GET never sees freed memory. A GET copies: values are trees.
+ * A container that a GET copied and that changes afterwards would be shared with
+ * itself in Python (a cycle): refused. */
+#include <stdio.h>
+#include <string.h>
+
+#include "value_internal.h"
+
+enum {
+    OP_MARK = '(', OP_STOP = '.', OP_POP = '0', OP_POP_MARK = '1', OP_DUP = '2',
+    OP_FLOAT = 'F', OP_INT = 'I', OP_BININT = 'J', OP_BININT1 = 'K', OP_LONG = 'L',
+    OP_BININT2 = 'M', OP_NONE = 'N', OP_PERSID = 'P', OP_BINPERSID = 'Q', OP_REDUCE = 'R',
+    OP_STRING = 'S', OP_BINSTRING = 'T', OP_SHORT_BINSTRING = 'U', OP_UNICODE = 'V',
+    OP_BINUNICODE = 'X', OP_APPEND = 'a', OP_BUILD = 'b', OP_GLOBAL = 'c', OP_DICT = 'd',
+    OP_EMPTY_DICT = '}', OP_APPENDS = 'e', OP_GET = 'g', OP_BINGET = 'h', OP_INST = 'i',
+    OP_LONG_BINGET = 'j', OP_LIST = 'l', OP_EMPTY_LIST = ']', OP_OBJ = 'o', OP_PUT = 'p',
+    OP_BINPUT = 'q', OP_LONG_BINPUT = 'r', OP_SETITEM = 's', OP_TUPLE = 't',
+    OP_EMPTY_TUPLE = ')', OP_SETITEMS = 'u', OP_BINFLOAT = 'G',
+    OP_BINBYTES = 'B', OP_SHORT_BINBYTES = 'C',
+    OP_PROTO = 0x80, OP_NEWOBJ = 0x81, OP_EXT1 = 0x82, OP_EXT2 = 0x83, OP_EXT4 = 0x84,
+    OP_TUPLE1 = 0x85, OP_TUPLE2 = 0x86, OP_TUPLE3 = 0x87, OP_NEWTRUE = 0x88,
+    OP_NEWFALSE = 0x89, OP_LONG1 = 0x8a, OP_LONG4 = 0x8b, OP_SHORT_BINUNICODE = 0x8c,
+    OP_BINUNICODE8 = 0x8d, OP_BINBYTES8 = 0x8e, OP_EMPTY_SET = 0x8f, OP_ADDITEMS = 0x90,
+    OP_FROZENSET = 0x91, OP_NEWOBJ_EX = 0x92, OP_STACK_GLOBAL = 0x93, OP_MEMOIZE = 0x94,
+    OP_FRAME = 0x95, OP_BYTEARRAY8 = 0x96, OP_NEXT_BUFFER = 0x97, OP_READONLY_BUFFER = 0x98
+};
+
+#define DEFAULT_MAX_SIZE ((size_t)1 << 30)
+#define DEFAULT_MAX_ITEMS ((size_t)1 << 22)
+#define MAX_LINE 256 /* text arguments: decimal numbers, module and global names */
+
+typedef struct dec {
+    const unsigned char *start, *p, *end;
+    const unsigned char *frame_end; /* NULL outside a frame */
+    size_t pos;                     /* offset of the opcode being run, for messages */
+    unsigned char opc;
+    unsigned char proto; /* from PROTO; 0 without one */
+    mp_value_limits lim;
+    size_t items_left, bytes_left;
+    mp_value **stack;
+    size_t sn, scap;
+    size_t *marks; /* stack heights at each MARK */
+    size_t mn, mcap;
+    mp_value **memo;
+    size_t memo_n, memo_cap;
+    mp_value *discard;
+} dec;
+
+static int bad(dec *d, const char *fmt, ...) MP__PRINTF(2, 3);
+
+/* MP_EPROTO with "pickle: at byte N (opcode 0xNN): <detail>". */
+static int bad(dec *d, const char *fmt, ...) {
+    char msg[300];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    return mp__err(MP_EPROTO, "pickle: at byte %zu (opcode 0x%02x): %s", d->pos, d->opc, msg);
+}
+
+static int too_big(dec *d, const char *what, size_t n, size_t limit) {
+    return mp__err(MP_ETOOBIG, "pickle: at byte %zu: %s (%zu) exceeds the limit of %zu",
+                   d->pos, what, n, limit);
+}
+
+/* Bytes readable now: the rest of the frame, or of the input outside frames. */
+static size_t avail(dec *d) {
+    if (d->frame_end && d->p == d->frame_end) d->frame_end = NULL; /* frame used up */
+    return (size_t)((d->frame_end ? d->frame_end : d->end) - d->p);
+}
+
+/* Points at n bytes of argument and consumes them, or reports a truncation. */
+static int take(dec *d, uint64_t n, const unsigned char **out) {
+    size_t a = avail(d);
+    if (n > a) {
+        if (d->frame_end)
+            return bad(d, "needs %llu bytes but its frame ends after %zu",
+                       (unsigned long long)n, a);
+        return bad(d, "needs %llu bytes but only %zu are left (truncated)",
+                   (unsigned long long)n, a);
+    }
+    *out = d->p;
+    d->p += n;
+    return 0;
+}
+
+static uint64_t le(const unsigned char *p, int n) {
+    uint64_t v = 0;
+    for (int i = n - 1; i >= 0; i--) v = (v << 8) | p[i];
+    return v;
+}
+
+/* A text argument ending in '\n' (without it), at most MAX_LINE bytes, no NUL. */
+static int line(dec *d, const char **s, size_t *n) {
+    size_t a = avail(d);
+    size_t lim = a < MAX_LINE + 1 ? a : MAX_LINE + 1;
+    const unsigned char *nl = memchr(d->p, '\n', lim);
+    if (!nl) {
+        if (lim == a) return bad(d, "text argument without its newline (truncated)");
+        return bad(d, "text argument longer than %d bytes", MAX_LINE);
+    }
+    *s = (const char *)d->p;
+    *n = (size_t)(nl - d->p);
+    if (memchr(*s, '\0', *n)) return bad(d, "NUL byte in a text argument");
+    d->p = nl + 1;
+    return 0;
+}
+
+/* Decimal [+-]digits; *big set (and 0 returned) when it does not fit in int64. */
+static int parse_dec(dec *d, const char *s, size_t n, int64_t *out, bool *big) {
+    size_t i = 0;
+    bool neg = false;
+    *big = false;
+    *out = 0;
+    if (i < n && (s[i] == '+' || s[i] == '-')) neg = s[i++] == '-';
+    if (i == n) return bad(d, "empty decimal number");
+    uint64_t v = 0;
+    uint64_t limit = neg ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX;
+    for (; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9') return bad(d, "bad character in a decimal number");
+        unsigned dig = (unsigned)(s[i] - '0');
+        if (v > (limit - dig) / 10) *big = true;
+        if (!*big) v = v * 10 + dig;
+    }
+    if (!*big) *out = neg ? (int64_t)(0 - v) : (int64_t)v;
+    return 0;
+}
+
+/* ---- values and the stack ---- */
+
+static mp_value *make(dec *d, mp_value_type t, int *rc) {
+    if (d->items_left == 0) {
+        *rc = too_big(d, "number of values", d->lim.max_items + 1, d->lim.max_items);
+        return NULL;
+    }
+    mp_value *v = mp__value_alloc(t);
+    if (!v) {
+        *rc = MP_ENOMEM;
+        return NULL;
+    }
+    d->items_left--;
+    if (t >= MP_VALUE_TUPLE) v->height = 1;
+    return v;
+}
+
+static void discard(dec *d, mp_value *v) {
+    if (!v) return;
+    v->next = d->discard;
+    d->discard = v;
+}
+
+static size_t base(const dec *d) { return d->mn ? d->marks[d->mn - 1] : 0; }
+
+/* Pushes v, which the stack owns from now on (discarded on failure). */
+static int push(dec *d, mp_value *v) {
+    if (d->sn == d->scap) {
+        size_t cap = d->scap ? d->scap * 2 : 32;
+        mp_value **s = mp__realloc(d->stack, cap * sizeof *s);
+        if (!s) {
+            discard(d, v);
+            return mp__err(MP_ENOMEM, "pickle: out of memory for the stack");
+        }
+        d->stack = s;
+        d->scap = cap;
+    }
+    d->stack[d->sn++] = v;
+    return 0;
+}
+
+static int need(dec *d, size_t n, const char *what) {
+    if (d->sn - base(d) < n)
+        return bad(d, "%s needs %zu value%s on the stack, %zu there", what, n,
+                   n == 1 ? "" : "s", d->sn - base(d));
+    return 0;
+}
+
+static mp_value *pop(dec *d) { return d->stack[--d->sn]; }
+
+static int pop_mark(dec *d, const char *what, size_t *k) {
+    if (!d->mn) return bad(d, "%s without a MARK", what);
+    *k = d->marks[--d->mn];
+    return 0;
+}
+
+/* Records that item went into c: nesting is checked here, the only place it grows. */
+static int adopt(dec *d, mp_value *c, const mp_value *item) {
+    if (item->height + 1 > c->height) c->height = item->height + 1;
+    if (c->height > d->lim.max_depth) return too_big(d, "nesting depth", c->height, d->lim.max_depth);
+    return 0;
+}
+
+static int mutable_check(dec *d, const mp_value *c, const char *what) {
+    if (c->flags & MP__VF_SHARED)
+        return bad(d, "%s changes a %s after a memo reference to it (a cycle): unsupported",
+                   what, mp_value_type_name((mp_value_type)c->type));
+    return 0;
+}
+
+/* Moves stack[k..sn) into seq (a new tuple/list or an existing list). */
+static int fill_seq(dec *d, mp_value *seq, size_t k) {
+    for (size_t i = k; i < d->sn; i++) {
+        int rc = adopt(d, seq, d->stack[i]);
+        if (!rc) rc = mp__value_seq_push(seq, d->stack[i]);
+        if (rc) {
+            /* the rest stay on the stack, which the error path frees */
+            memmove(d->stack + k, d->stack + i, (d->sn - i) * sizeof *d->stack);
+            d->sn = k + (d->sn - i);
+            return rc;
+        }
+    }
+    d->sn = k;
+    return 0;
+}
+
+static int dict_fill(dec *d, mp_value *dict, size_t k) {
+    if ((d->sn - k) % 2) return bad(d, "odd number of values for a dict (%zu)", d->sn - k);
+    for (size_t i = k; i < d->sn; i += 2) {
+        mp_value *ok, *ov;
+        int rc = adopt(d, dict, d->stack[i]);
+        if (!rc) rc = adopt(d, dict, d->stack[i + 1]);
+        if (!rc) rc = mp__value_dict_put(dict, d->stack[i], d->stack[i + 1], &ok, &ov);
+        if (rc) {
+            memmove(d->stack + k, d->stack + i, (d->sn - i) * sizeof *d->stack);
+            d->sn = k + (d->sn - i);
+            return rc;
+        }
+        discard(d, ok);
+        discard(d, ov);
+    }
+    d->sn = k;
+    return 0;
+}
+
+/* APPEND(S), ADDITEMS, SETITEM(S): stack[k..] go into stack[k - 1], a list, set or
+ * dict as the opcode says, or an object made by REDUCE/NEWOBJ (its list/dict items,
+ * as CPython's pickler writes them for list and dict subclasses). */
+static int add_items(dec *d, const char *what, size_t k) {
+    bool dict = what[0] == 'S', set = what[0] == 'A' && what[1] == 'D';
+    mp_value *c = d->stack[k - 1], *into = c;
+    if (c->type == MP_VALUE_OBJECT && c->u.o.args && !set) {
+        if (k == d->sn) return 0;
+        mp_value **slot = dict ? &c->u.o.ditems : &c->u.o.items;
+        int rc = mutable_check(d, c, what);
+        if (rc) return rc;
+        if (!*slot && !(*slot = make(d, dict ? MP_VALUE_DICT : MP_VALUE_LIST, &rc))) return rc;
+        into = *slot;
+    } else if (c->type != (dict ? MP_VALUE_DICT : MP_VALUE_LIST) ||
+               !(c->flags & MP__VF_SET) != !set) {
+        return bad(d, "%s to a %s", what,
+                   c->flags & MP__VF_SET ? "set" : mp_value_type_name((mp_value_type)c->type));
+    }
+    if (k < d->sn) {
+        int rc = mutable_check(d, c, what);
+        if (!rc) rc = dict ? dict_fill(d, into, k) : fill_seq(d, into, k);
+        if (rc) return rc;
+    }
+    if (into->height > c->height) c->height = into->height;
+    return 0;
+}
+
+/* ---- scalars ---- */
+
+static int push_int(dec *d, int64_t i) {
+    int rc;
+    mp_value *v = make(d, MP_VALUE_INT, &rc);
+    if (!v) return rc;
+    v->u.i = i;
+    return push(d, v);
+}
+
+static int push_blob(dec *d, mp_value_type t, uint64_t n) {
+    const char *what = t == MP_VALUE_STR ? "str length" : "bytes length";
+    if (n > d->lim.max_str) return too_big(d, what, (size_t)(n > SIZE_MAX ? SIZE_MAX : n), d->lim.max_str);
+    const unsigned char *p;
+    int rc = take(d, n, &p);
+    if (rc) return rc;
+    if (n > d->bytes_left) return too_big(d, "total str/bytes size", (size_t)n, d->lim.max_size);
+    if (t == MP_VALUE_STR && !mp__utf8_valid((const char *)p, (size_t)n))
+        return bad(d, "str of %llu bytes is not valid UTF-8", (unsigned long long)n);
+    mp_value *v = make(d, t, &rc);
+    if (!v) return rc;
+    v->u.s.p = mp__malloc((size_t)n + 1);
+    if (!v->u.s.p) {
+        mp__free(v);
+        return mp__err(MP_ENOMEM, "pickle: out of memory for %llu bytes", (unsigned long long)n);
+    }
+    memcpy(v->u.s.p, p, (size_t)n);
+    v->u.s.p[n] = '\0';
+    v->u.s.n = (size_t)n;
+    d->bytes_left -= (size_t)n;
+    return push(d, v);
+}
+
+/* LONG1/LONG4 payload: little-endian two's complement, empty meaning 0. */
+static int push_long(dec *d, uint64_t n) {
+    const unsigned char *p;
+    int rc = take(d, n, &p);
+    if (rc) return rc;
+    if (n > 8) {
+        /* wider is fine when the extra bytes only repeat the sign */
+        unsigned char fill = (p[n - 1] & 0x80) ? 0xff : 0x00;
+        for (uint64_t i = 8; i < n; i++)
+            if (p[i] != fill || ((p[7] & 0x80) != (fill & 0x80)))
+                return mp__err(MP_ETOOBIG,
+                               "pickle: at byte %zu: int of %llu bytes does not fit in 64 bits",
+                               d->pos, (unsigned long long)n);
+        n = 8;
+    }
+    uint64_t u = le(p, (int)n);
+    if (n > 0 && n < 8 && (p[n - 1] & 0x80)) u |= ~(uint64_t)0 << (8 * n);
+    return push_int(d, (int64_t)u);
+}
+
+/* ---- globals and objects ---- */
+
+static mp_value *make_object(dec *d, const char *mod, size_t mn, const char *name, size_t nn,
+                             int *rc) {
+    if (d->items_left == 0) {
+        *rc = too_big(d, "number of values", d->lim.max_items + 1, d->lim.max_items);
+        return NULL;
+    }
+    mp_value *v = mp__value_object(mod, mn, name, nn);
+    if (!v) {
+        *rc = MP_ENOMEM;
+        return NULL;
+    }
+    d->items_left--;
+    v->height = 1;
+    return v;
+}
+
+static bool is_builtin(const char *module) {
+    return strcmp(module, "builtins") == 0 || strcmp(module, "__builtin__") == 0;
+}
+
+/* Globals that protocols 0-3 use to rebuild plain data; decoded, never called. */
+static bool known_global(const char *module, const char *name) {
+    if (strcmp(module, "_codecs") == 0) return strcmp(name, "encode") == 0;
+    return is_builtin(module) &&
+           (strcmp(name, "bytes") == 0 || strcmp(name, "bytearray") == 0 ||
+            strcmp(name, "set") == 0 || strcmp(name, "frozenset") == 0);
+}
+
+/* Python 3 names for the Python 2 modules that protocols 0-2 name (CPython's
+ * fix_imports, for the modules plain data and exceptions use). */
+static const char *py3_module(const char *mod, size_t mn, size_t *n3) {
+    static const char *const map[][2] = {
+        {"__builtin__", "builtins"}, {"exceptions", "builtins"}, {"copy_reg", "copyreg"}};
+    for (size_t i = 0; i < sizeof map / sizeof map[0]; i++) {
+        if (strlen(map[i][0]) == mn && memcmp(mod, map[i][0], mn) == 0) {
+            *n3 = strlen(map[i][1]);
+            return map[i][1];
+        }
+    }
+    *n3 = mn;
+    return mod;
+}
+
+static int push_global(dec *d, const char *mod, size_t mn, const char *name, size_t nn) {
+    if (!mp__utf8_valid(mod, mn) || !mp__utf8_valid(name, nn) || memchr(mod, 0, mn) ||
+        memchr(name, 0, nn))
+        return bad(d, "global name is not clean UTF-8");
+    if (d->proto < 3) {
+        static const char *const names[][2] = {
+            {"long", "int"}, {"unicode", "str"}, {"basestring", "str"}, {"xrange", "range"}};
+        if (mn == 11 && memcmp(mod, "__builtin__", 11) == 0) {
+            for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+                if (strlen(names[i][0]) == nn && memcmp(name, names[i][0], nn) == 0) {
+                    name = names[i][1];
+                    nn = strlen(name);
+                    break;
+                }
+            }
+        }
+        mod = py3_module(mod, mn, &mn);
+    }
+    int rc;
+    mp_value *v = make_object(d, mod, mn, name, nn, &rc);
+    if (!v) return rc;
+    if (d->lim.refuse_objects && !known_global(v->u.o.module, mp__obj_name(v))) {
+        rc = bad(d, "global %s.%s refused (objects are disabled by the limits)",
+                 v->u.o.module, mp__obj_name(v));
+        mp_value_free(v);
+        return rc;
+    }
+    return push(d, v);
+}
+
+/* Latin-1 text (code points <= U+00FF) as bytes: how protocols 0-2 carry bytes. */
+static int latin1_bytes(dec *d, const mp_value *s, mp_value **out) {
+    int rc;
+    mp_value *b = make(d, MP_VALUE_BYTES, &rc);
+    if (!b) return rc;
+    b->u.s.p = mp__malloc(s->u.s.n + 1);
+    if (!b->u.s.p) {
+        mp__free(b);
+        return mp__err(MP_ENOMEM, "pickle: out of memory");
+    }
+    const unsigned char *p = (const unsigned char *)s->u.s.p;
+    size_t n = 0;
+    for (size_t i = 0; i < s->u.s.n; i++) {
+        if (p[i] < 0x80) {
+            b->u.s.p[n++] = (char)p[i];
+        } else if ((p[i] == 0xC2 || p[i] == 0xC3) && i + 1 < s->u.s.n) {
+            b->u.s.p[n++] = (char)(((p[i] & 0x03) << 6) | (p[i + 1] & 0x3F));
+            i++;
+        } else {
+            mp_value_free(b);
+            return bad(d, "_codecs.encode(..., 'latin1') of a character above U+00FF");
+        }
+    }
+    b->u.s.p[n] = '\0';
+    b->u.s.n = n;
+    *out = b;
+    return 0;
+}
+
+/* The known constructors applied to args: *out is the data value, or NULL when the
+ * call is not one of them (then it stays an inert object). */
+static int known_call(dec *d, const mp_value *g, mp_value *args, mp_value **out) {
+    *out = NULL;
+    const char *m = g->u.o.module, *n = mp__obj_name(g);
+    size_t na = args->u.seq.n;
+    mp_value *a0 = na ? args->u.seq.items[0] : NULL;
+    if (strcmp(m, "_codecs") == 0 && strcmp(n, "encode") == 0) {
+        mp_value *enc = na == 2 ? args->u.seq.items[1] : NULL;
+        if (a0 && a0->type == MP_VALUE_STR && enc && enc->type == MP_VALUE_STR &&
+            (strcmp(enc->u.s.p, "latin1") == 0 || strcmp(enc->u.s.p, "latin-1") == 0))
+            return latin1_bytes(d, a0, out);
+    } else if (is_builtin(m) && (strcmp(n, "bytes") == 0 || strcmp(n, "bytearray") == 0)) {
+        if (na == 0) {
+            int rc;
+            mp_value *b = make(d, MP_VALUE_BYTES, &rc);
+            if (!b) return rc;
+            if (!(b->u.s.p = mp__calloc(1, 1))) {
+                mp__free(b);
+                return mp__err(MP_ENOMEM, "pickle: out of memory");
+            }
+            *out = b;
+            return 0;
+        }
+        if (na == 1 && a0->type == MP_VALUE_BYTES) {
+            args->u.seq.n = 0; /* the bytes move out of the args tuple */
+            *out = a0;
+            return 0;
+        }
+    } else if (is_builtin(m) && (strcmp(n, "set") == 0 || strcmp(n, "frozenset") == 0)) {
+        int rc;
+        if (na == 0) {
+            *out = make(d, MP_VALUE_LIST, &rc);
+            return *out ? 0 : rc;
+        }
+        if (na == 1 && a0->type == MP_VALUE_LIST) {
+            args->u.seq.n = 0;
+            *out = a0;
+            return 0;
+        }
+    }
+    if (d->lim.refuse_objects) return bad(d, "call of %s.%s refused (objects are disabled)", m, n);
+    return 0;
+}
+
+/* REDUCE / NEWOBJ: callable and args tuple on the stack. */
+static int reduce(dec *d, bool newobj) {
+    int rc = need(d, 2, newobj ? "NEWOBJ" : "REDUCE");
+    if (rc) return rc;
+    mp_value *args = d->stack[d->sn - 1], *g = d->stack[d->sn - 2];
+    if (args->type != MP_VALUE_TUPLE)
+        return bad(d, "arguments are a %s, not a tuple", mp_value_type_name((mp_value_type)args->type));
+    if (g->type != MP_VALUE_OBJECT || g->u.o.args || g->u.o.state)
+        return bad(d, "the callable is a %s, not a global: unsupported",
+                   g->type == MP_VALUE_OBJECT ? "call result" : mp_value_type_name((mp_value_type)g->type));
+    mp_value *res = NULL;
+    if (!newobj) {
+        rc = known_call(d, g, args, &res);
+        if (rc) return rc;
+    } else if (d->lim.refuse_objects) {
+        return bad(d, "NEWOBJ of %s.%s refused (objects are disabled)", g->u.o.module, mp__obj_name(g));
+    }
+    d->sn -= 2;
+    if (res) {
+        discard(d, args);
+        discard(d, g);
+        return push(d, res);
+    }
+    /* a new node: the global itself may be named by the memo and used again */
+    const char *name = mp__obj_name(g);
+    res = make_object(d, g->u.o.module, strlen(g->u.o.module), name, strlen(name), &rc);
+    discard(d, g);
+    if (!res) {
+        discard(d, args);
+        return rc;
+    }
+    res->u.o.newobj = newobj;
+    res->u.o.args = args;
+    res->height = args->height + 1;
+    if (res->height > d->lim.max_depth) {
+        rc = too_big(d, "nesting depth", res->height, d->lim.max_depth);
+        mp_value_free(res);
+        return rc;
+    }
+    return push(d, res);
+}
+
+/* ---- memo ---- */
+
+static int memo_put(dec *d, uint64_t idx) {
+    if (d->sn == base(d)) return bad(d, "memo store with an empty stack");
+    /* CPython numbers the memo densely; a sparse index would only waste memory */
+    if (idx > d->memo_n)
+        return bad(d, "memo index %llu skips ahead (next is %zu)", (unsigned long long)idx, d->memo_n);
+    if (idx == d->memo_n) {
+        if (d->memo_n == d->memo_cap) {
+            size_t cap = d->memo_cap ? d->memo_cap * 2 : 32;
+            mp_value **m = mp__realloc(d->memo, cap * sizeof *m);
+            if (!m) return mp__err(MP_ENOMEM, "pickle: out of memory for the memo");
+            d->memo = m;
+            d->memo_cap = cap;
+        }
+        d->memo_n++;
+    }
+    d->memo[idx] = d->stack[d->sn - 1];
+    return 0;
+}
+
+static int memo_get(dec *d, uint64_t idx) {
+    if (idx >= d->memo_n)
+        return bad(d, "memo index %llu was never stored", (unsigned long long)idx);
+    mp_value *src = d->memo[idx];
+    int rc;
+    mp_value *c = mp__value_copy_budget(src, &d->items_left, &d->bytes_left, &rc);
+    if (!c) return rc;
+    if (src->flags & MP__VF_SET) c->flags |= MP__VF_SET;
+    src->flags |= MP__VF_SHARED;
+    return push(d, c);
+}
+
+/* ---- the machine ---- */
+
+static int step(dec *d, bool *stop) {
+    const unsigned char *a;
+    const char *s, *s2;
+    size_t n, n2, k = 0;
+    int64_t iv;
+    bool big;
+    int rc;
+    mp_value *v, *c, *x;
+
+    d->pos = (size_t)(d->p - d->start);
+    d->opc = 0;
+    if ((rc = take(d, 1, &a))) return rc;
+    d->opc = a[0];
+    switch (a[0]) {
+    case OP_PROTO:
+        if ((rc = take(d, 1, &a))) return rc;
+        if (a[0] > 5) return bad(d, "unsupported protocol %u", a[0]);
+        d->proto = a[0];
+        return 0;
+    case OP_FRAME: {
+        if ((rc = take(d, 8, &a))) return rc;
+        uint64_t fl = le(a, 8);
+        if (d->frame_end && d->p != d->frame_end)
+            return bad(d, "a new frame starts before the current one ends");
+        if (fl > (uint64_t)(d->end - d->p))
+            return bad(d, "frame of %llu bytes but only %zu are left (truncated)",
+                       (unsigned long long)fl, (size_t)(d->end - d->p));
+        d->frame_end = fl ? d->p + fl : NULL;
+        return 0;
+    }
+    case OP_STOP:
+        if (d->mn) return bad(d, "STOP with %zu unclosed MARK%s", d->mn, d->mn == 1 ? "" : "s");
+        if (d->sn != 1) return bad(d, "STOP with %zu values on the stack, not 1", d->sn);
+        *stop = true;
+        return 0;
+    case OP_NONE:
+        if (!(v = make(d, MP_VALUE_NONE, &rc))) return rc;
+        return push(d, v);
+    case OP_NEWTRUE:
+    case OP_NEWFALSE:
+        if (!(v = make(d, MP_VALUE_BOOL, &rc))) return rc;
+        v->u.b = a[0] == OP_NEWTRUE;
+        return push(d, v);
+    case OP_INT:
+        if ((rc = line(d, &s, &n))) return rc;
+        if (n == 2 && (memcmp(s, "00", 2) == 0 || memcmp(s, "01", 2) == 0)) {
+            if (!(v = make(d, MP_VALUE_BOOL, &rc))) return rc;
+            v->u.b = s[1] == '1';
+            return push(d, v);
+        }
+        if ((rc = parse_dec(d, s, n, &iv, &big))) return rc;
+        if (big)
+            return mp__err(MP_ETOOBIG, "pickle: at byte %zu: int %.*s does not fit in 64 bits",
+                           d->pos, (int)n, s);
+        return push_int(d, iv);
+    case OP_BININT:
+        if ((rc = take(d, 4, &a))) return rc;
+        return push_int(d, (int32_t)(uint32_t)le(a, 4));
+    case OP_BININT1:
+        if ((rc = take(d, 1, &a))) return rc;
+        return push_int(d, a[0]);
+    case OP_BININT2:
+        if ((rc = take(d, 2, &a))) return rc;
+        return push_int(d, (int64_t)le(a, 2));
+    case OP_LONG1:
+        if ((rc = take(d, 1, &a))) return rc;
+        return push_long(d, a[0]);
+    case OP_LONG4: {
+        if ((rc = take(d, 4, &a))) return rc;
+        int32_t ln = (int32_t)(uint32_t)le(a, 4);
+        if (ln < 0) return bad(d, "negative LONG4 length %d", (int)ln);
+        return push_long(d, (uint64_t)ln);
+    }
+    case OP_BINFLOAT: {
+        if ((rc = take(d, 8, &a))) return rc;
+        uint64_t bits = 0;
+        for (int i = 0; i < 8; i++) bits = (bits << 8) | a[i];
+        if (!(v = make(d, MP_VALUE_FLOAT, &rc))) return rc;
+        memcpy(&v->u.f, &bits, 8);
+        return push(d, v);
+    }
+    case OP_SHORT_BINUNICODE:
+    case OP_SHORT_BINBYTES:
+        if ((rc = take(d, 1, &a))) return rc;
+        return push_blob(d, d->opc == OP_SHORT_BINBYTES ? MP_VALUE_BYTES : MP_VALUE_STR, a[0]);
+    case OP_BINUNICODE:
+    case OP_BINBYTES:
+        if ((rc = take(d, 4, &a))) return rc;
+        return push_blob(d, d->opc == OP_BINBYTES ? MP_VALUE_BYTES : MP_VALUE_STR, le(a, 4));
+    case OP_BINUNICODE8:
+    case OP_BINBYTES8:
+    case OP_BYTEARRAY8:
+        if ((rc = take(d, 8, &a))) return rc;
+        return push_blob(d, d->opc == OP_BINUNICODE8 ? MP_VALUE_STR : MP_VALUE_BYTES, le(a, 8));
+    case OP_EMPTY_TUPLE:
+    case OP_EMPTY_LIST:
+    case OP_EMPTY_DICT:
+    case OP_EMPTY_SET:
+        if (!(v = make(d, a[0] == OP_EMPTY_TUPLE  ? MP_VALUE_TUPLE
+                          : a[0] == OP_EMPTY_DICT ? MP_VALUE_DICT
+                                                  : MP_VALUE_LIST,
+                       &rc)))
+            return rc;
+        if (a[0] == OP_EMPTY_SET) v->flags |= MP__VF_SET;
+        return push(d, v);
+    case OP_TUPLE1:
+    case OP_TUPLE2:
+    case OP_TUPLE3:
+        n = (size_t)(a[0] - OP_TUPLE1 + 1);
+        if ((rc = need(d, n, "TUPLEn"))) return rc;
+        if (!(v = make(d, MP_VALUE_TUPLE, &rc))) return rc;
+        if ((rc = fill_seq(d, v, d->sn - n))) {
+            mp_value_free(v);
+            return rc;
+        }
+        return push(d, v);
+    case OP_MARK:
+        if (d->items_left == 0) return too_big(d, "number of values and marks", d->lim.max_items + 1, d->lim.max_items);
+        d->items_left--;
+        if (d->mn == d->mcap) {
+            size_t cap = d->mcap ? d->mcap * 2 : 16;
+            size_t *m = mp__realloc(d->marks, cap * sizeof *m);
+            if (!m) return mp__err(MP_ENOMEM, "pickle: out of memory for marks");
+            d->marks = m;
+            d->mcap = cap;
+        }
+        d->marks[d->mn++] = d->sn;
+        return 0;
+    case OP_TUPLE:
+    case OP_LIST:
+    case OP_FROZENSET:
+        if ((rc = pop_mark(d, "TUPLE/LIST/FROZENSET", &k))) return rc;
+        if (!(v = make(d, a[0] == OP_TUPLE ? MP_VALUE_TUPLE : MP_VALUE_LIST, &rc))) return rc;
+        if ((rc = fill_seq(d, v, k))) {
+            mp_value_free(v);
+            return rc;
+        }
+        return push(d, v);
+    case OP_DICT:
+        if ((rc = pop_mark(d, "DICT", &k))) return rc;
+        if (!(v = make(d, MP_VALUE_DICT, &rc))) return rc;
+        if ((rc = dict_fill(d, v, k))) {
+            mp_value_free(v);
+            return rc;
+        }
+        return push(d, v);
+    case OP_APPEND:
+        if ((rc = need(d, 2, "APPEND"))) return rc;
+        return add_items(d, "APPEND", d->sn - 1);
+    case OP_SETITEM:
+        if ((rc = need(d, 3, "SETITEM"))) return rc;
+        return add_items(d, "SETITEM", d->sn - 2);
+    case OP_APPENDS:
+    case OP_ADDITEMS:
+    case OP_SETITEMS: {
+        const char *what = a[0] == OP_APPENDS ? "APPENDS" : a[0] == OP_ADDITEMS ? "ADDITEMS" : "SETITEMS";
+        if ((rc = pop_mark(d, what, &k))) return rc;
+        if (k == base(d)) return bad(d, "%s with nothing below its MARK", what);
+        return add_items(d, what, k);
+    }
+    case OP_MEMOIZE:
+        return memo_put(d, d->memo_n);
+    case OP_BINPUT:
+    case OP_BINGET:
+        if ((rc = take(d, 1, &a))) return rc;
+        return d->opc == OP_BINPUT ? memo_put(d, a[0]) : memo_get(d, a[0]);
+    case OP_LONG_BINPUT:
+    case OP_LONG_BINGET:
+        if ((rc = take(d, 4, &a))) return rc;
+        return d->opc == OP_LONG_BINPUT ? memo_put(d, le(a, 4)) : memo_get(d, le(a, 4));
+    case OP_PUT:
+    case OP_GET:
+        if ((rc = line(d, &s, &n)) || (rc = parse_dec(d, s, n, &iv, &big))) return rc;
+        if (big || iv < 0) return bad(d, "bad memo index %.*s", (int)n, s);
+        return d->opc == OP_PUT ? memo_put(d, (uint64_t)iv) : memo_get(d, (uint64_t)iv);
+    case OP_GLOBAL:
+        if ((rc = line(d, &s, &n)) || (rc = line(d, &s2, &n2))) return rc;
+        return push_global(d, s, n, s2, n2);
+    case OP_STACK_GLOBAL:
+        if ((rc = need(d, 2, "STACK_GLOBAL"))) return rc;
+        v = d->stack[d->sn - 2];
+        x = d->stack[d->sn - 1];
+        if (v->type != MP_VALUE_STR || x->type != MP_VALUE_STR)
+            return bad(d, "STACK_GLOBAL of a %s and a %s, not two str", mp_value_type_name((mp_value_type)v->type),
+                       mp_value_type_name((mp_value_type)x->type));
+        d->sn -= 2;
+        discard(d, v);
+        discard(d, x);
+        return push_global(d, v->u.s.p, v->u.s.n, x->u.s.p, x->u.s.n);
+    case OP_REDUCE:
+    case OP_NEWOBJ:
+        return reduce(d, a[0] == OP_NEWOBJ);
+    case OP_BUILD:
+        if ((rc = need(d, 2, "BUILD"))) return rc;
+        c = d->stack[d->sn - 2];
+        if (c->type != MP_VALUE_OBJECT || !c->u.o.args)
+            return bad(d, "BUILD on a %s: only objects made by REDUCE/NEWOBJ take a state",
+                       c->type == MP_VALUE_OBJECT ? "bare global" : mp_value_type_name((mp_value_type)c->type));
+        if (c->u.o.state) return bad(d, "second BUILD on the same object: unsupported");
+        if ((rc = mutable_check(d, c, "BUILD"))) return rc;
+        x = d->stack[d->sn - 1];
+        if ((rc = adopt(d, c, x))) return rc;
+        c->u.o.state = pop(d);
+        return 0;
+    case OP_POP:
+    case OP_POP_MARK:
+    case OP_DUP:
+        return bad(d, "POP/POP_MARK/DUP are not supported (CPython emits them only for cycles)");
+    case OP_FLOAT:
+    case OP_LONG:
+    case OP_STRING:
+    case OP_BINSTRING:
+    case OP_SHORT_BINSTRING:
+    case OP_UNICODE:
+        return bad(d, "text/Python 2 opcode not supported (protocol 0/1 data)");
+    case OP_PERSID:
+    case OP_BINPERSID:
+    case OP_EXT1:
+    case OP_EXT2:
+    case OP_EXT4:
+    case OP_INST:
+    case OP_OBJ:
+    case OP_NEWOBJ_EX:
+    case OP_NEXT_BUFFER:
+    case OP_READONLY_BUFFER:
+        return bad(d, "opcode not supported (persistent ids, extensions, INST/OBJ, NEWOBJ_EX, out-of-band buffers)");
+    default:
+        return bad(d, "unknown opcode");
+    }
+}
+
+int mp_value_loads(const void *buf, size_t len, const mp_value_limits *lim, mp_value **out) {
+    if (out) *out = NULL;
+    if (!out || (!buf && len)) return mp__err(MP_EINVAL, "mp_value_loads: NULL argument");
+    dec d = {0};
+    if (lim) d.lim = *lim;
+    if (!d.lim.max_size) d.lim.max_size = DEFAULT_MAX_SIZE;
+    if (!d.lim.max_depth || d.lim.max_depth > MP_VALUE_MAX_DEPTH) d.lim.max_depth = MP_VALUE_MAX_DEPTH;
+    if (!d.lim.max_items) d.lim.max_items = DEFAULT_MAX_ITEMS;
+    if (!d.lim.max_str || d.lim.max_str > d.lim.max_size) d.lim.max_str = d.lim.max_size;
+    if (len > d.lim.max_size)
+        return mp__err(MP_ETOOBIG, "pickle: %zu bytes exceed the limit of %zu", len, d.lim.max_size);
+    if (len == 0) return mp__err(MP_EPROTO, "pickle: empty input");
+    d.start = d.p = buf;
+    d.end = d.p + len;
+    d.items_left = d.lim.max_items;
+    d.bytes_left = d.lim.max_size;
+
+    int rc = 0;
+    bool stop = false;
+    while (!rc && !stop) rc = step(&d, &stop);
+    if (!rc && d.p != d.end) {
+        d.pos = (size_t)(d.p - d.start);
+        rc = mp__err(MP_EPROTO, "pickle: %zu bytes after STOP", (size_t)(d.end - d.p));
+    }
+    if (!rc) {
+        *out = d.stack[0];
+        d.sn = 0;
+    }
+    for (size_t i = 0; i < d.sn; i++) mp_value_free(d.stack[i]);
+    while (d.discard) {
+        mp_value *v = d.discard;
+        d.discard = v->next;
+        mp_value_free(v);
+    }
+    mp__free(d.stack);
+    mp__free(d.marks);
+    mp__free(d.memo);
+    return rc;
+}

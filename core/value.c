@@ -1,0 +1,711 @@
+/* mp_value: a tree of tagged values (DESIGN §3). Every node has one owner; the codec
+ * lives in pickle_dump.c and pickle_load.c. Dicts keep insertion order in one array
+ * and add a hash index once they grow, so building a big dict (or decoding a hostile
+ * one full of duplicate keys) stays linear. */
+#include <math.h>
+#include <stdatomic.h>
+#include <string.h>
+
+#include "os.h"
+#include "value_internal.h"
+
+mp_value *mp__value_alloc(mp_value_type t) {
+    mp_value *v = mp__calloc(1, sizeof *v);
+    if (!v) {
+        mp__err(MP_ENOMEM, "out of memory allocating a %s value", mp_value_type_name(t));
+        return NULL;
+    }
+    v->type = (uint8_t)t;
+    return v;
+}
+
+mp_value *mp_value_none(void) { return mp__value_alloc(MP_VALUE_NONE); }
+
+mp_value *mp_value_bool(bool b) {
+    mp_value *v = mp__value_alloc(MP_VALUE_BOOL);
+    if (v) v->u.b = b;
+    return v;
+}
+
+mp_value *mp_value_int(int64_t i) {
+    mp_value *v = mp__value_alloc(MP_VALUE_INT);
+    if (v) v->u.i = i;
+    return v;
+}
+
+mp_value *mp_value_float(double d) {
+    mp_value *v = mp__value_alloc(MP_VALUE_FLOAT);
+    if (v) v->u.f = d;
+    return v;
+}
+
+static mp_value *new_blob(mp_value_type t, const void *p, size_t n) {
+    if (!p && n) {
+        mp__err(MP_EINVAL, "NULL data with a length of %zu", n);
+        return NULL;
+    }
+    if (n == SIZE_MAX) {
+        mp__err(MP_ENOMEM, "%s too long", mp_value_type_name(t));
+        return NULL;
+    }
+    mp_value *v = mp__value_alloc(t);
+    if (!v) return NULL;
+    v->u.s.p = mp__malloc(n + 1);
+    if (!v->u.s.p) {
+        mp__free(v);
+        mp__err(MP_ENOMEM, "out of memory for a %s of %zu bytes", mp_value_type_name(t), n);
+        return NULL;
+    }
+    if (n) memcpy(v->u.s.p, p, n);
+    v->u.s.p[n] = '\0';
+    v->u.s.n = n;
+    return v;
+}
+
+mp_value *mp_value_str(const char *s) {
+    if (!s) {
+        mp__err(MP_EINVAL, "mp_value_str: NULL string");
+        return NULL;
+    }
+    return new_blob(MP_VALUE_STR, s, strlen(s));
+}
+
+mp_value *mp_value_strn(const char *s, size_t n) { return new_blob(MP_VALUE_STR, s, n); }
+
+mp_value *mp_value_bytes(const void *p, size_t n) { return new_blob(MP_VALUE_BYTES, p, n); }
+
+mp_value *mp_value_tuple_new(void) { return mp__value_alloc(MP_VALUE_TUPLE); }
+mp_value *mp_value_list_new(void) { return mp__value_alloc(MP_VALUE_LIST); }
+mp_value *mp_value_dict_new(void) { return mp__value_alloc(MP_VALUE_DICT); }
+
+mp_value *mp__value_object(const char *mod, size_t mn, const char *name, size_t nn) {
+    mp_value *v = mp__value_alloc(MP_VALUE_OBJECT);
+    if (!v) return NULL;
+    if (mn > SIZE_MAX / 2 || nn > SIZE_MAX / 2 || !(v->u.o.module = mp__malloc(mn + nn + 2))) {
+        mp__free(v);
+        mp__err(MP_ENOMEM, "out of memory for an object value");
+        return NULL;
+    }
+    memcpy(v->u.o.module, mod, mn);
+    v->u.o.module[mn] = '\0';
+    memcpy(v->u.o.module + mn + 1, name, nn);
+    v->u.o.module[mn + 1 + nn] = '\0';
+    return v;
+}
+
+mp_value *mp_value_object_new(const char *module, const char *name, mp_value *args) {
+    if (!module || !name) {
+        mp_value_free(args);
+        mp__err(MP_EINVAL, "mp_value_object_new: NULL module or name");
+        return NULL;
+    }
+    mp_value *v = mp__value_object(module, strlen(module), name, strlen(name));
+    if (!v) {
+        mp_value_free(args);
+        return NULL;
+    }
+    v->u.o.args = args;
+    return v;
+}
+
+/* Pushes v's children onto the work list so that freeing never recurses. */
+static void push_children(mp_value *v, mp_value **work) {
+    mp_value *c[4];
+    switch (v->type) {
+    case MP_VALUE_TUPLE:
+    case MP_VALUE_LIST:
+        for (size_t i = 0; i < v->u.seq.n; i++) {
+            v->u.seq.items[i]->next = *work;
+            *work = v->u.seq.items[i];
+        }
+        break;
+    case MP_VALUE_DICT:
+        for (size_t i = 0; i < 2 * v->u.d.n; i++) {
+            v->u.d.kv[i]->next = *work;
+            *work = v->u.d.kv[i];
+        }
+        break;
+    case MP_VALUE_OBJECT:
+        c[0] = v->u.o.args;
+        c[1] = v->u.o.state;
+        c[2] = v->u.o.items;
+        c[3] = v->u.o.ditems;
+        for (int i = 0; i < 4; i++) {
+            if (c[i]) {
+                c[i]->next = *work;
+                *work = c[i];
+            }
+        }
+        break;
+    default: break;
+    }
+}
+
+static void free_node(mp_value *v) {
+    switch (v->type) {
+    case MP_VALUE_STR:
+    case MP_VALUE_BYTES: mp__free(v->u.s.p); break;
+    case MP_VALUE_TUPLE:
+    case MP_VALUE_LIST: mp__free(v->u.seq.items); break;
+    case MP_VALUE_DICT:
+        mp__free(v->u.d.kv);
+        mp__free(v->u.d.index);
+        break;
+    case MP_VALUE_OBJECT:
+        mp__free(v->u.o.module);
+        break;
+    default: break;
+    }
+    mp__free(v);
+}
+
+void mp_value_free(mp_value *v) {
+    if (!v) return;
+    v->next = NULL;
+    mp_value *work = v;
+    while (work) {
+        mp_value *cur = work;
+        work = cur->next;
+        push_children(cur, &work);
+        free_node(cur);
+    }
+}
+
+int mp__value_seq_push(mp_value *seq, mp_value *item) {
+    if (seq->u.seq.n == seq->u.seq.cap) {
+        size_t cap = seq->u.seq.cap ? seq->u.seq.cap * 2 : 4;
+        if (cap > SIZE_MAX / sizeof(mp_value *)) return mp__err(MP_ENOMEM, "list too long");
+        mp_value **items = mp__realloc(seq->u.seq.items, cap * sizeof *items);
+        if (!items) return mp__err(MP_ENOMEM, "out of memory growing a %s to %zu items",
+                                   mp_value_type_name((mp_value_type)seq->type), cap);
+        seq->u.seq.items = items;
+        seq->u.seq.cap = cap;
+    }
+    seq->u.seq.items[seq->u.seq.n++] = item;
+    return 0;
+}
+
+int mp_value_list_append(mp_value *seq, mp_value *item) {
+    if (!item) {
+        if (!seq) return mp__err(MP_EINVAL, "mp_value_list_append: NULL list");
+        return mp__err(MP_ENOMEM, "mp_value_list_append: NULL item (a failed constructor?)");
+    }
+    if (seq && seq->type == MP_VALUE_OBJECT) {
+        if (!seq->u.o.items && !(seq->u.o.items = mp_value_list_new())) {
+            mp_value_free(item);
+            return MP_ENOMEM;
+        }
+        seq = seq->u.o.items;
+    }
+    if (!seq || (seq->type != MP_VALUE_LIST && seq->type != MP_VALUE_TUPLE)) {
+        mp_value_free(item);
+        return mp__err(MP_EINVAL, "mp_value_list_append: not a list or tuple");
+    }
+    int rc = mp__value_seq_push(seq, item);
+    if (rc) mp_value_free(item);
+    return rc;
+}
+
+/* ---- hashing and equality ---- */
+
+/* Recursion bound for hash/equal/copy: an object's list/dict items sit one hidden
+ * level below it, so a value MP_VALUE_MAX_DEPTH deep may recurse up to twice that. */
+#define RECURSION_MAX (2 * MP_VALUE_MAX_DEPTH + 2)
+
+#define FNV_OFFSET 0xcbf29ce484222325ULL
+#define FNV_PRIME 0x100000001b3ULL
+
+static uint64_t fnv(uint64_t h, const void *p, size_t n) {
+    const unsigned char *b = p;
+    for (size_t i = 0; i < n; i++) {
+        h ^= b[i];
+        h *= FNV_PRIME;
+    }
+    return h;
+}
+
+/* A random seed per process, so nobody can prepare keys that all collide. */
+static _Atomic uint64_t hash_seed_v;
+
+static uint64_t hash_seed(void) {
+    uint64_t s = atomic_load(&hash_seed_v);
+    if (s) return s;
+    uint64_t mine = 0;
+    if (mp__os_random(&mine, sizeof mine) != 0 || !mine)
+        mine = (uint64_t)(uintptr_t)&hash_seed_v ^ 0x9e3779b97f4a7c15ULL;
+    mine |= 1;
+    uint64_t expected = 0;
+    /* the first seed stored wins, so indexes built by racing threads agree */
+    if (!atomic_compare_exchange_strong(&hash_seed_v, &expected, mine)) return expected;
+    return mine;
+}
+
+static uint64_t hash_rec(const mp_value *v, unsigned depth) {
+    uint64_t h = fnv(FNV_OFFSET ^ hash_seed(), &v->type, 1);
+    switch (v->type) {
+    case MP_VALUE_BOOL: return fnv(h, &v->u.b, sizeof v->u.b);
+    case MP_VALUE_INT: return fnv(h, &v->u.i, sizeof v->u.i);
+    case MP_VALUE_FLOAT: {
+        /* equal floats must hash alike: -0.0 == 0.0, and every NaN equals every NaN */
+        double d = v->u.f;
+        if (d == 0) d = 0;
+        if (isnan(d)) return h;
+        return fnv(h, &d, sizeof d);
+    }
+    case MP_VALUE_STR:
+    case MP_VALUE_BYTES: return fnv(h, v->u.s.p, v->u.s.n);
+    case MP_VALUE_TUPLE:
+    case MP_VALUE_LIST:
+        h = fnv(h, &v->u.seq.n, sizeof v->u.seq.n);
+        if (depth >= MP_VALUE_MAX_DEPTH) return h;
+        for (size_t i = 0; i < v->u.seq.n; i++) {
+            uint64_t c = hash_rec(v->u.seq.items[i], depth + 1);
+            h = fnv(h, &c, sizeof c);
+        }
+        return h;
+    case MP_VALUE_DICT:
+        h = fnv(h, &v->u.d.n, sizeof v->u.d.n);
+        if (depth >= MP_VALUE_MAX_DEPTH) return h;
+        for (size_t i = 0; i < 2 * v->u.d.n; i++) {
+            uint64_t c = hash_rec(v->u.d.kv[i], depth + 1);
+            h = fnv(h, &c, sizeof c);
+        }
+        return h;
+    case MP_VALUE_OBJECT: {
+        const char *name = mp__obj_name(v);
+        return fnv(h, v->u.o.module, (size_t)(name - v->u.o.module) + strlen(name));
+    }
+    default: return h;
+    }
+}
+
+static bool equal_rec(const mp_value *a, const mp_value *b, unsigned depth) {
+    if (a == b) return true;
+    if (!a || !b || a->type != b->type) return false;
+    if (depth > RECURSION_MAX) return false;
+    switch (a->type) {
+    case MP_VALUE_NONE: return true;
+    case MP_VALUE_BOOL: return a->u.b == b->u.b;
+    case MP_VALUE_INT: return a->u.i == b->u.i;
+    case MP_VALUE_FLOAT: return a->u.f == b->u.f || (isnan(a->u.f) && isnan(b->u.f));
+    case MP_VALUE_STR:
+    case MP_VALUE_BYTES:
+        return a->u.s.n == b->u.s.n && memcmp(a->u.s.p, b->u.s.p, a->u.s.n) == 0;
+    case MP_VALUE_TUPLE:
+    case MP_VALUE_LIST:
+        if (a->u.seq.n != b->u.seq.n) return false;
+        for (size_t i = 0; i < a->u.seq.n; i++)
+            if (!equal_rec(a->u.seq.items[i], b->u.seq.items[i], depth + 1)) return false;
+        return true;
+    case MP_VALUE_DICT:
+        if (a->u.d.n != b->u.d.n) return false;
+        for (size_t i = 0; i < 2 * a->u.d.n; i++)
+            if (!equal_rec(a->u.d.kv[i], b->u.d.kv[i], depth + 1)) return false;
+        return true;
+    case MP_VALUE_OBJECT:
+        return strcmp(a->u.o.module, b->u.o.module) == 0 &&
+               strcmp(mp__obj_name(a), mp__obj_name(b)) == 0 && a->u.o.newobj == b->u.o.newobj &&
+               equal_rec(a->u.o.args, b->u.o.args, depth + 1) &&
+               equal_rec(a->u.o.state, b->u.o.state, depth + 1) &&
+               equal_rec(a->u.o.items, b->u.o.items, depth + 1) &&
+               equal_rec(a->u.o.ditems, b->u.o.ditems, depth + 1);
+    default: return false;
+    }
+}
+
+bool mp_value_equal(const mp_value *a, const mp_value *b) { return equal_rec(a, b, 0); }
+
+/* ---- dicts ---- */
+
+/* Small dicts are scanned; from this many entries on they carry a hash index. */
+#define DICT_INDEX_MIN 8
+
+static size_t dict_find(const mp_value *d, const mp_value *key, uint64_t h) {
+    if (!d->u.d.index) {
+        for (size_t i = 0; i < d->u.d.n; i++)
+            if (equal_rec(d->u.d.kv[2 * i], key, 0)) return i;
+        return SIZE_MAX;
+    }
+    size_t mask = d->u.d.icap - 1;
+    for (size_t j = (size_t)h & mask;; j = (j + 1) & mask) {
+        uint32_t e = d->u.d.index[j];
+        if (!e) return SIZE_MAX;
+        if (equal_rec(d->u.d.kv[2 * (e - 1)], key, 0)) return e - 1;
+    }
+}
+
+static void index_insert(mp_value *d, size_t entry, uint64_t h) {
+    size_t mask = d->u.d.icap - 1;
+    size_t j = (size_t)h & mask;
+    while (d->u.d.index[j]) j = (j + 1) & mask;
+    d->u.d.index[j] = (uint32_t)(entry + 1);
+}
+
+/* Rebuilds the index with room for need entries at load <= 1/2. */
+static int index_rebuild(mp_value *d, size_t need) {
+    size_t icap = 16;
+    while (icap < 2 * need) {
+        if (icap > SIZE_MAX / 4 / sizeof(uint32_t)) return mp__err(MP_ENOMEM, "dict too big");
+        icap *= 2;
+    }
+    uint32_t *index = mp__calloc(icap, sizeof *index);
+    if (!index) return mp__err(MP_ENOMEM, "out of memory indexing a dict of %zu", need);
+    mp__free(d->u.d.index);
+    d->u.d.index = index;
+    d->u.d.icap = icap;
+    for (size_t i = 0; i < d->u.d.n; i++) index_insert(d, i, hash_rec(d->u.d.kv[2 * i], 0));
+    return 0;
+}
+
+int mp__value_dict_put(mp_value *d, mp_value *key, mp_value *val, mp_value **old_key,
+                       mp_value **old_val) {
+    *old_key = *old_val = NULL;
+    uint64_t h = d->u.d.index || d->u.d.n + 1 >= DICT_INDEX_MIN ? hash_rec(key, 0) : 0;
+    size_t at = dict_find(d, key, h);
+    if (at != SIZE_MAX) {
+        *old_key = key;
+        *old_val = d->u.d.kv[2 * at + 1];
+        d->u.d.kv[2 * at + 1] = val;
+        return 0;
+    }
+    if (d->u.d.n >= UINT32_MAX - 1) return mp__err(MP_ENOMEM, "dict too big");
+    if (d->u.d.n == d->u.d.cap) {
+        size_t cap = d->u.d.cap ? d->u.d.cap * 2 : 4;
+        if (cap > SIZE_MAX / (2 * sizeof(mp_value *))) return mp__err(MP_ENOMEM, "dict too big");
+        mp_value **kv = mp__realloc(d->u.d.kv, 2 * cap * sizeof *kv);
+        if (!kv) return mp__err(MP_ENOMEM, "out of memory growing a dict to %zu entries", cap);
+        d->u.d.kv = kv;
+        d->u.d.cap = cap;
+    }
+    if (d->u.d.n + 1 >= DICT_INDEX_MIN && 2 * (d->u.d.n + 1) > d->u.d.icap) {
+        int rc = index_rebuild(d, d->u.d.n + 1);
+        if (rc) return rc;
+    }
+    size_t i = d->u.d.n++;
+    d->u.d.kv[2 * i] = key;
+    d->u.d.kv[2 * i + 1] = val;
+    if (d->u.d.index) index_insert(d, i, h);
+    return 0;
+}
+
+int mp_value_dict_set(mp_value *dict, mp_value *key, mp_value *val) {
+    int rc;
+    if (dict && dict->type == MP_VALUE_OBJECT) {
+        if (!dict->u.o.ditems && !(dict->u.o.ditems = mp_value_dict_new())) {
+            rc = MP_ENOMEM;
+            goto fail;
+        }
+        dict = dict->u.o.ditems;
+    }
+    if (!dict || dict->type != MP_VALUE_DICT) {
+        rc = mp__err(MP_EINVAL, "mp_value_dict_set: not a dict");
+        goto fail;
+    }
+    if (!key || !val) {
+        rc = mp__err(MP_ENOMEM, "mp_value_dict_set: NULL key or value (a failed constructor?)");
+        goto fail;
+    }
+    mp_value *ok, *ov;
+    rc = mp__value_dict_put(dict, key, val, &ok, &ov);
+    if (rc) goto fail;
+    mp_value_free(ok);
+    mp_value_free(ov);
+    return 0;
+fail:
+    mp_value_free(key);
+    mp_value_free(val);
+    return rc;
+}
+
+int mp_value_dict_set_str(mp_value *dict, const char *key, mp_value *val) {
+    if (!key) {
+        mp_value_free(val);
+        return mp__err(MP_EINVAL, "mp_value_dict_set_str: NULL key");
+    }
+    return mp_value_dict_set(dict, mp_value_str(key), val);
+}
+
+int mp_value_object_set_state(mp_value *obj, mp_value *state) {
+    if (!obj || obj->type != MP_VALUE_OBJECT) {
+        mp_value_free(state);
+        return mp__err(MP_EINVAL, "mp_value_object_set_state: not an object");
+    }
+    if (!state) return mp__err(MP_ENOMEM, "mp_value_object_set_state: NULL state");
+    mp_value_free(obj->u.o.state);
+    obj->u.o.state = state;
+    return 0;
+}
+
+mp_value *mp_value_dict_get(const mp_value *d, const mp_value *key) {
+    if (!d || d->type != MP_VALUE_DICT || !key) return NULL;
+    size_t at = dict_find(d, key, d->u.d.index ? hash_rec(key, 0) : 0);
+    return at == SIZE_MAX ? NULL : d->u.d.kv[2 * at + 1];
+}
+
+mp_value *mp_value_dict_get_str(const mp_value *d, const char *key) {
+    if (!d || d->type != MP_VALUE_DICT || !key) return NULL;
+    mp_value k = {.type = MP_VALUE_STR};
+    k.u.s.p = (char *)key;
+    k.u.s.n = strlen(key);
+    return mp_value_dict_get(d, &k);
+}
+
+mp_value *mp_value_dict_get_int(const mp_value *d, int64_t key) {
+    mp_value k = {.type = MP_VALUE_INT};
+    k.u.i = key;
+    return mp_value_dict_get(d, &k);
+}
+
+/* ---- copies ---- */
+
+static mp_value *copy_rec(const mp_value *v, unsigned depth, size_t *items, size_t *bytes,
+                          int *err) {
+    if (depth > RECURSION_MAX) {
+        *err = mp__err(MP_ETOOBIG, "value nested deeper than %d", MP_VALUE_MAX_DEPTH);
+        return NULL;
+    }
+    if (*items == 0) {
+        *err = mp__err(MP_ETOOBIG, "too many values (memo copies count too)");
+        return NULL;
+    }
+    (*items)--;
+    mp_value *c = NULL;
+    switch (v->type) {
+    case MP_VALUE_STR:
+    case MP_VALUE_BYTES:
+        if (v->u.s.n > *bytes) {
+            *err = mp__err(MP_ETOOBIG, "decoded str/bytes exceed the size limit");
+            return NULL;
+        }
+        *bytes -= v->u.s.n;
+        c = new_blob((mp_value_type)v->type, v->u.s.p, v->u.s.n);
+        break;
+    case MP_VALUE_OBJECT:
+        c = mp_value_object_new(v->u.o.module, mp__obj_name(v), NULL);
+        if (!c) break;
+        c->u.o.newobj = v->u.o.newobj;
+        if (v->u.o.args && !(c->u.o.args = copy_rec(v->u.o.args, depth + 1, items, bytes, err)))
+            goto fail;
+        if (v->u.o.state &&
+            !(c->u.o.state = copy_rec(v->u.o.state, depth + 1, items, bytes, err)))
+            goto fail;
+        if (v->u.o.items &&
+            !(c->u.o.items = copy_rec(v->u.o.items, depth + 1, items, bytes, err)))
+            goto fail;
+        if (v->u.o.ditems &&
+            !(c->u.o.ditems = copy_rec(v->u.o.ditems, depth + 1, items, bytes, err)))
+            goto fail;
+        break;
+    case MP_VALUE_TUPLE:
+    case MP_VALUE_LIST:
+        c = mp__value_alloc((mp_value_type)v->type);
+        if (!c) break;
+        if (v->u.seq.n) {
+            c->u.seq.items = mp__malloc(v->u.seq.n * sizeof *c->u.seq.items);
+            if (!c->u.seq.items) {
+                *err = mp__err(MP_ENOMEM, "out of memory copying a sequence");
+                goto fail;
+            }
+            c->u.seq.cap = v->u.seq.n;
+        }
+        for (size_t i = 0; i < v->u.seq.n; i++) {
+            mp_value *it = copy_rec(v->u.seq.items[i], depth + 1, items, bytes, err);
+            if (!it) goto fail;
+            c->u.seq.items[c->u.seq.n++] = it;
+        }
+        break;
+    case MP_VALUE_DICT:
+        c = mp__value_alloc(MP_VALUE_DICT);
+        if (!c) break;
+        for (size_t i = 0; i < v->u.d.n; i++) {
+            mp_value *k = copy_rec(v->u.d.kv[2 * i], depth + 1, items, bytes, err);
+            if (!k) goto fail;
+            mp_value *x = copy_rec(v->u.d.kv[2 * i + 1], depth + 1, items, bytes, err);
+            mp_value *ok, *ov;
+            if (!x || (*err = mp__value_dict_put(c, k, x, &ok, &ov)) != 0) {
+                mp_value_free(k);
+                mp_value_free(x);
+                goto fail;
+            }
+            /* keys of the source are distinct, so nothing is let go */
+        }
+        break;
+    default:
+        c = mp__value_alloc((mp_value_type)v->type);
+        if (c) c->u = v->u;
+        break;
+    }
+    if (!c) {
+        *err = MP_ENOMEM;
+        return NULL;
+    }
+    c->height = v->height;
+    return c;
+fail:
+    mp_value_free(c);
+    if (!*err) *err = MP_ENOMEM;
+    return NULL;
+}
+
+mp_value *mp__value_copy_budget(const mp_value *v, size_t *items_left, size_t *bytes_left,
+                                int *err) {
+    *err = 0;
+    return copy_rec(v, 0, items_left, bytes_left, err);
+}
+
+mp_value *mp_value_copy(const mp_value *v) {
+    if (!v) return NULL;
+    size_t items = SIZE_MAX, bytes = SIZE_MAX;
+    int err = 0;
+    return copy_rec(v, 0, &items, &bytes, &err);
+}
+
+/* ---- accessors ---- */
+
+mp_value_type mp_value_get_type(const mp_value *v) {
+    return v ? (mp_value_type)v->type : MP_VALUE_NONE;
+}
+
+const char *mp_value_type_name(mp_value_type t) {
+    switch (t) {
+    case MP_VALUE_NONE: return "NoneType";
+    case MP_VALUE_BOOL: return "bool";
+    case MP_VALUE_INT: return "int";
+    case MP_VALUE_FLOAT: return "float";
+    case MP_VALUE_STR: return "str";
+    case MP_VALUE_BYTES: return "bytes";
+    case MP_VALUE_TUPLE: return "tuple";
+    case MP_VALUE_LIST: return "list";
+    case MP_VALUE_DICT: return "dict";
+    case MP_VALUE_OBJECT: return "object";
+    default: return "unknown";
+    }
+}
+
+int64_t mp_value_as_int(const mp_value *v) {
+    if (!v) return 0;
+    if (v->type == MP_VALUE_INT) return v->u.i;
+    if (v->type == MP_VALUE_BOOL) return v->u.b;
+    return 0;
+}
+
+double mp_value_as_float(const mp_value *v) {
+    if (!v) return 0.0;
+    if (v->type == MP_VALUE_FLOAT) return v->u.f;
+    if (v->type == MP_VALUE_INT) return (double)v->u.i;
+    if (v->type == MP_VALUE_BOOL) return v->u.b;
+    return 0.0;
+}
+
+bool mp_value_as_bool(const mp_value *v) {
+    if (!v) return false;
+    switch (v->type) {
+    case MP_VALUE_NONE: return false;
+    case MP_VALUE_BOOL: return v->u.b;
+    case MP_VALUE_INT: return v->u.i != 0;
+    case MP_VALUE_FLOAT: return v->u.f != 0.0;
+    case MP_VALUE_STR:
+    case MP_VALUE_BYTES: return v->u.s.n != 0;
+    case MP_VALUE_TUPLE:
+    case MP_VALUE_LIST: return v->u.seq.n != 0;
+    case MP_VALUE_DICT: return v->u.d.n != 0;
+    default: return true;
+    }
+}
+
+const char *mp_value_as_str(const mp_value *v, size_t *len) {
+    bool ok = v && v->type == MP_VALUE_STR;
+    if (len) *len = ok ? v->u.s.n : 0;
+    return ok ? v->u.s.p : NULL;
+}
+
+const void *mp_value_as_bytes(const mp_value *v, size_t *len) {
+    bool ok = v && v->type == MP_VALUE_BYTES;
+    if (len) *len = ok ? v->u.s.n : 0;
+    return ok ? v->u.s.p : NULL;
+}
+
+size_t mp_value_len(const mp_value *v) {
+    if (!v) return 0;
+    switch (v->type) {
+    case MP_VALUE_STR:
+    case MP_VALUE_BYTES: return v->u.s.n;
+    case MP_VALUE_TUPLE:
+    case MP_VALUE_LIST: return v->u.seq.n;
+    case MP_VALUE_DICT: return v->u.d.n;
+    default: return 0;
+    }
+}
+
+mp_value *mp_value_item(const mp_value *v, size_t i) {
+    if (!v || (v->type != MP_VALUE_TUPLE && v->type != MP_VALUE_LIST) || i >= v->u.seq.n)
+        return NULL;
+    return v->u.seq.items[i];
+}
+
+mp_value *mp_value_dict_key(const mp_value *d, size_t i) {
+    if (!d || d->type != MP_VALUE_DICT || i >= d->u.d.n) return NULL;
+    return d->u.d.kv[2 * i];
+}
+
+mp_value *mp_value_dict_value(const mp_value *d, size_t i) {
+    if (!d || d->type != MP_VALUE_DICT || i >= d->u.d.n) return NULL;
+    return d->u.d.kv[2 * i + 1];
+}
+
+const char *mp_value_object_module(const mp_value *v) {
+    return v && v->type == MP_VALUE_OBJECT ? v->u.o.module : NULL;
+}
+
+const char *mp_value_object_name(const mp_value *v) {
+    return v && v->type == MP_VALUE_OBJECT ? mp__obj_name(v) : NULL;
+}
+
+mp_value *mp_value_object_args(const mp_value *v) {
+    return v && v->type == MP_VALUE_OBJECT ? v->u.o.args : NULL;
+}
+
+mp_value *mp_value_object_state(const mp_value *v) {
+    return v && v->type == MP_VALUE_OBJECT ? v->u.o.state : NULL;
+}
+
+mp_value *mp_value_object_listitems(const mp_value *v) {
+    return v && v->type == MP_VALUE_OBJECT ? v->u.o.items : NULL;
+}
+
+mp_value *mp_value_object_dictitems(const mp_value *v) {
+    return v && v->type == MP_VALUE_OBJECT ? v->u.o.ditems : NULL;
+}
+
+bool mp_value_object_is_newobj(const mp_value *v) {
+    return v && v->type == MP_VALUE_OBJECT && v->u.o.newobj;
+}
+
+/* Well-formed UTF-8 (no overlongs, nothing above U+10FFFF), except that encoded
+ * surrogates U+D800..U+DFFF pass: CPython pickles lone surrogates that way and reads
+ * them back with "surrogatepass". */
+bool mp__utf8_valid(const char *s, size_t n) {
+    const unsigned char *p = (const unsigned char *)s;
+    size_t i = 0;
+    while (i < n) {
+        unsigned char c = p[i];
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        size_t len;
+        uint32_t cp, min;
+        if ((c & 0xE0) == 0xC0) { len = 2; cp = c & 0x1F; min = 0x80; }
+        else if ((c & 0xF0) == 0xE0) { len = 3; cp = c & 0x0F; min = 0x800; }
+        else if ((c & 0xF8) == 0xF0) { len = 4; cp = c & 0x07; min = 0x10000; }
+        else return false;
+        if (n - i < len) return false;
+        for (size_t k = 1; k < len; k++) {
+            if ((p[i + k] & 0xC0) != 0x80) return false;
+            cp = (cp << 6) | (p[i + k] & 0x3F);
+        }
+        if (cp < min || cp > 0x10FFFF) return false;
+        i += len;
+    }
+    return true;
+}

@@ -1,0 +1,66 @@
+/* The mp_value representation, shared by core/value.c and the pickle codec
+ * (core/pickle_dump.c, core/pickle_load.c). */
+#ifndef MP_CORE_VALUE_INTERNAL_H
+#define MP_CORE_VALUE_INTERNAL_H
+
+#include <string.h>
+
+#include "internal.h"
+
+/* Decoder-only marks (flags). */
+enum {
+    MP__VF_SHARED = 1, /* a memo GET copied it: changing it later means a cycle */
+    MP__VF_SET = 2     /* a list standing for a set: ADDITEMS, not APPENDS */
+};
+
+struct mp_value {
+    uint8_t type;    /* mp_value_type */
+    uint8_t flags;   /* MP__VF_* while decoding */
+    uint32_t height; /* decoder: 0 scalar, containers 1 + the highest item */
+    mp_value *next;  /* free's work list; the decoder's discard list */
+    union {
+        bool b;
+        int64_t i;
+        double f;
+        struct { char *p; size_t n; } s; /* str, bytes: p[n] == 0 */
+        struct { mp_value **items; size_t n, cap; } seq;
+        struct {
+            mp_value **kv;   /* key, value, key, value... (2n used of 2cap) */
+            size_t n, cap;
+            uint32_t *index; /* open addressing over entries (entry + 1; 0 empty) */
+            size_t icap;     /* power of two, 0 while small */
+        } d;
+        struct {
+            char *module;     /* "module\0name": one allocation, name follows */
+            mp_value *args;   /* tuple; NULL for a bare global */
+            mp_value *state;  /* BUILD's argument, or NULL */
+            mp_value *items;  /* list of APPEND(S) to the object, or NULL */
+            mp_value *ditems; /* dict of SETITEM(S) to the object, or NULL */
+            bool newobj;
+        } o;
+    } u;
+};
+
+/** An object's name: it follows the module in the same allocation. */
+static inline const char *mp__obj_name(const mp_value *v) {
+    return v->u.o.module + strlen(v->u.o.module) + 1;
+}
+/** A new object for the global mod.name (lengths given); NULL (MP_ENOMEM) on failure. */
+mp_value *mp__value_object(const char *mod, size_t mn, const char *name, size_t nn);
+/** A new value of type t with zeroed payload; NULL (MP_ENOMEM recorded) on failure. */
+mp_value *mp__value_alloc(mp_value_type t);
+/** Appends without ownership games: 0 or MP_ENOMEM (item stays the caller's). */
+int mp__value_seq_push(mp_value *seq, mp_value *item);
+/** Sets d[key] = val. On success old_key and old_val receive what the dict let go (the
+ *  duplicate new key and the replaced value) or NULL; on failure (MP_ENOMEM) nothing
+ *  changed and key/val stay the caller's. */
+int mp__value_dict_put(mp_value *d, mp_value *key, mp_value *val, mp_value **old_key,
+                       mp_value **old_val);
+/** Copies v, counting nodes against *items_left and payload bytes against
+ *  *bytes_left; NULL with an error recorded (MP_ETOOBIG/MP_ENOMEM) on failure. */
+mp_value *mp__value_copy_budget(const mp_value *v, size_t *items_left, size_t *bytes_left,
+                                int *err);
+/** Checks UTF-8 as CPython's "surrogatepass" decoder accepts it (lone surrogates ok). */
+bool mp__utf8_valid(const char *p, size_t n);
+
+#endif

@@ -1,0 +1,970 @@
+// Synchronisation objects on every start method: Lock, RLock, Semaphore,
+// BoundedSemaphore, Condition, Event, Barrier; children contending, owner death.
+#include <atomic>
+#include <cstdint>
+#include <cstring>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "fixture.h"
+#include "targets.h"
+
+#ifdef _WIN32
+#ifndef WIN32_LEAN_AND_MEAN
+#define WIN32_LEAN_AND_MEAN
+#endif
+#include <windows.h>
+#else
+#include <dirent.h>
+#include <sys/mman.h>
+#include <unistd.h>
+#endif
+
+using namespace mpt;
+
+namespace {
+
+// ---- plain shared memory for counters the tests check (Value comes later) ----
+
+struct Counters {
+    volatile int64_t plain;  // incremented under a lock, without atomics
+    std::atomic<int64_t> ready, woke, actions, inside, max_inside;
+    std::atomic<int64_t> idx[8];
+    volatile int64_t flag;
+};
+
+constexpr size_t kShmSize = 4096;
+
+mp_os_handle shm_create() {
+#ifdef _WIN32
+    HANDLE h = CreateFileMappingW(INVALID_HANDLE_VALUE, nullptr, PAGE_READWRITE, 0, kShmSize, nullptr);
+    return h ? (mp_os_handle)h : MP_INVALID_OS_HANDLE;
+#else
+    int fd = memfd_create("sync-test", MFD_CLOEXEC);
+    if (fd < 0 || ftruncate(fd, kShmSize) != 0)
+        return MP_INVALID_OS_HANDLE;
+    return fd;
+#endif
+}
+
+Counters *shm_map(mp_os_handle h) {
+#ifdef _WIN32
+    void *p = MapViewOfFile((HANDLE)h, FILE_MAP_ALL_ACCESS, 0, 0, kShmSize);
+    return (Counters *)p;
+#else
+    void *p = mmap(nullptr, kShmSize, PROT_READ | PROT_WRITE, MAP_SHARED, (int)h, 0);
+    return p == MAP_FAILED ? nullptr : (Counters *)p;
+#endif
+}
+
+void shm_unmap(Counters *c) {
+#ifdef _WIN32
+    if (c) UnmapViewOfFile(c);
+#else
+    if (c) munmap(c, kShmSize);
+#endif
+}
+
+struct Shared {
+    mp_os_handle h = MP_INVALID_OS_HANDLE;
+    Counters *c = nullptr;
+    Shared() {
+        h = shm_create();
+        if (h != MP_INVALID_OS_HANDLE)
+            c = shm_map(h);
+    }
+    ~Shared() {
+        shm_unmap(c);
+        if (h != MP_INVALID_OS_HANDLE)
+            handle_close(h);
+    }
+};
+
+// Waits (polling) until pred holds; false at the deadline.
+template <class F> bool eventually(F pred, double timeout = kWait) {
+    double end = now() + timeout;
+    while (!pred()) {
+        if (now() > end)
+            return false;
+        sleep_for(0.005);
+    }
+    return true;
+}
+
+enum { kOk = 0, kBad = 90, kFail = 1 };
+
+// ---- targets ----
+
+// [0] lock, [1] shm, [2] iterations: increments plain under the lock.
+int tgt_count_under_lock(mp_args *a) {
+    mp_lock *l = mp_args_lock(a, 0);
+    Counters *c = shm_map(mp_args_os_handle(a, 1));
+    int64_t n = mp_args_int(a, 2);
+    if (!l || !c)
+        return kBad;
+    int rc = kOk;
+    for (int64_t i = 0; i < n && rc == kOk; i++) {
+        if (mp_lock_acquire(l, kWait) != 0) {
+            rc = kFail;
+            break;
+        }
+        int64_t v = c->plain;
+        if ((i & 63) == 0)
+            std::this_thread::yield(); // widen the window a broken lock would show
+        c->plain = v + 1;
+        if (mp_lock_is_recursive(l)) { // a nested level must not change anything
+            if (mp_lock_acquire(l, 0) != 0 || mp_lock_release(l) != 0)
+                rc = kFail;
+        }
+        if (mp_lock_release(l) != 0)
+            rc = kFail;
+    }
+    shm_unmap(c);
+    return rc;
+}
+
+// [0] semaphore, [1] shm, [2] iterations: counts how many are inside at once.
+int tgt_count_under_semaphore(mp_args *a) {
+    mp_semaphore *s = mp_args_semaphore(a, 0);
+    Counters *c = shm_map(mp_args_os_handle(a, 1));
+    int64_t n = mp_args_int(a, 2);
+    if (!s || !c)
+        return kBad;
+    int rc = kOk;
+    for (int64_t i = 0; i < n; i++) {
+        if (mp_semaphore_acquire(s, kWait) != 0) {
+            rc = kFail;
+            break;
+        }
+        int64_t in = ++c->inside;
+        int64_t m = c->max_inside.load();
+        while (in > m && !c->max_inside.compare_exchange_weak(m, in)) {
+        }
+        std::this_thread::yield();
+        --c->inside;
+        if (mp_semaphore_release(s) != 0)
+            rc = kFail;
+    }
+    shm_unmap(c);
+    return rc;
+}
+
+// [0] lock, [1] double timeout: acquire's result as 0 (acquired, then released),
+// 2 (timed out), 3 (owner dead), 4 other.
+int tgt_try_acquire(mp_args *a) {
+    mp_lock *l = mp_args_lock(a, 0);
+    if (!l)
+        return kBad;
+    int rc = mp_lock_acquire(l, mp_args_double(a, 1));
+    if (rc == 0)
+        return mp_lock_release(l) == 0 ? 0 : 4;
+    return rc == MP_ETIMEDOUT ? 2 : rc == MP_EOWNERDEAD ? 3 : 4;
+}
+
+// [0] lock: releases it; 0, or 10 + the error's code negated.
+int tgt_release(mp_args *a) {
+    mp_lock *l = mp_args_lock(a, 0);
+    if (!l)
+        return kBad;
+    int rc = mp_lock_release(l);
+    return rc == 0 ? 0 : 10 - rc;
+}
+
+// [0] lock, [1] ready write end: acquires, writes 'R', sleeps until killed (cap kCap).
+int tgt_hold_forever(mp_args *a) {
+    mp_lock *l = mp_args_lock(a, 0);
+    mp_os_handle ready = mp_args_os_handle(a, 1);
+    if (!l || ready == MP_INVALID_OS_HANDLE)
+        return kBad;
+    if (mp_lock_acquire(l, kWait) != 0)
+        return kFail;
+    if (mp_lock_is_recursive(l) && mp_lock_acquire(l, 0) != 0)
+        return kFail;
+    char c = 'R';
+    write_all(ready, &c, 1);
+    sleep_for(kCap);
+    return mpt::kTgtCapReached;
+}
+
+// [0] semaphore: releases it once.
+int tgt_sem_release(mp_args *a) {
+    mp_semaphore *s = mp_args_semaphore(a, 0);
+    if (!s)
+        return kBad;
+    return mp_semaphore_release(s) == 0 ? 0 : kFail;
+}
+
+// [0] event, [1] double delay: sleeps, sets the event.
+int tgt_event_set(mp_args *a) {
+    mp_event *e = mp_args_event(a, 0);
+    if (!e)
+        return kBad;
+    sleep_for(mp_args_double(a, 1));
+    return mp_event_set(e) == 0 ? 0 : kFail;
+}
+
+// [0] event: waits for it (kWait).
+int tgt_event_wait(mp_args *a) {
+    mp_event *e = mp_args_event(a, 0);
+    if (!e)
+        return kBad;
+    return mp_event_wait(e, kWait) == 0 ? 0 : kFail;
+}
+
+// [0] condition, [1] shm: ready++, waits (kWait), woke++; 0 when notified.
+int tgt_cond_waiter(mp_args *a) {
+    mp_condition *cv = mp_args_condition(a, 0);
+    Counters *c = shm_map(mp_args_os_handle(a, 1));
+    if (!cv || !c)
+        return kBad;
+    if (mp_condition_acquire(cv, kWait) != 0)
+        return kFail;
+    c->ready++;
+    int rc = mp_condition_wait(cv, kWait);
+    c->woke++;
+    bool mine = mp_lock_is_mine(mp_condition_lock(cv));
+    mp_condition_release(cv);
+    shm_unmap(c);
+    return rc == 0 && mine ? 0 : kFail;
+}
+
+thread_local Counters *g_counters; // for the predicate and the barrier action (per thread: dummy children are threads)
+
+bool flag_is_set(void *) { return g_counters->flag != 0; }
+bool flag_is_set_never(void *) { return false; }
+
+// [0] condition, [1] shm: sets flag under the lock and notifies.
+int tgt_cond_setter(mp_args *a) {
+    mp_condition *cv = mp_args_condition(a, 0);
+    Counters *c = shm_map(mp_args_os_handle(a, 1));
+    if (!cv || !c)
+        return kBad;
+    sleep_for(0.05);
+    if (mp_condition_acquire(cv, kWait) != 0)
+        return kFail;
+    c->flag = 1;
+    int rc = mp_condition_notify_all(cv);
+    mp_condition_release(cv);
+    shm_unmap(c);
+    return rc == 0 ? 0 : kFail;
+}
+
+int barrier_action(void) {
+    if (g_counters)
+        g_counters->actions++;
+    return 0;
+}
+
+int failing_action(void) { return 7; }
+
+// [0] barrier, [1] shm, [2] slot: waits, records the index in idx[slot].
+int tgt_barrier_wait(mp_args *a) {
+    mp_barrier *b = mp_args_barrier(a, 0);
+    Counters *c = shm_map(mp_args_os_handle(a, 1));
+    int64_t slot = mp_args_int(a, 2);
+    if (!b || !c || slot < 0 || slot >= 8)
+        return kBad;
+    g_counters = c;
+    int idx = -1;
+    int rc = mp_barrier_wait_timeout(b, kWait, &idx);
+    c->idx[slot] = idx;
+    g_counters = nullptr;
+    shm_unmap(c);
+    if (rc == MP_ESTATE)
+        return 2;
+    return rc == 0 ? 0 : kFail;
+}
+
+// [0] barrier: waits with the default timeout; 2 when broken, 3 timed out.
+int tgt_barrier_expect_broken(mp_args *a) {
+    mp_barrier *b = mp_args_barrier(a, 0);
+    if (!b)
+        return kBad;
+    int idx = 5;
+    int rc = mp_barrier_wait_timeout(b, kWait, &idx);
+    if (idx != -1)
+        return kFail;
+    return rc == MP_ESTATE ? 2 : rc == MP_ETIMEDOUT ? 3 : kFail;
+}
+
+} // namespace
+
+class SyncTest : public ProcessTest {
+public:
+    // For the helpers shared by several tests.
+    mp_process *start_public(mp_target_fn f, const mp_args *a) { return start(f, a); }
+    int join_public(mp_process *p) { return join_code(p); }
+    mp_context *ctx_public() const { return ctx(); }
+    Pipe &pipe_public() { return pipe(); }
+};
+
+INSTANTIATE_TEST_SUITE_P(Backends, SyncTest, ::testing::ValuesIn(all_backends()),
+                         [](const ::testing::TestParamInfo<std::string> &info) { return info.param; });
+
+// ---- Lock ----
+
+TEST_P(SyncTest, LockMethodsAndErrors) {
+    mp_lock *l = nullptr;
+    ASSERT_EQ(0, mp_lock_new(ctx(), &l)) << err();
+    EXPECT_FALSE(mp_lock_is_recursive(l));
+    EXPECT_FALSE(mp_lock_is_mine(l));
+    EXPECT_EQ(MP_ESTATE, mp_lock_release(l)) << "release of an unheld lock";
+    EXPECT_EQ(0, mp_lock_acquire(l, 0));
+    EXPECT_TRUE(mp_lock_is_mine(l));
+    EXPECT_EQ(MP_ETIMEDOUT, mp_lock_acquire(l, 0)) << "a Lock is not re-entrant";
+    EXPECT_EQ(MP_ETIMEDOUT, mp_lock_acquire(l, 0.05)) << "a timeout that expires";
+    EXPECT_EQ(0, mp_lock_release(l));
+    EXPECT_EQ(MP_ESTATE, mp_lock_release(l));
+    EXPECT_EQ(0, mp_lock_acquire(l, MP_FOREVER));
+    // Another thread may release a Lock (Python's semantics).
+    int rc = 1;
+    std::thread t([&] { rc = mp_lock_release(l); });
+    t.join();
+    EXPECT_EQ(0, rc);
+    EXPECT_FALSE(mp_lock_is_mine(l));
+    EXPECT_EQ(0, mp_lock_acquire(l, kWait));
+    EXPECT_EQ(0, mp_lock_release(l));
+    mp_lock_free(l);
+    mp_lock_free(nullptr);
+    EXPECT_EQ(MP_EINVAL, mp_lock_acquire(nullptr, 0));
+    EXPECT_EQ(MP_EINVAL, mp_lock_release(nullptr));
+    EXPECT_EQ(MP_EINVAL, mp_lock_new(ctx(), nullptr));
+}
+
+TEST_P(SyncTest, LockTimeoutThatDoesNotExpire) {
+    mp_lock *l = nullptr;
+    ASSERT_EQ(0, mp_lock_new(ctx(), &l)) << err();
+    ASSERT_EQ(0, mp_lock_acquire(l, 0));
+    std::atomic<int> rc{1};
+    std::thread t([&] { rc = mp_lock_acquire(l, kWait); });
+    sleep_for(0.1);
+    EXPECT_EQ(0, mp_lock_release(l));
+    t.join();
+    EXPECT_EQ(0, rc.load());
+    EXPECT_EQ(0, mp_lock_release(l)); // released by another thread than the acquirer
+    mp_lock_free(l);
+}
+
+TEST_P(SyncTest, LockAcrossProcesses) {
+    mp_lock *l = nullptr;
+    ASSERT_EQ(0, mp_lock_new(ctx(), &l)) << err();
+    ASSERT_EQ(0, mp_lock_acquire(l, 0));
+    {
+        // Held by us: the child's short timeout expires.
+        Args a;
+        EXPECT_EQ(0, mp_args_add_lock(a.get(), l)) << err();
+        a.d(0.1);
+        mp_process *p = start(tgt_try_acquire, a.get());
+        ASSERT_NE(nullptr, p);
+        EXPECT_EQ(2, join_code(p));
+    }
+    {
+        // A child releases the lock this process acquired.
+        Args a;
+        EXPECT_EQ(0, mp_args_add_lock(a.get(), l)) << err();
+        mp_process *p = start(tgt_release, a.get());
+        ASSERT_NE(nullptr, p);
+        EXPECT_EQ(0, join_code(p));
+        EXPECT_EQ(0, mp_lock_acquire(l, 0)) << "the child's release did not free the lock";
+    }
+    {
+        // A child waits (long timeout) until we release.
+        Args a;
+        EXPECT_EQ(0, mp_args_add_lock(a.get(), l)) << err();
+        a.d(kWait);
+        mp_process *p = start(tgt_try_acquire, a.get());
+        ASSERT_NE(nullptr, p);
+        sleep_for(0.2);
+        EXPECT_EQ(0, mp_lock_release(l));
+        EXPECT_EQ(0, join_code(p));
+    }
+    {
+        // Releasing an unheld lock in a child is an error there too.
+        Args a;
+        EXPECT_EQ(0, mp_args_add_lock(a.get(), l)) << err();
+        mp_process *p = start(tgt_release, a.get());
+        ASSERT_NE(nullptr, p);
+        EXPECT_EQ(10 - MP_ESTATE, join_code(p));
+    }
+    mp_lock_free(l);
+}
+
+static void contend(SyncTest *t, mp_lock *l, int nchildren, int64_t iters) {
+    Shared sh;
+    ASSERT_NE(nullptr, sh.c);
+    std::vector<mp_process *> ps;
+    for (int i = 0; i < nchildren; i++) {
+        Args a;
+        EXPECT_EQ(0, mp_args_add_lock(a.get(), l)) << err();
+        a.h(sh.h).i(iters);
+        mp_process *p = t->start_public(tgt_count_under_lock, a.get());
+        ASSERT_NE(nullptr, p);
+        ps.push_back(p);
+    }
+    for (mp_process *p : ps)
+        EXPECT_EQ(0, t->join_public(p));
+    EXPECT_EQ(nchildren * iters, sh.c->plain) << "increments were lost: the lock did not exclude";
+}
+
+TEST_P(SyncTest, LockChildrenContend) {
+    mp_lock *l = nullptr;
+    ASSERT_EQ(0, mp_lock_new(ctx(), &l)) << err();
+    contend(this, l, 4, kWindows ? 2000 : 20000);
+    mp_lock_free(l);
+}
+
+TEST_P(SyncTest, RLockChildrenContend) {
+    mp_lock *l = nullptr;
+    ASSERT_EQ(0, mp_rlock_new(ctx(), &l)) << err();
+    contend(this, l, 3, kWindows ? 2000 : 10000);
+    mp_lock_free(l);
+}
+
+// ---- RLock ----
+
+TEST_P(SyncTest, RLockMethodsAndErrors) {
+    mp_lock *l = nullptr;
+    ASSERT_EQ(0, mp_rlock_new(ctx(), &l)) << err();
+    EXPECT_TRUE(mp_lock_is_recursive(l));
+    EXPECT_EQ(MP_ESTATE, mp_lock_release(l));
+    EXPECT_EQ(0, mp_lock_acquire(l, 0));
+    EXPECT_EQ(0, mp_lock_acquire(l, 0));
+    EXPECT_EQ(0, mp_lock_acquire(l, MP_FOREVER));
+    EXPECT_TRUE(mp_lock_is_mine(l));
+    int rc_release = 0, rc_acquire = 0;
+    std::thread t([&] {
+        rc_release = mp_lock_release(l);
+        rc_acquire = mp_lock_acquire(l, 0.05);
+    });
+    t.join();
+    EXPECT_EQ(MP_EPERM, rc_release) << "another thread released the rlock";
+    EXPECT_EQ(MP_ETIMEDOUT, rc_acquire);
+    {
+        Args a;
+        EXPECT_EQ(0, mp_args_add_lock(a.get(), l)) << err();
+        mp_process *p = start(tgt_release, a.get());
+        ASSERT_NE(nullptr, p);
+        EXPECT_EQ(10 - MP_EPERM, join_code(p)) << "another process released the rlock";
+    }
+    EXPECT_EQ(0, mp_lock_release(l));
+    EXPECT_EQ(0, mp_lock_release(l));
+    EXPECT_TRUE(mp_lock_is_mine(l));
+    EXPECT_EQ(0, mp_lock_release(l));
+    EXPECT_FALSE(mp_lock_is_mine(l));
+    EXPECT_EQ(MP_ESTATE, mp_lock_release(l));
+    std::thread t2([&] {
+        rc_acquire = mp_lock_acquire(l, kWait);
+        if (rc_acquire == 0)
+            rc_release = mp_lock_release(l);
+    });
+    t2.join();
+    EXPECT_EQ(0, rc_acquire);
+    EXPECT_EQ(0, rc_release);
+    mp_lock_free(l);
+}
+
+// ---- owner death ----
+
+static void owner_death(SyncTest *t, bool recursive, bool waiting_first) {
+    mp_lock *l = nullptr;
+    ASSERT_EQ(0, (recursive ? mp_rlock_new : mp_lock_new)(t->ctx_public(), &l)) << err();
+    Pipe &ready = t->pipe_public();
+    Args a;
+    EXPECT_EQ(0, mp_args_add_lock(a.get(), l)) << err();
+    a.h(ready.w);
+    mp_process *p = t->start_public(tgt_hold_forever, a.get());
+    ASSERT_NE(nullptr, p);
+    char c = 0;
+    ASSERT_TRUE(read_exact(ready.r, &c, 1, kWait)) << "the child did not take the lock";
+    EXPECT_EQ(MP_ETIMEDOUT, mp_lock_acquire(l, 0.1)) << "held by a live child";
+    int rc = 1;
+    if (waiting_first) {
+        // Blocked in acquire when the holder dies.
+        std::thread w([&] { rc = mp_lock_acquire(l, kWait); });
+        sleep_for(0.1);
+        EXPECT_EQ(0, mp_process_kill(p)) << err();
+        w.join();
+    } else {
+        EXPECT_EQ(0, mp_process_kill(p)) << err();
+        EXPECT_EQ(0, mp_process_join(p, kWait));
+        rc = mp_lock_acquire(l, kWait);
+    }
+    EXPECT_EQ(MP_EOWNERDEAD, rc) << err();
+    if (rc == MP_EOWNERDEAD && !waiting_first) {
+        EXPECT_TRUE(mp_lock_is_mine(l));
+        EXPECT_EQ(0, mp_lock_release(l)) << "the lock is held normally after EOWNERDEAD";
+        EXPECT_EQ(MP_ESTATE, mp_lock_release(l));
+        EXPECT_EQ(0, mp_lock_acquire(l, 0));
+    } else if (rc == MP_EOWNERDEAD) {
+        EXPECT_EQ(recursive ? MP_EPERM : 0, mp_lock_release(l)) << "taken over by the other thread";
+    }
+    mp_lock_free(l);
+}
+
+TEST_P(SyncTest, LockOwnerDeath) {
+    if (dummy())
+        GTEST_SKIP() << "a dummy child is a thread: it cannot be killed";
+    owner_death(this, false, false);
+}
+
+TEST_P(SyncTest, LockOwnerDeathWhileWaiting) {
+    if (dummy())
+        GTEST_SKIP() << "a dummy child is a thread: it cannot be killed";
+    owner_death(this, false, true);
+}
+
+TEST_P(SyncTest, RLockOwnerDeath) {
+    if (dummy())
+        GTEST_SKIP() << "a dummy child is a thread: it cannot be killed";
+    owner_death(this, true, false);
+}
+
+TEST_P(SyncTest, ConditionLockOwnerDeath) {
+    if (dummy())
+        GTEST_SKIP() << "a dummy child is a thread: it cannot be killed";
+    mp_condition *cv = nullptr;
+    ASSERT_EQ(0, mp_condition_new(ctx(), nullptr, &cv)) << err();
+    Pipe &ready = pipe();
+    Args a;
+    EXPECT_EQ(0, mp_args_add_lock(a.get(), mp_condition_lock(cv))) << err();
+    a.h(ready.w);
+    ASSERT_EQ(0, mp_condition_acquire(cv, 0));
+    mp_process *p = start(tgt_hold_forever, a.get());
+    ASSERT_NE(nullptr, p);
+    std::atomic<bool> killed{false};
+    std::thread killer([&] {
+        char c = 0;
+        if (read_exact(ready.r, &c, 1, kWait)) {
+            mp_process_kill(p);
+            killed = true;
+        }
+    });
+    // Each wait lets the child take the lock; the wait that ends while the child is
+    // dead gets the lock back with MP_EOWNERDEAD.
+    int rc = 0;
+    double end = now() + kWait;
+    do {
+        rc = mp_condition_wait(cv, 0.2);
+    } while (rc == MP_ETIMEDOUT && now() < end);
+    killer.join();
+    EXPECT_TRUE(killed.load());
+    EXPECT_EQ(MP_EOWNERDEAD, rc) << err();
+    EXPECT_TRUE(mp_lock_is_mine(mp_condition_lock(cv)));
+    EXPECT_EQ(0, mp_condition_release(cv));
+    mp_condition_free(cv);
+}
+
+// ---- Semaphore ----
+
+TEST_P(SyncTest, SemaphoreMethodsAndErrors) {
+    mp_semaphore *s = nullptr;
+    ASSERT_EQ(0, mp_semaphore_new(ctx(), 2, &s)) << err();
+    int v = -1;
+    EXPECT_FALSE(mp_semaphore_is_bounded(s));
+    EXPECT_EQ(0, mp_semaphore_get_value(s, &v));
+    EXPECT_EQ(2, v);
+    EXPECT_EQ(0, mp_semaphore_acquire(s, 0));
+    EXPECT_EQ(0, mp_semaphore_acquire(s, MP_FOREVER));
+    EXPECT_EQ(MP_ETIMEDOUT, mp_semaphore_acquire(s, 0));
+    EXPECT_EQ(MP_ETIMEDOUT, mp_semaphore_acquire(s, 0.05));
+    EXPECT_EQ(0, mp_semaphore_get_value(s, &v));
+    EXPECT_EQ(0, v);
+    std::atomic<int> rc{1};
+    std::thread t([&] { rc = mp_semaphore_acquire(s, kWait); });
+    sleep_for(0.05);
+    EXPECT_EQ(0, mp_semaphore_release(s));
+    t.join();
+    EXPECT_EQ(0, rc.load());
+    for (int i = 0; i < 5; i++)
+        EXPECT_EQ(0, mp_semaphore_release(s)) << "an unbounded semaphore goes past its start";
+    EXPECT_EQ(0, mp_semaphore_get_value(s, &v));
+    EXPECT_EQ(5, v);
+    mp_semaphore_free(s);
+
+    ASSERT_EQ(0, mp_bounded_semaphore_new(ctx(), 1, &s)) << err();
+    EXPECT_TRUE(mp_semaphore_is_bounded(s));
+    EXPECT_EQ(MP_ESTATE, mp_semaphore_release(s)) << "past the bound";
+    EXPECT_EQ(0, mp_semaphore_acquire(s, 0));
+    EXPECT_EQ(0, mp_semaphore_release(s));
+    EXPECT_EQ(MP_ESTATE, mp_semaphore_release(s));
+    mp_semaphore_free(s);
+    mp_semaphore_free(nullptr);
+    EXPECT_EQ(MP_EINVAL, mp_semaphore_acquire(nullptr, 0));
+    EXPECT_EQ(MP_EINVAL, mp_semaphore_get_value(nullptr, &v));
+    EXPECT_EQ(MP_EINVAL, mp_semaphore_new(ctx(), 0x80000000u, &s));
+    EXPECT_EQ(nullptr, s);
+}
+
+TEST_P(SyncTest, SemaphoreAcrossProcesses) {
+    mp_semaphore *s = nullptr;
+    ASSERT_EQ(0, mp_bounded_semaphore_new(ctx(), 2, &s)) << err();
+    Shared sh;
+    ASSERT_NE(nullptr, sh.c);
+    std::vector<mp_process *> ps;
+    for (int i = 0; i < 4; i++) {
+        Args a;
+        EXPECT_EQ(0, mp_args_add_semaphore(a.get(), s)) << err();
+        a.h(sh.h).i(kWindows ? 200 : 2000);
+        mp_process *p = start(tgt_count_under_semaphore, a.get());
+        ASSERT_NE(nullptr, p);
+        ps.push_back(p);
+    }
+    for (mp_process *p : ps)
+        EXPECT_EQ(0, join_code(p));
+    EXPECT_LE(sh.c->max_inside.load(), 2) << "more holders than the value allows";
+    int v = -1;
+    EXPECT_EQ(0, mp_semaphore_get_value(s, &v));
+    EXPECT_EQ(2, v);
+    // A child's release wakes a waiter here.
+    EXPECT_EQ(0, mp_semaphore_acquire(s, 0));
+    EXPECT_EQ(0, mp_semaphore_acquire(s, 0));
+    Args a;
+    EXPECT_EQ(0, mp_args_add_semaphore(a.get(), s)) << err();
+    EXPECT_STREQ("bounded_semaphore", mp_args_object_type(a.get(), 0));
+    mp_process *p = start(tgt_sem_release, a.get());
+    ASSERT_NE(nullptr, p);
+    EXPECT_EQ(0, mp_semaphore_acquire(s, kWait));
+    EXPECT_EQ(0, join_code(p));
+    mp_semaphore_free(s);
+}
+
+// ---- Event ----
+
+TEST_P(SyncTest, EventMethods) {
+    mp_event *e = nullptr;
+    ASSERT_EQ(0, mp_event_new(ctx(), &e)) << err();
+    EXPECT_FALSE(mp_event_is_set(e));
+    EXPECT_EQ(MP_ETIMEDOUT, mp_event_wait(e, 0));
+    EXPECT_EQ(MP_ETIMEDOUT, mp_event_wait(e, 0.05));
+    EXPECT_EQ(0, mp_event_set(e));
+    EXPECT_TRUE(mp_event_is_set(e));
+    EXPECT_EQ(0, mp_event_set(e));
+    EXPECT_EQ(0, mp_event_wait(e, 0));
+    EXPECT_EQ(0, mp_event_wait(e, MP_FOREVER));
+    EXPECT_EQ(0, mp_event_clear(e));
+    EXPECT_FALSE(mp_event_is_set(e));
+    std::atomic<int> rc{1};
+    std::thread t([&] { rc = mp_event_wait(e, kWait); });
+    sleep_for(0.05);
+    EXPECT_EQ(0, mp_event_set(e));
+    t.join();
+    EXPECT_EQ(0, rc.load());
+    mp_event_free(e);
+    mp_event_free(nullptr);
+    EXPECT_EQ(MP_EINVAL, mp_event_set(nullptr));
+    EXPECT_FALSE(mp_event_is_set(nullptr));
+}
+
+TEST_P(SyncTest, EventAcrossProcesses) {
+    mp_event *e = nullptr;
+    ASSERT_EQ(0, mp_event_new(ctx(), &e)) << err();
+    std::vector<mp_process *> waiters;
+    for (int i = 0; i < 3; i++) {
+        Args a;
+        EXPECT_EQ(0, mp_args_add_event(a.get(), e)) << err();
+        mp_process *p = start(tgt_event_wait, a.get());
+        ASSERT_NE(nullptr, p);
+        waiters.push_back(p);
+    }
+    Args a;
+    EXPECT_EQ(0, mp_args_add_event(a.get(), e)) << err();
+    a.d(0.1);
+    mp_process *setter = start(tgt_event_set, a.get());
+    ASSERT_NE(nullptr, setter);
+    EXPECT_EQ(0, mp_event_wait(e, kWait));
+    EXPECT_EQ(0, join_code(setter));
+    for (mp_process *p : waiters)
+        EXPECT_EQ(0, join_code(p));
+    mp_event_free(e);
+}
+
+// ---- Condition ----
+
+TEST_P(SyncTest, ConditionMethodsAndErrors) {
+    mp_lock *l = nullptr;
+    ASSERT_EQ(0, mp_lock_new(ctx(), &l)) << err();
+    mp_condition *cv = nullptr;
+    ASSERT_EQ(0, mp_condition_new(ctx(), l, &cv)) << err();
+    mp_lock_free(l); // the condition keeps its lock alive
+    l = mp_condition_lock(cv);
+    EXPECT_FALSE(mp_lock_is_recursive(l));
+    EXPECT_EQ(MP_EPERM, mp_condition_wait(cv, 0.01)) << "wait without the lock";
+    EXPECT_EQ(MP_EPERM, mp_condition_notify(cv, 1));
+    EXPECT_EQ(MP_EPERM, mp_condition_notify_all(cv));
+    EXPECT_EQ(0, mp_condition_acquire(cv, 0));
+    EXPECT_EQ(0, mp_condition_notify(cv, 1)) << "nobody waits: fine";
+    EXPECT_EQ(MP_ETIMEDOUT, mp_condition_wait(cv, 0.05));
+    EXPECT_TRUE(mp_lock_is_mine(l)) << "the lock is held again after a timeout";
+    EXPECT_EQ(MP_ETIMEDOUT, mp_condition_wait(cv, 0));
+    EXPECT_EQ(MP_ETIMEDOUT, mp_condition_wait_for(cv, flag_is_set_never, nullptr, 0.05));
+    // Another thread holding the lock is not us.
+    int rc = 0;
+    std::thread t([&] { rc = mp_condition_wait(cv, 0.01); });
+    t.join();
+    EXPECT_EQ(MP_EPERM, rc);
+    EXPECT_EQ(0, mp_condition_release(cv));
+    mp_condition_free(cv);
+    mp_condition_free(nullptr);
+    EXPECT_EQ(MP_EINVAL, mp_condition_wait(nullptr, 0));
+}
+
+TEST_P(SyncTest, ConditionOverRLockReleasesEveryLevel) {
+    mp_condition *cv = nullptr;
+    ASSERT_EQ(0, mp_condition_new(ctx(), nullptr, &cv)) << err();
+    mp_lock *l = mp_condition_lock(cv);
+    EXPECT_TRUE(mp_lock_is_recursive(l));
+    ASSERT_EQ(0, mp_condition_acquire(cv, 0));
+    ASSERT_EQ(0, mp_condition_acquire(cv, 0));
+    std::atomic<int> got{1};
+    std::thread t([&] {
+        got = mp_condition_acquire(cv, kWait);
+        if (got == 0) {
+            mp_condition_notify(cv, 1);
+            mp_condition_release(cv);
+        }
+    });
+    EXPECT_EQ(0, mp_condition_wait(cv, kWait));
+    t.join();
+    EXPECT_EQ(0, got.load());
+    EXPECT_EQ(0, mp_condition_release(cv));
+    EXPECT_TRUE(mp_lock_is_mine(l)) << "both levels came back";
+    EXPECT_EQ(0, mp_condition_release(cv));
+    EXPECT_EQ(MP_ESTATE, mp_condition_release(cv));
+    mp_condition_free(cv);
+}
+
+TEST_P(SyncTest, ConditionNotifyCountsAcrossProcesses) {
+    mp_condition *cv = nullptr;
+    ASSERT_EQ(0, mp_condition_new(ctx(), nullptr, &cv)) << err();
+    Shared sh;
+    ASSERT_NE(nullptr, sh.c);
+    std::vector<mp_process *> ps;
+    for (int i = 0; i < 3; i++) {
+        Args a;
+        EXPECT_EQ(0, mp_args_add_condition(a.get(), cv)) << err();
+        EXPECT_STREQ("condition", mp_args_object_type(a.get(), 0));
+        a.h(sh.h);
+        mp_process *p = start(tgt_cond_waiter, a.get());
+        ASSERT_NE(nullptr, p);
+        ps.push_back(p);
+    }
+    // Waiting means: counted ready under the lock, and the lock is free again.
+    ASSERT_TRUE(eventually([&] {
+        if (mp_condition_acquire(cv, kWait) != 0)
+            return false;
+        bool all = sh.c->ready.load() == 3;
+        mp_condition_release(cv);
+        return all;
+    })) << "the children did not all wait";
+    ASSERT_EQ(0, mp_condition_acquire(cv, kWait));
+    EXPECT_EQ(0, mp_condition_notify(cv, 1));
+    EXPECT_EQ(0, mp_condition_release(cv));
+    EXPECT_TRUE(eventually([&] { return sh.c->woke.load() >= 1; }));
+    sleep_for(0.2);
+    EXPECT_EQ(1, sh.c->woke.load()) << "notify(1) woke more than one";
+    ASSERT_EQ(0, mp_condition_acquire(cv, kWait));
+    EXPECT_EQ(0, mp_condition_notify_all(cv));
+    EXPECT_EQ(0, mp_condition_release(cv));
+    for (mp_process *p : ps)
+        EXPECT_EQ(0, join_code(p));
+    EXPECT_EQ(3, sh.c->woke.load());
+    mp_condition_free(cv);
+}
+
+TEST_P(SyncTest, ConditionWaitFor) {
+    mp_lock *l = nullptr;
+    ASSERT_EQ(0, mp_lock_new(ctx(), &l)) << err();
+    mp_condition *cv = nullptr;
+    ASSERT_EQ(0, mp_condition_new(ctx(), l, &cv)) << err();
+    Shared sh;
+    ASSERT_NE(nullptr, sh.c);
+    g_counters = sh.c;
+    Args a;
+    EXPECT_EQ(0, mp_args_add_condition(a.get(), cv)) << err();
+    a.h(sh.h);
+    ASSERT_EQ(0, mp_condition_acquire(cv, 0));
+    mp_process *p = start(tgt_cond_setter, a.get());
+    ASSERT_NE(nullptr, p);
+    EXPECT_EQ(0, mp_condition_wait_for(cv, flag_is_set, nullptr, kWait)) << err();
+    EXPECT_EQ(1, sh.c->flag);
+    EXPECT_EQ(0, mp_condition_wait_for(cv, flag_is_set, nullptr, 0)) << "true at once";
+    EXPECT_EQ(0, mp_condition_release(cv));
+    EXPECT_EQ(0, join_code(p));
+    g_counters = nullptr;
+    mp_condition_free(cv);
+    mp_lock_free(l);
+}
+
+// ---- Barrier ----
+
+TEST_P(SyncTest, BarrierAcrossProcesses) {
+    Shared sh;
+    ASSERT_NE(nullptr, sh.c);
+    mp_barrier *b = nullptr;
+    ASSERT_EQ(0, mp_barrier_new(ctx(), 3, barrier_action, MP_FOREVER, &b)) << err();
+    EXPECT_EQ(3, mp_barrier_parties(b));
+    EXPECT_EQ(0, mp_barrier_n_waiting(b));
+    EXPECT_FALSE(mp_barrier_broken(b));
+    for (int round = 0; round < 2; round++) {
+        std::vector<mp_process *> ps;
+        for (int i = 0; i < 2; i++) {
+            Args a;
+            EXPECT_EQ(0, mp_args_add_barrier(a.get(), b)) << err();
+            a.h(sh.h).i(i);
+            mp_process *p = start(tgt_barrier_wait, a.get());
+            ASSERT_NE(nullptr, p);
+            ps.push_back(p);
+        }
+        g_counters = sh.c;
+        int idx = -1;
+        EXPECT_EQ(0, mp_barrier_wait_timeout(b, kWait, &idx)) << err();
+        g_counters = nullptr;
+        for (mp_process *p : ps)
+            EXPECT_EQ(0, join_code(p));
+        std::set<int64_t> seen = {idx, sh.c->idx[0].load(), sh.c->idx[1].load()};
+        EXPECT_EQ((std::set<int64_t>{0, 1, 2}), seen) << "arrival indexes";
+        EXPECT_EQ(round + 1, sh.c->actions.load()) << "the action runs once per round";
+    }
+    mp_barrier_free(b);
+}
+
+TEST_P(SyncTest, BarrierAbortResetTimeout) {
+    mp_barrier *b = nullptr;
+    ASSERT_EQ(0, mp_barrier_new(ctx(), 3, nullptr, 0.1, &b)) << err();
+    // Default timeout: expires, breaks the barrier.
+    int idx = 9;
+    EXPECT_EQ(MP_ETIMEDOUT, mp_barrier_wait(b, &idx));
+    EXPECT_EQ(-1, idx);
+    EXPECT_TRUE(mp_barrier_broken(b));
+    EXPECT_EQ(MP_ESTATE, mp_barrier_wait(b, &idx)) << "broken until reset";
+    EXPECT_EQ(0, mp_barrier_reset(b));
+    EXPECT_FALSE(mp_barrier_broken(b));
+    // abort wakes a child waiting with a long timeout.
+    Args a;
+    EXPECT_EQ(0, mp_args_add_barrier(a.get(), b)) << err();
+    EXPECT_STREQ("barrier", mp_args_object_type(a.get(), 0));
+    mp_process *p = start(tgt_barrier_expect_broken, a.get());
+    ASSERT_NE(nullptr, p);
+    EXPECT_TRUE(eventually([&] { return mp_barrier_n_waiting(b) == 1; }));
+    EXPECT_EQ(0, mp_barrier_abort(b));
+    EXPECT_EQ(2, join_code(p));
+    EXPECT_TRUE(mp_barrier_broken(b));
+    EXPECT_EQ(0, mp_barrier_n_waiting(b));
+    EXPECT_EQ(0, mp_barrier_reset(b));
+    // reset while a party waits: it leaves with MP_ESTATE, the barrier is usable.
+    p = start(tgt_barrier_expect_broken, a.get());
+    ASSERT_NE(nullptr, p);
+    EXPECT_TRUE(eventually([&] { return mp_barrier_n_waiting(b) == 1; }));
+    EXPECT_EQ(0, mp_barrier_reset(b));
+    EXPECT_EQ(2, join_code(p));
+    EXPECT_FALSE(mp_barrier_broken(b));
+    mp_barrier_free(b);
+
+    // One party: returns at once with index 0; a failing action breaks it.
+    ASSERT_EQ(0, mp_barrier_new(ctx(), 1, nullptr, MP_FOREVER, &b)) << err();
+    EXPECT_EQ(0, mp_barrier_wait(b, &idx));
+    EXPECT_EQ(0, idx);
+    mp_barrier_free(b);
+    ASSERT_EQ(0, mp_barrier_new(ctx(), 1, failing_action, MP_FOREVER, &b)) << err();
+    EXPECT_EQ(MP_ESTATE, mp_barrier_wait(b, &idx));
+    EXPECT_TRUE(mp_barrier_broken(b));
+    mp_barrier_free(b);
+    EXPECT_EQ(MP_EINVAL, mp_barrier_new(ctx(), 0, nullptr, MP_FOREVER, &b));
+    EXPECT_EQ(nullptr, b);
+    mp_barrier_free(nullptr);
+    EXPECT_EQ(0, mp_barrier_parties(nullptr));
+}
+
+TEST_P(SyncTest, BarrierThreads) {
+    mp_barrier *b = nullptr;
+    ASSERT_EQ(0, mp_barrier_new(ctx(), 4, nullptr, MP_FOREVER, &b)) << err();
+    std::vector<int> idx(4, -1), rc(4, 1);
+    std::vector<std::thread> ts;
+    for (int i = 0; i < 4; i++)
+        ts.emplace_back([&, i] {
+            for (int round = 0; round < 20 && rc[i] != 99; round++) {
+                rc[i] = mp_barrier_wait_timeout(b, kWait, &idx[i]);
+                if (rc[i] != 0)
+                    rc[i] = 99;
+            }
+        });
+    for (auto &t : ts)
+        t.join();
+    std::set<int> seen(idx.begin(), idx.end());
+    EXPECT_EQ((std::set<int>{0, 1, 2, 3}), seen);
+    for (int r : rc)
+        EXPECT_EQ(0, r);
+    mp_barrier_free(b);
+}
+
+// ---- arguments and clean-up ----
+
+TEST_P(SyncTest, ArgumentTypes) {
+    mp_lock *l = nullptr, *r = nullptr;
+    mp_semaphore *s = nullptr;
+    mp_event *e = nullptr;
+    ASSERT_EQ(0, mp_lock_new(ctx(), &l));
+    ASSERT_EQ(0, mp_rlock_new(ctx(), &r));
+    ASSERT_EQ(0, mp_semaphore_new(ctx(), 1, &s));
+    ASSERT_EQ(0, mp_event_new(ctx(), &e));
+    Args a;
+    EXPECT_EQ(0, mp_args_add_lock(a.get(), l));
+    EXPECT_EQ(0, mp_args_add_lock(a.get(), r));
+    EXPECT_EQ(0, mp_args_add_semaphore(a.get(), s));
+    EXPECT_EQ(0, mp_args_add_event(a.get(), e));
+    EXPECT_EQ(MP_EINVAL, mp_args_add_lock(a.get(), nullptr));
+    EXPECT_EQ(MP_EINVAL, mp_args_add_event(nullptr, e));
+    EXPECT_STREQ("lock", mp_args_object_type(a.get(), 0));
+    EXPECT_STREQ("rlock", mp_args_object_type(a.get(), 1));
+    EXPECT_STREQ("semaphore", mp_args_object_type(a.get(), 2));
+    EXPECT_STREQ("event", mp_args_object_type(a.get(), 3));
+    EXPECT_EQ(l, mp_args_lock(a.get(), 0));
+    EXPECT_EQ(r, mp_args_lock(a.get(), 1));
+    EXPECT_EQ(nullptr, mp_args_lock(a.get(), 2));
+    EXPECT_EQ(nullptr, mp_args_event(a.get(), 0));
+    EXPECT_EQ(nullptr, mp_args_barrier(a.get(), 9));
+    a.reset();
+    mp_lock_free(l);
+    mp_lock_free(r);
+    mp_semaphore_free(s);
+    mp_event_free(e);
+}
+
+#ifndef _WIN32
+static size_t dev_shm_entries() {
+    size_t n = 0;
+    if (DIR *d = opendir("/dev/shm")) {
+        while (struct dirent *de = readdir(d))
+            n += de->d_name[0] != '.';
+        closedir(d);
+    }
+    return n;
+}
+#endif
+
+TEST_P(SyncTest, NothingLeftInDevShm) {
+#ifdef _WIN32
+    GTEST_SKIP() << "no /dev/shm on Windows";
+#else
+    size_t before = dev_shm_entries();
+    mp_lock *l = nullptr;
+    mp_condition *cv = nullptr;
+    mp_barrier *b = nullptr;
+    ASSERT_EQ(0, mp_lock_new(ctx(), &l));
+    ASSERT_EQ(0, mp_condition_new(ctx(), l, &cv));
+    ASSERT_EQ(0, mp_barrier_new(ctx(), 2, nullptr, MP_FOREVER, &b));
+    Args a;
+    EXPECT_EQ(0, mp_args_add_lock(a.get(), l));
+    a.d(0.0);
+    mp_process *p = start(tgt_try_acquire, a.get());
+    ASSERT_NE(nullptr, p);
+    EXPECT_EQ(0, join_code(p));
+    EXPECT_EQ(before, dev_shm_entries());
+    mp_barrier_free(b);
+    mp_condition_free(cv);
+    mp_lock_free(l);
+    EXPECT_EQ(before, dev_shm_entries());
+#endif
+}

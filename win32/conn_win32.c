@@ -1,0 +1,347 @@
+/* The connection OS layer on Windows: uniquely named overlapped pipes (as CPython's
+ * _winapi Pipe), whole-buffer overlapped I/O, and wait() as CPython does it: a zero-byte
+ * overlapped read per pipe, WSAEventSelect per socket, and process HANDLEs, all under
+ * one WaitForMultipleObjects. */
+#include <winsock2.h>
+
+#include <stdio.h>
+#include <string.h>
+
+#include "win32.h"
+
+#include "../core/connection_internal.h"
+#include "../core/os_conn.h"
+
+struct mp__osconn {
+    HANDLE ev; /* manual-reset event for this connection's overlapped reads and writes */
+};
+
+int mp__osconn_open(mp_os_handle h, int kind, mp__osconn **out) {
+    (void)h;
+    *out = NULL;
+    if (kind == MP__CONN_SOCKET) return 0;
+    mp__osconn *s = mp__calloc(1, sizeof *s);
+    if (!s) return mp__err(MP_ENOMEM, "connection: out of memory");
+    s->ev = CreateEventW(NULL, TRUE, FALSE, NULL);
+    if (!s->ev) {
+        int rc = mp__os_err("CreateEvent");
+        mp__free(s);
+        return rc;
+    }
+    *out = s;
+    return 0;
+}
+
+void mp__osconn_free(mp__osconn *s) {
+    if (!s) return;
+    CloseHandle(s->ev);
+    mp__free(s);
+}
+
+int mp__os_conn_close(mp_os_handle h, int kind) {
+    if (kind == MP__CONN_SOCKET) {
+        if (closesocket((SOCKET)h) != 0) return mp__win_err((DWORD)WSAGetLastError(), "closesocket");
+        return 0;
+    }
+    return mp__os_handle_close(h);
+}
+
+static volatile LONG g_pipe_counter;
+
+int mp__os_conn_pipe(bool duplex, mp_os_handle h[2], mp_os_handle hw[2], int *kind) {
+    h[0] = h[1] = hw[0] = hw[1] = MP_INVALID_OS_HANDLE;
+    *kind = MP__CONN_PIPE;
+    unsigned char rnd[8];
+    int rc = mp__os_random(rnd, sizeof rnd);
+    if (rc) return rc;
+    wchar_t name[128];
+    _snwprintf(name, sizeof name / sizeof name[0], L"\\\\.\\pipe\\multiproc-%lu-%ld-%02x%02x%02x%02x%02x%02x%02x%02x",
+               (unsigned long)GetCurrentProcessId(), (long)InterlockedIncrement(&g_pipe_counter),
+               rnd[0], rnd[1], rnd[2], rnd[3], rnd[4], rnd[5], rnd[6], rnd[7]);
+    name[sizeof name / sizeof name[0] - 1] = 0;
+    /* End 0 is the server (reads; writes too when duplex), end 1 the client. */
+    DWORD open_mode = (duplex ? PIPE_ACCESS_DUPLEX : PIPE_ACCESS_INBOUND) |
+                      FILE_FLAG_FIRST_PIPE_INSTANCE | FILE_FLAG_OVERLAPPED;
+    const DWORD bufsize = 64 * 1024;
+    HANDLE srv = CreateNamedPipeW(name, open_mode, PIPE_TYPE_BYTE | PIPE_READMODE_BYTE | PIPE_WAIT, 1,
+                                  duplex ? bufsize : 0, bufsize, 0, NULL);
+    if (srv == INVALID_HANDLE_VALUE) return mp__os_err("CreateNamedPipe");
+    DWORD access = duplex ? (GENERIC_READ | GENERIC_WRITE) : (GENERIC_WRITE | FILE_READ_ATTRIBUTES);
+    HANDLE cli = CreateFileW(name, access, 0, NULL, OPEN_EXISTING, FILE_FLAG_OVERLAPPED, NULL);
+    if (cli == INVALID_HANDLE_VALUE) {
+        rc = mp__os_err("CreateFile(pipe)");
+        CloseHandle(srv);
+        return rc;
+    }
+    OVERLAPPED ov;
+    memset(&ov, 0, sizeof ov);
+    ov.hEvent = CreateEventW(NULL, TRUE, FALSE, NULL);
+    if (!ov.hEvent) {
+        rc = mp__os_err("CreateEvent");
+        goto fail;
+    }
+    if (!ConnectNamedPipe(srv, &ov)) {
+        DWORD e = GetLastError(), n;
+        if (e == ERROR_IO_PENDING) {
+            if (!GetOverlappedResult(srv, &ov, &n, TRUE)) e = GetLastError();
+            else e = ERROR_PIPE_CONNECTED;
+        }
+        if (e != ERROR_PIPE_CONNECTED) {
+            CloseHandle(ov.hEvent);
+            rc = mp__win_err(e, "ConnectNamedPipe");
+            goto fail;
+        }
+    }
+    CloseHandle(ov.hEvent);
+    h[0] = MP__OSH(srv);
+    h[1] = MP__OSH(cli);
+    return 0;
+fail:
+    CloseHandle(cli);
+    CloseHandle(srv);
+    return rc;
+}
+
+/* ---- whole-buffer I/O --------------------------------------------------------- */
+
+static int pipe_err(DWORD e, const char *what, bool reading) {
+    if (e == ERROR_BROKEN_PIPE || e == ERROR_NO_DATA || e == ERROR_PIPE_NOT_CONNECTED)
+        return reading ? mp__err(MP_EOF, "connection: end of file")
+                       : mp__err(MP_EPIPE, "connection: send: the peer has closed the connection");
+    return mp__win_err(e, what);
+}
+
+/* One overlapped (or, for a handle opened without FILE_FLAG_OVERLAPPED, synchronous)
+ * ReadFile/WriteFile, waited for. */
+static int pipe_io(HANDLE h, mp__osconn *s, void *buf, DWORD n, DWORD *done, bool reading) {
+    OVERLAPPED ov;
+    memset(&ov, 0, sizeof ov);
+    HANDLE ev = s ? s->ev : CreateEventW(NULL, TRUE, FALSE, NULL);
+    if (!ev) return mp__os_err("CreateEvent");
+    ResetEvent(ev);
+    ov.hEvent = ev;
+    BOOL ok = reading ? ReadFile(h, buf, n, NULL, &ov) : WriteFile(h, buf, n, NULL, &ov);
+    DWORD e = ok ? 0 : GetLastError();
+    int rc = 0;
+    if (!ok && e != ERROR_IO_PENDING) rc = pipe_err(e, reading ? "ReadFile" : "WriteFile", reading);
+    else if (!GetOverlappedResult(h, &ov, done, TRUE))
+        rc = pipe_err(GetLastError(), reading ? "ReadFile" : "WriteFile", reading);
+    if (!s) CloseHandle(ev);
+    return rc;
+}
+
+static int sock_err(const char *what, bool reading) {
+    int e = WSAGetLastError();
+    if (e == WSAECONNRESET || e == WSAECONNABORTED || e == WSAESHUTDOWN)
+        return reading ? mp__err(MP_EOF, "connection: reset by peer")
+                       : mp__err(MP_EPIPE, "connection: send: the peer has closed the connection");
+    return mp__win_err((DWORD)e, what);
+}
+
+static int write_all(mp_os_handle h, int kind, mp__osconn *s, const char *p, size_t n) {
+    while (n) {
+        DWORD chunk = n > ((DWORD)1 << 30) ? ((DWORD)1 << 30) : (DWORD)n, done = 0;
+        if (kind == MP__CONN_SOCKET) {
+            int w = send((SOCKET)h, p, (int)chunk, 0);
+            if (w == SOCKET_ERROR) return sock_err("send", false);
+            done = (DWORD)w;
+        } else {
+            int rc = pipe_io(MP__H(h), s, (void *)p, chunk, &done, false);
+            if (rc) return rc;
+        }
+        p += done;
+        n -= done;
+    }
+    return 0;
+}
+
+int mp__os_conn_writev(mp_os_handle h, int kind, mp__osconn *s, const mp__iov *iov, int cnt) {
+    /* No gathered write for pipes: a small message is copied into one buffer so it
+     * still goes in one call (and one TCP segment); a large one goes in two. */
+    size_t total = 0;
+    for (int i = 0; i < cnt; i++) total += iov[i].n;
+    char small[8192];
+    if (total <= sizeof small) {
+        size_t k = 0;
+        for (int i = 0; i < cnt; i++) {
+            if (iov[i].n) memcpy(small + k, iov[i].p, iov[i].n);
+            k += iov[i].n;
+        }
+        return write_all(h, kind, s, small, total);
+    }
+    for (int i = 0; i < cnt; i++) {
+        int rc = write_all(h, kind, s, iov[i].p, iov[i].n);
+        if (rc) return rc;
+    }
+    return 0;
+}
+
+int mp__os_conn_read_exact(mp_os_handle h, int kind, mp__osconn *s, void *buf, size_t n,
+                           size_t *got) {
+    char *p = buf;
+    size_t done = 0;
+    *got = 0;
+    while (done < n) {
+        size_t left = n - done;
+        DWORD chunk = left > ((DWORD)1 << 30) ? ((DWORD)1 << 30) : (DWORD)left, k = 0;
+        int rc = 0;
+        if (kind == MP__CONN_SOCKET) {
+            int r = recv((SOCKET)h, p + done, (int)chunk, 0);
+            if (r == SOCKET_ERROR) rc = sock_err("recv", true);
+            else if (r == 0) rc = mp__err(MP_EOF, "connection: end of file");
+            else k = (DWORD)r;
+        } else {
+            rc = pipe_io(MP__H(h), s, p + done, chunk, &k, true);
+            if (!rc && k == 0) continue; /* a zero-length write on the other side */
+        }
+        if (rc) {
+            *got = done;
+            return rc;
+        }
+        done += k;
+    }
+    *got = done;
+    return 0;
+}
+
+/* ---- readiness ------------------------------------------------------------------ */
+
+/* 1 ready (data or end of file), 0 not yet, < 0 error. */
+static int pipe_ready_now(HANDLE h) {
+    DWORD avail = 0;
+    if (!PeekNamedPipe(h, NULL, 0, NULL, &avail, NULL)) {
+        DWORD e = GetLastError();
+        if (e == ERROR_BROKEN_PIPE || e == ERROR_PIPE_NOT_CONNECTED || e == ERROR_NO_DATA) return 1;
+        return mp__win_err(e, "PeekNamedPipe");
+    }
+    return avail > 0;
+}
+
+static int socket_ready_now(SOCKET s) {
+    fd_set rd;
+    FD_ZERO(&rd);
+    FD_SET(s, &rd);
+    struct timeval tv = {0, 0};
+    int r = select(0, &rd, NULL, NULL, &tv);
+    if (r == SOCKET_ERROR) return sock_err("select", true);
+    return r > 0;
+}
+
+int mp__os_conn_poll(mp_os_handle h, int kind, mp__osconn *s, double timeout) {
+    mp__oswait it = {h, MP__W_CONN, kind, s};
+    bool ready = false;
+    return mp__os_wait(&it, 1, timeout, &ready);
+}
+
+/* What one item of a wait set up, to be undone afterwards. */
+typedef struct wslot {
+    HANDLE ev;      /* event we created (zero-byte read or WSAEventSelect), or NULL */
+    bool pending;   /* a zero-byte read is in flight */
+    bool selected;  /* WSAEventSelect is active */
+    OVERLAPPED ov;
+} wslot;
+
+static int check_now(const mp__oswait *it, bool *ready) {
+    int r;
+    if (it->what == MP__W_HANDLE) {
+        DWORD w = WaitForSingleObject(MP__H(it->h), 0);
+        if (w == WAIT_FAILED) return mp__os_err("WaitForSingleObject");
+        r = (w == WAIT_OBJECT_0 || w == WAIT_ABANDONED);
+    } else if (it->what == MP__W_SOCKET || it->kind == MP__CONN_SOCKET) {
+        r = socket_ready_now((SOCKET)it->h);
+    } else {
+        r = pipe_ready_now(MP__H(it->h));
+    }
+    if (r < 0) return r;
+    *ready = r > 0;
+    return 0;
+}
+
+int mp__os_wait(const mp__oswait *items, size_t n, double timeout, bool *ready) {
+    if (n > MAXIMUM_WAIT_OBJECTS)
+        return mp__err(MP_ENOTSUP, "wait: at most %d objects on Windows", MAXIMUM_WAIT_OBJECTS);
+    size_t nready = 0;
+    for (size_t i = 0; i < n; i++) {
+        int rc = check_now(&items[i], &ready[i]);
+        if (rc) return rc;
+        nready += ready[i];
+    }
+    if (nready || timeout == 0) return nready ? 0 : MP_ETIMEDOUT;
+
+    wslot slots[MAXIMUM_WAIT_OBJECTS];
+    HANDLE hs[MAXIMUM_WAIT_OBJECTS];
+    memset(slots, 0, sizeof slots);
+    int rc = 0;
+    for (size_t i = 0; i < n && !rc; i++) {
+        const mp__oswait *it = &items[i];
+        wslot *sl = &slots[i];
+        if (it->what == MP__W_HANDLE) {
+            hs[i] = MP__H(it->h);
+            continue;
+        }
+        sl->ev = CreateEventW(NULL, TRUE, FALSE, NULL);
+        if (!sl->ev) {
+            rc = mp__os_err("CreateEvent");
+            break;
+        }
+        hs[i] = sl->ev;
+        if (it->what == MP__W_SOCKET || it->kind == MP__CONN_SOCKET) {
+            if (WSAEventSelect((SOCKET)it->h, sl->ev, FD_READ | FD_ACCEPT | FD_CLOSE) != 0)
+                rc = sock_err("WSAEventSelect", true);
+            else
+                sl->selected = true;
+            continue;
+        }
+        /* CPython's way: a zero-byte overlapped read completes when data arrives. */
+        sl->ov.hEvent = sl->ev;
+        if (ReadFile(MP__H(it->h), NULL, 0, NULL, &sl->ov)) {
+            SetEvent(sl->ev);
+        } else {
+            DWORD e = GetLastError();
+            if (e == ERROR_IO_PENDING) sl->pending = true;
+            else if (e == ERROR_BROKEN_PIPE || e == ERROR_MORE_DATA || e == ERROR_PIPE_NOT_CONNECTED)
+                SetEvent(sl->ev);
+            else rc = mp__win_err(e, "ReadFile(0)");
+        }
+    }
+    if (!rc) {
+        double deadline = timeout < 0 ? 0 : mp__os_monotonic() + timeout;
+        for (;;) {
+            double left = timeout < 0 ? -1.0 : deadline - mp__os_monotonic();
+            DWORD ms = timeout < 0 ? INFINITE : left > 0 ? mp__win_timeout_ms(left) : 0;
+            DWORD w = WaitForMultipleObjects((DWORD)n, hs, FALSE, ms);
+            if (w == WAIT_FAILED) {
+                rc = mp__os_err("WaitForMultipleObjects");
+                break;
+            }
+            if (w < WAIT_OBJECT_0 + n || (w >= WAIT_ABANDONED_0 && w < WAIT_ABANDONED_0 + n)) break;
+            if (timeout >= 0 && mp__os_monotonic() >= deadline) {
+                rc = MP_ETIMEDOUT;
+                break;
+            }
+        }
+    }
+    /* Undo, then look at every object again: more than one may be ready. */
+    for (size_t i = 0; i < n; i++) {
+        wslot *sl = &slots[i];
+        if (sl->pending) {
+            DWORD k;
+            CancelIoEx(MP__H(items[i].h), &sl->ov);
+            GetOverlappedResult(MP__H(items[i].h), &sl->ov, &k, TRUE);
+        }
+        if (sl->selected) {
+            u_long blocking = 0;
+            WSAEventSelect((SOCKET)items[i].h, NULL, 0);
+            ioctlsocket((SOCKET)items[i].h, FIONBIO, &blocking);
+        }
+        if (sl->ev) CloseHandle(sl->ev);
+    }
+    if (rc && rc != MP_ETIMEDOUT) return rc;
+    nready = 0;
+    for (size_t i = 0; i < n; i++) {
+        int rc2 = check_now(&items[i], &ready[i]);
+        if (rc2) return rc2;
+        nready += ready[i];
+    }
+    return nready ? 0 : MP_ETIMEDOUT;
+}
