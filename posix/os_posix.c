@@ -200,9 +200,14 @@ int mp__os_self_sentinel(mp_os_handle *out) {
     return 0;
 }
 
+/* Bound at load time: a lazily bound _exit would be looked up again in every child
+ * (its parent never calls it), a symbol search across every loaded library. */
+static void (*const volatile mp__exit_fn)(int) = _exit;
+
 void mp__os_exit(int code) {
     fflush(NULL);
-    _exit(code);
+    mp__exit_fn(code);
+    _exit(code); /* not reached */
 }
 
 /* ---- threads (dummy backend) ---- */
