@@ -135,8 +135,9 @@ static int fs_send_request(const mp__start_req *req, int status_end) {
     size_t cl = CMSG_SPACE(nfds * sizeof(int));
     char *cbuf = mp__calloc(1, cl);
     if (!cbuf) return mp__err(MP_ENOMEM, "forkserver: out of memory");
-    struct iovec iov = {&h, sizeof h};
-    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = cl};
+    /* Header and launch in one call: one wake-up of the server, not two. */
+    struct iovec iov[2] = {{&h, sizeof h}, {(void *)req->payload, req->len}};
+    struct msghdr m = {.msg_iov = iov, .msg_iovlen = 2, .msg_control = cbuf, .msg_controllen = cl};
     struct cmsghdr *c = CMSG_FIRSTHDR(&m);
     c->cmsg_level = SOL_SOCKET;
     c->cmsg_type = SCM_RIGHTS;
@@ -148,8 +149,14 @@ static int fs_send_request(const mp__start_req *req, int status_end) {
     while ((w = sendmsg(fs_ctl, &m, MSG_NOSIGNAL)) < 0 && errno == EINTR) {}
     mp__free(cbuf);
     if (w < 0) return mp__os_err("forkserver: sendmsg");
-    if ((size_t)w < sizeof h && mp__posix_write_all(fs_ctl, (char *)&h + w, sizeof h - (size_t)w)) return MP_EPIPE;
-    return mp__posix_write_all(fs_ctl, req->payload, req->len);
+    size_t sent = (size_t)w;
+    if (sent < sizeof h) {
+        int rc = mp__posix_write_all(fs_ctl, (char *)&h + sent, sizeof h - sent);
+        if (rc) return rc;
+        sent = sizeof h;
+    }
+    sent -= sizeof h;
+    return mp__posix_write_all(fs_ctl, (const char *)req->payload + sent, req->len - sent);
 }
 
 /* One attempt; *retry says the server was found dead and a new one may do better. */
