@@ -30,6 +30,7 @@
 #endif
 
 #include "multiproc.h"
+#include "bench.h"
 
 /* ---- options, timing, reporting -------------------------------------------- */
 
@@ -39,8 +40,7 @@ typedef struct bench_opts {
     char **filters; /* metric-name prefixes; none means all */
 } bench_opts;
 
-/* Seconds on a monotonic clock; only differences are meaningful. */
-static double bench_now(void)
+double bench_now(void)
 {
 #ifdef _WIN32
     static LARGE_INTEGER freq;

@@ -17,21 +17,8 @@
 #endif
 
 #include "multiproc.h"
+#include "bench.h"
 #include "bench_conn.h"
-
-static double bench_conn_now(void)
-{
-#ifdef _WIN32
-    LARGE_INTEGER f, t;
-    QueryPerformanceFrequency(&f);
-    QueryPerformanceCounter(&t);
-    return (double)t.QuadPart / (double)f.QuadPart;
-#else
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-#endif
-}
 
 /* [0] connection, [1] count: echoes count messages through one reused buffer. */
 static int conn_echo_target(mp_args *a)
@@ -121,14 +108,14 @@ static int bench_conn_roundtrip(int n, double *us)
         mp_connection_free(a);
         return rc;
     }
-    double t = bench_conn_now();
+    double t = bench_now();
     for (int i = 0; i < n && !rc; i++) {
         size_t len = 0;
         rc = mp_connection_send_bytes(a, msg, sizeof msg);
         if (!rc)
             rc = mp_connection_recv_bytes_into(a, back, sizeof back, 0, &len, NULL);
     }
-    double dt = bench_conn_now() - t;
+    double dt = bench_now() - t;
     mp_connection_free(a);
     int rc2 = finish_peer(p);
     if (rc < 0 || rc2 < 0)
@@ -155,14 +142,14 @@ static int bench_conn_throughput(int n, double *mib_s)
         free(big);
         return rc;
     }
-    double t = bench_conn_now();
+    double t = bench_now();
     for (int i = 0; i < n && !rc; i++)
         rc = mp_connection_send_bytes(a, big, sz);
     void *ans = NULL;
     size_t len = 0;
     if (!rc)
         rc = mp_connection_recv_bytes(a, 0, &ans, &len);
-    double dt = bench_conn_now() - t;
+    double dt = bench_now() - t;
     mp_connection_free_bytes(ans);
     mp_connection_free(a);
     free(big);

@@ -17,24 +17,9 @@
 #endif
 
 #include "multiproc.h"
+#include "bench.h"
 
 int bench_sync_lock(bool quick, bool contended);
-
-static double sync_now(void)
-{
-#ifdef _WIN32
-    static LARGE_INTEGER freq;
-    LARGE_INTEGER t;
-    if (!freq.QuadPart)
-        QueryPerformanceFrequency(&freq);
-    QueryPerformanceCounter(&t);
-    return (double)t.QuadPart / (double)freq.QuadPart;
-#else
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-#endif
-}
 
 static int sync_fail(const char *metric, const char *what, int rc)
 {
@@ -75,7 +60,7 @@ static int contended_run(mp_lock *l, int64_t n, const char *metric, double *dt)
         return sync_fail(metric, "arguments", rc);
     }
     mp_process_opts po = { .target = locker_target, .args = args };
-    double t = sync_now();
+    double t = bench_now();
     for (int k = 0; k < 2 && rc == 0; k++) {
         rc = mp_process_new(ctx, &po, &ps[k]);
         if (rc == 0)
@@ -94,7 +79,7 @@ static int contended_run(mp_lock *l, int64_t n, const char *metric, double *dt)
             rc = MP_ECHILD;
         }
     }
-    *dt = sync_now() - t;
+    *dt = bench_now() - t;
     for (int k = 0; k < 2; k++)
         mp_process_free(ps[k]);
     mp_args_free(args);
@@ -116,12 +101,12 @@ int bench_sync_lock(bool quick, bool contended)
             mp_lock_acquire(l, MP_FOREVER);
             mp_lock_release(l);
         }
-        double t = sync_now();
+        double t = bench_now();
         for (int64_t i = 0; i < n; i++) {
             mp_lock_acquire(l, MP_FOREVER);
             mp_lock_release(l);
         }
-        dt = sync_now() - t;
+        dt = bench_now() - t;
     } else {
         n = quick ? 200000 : 2000000;
         rc = contended_run(l, n, metric, &dt);
