@@ -236,5 +236,7 @@ MP_API int mp_active_children(mp_process **list, size_t cap, size_t *n);
 #include "multiproc/connection.h"
 #include "multiproc/listener.h"
 #include "multiproc/sync.h"
+#include "multiproc/queue.h"
+#include "multiproc/shared.h"
 
 #endif

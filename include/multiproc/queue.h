@@ -1,0 +1,110 @@
+/* multiproc queues: Queue, SimpleQueue, JoinableQueue, shared between any number of
+ * producer and consumer processes on every start method. Included by multiproc.h.
+ *
+ * A queue lives in shared memory (posix: a memfd; Windows: an unnamed section): a ring
+ * of records, with futex-style waiting. Items are bytes, or values encoded with the
+ * codec of connections (mp_value_dumps). An item is never torn or interleaved: with
+ * many producers and consumers every item arrives whole, exactly once.
+ *
+ * put is synchronous: when it returns, the item is in the queue's shared memory and
+ * stays there until a process takes it, even when the putting process exits at once.
+ * There is no feeder thread, so nothing like Python's join_thread / cancel_join_thread
+ * is needed, and a child that put a large item and exited never deadlocks the parent
+ * that joins it before reading (CPython gh-73983). Items too big for the ring are
+ * handed over in a shared-memory block of their own, so one item is limited only by
+ * memory; those blocks are recycled, and go when the last process holding the queue
+ * lets go.
+ *
+ * A process that dies while putting or getting leaves the queue usable: the survivors
+ * see no half item (a dying producer's item is dropped; an item a dying consumer had
+ * taken is gone with it).
+ *
+ * Timeouts are double seconds: 0 tries once (put_nowait / get_nowait), MP_FOREVER waits
+ * forever. As in Python, a put that cannot place its item in time is MP_EFULL and a get
+ * that finds nothing in time is MP_EEMPTY. Blocking calls are not interrupted by
+ * signals. A NULL queue is MP_EINVAL. */
+#ifndef MULTIPROC_QUEUE_H
+#define MULTIPROC_QUEUE_H
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct mp_queue mp_queue;
+
+typedef enum mp_queue_kind {
+    MP_QUEUE = 1,          /* Python's Queue */
+    MP_SIMPLE_QUEUE = 2,   /* SimpleQueue: unbounded; put, get, empty, close */
+    MP_JOINABLE_QUEUE = 3  /* JoinableQueue: Queue plus task_done and join */
+} mp_queue_kind;
+
+/** Options for mp_queue_new_opts; all-zero means Python's defaults. */
+typedef struct mp_queue_opts {
+    mp_queue_kind kind;  /* 0 means MP_QUEUE */
+    int64_t maxsize;     /* most items in the queue at once; <= 0 unbounded (Python) */
+    size_t ring_bytes;   /* size of the shared ring; 0 picks the default */
+} mp_queue_opts;
+
+/** Python's Queue(maxsize): maxsize <= 0 is unbounded. ctx NULL = the default context.
+ *  Free with mp_queue_free. */
+MP_API int mp_queue_new(mp_context *ctx, int64_t maxsize, mp_queue **out);
+/** Python's SimpleQueue(). */
+MP_API int mp_simple_queue_new(mp_context *ctx, mp_queue **out);
+/** Python's JoinableQueue(maxsize). */
+MP_API int mp_joinable_queue_new(mp_context *ctx, int64_t maxsize, mp_queue **out);
+/** Any kind, with options (opts NULL = defaults). */
+MP_API int mp_queue_new_opts(mp_context *ctx, const mp_queue_opts *opts, mp_queue **out);
+/** Frees this process's object (NULL is fine); the queue and its items live on in the
+ *  other processes that hold it. */
+MP_API void mp_queue_free(mp_queue *q);
+MP_API mp_queue_kind mp_queue_get_kind(const mp_queue *q);
+
+/** Puts len bytes (buf may be NULL when len is 0). MP_EFULL when a bounded queue stays
+ *  full for timeout seconds; MP_ECLOSED after mp_queue_close. */
+MP_API int mp_queue_put_bytes(mp_queue *q, const void *buf, size_t len, double timeout);
+/** Puts a value (encoded with mp_value_dumps; MP_ENOTSUP for what it cannot encode). */
+MP_API int mp_queue_put(mp_queue *q, const mp_value *v, double timeout);
+/** Takes the next item into a new buffer of exactly its size (free with
+ *  mp_queue_free_bytes; an empty item gives a non-NULL buffer and *len 0). A value
+ *  item gives its encoded bytes. MP_EEMPTY when nothing came within timeout. */
+MP_API int mp_queue_get_bytes(mp_queue *q, void **out, size_t *len, double timeout);
+/** Takes the next item into buf[0 .. cap): 0 and *len its size. When it does not fit:
+ *  MP_ETOOBIG, *len its size, and the item stays first in the queue (retry with a
+ *  bigger buffer). Nothing is allocated. */
+MP_API int mp_queue_get_bytes_into(mp_queue *q, void *buf, size_t cap, size_t *len,
+                                   double timeout);
+/** Takes the next item as a value (free with mp_value_free): a bytes item gives a
+ *  bytes value. An item that does not decode is consumed and reported (MP_EPROTO). */
+MP_API int mp_queue_get(mp_queue *q, mp_value **out, double timeout);
+/** Frees a buffer from mp_queue_get_bytes (NULL is fine). */
+MP_API void mp_queue_free_bytes(void *p);
+
+/** The approximate number of items (Python's qsize; exact when nobody else is putting
+ *  or getting). MP_ENOTSUP on a SimpleQueue. */
+MP_API int mp_queue_qsize(mp_queue *q, size_t *n);
+/** Python's empty() and full() (approximate as in Python). */
+MP_API bool mp_queue_empty(mp_queue *q);
+MP_API bool mp_queue_full(mp_queue *q);
+
+/** This process will neither put nor get on q any more: later calls give MP_ECLOSED
+ *  (Python's close). Items already put stay for the other processes. Twice is fine. */
+MP_API int mp_queue_close(mp_queue *q);
+
+/** JoinableQueue: one item taken earlier is done. MP_ESTATE when called more times than
+ *  items were put (Python's ValueError); MP_ENOTSUP on other kinds. */
+MP_API int mp_queue_task_done(mp_queue *q);
+/** JoinableQueue: waits until every item put has been marked done: 0 or MP_ETIMEDOUT
+ *  (Python's join has no timeout: pass MP_FOREVER). MP_ENOTSUP on other kinds. */
+MP_API int mp_queue_join(mp_queue *q, double timeout);
+
+/** A queue passed to a child: it receives its own object over the same queue (q must
+ *  stay alive until the process has started). */
+MP_API int mp_args_add_queue(mp_args *a, mp_queue *q);
+/** In a child, the queue at i (NULL if i is not a queue; mp_args_object_type names it
+ *  "queue"). Borrowed: freed with the args. */
+MP_API mp_queue *mp_args_queue(const mp_args *a, size_t i);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
