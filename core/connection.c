@@ -332,6 +332,36 @@ static int recv_body(mp_connection *c, void *buf, size_t n) {
     return rc;
 }
 
+/* Reads a size-byte body (already checked against the limits) into a new buffer. The
+ * header is the peer's word, so memory follows the bytes that really arrive: a body
+ * above GROW_FROM starts at that size and doubles as it fills, and a peer announcing a
+ * gigabyte then sending nothing costs GROW_FROM, not the gigabyte. */
+#define GROW_FROM ((size_t)4 << 20)
+
+static int recv_body_alloc(mp_connection *c, uint64_t size, void **out, const char *fn) {
+    size_t n = (size_t)size, cap = n < GROW_FROM ? n : GROW_FROM, have = 0;
+    unsigned char *p = mp__malloc(cap);
+    for (;;) {
+        if (!p) {
+            mp__err(MP_ENOMEM, "%s: out of memory for %zu bytes", fn, cap);
+            return fatal(c, MP_ENOMEM);
+        }
+        int rc = cap > have ? recv_body(c, p + have, cap - have) : 0;
+        if (rc) {
+            mp__free(p);
+            return rc;
+        }
+        have = cap;
+        if (have == n) break;
+        cap = n - have > have ? have * 2 : n;
+        unsigned char *q = mp__realloc(p, cap);
+        if (!q) mp__free(p);
+        p = q;
+    }
+    *out = p;
+    return 0;
+}
+
 /* ---- message mode: the OS keeps the boundaries, there is no header ------------ */
 
 /* The first read of a message: its start and how much is left; an error other than a
@@ -441,19 +471,10 @@ int mp_connection_recv_bytes(mp_connection *c, size_t maxlength, void **out, siz
     if (!out || !len) return mp__err(MP_EINVAL, "mp_connection_recv_bytes: out is NULL");
     if (c->msgmode) return msg_recv_bytes(c, maxlength, out, len);
     uint64_t size;
+    void *p = NULL;
     rc = recv_header(c, maxlength, &size, "mp_connection_recv_bytes");
+    if (!rc) rc = recv_body_alloc(c, size, &p, "mp_connection_recv_bytes");
     if (rc) return rc;
-    void *p = mp__malloc((size_t)size);
-    if (!p) {
-        mp__err(MP_ENOMEM, "mp_connection_recv_bytes: out of memory for %llu bytes",
-                (unsigned long long)size);
-        return fatal(c, MP_ENOMEM);
-    }
-    rc = size ? recv_body(c, p, (size_t)size) : 0;
-    if (rc) {
-        mp__free(p);
-        return rc;
-    }
     *out = p;
     *len = (size_t)size;
     return 0;
@@ -481,17 +502,9 @@ int mp_connection_recv_bytes_into(mp_connection *c, void *buf, size_t cap, size_
     /* BufferTooShort: the message is consumed whole and handed over if asked for;
      * without a taker it is read through the caller's buffer and dropped. */
     if (whole) {
-        void *p = mp__malloc((size_t)size);
-        if (!p) {
-            mp__err(MP_ENOMEM, "mp_connection_recv_bytes_into: out of memory for %llu bytes",
-                    (unsigned long long)size);
-            return fatal(c, MP_ENOMEM);
-        }
-        rc = recv_body(c, p, (size_t)size);
-        if (rc) {
-            mp__free(p);
-            return rc;
-        }
+        void *p = NULL;
+        rc = recv_body_alloc(c, size, &p, "mp_connection_recv_bytes_into");
+        if (rc) return rc;
         *whole = p;
     } else {
         char scratch[4096];
