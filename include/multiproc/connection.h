@@ -28,7 +28,8 @@ typedef struct mp_connection mp_connection;
 
 /** Default for mp_connection_set_max_message: the largest message a receive accepts
  *  (1 GiB). Python has no such limit; a larger message is refused (MP_ETOOBIG) rather
- *  than allocated from an untrusted length. */
+ *  than allocated from an untrusted length. Below it, memory for a body follows the
+ *  bytes that arrive (4 MiB at first, then doubling), not the header's claim. */
 #define MP_CONNECTION_DEFAULT_MAX_MESSAGE ((uint64_t)1 << 30)
 
 /** Python's Pipe(duplex): duplex, both ends read and write; one-way, *c1 only receives
