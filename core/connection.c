@@ -195,7 +195,8 @@ static int check_open(const mp_connection *c, bool want_read, const char *fn) {
 /* ---- sending ---------------------------------------------------------------- */
 
 /* Header and payload go in one gathered write, so a small message costs one system
- * call and the payload is never copied. */
+ * call and a large payload is never copied (the OS layer may copy a small one next to
+ * its header: a plain write is cheaper than a two-piece writev). */
 static int send_frame(mp_connection *c, const void *buf, size_t len) {
     if (c->msgmode) return mp__os_conn_write_message(write_handle(c), c->kind, c->os, buf, len);
     unsigned char hdr[MP__FRAME_MAX_HEADER];
