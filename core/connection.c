@@ -605,7 +605,7 @@ static size_t conn_handle_count(const void *obj) {
 static int conn_reduce(const void *obj, mp__buf *b, mp_os_handle *handles, size_t *nh) {
     const mp_connection *c = obj;
     if (c->closed) return mp__err(MP_ECLOSED, "mp_args: a closed connection cannot be passed");
-    if (c->rpos < c->rend)
+    if (c->rpos < c->rend || mp__osconn_holds_message(c->os))
         return mp__err(MP_ESTATE, "mp_args: a connection holding read-ahead bytes cannot be passed");
     mp__buf_u8(b, (uint8_t)c->kind);
     bool pair = c->hw != MP_INVALID_OS_HANDLE;
@@ -645,7 +645,7 @@ const mp__objtype mp__connection_objtype = {
 int mp_args_add_connection(mp_args *a, mp_connection *c) {
     if (!a || !c) return mp__err(MP_EINVAL, "mp_args_add_connection: NULL argument");
     if (c->closed) return mp__err(MP_ECLOSED, "mp_args_add_connection: connection is closed");
-    if (c->rpos < c->rend)
+    if (c->rpos < c->rend || mp__osconn_holds_message(c->os))
         return mp__err(MP_ESTATE, "mp_args_add_connection: the connection holds read-ahead bytes "
                                   "another process would miss");
     return mp__args_add_object(a, &mp__connection_objtype, c);

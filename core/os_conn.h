@@ -17,6 +17,9 @@ void mp__osconn_free(mp__osconn *s);
  *  CPython makes them): then a message is one write without the length header and is
  *  read with mp__os_conn_read_message. Decided by mp__osconn_open; NULL is false. */
 bool mp__osconn_message_mode(const mp__osconn *s);
+/** Whether the state holds a message taken from the OS for the next receive (Windows:
+ *  an empty message a wait consumed), which another process given the handle would miss. */
+bool mp__osconn_holds_message(const mp__osconn *s);
 
 /** A new pipe, not inheritable: duplex (both ends read and write) or one-way (end 0
  *  reads, end 1 writes). End i is h[i], plus hw[i] when it writes through a separate

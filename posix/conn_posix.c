@@ -31,6 +31,11 @@ bool mp__osconn_message_mode(const mp__osconn *s) {
     return false;
 }
 
+bool mp__osconn_holds_message(const mp__osconn *s) {
+    (void)s;
+    return false;
+}
+
 int mp__os_conn_write_message(mp_os_handle h, int kind, mp__osconn *s, const void *buf, size_t n) {
     (void)h, (void)kind, (void)s, (void)buf, (void)n;
     return mp__err(MP_ENOTSUP, "connection: no message-mode handles on posix");

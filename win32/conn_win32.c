@@ -47,6 +47,8 @@ int mp__osconn_open(mp_os_handle h, int kind, mp__osconn **out) {
 
 bool mp__osconn_message_mode(const mp__osconn *s) { return s && s->message; }
 
+bool mp__osconn_holds_message(const mp__osconn *s) { return s && s->got_empty; }
+
 void mp__osconn_free(mp__osconn *s) {
     if (!s) return;
     CloseHandle(s->ev);

@@ -105,7 +105,9 @@ MP_API int mp_connection_recv(mp_connection *c, mp_value **out);
 MP_API int mp_connection_poll(mp_connection *c, double timeout, bool *ready);
 
 /** A connection passed to a child: it receives its own connection to the same pipe
- *  (c must stay open until the process has started). */
+ *  (c must stay open until the process has started). MP_ESTATE while c holds data read
+ *  from the OS for its next receive (buffered read-ahead; on Windows an empty message
+ *  that a wait consumed): the child would never see it. */
 MP_API int mp_args_add_connection(mp_args *a, mp_connection *c);
 /** In a child, the connection at i (NULL if i is not a connection): borrowed, owned
  *  by the child's args (freed when the target returns). */
