@@ -6,7 +6,10 @@
  * message path differs (the raw variant is os_floor.c's: two pipes, write 64 / read 64;
  * 1 MiB messages through a pipe grown to 1 MiB). posix only.
  *
- *   mp_pipe_ab [rounds]      (default 15) */
+ *   mp_pipe_ab [rounds]      (default 15)
+ *
+ * MP_AB_ONLY=0|1|2 runs only the raw, buffered or default variant, e.g. under
+ * `perf stat -e instructions:u,instructions:k`, whose counts the load does not skew. */
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <stdio.h>
@@ -142,6 +145,8 @@ int main(int argc, char **argv) {
     if (mp_init(&argc, &argv)) return 1;
     int rounds = argc > 1 ? atoi(argv[1]) : 15;
     if (rounds < 1 || rounds > 1000) rounds = 15;
+    const char *o = getenv("MP_AB_ONLY");
+    int only = o && *o ? atoi(o) : -1;
     char *big = malloc(MIB);
     double *v[2][NVAR];
     if (!big) return 1;
@@ -153,6 +158,7 @@ int main(int argc, char **argv) {
         for (int k = 0; k < 2; k++)
             for (int j = 0; j < NVAR; j++) {
                 int var = (j + r) % NVAR; /* rotate the order */
+                if (only >= 0 && var != only) continue;
                 double x = batch(var, k == 0, big);
                 if (x < 0) {
                     fprintf(stderr, "mp_pipe_ab: %s batch failed: %s\n", names[var],
@@ -161,6 +167,7 @@ int main(int argc, char **argv) {
                 }
                 v[k][var][r] = x;
             }
+    if (only >= 0) return 0; /* a single variant has no ratios to print */
     for (int k = 0; k < 2; k++) {
         for (int j = 0; j < NVAR; j++) qsort(v[k][j], (size_t)rounds, sizeof(double), cmp);
         /* round trip: lower is better (best = min); throughput: higher (best = max) */
