@@ -1,7 +1,11 @@
 /* bench_conn: pipe_roundtrip_64B and pipe_throughput_1MiB, measured as
  * ../shared/bench/cpython_baseline.py measures them: a duplex Pipe to a child on the
  * fork context; the child echoes n 64-byte messages, or sinks n 1 MiB messages and
- * answers with the byte count. bench.c lists the two metrics in its group table. */
+ * answers with the byte count. bench.c lists the two metrics in its group table.
+ * Each end has one owner, so both sides turn on buffered receiving
+ * (mp_connection_set_buffered): a small message then costs one read, not two.
+ * MP_BENCH_CONN_UNBUFFERED=1 in the environment measures the default (shareable) mode;
+ * a forked child inherits it. */
 #if !defined(_WIN32) && !defined(_POSIX_C_SOURCE)
 #define _POSIX_C_SOURCE 200809L /* clock_gettime under -std=c11 */
 #endif
@@ -20,12 +24,20 @@
 #include "bench.h"
 #include "bench_conn.h"
 
+static int set_buffered(mp_connection *c)
+{
+    const char *off = getenv("MP_BENCH_CONN_UNBUFFERED");
+    return mp_connection_set_buffered(c, !(off && *off && strcmp(off, "0") != 0));
+}
+
 /* [0] connection, [1] count: echoes count messages through one reused buffer. */
 static int conn_echo_target(mp_args *a)
 {
     mp_connection *c = mp_args_connection(a, 0);
     int64_t n = mp_args_int(a, 1);
     char buf[256];
+    if (set_buffered(c) < 0)
+        return 1;
     for (int64_t i = 0; i < n; i++) {
         size_t len = 0;
         if (mp_connection_recv_bytes_into(c, buf, sizeof buf, 0, &len, NULL) < 0)
@@ -43,6 +55,8 @@ static int conn_sink_target(mp_args *a)
     mp_connection *c = mp_args_connection(a, 0);
     int64_t n = mp_args_int(a, 1);
     unsigned long long total = 0;
+    if (set_buffered(c) < 0)
+        return 1;
     for (int64_t i = 0; i < n; i++) {
         void *p = NULL;
         size_t len = 0;
@@ -102,6 +116,8 @@ static int bench_conn_roundtrip(int n, double *us)
     memset(msg, 'x', sizeof msg);
     int rc = mp_pipe(true, &a, &b);
     if (!rc)
+        rc = set_buffered(a);
+    if (!rc)
         rc = start_peer(conn_echo_target, b, n, &p);
     mp_connection_free(b); /* the child has its own */
     if (rc < 0) {
@@ -134,6 +150,8 @@ static int bench_conn_throughput(int n, double *mib_s)
         return MP_ENOMEM;
     memset(big, 'x', sz);
     int rc = mp_pipe(true, &a, &b);
+    if (!rc)
+        rc = set_buffered(a);
     if (!rc)
         rc = start_peer(conn_sink_target, b, n, &p);
     mp_connection_free(b);

@@ -119,6 +119,7 @@ int mp__auth_send_msg(mp_os_handle h, int kind, const void *buf, size_t n, doubl
      * Nagle cannot delay the pair (CPython concatenates too). */
     unsigned char frame[4 + MP__AUTH_MAX_MESSAGE];
     if (n > MP__AUTH_MAX_MESSAGE) return mp__err(MP_EINVAL, "authentication: message too long");
+    if (mp__os_net_message_mode(kind)) return mp__os_net_write_message(h, kind, buf, n, deadline);
     frame[0] = (unsigned char)(n >> 24);
     frame[1] = (unsigned char)(n >> 16);
     frame[2] = (unsigned char)(n >> 8);
@@ -131,6 +132,14 @@ int mp__auth_recv_msg(mp_os_handle h, int kind, void *buf, size_t cap, size_t *n
                       double deadline) {
     unsigned char hdr[4];
     *n = 0;
+    if (mp__os_net_message_mode(kind)) {
+        /* The pipe keeps the boundary: a longer message is refused unread. */
+        int rc = mp__os_net_read_message(h, kind, buf, cap, n, deadline);
+        if (rc == MP_ETOOBIG)
+            return mp__err(MP_EAUTH, "authentication: peer sent a message longer than the %zu "
+                                     "bytes allowed before authenticating", cap);
+        return rc;
+    }
     int rc = mp__os_net_read(h, kind, hdr, 4, deadline);
     if (rc) return rc;
     /* A negative length (-1 announces an 8-byte one) can only be longer than cap:

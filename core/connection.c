@@ -13,7 +13,15 @@ struct mp_connection {
     bool readable, writable, closed;
     mp__osconn *os;
     uint64_t max_message;
+    bool msgmode;        /* the OS delimits messages (Windows pipes): no length header */
+    bool buffered;       /* may read ahead (mp_connection_set_buffered) */
+    unsigned char *rbuf; /* read-ahead buffer of READ_AHEAD bytes, made on first use */
+    size_t rpos, rend;   /* unread bytes: rbuf[rpos .. rend) */
 };
+
+/* Large enough for a burst of small messages in one read, small enough that copying
+ * it out of a large message's first read costs nothing measurable. */
+#define READ_AHEAD 8192
 
 /* ---- framing ---------------------------------------------------------------- */
 
@@ -71,6 +79,7 @@ static int conn_make(mp_os_handle h, mp_os_handle hw, int kind, bool readable, b
     c->readable = readable;
     c->writable = writable;
     c->max_message = MP_CONNECTION_DEFAULT_MAX_MESSAGE;
+    c->msgmode = mp__osconn_message_mode(c->os);
     *out = c;
     return 0;
 }
@@ -123,6 +132,9 @@ int mp_connection_close(mp_connection *c) {
     c->closed = true;
     mp__osconn_free(c->os);
     c->os = NULL;
+    mp__free(c->rbuf);
+    c->rbuf = NULL;
+    c->rpos = c->rend = 0;
     int rc = mp__os_conn_close(c->h, c->kind);
     if (c->hw != MP_INVALID_OS_HANDLE) {
         int rc2 = mp__os_conn_close(c->hw, c->kind);
@@ -158,6 +170,18 @@ int mp_connection_set_max_message(mp_connection *c, uint64_t max) {
 
 uint64_t mp_connection_max_message(const mp_connection *c) { return c ? c->max_message : 0; }
 
+int mp_connection_set_buffered(mp_connection *c, bool on) {
+    if (!c) return mp__err(MP_EINVAL, "mp_connection_set_buffered: connection is NULL");
+    if (c->closed) return mp__err(MP_ECLOSED, "mp_connection_set_buffered: connection is closed");
+    if (!on && c->rpos < c->rend)
+        return mp__err(MP_ESTATE, "mp_connection_set_buffered: %zu bytes read ahead are still "
+                                  "unread", c->rend - c->rpos);
+    c->buffered = on;
+    return 0;
+}
+
+bool mp_connection_buffered(const mp_connection *c) { return c && c->buffered; }
+
 void mp_connection_free_bytes(void *p) { mp__free(p); }
 
 static int check_open(const mp_connection *c, bool want_read, const char *fn) {
@@ -171,8 +195,10 @@ static int check_open(const mp_connection *c, bool want_read, const char *fn) {
 /* ---- sending ---------------------------------------------------------------- */
 
 /* Header and payload go in one gathered write, so a small message costs one system
- * call and the payload is never copied. */
+ * call and a large payload is never copied (the OS layer may copy a small one next to
+ * its header: a plain write is cheaper than a two-piece writev). */
 static int send_frame(mp_connection *c, const void *buf, size_t len) {
+    if (c->msgmode) return mp__os_conn_write_message(write_handle(c), c->kind, c->os, buf, len);
     unsigned char hdr[MP__FRAME_MAX_HEADER];
     mp__iov iov[2] = {{hdr, mp__conn_frame_encode((uint64_t)len, hdr)}, {buf, len}};
     return mp__os_conn_writev(write_handle(c), c->kind, c->os, iov, len ? 2 : 1);
@@ -209,15 +235,71 @@ static int fatal(mp_connection *c, int rc) {
     return mp__err(rc, "%s", msg);
 }
 
+/* Reads exactly n bytes of the stream (as mp__os_conn_read_exact), taking read-ahead
+ * bytes first. A buffered connection reads a short need with one read of up to
+ * READ_AHEAD bytes, so a small message costs one system call instead of two (header,
+ * then payload); a long need goes straight into buf. */
+static int stream_read(mp_connection *c, void *buf, size_t n, size_t *got) {
+    unsigned char *p = buf;
+    size_t done = c->rend - c->rpos;
+    if (done > n) done = n;
+    if (done) {
+        memcpy(p, c->rbuf + c->rpos, done);
+        c->rpos += done;
+    }
+    *got = done;
+    if (done == n) return 0;
+    if (c->buffered && n - done < READ_AHEAD && !c->rbuf) c->rbuf = mp__malloc(READ_AHEAD);
+    if (!c->buffered || n - done >= READ_AHEAD || !c->rbuf) {
+        size_t k = 0;
+        int rc = mp__os_conn_read_exact(c->h, c->kind, c->os, p + done, n - done, &k);
+        *got = done + k;
+        return rc;
+    }
+    while (done < n) {
+        size_t k = 0;
+        int rc = mp__os_conn_read_some(c->h, c->kind, c->os, c->rbuf, READ_AHEAD, &k);
+        if (rc) return rc;
+        size_t take = k < n - done ? k : n - done;
+        memcpy(p + done, c->rbuf, take);
+        done += take;
+        *got = done;
+        c->rpos = take;
+        c->rend = k;
+    }
+    return 0;
+}
+
 static int read_exact(mp_connection *c, void *buf, size_t n) {
     size_t got = 0;
-    int rc = mp__os_conn_read_exact(c->h, c->kind, c->os, buf, n, &got);
+    int rc = stream_read(c, buf, n, &got);
     if (rc == MP_EOF && got > 0) {
         mp__err(MP_EOF, "connection: peer closed in the middle of a message");
         return fatal(c, MP_EOF);
     }
     if (rc && rc != MP_EOF) return fatal(c, rc);
     return rc;
+}
+
+/* maxlength (0: none) and the connection's maximum, checked before anything is
+ * allocated; an oversized message closes the connection as Python does. */
+static int check_size(mp_connection *c, size_t maxlength, uint64_t size, const char *fn) {
+    if (maxlength && size > maxlength) {
+        mp__err(MP_ETOOBIG, "%s: bad message length: %llu bytes > maxlength %llu", fn,
+                (unsigned long long)size, (unsigned long long)maxlength);
+        return fatal(c, MP_ETOOBIG);
+    }
+    if (c->max_message && size > c->max_message) {
+        mp__err(MP_ETOOBIG, "%s: message of %llu bytes exceeds the connection's maximum %llu",
+                fn, (unsigned long long)size, (unsigned long long)c->max_message);
+        return fatal(c, MP_ETOOBIG);
+    }
+    if (size > (uint64_t)SIZE_MAX - 1) {
+        mp__err(MP_ETOOBIG, "%s: message of %llu bytes does not fit in memory", fn,
+                (unsigned long long)size);
+        return fatal(c, MP_ETOOBIG);
+    }
+    return 0;
 }
 
 /* Reads the header: 0 and *size, or an error (the connection closed where fatal).
@@ -239,22 +321,7 @@ static int recv_header(mp_connection *c, size_t maxlength, uint64_t *size, const
         rc = mp__conn_frame_decode(hdr, 12, size, &hl);
     }
     if (rc) return fatal(c, rc);
-    if (maxlength && *size > maxlength) {
-        mp__err(MP_ETOOBIG, "%s: bad message length: %llu bytes > maxlength %llu", fn,
-                (unsigned long long)*size, (unsigned long long)maxlength);
-        return fatal(c, MP_ETOOBIG);
-    }
-    if (c->max_message && *size > c->max_message) {
-        mp__err(MP_ETOOBIG, "%s: message of %llu bytes exceeds the connection's maximum %llu",
-                fn, (unsigned long long)*size, (unsigned long long)c->max_message);
-        return fatal(c, MP_ETOOBIG);
-    }
-    if (*size > (uint64_t)SIZE_MAX - 1) {
-        mp__err(MP_ETOOBIG, "%s: message of %llu bytes does not fit in memory", fn,
-                (unsigned long long)*size);
-        return fatal(c, MP_ETOOBIG);
-    }
-    return 0;
+    return check_size(c, maxlength, *size, fn);
 }
 
 static int recv_body(mp_connection *c, void *buf, size_t n) {
@@ -266,26 +333,149 @@ static int recv_body(mp_connection *c, void *buf, size_t n) {
     return rc;
 }
 
+/* Reads a size-byte body (already checked against the limits) into a new buffer. The
+ * header is the peer's word, so memory follows the bytes that really arrive: a body
+ * above GROW_FROM starts at that size and doubles as it fills, and a peer announcing a
+ * gigabyte then sending nothing costs GROW_FROM, not the gigabyte. */
+#define GROW_FROM ((size_t)4 << 20)
+
+static int recv_body_alloc(mp_connection *c, uint64_t size, void **out, const char *fn) {
+    size_t n = (size_t)size, cap = n < GROW_FROM ? n : GROW_FROM, have = 0;
+    unsigned char *p = mp__malloc(cap);
+    for (;;) {
+        if (!p) {
+            mp__err(MP_ENOMEM, "%s: out of memory for %zu bytes", fn, cap);
+            return fatal(c, MP_ENOMEM);
+        }
+        int rc = cap > have ? recv_body(c, p + have, cap - have) : 0;
+        if (rc) {
+            mp__free(p);
+            return rc;
+        }
+        have = cap;
+        if (have == n) break;
+        cap = n - have > have ? have * 2 : n;
+        unsigned char *q = mp__realloc(p, cap);
+        if (!q) mp__free(p);
+        p = q;
+    }
+    *out = p;
+    return 0;
+}
+
+/* ---- message mode: the OS keeps the boundaries, there is no header ------------ */
+
+/* The first read of a message: its start and how much is left; an error other than a
+ * clean end of file closes the connection. */
+static int msg_first(mp_connection *c, void *buf, size_t cap, size_t *got, uint64_t *left) {
+    static unsigned char none;
+    int rc = mp__os_conn_read_message(c->h, c->kind, c->os, buf ? buf : &none, cap, got, left);
+    if (rc && rc != MP_EOF) return fatal(c, rc);
+    if (!rc && *left > UINT64_MAX - *got) {
+        mp__err(MP_EPROTO, "connection: impossible message size");
+        return fatal(c, MP_EPROTO);
+    }
+    return rc;
+}
+
+/* Reads the rest of the current message into p[have .. size), or only drains it when
+ * p is NULL. The OS told its size; a message that turns out longer or shorter means
+ * the boundaries are lost: the connection is closed. */
+static int msg_rest(mp_connection *c, unsigned char *p, uint64_t size, uint64_t have) {
+    unsigned char scratch[4096];
+    while (have < size) {
+        uint64_t want = size - have;
+        size_t cap = p ? (size_t)want : (want < sizeof scratch ? (size_t)want : sizeof scratch);
+        size_t k = 0;
+        uint64_t left = 0;
+        int rc = mp__os_conn_read_message(c->h, c->kind, c->os, p ? p + have : scratch, cap, &k,
+                                          &left);
+        if (rc == MP_EOF) mp__err(MP_EOF, "connection: peer closed in the middle of a message");
+        if (rc) return fatal(c, rc);
+        have += k;
+        if (k == 0 || (have < size) != (left > 0) || (have == size && left)) {
+            mp__err(MP_EPROTO, "connection: a message changed size while being read");
+            return fatal(c, MP_EPROTO);
+        }
+    }
+    return 0;
+}
+
+static int msg_recv_bytes(mp_connection *c, size_t maxlength, void **out, size_t *len) {
+    unsigned char first[512];
+    size_t got = 0;
+    uint64_t left = 0;
+    int rc = msg_first(c, first, sizeof first, &got, &left);
+    if (rc) return rc;
+    uint64_t size = got + left;
+    rc = check_size(c, maxlength, size, "mp_connection_recv_bytes");
+    if (rc) return rc;
+    unsigned char *p = mp__malloc((size_t)size);
+    if (!p) {
+        mp__err(MP_ENOMEM, "mp_connection_recv_bytes: out of memory for %llu bytes",
+                (unsigned long long)size);
+        return fatal(c, MP_ENOMEM);
+    }
+    if (got) memcpy(p, first, got);
+    rc = msg_rest(c, p, size, got);
+    if (rc) {
+        mp__free(p);
+        return rc;
+    }
+    *out = p;
+    *len = (size_t)size;
+    return 0;
+}
+
+/* The first read goes straight into the caller's buffer: a message that fits costs
+ * one read and no allocation, as on a stream. */
+static int msg_recv_into(mp_connection *c, unsigned char *dst, size_t room, size_t *len,
+                         void **whole) {
+    const char *fn = "mp_connection_recv_bytes_into";
+    size_t got = 0;
+    uint64_t left = 0;
+    int rc = msg_first(c, dst, room, &got, &left);
+    if (rc) return rc;
+    uint64_t size = got + left;
+    rc = check_size(c, 0, size, fn);
+    if (rc) return rc;
+    if (!left) {
+        *len = got;
+        return 0;
+    }
+    if (whole) {
+        unsigned char *p = mp__malloc((size_t)size);
+        if (!p) {
+            mp__err(MP_ENOMEM, "%s: out of memory for %llu bytes", fn, (unsigned long long)size);
+            return fatal(c, MP_ENOMEM);
+        }
+        if (got) memcpy(p, dst, got);
+        rc = msg_rest(c, p, size, got);
+        if (rc) {
+            mp__free(p);
+            return rc;
+        }
+        *whole = p;
+    } else if ((rc = msg_rest(c, NULL, size, got))) {
+        return rc;
+    }
+    *len = (size_t)size;
+    return mp__err(MP_ETOOBIG, "%s: message of %llu bytes does not fit in %zu bytes (buffer too "
+                   "short)", fn, (unsigned long long)size, room);
+}
+
 int mp_connection_recv_bytes(mp_connection *c, size_t maxlength, void **out, size_t *len) {
     if (out) *out = NULL;
     if (len) *len = 0;
     int rc = check_open(c, true, "mp_connection_recv_bytes");
     if (rc) return rc;
     if (!out || !len) return mp__err(MP_EINVAL, "mp_connection_recv_bytes: out is NULL");
+    if (c->msgmode) return msg_recv_bytes(c, maxlength, out, len);
     uint64_t size;
+    void *p = NULL;
     rc = recv_header(c, maxlength, &size, "mp_connection_recv_bytes");
+    if (!rc) rc = recv_body_alloc(c, size, &p, "mp_connection_recv_bytes");
     if (rc) return rc;
-    void *p = mp__malloc((size_t)size);
-    if (!p) {
-        mp__err(MP_ENOMEM, "mp_connection_recv_bytes: out of memory for %llu bytes",
-                (unsigned long long)size);
-        return fatal(c, MP_ENOMEM);
-    }
-    rc = size ? recv_body(c, p, (size_t)size) : 0;
-    if (rc) {
-        mp__free(p);
-        return rc;
-    }
     *out = p;
     *len = (size_t)size;
     return 0;
@@ -300,6 +490,8 @@ int mp_connection_recv_bytes_into(mp_connection *c, void *buf, size_t cap, size_
     if (!len) return mp__err(MP_EINVAL, "mp_connection_recv_bytes_into: len is NULL");
     if (!buf && cap) return mp__err(MP_EINVAL, "mp_connection_recv_bytes_into: buffer is NULL");
     if (offset > cap) return mp__err(MP_EINVAL, "mp_connection_recv_bytes_into: offset too large");
+    if (c->msgmode) return msg_recv_into(c, buf ? (unsigned char *)buf + offset : NULL, cap - offset,
+                                         len, whole);
     uint64_t size;
     rc = recv_header(c, 0, &size, "mp_connection_recv_bytes_into");
     if (rc) return rc;
@@ -311,17 +503,9 @@ int mp_connection_recv_bytes_into(mp_connection *c, void *buf, size_t cap, size_
     /* BufferTooShort: the message is consumed whole and handed over if asked for;
      * without a taker it is read through the caller's buffer and dropped. */
     if (whole) {
-        void *p = mp__malloc((size_t)size);
-        if (!p) {
-            mp__err(MP_ENOMEM, "mp_connection_recv_bytes_into: out of memory for %llu bytes",
-                    (unsigned long long)size);
-            return fatal(c, MP_ENOMEM);
-        }
-        rc = recv_body(c, p, (size_t)size);
-        if (rc) {
-            mp__free(p);
-            return rc;
-        }
+        void *p = NULL;
+        rc = recv_body_alloc(c, size, &p, "mp_connection_recv_bytes_into");
+        if (rc) return rc;
         *whole = p;
     } else {
         char scratch[4096];
@@ -342,6 +526,10 @@ int mp_connection_poll(mp_connection *c, double timeout, bool *ready) {
     int rc = check_open(c, true, "mp_connection_poll");
     if (rc) return rc;
     if (!ready) return mp__err(MP_EINVAL, "mp_connection_poll: ready is NULL");
+    if (c->rpos < c->rend) {
+        *ready = true;
+        return 0;
+    }
     rc = mp__os_conn_poll(c->h, c->kind, c->os, timeout);
     if (rc == MP_ETIMEDOUT) return 0;
     if (rc) return rc;
@@ -364,6 +552,7 @@ int mp_wait(const mp_waitable *objs, size_t n, double timeout, bool *ready, size
     mp__oswait *items = n <= 16 ? small : mp__calloc(n, sizeof *items);
     if (!items) return mp__err(MP_ENOMEM, "mp_wait: out of memory");
     int rc = 0;
+    bool ahead = false; /* a connection holds read-ahead bytes: ready without waiting */
     for (size_t i = 0; i < n && !rc; i++) {
         memset(&items[i], 0, sizeof items[i]);
         switch (objs[i].kind) {
@@ -373,6 +562,7 @@ int mp_wait(const mp_waitable *objs, size_t n, double timeout, bool *ready, size
             else if (c->closed) rc = mp__err(MP_ECLOSED, "mp_wait: connection %zu is closed", i);
             else if (!c->readable) rc = mp__err(MP_EPERM, "mp_wait: connection %zu is write-only", i);
             else items[i] = (mp__oswait){c->h, MP__W_CONN, c->kind, c->os};
+            if (!rc && c->rpos < c->rend) ahead = true;
             break;
         }
         case MP_WAIT_HANDLE:
@@ -387,7 +577,11 @@ int mp_wait(const mp_waitable *objs, size_t n, double timeout, bool *ready, size
         default: rc = mp__err(MP_EINVAL, "mp_wait: object %zu has an unknown kind", i); break;
         }
     }
-    if (!rc) rc = mp__os_wait(items, n, timeout, ready);
+    if (!rc) rc = mp__os_wait(items, n, ahead ? 0 : timeout, ready);
+    if (ahead && rc == MP_ETIMEDOUT) rc = 0;
+    for (size_t i = 0; ahead && !rc && i < n; i++)
+        if (objs[i].kind == MP_WAIT_CONNECTION && objs[i].u.conn->rpos < objs[i].u.conn->rend)
+            ready[i] = true;
     if (items != small) mp__free(items);
     if (rc) {
         for (size_t i = 0; i < n; i++) ready[i] = false;
@@ -411,6 +605,8 @@ static size_t conn_handle_count(const void *obj) {
 static int conn_reduce(const void *obj, mp__buf *b, mp_os_handle *handles, size_t *nh) {
     const mp_connection *c = obj;
     if (c->closed) return mp__err(MP_ECLOSED, "mp_args: a closed connection cannot be passed");
+    if (c->rpos < c->rend || mp__osconn_holds_message(c->os))
+        return mp__err(MP_ESTATE, "mp_args: a connection holding read-ahead bytes cannot be passed");
     mp__buf_u8(b, (uint8_t)c->kind);
     bool pair = c->hw != MP_INVALID_OS_HANDLE;
     mp__buf_u8(b, (uint8_t)((c->readable ? 1 : 0) | (c->writable ? 2 : 0) | (pair ? 4 : 0)));
@@ -449,6 +645,9 @@ const mp__objtype mp__connection_objtype = {
 int mp_args_add_connection(mp_args *a, mp_connection *c) {
     if (!a || !c) return mp__err(MP_EINVAL, "mp_args_add_connection: NULL argument");
     if (c->closed) return mp__err(MP_ECLOSED, "mp_args_add_connection: connection is closed");
+    if (c->rpos < c->rend || mp__osconn_holds_message(c->os))
+        return mp__err(MP_ESTATE, "mp_args_add_connection: the connection holds read-ahead bytes "
+                                  "another process would miss");
     return mp__args_add_object(a, &mp__connection_objtype, c);
 }
 

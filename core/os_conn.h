@@ -13,6 +13,13 @@ typedef struct mp__osconn mp__osconn;
 int mp__osconn_open(mp_os_handle h, int kind, mp__osconn **out);
 /** Frees the state (not the handle); NULL is fine. */
 void mp__osconn_free(mp__osconn *s);
+/** Whether the OS delimits this handle's messages (Windows message-mode pipes, as
+ *  CPython makes them): then a message is one write without the length header and is
+ *  read with mp__os_conn_read_message. Decided by mp__osconn_open; NULL is false. */
+bool mp__osconn_message_mode(const mp__osconn *s);
+/** Whether the state holds a message taken from the OS for the next receive (Windows:
+ *  an empty message a wait consumed), which another process given the handle would miss. */
+bool mp__osconn_holds_message(const mp__osconn *s);
 
 /** A new pipe, not inheritable: duplex (both ends read and write) or one-way (end 0
  *  reads, end 1 writes). End i is h[i], plus hw[i] when it writes through a separate
@@ -36,6 +43,19 @@ int mp__os_conn_writev(mp_os_handle h, int kind, mp__osconn *s, const mp__iov *i
  *  byte (*got = 0) or in the middle (*got < n); another error. */
 int mp__os_conn_read_exact(mp_os_handle h, int kind, mp__osconn *s, void *buf, size_t n,
                            size_t *got);
+/** One read of at most cap bytes (cap > 0): 0 with 1 <= *got <= cap, MP_EOF when the
+ *  peer closed, another error. What it returns beyond the caller's need is read ahead. */
+int mp__os_conn_read_some(mp_os_handle h, int kind, mp__osconn *s, void *buf, size_t cap,
+                          size_t *got);
+
+/** Message mode only: writes buf[0..n) as one message (n may be 0). */
+int mp__os_conn_write_message(mp_os_handle h, int kind, mp__osconn *s, const void *buf, size_t n);
+/** Message mode only: reads the next message, or the rest of the current one, into
+ *  buf[0..cap): *got bytes, and *left the bytes of that message still unread (0: it
+ *  is complete). MP_EOF when the peer closed before a message. */
+int mp__os_conn_read_message(mp_os_handle h, int kind, mp__osconn *s, void *buf, size_t cap,
+                             size_t *got, uint64_t *left);
+
 /** Whether a read would not block (data, end of file, or an error pending), waiting
  *  up to timeout (0: just look, < 0: forever): 0 ready, MP_ETIMEDOUT, or an error. */
 int mp__os_conn_poll(mp_os_handle h, int kind, mp__osconn *s, double timeout);

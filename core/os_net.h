@@ -53,6 +53,17 @@ int mp__os_net_write(mp_os_handle h, int kind, const void *buf, size_t n, double
 /** Reads exactly n bytes: 0, MP_EOF when the peer closed first, MP_ETIMEDOUT. */
 int mp__os_net_read(mp_os_handle h, int kind, void *buf, size_t n, double deadline);
 
+/** Whether handles of kind carry OS-delimited messages (Windows pipes, as CPython's
+ *  PipeListener/PipeClient make them): then a message is one write, no length header. */
+bool mp__os_net_message_mode(int kind);
+/** Message mode: writes buf[0..n) as one message (n may be 0). */
+int mp__os_net_write_message(mp_os_handle h, int kind, const void *buf, size_t n,
+                             double deadline);
+/** Message mode: reads one message into buf[0..cap): 0 with *n; MP_ETOOBIG when it is
+ *  longer (the rest stays unread), MP_EOF, MP_ETIMEDOUT. */
+int mp__os_net_read_message(mp_os_handle h, int kind, void *buf, size_t cap, size_t *n,
+                            double deadline);
+
 /* ---- HMAC ---- */
 
 enum { MP__HMAC_MD5 = 1, MP__HMAC_SHA256, MP__HMAC_SHA384, MP__HMAC_SHA3_256,

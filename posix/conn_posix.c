@@ -25,6 +25,30 @@ int mp__osconn_open(mp_os_handle h, int kind, mp__osconn **out) {
 
 void mp__osconn_free(mp__osconn *s) { (void)s; }
 
+/* Pipes and sockets here are byte streams: messages carry CPython's length header. */
+bool mp__osconn_message_mode(const mp__osconn *s) {
+    (void)s;
+    return false;
+}
+
+bool mp__osconn_holds_message(const mp__osconn *s) {
+    (void)s;
+    return false;
+}
+
+int mp__os_conn_write_message(mp_os_handle h, int kind, mp__osconn *s, const void *buf, size_t n) {
+    (void)h, (void)kind, (void)s, (void)buf, (void)n;
+    return mp__err(MP_ENOTSUP, "connection: no message-mode handles on posix");
+}
+
+int mp__os_conn_read_message(mp_os_handle h, int kind, mp__osconn *s, void *buf, size_t cap,
+                             size_t *got, uint64_t *left) {
+    (void)h, (void)kind, (void)s, (void)buf, (void)cap;
+    *got = 0;
+    *left = 0;
+    return mp__err(MP_ENOTSUP, "connection: no message-mode handles on posix");
+}
+
 int mp__os_conn_pipe(bool duplex, mp_os_handle h[2], mp_os_handle hw[2], int *kind) {
     int a[2], b[2];
     h[0] = h[1] = hw[0] = hw[1] = MP_INVALID_OS_HANDLE;
@@ -64,7 +88,7 @@ static ssize_t write_once(int fd, int kind, struct iovec *iov, int cnt) {
         m.msg_iovlen = (size_t)cnt;
         return sendmsg(fd, &m, MSG_NOSIGNAL);
     }
-    return writev(fd, iov, cnt);
+    return cnt == 1 ? write(fd, iov->iov_base, iov->iov_len) : writev(fd, iov, cnt);
 }
 
 static int writev_all(int fd, int kind, struct iovec *iov, int cnt) {
@@ -131,6 +155,20 @@ int mp__os_conn_writev(mp_os_handle h, int kind, mp__osconn *s, const mp__iov *i
         }
 #endif
     }
+    /* A small message goes out as one plain write of a copy: cheaper for the kernel
+     * than a gathered write of two pieces. */
+    size_t small = 0;
+    for (int i = 0; i < k; i++) small += iov[i].iov_len;
+    if (k > 1 && small <= 512) {
+        char buf[512];
+        size_t at = 0;
+        for (int i = 0; i < k; i++) {
+            memcpy(buf + at, iov[i].iov_base, iov[i].iov_len);
+            at += iov[i].iov_len;
+        }
+        struct iovec one = {buf, small};
+        return writev_all((int)h, kind, &one, 1);
+    }
     return writev_all((int)h, kind, iov, k);
 }
 
@@ -165,6 +203,30 @@ int mp__os_conn_read_exact(mp_os_handle h, int kind, mp__osconn *s, void *buf, s
     }
     *got = done;
     return 0;
+}
+
+int mp__os_conn_read_some(mp_os_handle h, int kind, mp__osconn *s, void *buf, size_t cap,
+                          size_t *got) {
+    (void)kind;
+    (void)s;
+    *got = 0;
+    if (cap > (size_t)SSIZE_MAX) cap = (size_t)SSIZE_MAX;
+    for (;;) {
+        ssize_t r = read((int)h, buf, cap);
+        if (r > 0) {
+            *got = (size_t)r;
+            return 0;
+        }
+        if (r == 0) return mp__err(MP_EOF, "connection: end of file");
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            struct pollfd pf = {.fd = (int)h, .events = POLLIN};
+            poll(&pf, 1, -1);
+            continue;
+        }
+        if (errno == ECONNRESET) return mp__err(MP_EOF, "connection: reset by peer");
+        return mp__os_err("connection: recv");
+    }
 }
 
 static int timeout_ms(double timeout, double deadline) {

@@ -416,3 +416,22 @@ int mp__os_hmac(int alg, const void *key, size_t keylen, const void *data, size_
     *outlen = len;
     return 0;
 }
+
+/* Sockets are byte streams: handshake messages carry the length header. */
+bool mp__os_net_message_mode(int kind) {
+    (void)kind;
+    return false;
+}
+
+int mp__os_net_write_message(mp_os_handle h, int kind, const void *buf, size_t n,
+                             double deadline) {
+    (void)h, (void)kind, (void)buf, (void)n, (void)deadline;
+    return mp__err(MP_ENOTSUP, "write: no message-mode handles on posix");
+}
+
+int mp__os_net_read_message(mp_os_handle h, int kind, void *buf, size_t cap, size_t *n,
+                            double deadline) {
+    (void)h, (void)kind, (void)buf, (void)cap, (void)deadline;
+    *n = 0;
+    return mp__err(MP_ENOTSUP, "read: no message-mode handles on posix");
+}

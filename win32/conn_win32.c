@@ -1,7 +1,7 @@
-/* The connection OS layer on Windows: uniquely named overlapped pipes (as CPython's
- * _winapi Pipe), whole-buffer overlapped I/O, and wait() as CPython does it: a zero-byte
- * overlapped read per pipe, WSAEventSelect per socket, and process HANDLEs, all under
- * one WaitForMultipleObjects. */
+/* The connection OS layer on Windows: uniquely named overlapped message-mode pipes (as
+ * CPython's _winapi Pipe: one WriteFile per message, no length header), whole-buffer
+ * overlapped I/O, and wait() as CPython does it: a zero-byte overlapped read per pipe,
+ * WSAEventSelect per socket, and process HANDLEs, all under one WaitForMultipleObjects. */
 #include <winsock2.h>
 
 #include <stdio.h>
@@ -13,7 +13,10 @@
 #include "../core/os_conn.h"
 
 struct mp__osconn {
-    HANDLE ev; /* manual-reset event for this connection's overlapped reads and writes */
+    HANDLE ev;      /* manual-reset event for this connection's overlapped reads and writes */
+    bool message;   /* a message-type pipe read in message mode */
+    bool got_empty; /* a wait's zero-byte read consumed an empty message: the next
+                       receive returns it (CPython's _got_empty_message) */
 };
 
 int mp__osconn_open(mp_os_handle h, int kind, mp__osconn **out) {
@@ -28,9 +31,23 @@ int mp__osconn_open(mp_os_handle h, int kind, mp__osconn **out) {
         mp__free(s);
         return rc;
     }
+    /* The pipe's type says how its peer writes: a message-type pipe (ours, CPython's)
+     * is read in message mode; a byte pipe (an anonymous pipe) keeps the header. The
+     * read mode belongs to the handle, so it is set here too, for a handle from
+     * elsewhere; a write-only end may refuse, and never reads. */
+    DWORD flags = 0;
+    if (GetNamedPipeInfo(MP__H(h), &flags, NULL, NULL, NULL) && (flags & PIPE_TYPE_MESSAGE)) {
+        DWORD mode = PIPE_READMODE_MESSAGE;
+        SetNamedPipeHandleState(MP__H(h), &mode, NULL, NULL);
+        s->message = true;
+    }
     *out = s;
     return 0;
 }
+
+bool mp__osconn_message_mode(const mp__osconn *s) { return s && s->message; }
+
+bool mp__osconn_holds_message(const mp__osconn *s) { return s && s->got_empty; }
 
 void mp__osconn_free(mp__osconn *s) {
     if (!s) return;
@@ -63,8 +80,8 @@ int mp__os_conn_pipe(bool duplex, mp_os_handle h[2], mp_os_handle hw[2], int *ki
     DWORD open_mode = (duplex ? PIPE_ACCESS_DUPLEX : PIPE_ACCESS_INBOUND) |
                       FILE_FLAG_FIRST_PIPE_INSTANCE | FILE_FLAG_OVERLAPPED;
     const DWORD bufsize = 64 * 1024;
-    HANDLE srv = CreateNamedPipeW(name, open_mode, PIPE_TYPE_BYTE | PIPE_READMODE_BYTE | PIPE_WAIT, 1,
-                                  duplex ? bufsize : 0, bufsize, 0, NULL);
+    HANDLE srv = CreateNamedPipeW(name, open_mode, PIPE_TYPE_MESSAGE | PIPE_READMODE_MESSAGE | PIPE_WAIT,
+                                  1, duplex ? bufsize : 0, bufsize, 0, NULL);
     if (srv == INVALID_HANDLE_VALUE) return mp__os_err("CreateNamedPipe");
     DWORD access = duplex ? (GENERIC_READ | GENERIC_WRITE) : (GENERIC_WRITE | FILE_READ_ATTRIBUTES);
     HANDLE cli = CreateFileW(name, access, 0, NULL, OPEN_EXISTING, FILE_FLAG_OVERLAPPED, NULL);
@@ -72,6 +89,11 @@ int mp__os_conn_pipe(bool duplex, mp_os_handle h[2], mp_os_handle hw[2], int *ki
         rc = mp__os_err("CreateFile(pipe)");
         CloseHandle(srv);
         return rc;
+    }
+    DWORD mode = PIPE_READMODE_MESSAGE;
+    if (!SetNamedPipeHandleState(cli, &mode, NULL, NULL)) {
+        rc = mp__os_err("SetNamedPipeHandleState");
+        goto fail;
     }
     OVERLAPPED ov;
     memset(&ov, 0, sizeof ov);
@@ -112,22 +134,28 @@ static int pipe_err(DWORD e, const char *what, bool reading) {
 }
 
 /* One overlapped (or, for a handle opened without FILE_FLAG_OVERLAPPED, synchronous)
- * ReadFile/WriteFile, waited for. */
-static int pipe_io(HANDLE h, mp__osconn *s, void *buf, DWORD n, DWORD *done, bool reading) {
+ * ReadFile/WriteFile, waited for: the Windows error (0 on success; ERROR_MORE_DATA
+ * when a message-mode read got the start of a longer message), bytes moved in *done. */
+static DWORD pipe_io_e(HANDLE h, mp__osconn *s, void *buf, DWORD n, DWORD *done, bool reading) {
     OVERLAPPED ov;
     memset(&ov, 0, sizeof ov);
+    *done = 0;
     HANDLE ev = s ? s->ev : CreateEventW(NULL, TRUE, FALSE, NULL);
-    if (!ev) return mp__os_err("CreateEvent");
+    if (!ev) return GetLastError();
     ResetEvent(ev);
     ov.hEvent = ev;
     BOOL ok = reading ? ReadFile(h, buf, n, NULL, &ov) : WriteFile(h, buf, n, NULL, &ov);
     DWORD e = ok ? 0 : GetLastError();
-    int rc = 0;
-    if (!ok && e != ERROR_IO_PENDING) rc = pipe_err(e, reading ? "ReadFile" : "WriteFile", reading);
-    else if (!GetOverlappedResult(h, &ov, done, TRUE))
-        rc = pipe_err(GetLastError(), reading ? "ReadFile" : "WriteFile", reading);
+    /* Completed, pending or completed with more data: the result comes from the same call. */
+    if (ok || e == ERROR_IO_PENDING || e == ERROR_MORE_DATA)
+        e = GetOverlappedResult(h, &ov, done, TRUE) ? 0 : GetLastError();
     if (!s) CloseHandle(ev);
-    return rc;
+    return e;
+}
+
+static int pipe_io(HANDLE h, mp__osconn *s, void *buf, DWORD n, DWORD *done, bool reading) {
+    DWORD e = pipe_io_e(h, s, buf, n, done, reading);
+    return e ? pipe_err(e, reading ? "ReadFile" : "WriteFile", reading) : 0;
 }
 
 static int sock_err(const char *what, bool reading) {
@@ -204,6 +232,69 @@ int mp__os_conn_read_exact(mp_os_handle h, int kind, mp__osconn *s, void *buf, s
     return 0;
 }
 
+int mp__os_conn_read_some(mp_os_handle h, int kind, mp__osconn *s, void *buf, size_t cap,
+                          size_t *got) {
+    *got = 0;
+    DWORD chunk = cap > ((DWORD)1 << 30) ? ((DWORD)1 << 30) : (DWORD)cap, k = 0;
+    for (;;) {
+        if (kind == MP__CONN_SOCKET) {
+            int r = recv((SOCKET)h, buf, (int)chunk, 0);
+            if (r == SOCKET_ERROR) return sock_err("recv", true);
+            if (r == 0) return mp__err(MP_EOF, "connection: end of file");
+            *got = (size_t)r;
+            return 0;
+        }
+        int rc = pipe_io(MP__H(h), s, buf, chunk, &k, true);
+        if (rc) return rc;
+        if (k) {
+            *got = k;
+            return 0;
+        }
+    }
+}
+
+/* ---- message mode ------------------------------------------------------------------ */
+
+int mp__os_conn_write_message(mp_os_handle h, int kind, mp__osconn *s, const void *buf, size_t n) {
+    (void)kind;
+    static char none;
+    if (!s || !s->message) return mp__err(MP_ENOTSUP, "connection: not a message-mode pipe");
+    if (n > MAXDWORD)
+        return mp__err(MP_ETOOBIG, "connection: a pipe message on Windows is at most 4 GiB - 1 "
+                                   "bytes (%llu given)", (unsigned long long)n);
+    /* One WriteFile is one message, whatever the pipe's buffer size: a longer one waits
+     * until the reader has taken it. */
+    DWORD done = 0;
+    int rc = pipe_io(MP__H(h), s, n ? (void *)buf : &none, (DWORD)n, &done, false);
+    if (!rc && done != n)
+        rc = mp__err(MP_EPROTO, "connection: WriteFile took %lu of a %llu-byte message",
+                     (unsigned long)done, (unsigned long long)n);
+    return rc;
+}
+
+int mp__os_conn_read_message(mp_os_handle h, int kind, mp__osconn *s, void *buf, size_t cap,
+                             size_t *got, uint64_t *left) {
+    (void)kind;
+    *got = 0;
+    *left = 0;
+    if (!s || !s->message) return mp__err(MP_ENOTSUP, "connection: not a message-mode pipe");
+    if (s->got_empty) {
+        s->got_empty = false;
+        return 0;
+    }
+    DWORD k = 0, chunk = cap > MAXDWORD ? MAXDWORD : (DWORD)cap;
+    DWORD e = pipe_io_e(MP__H(h), s, buf, chunk, &k, true);
+    *got = k;
+    if (!e) return 0;
+    if (e != ERROR_MORE_DATA) return pipe_err(e, "ReadFile", true);
+    DWORD rest = 0;
+    if (!PeekNamedPipe(MP__H(h), NULL, 0, NULL, NULL, &rest)) return mp__os_err("PeekNamedPipe");
+    if (!rest)
+        return mp__err(MP_EPROTO, "connection: ReadFile said more data, PeekNamedPipe none left");
+    *left = rest;
+    return 0;
+}
+
 /* ---- readiness ------------------------------------------------------------------ */
 
 /* 1 ready (data or end of file), 0 not yet, < 0 error. */
@@ -250,7 +341,7 @@ static int check_now(const mp__oswait *it, bool *ready) {
     } else if (it->what == MP__W_SOCKET || it->kind == MP__CONN_SOCKET) {
         r = socket_ready_now((SOCKET)it->h);
     } else {
-        r = pipe_ready_now(MP__H(it->h));
+        r = (it->s && it->s->got_empty) ? 1 : pipe_ready_now(MP__H(it->h));
     }
     if (r < 0) return r;
     *ready = r > 0;
@@ -266,7 +357,9 @@ int mp__os_wait(const mp__oswait *items, size_t n, double timeout, bool *ready) 
         if (rc) return rc;
         nready += ready[i];
     }
-    if (nready || timeout == 0) return nready ? 0 : MP_ETIMEDOUT;
+    /* Even with timeout 0 the zero-byte reads below run: only they see an empty
+     * message (PeekNamedPipe counts no bytes for it). */
+    if (nready) return 0;
 
     wslot slots[MAXIMUM_WAIT_OBJECTS];
     HANDLE hs[MAXIMUM_WAIT_OBJECTS];
@@ -292,9 +385,12 @@ int mp__os_wait(const mp__oswait *items, size_t n, double timeout, bool *ready) 
                 sl->selected = true;
             continue;
         }
-        /* CPython's way: a zero-byte overlapped read completes when data arrives. */
+        /* CPython's way: a zero-byte overlapped read completes when data arrives. In
+         * message mode it completes with ERROR_MORE_DATA for a message, and with
+         * success for an empty one, which it consumes: remembered in got_empty. */
         sl->ov.hEvent = sl->ev;
         if (ReadFile(MP__H(it->h), NULL, 0, NULL, &sl->ov)) {
+            if (it->s && it->s->message) it->s->got_empty = true;
             SetEvent(sl->ev);
         } else {
             DWORD e = GetLastError();
@@ -327,7 +423,9 @@ int mp__os_wait(const mp__oswait *items, size_t n, double timeout, bool *ready) 
         if (sl->pending) {
             DWORD k;
             CancelIoEx(MP__H(items[i].h), &sl->ov);
-            GetOverlappedResult(MP__H(items[i].h), &sl->ov, &k, TRUE);
+            if (GetOverlappedResult(MP__H(items[i].h), &sl->ov, &k, TRUE) && items[i].s &&
+                items[i].s->message)
+                items[i].s->got_empty = true;
         }
         if (sl->selected) {
             u_long blocking = 0;

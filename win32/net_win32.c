@@ -162,8 +162,8 @@ static char *format_inet(const struct sockaddr_in *in) {
 
 static HANDLE new_pipe_instance(const wchar_t *name, bool first) {
     DWORD open = PIPE_ACCESS_DUPLEX | FILE_FLAG_OVERLAPPED | (first ? FILE_FLAG_FIRST_PIPE_INSTANCE : 0);
-    /* Byte mode: connections frame messages with CPython's length prefix. */
-    DWORD mode = PIPE_TYPE_BYTE | PIPE_READMODE_BYTE | PIPE_WAIT | PIPE_REJECT_REMOTE_CLIENTS;
+    /* Message mode, as CPython's PipeListener: a message is one write, no length header. */
+    DWORD mode = PIPE_TYPE_MESSAGE | PIPE_READMODE_MESSAGE | PIPE_WAIT | PIPE_REJECT_REMOTE_CLIENTS;
     return CreateNamedPipeW(name, open, mode, PIPE_UNLIMITED_INSTANCES, PIPE_BUFSIZE,
                             PIPE_BUFSIZE, 0, NULL);
 }
@@ -351,6 +351,12 @@ static int connect_pipe(const char *path, double deadline, mp_os_handle *h) {
         HANDLE p = CreateFileW(name, GENERIC_READ | GENERIC_WRITE, 0, NULL, OPEN_EXISTING,
                                FILE_FLAG_OVERLAPPED, NULL);
         if (p != INVALID_HANDLE_VALUE) {
+            DWORD mode = PIPE_READMODE_MESSAGE; /* a client starts in byte mode */
+            if (!SetNamedPipeHandleState(p, &mode, NULL, NULL)) {
+                rc = mp__os_err("SetNamedPipeHandleState");
+                CloseHandle(p);
+                break;
+            }
             *h = (mp_os_handle)p;
             break;
         }
@@ -459,8 +465,11 @@ int mp__os_net_socketpair(mp_os_handle h[2]) {
 
 /* ---- I/O ---- */
 
-/* One overlapped ReadFile/WriteFile on a pipe, bounded by deadline: bytes moved in *n. */
-static int pipe_io(HANDLE p, bool write, void *buf, DWORD len, double deadline, DWORD *n) {
+/* One overlapped ReadFile/WriteFile on a pipe, bounded by deadline: bytes moved in *n.
+ * A message-mode read that got only the start of a message sets *more when more is
+ * not NULL (else the rest just comes with the next read). */
+static int pipe_io(HANDLE p, bool write, void *buf, DWORD len, double deadline, DWORD *n,
+                   bool *more) {
     OVERLAPPED ov;
     memset(&ov, 0, sizeof ov);
     ov.hEvent = CreateEventW(NULL, TRUE, FALSE, NULL);
@@ -469,8 +478,9 @@ static int pipe_io(HANDLE p, bool write, void *buf, DWORD len, double deadline, 
     BOOL ok = write ? WriteFile(p, buf, len, NULL, &ov) : ReadFile(p, buf, len, NULL, &ov);
     DWORD e = ok ? 0 : GetLastError();
     int rc = 0;
-    if (ok || e == ERROR_IO_PENDING) {
-        if (!ok) {
+    if (more) *more = false;
+    if (ok || e == ERROR_IO_PENDING || e == ERROR_MORE_DATA) {
+        if (!ok && e == ERROR_IO_PENDING) {
             DWORD w = WaitForSingleObject(ov.hEvent, mp__win_timeout_ms(left_of(deadline)));
             if (w != WAIT_OBJECT_0) CancelIoEx(p, &ov);
         }
@@ -486,8 +496,9 @@ static int pipe_io(HANDLE p, bool write, void *buf, DWORD len, double deadline, 
         if (e == ERROR_BROKEN_PIPE || e == ERROR_NO_DATA || e == ERROR_PIPE_NOT_CONNECTED)
             rc = write ? mp__err(MP_EPIPE, "WriteFile: the peer is gone")
                        : mp__err(MP_EOF, "ReadFile: the peer closed the pipe");
-        else if (e == ERROR_MORE_DATA)
-            e = 0; /* a message-mode peer: the rest comes with the next read */
+        else if (e == ERROR_MORE_DATA) {
+            if (more) *more = true;
+        }
         else
             rc = mp__win_err(e, write ? "WriteFile" : "ReadFile");
     }
@@ -501,7 +512,7 @@ int mp__os_net_write(mp_os_handle h, int kind, const void *buf, size_t n, double
         int chunk = n > (1u << 30) ? 1 << 30 : (int)n;
         if (kind == MP__CONN_PIPE) {
             DWORD got;
-            int rc = pipe_io((HANDLE)h, true, (void *)p, (DWORD)chunk, deadline, &got);
+            int rc = pipe_io((HANDLE)h, true, (void *)p, (DWORD)chunk, deadline, &got, NULL);
             if (rc) return rc;
             p += got;
             n -= got;
@@ -529,7 +540,7 @@ int mp__os_net_read(mp_os_handle h, int kind, void *buf, size_t n, double deadli
         int chunk = n > (1u << 30) ? 1 << 30 : (int)n;
         if (kind == MP__CONN_PIPE) {
             DWORD got;
-            int rc = pipe_io((HANDLE)h, false, p, (DWORD)chunk, deadline, &got);
+            int rc = pipe_io((HANDLE)h, false, p, (DWORD)chunk, deadline, &got, NULL);
             if (rc) return rc;
             p += got;
             n -= got;
@@ -549,6 +560,35 @@ int mp__os_net_read(mp_os_handle h, int kind, void *buf, size_t n, double deadli
         p += r;
         n -= (size_t)r;
     }
+    return 0;
+}
+
+bool mp__os_net_message_mode(int kind) { return kind == MP__CONN_PIPE; }
+
+int mp__os_net_write_message(mp_os_handle h, int kind, const void *buf, size_t n,
+                             double deadline) {
+    static char none;
+    if (kind != MP__CONN_PIPE) return mp__err(MP_ENOTSUP, "WriteFile: not a message-mode pipe");
+    if (n > (1u << 30)) return mp__err(MP_ETOOBIG, "WriteFile: message too long");
+    DWORD got = 0;
+    int rc = pipe_io((HANDLE)h, true, n ? (void *)buf : &none, (DWORD)n, deadline, &got, NULL);
+    if (!rc && got != n) rc = mp__err(MP_EPROTO, "WriteFile: message written in part");
+    return rc;
+}
+
+int mp__os_net_read_message(mp_os_handle h, int kind, void *buf, size_t cap, size_t *n,
+                            double deadline) {
+    static char none;
+    *n = 0;
+    if (kind != MP__CONN_PIPE) return mp__err(MP_ENOTSUP, "ReadFile: not a message-mode pipe");
+    if (cap > (1u << 30)) cap = 1u << 30;
+    DWORD got = 0;
+    bool more = false;
+    int rc = pipe_io((HANDLE)h, false, cap ? buf : &none, (DWORD)cap, deadline, &got, &more);
+    if (rc) return rc;
+    *n = got;
+    /* The rest stays unread: the caller gives up on this peer. */
+    if (more) return mp__err(MP_ETOOBIG, "ReadFile: message longer than %zu bytes", cap);
     return 0;
 }
 

@@ -5,13 +5,18 @@
  * payload; above 0x7fffffff bytes, -1 and an 8-byte big-endian length. A message is
  * never torn or interleaved with another sent on the same connection. A connection is
  * meant for one thread at a time (as in Python); several processes may share one end
- * when they serialise their use (a lock), because nothing is read ahead.
+ * when they serialise their use (a lock), because by default nothing is read ahead.
+ * mp_connection_set_buffered trades that for speed on an end with a single owner.
  *
  * posix: the first write on a pipe connection sets SIGPIPE to ignored when it still
  * has the default disposition (as the Python interpreter does at startup), so a gone
  * reader is MP_EPIPE rather than death; a program's own handler or mask is kept.
- * Windows: pipes are byte-mode named pipes carrying the same length-prefixed frames
- * (CPython's own PipeConnection uses message mode without the header there). */
+ * Windows: pipes (mp_pipe, AF_PIPE listeners and clients) are overlapped named pipes in
+ * message mode, as CPython's PipeConnection: each message is one WriteFile with no
+ * length header, read back whole (the OS keeps the boundaries; a message longer than
+ * the first read comes with ERROR_MORE_DATA and the rest is sized by PeekNamedPipe), so
+ * a Windows Python peer can use them. A message there is at most 4 GiB - 1 bytes.
+ * Sockets (AF_INET) carry the length-prefixed frames on every platform. */
 #ifndef MULTIPROC_CONNECTION_H
 #define MULTIPROC_CONNECTION_H
 
@@ -23,7 +28,8 @@ typedef struct mp_connection mp_connection;
 
 /** Default for mp_connection_set_max_message: the largest message a receive accepts
  *  (1 GiB). Python has no such limit; a larger message is refused (MP_ETOOBIG) rather
- *  than allocated from an untrusted length. */
+ *  than allocated from an untrusted length. Below it, memory for a body follows the
+ *  bytes that arrive (4 MiB at first, then doubling), not the header's claim. */
 #define MP_CONNECTION_DEFAULT_MAX_MESSAGE ((uint64_t)1 << 30)
 
 /** Python's Pipe(duplex): duplex, both ends read and write; one-way, *c1 only receives
@@ -50,6 +56,16 @@ MP_API int mp_connection_fileno(const mp_connection *c, mp_os_handle *out);
  *  MP_CONNECTION_DEFAULT_MAX_MESSAGE. */
 MP_API int mp_connection_set_max_message(mp_connection *c, uint64_t max);
 MP_API uint64_t mp_connection_max_message(const mp_connection *c);
+
+/** Buffered receiving (off by default): a receive may read up to 8 KiB ahead, so a
+ *  small message costs one read system call instead of two (header, then payload).
+ *  Only for an end whose receiving side has one owner: bytes read ahead belong to this
+ *  object, so another process sharing the end would miss them, and a connection
+ *  holding some cannot be passed to a child (MP_ESTATE; a child's connection starts
+ *  unbuffered). Turning it off while bytes are held is MP_ESTATE. No effect on
+ *  Windows pipes, which read one message per call anyway. */
+MP_API int mp_connection_set_buffered(mp_connection *c, bool on);
+MP_API bool mp_connection_buffered(const mp_connection *c);
 
 /** Sends len bytes of buf as one message (len 0 sends an empty message; buf may then
  *  be NULL). MP_EPIPE when the peer is gone, MP_EPERM on a read-only end. */
@@ -89,7 +105,9 @@ MP_API int mp_connection_recv(mp_connection *c, mp_value **out);
 MP_API int mp_connection_poll(mp_connection *c, double timeout, bool *ready);
 
 /** A connection passed to a child: it receives its own connection to the same pipe
- *  (c must stay open until the process has started). */
+ *  (c must stay open until the process has started). MP_ESTATE while c holds data read
+ *  from the OS for its next receive (buffered read-ahead; on Windows an empty message
+ *  that a wait consumed): the child would never see it. */
 MP_API int mp_args_add_connection(mp_args *a, mp_connection *c);
 /** In a child, the connection at i (NULL if i is not a connection): borrowed, owned
  *  by the child's args (freed when the target returns). */
