@@ -1,8 +1,11 @@
-/* Internals of the queues (core/queue*.c), shared with the tests' fault injection. */
+/* Internals of the queues (core/queue.c: objects and API; core/queue_ring.c: the ring),
+ * shared with the tests' fault injection. */
 #ifndef MP_CORE_QUEUE_INTERNAL_H
 #define MP_CORE_QUEUE_INTERNAL_H
 
 #include "internal.h"
+#include "os_queue.h"
+#include "sync_internal.h"
 
 /* Fault injection for tests: when set, called at these points (NULL in production). */
 enum mp__queue_fault {
@@ -11,5 +14,93 @@ enum mp__queue_fault {
     MP__QFAULT_PUT_SPILL = 3,   /* a putter is placing an item too big for the ring */
 };
 extern void (*mp__queue_fault_hook)(int point);
+
+/* ---- the shared block ----
+ *
+ * The ring holds records: an 8-byte header (length of the body, flags) and the body,
+ * padded to 8 bytes; a record never wraps (a WRAP record fills the end of the ring
+ * instead). head and tail are byte counters that only grow; a record is visible once
+ * tail (release) is past it, and its space is free again once head is past it.
+ *
+ * The put side and the get side each have their own 128-byte line (the adjacent-line
+ * prefetcher pairs 64-byte lines), written by their side only, except for the waiter
+ * counts of the other side, which change only around a sleep. Each side keeps what it
+ * last saw of the other side's counters, and looks again only when that says full or
+ * empty, so the lines move between CPUs about once per batch, not once per item. */
+enum {
+    MP__QREC_BYTES = 1,
+    MP__QREC_VALUE = 2,
+    MP__QREC_WRAP = 3,
+    MP__QREC_TYPE = 0xff,
+    MP__QREC_SPILL = 0x100, /* the body names a spill block: seq, size, rec[2] */
+};
+
+typedef struct mp__qrec {
+    uint32_t len; /* of the body */
+    uint32_t flags;
+} mp__qrec;
+
+typedef struct mp__qspill_body {
+    uint64_t seq;
+    uint64_t size;
+    uint64_t rec[2];
+} mp__qspill_body;
+
+typedef struct mp__qshared {
+    mp__sync_hdr hdr;
+    uint32_t qkind;       /* mp_queue_kind */
+    uint32_t creator_pid;
+    int64_t maxsize;      /* <= 0: unbounded */
+    uint64_t ring_size;   /* a power of two */
+    uint64_t ring_off;    /* from the start of the block */
+    uint64_t spill_min;   /* bodies longer than this go to a spill block */
+    _Alignas(128) struct {
+        mp__lockw lock;
+        _Atomic uint64_t tail;
+        _Atomic uint64_t nput;       /* items published */
+        uint64_t head_seen, nget_seen; /* the get side's counters, as last read */
+        uint64_t spill_seq;
+        _Atomic uint32_t get_waiters;  /* getters about to sleep on notempty */
+        mp__futex notempty;
+    } put;
+    _Alignas(128) struct {
+        mp__lockw lock;
+        _Atomic uint64_t head;
+        _Atomic uint64_t nget;       /* items taken (or lost with a dead getter) */
+        _Atomic uint64_t busy;       /* 1 + position of the record being read */
+        uint64_t tail_seen;
+        _Atomic uint32_t put_waiters;  /* putters about to sleep on notfull */
+        mp__futex notfull;
+        _Atomic uint32_t spill_free;   /* recycled spill blocks waiting */
+    } get;
+    _Alignas(128) mp__futex unfinished; /* JoinableQueue: val = tasks not done */
+} mp__qshared;
+
+struct mp_queue {
+    mp__block *blk;
+    mp__qshared *s;
+    unsigned char *ring;
+    uint64_t mask;
+    mp__qspill *spill;
+    mp_queue_kind kind;
+    _Atomic bool closed; /* this object only (Python's close) */
+};
+
+/* ---- the ring (core/queue_ring.c) ---- */
+
+/** Puts one item of type MP__QREC_BYTES / MP__QREC_VALUE. */
+int mp__queue_put(mp_queue *q, const void *buf, size_t len, uint32_t type, double timeout,
+                  const char *fn);
+
+/** Where a get puts the item: into a caller's buffer, or a new one. */
+typedef struct mp__qdst {
+    void *buf;     /* in: the caller's buffer (cap bytes); NULL: allocate */
+    size_t cap;
+    void *out;     /* out: the allocated buffer */
+    size_t len;    /* out: the item's size (also on MP_ETOOBIG) */
+    uint32_t type; /* out: MP__QREC_BYTES / MP__QREC_VALUE */
+} mp__qdst;
+
+int mp__queue_get(mp_queue *q, mp__qdst *d, double timeout, const char *fn);
 
 #endif
