@@ -56,4 +56,15 @@ int mp__os_qspill_recv(mp__qspill *s, uint64_t seq, uint64_t size, const uint64_
 /** Consumer: done with the block from the last recv; recycle says it may be reused. */
 void mp__os_qspill_done(mp__qspill *s, bool recycle);
 
+/* ---- the overflow arena: a large block of shared memory that costs only what is
+ * touched (posix: a sparse memfd; Windows: a section), mapped where needed ---- */
+
+/** A new arena; *size its bytes (a power of two). */
+int mp__os_qarena_new(uint64_t *size, mp_os_handle *h);
+int mp__os_qarena_map(mp_os_handle h, uint64_t size, void **base);
+void mp__os_qarena_unmap(void *base, uint64_t size);
+/** Gives the memory of [off, off + len) back to the OS (it reads as zeros afterwards);
+ *  best effort. */
+void mp__os_qarena_discard(mp_os_handle h, void *base, uint64_t off, uint64_t len);
+
 #endif

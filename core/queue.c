@@ -13,7 +13,7 @@ enum {
 
 static size_t ring_offset(void) { return (sizeof(mp__qshared) + 127) & ~(size_t)127; }
 
-static mp_queue *queue_wrap(mp__block *b, mp__qspill *spill) {
+static mp_queue *queue_wrap(mp__block *b, mp__qspill *spill, mp_os_handle arena_h) {
     mp_queue *q = mp__calloc(1, sizeof *q);
     if (!q) return NULL;
     q->blk = b;
@@ -22,6 +22,8 @@ static mp_queue *queue_wrap(mp__block *b, mp__qspill *spill) {
     q->mask = q->s->ring_size - 1;
     q->kind = (mp_queue_kind)q->s->qkind;
     q->spill = spill;
+    q->arena_h = arena_h;
+    atomic_init(&q->arena, NULL);
     atomic_init(&q->closed, false);
     return q;
 }
@@ -52,6 +54,11 @@ int mp_queue_new_opts(mp_context *ctx, const mp_queue_opts *opts, mp_queue **out
     s->ring_size = ring;
     s->ring_off = ring_offset();
     s->spill_min = ring / 4;
+    mp_os_handle arena_h;
+    if ((rc = mp__os_qarena_new(&s->arena_size, &arena_h)) != 0) {
+        mp__block_release(b);
+        return rc;
+    }
     mp__block_futex_init(b, &s->put.lock.f);
     mp__block_futex_init(b, &s->put.notempty);
     mp__block_futex_init(b, &s->get.lock.f);
@@ -60,12 +67,14 @@ int mp_queue_new_opts(mp_context *ctx, const mp_queue_opts *opts, mp_queue **out
     mp__qspill *spill;
     rc = mp__os_qspill_new(s->creator_pid, &s->get.spill_free, &spill);
     if (rc) {
+        mp__os_handle_close(arena_h);
         mp__block_release(b);
         return rc;
     }
-    mp_queue *q = queue_wrap(b, spill);
+    mp_queue *q = queue_wrap(b, spill, arena_h);
     if (!q) {
         mp__os_qspill_free(spill);
+        mp__os_handle_close(arena_h);
         mp__block_release(b);
         return mp__err(MP_ENOMEM, "mp_queue_new: out of memory");
     }
@@ -91,6 +100,9 @@ int mp_joinable_queue_new(mp_context *ctx, int64_t maxsize, mp_queue **out) {
 void mp_queue_free(mp_queue *q) {
     if (!q) return;
     mp__os_qspill_free(q->spill);
+    unsigned char *a = atomic_load(&q->arena);
+    if (a) mp__os_qarena_unmap(a, q->s->arena_size);
+    mp__os_handle_close(q->arena_h);
     mp__block_release(q->blk);
     mp__free(q);
 }
@@ -223,12 +235,13 @@ int mp_queue_join(mp_queue *q, double timeout) {
 
 static size_t queue_handle_count(const void *obj) {
     (void)obj;
-    return 1 + mp__os_qspill_handle_count();
+    return 2 + mp__os_qspill_handle_count();
 }
 
 static int queue_reduce(const void *obj, mp__buf *b, mp_os_handle *handles, size_t *nh) {
     const mp_queue *q = obj;
     mp__block_reduce(q->blk, b, handles, nh);
+    handles[(*nh)++] = q->arena_h;
     mp__os_qspill_reduce(q->spill, handles, nh);
     return 0;
 }
@@ -243,17 +256,18 @@ static int queue_rebuild(mp__rd *r, const mp_os_handle *handles, size_t nh, void
     mp__qshared *s = b->base;
     uint64_t ring = s->ring_size;
     if (ring < Q_RING_MIN || ring > Q_RING_MAX || (ring & (ring - 1)) || s->ring_off != ring_offset() ||
-        s->ring_off + ring > b->size || s->spill_min != ring / 4 ||
+        s->ring_off + ring > b->size || s->spill_min != ring / 4 || s->arena_size < ring ||
+        (s->arena_size & (s->arena_size - 1)) ||
         (s->qkind != MP_QUEUE && s->qkind != MP_SIMPLE_QUEUE && s->qkind != MP_JOINABLE_QUEUE)) {
         mp__block_unrebuild(b, took);
         return mp__err(MP_EPROTO, "queue: the shared block is malformed");
     }
-    mp_queue *q = queue_wrap(b, NULL);
+    mp_queue *q = queue_wrap(b, NULL, handles[1]);
     if (!q) {
         mp__block_unrebuild(b, took);
         return mp__err(MP_ENOMEM, "queue: out of memory");
     }
-    rc = mp__os_qspill_rebuild(s->creator_pid, &s->get.spill_free, handles + 1, &q->spill);
+    rc = mp__os_qspill_rebuild(s->creator_pid, &s->get.spill_free, handles + 2, &q->spill);
     if (rc) {
         mp__free(q);
         mp__block_unrebuild(b, took);

@@ -22,18 +22,33 @@ extern void (*mp__queue_fault_hook)(int point);
  * instead). head and tail are byte counters that only grow; a record is visible once
  * tail (release) is past it, and its space is free again once head is past it.
  *
- * The put side and the get side each have their own 128-byte line (the adjacent-line
- * prefetcher pairs 64-byte lines), written by their side only, except for the waiter
- * counts of the other side, which change only around a sleep. Each side keeps what it
- * last saw of the other side's counters, and looks again only when that says full or
- * empty, so the lines move between CPUs about once per batch, not once per item. */
+ * The put side and the get side each have their own 128-byte lines, written by their
+ * side only, except for the waiter counts of the other side, which change only around
+ * a sleep. Each side keeps what it last saw of the other side's counters, and looks
+ * again only when that says full or empty, so the lines move between CPUs about once
+ * per batch, not once per item.
+ *
+ * The overflow arena. put never waits for room on a queue whose item count allows one
+ * more (Python's queues are bounded by items, and unbounded ones never block): when
+ * the ring is full, the putter writes an OVF record in the ring (a ring record always
+ * leaves MP__QRESERVE bytes for one) and appends the following items to the arena, a
+ * second ring in its own block, as large as address space allows and filled only as
+ * needed. The OVF record's body is the arena's end (bit 0: CLOSED); the putter
+ * publishes arena records by moving it, and closes the episode as soon as the ring
+ * has room again, then goes on in the ring. A getter at an OVF record reads the arena
+ * up to that end, and passes the record once it is closed and drained. Every step of
+ * either side is one store, so a process killed anywhere leaves a consistent queue. */
 enum {
     MP__QREC_BYTES = 1,
     MP__QREC_VALUE = 2,
     MP__QREC_WRAP = 3,
+    MP__QREC_OVF = 4,
     MP__QREC_TYPE = 0xff,
     MP__QREC_SPILL = 0x100, /* the body names a spill block: seq, size, rec[2] */
 };
+#define MP__QOVF_CLOSED ((uint64_t)1)
+/* Room a ring record leaves for an OVF record: the record, and a WRAP before it. */
+#define MP__QRESERVE ((uint64_t)24)
 
 typedef struct mp__qrec {
     uint32_t len; /* of the body */
@@ -54,21 +69,26 @@ typedef struct mp__qshared {
     uint64_t ring_size;   /* a power of two */
     uint64_t ring_off;    /* from the start of the block */
     uint64_t spill_min;   /* bodies longer than this go to a spill block */
+    uint64_t arena_size;  /* a power of two */
     _Alignas(128) struct {
         mp__lockw lock;
         _Atomic uint64_t tail;
         _Atomic uint64_t nput;       /* items published */
-        uint64_t head_seen, nget_seen; /* the get side's counters, as last read */
+        uint64_t head_seen, nget_seen, a_head_seen; /* the get side's, as last read */
         uint64_t spill_seq;
+        uint64_t ovf;                /* 1 + position of the last OVF record; 0: none */
+        uint64_t a_tail;             /* arena end, when no episode is open */
         _Atomic uint32_t get_waiters;  /* getters about to sleep on notempty */
         mp__futex notempty;
     } put;
     _Alignas(128) struct {
         mp__lockw lock;
         _Atomic uint64_t head;
+        _Atomic uint64_t a_head;     /* arena */
         _Atomic uint64_t nget;       /* items taken (or lost with a dead getter) */
-        _Atomic uint64_t busy;       /* 1 + position of the record being read */
+        _Atomic uint64_t busy;       /* 2 * (1 + position) + in arena, of the item being read */
         uint64_t tail_seen;
+        uint64_t a_clean;            /* the arena before this was given back to the OS */
         _Atomic uint32_t put_waiters;  /* putters about to sleep on notfull */
         mp__futex notfull;
         _Atomic uint32_t spill_free;   /* recycled spill blocks waiting */
@@ -82,6 +102,8 @@ struct mp_queue {
     unsigned char *ring;
     uint64_t mask;
     mp__qspill *spill;
+    mp_os_handle arena_h;
+    _Atomic(unsigned char *) arena; /* mapped on first use */
     mp_queue_kind kind;
     _Atomic bool closed; /* this object only (Python's close) */
 };

@@ -1,5 +1,6 @@
-/* The queue's ring: putting and getting records, waiting, and the hand-over of items
- * too big for the ring (through the OS layer's spill channel, core/os_queue.h).
+/* The queue's ring: putting and getting records, the overflow arena, waiting, and the
+ * hand-over of items too big for the ring (through the OS layer's spill channel,
+ * core/os_queue.h). Layout and the overflow protocol: queue_internal.h.
  *
  * Fast path, one item, no contention: the side's lock word (one CAS, one exchange),
  * the record copy, one release store of tail (or head), and one fence before looking
@@ -15,11 +16,13 @@ static inline void fault(int point) {
     if (h) h(point);
 }
 
-/* A waiter spins this many rounds before it sleeps: an item usually arrives within a
- * few microseconds in a stream, and a sleep/wake pair costs two system calls plus a
- * scheduler round trip. Kept short, because on a loaded machine the spinner takes
- * the CPU from the process it waits for. */
+/* A waiter spins this many rounds before it sleeps: in a stream an item usually comes
+ * within microseconds, and a sleep/wake pair costs two system calls and a scheduler
+ * round trip. Short, because on a loaded machine the spinner takes the CPU from the
+ * process it waits for. */
 enum { Q_SPIN = 400 };
+/* The getter gives consumed arena memory back once this much has piled up. */
+#define Q_CLEAN_MIN ((uint64_t)4 << 20)
 
 static inline void cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -30,6 +33,28 @@ static inline void cpu_relax(void) {
 }
 
 static inline uint64_t round8(uint64_t n) { return (n + 7) & ~(uint64_t)7; }
+
+static inline mp__qrec *rec_at(unsigned char *base, uint64_t mask, uint64_t pos) {
+    return (mp__qrec *)(base + (pos & mask));
+}
+
+static inline _Atomic uint64_t *ovf_end(mp__qrec *r) { return (_Atomic uint64_t *)(void *)(r + 1); }
+
+static uint64_t rec_need(const mp__qrec *r) { return sizeof(mp__qrec) + round8(r->len); }
+
+/* The arena, mapped in this process on first use (NULL and an error on failure). */
+static unsigned char *arena(mp_queue *q) {
+    unsigned char *a = atomic_load_explicit(&q->arena, memory_order_acquire);
+    if (a) return a;
+    void *p;
+    if (mp__os_qarena_map(q->arena_h, q->s->arena_size, &p) != 0) return NULL;
+    unsigned char *none = NULL;
+    if (!atomic_compare_exchange_strong(&q->arena, &none, (unsigned char *)p)) {
+        mp__os_qarena_unmap(p, q->s->arena_size); /* another thread of ours was first */
+        return none;
+    }
+    return p;
+}
 
 /* Wakes the other side's sleepers, if any. The fence orders the caller's counter
  * store before the look at the waiter count; a waiter raises its count before it
@@ -49,7 +74,7 @@ static int wait_for(mp_queue *q, ready_fn ready, void *arg, _Atomic uint32_t *wa
                     mp__futex *f, double deadline) {
     for (int i = 0; i < Q_SPIN; i++) {
         if (ready(q, arg)) return 0;
-        if (deadline >= 0 && mp__sync_left(deadline) == 0) return MP_ETIMEDOUT;
+        if (deadline >= 0 && (i & 63) == 63 && mp__sync_left(deadline) == 0) return MP_ETIMEDOUT;
         cpu_relax();
     }
     for (;;) {
@@ -68,39 +93,142 @@ static int wait_for(mp_queue *q, ready_fn ready, void *arg, _Atomic uint32_t *wa
     }
 }
 
-/* ---- put ---- */
-
-typedef struct put_arg {
-    uint64_t need;  /* bytes of the record */
-    uint64_t total; /* out: need plus the WRAP filler, if any */
-} put_arg;
-
-/* Is there room for the record (and, bounded, for one more item)? Under the put lock. */
-static bool put_ready(mp_queue *q, void *argp) {
-    mp__qshared *s = q->s;
-    put_arg *a = argp;
-    uint64_t pos = atomic_load_explicit(&s->put.tail, memory_order_relaxed);
-    uint64_t contig = s->ring_size - (pos & q->mask);
-    a->total = a->need > contig ? contig + a->need : a->need;
-    if (pos + a->total - s->put.head_seen > s->ring_size) {
-        s->put.head_seen = atomic_load_explicit(&s->get.head, memory_order_acquire);
-        if (pos + a->total - s->put.head_seen > s->ring_size) return false;
-    }
-    if (s->maxsize > 0) {
-        uint64_t n = atomic_load_explicit(&s->put.nput, memory_order_relaxed);
-        if (n - s->put.nget_seen >= (uint64_t)s->maxsize) {
-            s->put.nget_seen = atomic_load_explicit(&s->get.nget, memory_order_acquire);
-            if (n - s->put.nget_seen >= (uint64_t)s->maxsize) return false;
-        }
-    }
-    return true;
-}
-
-static void put_copy(void *dst, const void *src, size_t len, int point) {
+static void copy_halves(void *dst, const void *src, size_t len, int point) {
     size_t half = len / 2;
     if (half) memcpy(dst, src, half);
     fault(point);
     if (len - half) memcpy((char *)dst + half, (const char *)src + half, len - half);
+}
+
+/* ---- put ---- */
+
+/* Bytes a record of need bytes takes at pos in a ring of size: with the WRAP filler
+ * when it does not fit before the end. */
+static inline uint64_t span(uint64_t pos, uint64_t size, uint64_t need) {
+    uint64_t contig = size - (pos & (size - 1));
+    return need > contig ? contig + need : need;
+}
+
+/* Room in the ring for need bytes, leaving the OVF reserve? Under the put lock. */
+static bool ring_room(mp_queue *q, uint64_t need) {
+    mp__qshared *s = q->s;
+    uint64_t pos = atomic_load_explicit(&s->put.tail, memory_order_relaxed);
+    uint64_t want = pos + span(pos, s->ring_size, need) + MP__QRESERVE;
+    if (want - s->put.head_seen <= s->ring_size) return true;
+    s->put.head_seen = atomic_load_explicit(&s->get.head, memory_order_acquire);
+    return want - s->put.head_seen <= s->ring_size;
+}
+
+static bool arena_room(mp_queue *q, uint64_t at, uint64_t need) {
+    mp__qshared *s = q->s;
+    uint64_t want = at + span(at, s->arena_size, need);
+    if (want - s->put.a_head_seen <= s->arena_size) return true;
+    s->put.a_head_seen = atomic_load_explicit(&s->get.a_head, memory_order_acquire);
+    return want - s->put.a_head_seen <= s->arena_size;
+}
+
+static bool count_room(mp_queue *q, void *arg) {
+    (void)arg;
+    mp__qshared *s = q->s;
+    if (s->maxsize <= 0) return true;
+    uint64_t n = atomic_load_explicit(&s->put.nput, memory_order_relaxed);
+    if (n - s->put.nget_seen < (uint64_t)s->maxsize) return true;
+    s->put.nget_seen = atomic_load_explicit(&s->get.nget, memory_order_acquire);
+    return n - s->put.nget_seen < (uint64_t)s->maxsize;
+}
+
+/* The open OVF record (items go to the arena), or NULL. A record counts only once
+ * published, so a putter that died before publishing it left nothing open. */
+static mp__qrec *open_ovf(mp_queue *q) {
+    mp__qshared *s = q->s;
+    if (s->put.ovf == 0) return NULL;
+    uint64_t at = s->put.ovf - 1;
+    if (at >= atomic_load_explicit(&s->put.tail, memory_order_relaxed)) return NULL;
+    mp__qrec *r = rec_at(q->ring, q->mask, at);
+    if ((r->flags & MP__QREC_TYPE) != MP__QREC_OVF) return NULL;
+    uint64_t end = atomic_load_explicit(ovf_end(r), memory_order_relaxed);
+    return (end & MP__QOVF_CLOSED) ? NULL : r;
+}
+
+/* Writes a record at pos of a ring (a WRAP first when needed); returns its position. */
+static uint64_t place(unsigned char *base, uint64_t size, uint64_t pos, uint64_t need) {
+    uint64_t total = span(pos, size, need);
+    if (total != need) {
+        mp__qrec *w = rec_at(base, size - 1, pos);
+        w->len = 0;
+        w->flags = MP__QREC_WRAP;
+        pos += total - need;
+    }
+    return pos;
+}
+
+static void fill(mp__qrec *r, uint32_t type, const void *buf, size_t len, const mp__qspill_body *body) {
+    if (body) {
+        r->len = sizeof *body;
+        r->flags = type | MP__QREC_SPILL;
+        memcpy(r + 1, body, sizeof *body);
+    } else {
+        r->len = (uint32_t)len;
+        r->flags = type;
+        copy_halves(r + 1, buf, len, MP__QFAULT_PUT_PARTIAL);
+    }
+}
+
+typedef struct arena_arg {
+    uint64_t need;
+} arena_arg;
+
+static bool ring_or_arena_room(mp_queue *q, void *argp) {
+    arena_arg *a = argp;
+    mp__qrec *o = open_ovf(q);
+    uint64_t at = o ? atomic_load_explicit(ovf_end(o), memory_order_relaxed) : q->s->put.a_tail;
+    return ring_room(q, a->need) || arena_room(q, at, a->need);
+}
+
+/* Places the record (under the put lock): in the ring when it has room, else in the
+ * arena. 0, or MP_ETIMEDOUT when even the arena stayed full. */
+static int put_record(mp_queue *q, uint32_t type, const void *buf, size_t len,
+                      const mp__qspill_body *body, bool arena_only, double deadline) {
+    mp__qshared *s = q->s;
+    uint64_t need = sizeof(mp__qrec) + round8(body ? sizeof *body : len);
+    for (;;) {
+        mp__qrec *o = open_ovf(q);
+        if (o) s->put.a_tail = atomic_load_explicit(ovf_end(o), memory_order_relaxed);
+        if (!arena_only && ring_room(q, need)) {
+            /* Back to the ring: the arena's items all come before this one. */
+            if (o) atomic_store_explicit(ovf_end(o), s->put.a_tail | MP__QOVF_CLOSED, memory_order_release);
+            s->put.ovf = 0;
+            uint64_t pos = place(q->ring, s->ring_size, atomic_load_explicit(&s->put.tail, memory_order_relaxed), need);
+            fill(rec_at(q->ring, q->mask, pos), type, buf, len, body);
+            atomic_store_explicit(&s->put.tail, pos + need, memory_order_release);
+            return 0;
+        }
+        unsigned char *a = arena(q);
+        if (!a) return mp__err(MP_ENOMEM, "queue: cannot map the overflow arena (%s)", mp_last_error_message());
+        if (!arena_room(q, s->put.a_tail, need)) {
+            arena_arg arg = {need};
+            int rc = wait_for(q, ring_or_arena_room, &arg, &s->get.put_waiters, &s->get.notfull, deadline);
+            if (rc) return rc;
+            continue;
+        }
+        if (!o) {
+            /* The reserve guarantees the ring room for this. */
+            uint64_t pos = place(q->ring, s->ring_size, atomic_load_explicit(&s->put.tail, memory_order_relaxed),
+                                 sizeof(mp__qrec) + 8);
+            s->put.ovf = pos + 1;
+            o = rec_at(q->ring, q->mask, pos);
+            o->len = 8;
+            o->flags = MP__QREC_OVF;
+            atomic_store_explicit(ovf_end(o), s->put.a_tail, memory_order_relaxed);
+            atomic_store_explicit(&s->put.tail, pos + sizeof(mp__qrec) + 8, memory_order_release);
+        }
+        uint64_t amask = s->arena_size - 1;
+        uint64_t pos = place(a, s->arena_size, s->put.a_tail, need);
+        fill(rec_at(a, amask, pos), type, buf, len, body);
+        s->put.a_tail = pos + need;
+        atomic_store_explicit(ovf_end(o), s->put.a_tail, memory_order_release);
+        return 0;
+    }
 }
 
 int mp__queue_put(mp_queue *q, const void *buf, size_t len, uint32_t type, double timeout,
@@ -110,54 +238,45 @@ int mp__queue_put(mp_queue *q, const void *buf, size_t len, uint32_t type, doubl
     if (atomic_load_explicit(&q->closed, memory_order_relaxed))
         return mp__err(MP_ECLOSED, "%s: the queue is closed", fn);
     mp__qshared *s = q->s;
-    bool spill = len > s->spill_min;
-    put_arg a = {.need = sizeof(mp__qrec) + round8(spill ? sizeof(mp__qspill_body) : len)};
     double deadline = mp__sync_deadline(timeout);
     int rc = mp__lockw_acquire(&s->put.lock, timeout);
     if (rc == MP_ETIMEDOUT) return mp__err(MP_EFULL, "%s: the queue stayed busy for %.3f s", fn, timeout);
     if (rc != 0 && rc != MP_EOWNERDEAD) return mp__err(rc, "%s: cannot take the put side", fn);
-    /* A putter that died here published nothing: its record lies past tail. */
-    if (!put_ready(q, &a)) {
-        rc = wait_for(q, put_ready, &a, &s->get.put_waiters, &s->get.notfull, deadline);
+    /* A putter that died holding the lock published nothing of its item. */
+    if (!count_room(q, NULL)) {
+        rc = wait_for(q, count_room, NULL, &s->get.put_waiters, &s->get.notfull, deadline);
         if (rc) {
-            mp__lockw_release(&s->put.lock);
-            return mp__err(MP_EFULL, "%s: the queue stayed full for %.3f s", fn, timeout);
+            rc = mp__err(MP_EFULL, "%s: the queue stayed full for %.3f s", fn, timeout);
+            goto unlock;
         }
     }
-    mp__qspill_body body;
-    if (spill) {
+    mp__qspill_body body, *bp = NULL;
+    bool arena_only = false;
+    if (len > s->spill_min) {
         void *base;
         rc = mp__os_qspill_take(q->spill, len, &base);
         if (rc) goto unlock;
-        put_copy(base, buf, len, MP__QFAULT_PUT_SPILL);
+        copy_halves(base, buf, len, MP__QFAULT_PUT_SPILL);
         body.seq = ++s->put.spill_seq;
         body.size = len;
-        rc = mp__os_qspill_send(q->spill, body.seq, len, body.rec, mp__sync_left(deadline));
-        if (rc) {
-            if (rc == MP_EFULL) rc = mp__err(MP_EFULL, "%s: the queue stayed full for %.3f s", fn, timeout);
+        /* Never waits: when the channel is full, the item goes whole into the arena. */
+        rc = mp__os_qspill_send(q->spill, body.seq, len, body.rec, 0);
+        if (rc == 0) {
+            bp = &body;
+        } else if (rc == MP_EFULL && len <= UINT32_MAX - 16) {
+            arena_only = true;
+        } else {
             goto unlock;
         }
     }
     /* Counted before the item shows, so that a task_done can never run ahead of it. */
     if (q->kind == MP_JOINABLE_QUEUE) atomic_fetch_add(&s->unfinished.val, 1);
-    uint64_t pos = atomic_load_explicit(&s->put.tail, memory_order_relaxed);
-    if (a.total != a.need) {
-        mp__qrec *w = (mp__qrec *)(q->ring + (pos & q->mask));
-        w->len = 0;
-        w->flags = MP__QREC_WRAP;
-        pos += a.total - a.need;
+    rc = put_record(q, type, buf, len, bp, arena_only, deadline);
+    if (rc) {
+        if (q->kind == MP_JOINABLE_QUEUE) atomic_fetch_sub(&s->unfinished.val, 1);
+        if (rc == MP_ETIMEDOUT) rc = mp__err(MP_EFULL, "%s: the queue stayed full for %.3f s", fn, timeout);
+        goto unlock;
     }
-    mp__qrec *r = (mp__qrec *)(q->ring + (pos & q->mask));
-    if (spill) {
-        r->len = sizeof body;
-        r->flags = type | MP__QREC_SPILL;
-        memcpy(r + 1, &body, sizeof body);
-    } else {
-        r->len = (uint32_t)len;
-        r->flags = type;
-        put_copy(r + 1, buf, len, MP__QFAULT_PUT_PARTIAL);
-    }
-    atomic_store_explicit(&s->put.tail, pos + a.need, memory_order_release);
     atomic_store_explicit(&s->put.nput, atomic_load_explicit(&s->put.nput, memory_order_relaxed) + 1,
                           memory_order_release);
     wake_waiters(&s->put.get_waiters, &s->put.notempty);
@@ -168,36 +287,107 @@ unlock:
 
 /* ---- get ---- */
 
-static bool get_ready(mp_queue *q, void *arg) {
-    (void)arg;
+/* What the getter finds next, under the get lock. */
+typedef struct next_rec {
+    mp__qrec *r;     /* NULL: nothing yet */
+    uint64_t pos;
+    bool in_arena;
+} next_rec;
+
+/* The next item record, stepping over WRAPs and closed, drained OVFs (the steps
+ * are stores, so they happen here, under the get lock). */
+static int find_next(mp_queue *q, next_rec *n) {
     mp__qshared *s = q->s;
-    uint64_t head = atomic_load_explicit(&s->get.head, memory_order_relaxed);
-    if (head != s->get.tail_seen) return true;
-    s->get.tail_seen = atomic_load_explicit(&s->put.tail, memory_order_acquire);
-    return head != s->get.tail_seen;
+    n->r = NULL;
+    for (;;) {
+        uint64_t head = atomic_load_explicit(&s->get.head, memory_order_relaxed);
+        if (head == s->get.tail_seen) {
+            s->get.tail_seen = atomic_load_explicit(&s->put.tail, memory_order_acquire);
+            if (head == s->get.tail_seen) return 0;
+        }
+        mp__qrec *r = rec_at(q->ring, q->mask, head);
+        uint32_t t = r->flags & MP__QREC_TYPE;
+        if (t == MP__QREC_WRAP) {
+            atomic_store_explicit(&s->get.head, head + (s->ring_size - (head & q->mask)), memory_order_release);
+            continue;
+        }
+        if (t != MP__QREC_OVF) {
+            *n = (next_rec){r, head, false};
+            return 0;
+        }
+        uint64_t end = atomic_load_explicit(ovf_end(r), memory_order_acquire);
+        uint64_t ah = atomic_load_explicit(&s->get.a_head, memory_order_relaxed);
+        if (ah == (end & ~MP__QOVF_CLOSED)) {
+            if (!(end & MP__QOVF_CLOSED)) return 0;
+            atomic_store_explicit(&s->get.head, head + rec_need(r), memory_order_release);
+            continue;
+        }
+        unsigned char *a = arena(q);
+        if (!a) return mp__err(MP_ENOMEM, "queue: cannot map the overflow arena (%s)", mp_last_error_message());
+        mp__qrec *ar = rec_at(a, s->arena_size - 1, ah);
+        if ((ar->flags & MP__QREC_TYPE) == MP__QREC_WRAP) {
+            atomic_store_explicit(&s->get.a_head, ah + (s->arena_size - (ah & (s->arena_size - 1))),
+                                  memory_order_release);
+            continue;
+        }
+        *n = (next_rec){ar, ah, true};
+        return 0;
+    }
 }
 
-/* Moves head past the record at head (need bytes) and wakes putters. */
-static void get_advance(mp_queue *q, uint64_t head, uint64_t need, bool item) {
+static bool get_ready(mp_queue *q, void *arg) {
+    next_rec *n = arg;
+    return find_next(q, n) != 0 || n->r != NULL;
+}
+
+/* Gives consumed arena memory back, when no putter is in the arena. */
+static void arena_clean(mp_queue *q) {
     mp__qshared *s = q->s;
-    atomic_store_explicit(&s->get.head, head + need, memory_order_release);
-    if (item)
-        atomic_store_explicit(&s->get.nget, atomic_load_explicit(&s->get.nget, memory_order_relaxed) + 1,
-                              memory_order_release);
+    uint64_t ah = atomic_load_explicit(&s->get.a_head, memory_order_relaxed);
+    if (ah - s->get.a_clean < Q_CLEAN_MIN) return;
+    /* Only when the put side looks free: a busy one is tried again after a later get. */
+    if (atomic_load_explicit(&s->put.lock.f.val, memory_order_relaxed) != 0) return;
+    int rc = mp__lockw_acquire(&s->put.lock, 0);
+    if (rc != 0 && rc != MP_EOWNERDEAD) return;
+    unsigned char *a = atomic_load_explicit(&q->arena, memory_order_relaxed);
+    if (!open_ovf(q) && s->put.a_tail == ah) {
+        uint64_t from = s->get.a_clean, size = s->arena_size;
+        if (ah - from >= size) from = ah - size;
+        while (from < ah) {
+            uint64_t off = from & (size - 1);
+            uint64_t len = ah - from < size - off ? ah - from : size - off;
+            mp__os_qarena_discard(q->arena_h, a, off, len);
+            from += len;
+        }
+        s->get.a_clean = ah;
+    }
+    mp__lockw_release(&s->put.lock);
+}
+
+/* Moves past the item record at n (need bytes) and wakes putters. */
+static void get_advance(mp_queue *q, const next_rec *n, uint64_t need) {
+    mp__qshared *s = q->s;
+    atomic_store_explicit(n->in_arena ? &s->get.a_head : &s->get.head, n->pos + need, memory_order_release);
+    atomic_store_explicit(&s->get.nget, atomic_load_explicit(&s->get.nget, memory_order_relaxed) + 1,
+                          memory_order_release);
     atomic_store_explicit(&s->get.busy, 0, memory_order_relaxed);
     wake_waiters(&s->get.put_waiters, &s->get.notfull);
 }
 
-static uint64_t rec_need(const mp__qrec *r) { return sizeof(mp__qrec) + round8(r->len); }
+static uint64_t busy_mark(const next_rec *n) { return (n->pos + 1) * 2 + (n->in_arena ? 1 : 0); }
 
 /* The get side was taken over from a dead getter: an item it had begun to read is gone
  * with it (the rest of the queue is untouched). */
 static void get_recover(mp_queue *q) {
     mp__qshared *s = q->s;
-    uint64_t head = atomic_load_explicit(&s->get.head, memory_order_relaxed);
-    if (atomic_load_explicit(&s->get.busy, memory_order_relaxed) != head + 1) return;
-    const mp__qrec *r = (const mp__qrec *)(q->ring + (head & q->mask));
-    get_advance(q, head, rec_need(r), true);
+    uint64_t busy = atomic_load_explicit(&s->get.busy, memory_order_relaxed);
+    if (busy == 0) return;
+    next_rec n;
+    if (find_next(q, &n) != 0 || !n.r || busy_mark(&n) != busy) {
+        atomic_store_explicit(&s->get.busy, 0, memory_order_relaxed);
+        return;
+    }
+    get_advance(q, &n, rec_need(n.r));
 }
 
 int mp__queue_get(mp_queue *q, mp__qdst *d, double timeout, const char *fn) {
@@ -211,19 +401,18 @@ int mp__queue_get(mp_queue *q, mp__qdst *d, double timeout, const char *fn) {
     if (rc == MP_EOWNERDEAD) get_recover(q);
     else if (rc != 0) return mp__err(rc, "%s: cannot take the get side", fn);
     for (;;) {
-        if (!get_ready(q, NULL)) {
-            rc = wait_for(q, get_ready, NULL, &s->put.get_waiters, &s->put.notempty, deadline);
+        next_rec n;
+        rc = find_next(q, &n);
+        if (rc) break;
+        if (!n.r) {
+            rc = wait_for(q, get_ready, &n, &s->put.get_waiters, &s->put.notempty, deadline);
             if (rc) {
                 rc = mp__err(MP_EEMPTY, "%s: nothing came within %.3f s", fn, timeout);
                 break;
             }
+            if ((rc = find_next(q, &n)) != 0) break;
         }
-        uint64_t head = atomic_load_explicit(&s->get.head, memory_order_relaxed);
-        const mp__qrec *r = (const mp__qrec *)(q->ring + (head & q->mask));
-        if ((r->flags & MP__QREC_TYPE) == MP__QREC_WRAP) {
-            get_advance(q, head, s->ring_size - (head & q->mask), false);
-            continue;
-        }
+        mp__qrec *r = n.r;
         uint64_t need = rec_need(r);
         mp__qspill_body body;
         bool spill = r->flags & MP__QREC_SPILL;
@@ -248,14 +437,14 @@ int mp__queue_get(mp_queue *q, mp__qdst *d, double timeout, const char *fn) {
                 break;
             }
         }
-        atomic_store_explicit(&s->get.busy, head + 1, memory_order_relaxed);
+        atomic_store_explicit(&s->get.busy, busy_mark(&n), memory_order_relaxed);
         if (spill) {
             const void *src;
             rc = mp__os_qspill_recv(q->spill, body.seq, body.size, body.rec, &src);
             if (rc == MP_ENOENT) {
                 /* Taken by a getter that died, or its keeper ended: that item is lost. */
                 if (!d->buf) mp__free(dst);
-                get_advance(q, head, need, true);
+                get_advance(q, &n, need);
                 continue;
             }
             if (rc) {
@@ -263,13 +452,14 @@ int mp__queue_get(mp_queue *q, mp__qdst *d, double timeout, const char *fn) {
                 atomic_store_explicit(&s->get.busy, 0, memory_order_relaxed);
                 break;
             }
-            put_copy(dst, src, d->len, MP__QFAULT_GET_PARTIAL);
+            copy_halves(dst, src, d->len, MP__QFAULT_GET_PARTIAL);
             mp__os_qspill_done(q->spill, true);
         } else {
-            put_copy(dst, r + 1, d->len, MP__QFAULT_GET_PARTIAL);
+            copy_halves(dst, r + 1, d->len, MP__QFAULT_GET_PARTIAL);
         }
         if (!d->buf) d->out = dst;
-        get_advance(q, head, need, true);
+        get_advance(q, &n, need);
+        arena_clean(q);
         rc = 0;
         break;
     }

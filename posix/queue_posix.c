@@ -294,3 +294,46 @@ void mp__os_qspill_done(mp__qspill *s, bool recycle) {
     }
     close(fd);
 }
+
+/* ---- the overflow arena: a sparse memfd; only pages written cost memory ---- */
+
+#define ARENA_SIZE ((uint64_t)8 << 30)
+
+int mp__os_qarena_new(uint64_t *size, mp_os_handle *h) {
+    *h = MP_INVALID_OS_HANDLE;
+    int fd = memfd_create("multiproc-queue-arena", MFD_CLOEXEC);
+    if (fd < 0) return mp__os_err("queue: memfd_create");
+    if (ftruncate(fd, (off_t)ARENA_SIZE) != 0) {
+        int rc = mp__os_err("queue: ftruncate");
+        close(fd);
+        return rc;
+    }
+    *size = ARENA_SIZE;
+    *h = fd;
+    return 0;
+}
+
+int mp__os_qarena_map(mp_os_handle h, uint64_t size, void **base) {
+    *base = NULL;
+    struct stat st;
+    if (fstat((int)h, &st) != 0) return mp__os_err("queue: fstat");
+    if (st.st_size < 0 || (uint64_t)st.st_size < size || size > SIZE_MAX)
+        return mp__err(MP_EPROTO, "queue: the arena has %lld bytes, expected %llu", (long long)st.st_size,
+                       (unsigned long long)size);
+    /* MAP_NORESERVE: address space only; pages come as the arena fills. */
+    void *p = mmap(NULL, (size_t)size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, (int)h, 0);
+    if (p == MAP_FAILED) return mp__os_err("queue: mmap");
+    *base = p;
+    return 0;
+}
+
+void mp__os_qarena_unmap(void *base, uint64_t size) {
+    if (base) munmap(base, (size_t)size);
+}
+
+void mp__os_qarena_discard(mp_os_handle h, void *base, uint64_t off, uint64_t len) {
+    (void)base;
+    uint64_t page = 4096;
+    uint64_t from = (off + page - 1) & ~(page - 1), to = (off + len) & ~(page - 1);
+    if (to > from) fallocate((int)h, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)from, (off_t)(to - from));
+}

@@ -139,3 +139,36 @@ void mp__os_qspill_done(mp__qspill *s, bool recycle) {
     s->get_base = NULL;
     s->get_sec = NULL;
 }
+
+/* ---- the overflow arena: a section, whose pages exist once touched ---- */
+
+#define ARENA_SIZE ((uint64_t)128 << 20)
+
+int mp__os_qarena_new(uint64_t *size, mp_os_handle *h) {
+    *h = MP_INVALID_OS_HANDLE;
+    HANDLE s = CreateFileMappingW(INVALID_HANDLE_VALUE, NULL, PAGE_READWRITE, (DWORD)(ARENA_SIZE >> 32),
+                                  (DWORD)ARENA_SIZE, NULL);
+    if (!s) return mp__os_err("queue: CreateFileMapping");
+    *size = ARENA_SIZE;
+    *h = MP__OSH(s);
+    return 0;
+}
+
+int mp__os_qarena_map(mp_os_handle h, uint64_t size, void **base) {
+    *base = MapViewOfFile(MP__H(h), FILE_MAP_ALL_ACCESS, 0, 0, (SIZE_T)size);
+    return *base ? 0 : mp__os_err("queue: MapViewOfFile");
+}
+
+void mp__os_qarena_unmap(void *base, uint64_t size) {
+    (void)size;
+    if (base) UnmapViewOfFile(base);
+}
+
+/* A section's pages cannot be given back while mapped: the arena keeps its high-water
+ * mark until the queue goes. */
+void mp__os_qarena_discard(mp_os_handle h, void *base, uint64_t off, uint64_t len) {
+    (void)h;
+    (void)base;
+    (void)off;
+    (void)len;
+}
