@@ -8,8 +8,10 @@
  *   - posix: the block is a memfd whose fd travels as SCM_RIGHTS over a carrier
  *     socketpair that every holder of the queue keeps both ends of; an fd in flight
  *     lives in the kernel's socket, not in any process. Consumers send used blocks
- *     back the other way (a free list) and each side keeps its mappings cached, so a
- *     steady stream of big items touches no fresh page.
+ *     back the other way (a free list), so a steady stream of big items reuses the
+ *     same pages. Items are written and read with pwrite/pread, not through a
+ *     mapping: no page fault, page-table setup or TLB shootdown per block, which
+ *     cost more than the copy itself for a block seen once.
  *   - Windows: a section per item, whose handle the producer moves into the queue
  *     creator's process (kept in the producer when that fails); rec names the keeper
  *     process and the handle, and the getter moves it out (DUPLICATE_CLOSE_SOURCE).
@@ -39,8 +41,10 @@ int mp__os_qspill_rebuild(uint32_t creator_pid, _Atomic uint32_t *free_count,
 /** Frees this process's channel: its mappings and handles (NULL is fine). */
 void mp__os_qspill_free(mp__qspill *s);
 
-/** Producer: a block of at least size bytes, mapped at *base (maybe recycled). */
-int mp__os_qspill_take(mp__qspill *s, uint64_t size, void **base);
+/** Producer: a block of at least size bytes for the next item (maybe recycled). */
+int mp__os_qspill_take(mp__qspill *s, uint64_t size);
+/** Producer: writes into that block at off. */
+int mp__os_qspill_write(mp__qspill *s, uint64_t off, const void *buf, size_t len);
 /** Producer: hands the block from the last take over as item seq (of size bytes);
  *  fills rec. MP_EFULL when the channel stays full for timeout seconds. On failure
  *  the block is dropped. */
@@ -48,11 +52,12 @@ int mp__os_qspill_send(mp__qspill *s, uint64_t seq, uint64_t size, uint64_t rec[
                        double timeout);
 /** Producer: drops the block from the last take (the item was not sent). */
 void mp__os_qspill_cancel(mp__qspill *s);
-/** Consumer: maps the block of item seq, *base valid until mp__os_qspill_done. Blocks
- *  of older items left by dead processes are discarded on the way. MP_ENOENT when the
+/** Consumer: takes the block of item seq, to read until mp__os_qspill_done. Blocks of
+ *  older items left by dead processes are discarded on the way. MP_ENOENT when the
  *  block is gone (a dead getter took it; or, on Windows, its keeper ended). */
-int mp__os_qspill_recv(mp__qspill *s, uint64_t seq, uint64_t size, const uint64_t rec[2],
-                       const void **base);
+int mp__os_qspill_recv(mp__qspill *s, uint64_t seq, uint64_t size, const uint64_t rec[2]);
+/** Consumer: reads from that block at off. */
+int mp__os_qspill_read(mp__qspill *s, uint64_t off, void *dst, size_t len);
 /** Consumer: done with the block from the last recv; recycle says it may be reused. */
 void mp__os_qspill_done(mp__qspill *s, bool recycle);
 

@@ -22,8 +22,8 @@ extern void (*mp__queue_fault_hook)(int point);
  * instead). head and tail are byte counters that only grow; a record is visible once
  * tail (release) is past it, and its space is free again once head is past it.
  *
- * The put side and the get side each have their own 128-byte lines, written by their
- * side only, except for the waiter counts of the other side, which change only around
+ * The put side and the get side each have their own 128-byte lines (the adjacent-line
+ * prefetcher pairs 64-byte lines), written by their side only, except for the waiter counts of the other side, which change only around
  * a sleep. Each side keeps what it last saw of the other side's counters, and looks
  * again only when that says full or empty, so the lines move between CPUs about once
  * per batch, not once per item.
@@ -72,27 +72,32 @@ typedef struct mp__qshared {
     uint64_t arena_size;  /* a power of two */
     _Alignas(128) struct {
         mp__lockw lock;
-        _Atomic uint64_t tail;
         _Atomic uint64_t nput;       /* items published */
         uint64_t head_seen, nget_seen, a_head_seen; /* the get side's, as last read */
         uint64_t spill_seq;
         uint64_t ovf;                /* 1 + position of the last OVF record; 0: none */
         uint64_t a_tail;             /* arena end, when no episode is open */
         _Atomic uint32_t get_waiters;  /* getters about to sleep on notempty */
+        _Atomic uint32_t get_sleep;    /* the notempty value the getter sleeps on */
         mp__futex notempty;
     } put;
     _Alignas(128) struct {
         mp__lockw lock;
-        _Atomic uint64_t head;
-        _Atomic uint64_t a_head;     /* arena */
         _Atomic uint64_t nget;       /* items taken (or lost with a dead getter) */
         _Atomic uint64_t busy;       /* 2 * (1 + position) + in arena, of the item being read */
         uint64_t tail_seen;
         uint64_t a_clean;            /* the arena before this was given back to the OS */
         _Atomic uint32_t put_waiters;  /* putters about to sleep on notfull */
+        _Atomic uint32_t put_sleep;    /* the notfull value the putter sleeps on */
         mp__futex notfull;
         _Atomic uint32_t spill_free;   /* recycled spill blocks waiting */
     } get;
+    /* The published counters have lines of their own: the other side reads them
+     * whenever it catches up, which would otherwise take the lock word's line away
+     * from its side once per item. */
+    _Alignas(128) _Atomic uint64_t tail;
+    _Alignas(128) _Atomic uint64_t head;
+    _Atomic uint64_t a_head;         /* arena */
     _Alignas(128) mp__futex unfinished; /* JoinableQueue: val = tasks not done */
 } mp__qshared;
 

@@ -56,31 +56,61 @@ static unsigned char *arena(mp_queue *q) {
     return p;
 }
 
-/* Wakes the other side's sleepers, if any. The fence orders the caller's counter
- * store before the look at the waiter count; a waiter raises its count before it
- * looks at the counter (wait_for), so one of the two sees the other. */
-static inline void wake_waiters(_Atomic uint32_t *waiters, mp__futex *f) {
-    atomic_thread_fence(memory_order_seq_cst);
-    if (atomic_load_explicit(waiters, memory_order_relaxed) != 0) {
-        atomic_fetch_add(&f->val, 1);
+/* Wakes the other side's sleepers, if any; called right after the side's lock was
+ * released. A waiter raises its count, then fences, then looks at the counter
+ * (wait_for); the caller stored the counter, then released the lock, then looks at
+ * the count. The release is a seq_cst exchange, a full barrier on every target
+ * (x86: a locked instruction; ARMv8: stlxr then ldar stay in order), which takes the
+ * place of a second fence per item here: one of the two sides sees the other. */
+static inline void wake_waiters(_Atomic uint32_t *waiters, _Atomic uint32_t *sleep_val, mp__futex *f) {
+    if (atomic_load_explicit(waiters, memory_order_relaxed) == 0) return;
+    uint32_t v = atomic_load_explicit(&f->val, memory_order_relaxed);
+    if (v == atomic_load_explicit(sleep_val, memory_order_relaxed) &&
+        atomic_compare_exchange_strong(&f->val, &v, v + 1))
         mp__os_futex_wake(f, INT32_MAX);
-    }
 }
 
 typedef bool (*ready_fn)(mp_queue *q, void *arg);
 
-/* Spins a little, then sleeps on f until ready() or the deadline: 0 or MP_ETIMEDOUT. */
+/* The deadline of a call, read from the clock only once the call has to wait (a
+ * clock read costs as much as a whole item on some machines). */
+typedef struct qclock {
+    double timeout, deadline;
+    bool set;
+} qclock;
+
+static double qc_deadline(qclock *c) {
+    if (!c->set) {
+        c->deadline = mp__sync_deadline(c->timeout);
+        c->set = true;
+    }
+    return c->deadline;
+}
+
+/* Takes a side's lock; the clock starts first only when the lock is busy. */
+static int side_lock(mp__lockw *w, qclock *c) {
+    if (atomic_load_explicit(&w->f.val, memory_order_relaxed) != 0) qc_deadline(c);
+    return mp__lockw_acquire(w, c->set ? mp__sync_left(c->deadline) : c->timeout);
+}
+
+/* Spins a little, then sleeps on f until ready() or the deadline: 0 or MP_ETIMEDOUT.
+ * Only the holder of a side's lock waits here, so one sleeper at a time per word:
+ * it notes in sleep_val the value it sleeps on, and a waker makes the system call
+ * only while val still equals it, i.e. once per sleep, not once per item. */
 static int wait_for(mp_queue *q, ready_fn ready, void *arg, _Atomic uint32_t *waiters,
-                    mp__futex *f, double deadline) {
+                    _Atomic uint32_t *sleep_val, mp__futex *f, qclock *c) {
     for (int i = 0; i < Q_SPIN; i++) {
         if (ready(q, arg)) return 0;
-        if (deadline >= 0 && (i & 63) == 63 && mp__sync_left(deadline) == 0) return MP_ETIMEDOUT;
+        if (c->timeout == 0) return MP_ETIMEDOUT;
         cpu_relax();
     }
+    double deadline = qc_deadline(c);
     for (;;) {
         atomic_fetch_add(waiters, 1);
         atomic_thread_fence(memory_order_seq_cst);
         uint32_t v = atomic_load(&f->val);
+        atomic_store(sleep_val, v);
+        atomic_thread_fence(memory_order_seq_cst);
         if (ready(q, arg)) {
             atomic_fetch_sub(waiters, 1);
             return 0;
@@ -112,10 +142,10 @@ static inline uint64_t span(uint64_t pos, uint64_t size, uint64_t need) {
 /* Room in the ring for need bytes, leaving the OVF reserve? Under the put lock. */
 static bool ring_room(mp_queue *q, uint64_t need) {
     mp__qshared *s = q->s;
-    uint64_t pos = atomic_load_explicit(&s->put.tail, memory_order_relaxed);
+    uint64_t pos = atomic_load_explicit(&s->tail, memory_order_relaxed);
     uint64_t want = pos + span(pos, s->ring_size, need) + MP__QRESERVE;
     if (want - s->put.head_seen <= s->ring_size) return true;
-    s->put.head_seen = atomic_load_explicit(&s->get.head, memory_order_acquire);
+    s->put.head_seen = atomic_load_explicit(&s->head, memory_order_acquire);
     return want - s->put.head_seen <= s->ring_size;
 }
 
@@ -123,7 +153,7 @@ static bool arena_room(mp_queue *q, uint64_t at, uint64_t need) {
     mp__qshared *s = q->s;
     uint64_t want = at + span(at, s->arena_size, need);
     if (want - s->put.a_head_seen <= s->arena_size) return true;
-    s->put.a_head_seen = atomic_load_explicit(&s->get.a_head, memory_order_acquire);
+    s->put.a_head_seen = atomic_load_explicit(&s->a_head, memory_order_acquire);
     return want - s->put.a_head_seen <= s->arena_size;
 }
 
@@ -143,7 +173,7 @@ static mp__qrec *open_ovf(mp_queue *q) {
     mp__qshared *s = q->s;
     if (s->put.ovf == 0) return NULL;
     uint64_t at = s->put.ovf - 1;
-    if (at >= atomic_load_explicit(&s->put.tail, memory_order_relaxed)) return NULL;
+    if (at >= atomic_load_explicit(&s->tail, memory_order_relaxed)) return NULL;
     mp__qrec *r = rec_at(q->ring, q->mask, at);
     if ((r->flags & MP__QREC_TYPE) != MP__QREC_OVF) return NULL;
     uint64_t end = atomic_load_explicit(ovf_end(r), memory_order_relaxed);
@@ -188,7 +218,7 @@ static bool ring_or_arena_room(mp_queue *q, void *argp) {
 /* Places the record (under the put lock): in the ring when it has room, else in the
  * arena. 0, or MP_ETIMEDOUT when even the arena stayed full. */
 static int put_record(mp_queue *q, uint32_t type, const void *buf, size_t len,
-                      const mp__qspill_body *body, bool arena_only, double deadline) {
+                      const mp__qspill_body *body, bool arena_only, qclock *c) {
     mp__qshared *s = q->s;
     uint64_t need = sizeof(mp__qrec) + round8(body ? sizeof *body : len);
     for (;;) {
@@ -198,29 +228,29 @@ static int put_record(mp_queue *q, uint32_t type, const void *buf, size_t len,
             /* Back to the ring: the arena's items all come before this one. */
             if (o) atomic_store_explicit(ovf_end(o), s->put.a_tail | MP__QOVF_CLOSED, memory_order_release);
             s->put.ovf = 0;
-            uint64_t pos = place(q->ring, s->ring_size, atomic_load_explicit(&s->put.tail, memory_order_relaxed), need);
+            uint64_t pos = place(q->ring, s->ring_size, atomic_load_explicit(&s->tail, memory_order_relaxed), need);
             fill(rec_at(q->ring, q->mask, pos), type, buf, len, body);
-            atomic_store_explicit(&s->put.tail, pos + need, memory_order_release);
+            atomic_store_explicit(&s->tail, pos + need, memory_order_release);
             return 0;
         }
         unsigned char *a = arena(q);
         if (!a) return mp__err(MP_ENOMEM, "queue: cannot map the overflow arena (%s)", mp_last_error_message());
         if (!arena_room(q, s->put.a_tail, need)) {
             arena_arg arg = {need};
-            int rc = wait_for(q, ring_or_arena_room, &arg, &s->get.put_waiters, &s->get.notfull, deadline);
+            int rc = wait_for(q, ring_or_arena_room, &arg, &s->get.put_waiters, &s->get.put_sleep, &s->get.notfull, c);
             if (rc) return rc;
             continue;
         }
         if (!o) {
             /* The reserve guarantees the ring room for this. */
-            uint64_t pos = place(q->ring, s->ring_size, atomic_load_explicit(&s->put.tail, memory_order_relaxed),
+            uint64_t pos = place(q->ring, s->ring_size, atomic_load_explicit(&s->tail, memory_order_relaxed),
                                  sizeof(mp__qrec) + 8);
             s->put.ovf = pos + 1;
             o = rec_at(q->ring, q->mask, pos);
             o->len = 8;
             o->flags = MP__QREC_OVF;
             atomic_store_explicit(ovf_end(o), s->put.a_tail, memory_order_relaxed);
-            atomic_store_explicit(&s->put.tail, pos + sizeof(mp__qrec) + 8, memory_order_release);
+            atomic_store_explicit(&s->tail, pos + sizeof(mp__qrec) + 8, memory_order_release);
         }
         uint64_t amask = s->arena_size - 1;
         uint64_t pos = place(a, s->arena_size, s->put.a_tail, need);
@@ -238,13 +268,13 @@ int mp__queue_put(mp_queue *q, const void *buf, size_t len, uint32_t type, doubl
     if (atomic_load_explicit(&q->closed, memory_order_relaxed))
         return mp__err(MP_ECLOSED, "%s: the queue is closed", fn);
     mp__qshared *s = q->s;
-    double deadline = mp__sync_deadline(timeout);
-    int rc = mp__lockw_acquire(&s->put.lock, timeout);
+    qclock c = {.timeout = timeout};
+    int rc = side_lock(&s->put.lock, &c);
     if (rc == MP_ETIMEDOUT) return mp__err(MP_EFULL, "%s: the queue stayed busy for %.3f s", fn, timeout);
     if (rc != 0 && rc != MP_EOWNERDEAD) return mp__err(rc, "%s: cannot take the put side", fn);
     /* A putter that died holding the lock published nothing of its item. */
     if (!count_room(q, NULL)) {
-        rc = wait_for(q, count_room, NULL, &s->get.put_waiters, &s->get.notfull, deadline);
+        rc = wait_for(q, count_room, NULL, &s->get.put_waiters, &s->get.put_sleep, &s->get.notfull, &c);
         if (rc) {
             rc = mp__err(MP_EFULL, "%s: the queue stayed full for %.3f s", fn, timeout);
             goto unlock;
@@ -253,10 +283,15 @@ int mp__queue_put(mp_queue *q, const void *buf, size_t len, uint32_t type, doubl
     mp__qspill_body body, *bp = NULL;
     bool arena_only = false;
     if (len > s->spill_min) {
-        void *base;
-        rc = mp__os_qspill_take(q->spill, len, &base);
-        if (rc) goto unlock;
-        copy_halves(base, buf, len, MP__QFAULT_PUT_SPILL);
+        size_t half = len / 2;
+        rc = mp__os_qspill_take(q->spill, len);
+        if (!rc) rc = mp__os_qspill_write(q->spill, 0, buf, half);
+        if (!rc) fault(MP__QFAULT_PUT_SPILL);
+        if (!rc) rc = mp__os_qspill_write(q->spill, half, (const char *)buf + half, len - half);
+        if (rc) {
+            mp__os_qspill_cancel(q->spill);
+            goto unlock;
+        }
         body.seq = ++s->put.spill_seq;
         body.size = len;
         /* Never waits: when the channel is full, the item goes whole into the arena. */
@@ -271,7 +306,7 @@ int mp__queue_put(mp_queue *q, const void *buf, size_t len, uint32_t type, doubl
     }
     /* Counted before the item shows, so that a task_done can never run ahead of it. */
     if (q->kind == MP_JOINABLE_QUEUE) atomic_fetch_add(&s->unfinished.val, 1);
-    rc = put_record(q, type, buf, len, bp, arena_only, deadline);
+    rc = put_record(q, type, buf, len, bp, arena_only, &c);
     if (rc) {
         if (q->kind == MP_JOINABLE_QUEUE) atomic_fetch_sub(&s->unfinished.val, 1);
         if (rc == MP_ETIMEDOUT) rc = mp__err(MP_EFULL, "%s: the queue stayed full for %.3f s", fn, timeout);
@@ -279,9 +314,9 @@ int mp__queue_put(mp_queue *q, const void *buf, size_t len, uint32_t type, doubl
     }
     atomic_store_explicit(&s->put.nput, atomic_load_explicit(&s->put.nput, memory_order_relaxed) + 1,
                           memory_order_release);
-    wake_waiters(&s->put.get_waiters, &s->put.notempty);
 unlock:
     mp__lockw_release(&s->put.lock);
+    if (rc == 0) wake_waiters(&s->put.get_waiters, &s->put.get_sleep, &s->put.notempty);
     return rc;
 }
 
@@ -300,15 +335,15 @@ static int find_next(mp_queue *q, next_rec *n) {
     mp__qshared *s = q->s;
     n->r = NULL;
     for (;;) {
-        uint64_t head = atomic_load_explicit(&s->get.head, memory_order_relaxed);
+        uint64_t head = atomic_load_explicit(&s->head, memory_order_relaxed);
         if (head == s->get.tail_seen) {
-            s->get.tail_seen = atomic_load_explicit(&s->put.tail, memory_order_acquire);
+            s->get.tail_seen = atomic_load_explicit(&s->tail, memory_order_acquire);
             if (head == s->get.tail_seen) return 0;
         }
         mp__qrec *r = rec_at(q->ring, q->mask, head);
         uint32_t t = r->flags & MP__QREC_TYPE;
         if (t == MP__QREC_WRAP) {
-            atomic_store_explicit(&s->get.head, head + (s->ring_size - (head & q->mask)), memory_order_release);
+            atomic_store_explicit(&s->head, head + (s->ring_size - (head & q->mask)), memory_order_release);
             continue;
         }
         if (t != MP__QREC_OVF) {
@@ -316,17 +351,17 @@ static int find_next(mp_queue *q, next_rec *n) {
             return 0;
         }
         uint64_t end = atomic_load_explicit(ovf_end(r), memory_order_acquire);
-        uint64_t ah = atomic_load_explicit(&s->get.a_head, memory_order_relaxed);
+        uint64_t ah = atomic_load_explicit(&s->a_head, memory_order_relaxed);
         if (ah == (end & ~MP__QOVF_CLOSED)) {
             if (!(end & MP__QOVF_CLOSED)) return 0;
-            atomic_store_explicit(&s->get.head, head + rec_need(r), memory_order_release);
+            atomic_store_explicit(&s->head, head + rec_need(r), memory_order_release);
             continue;
         }
         unsigned char *a = arena(q);
         if (!a) return mp__err(MP_ENOMEM, "queue: cannot map the overflow arena (%s)", mp_last_error_message());
         mp__qrec *ar = rec_at(a, s->arena_size - 1, ah);
         if ((ar->flags & MP__QREC_TYPE) == MP__QREC_WRAP) {
-            atomic_store_explicit(&s->get.a_head, ah + (s->arena_size - (ah & (s->arena_size - 1))),
+            atomic_store_explicit(&s->a_head, ah + (s->arena_size - (ah & (s->arena_size - 1))),
                                   memory_order_release);
             continue;
         }
@@ -343,7 +378,7 @@ static bool get_ready(mp_queue *q, void *arg) {
 /* Gives consumed arena memory back, when no putter is in the arena. */
 static void arena_clean(mp_queue *q) {
     mp__qshared *s = q->s;
-    uint64_t ah = atomic_load_explicit(&s->get.a_head, memory_order_relaxed);
+    uint64_t ah = atomic_load_explicit(&s->a_head, memory_order_relaxed);
     if (ah - s->get.a_clean < Q_CLEAN_MIN) return;
     /* Only when the put side looks free: a busy one is tried again after a later get. */
     if (atomic_load_explicit(&s->put.lock.f.val, memory_order_relaxed) != 0) return;
@@ -364,14 +399,14 @@ static void arena_clean(mp_queue *q) {
     mp__lockw_release(&s->put.lock);
 }
 
-/* Moves past the item record at n (need bytes) and wakes putters. */
+/* Moves past the item record at n (need bytes); the caller wakes putters once it let
+ * the get side go. */
 static void get_advance(mp_queue *q, const next_rec *n, uint64_t need) {
     mp__qshared *s = q->s;
-    atomic_store_explicit(n->in_arena ? &s->get.a_head : &s->get.head, n->pos + need, memory_order_release);
+    atomic_store_explicit(n->in_arena ? &s->a_head : &s->head, n->pos + need, memory_order_release);
     atomic_store_explicit(&s->get.nget, atomic_load_explicit(&s->get.nget, memory_order_relaxed) + 1,
                           memory_order_release);
     atomic_store_explicit(&s->get.busy, 0, memory_order_relaxed);
-    wake_waiters(&s->get.put_waiters, &s->get.notfull);
 }
 
 static uint64_t busy_mark(const next_rec *n) { return (n->pos + 1) * 2 + (n->in_arena ? 1 : 0); }
@@ -395,8 +430,8 @@ int mp__queue_get(mp_queue *q, mp__qdst *d, double timeout, const char *fn) {
     if (atomic_load_explicit(&q->closed, memory_order_relaxed))
         return mp__err(MP_ECLOSED, "%s: the queue is closed", fn);
     mp__qshared *s = q->s;
-    double deadline = mp__sync_deadline(timeout);
-    int rc = mp__lockw_acquire(&s->get.lock, timeout);
+    qclock c = {.timeout = timeout};
+    int rc = side_lock(&s->get.lock, &c);
     if (rc == MP_ETIMEDOUT) return mp__err(MP_EEMPTY, "%s: nothing came within %.3f s", fn, timeout);
     if (rc == MP_EOWNERDEAD) get_recover(q);
     else if (rc != 0) return mp__err(rc, "%s: cannot take the get side", fn);
@@ -405,7 +440,7 @@ int mp__queue_get(mp_queue *q, mp__qdst *d, double timeout, const char *fn) {
         rc = find_next(q, &n);
         if (rc) break;
         if (!n.r) {
-            rc = wait_for(q, get_ready, &n, &s->put.get_waiters, &s->put.notempty, deadline);
+            rc = wait_for(q, get_ready, &n, &s->put.get_waiters, &s->put.get_sleep, &s->put.notempty, &c);
             if (rc) {
                 rc = mp__err(MP_EEMPTY, "%s: nothing came within %.3f s", fn, timeout);
                 break;
@@ -439,8 +474,7 @@ int mp__queue_get(mp_queue *q, mp__qdst *d, double timeout, const char *fn) {
         }
         atomic_store_explicit(&s->get.busy, busy_mark(&n), memory_order_relaxed);
         if (spill) {
-            const void *src;
-            rc = mp__os_qspill_recv(q->spill, body.seq, body.size, body.rec, &src);
+            rc = mp__os_qspill_recv(q->spill, body.seq, body.size, body.rec);
             if (rc == MP_ENOENT) {
                 /* Taken by a getter that died, or its keeper ended: that item is lost. */
                 if (!d->buf) mp__free(dst);
@@ -452,8 +486,17 @@ int mp__queue_get(mp_queue *q, mp__qdst *d, double timeout, const char *fn) {
                 atomic_store_explicit(&s->get.busy, 0, memory_order_relaxed);
                 break;
             }
-            copy_halves(dst, src, d->len, MP__QFAULT_GET_PARTIAL);
-            mp__os_qspill_done(q->spill, true);
+            size_t half = d->len / 2;
+            rc = mp__os_qspill_read(q->spill, 0, dst, half);
+            if (!rc) fault(MP__QFAULT_GET_PARTIAL);
+            if (!rc) rc = mp__os_qspill_read(q->spill, half, (char *)dst + half, d->len - half);
+            mp__os_qspill_done(q->spill, rc == 0);
+            if (rc) {
+                /* The block is gone with this error; so is the item. */
+                if (!d->buf) mp__free(dst);
+                get_advance(q, &n, need);
+                break;
+            }
         } else {
             copy_halves(dst, r + 1, d->len, MP__QFAULT_GET_PARTIAL);
         }
@@ -464,5 +507,6 @@ int mp__queue_get(mp_queue *q, mp__qdst *d, double timeout, const char *fn) {
         break;
     }
     mp__lockw_release(&s->get.lock);
+    wake_waiters(&s->get.put_waiters, &s->get.put_sleep, &s->get.notfull);
     return rc;
 }

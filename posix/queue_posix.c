@@ -19,29 +19,12 @@
 /* Recycled blocks waiting in the channel, at most: each pins its memory until a
  * producer takes it or the queue goes. */
 enum { FREE_MAX = 2 };
-/* Mappings kept per side and per queue object, by inode: a mapping keeps its memfd
- * (hence its inode number) alive, so a match is the same block. */
-enum { CACHE_N = 3 };
 /* Blocks are made in whole steps, so that a recycled block fits items of similar size. */
 #define BLOCK_STEP ((uint64_t)1 << 20)
-
-typedef struct map_ent {
-    dev_t dev;
-    ino_t ino;
-    void *base;
-    size_t size;
-    uint64_t used; /* LRU tick; 0: empty */
-} map_ent;
-
-typedef struct map_cache {
-    map_ent e[CACHE_N];
-    uint64_t tick;
-} map_cache;
 
 struct mp__qspill {
     int fd[2];
     _Atomic uint32_t *free_count;
-    map_cache put_c, get_c;
     int put_fd; /* the block between take and send */
     int get_fd; /* the block between recv and done */
 };
@@ -93,16 +76,8 @@ int mp__os_qspill_rebuild(uint32_t creator_pid, _Atomic uint32_t *free_count,
     return 0;
 }
 
-static void cache_clear(map_cache *c) {
-    for (int i = 0; i < CACHE_N; i++)
-        if (c->e[i].used) munmap(c->e[i].base, c->e[i].size);
-    memset(c, 0, sizeof *c);
-}
-
 void mp__os_qspill_free(mp__qspill *s) {
     if (!s) return;
-    cache_clear(&s->put_c);
-    cache_clear(&s->get_c);
     if (s->put_fd >= 0) close(s->put_fd);
     if (s->get_fd >= 0) close(s->get_fd);
     close(s->fd[0]);
@@ -110,34 +85,13 @@ void mp__os_qspill_free(mp__qspill *s) {
     mp__free(s);
 }
 
-/* The mapping of the block fd (size bytes at least), from the cache or made now. */
-static int cache_map(map_cache *c, int fd, uint64_t need, void **base) {
+/* The size of block fd, which must hold need bytes. */
+static int block_check(int fd, uint64_t need) {
     struct stat st;
     if (fstat(fd, &st) != 0) return mp__os_err("queue: fstat");
     if (st.st_size < 0 || (uint64_t)st.st_size < need)
         return mp__err(MP_EPROTO, "queue: a spill block has %lld bytes, the item %llu",
                        (long long)st.st_size, (unsigned long long)need);
-    c->tick++;
-    map_ent *victim = &c->e[0];
-    for (int i = 0; i < CACHE_N; i++) {
-        map_ent *e = &c->e[i];
-        if (e->used && e->dev == st.st_dev && e->ino == st.st_ino && e->size == (size_t)st.st_size) {
-            e->used = c->tick;
-            *base = e->base;
-            return 0;
-        }
-        if (e->used < victim->used) victim = e;
-    }
-    /* MAP_POPULATE: one call maps every page, instead of a fault per page. */
-    void *p = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
-    if (p == MAP_FAILED) return mp__os_err("queue: mmap");
-    if (victim->used) munmap(victim->base, victim->size);
-    victim->dev = st.st_dev;
-    victim->ino = st.st_ino;
-    victim->base = p;
-    victim->size = (size_t)st.st_size;
-    victim->used = c->tick;
-    *base = p;
     return 0;
 }
 
@@ -183,8 +137,7 @@ static int send_block(int sock, const wire_msg *m, int fd) {
     return 0;
 }
 
-int mp__os_qspill_take(mp__qspill *s, uint64_t size, void **base) {
-    *base = NULL;
+int mp__os_qspill_take(mp__qspill *s, uint64_t size) {
     if (s->put_fd >= 0) mp__os_qspill_cancel(s);
     int fd = -1;
     /* A recycled block first: its pages exist, and are likely mapped here already. */
@@ -212,12 +165,34 @@ int mp__os_qspill_take(mp__qspill *s, uint64_t size, void **base) {
             return rc;
         }
     }
-    int rc = cache_map(&s->put_c, fd, size, base);
-    if (rc) {
-        close(fd);
-        return rc;
-    }
     s->put_fd = fd;
+    return 0;
+}
+
+int mp__os_qspill_write(mp__qspill *s, uint64_t off, const void *buf, size_t len) {
+    const char *p = buf;
+    while (len > 0) {
+        ssize_t n = pwrite(s->put_fd, p, len, (off_t)off);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return mp__os_err("queue: writing a spill block");
+        p += n;
+        off += (uint64_t)n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+int mp__os_qspill_read(mp__qspill *s, uint64_t off, void *dst, size_t len) {
+    char *p = dst;
+    while (len > 0) {
+        ssize_t n = pread(s->get_fd, p, len, (off_t)off);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) return mp__os_err("queue: reading a spill block");
+        if (n == 0) return mp__err(MP_EPROTO, "queue: a spill block ends early");
+        p += n;
+        off += (uint64_t)n;
+        len -= (size_t)n;
+    }
     return 0;
 }
 
@@ -249,10 +224,8 @@ int mp__os_qspill_send(mp__qspill *s, uint64_t seq, uint64_t size, uint64_t rec[
     return rc;
 }
 
-int mp__os_qspill_recv(mp__qspill *s, uint64_t seq, uint64_t size, const uint64_t rec[2],
-                       const void **base) {
+int mp__os_qspill_recv(mp__qspill *s, uint64_t seq, uint64_t size, const uint64_t rec[2]) {
     (void)rec;
-    *base = NULL;
     if (s->get_fd >= 0) mp__os_qspill_done(s, false);
     for (;;) {
         wire_msg m;
@@ -267,7 +240,7 @@ int mp__os_qspill_recv(mp__qspill *s, uint64_t seq, uint64_t size, const uint64_
         int rc = recv_block(s->fd[1], &m, &fd);
         if (rc == MP_EAGAIN) return MP_ENOENT;
         if (rc == 0 && m.seq == seq && fd >= 0) {
-            rc = cache_map(&s->get_c, fd, size, (void **)base);
+            rc = block_check(fd, size);
             if (rc) {
                 close(fd);
                 return rc;

@@ -6,6 +6,8 @@
  * the handle out with DUPLICATE_CLOSE_SOURCE. When the keeper has ended before a
  * getter came, the item is gone (the getter skips it). No recycling here: each item
  * costs fresh pages. */
+#include <string.h>
+
 #include "win32.h"
 
 #include "../core/os_queue.h"
@@ -49,8 +51,7 @@ void mp__os_qspill_free(mp__qspill *s) {
     mp__free(s);
 }
 
-int mp__os_qspill_take(mp__qspill *s, uint64_t size, void **base) {
-    *base = NULL;
+int mp__os_qspill_take(mp__qspill *s, uint64_t size) {
     mp__os_qspill_cancel(s);
     uint64_t sz = size ? size : 1;
     HANDLE h = CreateFileMappingW(INVALID_HANDLE_VALUE, NULL, PAGE_READWRITE, (DWORD)(sz >> 32),
@@ -64,7 +65,16 @@ int mp__os_qspill_take(mp__qspill *s, uint64_t size, void **base) {
     }
     s->put_sec = h;
     s->put_base = p;
-    *base = p;
+    return 0;
+}
+
+int mp__os_qspill_write(mp__qspill *s, uint64_t off, const void *buf, size_t len) {
+    if (len) memcpy((char *)s->put_base + off, buf, len);
+    return 0;
+}
+
+int mp__os_qspill_read(mp__qspill *s, uint64_t off, void *dst, size_t len) {
+    if (len) memcpy(dst, (const char *)s->get_base + off, len);
     return 0;
 }
 
@@ -103,10 +113,8 @@ int mp__os_qspill_send(mp__qspill *s, uint64_t seq, uint64_t size, uint64_t rec[
     return 0;
 }
 
-int mp__os_qspill_recv(mp__qspill *s, uint64_t seq, uint64_t size, const uint64_t rec[2],
-                       const void **base) {
+int mp__os_qspill_recv(mp__qspill *s, uint64_t seq, uint64_t size, const uint64_t rec[2]) {
     (void)seq;
-    *base = NULL;
     mp__os_qspill_done(s, false);
     HANDLE h = NULL;
     if (rec[0] == GetCurrentProcessId()) {
@@ -128,7 +136,6 @@ int mp__os_qspill_recv(mp__qspill *s, uint64_t seq, uint64_t size, const uint64_
     }
     s->get_sec = h;
     s->get_base = p;
-    *base = p;
     return 0;
 }
 
