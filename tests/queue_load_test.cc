@@ -33,7 +33,7 @@ using namespace mpt;
 namespace {
 
 constexpr int kProducers = 8, kConsumers = 8;
-constexpr int64_t kDefaultItems = 4000;
+constexpr int64_t kDefaultItems = 25000;
 
 int64_t items_per_producer() {
     const char *e = getenv("MP_QUEUE_LOAD_ITEMS");
