@@ -175,10 +175,11 @@ void mp_queue_free_bytes(void *p) { mp__free(p); }
 /* ---- state ---- */
 
 static size_t items(const mp__qshared *s) {
-    /* nget first: nput only grows, so the difference cannot go negative. */
+    /* nget first: an item is counted in nput before it shows, so this order never
+     * sees more taken than put (the check is for a recovery in between). */
     uint64_t got = atomic_load_explicit(&s->get.nget, memory_order_acquire);
     uint64_t put = atomic_load_explicit(&s->put.nput, memory_order_acquire);
-    return (size_t)(put - got);
+    return put > got ? (size_t)(put - got) : 0;
 }
 
 int mp_queue_qsize(mp_queue *q, size_t *n) {

@@ -72,7 +72,9 @@ typedef struct mp__qshared {
     uint64_t arena_size;  /* a power of two */
     _Alignas(128) struct {
         mp__lockw lock;
-        _Atomic uint64_t nput;       /* items published */
+        _Atomic uint64_t nput;       /* items published (raised just before) */
+        uint64_t icommit, input;     /* a put in progress: the commit word's value after
+                                        it (0: none), and nput's once it counted */
         uint64_t head_seen, nget_seen, a_head_seen; /* the get side's, as last read */
         uint64_t spill_seq;
         uint64_t ovf;                /* 1 + position of the last OVF record; 0: none */
@@ -85,6 +87,7 @@ typedef struct mp__qshared {
         mp__lockw lock;
         _Atomic uint64_t nget;       /* items taken (or lost with a dead getter) */
         _Atomic uint64_t busy;       /* 2 * (1 + position) + in arena, of the item being read */
+        uint64_t busy_nget;          /* nget once that item is taken */
         uint64_t tail_seen;
         uint64_t a_clean;            /* the arena before this was given back to the OS */
         _Atomic uint32_t put_waiters;  /* putters about to sleep on notfull */

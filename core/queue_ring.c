@@ -192,6 +192,16 @@ static uint64_t place(unsigned char *base, uint64_t size, uint64_t pos, uint64_t
     return pos;
 }
 
+/* The item is about to show (its commit word will read commit): count it now, so that
+ * nget never runs ahead of nput, noting enough for put_recover to undo the count when
+ * this process dies before the commit. */
+static void count_put(mp__qshared *s, uint64_t commit) {
+    uint64_t n = atomic_load_explicit(&s->put.nput, memory_order_relaxed) + 1;
+    s->put.input = n;
+    s->put.icommit = commit;
+    atomic_store_explicit(&s->put.nput, n, memory_order_relaxed);
+}
+
 static void fill(mp__qrec *r, uint32_t type, const void *buf, size_t len, const mp__qspill_body *body) {
     if (body) {
         r->len = sizeof *body;
@@ -229,8 +239,10 @@ static int put_record(mp_queue *q, uint32_t type, const void *buf, size_t len,
             if (o) atomic_store_explicit(ovf_end(o), s->put.a_tail | MP__QOVF_CLOSED, memory_order_release);
             s->put.ovf = 0;
             uint64_t pos = place(q->ring, s->ring_size, atomic_load_explicit(&s->tail, memory_order_relaxed), need);
+            count_put(s, pos + need);
             fill(rec_at(q->ring, q->mask, pos), type, buf, len, body);
             atomic_store_explicit(&s->tail, pos + need, memory_order_release);
+            s->put.icommit = 0;
             return 0;
         }
         unsigned char *a = arena(q);
@@ -254,11 +266,32 @@ static int put_record(mp_queue *q, uint32_t type, const void *buf, size_t len,
         }
         uint64_t amask = s->arena_size - 1;
         uint64_t pos = place(a, s->arena_size, s->put.a_tail, need);
+        count_put(s, pos + need);
         fill(rec_at(a, amask, pos), type, buf, len, body);
         s->put.a_tail = pos + need;
         atomic_store_explicit(ovf_end(o), s->put.a_tail, memory_order_release);
+        s->put.icommit = 0;
         return 0;
     }
+}
+
+/* The put side was taken over from a dead putter: its item showed whole or not at all
+ * (the commit is one store); if not, and it was counted already, uncount it. */
+static void put_recover(mp_queue *q) {
+    mp__qshared *s = q->s;
+    uint64_t commit = s->put.icommit;
+    if (commit == 0) return;
+    s->put.icommit = 0;
+    if (atomic_load_explicit(&s->put.nput, memory_order_relaxed) != s->put.input) return;
+    /* The commit word is tail, or the end in the OVF record when it went to the arena
+     * (the dead putter opened that record before counting). */
+    bool shown = atomic_load_explicit(&s->tail, memory_order_relaxed) == commit;
+    if (!shown && s->put.ovf != 0 && s->put.ovf - 1 < atomic_load_explicit(&s->tail, memory_order_relaxed)) {
+        mp__qrec *o = rec_at(q->ring, q->mask, s->put.ovf - 1);
+        if ((o->flags & MP__QREC_TYPE) == MP__QREC_OVF)
+            shown = (atomic_load_explicit(ovf_end(o), memory_order_relaxed) & ~MP__QOVF_CLOSED) == commit;
+    }
+    if (!shown) atomic_store_explicit(&s->put.nput, s->put.input - 1, memory_order_relaxed);
 }
 
 int mp__queue_put(mp_queue *q, const void *buf, size_t len, uint32_t type, double timeout,
@@ -271,8 +304,8 @@ int mp__queue_put(mp_queue *q, const void *buf, size_t len, uint32_t type, doubl
     qclock c = {.timeout = timeout};
     int rc = side_lock(&s->put.lock, &c);
     if (rc == MP_ETIMEDOUT) return mp__err(MP_EFULL, "%s: the queue stayed busy for %.3f s", fn, timeout);
-    if (rc != 0 && rc != MP_EOWNERDEAD) return mp__err(rc, "%s: cannot take the put side", fn);
-    /* A putter that died holding the lock published nothing of its item. */
+    if (rc == MP_EOWNERDEAD) put_recover(q);
+    else if (rc != 0) return mp__err(rc, "%s: cannot take the put side", fn);
     if (!count_room(q, NULL)) {
         rc = wait_for(q, count_room, NULL, &s->get.put_waiters, &s->get.put_sleep, &s->get.notfull, &c);
         if (rc) {
@@ -301,6 +334,7 @@ int mp__queue_put(mp_queue *q, const void *buf, size_t len, uint32_t type, doubl
         } else if (rc == MP_EFULL && len <= UINT32_MAX - 16) {
             arena_only = true;
         } else {
+            if (rc == MP_EFULL) rc = mp__err(MP_EFULL, "%s: the big-item channel is full", fn);
             goto unlock;
         }
     }
@@ -312,8 +346,6 @@ int mp__queue_put(mp_queue *q, const void *buf, size_t len, uint32_t type, doubl
         if (rc == MP_ETIMEDOUT) rc = mp__err(MP_EFULL, "%s: the queue stayed full for %.3f s", fn, timeout);
         goto unlock;
     }
-    atomic_store_explicit(&s->put.nput, atomic_load_explicit(&s->put.nput, memory_order_relaxed) + 1,
-                          memory_order_release);
 unlock:
     mp__lockw_release(&s->put.lock);
     if (rc == 0) wake_waiters(&s->put.get_waiters, &s->put.get_sleep, &s->put.notempty);
@@ -403,22 +435,29 @@ static void arena_clean(mp_queue *q) {
  * the get side go. */
 static void get_advance(mp_queue *q, const next_rec *n, uint64_t need) {
     mp__qshared *s = q->s;
+    atomic_store_explicit(&s->get.nget, s->get.busy_nget, memory_order_release);
     atomic_store_explicit(n->in_arena ? &s->a_head : &s->head, n->pos + need, memory_order_release);
-    atomic_store_explicit(&s->get.nget, atomic_load_explicit(&s->get.nget, memory_order_relaxed) + 1,
-                          memory_order_release);
     atomic_store_explicit(&s->get.busy, 0, memory_order_relaxed);
 }
 
 static uint64_t busy_mark(const next_rec *n) { return (n->pos + 1) * 2 + (n->in_arena ? 1 : 0); }
 
+/* Marks the item at n as being taken (get_advance ends that). */
+static void get_begin(mp__qshared *s, const next_rec *n) {
+    s->get.busy_nget = atomic_load_explicit(&s->get.nget, memory_order_relaxed) + 1;
+    atomic_store_explicit(&s->get.busy, busy_mark(n), memory_order_relaxed);
+}
+
 /* The get side was taken over from a dead getter: an item it had begun to read is gone
- * with it (the rest of the queue is untouched). */
+ * with it (the rest of the queue is untouched), and counted as taken exactly once. */
 static void get_recover(mp_queue *q) {
     mp__qshared *s = q->s;
     uint64_t busy = atomic_load_explicit(&s->get.busy, memory_order_relaxed);
     if (busy == 0) return;
     next_rec n;
     if (find_next(q, &n) != 0 || !n.r || busy_mark(&n) != busy) {
+        /* It had moved past the item: only the count may be missing. */
+        atomic_store_explicit(&s->get.nget, s->get.busy_nget, memory_order_release);
         atomic_store_explicit(&s->get.busy, 0, memory_order_relaxed);
         return;
     }
@@ -472,7 +511,7 @@ int mp__queue_get(mp_queue *q, mp__qdst *d, double timeout, const char *fn) {
                 break;
             }
         }
-        atomic_store_explicit(&s->get.busy, busy_mark(&n), memory_order_relaxed);
+        get_begin(s, &n);
         if (spill) {
             rc = mp__os_qspill_recv(q->spill, body.seq, body.size, body.rec);
             if (rc == MP_ENOENT) {
