@@ -55,11 +55,21 @@ typedef struct mp__qrec {
     uint32_t flags;
 } mp__qrec;
 
+/* A big item's record. The record shows as soon as the block is handed over, and the
+ * putter then writes the item in chunks, raising done after each: a getter copies
+ * each chunk right behind it, while it is still in cache, and the block comes back to
+ * the free list in time for the putter's next item. The putter returns only once the
+ * whole item is in the block (gh-73983 holds). A putter that dies on the way leaves
+ * done short: the next putter (put_recover) or the getter (seeing the writer gone)
+ * marks it aborted, and the item is dropped as a whole. */
 typedef struct mp__qspill_body {
     uint64_t seq;
     uint64_t size;
     uint64_t rec[2];
+    uint64_t done;   /* bytes written so far (atomic); MP__QSPILL_ABORTED: given up */
+    uint64_t writer; /* pid of the putter */
 } mp__qspill_body;
+#define MP__QSPILL_ABORTED ((uint64_t)1 << 63)
 
 typedef struct mp__qshared {
     mp__sync_hdr hdr;
@@ -75,6 +85,8 @@ typedef struct mp__qshared {
         _Atomic uint64_t nput;       /* items published (raised just before) */
         uint64_t icommit, input;     /* a put in progress: the commit word's value after
                                         it (0: none), and nput's once it counted */
+        uint64_t stream, stream_seq; /* a big item being written: 2 * (1 + position) +
+                                        in arena (0: none), and its seq */
         uint64_t head_seen, nget_seen, a_head_seen; /* the get side's, as last read */
         uint64_t spill_seq;
         uint64_t ovf;                /* 1 + position of the last OVF record; 0: none */

@@ -5,6 +5,7 @@
  * Fast path, one item, no contention: the side's lock word (one CAS, one exchange),
  * the record copy, one release store of tail (or head), and one fence before looking
  * whether the other side sleeps. No system call unless somebody sleeps. */
+#include <stddef.h>
 #include <string.h>
 
 #include "queue_internal.h"
@@ -39,6 +40,14 @@ static inline mp__qrec *rec_at(unsigned char *base, uint64_t mask, uint64_t pos)
 }
 
 static inline _Atomic uint64_t *ovf_end(mp__qrec *r) { return (_Atomic uint64_t *)(void *)(r + 1); }
+
+static inline _Atomic uint64_t *spill_done(mp__qrec *r) {
+    return (_Atomic uint64_t *)(void *)((char *)(r + 1) + offsetof(mp__qspill_body, done));
+}
+
+/* A big item is written and read in chunks of this size: small enough to be still in
+ * cache when the getter copies it out right behind the putter. */
+#define Q_CHUNK ((uint64_t)512 << 10)
 
 static uint64_t rec_need(const mp__qrec *r) { return sizeof(mp__qrec) + round8(r->len); }
 
@@ -228,7 +237,7 @@ static bool ring_or_arena_room(mp_queue *q, void *argp) {
 /* Places the record (under the put lock): in the ring when it has room, else in the
  * arena. 0, or MP_ETIMEDOUT when even the arena stayed full. */
 static int put_record(mp_queue *q, uint32_t type, const void *buf, size_t len,
-                      const mp__qspill_body *body, bool arena_only, qclock *c) {
+                      const mp__qspill_body *body, bool arena_only, qclock *c, uint64_t *mark) {
     mp__qshared *s = q->s;
     uint64_t need = sizeof(mp__qrec) + round8(body ? sizeof *body : len);
     for (;;) {
@@ -241,6 +250,7 @@ static int put_record(mp_queue *q, uint32_t type, const void *buf, size_t len,
             uint64_t pos = place(q->ring, s->ring_size, atomic_load_explicit(&s->tail, memory_order_relaxed), need);
             count_put(s, pos + need);
             fill(rec_at(q->ring, q->mask, pos), type, buf, len, body);
+            *mark = (pos + 1) * 2;
             atomic_store_explicit(&s->tail, pos + need, memory_order_release);
             s->put.icommit = 0;
             return 0;
@@ -268,6 +278,7 @@ static int put_record(mp_queue *q, uint32_t type, const void *buf, size_t len,
         uint64_t pos = place(a, s->arena_size, s->put.a_tail, need);
         count_put(s, pos + need);
         fill(rec_at(a, amask, pos), type, buf, len, body);
+        *mark = (pos + 1) * 2 + 1;
         s->put.a_tail = pos + need;
         atomic_store_explicit(ovf_end(o), s->put.a_tail, memory_order_release);
         s->put.icommit = 0;
@@ -275,10 +286,37 @@ static int put_record(mp_queue *q, uint32_t type, const void *buf, size_t len,
     }
 }
 
-/* The put side was taken over from a dead putter: its item showed whole or not at all
- * (the commit is one store); if not, and it was counted already, uncount it. */
+/* The record of the big item being written (put.stream), or NULL. */
+static mp__qrec *stream_rec(mp_queue *q) {
+    mp__qshared *s = q->s;
+    uint64_t mark = s->put.stream;
+    if (mark < 2) return NULL;
+    uint64_t pos = mark / 2 - 1;
+    mp__qrec *r;
+    if (mark & 1) {
+        unsigned char *a = arena(q);
+        if (!a) return NULL;
+        r = rec_at(a, s->arena_size - 1, pos);
+    } else {
+        r = rec_at(q->ring, q->mask, pos);
+    }
+    mp__qspill_body b;
+    if (!(r->flags & MP__QREC_SPILL)) return NULL;
+    memcpy(&b, r + 1, offsetof(mp__qspill_body, done));
+    return b.seq == s->put.stream_seq ? r : NULL;
+}
+
+/* The put side was taken over from a dead putter: a big item it was writing is given
+ * up; any other item showed whole or not at all (the commit is one store), and if not
+ * while counted already, it is uncounted. */
 static void put_recover(mp_queue *q) {
     mp__qshared *s = q->s;
+    mp__qrec *sr = stream_rec(q);
+    if (sr) {
+        atomic_fetch_or(spill_done(sr), MP__QSPILL_ABORTED);
+        wake_waiters(&s->put.get_waiters, &s->put.get_sleep, &s->put.notempty);
+    }
+    s->put.stream = 0;
     uint64_t commit = s->put.icommit;
     if (commit == 0) return;
     s->put.icommit = 0;
@@ -292,6 +330,35 @@ static void put_recover(mp_queue *q) {
             shown = (atomic_load_explicit(ovf_end(o), memory_order_relaxed) & ~MP__QOVF_CLOSED) == commit;
     }
     if (!shown) atomic_store_explicit(&s->put.nput, s->put.input - 1, memory_order_relaxed);
+}
+
+/* Writes a big item whose record shows already, chunk by chunk (under the put lock). */
+static int put_stream(mp_queue *q, uint64_t mark, uint64_t seq, const void *buf, size_t len) {
+    mp__qshared *s = q->s;
+    s->put.stream_seq = seq;
+    s->put.stream = mark;
+    mp__qrec *r = stream_rec(q);
+    int rc = r ? 0 : mp__err(MP_EPROTO, "queue: lost the record of a big item");
+    uint64_t half = len / 2;
+    for (uint64_t off = 0; off < len && rc == 0;) {
+        uint64_t n = len - off < Q_CHUNK ? len - off : Q_CHUNK;
+        if (off < half && off + n > half) n = half - off; /* the fault point, exactly */
+        rc = mp__os_qspill_write(q->spill, off, (const char *)buf + off, (size_t)n);
+        if (rc) break;
+        off += n;
+        atomic_store_explicit(spill_done(r), off, memory_order_release);
+        if (off == half) fault(MP__QFAULT_PUT_SPILL);
+        /* Wake a getter copying behind us (the fence: see wake_waiters). */
+        atomic_thread_fence(memory_order_seq_cst);
+        wake_waiters(&s->put.get_waiters, &s->put.get_sleep, &s->put.notempty);
+    }
+    if (rc && r) {
+        atomic_fetch_or(spill_done(r), MP__QSPILL_ABORTED);
+        wake_waiters(&s->put.get_waiters, &s->put.get_sleep, &s->put.notempty);
+    }
+    s->put.stream = 0;
+    mp__os_qspill_cancel(q->spill);
+    return rc;
 }
 
 int mp__queue_put(mp_queue *q, const void *buf, size_t len, uint32_t type, double timeout,
@@ -316,17 +383,12 @@ int mp__queue_put(mp_queue *q, const void *buf, size_t len, uint32_t type, doubl
     mp__qspill_body body, *bp = NULL;
     bool arena_only = false;
     if (len > s->spill_min) {
-        size_t half = len / 2;
         rc = mp__os_qspill_take(q->spill, len);
-        if (!rc) rc = mp__os_qspill_write(q->spill, 0, buf, half);
-        if (!rc) fault(MP__QFAULT_PUT_SPILL);
-        if (!rc) rc = mp__os_qspill_write(q->spill, half, (const char *)buf + half, len - half);
-        if (rc) {
-            mp__os_qspill_cancel(q->spill);
-            goto unlock;
-        }
+        if (rc) goto unlock;
+        memset(&body, 0, sizeof body);
         body.seq = ++s->put.spill_seq;
         body.size = len;
+        body.writer = mp__os_sync_pid();
         /* Never waits: when the channel is full, the item goes whole into the arena. */
         rc = mp__os_qspill_send(q->spill, body.seq, len, body.rec, 0);
         if (rc == 0) {
@@ -340,12 +402,15 @@ int mp__queue_put(mp_queue *q, const void *buf, size_t len, uint32_t type, doubl
     }
     /* Counted before the item shows, so that a task_done can never run ahead of it. */
     if (q->kind == MP_JOINABLE_QUEUE) atomic_fetch_add(&s->unfinished.val, 1);
-    rc = put_record(q, type, buf, len, bp, arena_only, &c);
+    uint64_t mark = 0;
+    rc = put_record(q, type, buf, len, bp, arena_only, &c, &mark);
     if (rc) {
+        if (bp) mp__os_qspill_cancel(q->spill);
         if (q->kind == MP_JOINABLE_QUEUE) atomic_fetch_sub(&s->unfinished.val, 1);
         if (rc == MP_ETIMEDOUT) rc = mp__err(MP_EFULL, "%s: the queue stayed full for %.3f s", fn, timeout);
         goto unlock;
     }
+    if (bp) rc = put_stream(q, mark, body.seq, buf, len);
 unlock:
     mp__lockw_release(&s->put.lock);
     if (rc == 0) wake_waiters(&s->put.get_waiters, &s->put.get_sleep, &s->put.notempty);
@@ -464,6 +529,53 @@ static void get_recover(mp_queue *q) {
     get_advance(q, &n, rec_need(n.r));
 }
 
+typedef struct progress_arg {
+    mp__qrec *r;
+    uint64_t seen;
+} progress_arg;
+
+static bool stream_moved(mp_queue *q, void *argp) {
+    (void)q;
+    progress_arg *a = argp;
+    return atomic_load_explicit(spill_done(a->r), memory_order_acquire) != a->seen;
+}
+
+/* Copies a big item out of its block as its putter writes it (under the get lock): 0,
+ * MP_ENOENT when the putter gave up or died, or an error of the read. */
+static int get_stream(mp_queue *q, mp__qrec *r, const mp__qspill_body *b, void *dst) {
+    mp__qshared *s = q->s;
+    uint64_t got = 0, half = b->size / 2;
+    bool faulted = false;
+    while (got < b->size) {
+        uint64_t done = atomic_load_explicit(spill_done(r), memory_order_acquire);
+        if (done & MP__QSPILL_ABORTED) return MP_ENOENT;
+        if (done > b->size) return mp__err(MP_EPROTO, "queue: a big item's record is corrupt");
+        if (done > got) {
+            /* Stop at the middle once, for the fault point. */
+            uint64_t to = (!faulted && got < half && done > half) ? half : done;
+            int rc = mp__os_qspill_read(q->spill, got, (char *)dst + got, (size_t)(to - got));
+            if (rc) return rc;
+            got = to;
+            if (!faulted && got >= half) {
+                faulted = true;
+                fault(MP__QFAULT_GET_PARTIAL);
+            }
+            continue;
+        }
+        /* Waits for the putter, checking now and then that it is still at it: it holds
+         * the put side while it writes. */
+        progress_arg a = {r, done};
+        qclock c = {.timeout = MP__SYNC_SLICE};
+        if (wait_for(q, stream_moved, &a, &s->put.get_waiters, &s->put.get_sleep, &s->put.notempty, &c) == 0)
+            continue;
+        uint32_t holder = atomic_load_explicit(&s->put.lock.f.val, memory_order_acquire);
+        if (holder != (uint32_t)b->writer || !mp__os_proc_alive((uint32_t)b->writer)) {
+            if (atomic_load_explicit(spill_done(r), memory_order_acquire) == done) return MP_ENOENT;
+        }
+    }
+    return 0;
+}
+
 int mp__queue_get(mp_queue *q, mp__qdst *d, double timeout, const char *fn) {
     if (!q) return mp__err(MP_EINVAL, "%s: queue is NULL", fn);
     if (atomic_load_explicit(&q->closed, memory_order_relaxed))
@@ -525,15 +637,13 @@ int mp__queue_get(mp_queue *q, mp__qdst *d, double timeout, const char *fn) {
                 atomic_store_explicit(&s->get.busy, 0, memory_order_relaxed);
                 break;
             }
-            size_t half = d->len / 2;
-            rc = mp__os_qspill_read(q->spill, 0, dst, half);
-            if (!rc) fault(MP__QFAULT_GET_PARTIAL);
-            if (!rc) rc = mp__os_qspill_read(q->spill, half, (char *)dst + half, d->len - half);
+            rc = get_stream(q, r, &body, dst);
             mp__os_qspill_done(q->spill, rc == 0);
             if (rc) {
-                /* The block is gone with this error; so is the item. */
+                /* Its putter died or failed while writing it: the item is dropped. */
                 if (!d->buf) mp__free(dst);
                 get_advance(q, &n, need);
+                if (rc == MP_ENOENT) continue;
                 break;
             }
         } else {

@@ -220,7 +220,8 @@ int mp__os_qspill_send(mp__qspill *s, uint64_t seq, uint64_t size, uint64_t rec[
         poll(&p, 1, ms > 100 ? 100 : ms);
     }
     if (rc < 0 && rc != MP_EFULL) rc = mp__os_err("queue: sendmsg");
-    mp__os_qspill_cancel(s); /* the block travels on in the socket, or is dropped */
+    if (rc) mp__os_qspill_cancel(s);
+    /* else the block travels in the socket; put_fd stays, for writing the item. */
     return rc;
 }
 

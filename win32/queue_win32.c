@@ -89,8 +89,7 @@ int mp__os_qspill_send(mp__qspill *s, uint64_t seq, uint64_t size, uint64_t rec[
     (void)seq;
     (void)size;
     (void)timeout;
-    UnmapViewOfFile(s->put_base);
-    s->put_base = NULL;
+    /* The view stays until cancel: the item is written after this. */
     DWORD me = GetCurrentProcessId();
     HANDLE moved = NULL;
     if (s->creator != me) {
