@@ -602,7 +602,12 @@ int mp__queue_get(mp_queue *q, mp__qdst *d, double timeout, const char *fn) {
         uint64_t need = rec_need(r);
         mp__qspill_body body;
         bool spill = r->flags & MP__QREC_SPILL;
-        if (spill) memcpy(&body, r + 1, sizeof body);
+        if (spill) {
+            /* All but done, which the putter may be raising: that one is read atomically. */
+            memcpy(&body, r + 1, offsetof(mp__qspill_body, done));
+            memcpy(&body.writer, (char *)(r + 1) + offsetof(mp__qspill_body, writer), sizeof body.writer);
+            body.done = 0;
+        }
         uint64_t size = spill ? body.size : r->len;
         if (size > SIZE_MAX) {
             rc = mp__err(MP_ENOMEM, "%s: an item of %llu bytes does not fit in memory", fn,
