@@ -9,9 +9,8 @@
  *     socketpair that every holder of the queue keeps both ends of; an fd in flight
  *     lives in the kernel's socket, not in any process. Consumers send used blocks
  *     back the other way (a free list), so a steady stream of big items reuses the
- *     same pages. Items are written and read with pwrite/pread, not through a
- *     mapping: no page fault, page-table setup or TLB shootdown per block, which
- *     cost more than the copy itself for a block seen once.
+ *     same few blocks, whose mappings each side keeps; a block seen for the first
+ *     time is written with pwrite (no page faults, no zeroing).
  *   - Windows: a section per item, whose handle the producer moves into the queue
  *     creator's process (kept in the producer when that fails); rec names the keeper
  *     process and the handle, and the getter moves it out (DUPLICATE_CLOSE_SOURCE).
