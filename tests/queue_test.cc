@@ -356,6 +356,63 @@ int tgt_value_echo(mp_args *a) {
     return rc == 0 ? kOk : child_fail(kFail, "put value", rc);
 }
 
+// Waits until the test says go: 'R' on ready, then one byte from go (kWait).
+bool ready_set_go(mp_os_handle ready, mp_os_handle go) {
+    char c = 'R';
+    return write_all(ready, &c, 1) && read_exact(go, &c, 1, kWait);
+}
+
+// [0] queue, [1] int producer, [2] int count, [3] ready (write end), [4] go (read
+// end): after the go, puts count items of 32..231 bytes as fast as it can.
+int tgt_put_on_go(mp_args *a) {
+    mp_queue *q = mp_args_queue(a, 0);
+    uint32_t producer = (uint32_t)mp_args_int(a, 1);
+    int64_t count = mp_args_int(a, 2);
+    if (!q || !ready_set_go(mp_args_os_handle(a, 3), mp_args_os_handle(a, 4)))
+        return kBad;
+    for (int64_t i = 0; i < count; i++) {
+        std::vector<uint8_t> it = make_item(producer, (uint64_t)i, 32 + (size_t)(i * 37 % 200));
+        int rc = mp_queue_put_bytes(q, it.data(), it.size(), kWait);
+        if (rc != 0)
+            return child_fail(kFail, "put", rc);
+    }
+    return kOk;
+}
+
+// [0] queue, [1] out (write end), [2] ready, [3] go: after the go, takes items as fast
+// as it can until an empty one, then writes what it got as (producer, seq) u32 pairs;
+// a bad item is the pair (0xffffffff, 0).
+int tgt_drain_on_go(mp_args *a) {
+    mp_queue *q = mp_args_queue(a, 0);
+    mp_os_handle out = mp_args_os_handle(a, 1);
+    if (!q || out == MP_INVALID_OS_HANDLE || !ready_set_go(mp_args_os_handle(a, 2), mp_args_os_handle(a, 3)))
+        return kBad;
+    std::vector<uint32_t> got;
+    int code = kOk;
+    for (;;) {
+        void *p = nullptr;
+        size_t n = 0;
+        int rc = mp_queue_get_bytes(q, &p, &n, kWait);
+        if (rc != 0) {
+            code = child_fail(kFail, "get", rc);
+            break;
+        }
+        uint32_t pr = 0xffffffffu;
+        uint64_t sq = 0;
+        std::string why;
+        bool stop = n == 0, ok = stop || parse_item(p, n, &pr, &sq, &why);
+        mp_queue_free_bytes(p);
+        if (stop)
+            break;
+        if (!ok)
+            child_fail(0, why.c_str());
+        got.push_back(ok ? pr : 0xffffffffu);
+        got.push_back(ok ? (uint32_t)sq : 0);
+    }
+    std::string msg((const char *)got.data(), got.size() * sizeof(uint32_t));
+    return write_msg(out, msg) ? code : (int)kTgtIoError;
+}
+
 // [0] queue, [1] int count, [2] double delay: sleeps, then gets count items (whole).
 int tgt_take(mp_args *a) {
     mp_queue *q = mp_args_queue(a, 0);
@@ -1151,6 +1208,78 @@ TEST_P(QueueTest, QueuesAsArgsManyProducersAndConsumers) {
             }
     expect_empty_now(work);
     expect_empty_now(res);
+}
+
+// Every producer puts at once (nobody takes), then every consumer takes at once: the
+// put side and the get side each contended by several processes, far beyond the ring.
+TEST_P(QueueTest, PuttersContendThenGettersContend) {
+    const int nproc = 4, per = kWindows ? 2000 : 5000;
+    mp_queue *q = make_queue(MP_QUEUE, 0, kSmallRing);
+    ASSERT_NE(nullptr, q);
+    Pipe &ready = pipe(), &go = pipe();
+    auto start_all = [&](std::vector<mp_process *> &ps) {
+        char c = 0;
+        for (size_t i = 0; i < ps.size(); i++)
+            ASSERT_TRUE(read_exact(ready.r, &c, 1, kWait)) << "a child did not get ready";
+        std::string gos(ps.size(), 'g');
+        ASSERT_TRUE(write_all(go.w, gos.data(), gos.size()));
+    };
+    std::vector<mp_process *> prods, cons;
+    for (int i = 0; i < nproc; i++) {
+        Args a;
+        ASSERT_EQ(0, mp_args_add_queue(a.get(), q)) << err();
+        a.i(20 + i).i(per).h(ready.w).h(go.r);
+        prods.push_back(start(tgt_put_on_go, a.get()));
+        ASSERT_NE(nullptr, prods.back());
+    }
+    start_all(prods);
+    for (mp_process *p : prods)
+        EXPECT_EQ(0, join_code(p));
+    size_t n = 0;
+    EXPECT_EQ(0, mp_queue_qsize(q, &n)) << err();
+    EXPECT_EQ((size_t)(nproc * per), n);
+    for (int i = 0; i < nproc; i++)
+        EXPECT_EQ(0, mp_queue_put_bytes(q, nullptr, 0, 0)) << "stop " << err();
+    std::vector<Pipe *> outs;
+    for (int i = 0; i < nproc; i++) {
+        outs.push_back(&pipe());
+        Args a;
+        ASSERT_EQ(0, mp_args_add_queue(a.get(), q)) << err();
+        a.h(outs.back()->w).h(ready.w).h(go.r);
+        cons.push_back(start(tgt_drain_on_go, a.get()));
+        ASSERT_NE(nullptr, cons.back());
+    }
+    start_all(cons);
+    std::vector<std::vector<int>> seen(nproc, std::vector<int>(per, 0));
+    int bad = 0, foreign = 0;
+    for (int i = 0; i < nproc; i++) {
+        std::string m;
+        EXPECT_TRUE(read_msg(outs[(size_t)i]->r, &m, kWait)) << "consumer " << i << " reported nothing";
+        std::vector<uint32_t> v(m.size() / sizeof(uint32_t));
+        if (!v.empty())
+            memcpy(v.data(), m.data(), v.size() * sizeof(uint32_t));
+        for (size_t k = 0; k + 1 < v.size(); k += 2) {
+            if (v[k] == 0xffffffffu)
+                bad++;
+            else if (v[k] < 20 || v[k] >= 20u + nproc || v[k + 1] >= (uint32_t)per)
+                foreign++;
+            else
+                seen[v[k] - 20][v[k + 1]]++;
+        }
+    }
+    for (mp_process *p : cons)
+        EXPECT_EQ(0, join_code(p));
+    EXPECT_EQ(0, bad) << "torn items";
+    EXPECT_EQ(0, foreign) << "items nobody put";
+    int lost = 0, dup = 0;
+    for (const auto &row : seen)
+        for (int c : row) {
+            lost += c == 0;
+            dup += c > 1;
+        }
+    EXPECT_EQ(0, lost) << "items lost";
+    EXPECT_EQ(0, dup) << "items taken twice";
+    expect_empty_now(q);
 }
 
 TEST_P(QueueTest, QueueKeepsItsKindInAChild) {
