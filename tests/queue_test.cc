@@ -1437,6 +1437,10 @@ void QueueTest::owner_death(int point, size_t len, bool hold) {
         want += " 1:2";
     want += " 2:0 2:1 1:3";
     size_t count = (size_t)std::count(want.begin(), want.end(), ' ') + 1;
+    size_t before = 99;
+    EXPECT_EQ(0, mp_queue_qsize(q, &before)) << err();
+    // Exact: nobody else puts or gets now (the dead process's item does not count).
+    EXPECT_EQ(count, before) << "qsize after the death";
     int code = 0;
     EXPECT_EQ(want, child_get_report(q, (int64_t)count, &code))
         << (get ? "the dying consumer's item is gone, the rest is whole and in order"
