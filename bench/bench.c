@@ -195,6 +195,18 @@ int bench_sync_lock(bool quick, bool contended);
 static int bench_lock_uncontended(const bench_opts *o) { return bench_sync_lock(o->quick, false); }
 static int bench_lock_contended(const bench_opts *o) { return bench_sync_lock(o->quick, true); }
 
+/* ---- queue_small_items, queue_large_items, rawpipe_64MiB: bench_queue.c ---- */
+
+#include "bench_queue.h"
+
+static int bench_queue_group(const bench_opts *o, const char *metric)
+{
+    return bench_wanted(o, metric) ? bench_queue_metric(metric, o->quick, bench_report) : 0;
+}
+static int bench_queue_small(const bench_opts *o) { return bench_queue_group(o, "queue_small_items"); }
+static int bench_queue_large(const bench_opts *o) { return bench_queue_group(o, "queue_large_items"); }
+static int bench_rawpipe_64(const bench_opts *o) { return bench_queue_group(o, "rawpipe_64MiB"); }
+
 /* ---- the table of metric groups -------------------------------------------- */
 
 typedef struct bench_group {
@@ -208,6 +220,9 @@ static const bench_group groups[] = {
     { "start_join", bench_start_join },
     { "pipe_roundtrip_64B", bench_pipe_roundtrip },
     { "pipe_throughput_1MiB", bench_pipe_throughput },
+    { "queue_small_items", bench_queue_small },
+    { "queue_large_items", bench_queue_large },
+    { "rawpipe_64MiB", bench_rawpipe_64 },
     { "lock_uncontended", bench_lock_uncontended },
     { "lock_contended_2proc", bench_lock_contended },
 };

@@ -3,6 +3,8 @@
 #include "internal.h"
 #include "connection_internal.h"
 
+/* core/queue.c */
+extern const mp__objtype mp__objtype_queue;
 /* core/sync.c, core/sync_cond.c */
 extern const mp__objtype mp__objtype_lock, mp__objtype_rlock, mp__objtype_semaphore,
     mp__objtype_bounded_semaphore, mp__objtype_condition, mp__objtype_event, mp__objtype_barrier;
@@ -16,5 +18,6 @@ const mp__objtype *const mp__objtypes[] = {
     &mp__objtype_condition,
     &mp__objtype_event,
     &mp__objtype_barrier,
+    &mp__objtype_queue,
     NULL,
 };

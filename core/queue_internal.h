@@ -1,0 +1,148 @@
+/* Internals of the queues (core/queue.c: objects and API; core/queue_ring.c: the ring),
+ * shared with the tests' fault injection. */
+#ifndef MP_CORE_QUEUE_INTERNAL_H
+#define MP_CORE_QUEUE_INTERNAL_H
+
+#include "internal.h"
+#include "os_queue.h"
+#include "sync_internal.h"
+
+/* Fault injection for tests: when set, called at these points (NULL in production). */
+enum mp__queue_fault {
+    MP__QFAULT_PUT_PARTIAL = 1, /* a putter holds the put side; its item is partly written */
+    MP__QFAULT_GET_PARTIAL = 2, /* a getter holds the get side; the item is partly read */
+    MP__QFAULT_PUT_SPILL = 3,   /* a putter is placing an item too big for the ring */
+};
+extern void (*mp__queue_fault_hook)(int point);
+
+/* ---- the shared block ----
+ *
+ * The ring holds records: an 8-byte header (length of the body, flags) and the body,
+ * padded to 8 bytes; a record never wraps (a WRAP record fills the end of the ring
+ * instead). head and tail are byte counters that only grow; a record is visible once
+ * tail (release) is past it, and its space is free again once head is past it.
+ *
+ * The put side and the get side each have their own 128-byte lines (the adjacent-line
+ * prefetcher pairs 64-byte lines), written by their side only, except for the waiter counts of the other side, which change only around
+ * a sleep. Each side keeps what it last saw of the other side's counters, and looks
+ * again only when that says full or empty, so the lines move between CPUs about once
+ * per batch, not once per item.
+ *
+ * The overflow arena. put never waits for room on a queue whose item count allows one
+ * more (Python's queues are bounded by items, and unbounded ones never block): when
+ * the ring is full, the putter writes an OVF record in the ring (a ring record always
+ * leaves MP__QRESERVE bytes for one) and appends the following items to the arena, a
+ * second ring in its own block, as large as address space allows and filled only as
+ * needed. The OVF record's body is the arena's end (bit 0: CLOSED); the putter
+ * publishes arena records by moving it, and closes the episode as soon as the ring
+ * has room again, then goes on in the ring. A getter at an OVF record reads the arena
+ * up to that end, and passes the record once it is closed and drained. Every step of
+ * either side is one store, so a process killed anywhere leaves a consistent queue. */
+enum {
+    MP__QREC_BYTES = 1,
+    MP__QREC_VALUE = 2,
+    MP__QREC_WRAP = 3,
+    MP__QREC_OVF = 4,
+    MP__QREC_TYPE = 0xff,
+    MP__QREC_SPILL = 0x100, /* the body names a spill block: seq, size, rec[2] */
+};
+#define MP__QOVF_CLOSED ((uint64_t)1)
+/* Room a ring record leaves for an OVF record: the record, and a WRAP before it. */
+#define MP__QRESERVE ((uint64_t)24)
+
+typedef struct mp__qrec {
+    uint32_t len; /* of the body */
+    uint32_t flags;
+} mp__qrec;
+
+/* A big item's record. The record shows as soon as the block is handed over, and the
+ * putter then writes the item in chunks, raising done after each: a getter copies
+ * each chunk right behind it, while it is still in cache, and the block comes back to
+ * the free list in time for the putter's next item. The putter returns only once the
+ * whole item is in the block (gh-73983 holds). A putter that dies on the way leaves
+ * done short: the next putter (put_recover) or the getter (seeing the writer gone)
+ * marks it aborted, and the item is dropped as a whole. */
+typedef struct mp__qspill_body {
+    uint64_t seq;
+    uint64_t size;
+    uint64_t rec[2];
+    uint64_t done;   /* bytes written so far (atomic); MP__QSPILL_ABORTED: given up */
+    uint64_t writer; /* pid of the putter */
+} mp__qspill_body;
+#define MP__QSPILL_ABORTED ((uint64_t)1 << 63)
+
+typedef struct mp__qshared {
+    mp__sync_hdr hdr;
+    uint32_t qkind;       /* mp_queue_kind */
+    uint32_t creator_pid;
+    int64_t maxsize;      /* <= 0: unbounded */
+    uint64_t ring_size;   /* a power of two */
+    uint64_t ring_off;    /* from the start of the block */
+    uint64_t spill_min;   /* bodies longer than this go to a spill block */
+    uint64_t arena_size;  /* a power of two */
+    _Alignas(128) struct {
+        mp__lockw lock;
+        _Atomic uint64_t nput;       /* items published (raised just before) */
+        uint64_t icommit, input;     /* a put in progress: the commit word's value after
+                                        it (0: none), and nput's once it counted */
+        uint64_t stream, stream_seq; /* a big item being written: 2 * (1 + position) +
+                                        in arena (0: none), and its seq */
+        uint64_t head_seen, nget_seen, a_head_seen; /* the get side's, as last read */
+        uint64_t spill_seq;
+        uint64_t ovf;                /* 1 + position of the last OVF record; 0: none */
+        uint64_t a_tail;             /* arena end, when no episode is open */
+        _Atomic uint32_t get_waiters;  /* getters about to sleep on notempty */
+        _Atomic uint32_t get_sleep;    /* the notempty value the getter sleeps on */
+        mp__futex notempty;
+    } put;
+    _Alignas(128) struct {
+        mp__lockw lock;
+        _Atomic uint64_t nget;       /* items taken (or lost with a dead getter) */
+        _Atomic uint64_t busy;       /* 2 * (1 + position) + in arena, of the item being read */
+        uint64_t busy_nget;          /* nget once that item is taken */
+        uint64_t tail_seen;
+        uint64_t a_clean;            /* the arena before this was given back to the OS */
+        _Atomic uint32_t put_waiters;  /* putters about to sleep on notfull */
+        _Atomic uint32_t put_sleep;    /* the notfull value the putter sleeps on */
+        mp__futex notfull;
+        _Atomic uint32_t spill_free;   /* recycled spill blocks waiting */
+    } get;
+    /* The published counters have lines of their own: the other side reads them
+     * whenever it catches up, which would otherwise take the lock word's line away
+     * from its side once per item. */
+    _Alignas(128) _Atomic uint64_t tail;
+    _Alignas(128) _Atomic uint64_t head;
+    _Atomic uint64_t a_head;         /* arena */
+    _Alignas(128) mp__futex unfinished; /* JoinableQueue: val = tasks not done */
+} mp__qshared;
+
+struct mp_queue {
+    mp__block *blk;
+    mp__qshared *s;
+    unsigned char *ring;
+    uint64_t mask;
+    mp__qspill *spill;
+    mp_os_handle arena_h;
+    _Atomic(unsigned char *) arena; /* mapped on first use */
+    mp_queue_kind kind;
+    _Atomic bool closed; /* this object only (Python's close) */
+};
+
+/* ---- the ring (core/queue_ring.c) ---- */
+
+/** Puts one item of type MP__QREC_BYTES / MP__QREC_VALUE. */
+int mp__queue_put(mp_queue *q, const void *buf, size_t len, uint32_t type, double timeout,
+                  const char *fn);
+
+/** Where a get puts the item: into a caller's buffer, or a new one. */
+typedef struct mp__qdst {
+    void *buf;     /* in: the caller's buffer (cap bytes); NULL: allocate */
+    size_t cap;
+    void *out;     /* out: the allocated buffer */
+    size_t len;    /* out: the item's size (also on MP_ETOOBIG) */
+    uint32_t type; /* out: MP__QREC_BYTES / MP__QREC_VALUE */
+} mp__qdst;
+
+int mp__queue_get(mp_queue *q, mp__qdst *d, double timeout, const char *fn);
+
+#endif
