@@ -2,6 +2,7 @@
  * module that makes a passable object adds its type here. */
 #include "internal.h"
 #include "connection_internal.h"
+#include "shared_internal.h"
 
 /* core/sync.c, core/sync_cond.c */
 extern const mp__objtype mp__objtype_lock, mp__objtype_rlock, mp__objtype_semaphore,
@@ -16,5 +17,7 @@ const mp__objtype *const mp__objtypes[] = {
     &mp__objtype_condition,
     &mp__objtype_event,
     &mp__objtype_barrier,
+    &mp__objtype_shared_array,
+    &mp__objtype_shm,
     NULL,
 };
