@@ -15,7 +15,6 @@
  * its slot, any 8-byte item fits every slot. Python sizes a str slot from its length
  * in characters (3.11); we size it from its UTF-8 length, which is never less, so both
  * read either. Like Python's, the list has no lock. */
-#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -290,8 +289,8 @@ static bool py_equal(const mp_value *a, const mp_value *b) {
         double f = mp_value_as_float(ta == MP_VALUE_FLOAT ? a : b);
         int64_t n = mp_value_as_int(ta == MP_VALUE_FLOAT ? b : a);
         /* exact, as Python: 2**63 - 1 differs from 9.223372036854775807e18 */
-        if (!(f >= -9223372036854775808.0 && f < 9223372036854775808.0) || f != floor(f)) return false;
-        return (int64_t)f == n;
+        if (!(f >= -9223372036854775808.0 && f < 9223372036854775808.0)) return false;
+        return (double)(int64_t)f == f && (int64_t)f == n;
     }
     if (ta != tb) return false;
     return mp_value_equal(a, b);

@@ -4,7 +4,6 @@
  * separate Lock/RLock object, nested in the description as Condition nests its lock. */
 #include <float.h>
 #include <limits.h>
-#include <math.h>
 #include <string.h>
 
 #include "shared_internal.h"
@@ -380,7 +379,7 @@ int mp_shared_array_set_double(mp_shared_array *a, size_t i, double v) {
     item it;
     if (a->tc == 'f') {
         /* As Python's struct 'f': a finite value beyond float's range is an overflow. */
-        if (isfinite(v) && fabs(v) > FLT_MAX)
+        if (v == v && (v > FLT_MAX || v < -FLT_MAX) && v - v == 0)
             return mp__err(MP_EINVAL, "mp_shared_array_set_double: %g out of range for 'f'", v);
         it.f = (float)v;
     } else {

@@ -26,6 +26,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
@@ -210,6 +211,8 @@ static void trk_daemon_main(int lfd) {
     syscall(SYS_close_range, (unsigned)keep + 1, ~0u, 0u);
     lfd = keep;
     if (chdir("/") != 0) {}
+    /* What ps shows instead of the program's name: it is not one of the program's. */
+    prctl(PR_SET_NAME, "mp-shm-tracker", 0, 0, 0);
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = SIG_IGN;
