@@ -195,6 +195,11 @@ int bench_sync_lock(bool quick, bool contended);
 static int bench_lock_uncontended(const bench_opts *o) { return bench_sync_lock(o->quick, false); }
 static int bench_lock_contended(const bench_opts *o) { return bench_sync_lock(o->quick, true); }
 
+/* ---- shm_1GiB.create/attach/touch/unlink: bench_shm.c --------------------- */
+
+int bench_shm_1gib(bool quick);
+static int bench_shm(const bench_opts *o) { return bench_shm_1gib(o->quick); }
+
 /* ---- the table of metric groups -------------------------------------------- */
 
 typedef struct bench_group {
@@ -210,6 +215,7 @@ static const bench_group groups[] = {
     { "pipe_throughput_1MiB", bench_pipe_throughput },
     { "lock_uncontended", bench_lock_uncontended },
     { "lock_contended_2proc", bench_lock_contended },
+    { "shm_1GiB", bench_shm },
 };
 
 /* A group runs when any filter could select one of its metrics: either the filter is
