@@ -298,6 +298,7 @@ static bool py_equal(const mp_value *a, const mp_value *b) {
 
 static int scan(mp_shareable_list *l, const mp_value *v, bool first, size_t *found, const char *fn) {
     if (!l) return mp__err(MP_EINVAL, "%s: list is NULL", fn);
+    if (!v) return mp__err(MP_EINVAL, "%s: value is NULL", fn);
     size_t count = 0;
     for (size_t i = 0; i < l->n; i++) {
         mp_value *e;
