@@ -86,18 +86,18 @@ int tgt_tree_grandchild(mp_args *a) {
 }
 
 // The child of the kill -9 test: [0] out, [1] backend, [2] str the test's block.
-// Creates its own block, attaches the test's, starts tgt_tree_grandchild, reports
-// "c pid=<pid> a=<name>", sleeps.
+// Creates two blocks (a, shared with the grandchild, and a2, its own), attaches the
+// test's, starts tgt_tree_grandchild, reports "c pid=<pid> a=<name> a2=<name>", sleeps.
 int tgt_tree_child(mp_args *a) {
     mp_os_handle out = mp_args_os_handle(a, 0);
     const char *backend = mp_args_str(a, 1), *nt = mp_args_str(a, 2);
     if (out == MP_INVALID_OS_HANDLE || !backend || !nt)
         return kBad;
-    mp_shm *sa = nullptr, *st = nullptr;
+    mp_shm *sa = nullptr, *sa2 = nullptr, *st = nullptr;
     mp_shm_opts o = {};
     o.create = true;
     o.size = 4096;
-    if (mp_shm_open(&o, &sa) != 0 || attach_quietly(nt, &st) != 0) {
+    if (mp_shm_open(&o, &sa) != 0 || mp_shm_open(&o, &sa2) != 0 || attach_quietly(nt, &st) != 0) {
         write_msg(out, "c error=shm");
         return kFail;
     }
@@ -115,7 +115,8 @@ int tgt_tree_child(mp_args *a) {
         return kFail;
     }
     mp_args_free(ga);
-    write_msg(out, "c pid=" + std::to_string((long long)mp_getpid()) + " a=" + mp_shm_name(sa));
+    write_msg(out, "c pid=" + std::to_string((long long)mp_getpid()) + " a=" + mp_shm_name(sa) +
+                       " a2=" + mp_shm_name(sa2));
     sleep_for(kCap);
     return kTgtCapReached;
 }
@@ -252,12 +253,18 @@ TEST_P(ShmLifetimeTest, UntrackedBlockOutlivesItsCreator) {
 }
 
 // (d) kill -9 of a whole tree: a child and its grandchild create and attach tracked
-// blocks; both are SIGKILLed. Nothing they created may remain, and the block of the
-// test (alive) that both attached must stay. stepwise: the grandchild first, its
-// block must go while the child (which never attached it) lives; then the child.
+// blocks (a: the child's, attached by the grandchild; a2: the child's alone; b: the
+// grandchild's) and attach the test's block t; both are SIGKILLed. Nothing they created
+// may remain, and t (the test lives) must stay. The order of the kills:
+//   kAtOnce      both, back to back;
+//   kGrandFirst  b must go while the child lives, a and a2 stay; then the child;
+//   kChildFirst  a2 must go while the grandchild lives (a forked grandchild must not
+//                keep its parent's registrations alive), a stays; then the grandchild.
+enum KillOrder { kAtOnce, kGrandFirst, kChildFirst };
+
 class ShmKillTest : public ShmLifetimeTest {
 protected:
-    void run(bool stepwise) {
+    void run(KillOrder order) {
         std::string why;
         if (skip_unless_processes(&why))
             GTEST_SKIP() << why;
@@ -277,29 +284,40 @@ protected:
             (m[0] == 'g' ? g : c) = fields(m);
             ASSERT_EQ(0u, fields(m).count("error")) << m;
         }
-        ASSERT_TRUE(c.count("a") && g.count("b") && c.count("pid") && g.count("pid"));
-        std::string na = learn(c["a"]), nb = learn(g["b"]);
+        ASSERT_TRUE(c.count("a") && c.count("a2") && g.count("b") && c.count("pid") && g.count("pid"));
+        std::string na = learn(c["a"]), na2 = learn(c["a2"]), nb = learn(g["b"]);
         int64_t gpid = to_i64(g["pid"]);
         kill_at_teardown(gpid);
         EXPECT_EQ(mp_process_pid(p), to_i64(c["pid"]));
-        EXPECT_TRUE(dev_shm_has(na) && dev_shm_has(nb)) << na << " " << nb;
-        if (stepwise) {
+        EXPECT_TRUE(dev_shm_has(na) && dev_shm_has(na2) && dev_shm_has(nb)) << na << " " << na2 << " " << nb;
+        auto gone = [](const std::string &n) { return !dev_shm_has(n); };
+        if (order == kGrandFirst) {
             force_kill(gpid);
             ASSERT_TRUE(wait_process_gone(gpid, kWait));
-            EXPECT_TRUE(eventually([&] { return !dev_shm_has(nb); }, kLeakWait))
+            EXPECT_TRUE(eventually([&] { return gone(nb); }, kLeakWait))
                 << "the killed grandchild's block " << nb << " remains while its parent lives";
-            EXPECT_TRUE(dev_shm_has(na)) << "the child still lives and holds " << na;
+            EXPECT_TRUE(dev_shm_has(na) && dev_shm_has(na2)) << "the child still lives and holds them";
             ASSERT_EQ(0, mp_process_kill(p)) << err();
+        } else if (order == kChildFirst) {
+            ASSERT_EQ(0, mp_process_kill(p)) << err();
+            EXPECT_EQ(exitcode_killed(), join_code(p));
+            EXPECT_TRUE(eventually([&] { return gone(na2); }, kLeakWait))
+                << "the killed child's own block " << na2 << " remains while its child lives "
+                   "(did the grandchild inherit the child's tracker registration?)";
+            EXPECT_TRUE(dev_shm_has(na)) << "the grandchild still lives and holds " << na << " (gh-82300)";
+            EXPECT_TRUE(dev_shm_has(nb)) << "the grandchild still lives and holds " << nb;
+            force_kill(gpid);
         } else {
-            // The whole tree at once.
             force_kill(gpid);
             ASSERT_EQ(0, mp_process_kill(p)) << err();
-            ASSERT_TRUE(wait_process_gone(gpid, kWait));
         }
-        EXPECT_EQ(exitcode_killed(), join_code(p));
-        EXPECT_TRUE(eventually([&] { return !dev_shm_has(na) && !dev_shm_has(nb); }, kLeakWait))
+        ASSERT_TRUE(wait_process_gone(gpid, kWait));
+        if (order != kChildFirst) {
+            EXPECT_EQ(exitcode_killed(), join_code(p));
+        }
+        EXPECT_TRUE(eventually([&] { return gone(na) && gone(na2) && gone(nb); }, kLeakWait))
             << "left in /dev/shm " << kLeakWait << " s after kill -9 of the tree: "
-            << (dev_shm_has(na) ? na + " " : "") << (dev_shm_has(nb) ? nb : "");
+            << (gone(na) ? "" : na + " ") << (gone(na2) ? "" : na2 + " ") << (gone(nb) ? "" : nb);
         EXPECT_TRUE(dev_shm_has(tname)) << "the killed tree took the live test's block with it";
         EXPECT_STREQ("the test's", t.buf());
         EXPECT_EQ(0, mp_shm_unlink(t.s)) << err();
@@ -309,8 +327,9 @@ protected:
 INSTANTIATE_TEST_SUITE_P(Backends, ShmKillTest, ::testing::ValuesIn(all_backends()),
                          [](const ::testing::TestParamInfo<std::string> &info) { return info.param; });
 
-TEST_P(ShmKillTest, KillNineOfTheWholeTreeLeavesNothing) { run(false); }
-TEST_P(ShmKillTest, KillNineGrandchildThenChild) { run(true); }
+TEST_P(ShmKillTest, KillNineOfTheWholeTreeLeavesNothing) { run(kAtOnce); }
+TEST_P(ShmKillTest, KillNineGrandchildThenChild) { run(kGrandFirst); }
+TEST_P(ShmKillTest, KillNineChildThenGrandchild) { run(kChildFirst); }
 
 // Windows: a named mapping has no life of its own: once its last handle is closed,
 // attaching by name is MP_ENOENT (posix: the name stays until unlinked or tracked).
