@@ -169,7 +169,7 @@ int mp_shareable_list_attach(const char *name, mp_shareable_list **out) {
     mp_shm *shm;
     int rc = mp_shm_open(&o, &shm);
     if (rc) return rc;
-    mp_shareable_list *l;
+    mp_shareable_list *l = NULL;
     if ((rc = list_wrap(shm, &l)) != 0) {
         mp_shm_free(shm);
         return rc;

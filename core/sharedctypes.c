@@ -226,15 +226,18 @@ static int check_slice(const mp_shared_array *a, size_t start, size_t stop, cons
     return 0;
 }
 
-static int copy_items(mp_shared_array *a, size_t start, size_t stop, void *to, const void *from,
-                      const char *fn) {
+static int read_items(mp_shared_array *a, size_t start, size_t stop, void *to, const char *fn) {
     int rc = guard(a, fn);
     if (rc) return rc;
-    size_t len = (stop - start) * a->isz;
-    if (to)
-        memcpy(to, a->items + start * a->isz, len);
-    else
-        memcpy(a->items + start * a->isz, from, len);
+    memcpy(to, a->items + start * a->isz, (stop - start) * a->isz);
+    unguard(a);
+    return 0;
+}
+
+static int write_items(mp_shared_array *a, size_t start, size_t stop, const void *from, const char *fn) {
+    int rc = guard(a, fn);
+    if (rc) return rc;
+    memcpy(a->items + start * a->isz, from, (stop - start) * a->isz);
     unguard(a);
     return 0;
 }
@@ -242,25 +245,25 @@ static int copy_items(mp_shared_array *a, size_t start, size_t stop, void *to, c
 int mp_shared_array_get(mp_shared_array *a, size_t i, void *out) {
     int rc = check_index(a, i, "mp_shared_array_get");
     if (!rc && !out) rc = mp__err(MP_EINVAL, "mp_shared_array_get: out is NULL");
-    return rc ? rc : copy_items(a, i, i + 1, out, NULL, "mp_shared_array_get");
+    return rc ? rc : read_items(a, i, i + 1, out, "mp_shared_array_get");
 }
 
 int mp_shared_array_set(mp_shared_array *a, size_t i, const void *in) {
     int rc = check_index(a, i, "mp_shared_array_set");
     if (!rc && !in) rc = mp__err(MP_EINVAL, "mp_shared_array_set: in is NULL");
-    return rc ? rc : copy_items(a, i, i + 1, NULL, in, "mp_shared_array_set");
+    return rc ? rc : write_items(a, i, i + 1, in, "mp_shared_array_set");
 }
 
 int mp_shared_array_get_slice(mp_shared_array *a, size_t start, size_t stop, void *out) {
     int rc = check_slice(a, start, stop, out, "mp_shared_array_get_slice");
     if (rc || start == stop) return rc;
-    return copy_items(a, start, stop, out, NULL, "mp_shared_array_get_slice");
+    return read_items(a, start, stop, out, "mp_shared_array_get_slice");
 }
 
 int mp_shared_array_set_slice(mp_shared_array *a, size_t start, size_t stop, const void *in) {
     int rc = check_slice(a, start, stop, in, "mp_shared_array_set_slice");
     if (rc || start == stop) return rc;
-    return copy_items(a, start, stop, NULL, in, "mp_shared_array_set_slice");
+    return write_items(a, start, stop, in, "mp_shared_array_set_slice");
 }
 
 /* ---- typed views: one item widened to int64 / double, or narrowed back with a range
@@ -290,7 +293,7 @@ int mp_shared_array_get_int(mp_shared_array *a, size_t i, int64_t *out) {
     if (type_of(a->tc)->kind == T_FLOAT)
         return mp__err(MP_EINVAL, "mp_shared_array_get_int: typecode '%c' holds floats", a->tc);
     item v;
-    if ((rc = copy_items(a, i, i + 1, &v, NULL, "mp_shared_array_get_int")) != 0) return rc;
+    if ((rc = read_items(a, i, i + 1, &v, "mp_shared_array_get_int")) != 0) return rc;
     switch (a->tc) {
     case 'c': *out = (unsigned char)v.c; break; /* a byte, as Python's ord() of it */
     case 'b': *out = v.b; break;
@@ -355,7 +358,7 @@ int mp_shared_array_set_int(mp_shared_array *a, size_t i, int64_t v) {
     case 'f': it.f = (float)v; break;
     default: it.d = (double)v; break;
     }
-    return copy_items(a, i, i + 1, NULL, &it, "mp_shared_array_set_int");
+    return write_items(a, i, i + 1, &it, "mp_shared_array_set_int");
 }
 
 int mp_shared_array_get_double(mp_shared_array *a, size_t i, double *out) {
@@ -366,7 +369,7 @@ int mp_shared_array_get_double(mp_shared_array *a, size_t i, double *out) {
     if (type_of(a->tc)->kind != T_FLOAT)
         return mp__err(MP_EINVAL, "mp_shared_array_get_double: typecode '%c' holds integers", a->tc);
     item v;
-    if ((rc = copy_items(a, i, i + 1, &v, NULL, "mp_shared_array_get_double")) != 0) return rc;
+    if ((rc = read_items(a, i, i + 1, &v, "mp_shared_array_get_double")) != 0) return rc;
     *out = a->tc == 'f' ? (double)v.f : v.d;
     return 0;
 }
@@ -385,7 +388,7 @@ int mp_shared_array_set_double(mp_shared_array *a, size_t i, double v) {
     } else {
         it.d = v;
     }
-    return copy_items(a, i, i + 1, NULL, &it, "mp_shared_array_set_double");
+    return write_items(a, i, i + 1, &it, "mp_shared_array_set_double");
 }
 
 /* ---- as a process argument: the block's handle, and the lock's when there is one ---- */

@@ -348,7 +348,7 @@ static int trk_request(int op, const char *name, bool may_start) {
         if (!have) {
             if (!may_start) return 0;
             /* Not under g_mu: starting forks, and fork's handlers take g_mu. */
-            int fd;
+            int fd = -1;
             if ((rc = trk_connect(&fd)) != 0) return rc;
             pthread_mutex_lock(&g_mu);
             if (g_fd < 0)
