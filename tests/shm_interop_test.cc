@@ -344,6 +344,8 @@ TEST_P(ShmInteropTest, WeCreatePythonAttaches) {
 
 #else
 
+} // namespace
+
 TEST_P(ShmInteropTest, PythonPeers) {
     GTEST_SKIP() << "interop with python3 runs on Linux only (no python under Wine)";
 }

@@ -252,6 +252,55 @@ TEST_P(ShmLifetimeTest, UntrackedBlockOutlivesItsCreator) {
     EXPECT_EQ(0, mp_shm_unlink(s.s)) << err();
 }
 
+// A name reused after an unlink is a new block: the first block's creator ending must
+// not unlink the second. foreign: the name is unlinked behind the library's back (by
+// Python, or `rm /dev/shm/...`) and the new block is untracked, so only the block
+// itself (not the tracker's record) can tell that it is another one.
+class ShmReuseTest : public ShmLifetimeTest {
+protected:
+    void run(bool foreign) {
+        std::string why;
+        if (skip_unless_processes(&why))
+            GTEST_SKIP() << why;
+        std::string name = fresh_name(foreign ? "reuse_f" : "reuse");
+        Pipe &out = pipe();
+        Blocker &b = blocker();
+        Args a;
+        a.h(out.w).i(0).i(2).h(b.release.r).s(name.c_str());
+        mp_process *p = start(tgt_create, a.get());
+        ASSERT_NE(nullptr, p);
+        std::string m;
+        ASSERT_TRUE(read_msg(out.r, &m, kWait));
+        ASSERT_EQ("name=" + name, m);
+        Shm second;
+        if (foreign) {
+            dev_shm_remove(name);
+            ASSERT_EQ(0, shm_create(name, 4096, &second, true)) << err();
+        } else {
+            Shm first;
+            ASSERT_EQ(0, shm_attach(name, &first)) << err();
+            EXPECT_EQ(0, mp_shm_unlink(first.s)) << err();
+            ASSERT_EQ(0, shm_create(name, 4096, &second)) << err();
+        }
+        strcpy(second.buf(), "second");
+        b.release_now();
+        EXPECT_EQ(0, join_code(p));
+        sync_with_tracker();
+        EXPECT_TRUE(dev_shm_has(name)) << "the first block's creator ended and its tracker "
+                                          "record unlinked the new block of the same name";
+        Shm again;
+        ASSERT_EQ(0, shm_attach(name, &again)) << err();
+        EXPECT_STREQ("second", again.buf());
+        EXPECT_EQ(0, mp_shm_unlink(again.s)) << err();
+    }
+};
+
+INSTANTIATE_TEST_SUITE_P(Backends, ShmReuseTest, ::testing::ValuesIn(all_backends()),
+                         [](const ::testing::TestParamInfo<std::string> &info) { return info.param; });
+
+TEST_P(ShmReuseTest, NameReusedAfterUnlink) { run(false); }
+TEST_P(ShmReuseTest, NameReusedAfterAForeignUnlink) { run(true); }
+
 // (d) kill -9 of a whole tree: a child and its grandchild create and attach tracked
 // blocks (a: the child's, attached by the grandchild; a2: the child's alone; b: the
 // grandchild's) and attach the test's block t; both are SIGKILLed. Nothing they created
