@@ -21,12 +21,15 @@ const char *mp__os_shm_prefix(void);
 int mp__os_shm_check_name(const char *name);
 
 /** Creates block name (MP_EEXIST when it exists) of size bytes and maps it; *mapped is
- *  the size the OS reports (posix: fstat; Windows: VirtualQuery, whole pages). On
- *  failure nothing is left behind. */
-int mp__os_shm_named_create(const char *name, size_t size, void **base, size_t *mapped);
+ *  the size the OS reports (posix: fstat; Windows: VirtualQuery, whole pages). *h is
+ *  what must stay open while mapped (Windows: the section, whose name goes with its
+ *  last handle; posix: none, MP_INVALID_OS_HANDLE). On failure nothing is left behind. */
+int mp__os_shm_named_create(const char *name, size_t size, mp_os_handle *h, void **base,
+                            size_t *mapped);
 /** Maps an existing block (MP_ENOENT when there is none) in full. */
-int mp__os_shm_named_open(const char *name, void **base, size_t *mapped);
-void mp__os_shm_named_unmap(void *base, size_t mapped);
+int mp__os_shm_named_open(const char *name, mp_os_handle *h, void **base, size_t *mapped);
+/** Unmaps and closes h. */
+void mp__os_shm_named_unmap(mp_os_handle h, void *base, size_t mapped);
 /** Removes the name: MP_ENOENT when it is gone. Windows: 0, nothing to do. */
 int mp__os_shm_named_unlink(const char *name);
 

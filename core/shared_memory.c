@@ -10,13 +10,14 @@
 
 struct mp_shm {
     char *name;
-    void *base; /* NULL once closed */
+    mp_os_handle h; /* kept while mapped (Windows: the name lives with it) */
+    void *base;     /* NULL once closed */
     size_t mapped;
     size_t requested;
     bool tracked;
 };
 
-static int generated_create(size_t size, char *name, void **base, size_t *mapped) {
+static int generated_create(size_t size, char *name, mp_os_handle *h, void **base, size_t *mapped) {
     /* Python's rule: 14 characters at most (FreeBSD's limit), random hex after the
      * prefix; a clash with an existing name only means another draw. */
     for (int tries = 0; tries < 100; tries++) {
@@ -25,7 +26,7 @@ static int generated_create(size_t size, char *name, void **base, size_t *mapped
         if (rc) return rc;
         snprintf(name, MP__SHM_NAME_MAX + 1, "%s%02x%02x%02x%02x", mp__os_shm_prefix(), r[0], r[1],
                  r[2], r[3]);
-        rc = mp__os_shm_named_create(name, size, base, mapped);
+        rc = mp__os_shm_named_create(name, size, h, base, mapped);
         if (rc != MP_EEXIST) return rc;
     }
     return mp__err(MP_EEXIST, "mp_shm_open: no free generated name after 100 tries");
@@ -43,21 +44,22 @@ int mp_shm_open(const mp_shm_opts *opts, mp_shm **out) {
     if (opts->name && (rc = mp__os_shm_check_name(opts->name)) != 0) return rc;
 
     char name[MP__SHM_NAME_MAX + 1];
+    mp_os_handle h = MP_INVALID_OS_HANDLE;
     void *base = NULL;
     size_t mapped = 0;
     bool tracked = !opts->untracked;
     if (opts->create) {
         if (opts->name) {
             snprintf(name, sizeof name, "%s", opts->name);
-            rc = mp__os_shm_named_create(name, opts->size, &base, &mapped);
+            rc = mp__os_shm_named_create(name, opts->size, &h, &base, &mapped);
         } else {
-            rc = generated_create(opts->size, name, &base, &mapped);
+            rc = generated_create(opts->size, name, &h, &base, &mapped);
         }
         if (rc) return rc;
         /* Registered once it exists: a crash in between leaks this one block, while
          * registering first could get someone else's block of that name unlinked. */
         if (tracked && (rc = mp__os_shm_track(name, true)) != 0) {
-            mp__os_shm_named_unmap(base, mapped);
+            mp__os_shm_named_unmap(h, base, mapped);
             mp__os_shm_named_unlink(name);
             return rc;
         }
@@ -66,7 +68,7 @@ int mp_shm_open(const mp_shm_opts *opts, mp_shm **out) {
         /* Registered before opening: the tracker then cannot unlink the block (its last
          * other user ending) between our open and our registration. */
         if (tracked && (rc = mp__os_shm_track(name, false)) != 0) return rc;
-        rc = mp__os_shm_named_open(name, &base, &mapped);
+        rc = mp__os_shm_named_open(name, &h, &base, &mapped);
         if (rc) {
             if (tracked) mp__os_shm_untrack(name);
             return rc;
@@ -77,7 +79,7 @@ int mp_shm_open(const mp_shm_opts *opts, mp_shm **out) {
     if (!s || !dup) {
         mp__free(s);
         mp__free(dup);
-        mp__os_shm_named_unmap(base, mapped);
+        mp__os_shm_named_unmap(h, base, mapped);
         if (opts->create) {
             mp__os_shm_named_unlink(name);
             if (tracked) mp__os_shm_unlinked(name, true);
@@ -87,6 +89,7 @@ int mp_shm_open(const mp_shm_opts *opts, mp_shm **out) {
         return mp__err(MP_ENOMEM, "mp_shm_open: out of memory");
     }
     s->name = dup;
+    s->h = h;
     s->base = base;
     s->mapped = mapped;
     s->requested = opts->create ? opts->size : mapped;
@@ -102,8 +105,9 @@ void *mp_shm_buf(const mp_shm *s) { return s ? s->base : NULL; }
 
 int mp_shm_close(mp_shm *s) {
     if (!s) return mp__err(MP_EINVAL, "mp_shm_close: shm is NULL");
-    if (s->base) mp__os_shm_named_unmap(s->base, s->mapped);
+    if (s->base) mp__os_shm_named_unmap(s->h, s->base, s->mapped);
     s->base = NULL;
+    s->h = MP_INVALID_OS_HANDLE;
     return 0;
 }
 

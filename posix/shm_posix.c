@@ -44,7 +44,9 @@ static int map_fd(int fd, const char *name, void **base, size_t *mapped) {
     return 0;
 }
 
-int mp__os_shm_named_create(const char *name, size_t size, void **base, size_t *mapped) {
+int mp__os_shm_named_create(const char *name, size_t size, mp_os_handle *h, void **base,
+                            size_t *mapped) {
+    *h = MP_INVALID_OS_HANDLE;
     *base = NULL;
     *mapped = 0;
     char path[MP__SHM_NAME_MAX + 2];
@@ -63,7 +65,8 @@ int mp__os_shm_named_create(const char *name, size_t size, void **base, size_t *
     return rc;
 }
 
-int mp__os_shm_named_open(const char *name, void **base, size_t *mapped) {
+int mp__os_shm_named_open(const char *name, mp_os_handle *h, void **base, size_t *mapped) {
+    *h = MP_INVALID_OS_HANDLE;
     *base = NULL;
     *mapped = 0;
     char path[MP__SHM_NAME_MAX + 2];
@@ -78,7 +81,8 @@ int mp__os_shm_named_open(const char *name, void **base, size_t *mapped) {
     return rc;
 }
 
-void mp__os_shm_named_unmap(void *base, size_t mapped) {
+void mp__os_shm_named_unmap(mp_os_handle h, void *base, size_t mapped) {
+    (void)h;
     if (base) munmap(base, mapped);
 }
 

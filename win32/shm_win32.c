@@ -1,7 +1,9 @@
 /* Named shared memory blocks on Windows: named file mappings backed by the paging
  * file, as Python's multiprocessing.shared_memory makes them, so either side attaches
  * the other's. A mapping vanishes with its last handle and view: nothing can outlive
- * the processes that use it, so there is no tracker and unlink has nothing to do. */
+ * the processes that use it, so there is no tracker and unlink has nothing to do.
+ * A block keeps its section handle while mapped (as Python's mmap does): the name
+ * lives as long as some handle does, not as long as a view. */
 #include "win32.h"
 
 #include "../core/os_shm.h"
@@ -15,6 +17,9 @@ int mp__os_shm_check_name(const char *name)
         return mp__err(MP_EINVAL, "shared memory: empty name");
     if (n > MP__SHM_NAME_MAX)
         return mp__err(MP_EINVAL, "shared memory: name longer than %d bytes", MP__SHM_NAME_MAX);
+    /* Windows would take it, posix cannot: a name that works here works everywhere. */
+    if (strchr(name, '/'))
+        return mp__err(MP_EINVAL, "shared memory: name '%s' contains '/'", name);
     return 0;
 }
 
@@ -43,8 +48,10 @@ static int map_all(HANDLE s, void **base, size_t *mapped)
     return 0;
 }
 
-int mp__os_shm_named_create(const char *name, size_t size, void **base, size_t *mapped)
+int mp__os_shm_named_create(const char *name, size_t size, mp_os_handle *h, void **base,
+                            size_t *mapped)
 {
+    *h = MP_INVALID_OS_HANDLE;
     *base = NULL;
     *mapped = 0;
     wchar_t w[MP__SHM_NAME_MAX + 1];
@@ -60,13 +67,19 @@ int mp__os_shm_named_create(const char *name, size_t size, void **base, size_t *
         CloseHandle(s);
         return mp__err(MP_EEXIST, "shared memory: '%s' exists", name);
     }
+    /* The handle stays open while mapped: a view keeps the section's memory, but its
+     * name goes with the last handle, and others must still find it by name. */
     rc = map_all(s, base, mapped);
-    CloseHandle(s); /* the view keeps the section */
+    if (rc)
+        CloseHandle(s);
+    else
+        *h = MP__OSH(s);
     return rc;
 }
 
-int mp__os_shm_named_open(const char *name, void **base, size_t *mapped)
+int mp__os_shm_named_open(const char *name, mp_os_handle *h, void **base, size_t *mapped)
 {
+    *h = MP_INVALID_OS_HANDLE;
     *base = NULL;
     *mapped = 0;
     wchar_t w[MP__SHM_NAME_MAX + 1];
@@ -80,15 +93,20 @@ int mp__os_shm_named_open(const char *name, void **base, size_t *mapped)
         return mp__os_err("shared memory: OpenFileMapping");
     }
     rc = map_all(s, base, mapped);
-    CloseHandle(s);
+    if (rc)
+        CloseHandle(s);
+    else
+        *h = MP__OSH(s);
     return rc;
 }
 
-void mp__os_shm_named_unmap(void *base, size_t mapped)
+void mp__os_shm_named_unmap(mp_os_handle h, void *base, size_t mapped)
 {
     (void)mapped;
     if (base)
         UnmapViewOfFile(base);
+    if (h != MP_INVALID_OS_HANDLE)
+        CloseHandle(MP__H(h));
 }
 
 int mp__os_shm_named_unlink(const char *name)
