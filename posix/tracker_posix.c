@@ -10,7 +10,7 @@
  *   waiting for the answer, each block it creates ('C') or attaches ('A'); unlinking
  *   one says 'D'. A connection that closes (exit, crash, kill -9) drops that process's
  *   registrations; a block left with none is unlinked if a tracking process created
- *   it and nobody unlinked it. A block made by an untracked process or by Python is
+ *   it, nobody unlinked it and the name still leads to that block (device + inode). A block made by an untracked process or by Python is
  *   never unlinked here: attaching it only keeps our record of users.
  * - The daemon exits when it has had no client for a moment (then it holds no block).
  * - The first process that finds no daemon starts one; two starters race on bind,
@@ -28,6 +28,7 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -75,6 +76,10 @@ typedef struct trk_block {
     char name[256];
     int nreg;
     bool used, owned;
+    /* The block the creator made: the name may have been unlinked behind our back (by
+     * Python, by rm) and taken by another block, which is not ours to unlink. */
+    dev_t dev;
+    ino_t ino;
 } trk_block;
 
 typedef struct trk_reg {
@@ -111,13 +116,30 @@ static int trk_find(const char *name, bool add) {
     return freeslot;
 }
 
+/* The identity of the block named name now; false when there is none. */
+static bool trk_identity(const char *name, dev_t *dev, ino_t *ino) {
+    char path[258];
+    path[0] = '/';
+    memcpy(path + 1, name, strlen(name) + 1);
+    int fd = shm_open(path, O_RDONLY | O_CLOEXEC, 0);
+    if (fd < 0) return false;
+    struct stat st;
+    bool ok = fstat(fd, &st) == 0;
+    close(fd);
+    *dev = st.st_dev;
+    *ino = st.st_ino;
+    return ok;
+}
+
 static void trk_drop_block(int bi, bool unlink_it) {
     trk_block *b = &t_blocks[bi];
-    if (unlink_it && b->owned) {
+    dev_t dev;
+    ino_t ino;
+    if (unlink_it && b->owned && trk_identity(b->name, &dev, &ino) && dev == b->dev && ino == b->ino) {
         char path[sizeof b->name + 1];
         path[0] = '/';
         memcpy(path + 1, b->name, sizeof b->name);
-        shm_unlink(path); /* ENOENT: someone untracked unlinked it; fine */
+        shm_unlink(path);
     }
     for (int i = 0; i < t_nregs; i++)
         if (t_regs[i].client >= 0 && t_regs[i].block == bi) t_regs[i].client = -1;
@@ -133,7 +155,8 @@ static int trk_reg_find(int client, int bi) {
 static int trk_register(int client, const char *name, bool created) {
     int bi = trk_find(name, true);
     if (bi < 0) return -1;
-    if (created) t_blocks[bi].owned = true;
+    /* Called once the block exists: this is the one the creator made. */
+    if (created) t_blocks[bi].owned = trk_identity(name, &t_blocks[bi].dev, &t_blocks[bi].ino);
     if (trk_reg_find(client, bi) >= 0) return 0;
     int ri = -1;
     for (int i = 0; i < t_nregs && ri < 0; i++)
