@@ -51,7 +51,8 @@ MP_API int mp_shared_value_new(mp_context *ctx, char typecode, const void *init,
 MP_API int mp_raw_value_new(mp_context *ctx, char typecode, const void *init,
                             mp_shared_array **out);
 /** Python's Array(typecode, size_or_initializer, lock): n items, copied from init when
- *  it is not NULL (n items of the C type), else zero. */
+ *  it is not NULL (n items of the C type), else zero. At most 1 GiB of items
+ *  (MP_EINVAL beyond). */
 MP_API int mp_shared_array_new(mp_context *ctx, char typecode, size_t n, const void *init,
                                mp_lock_mode mode, mp_lock *lock, mp_shared_array **out);
 /** Python's RawArray(typecode, size_or_initializer). */
@@ -85,9 +86,13 @@ MP_API int mp_shared_array_get_slice(mp_shared_array *a, size_t start, size_t st
 MP_API int mp_shared_array_set_slice(mp_shared_array *a, size_t start, size_t stop,
                                      const void *in);
 /** Item i converted, as Python's int / float view of it: integer codes and 'c' give
- *  int64 (an unsigned 64-bit item above INT64_MAX is MP_EINVAL), float
- *  codes double. Setting checks the range of the typecode (MP_EINVAL when it does not
- *  fit, as Python's OverflowError). */
+ *  int64 (an unsigned 64-bit item above INT64_MAX is MP_EINVAL; 'c' is its byte value
+ *  0..255), float codes double. Setting checks the range of the typecode (MP_EINVAL
+ *  when it does not fit, as Python's OverflowError). The int calls on a float code and
+ *  the double calls on an integer code are MP_EINVAL, except set_int on 'f'/'d', which
+ *  stores the converted value (as Python assigning an int to a c_double). A plain Lock
+ *  given as the lock and already held by the calling thread is MP_ESTATE for every
+ *  accessor (Python would deadlock). */
 MP_API int mp_shared_array_get_int(mp_shared_array *a, size_t i, int64_t *out);
 MP_API int mp_shared_array_set_int(mp_shared_array *a, size_t i, int64_t v);
 MP_API int mp_shared_array_get_double(mp_shared_array *a, size_t i, double *out);
@@ -104,7 +109,7 @@ typedef struct mp_shm mp_shm;
 /** Options for mp_shm_open; all-zero means Python's defaults (attach by name,
  *  tracked). */
 typedef struct mp_shm_opts {
-    const char *name;  /* without a leading '/'; NULL with create: a new "psm_..." name */
+    const char *name;  /* no '/' anywhere (MP_EINVAL); NULL with create: a new "psm_..." name */
     bool create;       /* create a new block (MP_EEXIST when the name exists) */
     size_t size;       /* with create: > 0 (MP_EINVAL otherwise); ignored when attaching */
     bool untracked;    /* Python's track=False: never unlinked for you */
