@@ -157,6 +157,46 @@ int tgt_write_slice(mp_args *a) {
     return mp_shared_array_set_slice(v, start, stop, items.data()) == 0 ? kOk : kFail + 1;
 }
 
+// [0] backend, [1] shared_array (a Value 'q' with an RLock), [2] n: passes the object
+// on to a grandchild that increments it n times, increments it n times itself meanwhile,
+// joins the grandchild. 0, or 50 + the grandchild's code, or 80 + a step that failed.
+int tgt_relay_increment(mp_args *a) {
+    const char *backend = mp_args_str(a, 0);
+    mp_shared_array *v = mp_args_shared_array(a, 1);
+    int64_t n = mp_args_int(a, 2);
+    mp_context *ctx = backend ? mp_get_context(backend) : nullptr;
+    mp_args *ga = nullptr;
+    if (!ctx || !v || mp_args_new(&ga) != 0)
+        return 80;
+    if (mp_args_add_shared_array(ga, v) != 0 || mp_args_add_int(ga, n) != 0 || mp_args_add_int(ga, 0) != 0) {
+        mp_args_free(ga);
+        return 81;
+    }
+    mp_process_opts o = {};
+    o.target = tgt_increment;
+    o.args = ga;
+    mp_process *g = nullptr;
+    if (mp_process_new(ctx, &o, &g) != 0 || mp_process_start(g) != 0) {
+        mp_process_free(g);
+        mp_args_free(ga);
+        return 82;
+    }
+    mp_args *mine = nullptr;
+    int rc = 83;
+    if (mp_args_new(&mine) == 0 && mp_args_add_shared_array(mine, v) == 0 && mp_args_add_int(mine, n) == 0 &&
+        mp_args_add_int(mine, 0) == 0)
+        rc = tgt_increment(mine);
+    int code = -1;
+    if (mp_process_join(g, kWait) != 0 || mp_process_exitcode(g, &code) != 0)
+        rc = 84;
+    else if (code != 0)
+        rc = 50 + code;
+    mp_process_free(g);
+    mp_args_free(ga);
+    mp_args_free(mine);
+    return rc;
+}
+
 } // namespace
 
 class SharedArrayTest : public ShmFixture {
@@ -623,4 +663,26 @@ TEST_P(SharedArrayTest, ChildWritesASliceTheParentReads) {
     // The args (and the child's object) are gone; the memory lives on with ours.
     args.reset();
     EXPECT_EQ(0, mp_shared_array_set_int(a.a, 9, 9));
+}
+
+TEST_P(SharedArrayTest, GrandchildrenShareTheValueTheirParentReceived) {
+    // A child passes the Value it received on to its own child: all four processes
+    // (threads on dummy) share one counter and one lock.
+    SA v;
+    ASSERT_EQ(0, mp_shared_value_new(ctx(), 'q', nullptr, MP_LOCK_NEW, nullptr, &v.a)) << err();
+    std::vector<mp_process *> ps;
+    for (int c = 0; c < 2; c++) {
+        Args a;
+        a.s(backend().c_str());
+        EXPECT_EQ(0, mp_args_add_shared_array(a.get(), v.a)) << err();
+        a.i(500);
+        mp_process *p = start(tgt_relay_increment, a.get());
+        ASSERT_NE(nullptr, p);
+        ps.push_back(p);
+    }
+    for (mp_process *p : ps)
+        EXPECT_EQ(0, join_code(p)) << "50+: the grandchild failed; 80-84: a step of the child";
+    int64_t total = -1;
+    EXPECT_EQ(0, mp_shared_array_get_int(v.a, 0, &total)) << err();
+    EXPECT_EQ(2000, total) << "the grandchildren do not share the counter (or the lock)";
 }

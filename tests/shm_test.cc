@@ -141,6 +141,34 @@ int tgt_shm_arg(mp_args *a) {
     return check_and_reply(s, name);
 }
 
+// [0] backend, [1] shm, [2] str its name: passes the block it received on to a
+// grandchild running tgt_shm_arg; its code, or 80 + a step that failed.
+int tgt_relay_shm(mp_args *a) {
+    const char *backend = mp_args_str(a, 0), *name = mp_args_str(a, 2);
+    mp_shm *s = mp_args_shm(a, 1);
+    mp_context *ctx = backend ? mp_get_context(backend) : nullptr;
+    mp_args *ga = nullptr;
+    if (!ctx || !s || !name || mp_args_new(&ga) != 0)
+        return 80;
+    int rc = 81;
+    mp_process *g = nullptr;
+    mp_process_opts o = {};
+    o.target = tgt_shm_arg;
+    o.args = ga;
+    if (mp_args_add_shm(ga, s) == 0 && mp_args_add_str(ga, name) == 0) {
+        int code = -1;
+        if (mp_process_new(ctx, &o, &g) != 0 || mp_process_start(g) != 0)
+            rc = 82;
+        else if (mp_process_join(g, kWait) != 0 || mp_process_exitcode(g, &code) != 0)
+            rc = 83;
+        else
+            rc = code;
+    }
+    mp_process_free(g);
+    mp_args_free(ga);
+    return rc;
+}
+
 // [0] str list name: attaches, checks the sample, sets [0] = 42, [3] = "cc".
 int tgt_list_attach(mp_args *a) {
     const char *name = mp_args_str(a, 0);
@@ -354,6 +382,26 @@ TEST_P(ShmTest, ChildReceivesTheBlockAsAnArgument) {
         }
         EXPECT_EQ(0, mp_shm_unlink(c.s)) << err();
     }
+}
+
+TEST_P(ShmTest, AGrandchildReceivesTheBlockItsParentReceived) {
+    std::string name = fresh_name("relay");
+    Shm c;
+    ASSERT_EQ(0, shm_create(name, 4096, &c)) << err();
+    strcpy(c.buf(), ("parent:" + name).c_str());
+    Args a;
+    a.s(backend().c_str());
+    EXPECT_EQ(0, mp_args_add_shm(a.get(), c.s)) << err();
+    a.s(name.c_str());
+    mp_process *p = start(tgt_relay_shm, a.get());
+    ASSERT_NE(nullptr, p);
+    EXPECT_EQ(0, join_code(p)) << "1: the grandchild did not see the data; 91/92: its block; 80+: "
+                                  "a step of the child";
+    EXPECT_STREQ("child was here", c.buf() + 1000);
+    if (kPosixShm) {
+        EXPECT_TRUE(dev_shm_has(name)) << "the child or grandchild unlinked our block";
+    }
+    EXPECT_EQ(0, mp_shm_unlink(c.s)) << err();
 }
 
 TEST_P(ShmTest, ABigBlockIsWholeInTheChild) {
