@@ -263,7 +263,9 @@ static void trk_daemon_main(int lfd) {
             if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
             if (n == (ssize_t)sizeof m) {
                 int32_t status = trk_handle(fd, &m);
-                if (send(fd, &status, sizeof status, MSG_NOSIGNAL) == (ssize_t)sizeof status) continue;
+                /* Never blocks: a client that does not read its answers is treated as gone. */
+                if (send(fd, &status, sizeof status, MSG_NOSIGNAL | MSG_DONTWAIT) == (ssize_t)sizeof status)
+                    continue;
             }
             /* End of file, an error or a malformed message: the process is done. */
             trk_client_gone(fd);
