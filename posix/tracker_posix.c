@@ -259,7 +259,7 @@ static void trk_daemon_main(int lfd) {
             if (!t_pfd[i].revents) continue;
             int fd = t_pfd[i].fd;
             trk_msg m;
-            ssize_t n = (t_pfd[i].revents & POLLIN) ? recv(fd, &m, sizeof m, 0) : 0;
+            ssize_t n = (t_pfd[i].revents & POLLIN) ? recv(fd, &m, sizeof m, MSG_DONTWAIT) : 0;
             if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
             if (n == (ssize_t)sizeof m) {
                 int32_t status = trk_handle(fd, &m);
