@@ -686,3 +686,63 @@ TEST_P(SharedArrayTest, GrandchildrenShareTheValueTheirParentReceived) {
     EXPECT_EQ(0, mp_shared_array_get_int(v.a, 0, &total)) << err();
     EXPECT_EQ(2000, total) << "the grandchildren do not share the counter (or the lock)";
 }
+
+TEST_P(SharedArrayTest, ConversionsAcrossKindsAndLimits) {
+    // 'c' through the int view is its byte value 0..255.
+    SA c;
+    ASSERT_EQ(0, mp_raw_value_new(ctx(), 'c', nullptr, &c.a)) << err();
+    int64_t i = 0;
+    EXPECT_EQ(0, mp_shared_array_set_int(c.a, 0, 255)) << err();
+    EXPECT_EQ(0, mp_shared_array_get_int(c.a, 0, &i));
+    EXPECT_EQ(255, i) << "'c' reads as an unsigned byte";
+    EXPECT_EQ(MP_EINVAL, mp_shared_array_set_int(c.a, 0, -1));
+    EXPECT_EQ(MP_EINVAL, mp_shared_array_set_int(c.a, 0, 256));
+    // The int calls on a float code, the double calls on an integer code: MP_EINVAL,
+    // except set_int on 'f' / 'd', which converts (Python: c_double.value = 7).
+    SA d, f, n;
+    ASSERT_EQ(0, mp_raw_value_new(ctx(), 'd', nullptr, &d.a)) << err();
+    ASSERT_EQ(0, mp_raw_value_new(ctx(), 'f', nullptr, &f.a)) << err();
+    ASSERT_EQ(0, mp_raw_value_new(ctx(), 'i', nullptr, &n.a)) << err();
+    double x = 0;
+    EXPECT_EQ(0, mp_shared_array_set_int(d.a, 0, 7)) << err();
+    EXPECT_EQ(0, mp_shared_array_get_double(d.a, 0, &x));
+    EXPECT_EQ(7.0, x);
+    EXPECT_EQ(0, mp_shared_array_set_int(f.a, 0, -3)) << err();
+    EXPECT_EQ(-3.0f, *static_cast<float *>(mp_shared_array_get_obj(f.a)));
+    EXPECT_EQ(MP_EINVAL, mp_shared_array_get_int(d.a, 0, &i));
+    EXPECT_EQ(MP_EINVAL, mp_shared_array_get_double(n.a, 0, &x));
+    EXPECT_EQ(MP_EINVAL, mp_shared_array_set_double(n.a, 0, 1.0));
+    EXPECT_EQ(0, *static_cast<int *>(mp_shared_array_get_obj(n.a))) << "a refused set wrote";
+    // A finite double beyond float's range does not fit 'f' (Python's struct 'f').
+    EXPECT_EQ(MP_EINVAL, mp_shared_array_set_double(f.a, 0, 1e300));
+    EXPECT_EQ(-3.0f, *static_cast<float *>(mp_shared_array_get_obj(f.a)));
+    // At most 1 GiB of items.
+    mp_shared_array *big = nullptr;
+    EXPECT_EQ(MP_EINVAL, mp_raw_array_new(ctx(), 'B', ((size_t)1 << 30) + 1, nullptr, &big));
+    EXPECT_EQ(MP_EINVAL, mp_shared_array_new(ctx(), 'd', ((size_t)1 << 27) + 1, nullptr, MP_LOCK_NEW, nullptr, &big));
+    EXPECT_EQ(nullptr, big);
+}
+
+TEST_P(SharedArrayTest, AHeldPlainLockIsAnErrorNotADeadlock) {
+    // Python would deadlock; the library says MP_ESTATE for every accessor.
+    Lock l;
+    ASSERT_EQ(0, mp_lock_new(ctx(), &l.l)) << err();
+    SA v;
+    ASSERT_EQ(0, mp_shared_array_new(ctx(), 'i', 4, nullptr, MP_LOCK_GIVEN, l.l, &v.a)) << err();
+    ASSERT_EQ(0, mp_lock_acquire(l.l, kWait));
+    int buf[4] = {1, 2, 3, 4};
+    int64_t i = 0;
+    EXPECT_EQ(MP_ESTATE, mp_shared_array_get(v.a, 0, buf));
+    EXPECT_EQ(MP_ESTATE, mp_shared_array_set(v.a, 0, buf));
+    EXPECT_EQ(MP_ESTATE, mp_shared_array_get_slice(v.a, 0, 4, buf));
+    EXPECT_EQ(MP_ESTATE, mp_shared_array_set_slice(v.a, 0, 4, buf));
+    EXPECT_EQ(MP_ESTATE, mp_shared_array_get_int(v.a, 0, &i));
+    EXPECT_EQ(MP_ESTATE, mp_shared_array_set_int(v.a, 0, 5));
+    mp_shared_array *cp = nullptr;
+    EXPECT_EQ(MP_ESTATE, mp_shared_array_copy(v.a, &cp)) << "copy reads under the lock too";
+    mp_shared_array_free(cp);
+    EXPECT_EQ(0, mp_lock_release(l.l)) << "an accessor released the caller's lock";
+    EXPECT_EQ(0, mp_shared_array_set_int(v.a, 0, 5)) << err();
+    const int zero[4] = {5, 0, 0, 0};
+    EXPECT_EQ(hex(zero, sizeof zero), hex(mp_shared_array_get_obj(v.a), sizeof zero)) << "a refused call wrote";
+}
