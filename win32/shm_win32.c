@@ -20,6 +20,14 @@ int mp__os_shm_check_name(const char *name)
     /* Windows would take it, posix cannot: a name that works here works everywhere. */
     if (strchr(name, '/'))
         return mp__err(MP_EINVAL, "shared memory: name '%s' contains '/'", name);
+    /* '\' separates a kernel namespace: only "Local\name" and "Global\name" work. */
+    const char *bs = strchr(name, '\\');
+    if (bs) {
+        size_t pre = (size_t)(bs - name);
+        bool ns = (pre == 5 && !strncmp(name, "Local", 5)) || (pre == 6 && !strncmp(name, "Global", 6));
+        if (!ns || !bs[1] || strchr(bs + 1, '\\'))
+            return mp__err(MP_EINVAL, "shared memory: name '%s': '\\' only after Local or Global", name);
+    }
     return 0;
 }
 
