@@ -15,16 +15,23 @@
  * - The daemon exits when it has had no client for a moment (then it holds no block).
  * - The first process that finds no daemon starts one; two starters race on bind,
  *   the loser (EADDRINUSE) just connects to the winner.
- * - The daemon is forked from a program that may have other threads, so it never
- *   uses malloc or locks: system calls and static tables only. */
+ * - The daemon is a fresh image of the program (exec of /proc/self/exe, entered
+ *   from a constructor), so it keeps none of the starter's memory. Until the exec it
+ *   is a fork of a program that may have other threads, and if the exec fails it
+ *   serves from that copy: so it uses no malloc and no locks, only system calls and
+ *   static tables. */
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/auxv.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -278,9 +285,57 @@ static void trk_daemon_main(int lfd) {
     _exit(0);
 }
 
+/* The daemon runs in a fresh image of this program: a forked copy would keep every
+ * page of the process that started it (its heap copy-on-write, its shared mappings,
+ * blocks that were unlinked since among them) for as long as it runs. The image is
+ * /proc/self/exe; when this code lives in a shared library (a program that loads it
+ * with dlopen), the library is preloaded into it. Either way its constructor below
+ * finds the listening socket's number in the environment and never returns. */
+#define TRK_ENV "MP__SHM_TRACKER_FD"
+
+__attribute__((constructor)) static void trk_exec_entry(void) {
+    const char *v = getenv(TRK_ENV);
+    if (!v) return;
+    int fd = 0;
+    for (; *v >= '0' && *v <= '9' && fd < 1000000; v++) fd = fd * 10 + (*v - '0');
+    trk_daemon_main(fd);
+}
+
+/* The environment for the daemon's image, made before forking (no malloc after). */
+typedef struct trk_exec {
+    char fd_var[32];
+    char preload[PATH_MAX + 16];
+    char *envp[3];
+} trk_exec;
+
+static void trk_exec_prepare(trk_exec *x) {
+    memset(x, 0, sizeof *x);
+    x->envp[0] = x->fd_var;
+    Dl_info info;
+    /* Ours is the main program when its ELF header is where the program's is. */
+    if (dladdr((void *)trk_exec_entry, &info) && info.dli_fname && info.dli_fname[0] &&
+        (uintptr_t)getauxval(AT_PHDR) - (uintptr_t)info.dli_fbase >= 4096) {
+        snprintf(x->preload, sizeof x->preload, "LD_PRELOAD=%s", info.dli_fname);
+        x->envp[1] = x->preload;
+    }
+}
+
+static void trk_exec_daemon(trk_exec *x, int lfd) {
+    snprintf(x->fd_var, sizeof x->fd_var, TRK_ENV "=%d", lfd);
+    if (fcntl(lfd, F_SETFD, 0) == 0) {
+        char *argv[] = {(char *)"mp-shm-tracker", NULL};
+        execve("/proc/self/exe", argv, x->envp);
+    }
+    /* No image to run (no /proc?): serve from this copy, at the price above. */
+    fcntl(lfd, F_SETFD, FD_CLOEXEC);
+    trk_daemon_main(lfd);
+}
+
 /* Forks the daemon's parent, which binds and listens before it forks the daemon and
  * exits: once we have reaped it, a daemon listens (ours or one that won the race). */
 static int trk_start(const struct sockaddr_un *addr, socklen_t alen) {
+    trk_exec x;
+    trk_exec_prepare(&x);
     pid_t p = fork();
     if (p < 0) return mp__os_err("shared memory tracker: fork");
     if (p == 0) {
@@ -290,7 +345,7 @@ static int trk_start(const struct sockaddr_un *addr, socklen_t alen) {
         if (bind(lfd, (const struct sockaddr *)addr, alen) != 0) _exit(errno == EADDRINUSE ? 0 : 1);
         if (listen(lfd, 128) != 0) _exit(1);
         pid_t d = fork();
-        if (d == 0) trk_daemon_main(lfd);
+        if (d == 0) trk_exec_daemon(&x, lfd);
         _exit(d < 0 ? 1 : 0);
     }
     int st = 0;
