@@ -103,13 +103,19 @@ struct Lock {
 
 // [0] shared_array (a Value 'q'), [1] iterations, [2] 1: through get_obj under the
 // lock (a plain Lock: the accessors would take it again), 0: get_int / set_int under
-// get_lock (an RLock). Increments the value n times.
+// get_lock (an RLock), [3] optional start event (so that the children overlap).
+// Increments the value n times.
 int tgt_increment(mp_args *a) {
     mp_shared_array *v = mp_args_shared_array(a, 0);
     int64_t n = mp_args_int(a, 1);
     bool raw = mp_args_int(a, 2) != 0;
     if (!v || mp_shared_array_typecode(v) != 'q' || mp_shared_array_len(v) != 1)
         return kBad;
+    if (mp_args_count(a) > 3) {
+        mp_event *go = mp_args_event(a, 3);
+        if (!go || mp_event_wait(go, kWait) != 0)
+            return kBad + 3;
+    }
     mp_lock *l = mp_shared_array_get_lock(v);
     if (!l)
         return kBad + 1;
@@ -206,15 +212,23 @@ protected:
     void children_increment(mp_shared_array *v, bool raw) {
         const int nchildren = 4;
         const int64_t iters = 1000;
+        mp_event *go = nullptr;
+        ASSERT_EQ(0, mp_event_new(ctx(), &go)) << err();
         std::vector<mp_process *> ps;
         for (int c = 0; c < nchildren; c++) {
             Args a;
             EXPECT_EQ(0, mp_args_add_shared_array(a.get(), v)) << err();
             a.i(iters).i(raw ? 1 : 0);
+            EXPECT_EQ(0, mp_args_add_event(a.get(), go)) << err();
             mp_process *p = start(tgt_increment, a.get());
-            ASSERT_NE(nullptr, p);
+            if (!p)
+                break;
             ps.push_back(p);
         }
+        // All start counting together: a lock that does not exclude loses increments.
+        EXPECT_EQ(0, mp_event_set(go)) << err();
+        mp_event_free(go);
+        ASSERT_EQ((size_t)nchildren, ps.size());
         for (mp_process *p : ps)
             EXPECT_EQ(0, join_code(p)) << "a child failed (see tgt_increment's codes)";
         int64_t total = -1;
