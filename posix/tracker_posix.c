@@ -310,6 +310,7 @@ typedef struct trk_exec {
 
 static void trk_exec_prepare(trk_exec *x) {
     memset(x, 0, sizeof *x);
+    memcpy(x->fd_var, TRK_ENV "=", strlen(TRK_ENV "="));
     x->envp[0] = x->fd_var;
     Dl_info info;
     /* Ours is the main program when its ELF header is where the program's is. */
@@ -321,7 +322,23 @@ static void trk_exec_prepare(trk_exec *x) {
 }
 
 static void trk_exec_daemon(trk_exec *x, int lfd) {
-    snprintf(x->fd_var, sizeof x->fd_var, TRK_ENV "=%d", lfd);
+    /* Standard streams on /dev/null already here: should the image not reach our
+     * constructor (a preload refused), the program it runs must not read our input. */
+    if (lfd < 3 && (lfd = fcntl(lfd, F_DUPFD_CLOEXEC, 3)) < 0) _exit(1);
+    int null = open("/dev/null", O_RDWR);
+    if (null >= 0) {
+        dup2(null, 0);
+        dup2(null, 1);
+        dup2(null, 2);
+        if (null > 2) close(null);
+    }
+    /* No snprintf after fork: digits by hand behind the prefix prepared before. */
+    char digits[12];
+    int nd = 0;
+    for (unsigned v = (unsigned)lfd; nd == 0 || v; v /= 10) digits[nd++] = (char)('0' + v % 10);
+    char *p = x->fd_var + strlen(TRK_ENV "=");
+    while (nd) *p++ = digits[--nd];
+    *p = '\0';
     if (fcntl(lfd, F_SETFD, 0) == 0) {
         char *argv[] = {(char *)"mp-shm-tracker", NULL};
         execve("/proc/self/exe", argv, x->envp);
