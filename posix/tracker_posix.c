@@ -10,8 +10,9 @@
  *   waiting for the answer, each block it creates ('C') or attaches ('A'); unlinking
  *   one says 'D'. A connection that closes (exit, crash, kill -9) drops that process's
  *   registrations; a block left with none is unlinked if a tracking process created
- *   it, nobody unlinked it and the name still leads to that block (device + inode). A block made by an untracked process or by Python is
- *   never unlinked here: attaching it only keeps our record of users.
+ *   it, nobody unlinked it and the name still leads to that block (device + inode).
+ *   A block made by an untracked process or by Python is never unlinked here:
+ *   attaching it only keeps our record of users.
  * - The daemon exits when it has had no client for a moment (then it holds no block).
  * - The first process that finds no daemon starts one; two starters race on bind,
  *   the loser (EADDRINUSE) just connects to the winner.

@@ -8,12 +8,16 @@
  * ones) can attach: posix shm_open names (/dev/shm), Windows named file mappings.
  *
  * Lifetime of named blocks: posix names outlive processes, so a block the creator
- * tracks (the default) is unlinked once every process of the creating program that
- * attached it has ended without unlinking it, however they ended (also kill -9 of the
- * whole tree) — but never while a process that tracks it still has it open (CPython's
- * resource tracker unlinks blocks other live processes use: gh-82300). track = false
- * opts out (Python 3.13). Windows: a named mapping vanishes with its last handle, so
- * nothing can leak and unlink does nothing (as in Python).
+ * tracks (the default) is unlinked once every tracking process that created or
+ * attached it (of any program of the same user) has ended without unlinking it,
+ * however they ended (also kill -9 of the whole tree) — but never while a process that
+ * tracks it is alive (CPython's resource tracker unlinks blocks other live processes
+ * use: gh-82300). Closing does not end tracking; ending the process or unlinking does.
+ * A block created untracked or by Python is never unlinked for you. untracked = true
+ * opts out (Python 3.13's track=False). The mechanism, a per-user daemon outside the
+ * process tree, is described in docs/architecture.md. Windows: a named mapping
+ * vanishes with its last handle, so nothing can leak and unlink does nothing (as in
+ * Python).
  *
  * Typecodes are Python's array/ctypes codes with the native C sizes:
  *   'c' char, 'b' signed char, 'B' unsigned char, 'h' short, 'H' unsigned short,
