@@ -214,25 +214,33 @@ TEST_P(ShmLifetimeTest, BlockStaysWhileAnotherProcessHoldsIt) {
     std::string why;
     if (skip_unless_processes(&why))
         GTEST_SKIP() << why;
-    mp_process *p = nullptr;
-    Blocker *b = nullptr;
-    std::string name = child_creates(false, 2, &p, &b);
-    ASSERT_FALSE(name.empty());
-    Shm mine;
-    ASSERT_EQ(0, shm_attach(name, &mine)) << err();
-    EXPECT_STREQ("alive", mine.buf());
-    b->release_now();
-    EXPECT_EQ(0, join_code(p));
-    sync_with_tracker();
-    EXPECT_TRUE(dev_shm_has(name)) << "the tracker unlinked a block this process still holds (gh-82300)";
-    Shm again;
-    EXPECT_EQ(0, shm_attach(name, &again)) << "a second attach by name " << err();
-    strcpy(mine.buf(), "still mine");
-    if (again.s) {
-        EXPECT_STREQ("still mine", again.buf());
+    for (int killed = 0; killed < 2; killed++) {
+        SCOPED_TRACE(killed ? "the creator is SIGKILLed" : "the creator returns");
+        mp_process *p = nullptr;
+        Blocker *b = nullptr;
+        std::string name = child_creates(false, 2, &p, &b);
+        ASSERT_FALSE(name.empty());
+        Shm mine;
+        ASSERT_EQ(0, shm_attach(name, &mine)) << err();
+        EXPECT_STREQ("alive", mine.buf());
+        if (killed) {
+            ASSERT_EQ(0, mp_process_kill(p)) << err();
+            EXPECT_EQ(exitcode_killed(), join_code(p));
+        } else {
+            b->release_now();
+            EXPECT_EQ(0, join_code(p));
+        }
+        sync_with_tracker();
+        EXPECT_TRUE(dev_shm_has(name)) << "the tracker unlinked a block this process still holds (gh-82300)";
+        Shm again;
+        EXPECT_EQ(0, shm_attach(name, &again)) << "a second attach by name " << err();
+        strcpy(mine.buf(), "still mine");
+        if (again.s) {
+            EXPECT_STREQ("still mine", again.buf());
+        }
+        EXPECT_EQ(0, mp_shm_unlink(mine.s)) << err();
+        EXPECT_FALSE(dev_shm_has(name));
     }
-    EXPECT_EQ(0, mp_shm_unlink(mine.s)) << err();
-    EXPECT_FALSE(dev_shm_has(name));
 }
 
 // (c) An untracked block outlives its creator; the test unlinks it.
