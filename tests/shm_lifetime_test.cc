@@ -243,6 +243,28 @@ TEST_P(ShmLifetimeTest, BlockStaysWhileAnotherProcessHoldsIt) {
     }
 }
 
+// An untracked attach (Python 3.13's track=False) does not keep a block: once its
+// tracking creator ends, the name goes; the mapping stays valid.
+TEST_P(ShmLifetimeTest, AnUntrackedAttachDoesNotKeepTheBlock) {
+    std::string why;
+    if (skip_unless_processes(&why))
+        GTEST_SKIP() << why;
+    mp_process *p = nullptr;
+    Blocker *b = nullptr;
+    std::string name = child_creates(false, 2, &p, &b);
+    ASSERT_FALSE(name.empty());
+    mp_shm_opts o = {};
+    o.name = name.c_str();
+    o.untracked = true;
+    Shm mine;
+    ASSERT_EQ(0, mp_shm_open(&o, &mine.s)) << err();
+    b->release_now();
+    EXPECT_EQ(0, join_code(p));
+    EXPECT_TRUE(eventually([&] { return !dev_shm_has(name); }, kLeakWait))
+        << "an untracked attach kept " << name << " after its creator ended";
+    EXPECT_STREQ("alive", mine.buf()) << "the mapping must outlive the name";
+}
+
 // (c) An untracked block outlives its creator; the test unlinks it.
 TEST_P(ShmLifetimeTest, UntrackedBlockOutlivesItsCreator) {
     if (!kPosixShm)
