@@ -206,6 +206,10 @@ static int bench_queue_group(const bench_opts *o, const char *metric)
 static int bench_queue_small(const bench_opts *o) { return bench_queue_group(o, "queue_small_items"); }
 static int bench_queue_large(const bench_opts *o) { return bench_queue_group(o, "queue_large_items"); }
 static int bench_rawpipe_64(const bench_opts *o) { return bench_queue_group(o, "rawpipe_64MiB"); }
+/* ---- shm_1GiB.create/attach/touch/unlink: bench_shm.c --------------------- */
+
+int bench_shm_1gib(bool quick);
+static int bench_shm(const bench_opts *o) { return bench_shm_1gib(o->quick); }
 
 /* ---- the table of metric groups -------------------------------------------- */
 
@@ -225,6 +229,7 @@ static const bench_group groups[] = {
     { "rawpipe_64MiB", bench_rawpipe_64 },
     { "lock_uncontended", bench_lock_uncontended },
     { "lock_contended_2proc", bench_lock_contended },
+    { "shm_1GiB", bench_shm },
 };
 
 /* A group runs when any filter could select one of its metrics: either the filter is

@@ -2,6 +2,7 @@
  * module that makes a passable object adds its type here. */
 #include "internal.h"
 #include "connection_internal.h"
+#include "shared_internal.h"
 
 /* core/queue.c */
 extern const mp__objtype mp__objtype_queue;
@@ -19,5 +20,7 @@ const mp__objtype *const mp__objtypes[] = {
     &mp__objtype_event,
     &mp__objtype_barrier,
     &mp__objtype_queue,
+    &mp__objtype_shared_array,
+    &mp__objtype_shm,
     NULL,
 };

@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -122,6 +123,37 @@ std::string read_file(const std::string &path) {
     std::stringstream ss;
     ss << f.rdbuf();
     return ss.str();
+}
+
+std::string dev_shm_files_in_use() {
+#ifdef _WIN32
+    return "";
+#else
+    std::set<std::string> found;
+    std::istringstream maps(read_file("/proc/self/maps"));
+    for (std::string line; std::getline(maps, line);) {
+        size_t at = line.find(" /dev/shm/");
+        if (at != std::string::npos)
+            found.insert(line.substr(at + 1));
+    }
+    if (DIR *d = opendir("/proc/self/fd")) {
+        while (struct dirent *de = readdir(d)) {
+            char link[300], target[512];
+            snprintf(link, sizeof link, "/proc/self/fd/%s", de->d_name);
+            ssize_t n = readlink(link, target, sizeof target - 1);
+            if (n > 0) {
+                target[n] = 0;
+                if (strncmp(target, "/dev/shm/", 9) == 0)
+                    found.insert(target);
+            }
+        }
+        closedir(d);
+    }
+    std::string out;
+    for (const std::string &f : found)
+        out += (out.empty() ? "" : " ") + f;
+    return out;
+#endif
 }
 
 #ifdef _WIN32

@@ -88,6 +88,10 @@ int exitcode_segfault();   // -SIGSEGV; (int)0xC0000005 on Windows
 std::string read_file(const std::string &path);
 // Directory of this test executable, with a trailing separator.
 std::string self_dir();
+// The /dev/shm files this process maps or holds open (posix: from /proc/self/maps and
+// /proc/self/fd), space-separated; "" when none, and always "" on Windows. Unlike a
+// listing of /dev/shm it is not disturbed by tests of other backends running alongside.
+std::string dev_shm_files_in_use();
 
 } // namespace mpt
 

@@ -535,18 +535,6 @@ int tgt_die_at(mp_args *a) {
 // The exit code of a child that killed itself in fault_hook.
 int self_killed_code() { return kWindows ? 9 : exitcode_killed(); }
 
-#ifndef _WIN32
-std::set<std::string> dev_shm_names() {
-    std::set<std::string> s;
-    if (DIR *d = opendir("/dev/shm")) {
-        while (struct dirent *de = readdir(d))
-            if (de->d_name[0] != '.')
-                s.insert(de->d_name);
-        closedir(d);
-    }
-    return s;
-}
-#endif
 
 } // namespace
 
@@ -1439,8 +1427,10 @@ void QueueTest::owner_death(int point, size_t len, bool hold) {
     size_t count = (size_t)std::count(want.begin(), want.end(), ' ') + 1;
     size_t before = 99;
     EXPECT_EQ(0, mp_queue_qsize(q, &before)) << err();
-    // Exact: nobody else puts or gets now (the dead process's item does not count).
-    EXPECT_EQ(count, before) << "qsize after the death";
+    // Nobody else puts or gets now: exact, except that the dead process's lost item may
+    // still count until a get passes its place (queue.h).
+    EXPECT_GE(before, count) << "qsize after the death";
+    EXPECT_LE(before, count + 1) << "qsize after the death";
     int code = 0;
     EXPECT_EQ(want, child_get_report(q, (int64_t)count, &code))
         << (get ? "the dying consumer's item is gone, the rest is whole and in order"
@@ -1493,34 +1483,24 @@ TEST_P(QueueTest, NothingLeftInDevShm) {
 #ifdef _WIN32
     GTEST_SKIP() << "no /dev/shm on Windows";
 #else
-    std::set<std::string> before = dev_shm_names();
-    {
-        mp_queue *q = nullptr, *s = nullptr, *j = nullptr;
-        ASSERT_EQ(0, mp_queue_new(ctx(), 4, &q)) << err();
-        ASSERT_EQ(0, mp_simple_queue_new(ctx(), &s)) << err();
-        ASSERT_EQ(0, mp_joinable_queue_new(ctx(), 0, &j)) << err();
-        std::vector<uint8_t> big = make_item(1, 0, 8 * MiB);
-        EXPECT_EQ(0, mp_queue_put_bytes(q, big.data(), big.size(), 0)) << err();
-        EXPECT_EQ(0, mp_queue_put_bytes(s, big.data(), 100, 0)) << err();
-        EXPECT_EQ(0, child_put(j, 2, 0, 2, {8 * MiB, 50}));
-        std::set<std::string> during = dev_shm_names();
-        for (const std::string &nm : during)
-            if (!before.count(nm) && nm.find("multiproc") != std::string::npos)
-                ADD_FAILURE() << "a queue made a /dev/shm entry: " << nm;
-        mp_queue_free(q); // items left in the queues go with the last holder
-        mp_queue_free(s);
-        mp_queue_free(j);
-    }
-    std::string added;
-    for (int attempt = 0; attempt < 2; attempt++) { // a second look: others' entries come and go
-        added.clear();
-        for (const std::string &nm : dev_shm_names())
-            if (!before.count(nm) && nm.compare(0, 4, "wine") != 0 && nm.find("pulse") == std::string::npos)
-                added += nm + " ";
-        if (added.empty())
-            break;
-        sleep_for(1.0);
-    }
-    EXPECT_EQ("", added) << "entries added to /dev/shm (another process on this machine may have made them)";
+    // Queue memory (ring, arena, spill blocks) is unnamed: this process holds no /dev/shm
+    // file for it, also after a child handed it big items. (This process's files, not a
+    // listing of /dev/shm: ctest runs other backends' shared-memory tests alongside.)
+    mp_queue *q = nullptr, *s = nullptr, *j = nullptr;
+    ASSERT_EQ(0, mp_queue_new(ctx(), 4, &q)) << err();
+    ASSERT_EQ(0, mp_simple_queue_new(ctx(), &s)) << err();
+    ASSERT_EQ(0, mp_joinable_queue_new(ctx(), 0, &j)) << err();
+    std::vector<uint8_t> big = make_item(1, 0, 8 * MiB);
+    EXPECT_EQ(0, mp_queue_put_bytes(q, big.data(), big.size(), 0)) << err();
+    EXPECT_EQ(0, mp_queue_put_bytes(s, big.data(), 100, 0)) << err();
+    EXPECT_EQ(0, child_put(j, 2, 0, 2, {8 * MiB, 50}));
+    std::vector<uint8_t> got(8 * MiB);
+    size_t len = 0;
+    EXPECT_EQ(0, mp_queue_get_bytes_into(j, got.data(), got.size(), &len, 30.0)) << err();
+    EXPECT_EQ("", dev_shm_files_in_use());
+    mp_queue_free(q); // items left in the queues go with the last holder
+    mp_queue_free(s);
+    mp_queue_free(j);
+    EXPECT_EQ("", dev_shm_files_in_use());
 #endif
 }

@@ -80,7 +80,8 @@ MP_API int mp_queue_get(mp_queue *q, mp_value **out, double timeout);
 MP_API void mp_queue_free_bytes(void *p);
 
 /** The approximate number of items (Python's qsize; exact when nobody else is putting
- *  or getting). MP_ENOTSUP on a SimpleQueue. */
+ *  or getting, except that an item lost with a process that died putting or getting it
+ *  may count until a later get passes its place). MP_ENOTSUP on a SimpleQueue. */
 MP_API int mp_queue_qsize(mp_queue *q, size_t *n);
 /** Python's empty() and full() (approximate as in Python). */
 MP_API bool mp_queue_empty(mp_queue *q);

@@ -8,12 +8,16 @@
  * ones) can attach: posix shm_open names (/dev/shm), Windows named file mappings.
  *
  * Lifetime of named blocks: posix names outlive processes, so a block the creator
- * tracks (the default) is unlinked once every process of the creating program that
- * attached it has ended without unlinking it, however they ended (also kill -9 of the
- * whole tree) — but never while a process that tracks it still has it open (CPython's
- * resource tracker unlinks blocks other live processes use: gh-82300). track = false
- * opts out (Python 3.13). Windows: a named mapping vanishes with its last handle, so
- * nothing can leak and unlink does nothing (as in Python).
+ * tracks (the default) is unlinked once every tracking process that created or
+ * attached it (of any program of the same user) has ended without unlinking it,
+ * however they ended (also kill -9 of the whole tree) — but never while a process that
+ * tracks it is alive (CPython's resource tracker unlinks blocks other live processes
+ * use: gh-82300). Closing does not end tracking; ending the process or unlinking does.
+ * A block created untracked or by Python is never unlinked for you. untracked = true
+ * opts out (Python 3.13's track=False). The mechanism, a per-user daemon outside the
+ * process tree, is described in docs/architecture.md. Windows: a named mapping
+ * vanishes with its last handle, so nothing can leak and unlink does nothing (as in
+ * Python).
  *
  * Typecodes are Python's array/ctypes codes with the native C sizes:
  *   'c' char, 'b' signed char, 'B' unsigned char, 'h' short, 'H' unsigned short,
@@ -51,7 +55,8 @@ MP_API int mp_shared_value_new(mp_context *ctx, char typecode, const void *init,
 MP_API int mp_raw_value_new(mp_context *ctx, char typecode, const void *init,
                             mp_shared_array **out);
 /** Python's Array(typecode, size_or_initializer, lock): n items, copied from init when
- *  it is not NULL (n items of the C type), else zero. */
+ *  it is not NULL (n items of the C type), else zero. At most 1 GiB of items
+ *  (MP_EINVAL beyond). */
 MP_API int mp_shared_array_new(mp_context *ctx, char typecode, size_t n, const void *init,
                                mp_lock_mode mode, mp_lock *lock, mp_shared_array **out);
 /** Python's RawArray(typecode, size_or_initializer). */
@@ -85,9 +90,13 @@ MP_API int mp_shared_array_get_slice(mp_shared_array *a, size_t start, size_t st
 MP_API int mp_shared_array_set_slice(mp_shared_array *a, size_t start, size_t stop,
                                      const void *in);
 /** Item i converted, as Python's int / float view of it: integer codes and 'c' give
- *  int64 (an unsigned 64-bit item above INT64_MAX is MP_EINVAL), float
- *  codes double. Setting checks the range of the typecode (MP_EINVAL when it does not
- *  fit, as Python's OverflowError). */
+ *  int64 (an unsigned 64-bit item above INT64_MAX is MP_EINVAL; 'c' is its byte value
+ *  0..255), float codes double. Setting checks the range of the typecode (MP_EINVAL
+ *  when it does not fit, as Python's OverflowError). The int calls on a float code and
+ *  the double calls on an integer code are MP_EINVAL, except set_int on 'f'/'d', which
+ *  stores the converted value (as Python assigning an int to a c_double). A plain Lock
+ *  given as the lock and already held by the calling thread is MP_ESTATE for every
+ *  accessor (Python would deadlock). */
 MP_API int mp_shared_array_get_int(mp_shared_array *a, size_t i, int64_t *out);
 MP_API int mp_shared_array_set_int(mp_shared_array *a, size_t i, int64_t v);
 MP_API int mp_shared_array_get_double(mp_shared_array *a, size_t i, double *out);
@@ -104,7 +113,7 @@ typedef struct mp_shm mp_shm;
 /** Options for mp_shm_open; all-zero means Python's defaults (attach by name,
  *  tracked). */
 typedef struct mp_shm_opts {
-    const char *name;  /* without a leading '/'; NULL with create: a new "psm_..." name */
+    const char *name;  /* no '/' anywhere (MP_EINVAL); NULL with create: a new "psm_..." name */
     bool create;       /* create a new block (MP_EEXIST when the name exists) */
     size_t size;       /* with create: > 0 (MP_EINVAL otherwise); ignored when attaching */
     bool untracked;    /* Python's track=False: never unlinked for you */

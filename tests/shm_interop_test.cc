@@ -1,0 +1,353 @@
+// Interop with a real python3 (multiprocessing.shared_memory): blocks and lists that
+// Python creates are attached here (in a child of every start method), and ours are
+// attached by Python; each side reads what the other wrote. The peer is
+// tests/interop/shm_peer.py.
+//
+// gh-82300 (Python < 3.13 registers attached blocks with its resource tracker, which
+// unlinks them when Python exits): the peer unregisters the blocks it attached before
+// it exits, and when Python creates, Python unlinks. The test checks that our block is
+// still there after Python has gone.
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "shm_fixture.h"
+
+#ifndef _WIN32
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+extern char **environ;
+#endif
+
+using namespace mpt;
+
+namespace {
+
+enum { kOk = 0, kBad = 90, kFail = 1 };
+
+// The peer's constants (shm_peer.py).
+const char kPyText[] = "written by python";
+const char kCText[] = "written by C";
+
+class ShmInteropTest : public ShmFixture {};
+
+INSTANTIATE_TEST_SUITE_P(Backends, ShmInteropTest, ::testing::ValuesIn(all_backends()),
+                         [](const ::testing::TestParamInfo<std::string> &info) { return info.param; });
+
+#ifndef _WIN32
+
+std::string shown(const mp_value *v) {
+    switch (mp_value_get_type(v)) {
+    case MP_VALUE_NONE: return "None";
+    case MP_VALUE_BOOL: return mp_value_as_bool(v) ? "True" : "False";
+    case MP_VALUE_INT: return "int:" + std::to_string((long long)mp_value_as_int(v));
+    case MP_VALUE_FLOAT: return "float:" + std::to_string(mp_value_as_float(v));
+    case MP_VALUE_STR: {
+        size_t n = 0;
+        const char *s = mp_value_as_str(v, &n);
+        return "str:" + std::string(s ? s : "", n);
+    }
+    case MP_VALUE_BYTES: {
+        size_t n = 0;
+        const char *p = static_cast<const char *>(mp_value_as_bytes(v, &n));
+        std::string h = "bytes:";
+        for (size_t i = 0; i < n; i++)
+            h += std::to_string((unsigned char)p[i]) + ",";
+        return h;
+    }
+    default: return "other";
+    }
+}
+
+std::string list_diff(mp_shareable_list *l, const std::vector<std::string> &want) {
+    if (mp_shareable_list_len(l) != want.size())
+        return "len " + std::to_string(mp_shareable_list_len(l));
+    std::string diff;
+    for (size_t i = 0; i < want.size(); i++) {
+        mp_value *v = nullptr;
+        int rc = mp_shareable_list_get(l, i, &v);
+        std::string got = rc == 0 ? shown(v) : std::string("error ") + mp_err_name(rc);
+        mp_value_free(v);
+        if (got != want[i])
+            diff += "[" + std::to_string(i) + "] " + got + " (want " + want[i] + ") ";
+    }
+    return diff;
+}
+
+// PY_ITEMS of the peer, and with the C side's changes (C_CHANGES).
+const std::vector<std::string> kPyItems = {
+    "int:-5", "float:1.250000", "False", "str:snow \xe2\x98\x83", "bytes:0,1,", "None",
+    "int:4611686018427387904", "str:py"};
+std::vector<std::string> py_items_changed() {
+    std::vector<std::string> v = kPyItems;
+    v[0] = "int:42";
+    v[3] = "str:cc";
+    v[5] = "float:3.500000";
+    v[7] = "str:12345678";
+    return v;
+}
+
+// C_ITEMS of the peer, as we create them, and with Python's changes (PY_CHANGES).
+mp_value *c_items() {
+    mp_value *l = mp_value_list_new();
+    mp_value_list_append(l, mp_value_int(7));
+    mp_value_list_append(l, mp_value_float(2.5));
+    mp_value_list_append(l, mp_value_bool(true));
+    mp_value_list_append(l, mp_value_str("py"));
+    mp_value_list_append(l, mp_value_bytes("b\0y", 3));
+    mp_value_list_append(l, mp_value_none());
+    mp_value_list_append(l, mp_value_str("h\xc3\xa9llo"));
+    mp_value_list_append(l, mp_value_int(INT64_MIN));
+    mp_value_list_append(l, mp_value_int(INT64_MAX));
+    mp_value_list_append(l, mp_value_str(""));
+    mp_value_list_append(l, mp_value_bool(false));
+    return l;
+}
+const std::vector<std::string> kCItemsChanged = {
+    "int:99", "float:-1.500000", "True", "str:Py!", "bytes:98,0,121,", "int:3",
+    "str:h\xc3\xa9llo", "int:" + std::to_string((long long)INT64_MIN),
+    "int:" + std::to_string((long long)INT64_MAX), "str:", "False"};
+
+// [0] str python's block, [1] str python's list: checks PY_TEXT and PY_ITEMS, writes
+// C_TEXT at 1000 and C_CHANGES (also one that does not fit its slot: MP_ETOOBIG).
+int tgt_use_python_blocks(mp_args *a) {
+    const char *ns = mp_args_str(a, 0), *nl = mp_args_str(a, 1);
+    if (!ns || !nl)
+        return kBad;
+    mp_shm_opts o = {};
+    o.name = ns;
+    mp_shm *s = nullptr;
+    mp_shareable_list *l = nullptr;
+    if (mp_shm_open(&o, &s) != 0)
+        return 20;
+    if (mp_shareable_list_attach(nl, &l) != 0) {
+        mp_shm_free(s);
+        return 21;
+    }
+    int rc = kOk;
+    if (mp_shm_size(s) != 4096 || memcmp(mp_shm_buf(s), kPyText, sizeof kPyText - 1) != 0)
+        rc = 22;
+    else if (!list_diff(l, kPyItems).empty())
+        rc = 23;
+    if (rc == kOk) {
+        memcpy(static_cast<char *>(mp_shm_buf(s)) + 1000, kCText, sizeof kCText - 1);
+        mp_value *v42 = mp_value_int(42), *cc = mp_value_str("cc"), *f = mp_value_float(3.5),
+                 *s8 = mp_value_str("12345678"), *s9 = mp_value_str("123456789");
+        if (mp_shareable_list_set(l, 0, v42) != 0 || mp_shareable_list_set(l, 3, cc) != 0 ||
+            mp_shareable_list_set(l, 5, f) != 0)
+            rc = 24;
+        else if (mp_shareable_list_set(l, 7, s9) != MP_ETOOBIG)
+            rc = 25; // Python's slot for "py" is 8 bytes
+        else if (mp_shareable_list_set(l, 7, s8) != 0)
+            rc = 26;
+        mp_value_free(v42);
+        mp_value_free(cc);
+        mp_value_free(f);
+        mp_value_free(s8);
+        mp_value_free(s9);
+    }
+    mp_shareable_list_free(l);
+    mp_shm_free(s);
+    return rc;
+}
+
+// [0] str our block: checks Python's PY_TEXT at 1000.
+int tgt_check_python_wrote(mp_args *a) {
+    mp_shm_opts o = {};
+    o.name = mp_args_str(a, 0);
+    mp_shm *s = nullptr;
+    if (!o.name || mp_shm_open(&o, &s) != 0)
+        return kBad;
+    int rc = memcmp(static_cast<char *>(mp_shm_buf(s)) + 1000, kPyText, sizeof kPyText - 1) == 0 ? kOk : kFail;
+    mp_shm_free(s);
+    return rc;
+}
+
+// A python3 process with a pipe to its stdin and one from its stdout.
+struct PyPeer {
+    pid_t pid = -1;
+    int in = -1, out = -1;
+    std::string buffered;
+    ~PyPeer() {
+        if (pid > 0) {
+            kill(pid, SIGKILL);
+            waitpid(pid, nullptr, 0);
+        }
+        if (in >= 0)
+            close(in);
+        if (out >= 0)
+            close(out);
+    }
+    bool start(const std::vector<std::string> &args) {
+        int i[2], o[2];
+        if (pipe2(i, O_CLOEXEC) != 0)
+            return false;
+        if (pipe2(o, O_CLOEXEC) != 0) {
+            close(i[0]);
+            close(i[1]);
+            return false;
+        }
+        posix_spawn_file_actions_t fa;
+        posix_spawn_file_actions_init(&fa);
+        posix_spawn_file_actions_adddup2(&fa, i[0], 0);
+        posix_spawn_file_actions_adddup2(&fa, o[1], 1);
+        std::vector<char *> argv;
+        argv.push_back(const_cast<char *>("python3"));
+        for (auto &s : args)
+            argv.push_back(const_cast<char *>(s.c_str()));
+        argv.push_back(nullptr);
+        int rc = posix_spawnp(&pid, "python3", &fa, nullptr, argv.data(), environ);
+        posix_spawn_file_actions_destroy(&fa);
+        close(i[0]);
+        close(o[1]);
+        in = i[1];
+        out = o[0];
+        if (rc != 0)
+            pid = -1;
+        return rc == 0;
+    }
+    bool send(const std::string &s) { return write_all(in, s.data(), s.size()); }
+    bool line(std::string *s, double timeout) {
+        double end = now() + timeout;
+        for (;;) {
+            size_t nl = buffered.find('\n');
+            if (nl != std::string::npos) {
+                *s = buffered.substr(0, nl);
+                buffered.erase(0, nl + 1);
+                return true;
+            }
+            double left = end - now();
+            if (left <= 0)
+                return false;
+            struct pollfd p = {out, POLLIN, 0};
+            if (poll(&p, 1, static_cast<int>(left * 1000) + 1) <= 0)
+                continue;
+            char buf[512];
+            ssize_t n = read(out, buf, sizeof buf);
+            if (n <= 0)
+                return false;
+            buffered.append(buf, static_cast<size_t>(n));
+        }
+    }
+    // Its exit code; -1000 (and it is killed) when it does not end within timeout.
+    int wait(double timeout) {
+        double end = now() + timeout;
+        while (pid > 0) {
+            int st;
+            if (waitpid(pid, &st, WNOHANG) == pid) {
+                pid = -1;
+                return WIFEXITED(st) ? WEXITSTATUS(st) : -WTERMSIG(st);
+            }
+            if (now() > end) {
+                kill(pid, SIGKILL);
+                waitpid(pid, nullptr, 0);
+                pid = -1;
+                return -1000;
+            }
+            sleep_for(0.01);
+        }
+        return -1000;
+    }
+};
+
+bool python_shm_usable(std::string *why) {
+    static int state = 0; // 0 unknown, 1 yes, 2 no
+    if (state == 0) {
+        PyPeer py;
+        state = py.start({"-c", "import multiprocessing.shared_memory, multiprocessing.resource_tracker"}) &&
+                        py.wait(kWait) == 0
+                    ? 1
+                    : 2;
+    }
+    *why = "python3 with multiprocessing.shared_memory is not available";
+    return state == 1;
+}
+
+#define REQUIRE_PYTHON_SHM()                                                               \
+    do {                                                                                   \
+        std::string why_;                                                                  \
+        if (!python_shm_usable(&why_))                                                     \
+            GTEST_SKIP() << why_;                                                          \
+    } while (0)
+
+} // namespace
+
+TEST_P(ShmInteropTest, PythonCreatesWeAttach) {
+    REQUIRE_PYTHON_SHM();
+    PyPeer py;
+    ASSERT_TRUE(py.start({MP_TEST_SHM_PEER, "create"}));
+    std::string line;
+    ASSERT_TRUE(py.line(&line, kWait)) << "the python peer did not start";
+    ASSERT_EQ(0u, line.find("NAMES ")) << line;
+    size_t sp = line.find(' ', 6);
+    ASSERT_NE(std::string::npos, sp) << line;
+    std::string ns = learn(line.substr(6, sp - 6)), nl = learn(line.substr(sp + 1));
+    EXPECT_EQ(0u, ns.find("psm_")) << ns;
+    Args a;
+    a.s(ns.c_str()).s(nl.c_str());
+    mp_process *p = start(tgt_use_python_blocks, a.get());
+    ASSERT_NE(nullptr, p);
+    EXPECT_EQ(0, join_code(p)) << "20/21: attach failed; 22: the block's size or text; 23: the list's "
+                                  "items; 24: a set; 25: no MP_ETOOBIG past Python's slot; 26: a "
+                                  "str that fits its slot was refused";
+    // Our child attached (tracked) and ended: Python's blocks must still be there.
+    EXPECT_TRUE(dev_shm_has(ns) && dev_shm_has(nl)) << "our child's exit unlinked Python's blocks";
+    // Here too: the parent attaches the list and sees the child's changes.
+    mp_shareable_list *l = nullptr;
+    ASSERT_EQ(0, mp_shareable_list_attach(nl.c_str(), &l)) << err();
+    EXPECT_EQ("", list_diff(l, py_items_changed()));
+    mp_shareable_list_free(l);
+    ASSERT_TRUE(py.send("check\n"));
+    ASSERT_TRUE(py.line(&line, kWait)) << "no verdict from python";
+    EXPECT_EQ("OK", line) << "python read something else than we wrote";
+    EXPECT_EQ(0, py.wait(kWait));
+    EXPECT_FALSE(dev_shm_has(ns) || dev_shm_has(nl)) << "python unlinked both";
+}
+
+TEST_P(ShmInteropTest, WeCreatePythonAttaches) {
+    REQUIRE_PYTHON_SHM();
+    Shm s;
+    ASSERT_EQ(0, shm_create("", 4096, &s)) << err();
+    std::string ns = learn(s.name());
+    memcpy(s.buf(), kCText, sizeof kCText - 1);
+    mp_value *items = c_items();
+    mp_shareable_list *l = nullptr;
+    ASSERT_EQ(0, mp_shareable_list_new(items, nullptr, &l)) << err();
+    mp_value_free(items);
+    std::string nl = learn(mp_shm_name(mp_shareable_list_shm(l)));
+    {
+        PyPeer py;
+        ASSERT_TRUE(py.start({MP_TEST_SHM_PEER, "attach", ns, nl}));
+        std::string line;
+        ASSERT_TRUE(py.line(&line, kWait)) << "no verdict from python";
+        EXPECT_EQ("OK", line) << "python read something else than we wrote";
+        EXPECT_EQ(0, py.wait(kWait));
+    }
+    EXPECT_TRUE(dev_shm_has(ns) && dev_shm_has(nl))
+        << "python's exit unlinked our blocks (its unregister failed: gh-82300)";
+    EXPECT_EQ(0, memcmp(s.buf() + 1000, kPyText, sizeof kPyText - 1)) << "python's write is not visible";
+    EXPECT_EQ("", list_diff(l, kCItemsChanged)) << "python's list changes are not visible";
+    // A child of this backend sees Python's write by name too.
+    Args a;
+    a.s(ns.c_str());
+    mp_process *p = start(tgt_check_python_wrote, a.get());
+    ASSERT_NE(nullptr, p);
+    EXPECT_EQ(0, join_code(p));
+    EXPECT_EQ(0, mp_shm_unlink(s.s)) << err();
+    EXPECT_EQ(0, mp_shm_unlink(mp_shareable_list_shm(l))) << err();
+    mp_shareable_list_free(l);
+}
+
+#else
+
+} // namespace
+
+TEST_P(ShmInteropTest, PythonPeers) {
+    GTEST_SKIP() << "interop with python3 runs on Linux only (no python under Wine)";
+}
+
+#endif
