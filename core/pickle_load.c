@@ -83,6 +83,7 @@ static size_t avail(dec *d) {
 /* Points at n bytes of argument and consumes them, or reports a truncation. */
 static int take(dec *d, uint64_t n, const unsigned char **out) {
     size_t a = avail(d);
+    *out = NULL; /* on failure too, so no caller can read an unset pointer */
     if (n > a) {
         if (d->frame_end)
             return bad(d, "needs %llu bytes but its frame ends after %zu",

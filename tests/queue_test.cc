@@ -16,12 +16,8 @@
 #include "fixture.h"
 #include "targets.h"
 
-// The implementation's fault-injection hook (core/queue_internal.h, which is C11 and
-// not includable from C++): the same names and values, declared here.
-extern "C" {
-enum mp__queue_fault { MP__QFAULT_PUT_PARTIAL = 1, MP__QFAULT_GET_PARTIAL = 2, MP__QFAULT_PUT_SPILL = 3 };
-extern void (*mp__queue_fault_hook)(int point);
-}
+// The implementation's fault-injection hook (the tests link the static library).
+#include "core/queue_fault.h"
 
 #ifdef _WIN32
 #ifndef WIN32_LEAN_AND_MEAN
