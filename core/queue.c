@@ -59,6 +59,12 @@ int mp_queue_new_opts(mp_context *ctx, const mp_queue_opts *opts, mp_queue **out
         mp__block_release(b);
         return rc;
     }
+    if (s->arena_size < ring) {
+        mp__os_handle_close(arena_h);
+        mp__block_release(b);
+        return mp__err(MP_ENOMEM, "mp_queue_new: a ring of %zu bytes is larger than the "
+                                  "overflow area this process may make (ulimit -f)", ring);
+    }
     mp__block_futex_init(b, &s->put.lock.f);
     mp__block_futex_init(b, &s->put.notempty);
     mp__block_futex_init(b, &s->get.lock.f);

@@ -79,6 +79,8 @@ typedef struct mp__qshared {
         _Atomic uint64_t nput;       /* items published (raised just before) */
         uint64_t icommit, input;     /* a put in progress: the commit word's value after
                                         it (0: none), and nput's once it counted */
+        uint64_t uraised;            /* JoinableQueue: input of the put that raised
+                                        unfinished (put_recover undoes it) */
         uint64_t stream, stream_seq; /* a big item being written: 2 * (1 + position) +
                                         in arena (0: none), and its seq */
         uint64_t head_seen, nget_seen, a_head_seen; /* the get side's, as last read */

@@ -204,11 +204,35 @@ static uint64_t place(unsigned char *base, uint64_t size, uint64_t pos, uint64_t
 /* The item is about to show (its commit word will read commit): count it now, so that
  * nget never runs ahead of nput, noting enough for put_recover to undo the count when
  * this process dies before the commit. */
-static void count_put(mp__qshared *s, uint64_t commit) {
+static void count_put(mp_queue *q, uint64_t commit) {
+    mp__qshared *s = q->s;
     uint64_t n = atomic_load_explicit(&s->put.nput, memory_order_relaxed) + 1;
     s->put.input = n;
     s->put.icommit = commit;
+    /* The steps must reach memory in this order for put_recover (a killed process's
+     * stores all land, so keeping the compiler from reordering is enough). */
+    atomic_signal_fence(memory_order_seq_cst);
+    if (q->kind == MP_JOINABLE_QUEUE) {
+        /* Raised before the item shows, so a task_done can never run ahead of it; a kill
+         * between the raise and the note below leaks one task (one instruction). */
+        atomic_fetch_add(&s->unfinished.val, 1);
+        s->put.uraised = n;
+        atomic_signal_fence(memory_order_seq_cst);
+    }
     atomic_store_explicit(&s->put.nput, n, memory_order_relaxed);
+}
+
+/* JoinableQueue: an item that will never be delivered (its putter died or failed
+ * before it showed, or a getter dropped it) is no task: lower the count, waking joiners
+ * at 0. */
+static void uncount_task(mp_queue *q) {
+    if (q->kind != MP_JOINABLE_QUEUE) return;
+    mp__futex *f = &q->s->unfinished;
+    uint32_t v = atomic_load(&f->val);
+    do {
+        if (v == 0) return;
+    } while (!atomic_compare_exchange_weak(&f->val, &v, v - 1));
+    if (v == 1 && atomic_load(&f->waiters) != 0) mp__os_futex_wake(f, INT32_MAX);
 }
 
 static void fill(mp__qrec *r, uint32_t type, const void *buf, size_t len, const mp__qspill_body *body) {
@@ -248,7 +272,7 @@ static int put_record(mp_queue *q, uint32_t type, const void *buf, size_t len,
             if (o) atomic_store_explicit(ovf_end(o), s->put.a_tail | MP__QOVF_CLOSED, memory_order_release);
             s->put.ovf = 0;
             uint64_t pos = place(q->ring, s->ring_size, atomic_load_explicit(&s->tail, memory_order_relaxed), need);
-            count_put(s, pos + need);
+            count_put(q, pos + need);
             fill(rec_at(q->ring, q->mask, pos), type, buf, len, body);
             *mark = (pos + 1) * 2;
             atomic_store_explicit(&s->tail, pos + need, memory_order_release);
@@ -276,7 +300,7 @@ static int put_record(mp_queue *q, uint32_t type, const void *buf, size_t len,
         }
         uint64_t amask = s->arena_size - 1;
         uint64_t pos = place(a, s->arena_size, s->put.a_tail, need);
-        count_put(s, pos + need);
+        count_put(q, pos + need);
         fill(rec_at(a, amask, pos), type, buf, len, body);
         *mark = (pos + 1) * 2 + 1;
         s->put.a_tail = pos + need;
@@ -329,7 +353,10 @@ static void put_recover(mp_queue *q) {
         if ((o->flags & MP__QREC_TYPE) == MP__QREC_OVF)
             shown = (atomic_load_explicit(ovf_end(o), memory_order_relaxed) & ~MP__QOVF_CLOSED) == commit;
     }
-    if (!shown) atomic_store_explicit(&s->put.nput, s->put.input - 1, memory_order_relaxed);
+    if (!shown) {
+        atomic_store_explicit(&s->put.nput, s->put.input - 1, memory_order_relaxed);
+        if (s->put.uraised == s->put.input) uncount_task(q);
+    }
 }
 
 /* Writes a big item whose record shows already, chunk by chunk (under the put lock). */
@@ -369,7 +396,10 @@ int mp__queue_put(mp_queue *q, const void *buf, size_t len, uint32_t type, doubl
         return mp__err(MP_ECLOSED, "%s: the queue is closed", fn);
     mp__qshared *s = q->s;
     qclock c = {.timeout = timeout};
-    int rc = side_lock(&s->put.lock, &c);
+    /* On an unbounded queue a put never reports Full (Python): another putter holds the
+     * put side only for one copy, so wait for it whatever the timeout. */
+    qclock lc = {.timeout = MP_FOREVER};
+    int rc = side_lock(&s->put.lock, s->maxsize <= 0 ? &lc : &c);
     if (rc == MP_ETIMEDOUT) return mp__err(MP_EFULL, "%s: the queue stayed busy for %.3f s", fn, timeout);
     if (rc == MP_EOWNERDEAD) put_recover(q);
     else if (rc != 0) return mp__err(rc, "%s: cannot take the put side", fn);
@@ -400,13 +430,10 @@ int mp__queue_put(mp_queue *q, const void *buf, size_t len, uint32_t type, doubl
             goto unlock;
         }
     }
-    /* Counted before the item shows, so that a task_done can never run ahead of it. */
-    if (q->kind == MP_JOINABLE_QUEUE) atomic_fetch_add(&s->unfinished.val, 1);
     uint64_t mark = 0;
     rc = put_record(q, type, buf, len, bp, arena_only, &c, &mark);
     if (rc) {
         if (bp) mp__os_qspill_cancel(q->spill);
-        if (q->kind == MP_JOINABLE_QUEUE) atomic_fetch_sub(&s->unfinished.val, 1);
         if (rc == MP_ETIMEDOUT) rc = mp__err(MP_EFULL, "%s: the queue stayed full for %.3f s", fn, timeout);
         goto unlock;
     }
@@ -480,7 +507,8 @@ static void arena_clean(mp_queue *q) {
     /* Only when the put side looks free: a busy one is tried again after a later get. */
     if (atomic_load_explicit(&s->put.lock.f.val, memory_order_relaxed) != 0) return;
     int rc = mp__lockw_acquire(&s->put.lock, 0);
-    if (rc != 0 && rc != MP_EOWNERDEAD) return;
+    if (rc == MP_EOWNERDEAD) put_recover(q); /* as any taker of a dead putter's side */
+    else if (rc != 0) return;
     unsigned char *a = atomic_load_explicit(&q->arena, memory_order_relaxed);
     if (!open_ovf(q) && s->put.a_tail == ah) {
         uint64_t from = s->get.a_clean, size = s->arena_size;
@@ -591,6 +619,11 @@ int mp__queue_get(mp_queue *q, mp__qdst *d, double timeout, const char *fn) {
         rc = find_next(q, &n);
         if (rc) break;
         if (!n.r) {
+            /* This call may have moved the get side already (a dead getter's item, a
+             * dropped item, WRAP and OVF records): putters waiting for room must hear of
+             * it before we sleep, or both sides could sleep forever. */
+            atomic_thread_fence(memory_order_seq_cst);
+            wake_waiters(&s->get.put_waiters, &s->get.put_sleep, &s->get.notfull);
             rc = wait_for(q, get_ready, &n, &s->put.get_waiters, &s->put.get_sleep, &s->put.notempty, &c);
             if (rc) {
                 rc = mp__err(MP_EEMPTY, "%s: nothing came within %.3f s", fn, timeout);
@@ -645,9 +678,11 @@ int mp__queue_get(mp_queue *q, mp__qdst *d, double timeout, const char *fn) {
             rc = get_stream(q, r, &body, dst);
             mp__os_qspill_done(q->spill, rc == 0);
             if (rc) {
-                /* Its putter died or failed while writing it: the item is dropped. */
+                /* Its putter died or failed while writing it: the item is dropped, and
+                 * is no task of a JoinableQueue. */
                 if (!d->buf) mp__free(dst);
                 get_advance(q, &n, need);
+                uncount_task(q);
                 if (rc == MP_ENOENT) continue;
                 break;
             }

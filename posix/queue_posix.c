@@ -10,11 +10,20 @@
 #include <poll.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "../core/os_queue.h"
+
+/* The largest file this process may make (ulimit -f): a memfd beyond it would be
+ * SIGXFSZ, which kills, rather than an error. */
+static uint64_t fsize_limit(void) {
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_FSIZE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY) return UINT64_MAX;
+    return (uint64_t)rl.rlim_cur;
+}
 
 /* Recycled blocks waiting in the channel, at most: each pins its memory until a
  * producer takes it or the queue goes. */
@@ -217,6 +226,10 @@ int mp__os_qspill_take(mp__qspill *s, uint64_t size) {
         uint64_t want = (size + BLOCK_STEP - 1) / BLOCK_STEP * BLOCK_STEP;
         if (want > (uint64_t)INT64_MAX || want > SIZE_MAX)
             return mp__err(MP_ENOMEM, "queue: an item of %llu bytes", (unsigned long long)size);
+        if (want > fsize_limit())
+            return mp__err(MP_ENOMEM, "queue: an item of %llu bytes is over the file size limit "
+                                      "(ulimit -f) a shared block may have",
+                           (unsigned long long)size);
         fd = memfd_create("multiproc-queue", MFD_CLOEXEC);
         if (fd < 0) return mp__os_err("queue: memfd_create");
         if (ftruncate(fd, (off_t)want) != 0) {
@@ -345,17 +358,24 @@ void mp__os_qspill_done(mp__qspill *s, bool recycle) {
 /* ---- the overflow arena: a sparse memfd; only pages written cost memory ---- */
 
 #define ARENA_SIZE ((uint64_t)8 << 30)
+/* Smallest arena a low ulimit -f may shrink it to (core needs at least the ring). */
+#define ARENA_MIN ((uint64_t)16 << 20)
 
 int mp__os_qarena_new(uint64_t *size, mp_os_handle *h) {
     *h = MP_INVALID_OS_HANDLE;
+    uint64_t want = ARENA_SIZE, limit = fsize_limit();
+    while (want > limit && want > ARENA_MIN) want /= 2;
+    if (want > limit)
+        return mp__err(MP_ENOMEM, "queue: the file size limit (ulimit -f) leaves no room for "
+                                  "the overflow area");
     int fd = memfd_create("multiproc-queue-arena", MFD_CLOEXEC);
     if (fd < 0) return mp__os_err("queue: memfd_create");
-    if (ftruncate(fd, (off_t)ARENA_SIZE) != 0) {
+    if (ftruncate(fd, (off_t)want) != 0) {
         int rc = mp__os_err("queue: ftruncate");
         close(fd);
         return rc;
     }
-    *size = ARENA_SIZE;
+    *size = want;
     *h = fd;
     return 0;
 }

@@ -1473,6 +1473,31 @@ TEST_P(QueueTest, ConsumerKilledInTheMiddleOfAGetOfABigItem) {
     owner_death(MP__QFAULT_GET_PARTIAL, kSmallRing * 4, false);
 }
 
+// A JoinableQueue item that is never delivered (its producer died placing it) is no
+// task: join must not wait for it forever.
+TEST_P(QueueTest, JoinableJoinReturnsAfterAProducerDied) {
+    if (dummy())
+        GTEST_SKIP() << "a dummy child is a thread: the fault hook is per process and a thread cannot be killed";
+    for (int point : {(int)MP__QFAULT_PUT_PARTIAL, (int)MP__QFAULT_PUT_SPILL}) {
+        SCOPED_TRACE(point == MP__QFAULT_PUT_SPILL ? "killed placing a big item" : "killed mid-put");
+        size_t len = point == MP__QFAULT_PUT_SPILL ? kSmallRing * 4 : 3000;
+        mp_queue *q = make_queue(MP_JOINABLE_QUEUE, 0, kSmallRing);
+        ASSERT_NE(nullptr, q);
+        Args a;
+        ASSERT_EQ(0, mp_args_add_queue(a.get(), q)) << err();
+        a.i(point).i((int64_t)len).i(50).i(0);
+        mp_process *p = start(tgt_die_at, a.get());
+        ASSERT_NE(nullptr, p);
+        int code = join_code(p);
+        ASSERT_NE(kHookNotReached, code) << "fault point " << point << " was never reached";
+        put_item(q, 1, 0, 100);
+        expect_item(q, 1, 0, 100); // passes (drops) the dead producer's item if it shows
+        EXPECT_EQ(0, mp_queue_task_done(q)) << err();
+        EXPECT_EQ(0, mp_queue_join(q, kWait)) << "the dead producer's item counted as a task " << err();
+        EXPECT_EQ(MP_ESTATE, mp_queue_task_done(q)) << "one task was put, one is done";
+    }
+}
+
 // ---- clean-up ----
 
 TEST_P(QueueTest, NothingLeftInDevShm) {
