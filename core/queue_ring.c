@@ -249,13 +249,14 @@ static void fill(mp__qrec *r, uint32_t type, const void *buf, size_t len, const 
 
 typedef struct arena_arg {
     uint64_t need;
+    bool arena_only; /* the item can only go to the arena: ring room does not help */
 } arena_arg;
 
 static bool ring_or_arena_room(mp_queue *q, void *argp) {
     arena_arg *a = argp;
     mp__qrec *o = open_ovf(q);
     uint64_t at = o ? atomic_load_explicit(ovf_end(o), memory_order_relaxed) : q->s->put.a_tail;
-    return ring_room(q, a->need) || arena_room(q, at, a->need);
+    return (!a->arena_only && ring_room(q, a->need)) || arena_room(q, at, a->need);
 }
 
 /* Places the record (under the put lock): in the ring when it has room, else in the
@@ -282,7 +283,7 @@ static int put_record(mp_queue *q, uint32_t type, const void *buf, size_t len,
         unsigned char *a = arena(q);
         if (!a) return mp__err(MP_ENOMEM, "queue: cannot map the overflow arena (%s)", mp_last_error_message());
         if (!arena_room(q, s->put.a_tail, need)) {
-            arena_arg arg = {need};
+            arena_arg arg = {need, arena_only};
             int rc = wait_for(q, ring_or_arena_room, &arg, &s->get.put_waiters, &s->get.put_sleep, &s->get.notfull, c);
             if (rc) return rc;
             continue;

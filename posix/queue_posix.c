@@ -173,10 +173,19 @@ static int recv_block(int sock, wire_msg *m, int *fd) {
     struct iovec iov = {.iov_base = m, .iov_len = sizeof *m};
     struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
                         .msg_controllen = sizeof ctl.buf};
+    /* Receiving takes the message even when no descriptor is free for its fd (the
+     * kernel then drops the fd and sets MSG_CTRUNC): make sure one is free first, so an
+     * item is not lost to a full descriptor table. */
+    int spare = fcntl(sock, F_DUPFD_CLOEXEC, 0);
+    if (spare < 0) return mp__os_err("queue: no free descriptor to receive a big item");
+    close(spare);
     ssize_t n;
     do n = recvmsg(sock, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
     while (n < 0 && errno == EINTR);
     if (n < 0) return errno == EAGAIN || errno == EWOULDBLOCK ? MP_EAGAIN : mp__os_err("queue: recvmsg");
+    if (mh.msg_flags & MSG_CTRUNC)
+        return mp__err(MP_ESYS, "queue: a big item's block was lost: no descriptor was free "
+                                "to receive it");
     for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c))
         if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS && c->cmsg_len == CMSG_LEN(sizeof(int)))
             memcpy(fd, CMSG_DATA(c), sizeof(int));

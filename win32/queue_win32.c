@@ -85,6 +85,18 @@ void mp__os_qspill_cancel(mp__qspill *s) {
     s->put_sec = NULL;
 }
 
+/* A process's start time in milliseconds, low 32 bits: with its pid it names the keeper
+ * of a section, so that a getter never takes a handle value out of another process that
+ * reused a dead keeper's pid (DUPLICATE_CLOSE_SOURCE would close an unrelated handle). */
+static uint32_t proc_stamp(HANDLE p) {
+    FILETIME created, exited, kernel, user;
+    if (!GetProcessTimes(p, &created, &exited, &kernel, &user)) return 0;
+    uint64_t t = ((uint64_t)created.dwHighDateTime << 32) | created.dwLowDateTime;
+    return (uint32_t)(t / 10000);
+}
+
+static uint64_t keeper_id(DWORD pid, HANDLE p) { return (uint64_t)pid | (uint64_t)proc_stamp(p) << 32; }
+
 int mp__os_qspill_send(mp__qspill *s, uint64_t seq, uint64_t size, uint64_t rec[2], double timeout) {
     (void)seq;
     (void)size;
@@ -93,7 +105,8 @@ int mp__os_qspill_send(mp__qspill *s, uint64_t seq, uint64_t size, uint64_t rec[
     DWORD me = GetCurrentProcessId();
     HANDLE moved = NULL;
     if (s->creator != me) {
-        if (!s->creator_h) s->creator_h = OpenProcess(PROCESS_DUP_HANDLE, FALSE, s->creator);
+        if (!s->creator_h)
+            s->creator_h = OpenProcess(PROCESS_DUP_HANDLE | PROCESS_QUERY_LIMITED_INFORMATION, FALSE, s->creator);
         /* Without DUPLICATE_CLOSE_SOURCE, which closes the source even on failure. */
         if (s->creator_h && !DuplicateHandle(GetCurrentProcess(), s->put_sec, s->creator_h, &moved, 0,
                                              FALSE, DUPLICATE_SAME_ACCESS))
@@ -101,11 +114,11 @@ int mp__os_qspill_send(mp__qspill *s, uint64_t seq, uint64_t size, uint64_t rec[
     }
     if (moved) {
         CloseHandle(s->put_sec);
-        rec[0] = s->creator;
+        rec[0] = keeper_id(s->creator, s->creator_h);
         rec[1] = (uint64_t)(uintptr_t)moved;
     } else {
         /* Kept here: it lives as long as this process, or until a getter takes it. */
-        rec[0] = me;
+        rec[0] = keeper_id(me, GetCurrentProcess());
         rec[1] = (uint64_t)(uintptr_t)s->put_sec;
     }
     s->put_sec = NULL;
@@ -116,11 +129,18 @@ int mp__os_qspill_recv(mp__qspill *s, uint64_t seq, uint64_t size, const uint64_
     (void)seq;
     mp__os_qspill_done(s, false);
     HANDLE h = NULL;
-    if (rec[0] == GetCurrentProcessId()) {
+    DWORD pid = (DWORD)(rec[0] & 0xffffffffu);
+    if (rec[0] == keeper_id(GetCurrentProcessId(), GetCurrentProcess())) {
         h = (HANDLE)(uintptr_t)rec[1];
+    } else if (pid == GetCurrentProcessId()) {
+        return MP_ENOENT; /* kept by a dead process whose pid this one now has */
     } else {
-        HANDLE keeper = OpenProcess(PROCESS_DUP_HANDLE, FALSE, (DWORD)rec[0]);
+        HANDLE keeper = OpenProcess(PROCESS_DUP_HANDLE | PROCESS_QUERY_LIMITED_INFORMATION, FALSE, pid);
         if (!keeper) return MP_ENOENT;
+        if (keeper_id(pid, keeper) != rec[0]) { /* the keeper is gone; its pid was reused */
+            CloseHandle(keeper);
+            return MP_ENOENT;
+        }
         BOOL ok = DuplicateHandle(keeper, (HANDLE)(uintptr_t)rec[1], GetCurrentProcess(), &h, 0, FALSE,
                                   DUPLICATE_SAME_ACCESS | DUPLICATE_CLOSE_SOURCE);
         CloseHandle(keeper);
