@@ -269,8 +269,8 @@ int mp_shareable_list_set(mp_shareable_list *l, size_t i, const mp_value *v) {
         char s = 0;
         if (sscanf(cur, "%zu%c", &k, &s) == 2 && s == 's' && k >= len && k <= have)
             memcpy(fmt, cur, 9);
-        else
-            snprintf(fmt, 9, "%zus", have);
+        else /* a format holds at most 7 digits: a bigger slot (a foreign block) says less */
+            snprintf(fmt, 9, "%zus", have < 9999999 ? have : (size_t)9999999);
     } else if (have < 8) {
         return mp__err(MP_ETOOBIG, "%s: item %zu's slot holds %zu bytes", fn, i, have);
     }

@@ -66,15 +66,16 @@ size_t mp_typecode_size(char typecode) {
     return t ? t->size : 0;
 }
 
-static mp_shared_array *wrap(mp__block *b, mp_lock *lock) {
+/* The caller passes the shape it checked: the shared header is never read again, as
+ * another process holding the block could change it after the check. */
+static mp_shared_array *wrap(mp__block *b, mp_lock *lock, char tc, const tinfo *t, size_t n) {
     mp_shared_array *a = mp__calloc(1, sizeof *a);
     if (!a) return NULL;
-    const arr_shared *s = b->base;
     a->blk = b;
     a->items = (unsigned char *)b->base + ITEMS_OFF;
-    a->n = (size_t)s->n;
-    a->isz = s->itemsize;
-    a->tc = (char)s->typecode;
+    a->n = n;
+    a->isz = t->size;
+    a->tc = tc;
     a->lock = lock;
     return a;
 }
@@ -121,7 +122,7 @@ static int array_create(mp_context *ctx, char typecode, size_t n, const void *in
     s->itemsize = t->size;
     s->n = n;
     if (init && n) memcpy((unsigned char *)b->base + ITEMS_OFF, init, n * t->size);
-    mp_shared_array *a = wrap(b, lock);
+    mp_shared_array *a = wrap(b, lock, typecode, t, n);
     if (!a) {
         mp__block_release(b);
         mp_lock_free(lock);
@@ -189,7 +190,7 @@ int mp_shared_array_synchronized(mp_shared_array *a, mp_lock *lock, mp_shared_ar
     mp_lock *l;
     int rc = lock_for(NULL, lock ? MP_LOCK_GIVEN : MP_LOCK_NEW, lock, "mp_shared_array_synchronized", &l);
     if (rc) return rc;
-    mp_shared_array *s = wrap(a->blk, l);
+    mp_shared_array *s = wrap(a->blk, l, a->tc, type_of(a->tc), a->n);
     if (!s) {
         mp_lock_free(l);
         return mp__err(MP_ENOMEM, "mp_shared_array_synchronized: out of memory");
@@ -418,14 +419,16 @@ static int arr_rebuild(mp__rd *r, const mp_os_handle *handles, size_t nh, void *
     mp__block *b;
     bool took;
     rc = mp__block_rebuild(r, MP__K_SHARED_ARRAY, h, &b, &took);
-    const arr_shared *s = rc ? NULL : b->base;
-    const tinfo *t = s ? type_of((char)s->typecode) : NULL;
-    if (!rc && (!t || s->itemsize != t->size || s->n > ITEMS_MAX / t->size ||
-                ITEMS_OFF + s->n * t->size > b->size)) {
+    /* One read of the shared header: what is checked is what is used. */
+    arr_shared hdr;
+    if (!rc) memcpy(&hdr, b->base, sizeof hdr);
+    const tinfo *t = rc ? NULL : type_of((char)hdr.typecode);
+    if (!rc && (!t || hdr.typecode > 0x7f || hdr.itemsize != t->size || hdr.n > ITEMS_MAX / t->size ||
+                ITEMS_OFF + hdr.n * t->size > b->size)) {
         mp__block_unrebuild(b, took);
         rc = mp__err(MP_EPROTO, "shared_array: the shared block does not match its description");
     }
-    mp_shared_array *a = rc ? NULL : wrap(b, lock);
+    mp_shared_array *a = rc ? NULL : wrap(b, lock, (char)hdr.typecode, t, (size_t)hdr.n);
     if (!rc && !a) {
         mp__block_unrebuild(b, took);
         rc = mp__err(MP_ENOMEM, "shared_array: out of memory");
