@@ -13,7 +13,14 @@
  * that joins it before reading (CPython gh-73983). Items too big for the ring are
  * handed over in a shared-memory block of their own, so one item is limited only by
  * memory; those blocks are recycled, and go when the last process holding the queue
- * lets go.
+ * lets go. Windows has no way to park a handle in the kernel: a big item is kept by the
+ * process that created the queue, and is lost if that process has ended before the item
+ * is taken (the getter skips it).
+ *
+ * Limits: an unbounded queue that outgrows its ring continues in an overflow area of
+ * 8 GiB of address space (posix, sparse; less under a low ulimit -f) or 128 MiB
+ * (Windows); past that, put waits as on a full queue. A get that reaches a big item
+ * still being written waits for its writer, whatever its timeout.
  *
  * A process that dies while putting or getting leaves the queue usable: the survivors
  * see no half item (a dying producer's item is dropped; an item a dying consumer had
