@@ -439,3 +439,263 @@ TEST_P(ShmLifetimeTest, NamedMappingVanishesWithItsLastHandle) {
     Shm late;
     EXPECT_EQ(MP_ENOENT, shm_attach(mine, &late)) << "alive after its last handle closed";
 }
+
+#ifndef _WIN32
+#include <fcntl.h>
+#include <signal.h>
+#include <grp.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <vector>
+
+// White-box (posix/tracker_posix.c): how long a client waits for the tracker's answer.
+extern "C" double mp__shm_tracker_reply_timeout;
+
+namespace {
+
+// Requests whose answers come late must not cost this process its registrations: [0]
+// out. Creates blocks with no time allowed for answers (most time out, their answers
+// arrive later and must be skipped), then with time again; every block it got must
+// still exist while it lives. Reports "late=<n> names=<a,b,...>" or "error=...".
+int tgt_late_answers(mp_args *a) {
+    mp_os_handle out = mp_args_os_handle(a, 0);
+    if (out == MP_INVALID_OS_HANDLE)
+        return kBad;
+    mp_shm_opts o = {};
+    o.create = true;
+    o.size = 4096;
+    std::vector<mp_shm *> kept;
+    mp_shm *s = nullptr;
+    if (mp_shm_open(&o, &s) != 0) { // connected before answers stop being awaited
+        write_msg(out, std::string("error=first ") + mp_last_error_message());
+        return kFail;
+    }
+    kept.push_back(s);
+    const double saved = mp__shm_tracker_reply_timeout;
+    mp__shm_tracker_reply_timeout = 0.0;
+    int late = 0;
+    // Until some answers were late (a daemon on the other core can answer at once).
+    for (int i = 0; i < 400 && late < 10; i++) {
+        int rc = mp_shm_open(&o, &s);
+        if (rc == 0 && kept.size() < 20) {
+            kept.push_back(s);
+        } else if (rc == 0) {
+            mp_shm_unlink(s);
+            mp_shm_free(s);
+        } else if (rc == MP_ETIMEDOUT) {
+            late++;
+        } else {
+            mp__shm_tracker_reply_timeout = saved;
+            write_msg(out, std::string("error=") + mp_err_name(rc));
+            return kFail;
+        }
+    }
+    mp__shm_tracker_reply_timeout = saved;
+    // A full exchange: the owed answers are skipped and this one is ours.
+    if (mp_shm_open(&o, &s) != 0) {
+        write_msg(out, std::string("error=after ") + mp_last_error_message());
+        return kFail;
+    }
+    kept.push_back(s);
+    std::string names;
+    for (mp_shm *k : kept) {
+        mp_shm *again = nullptr;
+        mp_shm_opts at = {};
+        at.name = mp_shm_name(k);
+        if (mp_shm_open(&at, &again) != 0) {
+            write_msg(out, std::string("error=gone ") + mp_shm_name(k));
+            return kFail;
+        }
+        mp_shm_free(again);
+        names += (names.empty() ? "" : ",") + std::string(mp_shm_name(k));
+    }
+    write_msg(out, "late=" + std::to_string(late) + " names=" + names);
+    return kOk; // never unlinked: the tracker does it once this process has ended
+}
+
+} // namespace
+
+// A late answer (a slow or stopped tracker) is an error for that request only: the
+// connection stays, so the tracker does not take this process for ended and unlink
+// the blocks it still uses.
+TEST_P(ShmLifetimeTest, LateTrackerAnswersKeepTheRegistrations) {
+    std::string why;
+    if (skip_unless_processes(&why))
+        GTEST_SKIP() << why;
+    Pipe &out = pipe();
+    Args a;
+    a.h(out.w);
+    mp_process *p = start(tgt_late_answers, a.get());
+    ASSERT_NE(nullptr, p);
+    std::string m;
+    ASSERT_TRUE(read_msg(out.r, &m, kWait)) << "no report";
+    auto kv = fields(m);
+    std::vector<std::string> names;
+    for (size_t pos = 0; pos < kv["names"].size();) {
+        size_t c = kv["names"].find(',', pos);
+        names.push_back(learn(kv["names"].substr(pos, c == std::string::npos ? std::string::npos : c - pos)));
+        pos = c == std::string::npos ? kv["names"].size() : c + 1;
+    }
+    EXPECT_EQ(0, join_code(p));
+    ASSERT_TRUE(kv.count("late")) << m;
+    EXPECT_FALSE(names.empty()) << m;
+    for (const std::string &n : names)
+        EXPECT_TRUE(eventually([&] { return !dev_shm_has(n); }, kLeakWait))
+            << n << " is still in /dev/shm after its creator ended";
+    if (to_i64(kv["late"]) == 0)
+        GTEST_SKIP() << "the tracker answered every request at once: no late answer was skipped";
+}
+
+// The daemon's entry (an environment variable naming its listening socket) must not
+// take over another program that inherits it or is given a forged one: that
+// program's main() runs as usual.
+TEST(ShmTrackerEnv, AForeignTrackerVariableIsIgnored) {
+    int lfd = socket(AF_UNIX, SOCK_SEQPACKET, 0);
+    ASSERT_GE(lfd, 0);
+    struct sockaddr_un addr = {};
+    addr.sun_family = AF_UNIX;
+    snprintf(addr.sun_path + 1, sizeof addr.sun_path - 1, "mp-test-env-%d", (int)getpid());
+    socklen_t alen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + strlen(addr.sun_path + 1));
+    ASSERT_EQ(0, bind(lfd, (struct sockaddr *)&addr, alen));
+    ASSERT_EQ(0, listen(lfd, 4));
+    const std::string fd = std::to_string(lfd);
+    // The parent's pid, pid 1, no pid, junk: none is the program's own pid.
+    for (const std::string &v : {std::to_string(getpid()) + ":" + fd, "1:" + fd, fd, std::string("x")}) {
+        SCOPED_TRACE("MP__SHM_TRACKER_FD=" + v);
+        int po[2];
+        ASSERT_EQ(0, ::pipe(po));
+        pid_t c = fork();
+        ASSERT_GE(c, 0);
+        if (c == 0) {
+            dup2(po[1], 1);
+            setenv("MP__SHM_TRACKER_FD", v.c_str(), 1);
+            execl("/proc/self/exe", "mp_tests", "--gtest_list_tests",
+                  "--gtest_filter=ShmTrackerEnv.*", (char *)nullptr);
+            _exit(127);
+        }
+        close(po[1]);
+        std::string got;
+        int st = 0;
+        bool ended = false;
+        const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(kWait);
+        int fl = fcntl(po[0], F_GETFL);
+        fcntl(po[0], F_SETFL, fl | O_NONBLOCK);
+        while (!ended && std::chrono::steady_clock::now() < until) {
+            char buf[512];
+            ssize_t n;
+            while ((n = read(po[0], buf, sizeof buf)) > 0)
+                got.append(buf, (size_t)n);
+            ended = waitpid(c, &st, WNOHANG) == c;
+            if (!ended)
+                usleep(10000);
+        }
+        if (!ended) {
+            kill(c, SIGKILL);
+            waitpid(c, &st, 0);
+        }
+        char buf[512];
+        ssize_t n;
+        while ((n = read(po[0], buf, sizeof buf)) > 0)
+            got.append(buf, (size_t)n);
+        close(po[0]);
+        EXPECT_TRUE(ended) << "the program did not end within " << kWait << " s (serving as a tracker?)";
+        EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << "status " << st;
+        EXPECT_NE(std::string::npos, got.find("AForeignTrackerVariableIsIgnored")) << "main() did not run: " << got;
+    }
+    close(lfd);
+}
+// A setuid program must not start or use the tracker (it would unlink with root's
+// rights for an unprivileged user): a tracked open is MP_EPERM, untracked works. This
+// part runs only inside the setuid copy that SetuidProgramRefusesTracking starts.
+TEST(ShmTrackerSecure, InsideASetuidProgram) {
+    if (!getenv("MP_TEST_SETUID_CHILD"))
+        GTEST_SKIP() << "runs only in the setuid copy started by SetuidProgramRefusesTracking";
+    ASSERT_NE(getuid(), geteuid()) << "not started setuid";
+    mp_shm_opts o = {};
+    o.create = true;
+    o.size = 4096;
+    mp_shm *s = nullptr;
+    EXPECT_EQ(MP_EPERM, mp_shm_open(&o, &s));
+    EXPECT_NE(nullptr, strstr(mp_last_error_message(), "untracked")) << mp_last_error_message();
+    o.untracked = true;
+    ASSERT_EQ(0, mp_shm_open(&o, &s)) << mp_last_error_message();
+    mp_shm_opts at = {};
+    at.name = mp_shm_name(s);
+    mp_shm *t = nullptr;
+    EXPECT_EQ(MP_EPERM, mp_shm_open(&at, &t)) << "a tracked attach";
+    EXPECT_EQ(0, mp_shm_unlink(s));
+    mp_shm_free(s);
+}
+
+TEST(ShmTrackerSecure, SetuidProgramRefusesTracking) {
+    if (geteuid() != 0)
+        GTEST_SKIP() << "needs root to make a setuid-root copy of this program";
+    char dir[] = "/tmp/mp-setuid-XXXXXX";
+    ASSERT_NE(nullptr, mkdtemp(dir));
+    const std::string copy = std::string(dir) + "/mp_tests";
+    {
+        int in = open("/proc/self/exe", O_RDONLY | O_CLOEXEC);
+        int outf = open(copy.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0700);
+        ASSERT_GE(in, 0);
+        ASSERT_GE(outf, 0);
+        char buf[1 << 16];
+        ssize_t n;
+        while ((n = read(in, buf, sizeof buf)) > 0)
+            ASSERT_EQ(n, write(outf, buf, (size_t)n));
+        close(in);
+        close(outf);
+    }
+    ASSERT_EQ(0, chmod(dir, 0755));
+    ASSERT_EQ(0, chmod(copy.c_str(), 04755));
+    int po[2];
+    ASSERT_EQ(0, ::pipe(po));
+    pid_t c = fork();
+    ASSERT_GE(c, 0);
+    if (c == 0) {
+        dup2(po[1], 1);
+        dup2(po[1], 2);
+        if (setgroups(0, nullptr) != 0 || setgid(65534) != 0 || setuid(65534) != 0)
+            _exit(126);
+        setenv("MP_TEST_SETUID_CHILD", "1", 1);
+        execl(copy.c_str(), "mp_tests", "--gtest_filter=ShmTrackerSecure.InsideASetuidProgram",
+              (char *)nullptr);
+        _exit(127);
+    }
+    close(po[1]);
+    std::string got;
+    int st = 0;
+    bool ended = false;
+    const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(kWait);
+    fcntl(po[0], F_SETFL, fcntl(po[0], F_GETFL) | O_NONBLOCK);
+    char buf[512];
+    ssize_t n;
+    while (!ended && std::chrono::steady_clock::now() < until) {
+        while ((n = read(po[0], buf, sizeof buf)) > 0)
+            got.append(buf, (size_t)n);
+        ended = waitpid(c, &st, WNOHANG) == c;
+        if (!ended)
+            usleep(10000);
+    }
+    if (!ended) {
+        kill(c, SIGKILL);
+        waitpid(c, &st, 0);
+    }
+    while ((n = read(po[0], buf, sizeof buf)) > 0)
+        got.append(buf, (size_t)n);
+    close(po[0]);
+    unlink(copy.c_str());
+    rmdir(dir);
+    if (WIFEXITED(st) && WEXITSTATUS(st) == 126)
+        GTEST_SKIP() << "cannot become uid 65534 to run the setuid copy";
+    if (got.find("not started setuid") != std::string::npos)
+        GTEST_SKIP() << "/tmp does not honour setuid bits (mounted nosuid?)";
+    EXPECT_TRUE(ended) << "the setuid copy did not end within " << kWait << " s";
+    EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << "status " << st << ": " << got;
+    EXPECT_NE(std::string::npos, got.find("[       OK ] ShmTrackerSecure.InsideASetuidProgram")) << got;
+}
+#endif

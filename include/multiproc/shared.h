@@ -15,7 +15,11 @@
  * use: gh-82300). Closing does not end tracking; ending the process or unlinking does.
  * A block created untracked or by Python is never unlinked for you. untracked = true
  * opts out (Python 3.13's track=False). The mechanism, a per-user daemon outside the
- * process tree, is described in docs/architecture.md. Windows: a named mapping
+ * process tree, is described in docs/architecture.md. A setuid/setgid program cannot
+ * track (the daemon would act with its privileges for an unprivileged user): a tracked
+ * create or attach there is MP_EPERM; pass untracked = true and unlink the block
+ * yourself. A tracker that does not answer within 10 s makes that open MP_ETIMEDOUT;
+ * the blocks this process tracks already stay tracked. Windows: a named mapping
  * vanishes with its last handle, so nothing can leak and unlink does nothing (as in
  * Python).
  *
