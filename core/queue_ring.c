@@ -615,6 +615,10 @@ int mp__queue_get(mp_queue *q, mp__qdst *d, double timeout, const char *fn) {
     if (rc == MP_ETIMEDOUT) return mp__err(MP_EEMPTY, "%s: nothing came within %.3f s", fn, timeout);
     if (rc == MP_EOWNERDEAD) get_recover(q);
     else if (rc != 0) return mp__err(rc, "%s: cannot take the get side", fn);
+    /* Where the get side stood (recovery included): moved before a sleep means records
+     * were passed or dropped, which putters waiting for room must hear of. */
+    uint64_t head0 = atomic_load_explicit(&s->head, memory_order_relaxed) + (rc == MP_EOWNERDEAD);
+    uint64_t ahead0 = atomic_load_explicit(&s->a_head, memory_order_relaxed);
     for (;;) {
         next_rec n;
         rc = find_next(q, &n);
@@ -622,9 +626,15 @@ int mp__queue_get(mp_queue *q, mp__qdst *d, double timeout, const char *fn) {
         if (!n.r) {
             /* This call may have moved the get side already (a dead getter's item, a
              * dropped item, WRAP and OVF records): putters waiting for room must hear of
-             * it before we sleep, or both sides could sleep forever. */
-            atomic_thread_fence(memory_order_seq_cst);
-            wake_waiters(&s->get.put_waiters, &s->get.put_sleep, &s->get.notfull);
+             * it before we sleep, or both sides could sleep forever. (Only then: the
+             * fence would cost a consumer that often finds the queue empty.) */
+            if (atomic_load_explicit(&s->head, memory_order_relaxed) != head0 ||
+                atomic_load_explicit(&s->a_head, memory_order_relaxed) != ahead0) {
+                atomic_thread_fence(memory_order_seq_cst);
+                wake_waiters(&s->get.put_waiters, &s->get.put_sleep, &s->get.notfull);
+                head0 = atomic_load_explicit(&s->head, memory_order_relaxed);
+                ahead0 = atomic_load_explicit(&s->a_head, memory_order_relaxed);
+            }
             rc = wait_for(q, get_ready, &n, &s->put.get_waiters, &s->put.get_sleep, &s->put.notempty, &c);
             if (rc) {
                 rc = mp__err(MP_EEMPTY, "%s: nothing came within %.3f s", fn, timeout);
