@@ -56,6 +56,43 @@ double bench_now(void)
 #endif
 }
 
+int bench_start_child(int (*fn)(mp_args *), int (*build_args)(mp_args *, void *), void *arg,
+                      mp_process **out)
+{
+    mp_context *ctx = mp_get_context("fork");
+    if (!ctx)
+        ctx = mp_get_context(NULL); /* Windows: no fork */
+    mp_args *a = NULL;
+    int rc = mp_args_new(&a);
+    if (!rc)
+        rc = build_args(a, arg);
+    mp_process_opts po = { .target = fn, .args = a };
+    if (!rc)
+        rc = mp_process_new(ctx, &po, out);
+    if (!rc && (rc = mp_process_start(*out)) < 0) {
+        mp_process_free(*out);
+        *out = NULL;
+    }
+    mp_args_free(a);
+    return rc;
+}
+
+int bench_finish_child(mp_process *p, double timeout)
+{
+    int code = -1;
+    int rc = mp_process_join(p, timeout);
+    if (!rc)
+        rc = mp_process_exitcode(p, &code);
+    if (rc < 0) {
+        mp_process_kill(p);
+        mp_process_join(p, 5.0);
+    } else if (code != 0) {
+        rc = MP_ECHILD;
+    }
+    mp_process_free(p);
+    return rc;
+}
+
 static bool bench_wanted(const bench_opts *o, const char *metric)
 {
     if (o->nfilters == 0)

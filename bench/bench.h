@@ -5,4 +5,14 @@
 /** Seconds on a monotonic clock; only differences are meaningful. */
 double bench_now(void);
 
+/** Starts fn in a child on the fork start method (the default one where there is no
+ *  fork), with the arguments build_args(list, arg) adds to a new list. */
+struct mp_process;
+struct mp_args;
+int bench_start_child(int (*fn)(struct mp_args *), int (*build_args)(struct mp_args *, void *),
+                      void *arg, struct mp_process **out);
+/** Joins a benchmark child (killing it after timeout seconds) and frees it: 0, or
+ *  MP_ECHILD when it exited non-zero, or the join's error. */
+int bench_finish_child(struct mp_process *p, double timeout);
+
 #endif

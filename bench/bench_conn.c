@@ -70,43 +70,25 @@ static int conn_sink_target(mp_args *a)
     return mp_connection_send_bytes(c, msg, (size_t)k) < 0 ? 1 : 0;
 }
 
-static int start_peer(mp_target_fn fn, mp_connection *peer, int n, mp_process **out)
+typedef struct peer_args {
+    mp_connection *peer;
+    int n;
+} peer_args;
+
+static int add_peer_args(mp_args *a, void *arg)
 {
-    mp_context *ctx = mp_get_context("fork");
-    if (!ctx)
-        ctx = mp_get_context(NULL); /* Windows: no fork */
-    mp_args *a = NULL;
-    int rc = mp_args_new(&a);
-    if (!rc)
-        rc = mp_args_add_connection(a, peer);
-    if (!rc)
-        rc = mp_args_add_int(a, n);
-    mp_process_opts po = { .target = fn, .args = a };
-    if (!rc)
-        rc = mp_process_new(ctx, &po, out);
-    if (!rc && (rc = mp_process_start(*out)) < 0) {
-        mp_process_free(*out);
-        *out = NULL;
-    }
-    mp_args_free(a);
-    return rc;
+    peer_args *pa = arg;
+    int rc = mp_args_add_connection(a, pa->peer);
+    return rc ? rc : mp_args_add_int(a, pa->n);
 }
 
-static int finish_peer(mp_process *p)
+static int start_peer(mp_target_fn fn, mp_connection *peer, int n, mp_process **out)
 {
-    int code = -1;
-    int rc = mp_process_join(p, 60.0);
-    if (!rc)
-        rc = mp_process_exitcode(p, &code);
-    if (rc < 0) {
-        mp_process_kill(p);
-        mp_process_join(p, 5.0);
-    } else if (code != 0) {
-        rc = MP_ECHILD;
-    }
-    mp_process_free(p);
-    return rc;
+    peer_args pa = { peer, n };
+    return bench_start_child(fn, add_peer_args, &pa, out);
 }
+
+static int finish_peer(mp_process *p) { return bench_finish_child(p, 60.0); }
 
 static int bench_conn_roundtrip(int n, double *us)
 {

@@ -52,45 +52,28 @@ static int producer_target(mp_args *a)
     return rc ? 1 : 0;
 }
 
-static int start_producer(mp_queue *q, int64_t n, size_t size, mp_process **out)
+typedef struct producer_args {
+    mp_queue *q;
+    int64_t n;
+    size_t size;
+} producer_args;
+
+static int add_producer_args(mp_args *a, void *arg)
 {
-    mp_context *ctx = mp_get_context("fork");
-    if (!ctx)
-        ctx = mp_get_context(NULL);
-    mp_args *a = NULL;
-    int rc = mp_args_new(&a);
+    producer_args *pa = arg;
+    int rc = mp_args_add_queue(a, pa->q);
     if (!rc)
-        rc = mp_args_add_queue(a, q);
-    if (!rc)
-        rc = mp_args_add_int(a, n);
-    if (!rc)
-        rc = mp_args_add_int(a, (int64_t)size);
-    mp_process_opts po = { .target = producer_target, .args = a };
-    if (!rc)
-        rc = mp_process_new(ctx, &po, out);
-    if (!rc && (rc = mp_process_start(*out)) < 0) {
-        mp_process_free(*out);
-        *out = NULL;
-    }
-    mp_args_free(a);
-    return rc;
+        rc = mp_args_add_int(a, pa->n);
+    return rc ? rc : mp_args_add_int(a, (int64_t)pa->size);
 }
 
-static int finish(mp_process *p)
+static int start_producer(mp_queue *q, int64_t n, size_t size, mp_process **out)
 {
-    int code = -1;
-    int rc = mp_process_join(p, 120.0);
-    if (!rc)
-        rc = mp_process_exitcode(p, &code);
-    if (rc < 0) {
-        mp_process_kill(p);
-        mp_process_join(p, 5.0);
-    } else if (code != 0) {
-        rc = MP_ECHILD;
-    }
-    mp_process_free(p);
-    return rc;
+    producer_args pa = { q, n, size };
+    return bench_start_child(producer_target, add_producer_args, &pa, out);
 }
+
+static int finish(mp_process *p) { return bench_finish_child(p, 120.0); }
 
 /* Takes items until the empty end mark: *count items, *dt seconds from the first
  * timed get (after `skip` untimed ones). */
