@@ -214,12 +214,8 @@ int mp_queue_task_done(mp_queue *q) {
     if (!q) return mp__err(MP_EINVAL, "mp_queue_task_done: queue is NULL");
     if (q->kind != MP_JOINABLE_QUEUE)
         return mp__err(MP_ENOTSUP, "mp_queue_task_done: only a JoinableQueue has task_done");
-    mp__futex *f = &q->s->unfinished;
-    uint32_t v = atomic_load(&f->val);
-    do {
-        if (v == 0) return mp__err(MP_ESTATE, "mp_queue_task_done: called more times than items were put");
-    } while (!atomic_compare_exchange_weak(&f->val, &v, v - 1));
-    if (v == 1 && atomic_load(&f->waiters) != 0) mp__os_futex_wake(f, INT32_MAX);
+    if (!mp__queue_task_dec(q))
+        return mp__err(MP_ESTATE, "mp_queue_task_done: called more times than items were put");
     return 0;
 }
 

@@ -140,5 +140,7 @@ typedef struct mp__qdst {
 } mp__qdst;
 
 int mp__queue_get(mp_queue *q, mp__qdst *d, double timeout, const char *fn);
+/** JoinableQueue: one task fewer, waking joiners at 0; false when there was none. */
+bool mp__queue_task_dec(mp_queue *q);
 
 #endif

@@ -222,17 +222,20 @@ static void count_put(mp_queue *q, uint64_t commit) {
     atomic_store_explicit(&s->put.nput, n, memory_order_relaxed);
 }
 
-/* JoinableQueue: an item that will never be delivered (its putter died or failed
- * before it showed, or a getter dropped it) is no task: lower the count, waking joiners
- * at 0. */
-static void uncount_task(mp_queue *q) {
-    if (q->kind != MP_JOINABLE_QUEUE) return;
+bool mp__queue_task_dec(mp_queue *q) {
     mp__futex *f = &q->s->unfinished;
     uint32_t v = atomic_load(&f->val);
     do {
-        if (v == 0) return;
+        if (v == 0) return false;
     } while (!atomic_compare_exchange_weak(&f->val, &v, v - 1));
     if (v == 1 && atomic_load(&f->waiters) != 0) mp__os_futex_wake(f, INT32_MAX);
+    return true;
+}
+
+/* JoinableQueue: an item that will never be delivered (its putter died or failed
+ * before it showed, or a getter dropped it) is no task. */
+static void uncount_task(mp_queue *q) {
+    if (q->kind == MP_JOINABLE_QUEUE) mp__queue_task_dec(q);
 }
 
 static void fill(mp__qrec *r, uint32_t type, const void *buf, size_t len, const mp__qspill_body *body) {
