@@ -15,8 +15,7 @@
 #include <apr_pools.h>
 #include <apr_thread_proc.h>
 
-#include "../core/os.h"
-#include "../posix/posix.h"
+#include "unix.h"
 
 static pthread_once_t apr_once = PTHREAD_ONCE_INIT;
 static apr_status_t apr_init_status;
@@ -29,7 +28,7 @@ static int apr_err(apr_status_t st, const char *what) {
     return mp__err(MP_ECHILD, "apr: %s: %s", what, buf);
 }
 
-static int apr_start(mp_process *p, const mp__start_req *req) {
+static int apr_start(const mp__start_req *req, mp__started *out) {
     pthread_once(&apr_once, apr_start_up);
     if (apr_init_status != APR_SUCCESS) return apr_err(apr_init_status, "apr_initialize");
     int sv[2];
@@ -79,7 +78,7 @@ static int apr_start(mp_process *p, const mp__start_req *req) {
         close(inh[i]);
         inh[i] = -1;
     }
-    rc = mp__posix_child_handshake(p, proc.pid, sv[0], req, "apr");
+    rc = mp__unix_exec_handshake(proc.pid, sv[0], req, "apr", out);
 done:
     for (size_t i = 0; inh && i <= n; i++)
         if (inh[i] >= 0) close(inh[i]);
@@ -104,8 +103,8 @@ static int apr_child_main(int argc, char **argv) {
         if (*s == ',') s++;
     }
     /* APR's fork+exec let through every inheritable fd of the parent: drop them. */
-    mp__posix_close_fds_except(fds, n);
-    return mp__posix_exec_child(fds[0], fds + 1, n - 1);
+    mp__os_close_fds_except(fds, n);
+    return mp__unix_exec_child(fds[0], fds + 1, n - 1);
 }
 
 const struct mp_backend_ops mp__backend_apr = {
@@ -113,8 +112,8 @@ const struct mp_backend_ops mp__backend_apr = {
     .name = "apr",
     .flags = 0,
     .start = apr_start,
-    .wait = mp__posix_child_wait,
-    .signal = mp__posix_child_signal,
-    .release = mp__posix_child_release,
+    .wait = mp__unix_child_wait,
+    .signal = mp__unix_child_signal,
+    .release = mp__unix_child_release,
     .child_main = apr_child_main,
 };

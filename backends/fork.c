@@ -1,36 +1,55 @@
 /* fork: the child is a copy of this process and runs the target directly. It inherits
  * every fd, as Python's fork method does; the handles in the launch are the parent's
- * own numbers, valid in the copy. */
+ * own numbers, valid in the copy. The child reports on a pipe whether its bootstrap
+ * worked (its arguments rebuilt), so start fails as it does on every method. */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <unistd.h>
 
-#include "../core/os.h"
-#include "../posix/posix.h"
+#include "unix.h"
 
-static int fork_start(mp_process *p, const mp__start_req *req) {
+static int fork_start(const mp__start_req *req, mp__started *out) {
     /* Decode before forking: the child then runs no allocator-heavy code of ours before
      * the target, and a malformed launch fails here, in the parent. */
     mp__launch l;
     int rc = mp__launch_decode(req->payload, req->len, &l);
     if (rc) return rc;
     mp_os_handle *hs = mp__calloc(req->nhandles, sizeof *hs);
-    if (!hs) {
+    int rp[2] = {-1, -1};
+    if (!hs) rc = mp__err(MP_ENOMEM, "fork: out of memory");
+    else if (pipe2(rp, O_CLOEXEC) != 0) rc = mp__os_err("fork: pipe2");
+    if (rc) {
+        mp__free(hs);
         mp__launch_clear(&l);
-        return mp__err(MP_ENOMEM, "fork: out of memory");
+        return rc;
     }
     for (size_t i = 0; i < req->nhandles; i++) hs[i] = req->handles[i];
     /* Unflushed stdio would be written twice, by us and by the copy. */
     fflush(NULL);
     pid_t pid = fork();
     if (pid == 0) {
+        close(rp[0]);
         mp__process_after_fork_child();
-        mp__os_exit(mp__child_run(&l, hs, req->nhandles, NULL, NULL));
+        mp_os_handle report = rp[1];
+        mp__child_run(&l, hs, req->nhandles, mp__report_to_handle, &report);
+        mp__os_exit(1); /* only a failed bootstrap comes back */
     }
+    int fork_errno = errno;
+    close(rp[1]);
     mp__free(hs);
     mp__launch_clear(&l);
-    if (pid < 0) return mp__os_err("fork");
-    return mp__posix_child_adopt(p, pid);
+    if (pid < 0) {
+        close(rp[0]);
+        errno = fork_errno;
+        return mp__os_err("fork");
+    }
+    mp__started st;
+    rc = mp__unix_child_adopt(pid, &st);
+    if (!rc) rc = mp__unix_child_await(&st, rp[0], "fork");
+    close(rp[0]);
+    if (!rc) *out = st;
+    return rc;
 }
 
 const struct mp_backend_ops mp__backend_fork = {
@@ -38,7 +57,7 @@ const struct mp_backend_ops mp__backend_fork = {
     .name = "fork",
     .flags = MP_BACKEND_SAME_IMAGE,
     .start = fork_start,
-    .wait = mp__posix_child_wait,
-    .signal = mp__posix_child_signal,
-    .release = mp__posix_child_release,
+    .wait = mp__unix_child_wait,
+    .signal = mp__unix_child_signal,
+    .release = mp__unix_child_release,
 };

@@ -1,10 +1,15 @@
 /* forkserver: one single-threaded server process, started like spawn, forks every
  * child. The client talks to it over a private socketpair (nobody else holds an end,
  * so no other process or user can make it fork); each request carries the launch and,
- * by SCM_RIGHTS, a status socket plus the handles to transfer. The server answers on
- * the status socket with the child's pid, and later with its exit code, which makes
- * that socket the child's sentinel. If the server dies, the next start brings up a new
- * one. */
+ * by SCM_RIGHTS, a status socket plus the handles to transfer. The status socket then
+ * carries tagged messages to the client, which make it the child's sentinel:
+ *
+ *   'E' report            the server could not fork (the socket closes after it)
+ *   'S' i64 pid, report   from the child itself: its bootstrap worked or not
+ *   'X' i32 exit code     from the server, once it has reaped the child
+ *
+ * The child writes 'S' before it can end and the server writes 'X' only after, so
+ * they never cross. If the server dies, the next start brings up a new one. */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -16,12 +21,10 @@
 #include <string.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "../core/os.h"
-#include "../posix/posix.h"
+#include "unix.h"
 
 extern char **environ;
 
@@ -33,6 +36,31 @@ typedef struct fs_req_hdr {
     uint32_t nfds;
     uint64_t len;
 } fs_req_hdr;
+
+/* ---- the preload list (Python's set_forkserver_preload) ---- */
+
+static pthread_mutex_t pre_mu = PTHREAD_MUTEX_INITIALIZER;
+static char **g_preload;
+
+int mp_set_forkserver_preload(const char *const *libs, size_t n) {
+    if (n && !libs) return mp__err(MP_EINVAL, "mp_set_forkserver_preload: libs is NULL");
+    char **list = mp__calloc(n + 1, sizeof *list);
+    if (!list) return mp__err(MP_ENOMEM, "mp_set_forkserver_preload: out of memory");
+    for (size_t i = 0; i < n; i++) {
+        if (!libs[i] || !(list[i] = mp__strdup(libs[i]))) {
+            for (size_t j = 0; j < i; j++) mp__free(list[j]);
+            mp__free(list);
+            return mp__err(libs[i] ? MP_ENOMEM : MP_EINVAL, "mp_set_forkserver_preload: bad entry %zu", i);
+        }
+    }
+    pthread_mutex_lock(&pre_mu);
+    char **old = g_preload;
+    g_preload = list;
+    pthread_mutex_unlock(&pre_mu);
+    for (size_t i = 0; old && old[i]; i++) mp__free(old[i]);
+    mp__free(old);
+    return 0;
+}
 
 /* ---- client ---- */
 
@@ -61,7 +89,7 @@ static void fs_stop_locked(double grace) {
     fs_ctl = -1;
     if (fs_pid > 0) {
         /* EOF on the control socket makes it exit; do not wait forever on a stuck one. */
-        if (fs_pidfd < 0 || mp__posix_poll_in(fs_pidfd, grace) != 0) kill(fs_pid, SIGKILL);
+        if (fs_pidfd < 0 || mp__os_handle_wait(fs_pidfd, grace) != 0) kill(fs_pid, SIGKILL);
         while (waitpid(fs_pid, NULL, 0) < 0 && errno == EINTR) {}
     }
     if (fs_pidfd >= 0) close(fs_pidfd);
@@ -72,10 +100,12 @@ static void fs_stop_locked(double grace) {
 static int fs_start_server_locked(const char *exe) {
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return mp__os_err("forkserver: socketpair");
-    const char *const *pre = mp__forkserver_preload();
+    pthread_mutex_lock(&pre_mu);
     size_t npre = 0;
-    while (pre[npre]) npre++;
+    while (g_preload && g_preload[npre]) npre++;
     char **argv = mp__calloc(npre + 5, sizeof *argv);
+    for (size_t i = 0; argv && i < npre; i++) argv[4 + i] = g_preload[i];
+    pthread_mutex_unlock(&pre_mu);
     int tmp = fcntl(sv[1], F_DUPFD_CLOEXEC, 4);
     int rc = 0;
     if (!argv || tmp < 0) {
@@ -86,7 +116,6 @@ static int fs_start_server_locked(const char *exe) {
     argv[1] = "--mp-child";
     argv[2] = "forkserver";
     argv[3] = "3";
-    for (size_t i = 0; i < npre; i++) argv[4 + i] = (char *)pre[i];
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_adddup2(&fa, tmp, 3);
@@ -105,12 +134,14 @@ static int fs_start_server_locked(const char *exe) {
     close(sv[1]);
     sv[1] = -1;
     fs_pid = pid;
-    fs_pidfd = mp__posix_pidfd_open(pid);
+    mp__err_mute();
+    if (mp__os_pidfd_open(pid, &fs_pidfd) != 0) fs_pidfd = -1;
+    mp__err_unmute();
     fs_ctl = sv[0];
     sv[0] = -1;
     /* The server says it is ready once its preloads are in. */
     char ok;
-    if (mp__posix_read_all(fs_ctl, &ok, 1) != 0 || ok != 'R') {
+    if (mp__os_read_all(fs_ctl, &ok, 1) != 0 || ok != 'R') {
         fs_stop_locked(0);
         rc = mp__err(MP_ECHILD, "forkserver: the server did not start");
     }
@@ -151,31 +182,49 @@ static int fs_send_request(const mp__start_req *req, int status_end) {
     if (w < 0) return mp__os_err("forkserver: sendmsg");
     size_t sent = (size_t)w;
     if (sent < sizeof h) {
-        int rc = mp__posix_write_all(fs_ctl, (char *)&h + sent, sizeof h - sent);
+        int rc = mp__os_write_all(fs_ctl, (char *)&h + sent, sizeof h - sent);
         if (rc) return rc;
         sent = sizeof h;
     }
     sent -= sizeof h;
-    return mp__posix_write_all(fs_ctl, (const char *)req->payload + sent, req->len - sent);
+    return mp__os_write_all(fs_ctl, (const char *)req->payload + sent, req->len - sent);
+}
+
+/* Reads the child's first word on the status socket (see the top of the file). */
+static int fs_read_answer(int status, int64_t *pid, bool *server_gone) {
+    unsigned char tag;
+    *server_gone = false;
+    if (mp__os_read_all(status, &tag, 1) != 0) {
+        *server_gone = true;
+        return mp__err(MP_ECHILD, "forkserver: the server ended before answering");
+    }
+    if (tag == 'X') {
+        int32_t code = 255;
+        mp__os_read_all(status, &code, sizeof code);
+        return mp__err(MP_ECHILD, "forkserver: the child ended (exit code %d) before it could start",
+                       (int)code);
+    }
+    if (tag == 'S' && mp__os_read_all(status, pid, sizeof *pid) != 0)
+        return mp__err(MP_ECHILD, "forkserver: the child ended before it could start");
+    if (tag != 'S' && tag != 'E') return mp__err(MP_EPROTO, "forkserver: unexpected answer %#x", tag);
+    return mp__report_recv(status, "forkserver");
 }
 
 /* One attempt; *retry says the server was found dead and a new one may do better. */
-static int fs_try_start(mp_process *p, const mp__start_req *req, bool *retry) {
+static int fs_try_start(const mp__start_req *req, mp__started *out, bool *retry) {
     *retry = false;
     int st[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, st) != 0) return mp__os_err("forkserver: socketpair");
     pthread_mutex_lock(&fs_mu);
     int rc = 0;
-    if (fs_ctl >= 0 && fs_pidfd >= 0 && mp__posix_poll_in(fs_pidfd, 0) == 0) fs_stop_locked(0); /* it died */
+    if (fs_ctl >= 0 && fs_pidfd >= 0 && mp__os_handle_wait(fs_pidfd, 0) == 0) fs_stop_locked(0); /* it died */
     if (fs_ctl < 0) rc = fs_start_server_locked(req->executable);
     if (!rc) {
         rc = fs_send_request(req, st[1]);
         if (rc) {
             fs_stop_locked(0);
             *retry = true;
-            char why[300];
-            snprintf(why, sizeof why, "%s", mp_last_error_message());
-            rc = mp__err(MP_ECHILD, "forkserver: cannot reach the server: %s", why);
+            rc = mp__err_wrap(MP_ECHILD, "forkserver: cannot reach the server");
         }
     }
     pthread_mutex_unlock(&fs_mu);
@@ -184,81 +233,72 @@ static int fs_try_start(mp_process *p, const mp__start_req *req, bool *retry) {
         close(st[0]);
         return rc;
     }
-    int32_t r;
-    if (mp__posix_read_all(st[0], &r, sizeof r) != 0) {
-        /* The server is gone (maybe still exiting, its pidfd not ready yet): drop it so
-         * the retry starts a fresh one. */
-        close(st[0]);
-        pthread_mutex_lock(&fs_mu);
-        fs_stop_locked(0);
-        pthread_mutex_unlock(&fs_mu);
-        *retry = true;
-        return mp__err(MP_ECHILD, "forkserver: the server ended before answering");
-    }
-    if (r != 0) {
-        uint32_t n = 0;
-        char msg[400] = "";
-        if (mp__posix_read_all(st[0], &n, sizeof n) == 0) {
-            size_t take = n < sizeof msg - 1 ? n : sizeof msg - 1;
-            if (mp__posix_read_all(st[0], msg, take) != 0) take = 0;
-            msg[take] = '\0';
-        }
-        close(st[0]);
-        if (strcmp(mp_err_name(r), "MP_UNKNOWN") == 0) r = MP_ECHILD;
-        return mp__err(r, "forkserver: %s", msg[0] ? msg : mp_strerror(r));
-    }
-    int64_t pid;
+    int64_t pid = -1;
+    bool gone;
     fs_child *c = mp__calloc(1, sizeof *c);
-    if (mp__posix_read_all(st[0], &pid, sizeof pid) != 0 || !c) {
+    rc = c ? fs_read_answer(st[0], &pid, &gone) : mp__err(MP_ENOMEM, "forkserver: out of memory");
+    if (rc) {
         mp__free(c);
         close(st[0]);
-        return mp__err(MP_ECHILD, "forkserver: no pid from the server");
+        if (gone) {
+            /* The server is gone (maybe still exiting, its pidfd not ready yet): drop it
+             * so the retry starts a fresh one. */
+            pthread_mutex_lock(&fs_mu);
+            fs_stop_locked(0);
+            pthread_mutex_unlock(&fs_mu);
+            *retry = true;
+        }
+        return rc;
     }
     c->pid = (pid_t)pid;
     c->status = st[0];
-    c->pidfd = mp__posix_pidfd_open(c->pid);
-    p->bk = c;
-    p->pid = pid;
-    p->sentinel = st[0];
+    mp__err_mute();
+    if (mp__os_pidfd_open(pid, &c->pidfd) != 0) c->pidfd = -1; /* ended already */
+    mp__err_unmute();
+    out->pid = pid;
+    out->sentinel = st[0];
+    out->state = c;
     return 0;
 }
 
-static int fs_start(mp_process *p, const mp__start_req *req) {
+static int fs_start(const mp__start_req *req, mp__started *out) {
     pthread_once(&fs_once, fs_register_atfork);
     bool retry;
-    int rc = fs_try_start(p, req, &retry);
-    if (rc && retry) rc = fs_try_start(p, req, &retry);
+    int rc = fs_try_start(req, out, &retry);
+    if (rc && retry) rc = fs_try_start(req, out, &retry);
     return rc;
 }
 
-static int fs_wait(mp_process *p, double timeout) {
-    fs_child *c = p->bk;
-    int rc = mp__posix_poll_in(c->status, timeout);
-    if (rc == MP_ETIMEDOUT) return mp__err(MP_ETIMEDOUT, "join: timed out after %.3f s", timeout);
+static int fs_wait(void *state, double timeout, int *exitcode) {
+    fs_child *c = state;
+    int rc = mp__os_handle_wait(c->status, timeout);
     if (rc) return rc;
-    int32_t code;
+    unsigned char tag = 0;
+    int32_t code = 255;
     /* The server gone before the child: the code is lost; Python reports 255 too. */
-    p->exitcode = mp__posix_read_all(c->status, &code, sizeof code) == 0 ? code : 255;
+    mp__err_mute();
+    if (mp__os_read_all(c->status, &tag, 1) != 0 || tag != 'X' ||
+        mp__os_read_all(c->status, &code, sizeof code) != 0)
+        code = 255;
+    mp__err_unmute();
+    *exitcode = code;
     return 0;
 }
 
-static int fs_signal(mp_process *p, int sig) {
-    fs_child *c = p->bk;
-    int signo = mp__posix_signo(sig);
+static int fs_signal(void *state, int sig) {
+    fs_child *c = state;
+    int signo = mp__unix_signo(sig);
     if (!signo) return mp__err(MP_EINVAL, "signal: unknown signal %d", sig);
     if (c->pidfd < 0) return 0;
-    if (syscall(SYS_pidfd_send_signal, c->pidfd, signo, NULL, 0) == 0 || errno == ESRCH) return 0;
-    return mp__os_err("pidfd_send_signal");
+    return mp__os_pidfd_signal(c->pidfd, signo);
 }
 
-static void fs_release(mp_process *p) {
-    fs_child *c = p->bk;
+static void fs_release(void *state) {
+    fs_child *c = state;
     if (!c) return;
     close(c->status);
     if (c->pidfd >= 0) close(c->pidfd);
     mp__free(c);
-    p->bk = NULL;
-    p->sentinel = MP_INVALID_OS_HANDLE;
 }
 
 static void fs_shutdown(void) {
@@ -280,11 +320,31 @@ typedef struct srv {
     size_t n, cap;
 } srv;
 
-static void srv_reply_error(int fd, int rc, const char *msg) {
-    int32_t r = rc;
-    uint32_t n = (uint32_t)strlen(msg);
-    if (mp__posix_write_all(fd, &r, sizeof r) == 0 && mp__posix_write_all(fd, &n, sizeof n) == 0)
-        mp__posix_write_all(fd, msg, n);
+/* A tagged report, in one write so the client never sees half of one. */
+static void send_report(int fd, unsigned char tag, const int64_t *pid, int rc, const char *msg) {
+    unsigned char buf[1 + 8 + MP__REPORT_MAX];
+    size_t n = 0;
+    buf[n++] = tag;
+    if (pid) {
+        memcpy(buf + n, pid, sizeof *pid);
+        n += sizeof *pid;
+    }
+    n += mp__report_encode(rc, msg, buf + n);
+    mp__err_mute();
+    mp__os_write_all(fd, buf, n);
+    mp__err_unmute();
+}
+
+/* The server could not fork: 'E'. */
+static void srv_reply_error(int fd, int rc, const char *msg) { send_report(fd, 'E', NULL, rc, msg); }
+
+/* The child's report hook: 'S' with its pid, then it lets go of the status socket. */
+static void child_report(void *ctx, int rc, const char *msg) {
+    int *fd = ctx;
+    int64_t pid = getpid();
+    send_report(*fd, 'S', &pid, rc, msg);
+    close(*fd);
+    *fd = -1;
 }
 
 static void srv_reap(srv *s) {
@@ -295,8 +355,12 @@ static void srv_reap(srv *s) {
     while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
         for (size_t i = 0; i < s->n; i++) {
             if (s->kids[i].pid != pid) continue;
-            int32_t code = mp__posix_exitcode(status);
-            mp__posix_write_all(s->kids[i].status, &code, sizeof code);
+            unsigned char buf[5] = {'X'};
+            int32_t code = mp__unix_exitcode(status);
+            memcpy(buf + 1, &code, sizeof code);
+            mp__err_mute();
+            mp__os_write_all(s->kids[i].status, buf, sizeof buf);
+            mp__err_unmute();
             close(s->kids[i].status);
             s->kids[i] = s->kids[--s->n];
             break;
@@ -320,11 +384,11 @@ static bool srv_request(srv *s) {
         size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
         for (size_t i = 0; i < k && nfds < FS_MAX_FDS; i++) memcpy(&fds[nfds++], CMSG_DATA(c) + i * sizeof(int), sizeof(int));
     }
-    if ((size_t)r < sizeof h && mp__posix_read_all(s->ctl, (char *)&h + r, sizeof h - (size_t)r) != 0) return false;
+    if ((size_t)r < sizeof h && mp__os_read_all(s->ctl, (char *)&h + r, sizeof h - (size_t)r) != 0) return false;
     /* Only our parent holds the other end; a bad request is a bug, so end cleanly. */
     if (h.magic != FS_MAGIC || h.nfds != nfds || nfds < 1 || h.len > ((uint64_t)1 << 40)) return false;
     void *payload = mp__malloc((size_t)h.len);
-    if (!payload || mp__posix_read_all(s->ctl, payload, (size_t)h.len) != 0) {
+    if (!payload || mp__os_read_all(s->ctl, payload, (size_t)h.len) != 0) {
         mp__free(payload);
         return false;
     }
@@ -338,40 +402,38 @@ static bool srv_request(srv *s) {
         if (l.name) mp__launch_clear(&l);
         goto drop;
     }
+    if (s->n == s->cap) {
+        /* Room first: a child we could not track would leave its client waiting. */
+        size_t cap = s->cap ? s->cap * 2 : 16;
+        srv_child *k = mp__realloc(s->kids, cap * sizeof *k);
+        if (!k) {
+            srv_reply_error(status, MP_ENOMEM, "forkserver: out of memory");
+            mp__launch_clear(&l);
+            goto drop;
+        }
+        s->kids = k;
+        s->cap = cap;
+    }
     pid_t pid = fork();
     if (pid == 0) {
         sigset_t none;
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
         signal(SIGINT, SIG_DFL);
-        mp__posix_close_fds_except(fds + 1, nfds - 1);
+        fds[0] = status;
+        mp__os_close_fds_except(fds, nfds);
         mp__process_after_fork_child();
         mp_os_handle hs[FS_MAX_FDS];
         for (size_t i = 1; i < nfds; i++) hs[i - 1] = fds[i];
-        mp__os_exit(mp__child_run(&l, hs, nfds - 1, NULL, NULL));
+        mp__child_run(&l, hs, nfds - 1, child_report, &status);
+        mp__os_exit(1); /* only a failed bootstrap comes back */
     }
     mp__launch_clear(&l);
     if (pid < 0) {
         srv_reply_error(status, mp__os_err("fork"), mp_last_error_message());
         goto drop;
     }
-    int32_t ok = 0;
-    int64_t p64 = pid;
-    if (s->n == s->cap) {
-        size_t cap = s->cap ? s->cap * 2 : 16;
-        srv_child *k = mp__realloc(s->kids, cap * sizeof *k);
-        if (!k) {
-            /* Cannot track it: the client sees EOF as the end (code 255). */
-            close(status);
-            goto keep_going;
-        }
-        s->kids = k;
-        s->cap = cap;
-    }
-    mp__posix_write_all(status, &ok, sizeof ok);
-    mp__posix_write_all(status, &p64, sizeof p64);
     s->kids[s->n++] = (srv_child){pid, status};
-keep_going:
     for (size_t i = 1; i < nfds; i++) close(fds[i]);
     mp__free(payload);
     return true;
@@ -396,7 +458,7 @@ static int fs_child_main(int argc, char **argv) {
     sigprocmask(SIG_BLOCK, &chld, NULL);
     s.sfd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
     if (s.sfd < 0) return mp__os_err("forkserver: signalfd");
-    if (mp__posix_write_all(s.ctl, "R", 1) != 0) mp__os_exit(0);
+    if (mp__os_write_all(s.ctl, "R", 1) != 0) mp__os_exit(0);
     for (;;) {
         struct pollfd pf[2] = {{.fd = s.ctl, .events = POLLIN}, {.fd = s.sfd, .events = POLLIN}};
         if (poll(pf, 2, -1) < 0) {

@@ -12,12 +12,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "../core/os.h"
-#include "../posix/posix.h"
+#include "unix.h"
 
 extern char **environ;
 
-static int spawn_start(mp_process *p, const mp__start_req *req) {
+static int spawn_start(const mp__start_req *req, mp__started *out) {
     int sv[2] = {-1, -1};
     size_t n = req->nhandles;
     int first_free = 4 + (int)n;
@@ -75,7 +74,7 @@ static int spawn_start(mp_process *p, const mp__start_req *req) {
         close(tmp[i]);
         tmp[i] = -1;
     }
-    rc = mp__posix_child_handshake(p, pid, sv[0], req, "spawn");
+    rc = mp__unix_exec_handshake(pid, sv[0], req, "spawn", out);
 done:
     if (fa_ok) posix_spawn_file_actions_destroy(&fa);
     if (attr_ok) posix_spawnattr_destroy(&attr);
@@ -95,7 +94,7 @@ static int spawn_child_main(int argc, char **argv) {
     int *hs = mp__calloc(n ? n : 1, sizeof *hs);
     if (!hs) return mp__err(MP_ENOMEM, "spawn child: out of memory");
     for (size_t i = 0; i < n; i++) hs[i] = chan + 1 + (int)i;
-    return mp__posix_exec_child(chan, hs, n);
+    return mp__unix_exec_child(chan, hs, n);
 }
 
 const struct mp_backend_ops mp__backend_spawn = {
@@ -103,8 +102,8 @@ const struct mp_backend_ops mp__backend_spawn = {
     .name = "spawn",
     .flags = 0,
     .start = spawn_start,
-    .wait = mp__posix_child_wait,
-    .signal = mp__posix_child_signal,
-    .release = mp__posix_child_release,
+    .wait = mp__unix_child_wait,
+    .signal = mp__unix_child_signal,
+    .release = mp__unix_child_release,
     .child_main = spawn_child_main,
 };

@@ -17,19 +17,27 @@
  * one is duplicated into it, so a handle reaches exactly the child it was meant for
  * even while other threads start other children. Daemonic children live in a job
  * that kills them when this process goes away, however it ends. */
-#include "../win32/win32.h"
+#ifndef WIN32_LEAN_AND_MEAN
+#define WIN32_LEAN_AND_MEAN
+#endif
+/* Windows 8: InitOnce, handle lists and nested jobs. */
+#if !defined(_WIN32_WINNT) || _WIN32_WINNT < 0x0602
+#undef _WIN32_WINNT
+#define _WIN32_WINNT 0x0602
+#endif
+#include <windows.h>
 
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "backend.h"
+#include "../core/backend.h"
+#include "../core/os_win32.h"
 
 /* The exit code Python's Popen.terminate uses; read back as -SIGTERM. */
 #define MP__WIN_TERMINATE 0x10000u
 #define MP__SIGTERM_CODE (-15)
-#define REPORT_MSG_MAX 4096u
 #define HANDLES_MAX 65536u
 static const char wire_magic[4] = {'M', 'P', 'W', '1'};
 
@@ -44,40 +52,6 @@ static void close_h(HANDLE *h)
     if (*h != NULL && *h != INVALID_HANDLE_VALUE)
         CloseHandle(*h);
     *h = NULL;
-}
-
-/* The child's end is an ordinary synchronous handle. */
-static int write_all(HANDLE h, const void *buf, size_t n)
-{
-    const char *p = buf;
-    while (n > 0) {
-        DWORD chunk = n > 0x10000000u ? 0x10000000u : (DWORD)n, done = 0;
-        if (!WriteFile(h, p, chunk, &done, NULL))
-            return mp__os_err("WriteFile(launch pipe)");
-        p += done;
-        n -= done;
-    }
-    return 0;
-}
-
-/* MP_EOF when the pipe ended before n bytes arrived. */
-static int read_all(HANDLE h, void *buf, size_t n)
-{
-    char *p = buf;
-    while (n > 0) {
-        DWORD chunk = n > 0x10000000u ? 0x10000000u : (DWORD)n, got = 0;
-        if (!ReadFile(h, p, chunk, &got, NULL)) {
-            DWORD e = GetLastError();
-            if (e == ERROR_BROKEN_PIPE || e == ERROR_HANDLE_EOF)
-                return MP_EOF;
-            return mp__win_err(e, "ReadFile(launch pipe)");
-        }
-        if (got == 0)
-            return MP_EOF;
-        p += got;
-        n -= got;
-    }
-    return 0;
 }
 
 /* The parent's end: overlapped, and each transfer also waits on the child. */
@@ -201,12 +175,6 @@ static int make_pipe(HANDLE *server, HANDLE *client, HANDLE event)
     return 0;
 }
 
-static void put_u32(unsigned char *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (unsigned char)(v >> (8 * i));
-}
-
 static uint32_t get_u32(const unsigned char *p)
 {
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
@@ -299,35 +267,22 @@ static int send_launch(struct chan *c, const mp_os_handle *remote, size_t n,
     return rc;
 }
 
-/* Reads the child's report. 0: running the target; < 0: the child's error or
- * MP_EOF when it ended without a word. *msg is allocated (or NULL). */
-static int read_report(struct chan *c, char **msg)
+/* Reads the child's report: 0 (running the target), the child's error as
+ * mp__report_error records it, or MP_EOF when it ended without a word. */
+static int read_report(struct chan *c)
 {
-    unsigned char hdr[8];
-    *msg = NULL;
-    int rc = chan_all(c, false, hdr, sizeof hdr);
+    unsigned char buf[MP__REPORT_MAX];
+    int rc = chan_all(c, false, buf, MP__REPORT_HEADER);
     if (rc < 0)
         return rc;
-    int32_t code = (int32_t)get_u32(hdr);
-    uint32_t len = get_u32(hdr + 4);
-    if (len > REPORT_MSG_MAX)
-        return mp__err(MP_EPROTO, "win32: child report is malformed (%lu bytes of message)",
-                       (unsigned long)len);
-    if (len > 0) {
-        *msg = mp__malloc(len + 1);
-        if (*msg == NULL)
-            return mp__err(MP_ENOMEM, "win32: out of memory reading the child's report");
-        rc = chan_all(c, false, *msg, len);
-        if (rc < 0) {
-            mp__free(*msg);
-            *msg = NULL;
-            return rc;
-        }
-        (*msg)[len] = '\0';
-    }
-    if (code > 0)
-        return MP_ECHILD;
-    return code;
+    int code;
+    size_t len;
+    rc = mp__report_header(buf, &code, &len);
+    if (rc < 0 || code == 0)
+        return rc;
+    if (len > 0 && chan_all(c, false, buf, len) < 0)
+        len = 0;
+    return mp__report_error(code, (const char *)buf, len, "win32");
 }
 
 /* The attribute list naming the only handles the child inherits. */
@@ -355,7 +310,7 @@ static int make_attrs(HANDLE *inherit, DWORD n, LPPROC_THREAD_ATTRIBUTE_LIST *ou
     return 0;
 }
 
-static int win32_start(mp_process *p, const mp__start_req *req)
+static int win32_start(const mp__start_req *req, mp__started *out)
 {
     struct chan chan = {NULL, NULL, NULL};
     HANDLE child_end = NULL, stdio[3] = {NULL, NULL, NULL}, inherit[4];
@@ -363,7 +318,7 @@ static int win32_start(mp_process *p, const mp__start_req *req)
     PROCESS_INFORMATION pi = {NULL, NULL, 0, 0};
     mp_os_handle *remote = NULL;
     wchar_t *wexe = NULL, *wcmd = NULL;
-    char *cmd = NULL, *msg = NULL;
+    char *cmd = NULL;
     struct win32_bk *bk = NULL;
     int rc;
 
@@ -442,9 +397,7 @@ static int win32_start(mp_process *p, const mp__start_req *req)
         char what[64 + MAX_PATH];
         snprintf(what, sizeof what, "win32: CreateProcessW(%s)", req->executable);
         mp__win_err(e, what);
-        char detail[600];
-        snprintf(detail, sizeof detail, "%s", mp_last_error_message());
-        rc = mp__err(MP_ECHILD, "%s", detail);
+        rc = mp__err_wrap(MP_ECHILD, "win32: cannot start the child");
         pi.hProcess = pi.hThread = NULL;
         goto fail;
     }
@@ -481,7 +434,7 @@ static int win32_start(mp_process *p, const mp__start_req *req)
     /* A child that dies early ends the exchange; its missing report then says so. */
     rc = send_launch(&chan, remote, req->nhandles, req);
     if (rc == 0 || rc == MP_EOF)
-        rc = read_report(&chan, &msg);
+        rc = read_report(&chan);
     /* Closing our end first lets a child still waiting for input end on its own. */
     if (rc < 0)
         close_h(&chan.pipe);
@@ -494,16 +447,12 @@ static int win32_start(mp_process *p, const mp__start_req *req)
         goto fail;
     }
     if (rc < 0) {
-        char detail[REPORT_MSG_MAX + 1];
-        snprintf(detail, sizeof detail, "%s", msg ? msg : mp_last_error_message());
         reap(pi.hProcess, 5000);
-        rc = mp__err(rc, "%s", detail[0] ? detail : "win32: child failed to start");
         goto fail;
     }
 
     close_h(&chan.pipe);
     close_h(&chan.event);
-    mp__free(msg);
     mp__free(remote);
     mp__free(cmd);
     mp__free(wcmd);
@@ -511,9 +460,9 @@ static int win32_start(mp_process *p, const mp__start_req *req)
     DeleteProcThreadAttributeList(attrs);
     mp__free(attrs);
     bk->process = pi.hProcess;
-    p->bk = bk;
-    p->pid = (int64_t)pi.dwProcessId;
-    p->sentinel = MP__OSH(pi.hProcess);
+    out->pid = (int64_t)pi.dwProcessId;
+    out->sentinel = MP__OSH(pi.hProcess);
+    out->state = bk;
     return 0;
 
 fail:
@@ -532,7 +481,6 @@ fail:
         DeleteProcThreadAttributeList(attrs);
         mp__free(attrs);
     }
-    mp__free(msg);
     mp__free(remote);
     mp__free(cmd);
     mp__free(wcmd);
@@ -541,9 +489,9 @@ fail:
     return rc;
 }
 
-static int win32_wait(mp_process *p, double timeout)
+static int win32_wait(void *state, double timeout, int *exitcode)
 {
-    struct win32_bk *bk = p->bk;
+    struct win32_bk *bk = state;
     if (bk == NULL)
         return mp__err(MP_ESTATE, "win32: process not started");
     int rc = mp__os_handle_wait(MP__OSH(bk->process), timeout);
@@ -552,13 +500,13 @@ static int win32_wait(mp_process *p, double timeout)
     DWORD code = 0;
     if (!GetExitCodeProcess(bk->process, &code))
         return mp__os_err("win32: GetExitCodeProcess");
-    p->exitcode = code == MP__WIN_TERMINATE ? MP__SIGTERM_CODE : (int)code;
+    *exitcode = code == MP__WIN_TERMINATE ? MP__SIGTERM_CODE : (int)code;
     return 0;
 }
 
-static int win32_signal(mp_process *p, int sig)
+static int win32_signal(void *state, int sig)
 {
-    struct win32_bk *bk = p->bk;
+    struct win32_bk *bk = state;
     if (sig == MP__SIG_INT)
         return mp__err(MP_ENOTSUP, "win32: interrupt (SIGINT) cannot be sent to a process");
     if (sig != MP__SIG_TERM && sig != MP__SIG_KILL)
@@ -575,15 +523,13 @@ static int win32_signal(mp_process *p, int sig)
     return 0;
 }
 
-static void win32_release(mp_process *p)
+static void win32_release(void *state)
 {
-    struct win32_bk *bk = p->bk;
+    struct win32_bk *bk = state;
     if (bk != NULL) {
         close_h(&bk->process);
         mp__free(bk);
     }
-    p->bk = NULL;
-    p->sentinel = MP_INVALID_OS_HANDLE;
 }
 
 /* ---- child side ---------------------------------------------------------------- */
@@ -597,17 +543,13 @@ static void child_report(void *ctx, int rc, const char *msg)
     struct report_ctx *r = ctx;
     if (r->pipe == NULL)
         return;
-    size_t len = msg ? strlen(msg) : 0;
-    if (len > REPORT_MSG_MAX)
-        len = REPORT_MSG_MAX;
-    unsigned char buf[8 + REPORT_MSG_MAX];
-    put_u32(buf, (uint32_t)(int32_t)rc);
-    put_u32(buf + 4, (uint32_t)len);
-    if (len > 0)
-        memcpy(buf + 8, msg, len);
+    unsigned char buf[MP__REPORT_MAX];
+    size_t len = mp__report_encode(rc, msg, buf);
     /* One write, so the parent never sees half a report; a parent that went away
      * is no reason to stop. */
-    (void)write_all(r->pipe, buf, 8 + len);
+    mp__err_mute();
+    (void)mp__os_write_all(MP__OSH(r->pipe), buf, len);
+    mp__err_unmute();
     close_h(&r->pipe);
 }
 
@@ -633,7 +575,7 @@ static int win32_child_main(int argc, char **argv)
         return mp__os_err("win32 child: launch pipe");
     report.pipe = pipe; /* the report goes back the same way; it closes the pipe */
 
-    rc = read_all(pipe, hdr, sizeof hdr);
+    rc = mp__os_read_all(MP__OSH(pipe), hdr, sizeof hdr);
     if (rc == 0 && memcmp(hdr, wire_magic, sizeof wire_magic) != 0)
         rc = mp__err(MP_EPROTO, "win32 child: bad launch header (parent of another build?)");
     if (rc < 0)
@@ -650,13 +592,13 @@ static int win32_child_main(int argc, char **argv)
     }
     for (uint32_t i = 0; i < n; i++) {
         unsigned char b[8];
-        rc = read_all(pipe, b, sizeof b);
+        rc = mp__os_read_all(MP__OSH(pipe), b, sizeof b);
         if (rc < 0)
             goto fail;
         handles[i] = (mp_os_handle)get_u64(b);
     }
     unsigned char lb[8];
-    rc = read_all(pipe, lb, sizeof lb);
+    rc = mp__os_read_all(MP__OSH(pipe), lb, sizeof lb);
     if (rc < 0)
         goto fail;
     uint64_t len = get_u64(lb);
@@ -671,7 +613,7 @@ static int win32_child_main(int argc, char **argv)
                      (unsigned long long)len);
         goto fail;
     }
-    rc = read_all(pipe, payload, (size_t)len);
+    rc = mp__os_read_all(MP__OSH(pipe), payload, (size_t)len);
     if (rc < 0)
         goto fail;
 
@@ -680,7 +622,8 @@ static int win32_child_main(int argc, char **argv)
         goto fail;
     /* The launch points into payload and owns handles from here on; the process
      * ends with the target, so neither is freed. */
-    mp__os_exit(mp__child_run(&launch, handles, n, child_report, &report));
+    mp__child_run(&launch, handles, n, child_report, &report);
+    mp__os_exit(1); /* only a failed bootstrap comes back */
     return 0;
 
 fail:

@@ -1,4 +1,5 @@
-/* Internal declarations shared by core/, backends/, dummy/ and the OS layers. */
+/* Internal declarations shared by core/, backends/, dummy/ and the OS layers (these
+ * through core/os*.h): errors, memory, the launch wire, arguments, settings. */
 #ifndef MP_CORE_INTERNAL_H
 #define MP_CORE_INTERNAL_H
 
@@ -26,10 +27,22 @@
 
 /* ---- errors (core/error.c) ---- */
 
-/** Records code and a printf-style detail as this thread's last error; returns code. */
+/** Records code and a printf-style detail as this thread's last error; returns code.
+ *  The last OS error number becomes 0. Nothing is recorded while muted. */
 int mp__err(int code, const char *fmt, ...) MP__PRINTF(2, 3);
+/** As mp__err, for an error the OS reported as oserr (errno / GetLastError), which
+ *  mp_last_os_error() then gives. */
+int mp__err_os(int code, int oserr, const char *fmt, ...) MP__PRINTF(3, 4);
+/** Records code with the detail "<fmt...>: <the last error's detail>": context added
+ *  to an error a callee recorded (its OS error number is kept). */
+int mp__err_wrap(int code, const char *fmt, ...) MP__PRINTF(2, 3);
 /** Clears this thread's detail message. */
 void mp__err_clear(void);
+/** While muted (nestable), mp__err* record nothing and only return the code: for
+ *  predicates and best-effort work, which must not overwrite the caller's last error
+ *  (nor pay for formatting a message nobody reads). */
+void mp__err_mute(void);
+void mp__err_unmute(void);
 
 /* ---- memory (core/error.c) ---- */
 void *mp__malloc(size_t n);
@@ -113,94 +126,17 @@ typedef struct mp__fnref {
 } mp__fnref;
 void mp__fnref_clear(mp__fnref *r);
 
-/* ---- the launch: what a child needs to run (core/launch.c) ---- */
-typedef struct mp__launch {
-    mp__fnref ref;
-    void *target_ptr;     /* valid in the same image (fork, dummy, forkserver after resolve) */
-    char *name;
-    char *identity;       /* "1", "1:2" */
-    bool daemon;
-    int64_t parent_pid;
-    char *parent_name;
-    char *start_method;   /* the backend that started the child */
-    char *global_method;  /* the parent's global start method (NULL: unset) */
-    unsigned char authkey[32];
-    const unsigned char *args_wire; /* points into the payload */
-    size_t args_len;
-    size_t nhandles;      /* handles[0] is the parent sentinel, args' handles follow */
-} mp__launch;
+/* ---- process-wide settings and state (core/runtime.c) ---- */
 
-/** Encodes the launch of p into b; handles[0] becomes parent_sentinel and the args'
- *  handles follow (handles must have room for 1 + mp__args_handle_count). */
-int mp__launch_encode(const mp_process *p, mp_os_handle parent_sentinel, mp__buf *b,
-                      mp_os_handle *handles, size_t *nhandles);
-/** Decodes a payload; the launch points into it (args_wire), so keep it alive. */
-int mp__launch_decode(const void *payload, size_t len, mp__launch *out);
-/** Resolves l->ref into l->target_ptr (no-op when already set). MP_ERESOLVE on failure. */
-int mp__launch_resolve(mp__launch *l);
-void mp__launch_clear(mp__launch *l);
-
-/** Report hook: the child says whether it is about to run the target. */
-typedef void (*mp__report_fn)(void *ctx, int rc, const char *msg);
-
-/** Runs a child: sets current/parent process, resolves the target, reports, runs it,
- *  cleans up its own children; returns the exit code. handles are owned after this. */
-int mp__child_run(mp__launch *l, mp_os_handle *handles, size_t nhandles,
-                  mp__report_fn report, void *report_ctx);
-
-/* ---- processes (core/process.c) ---- */
-enum mp__pstate { MP__P_INIT, MP__P_STARTED, MP__P_ENDED, MP__P_CLOSED };
-
-struct mp_process {
-    const struct mp_backend_ops *ops;
-    mp_context *ctx;
-    char *name;
-    char *identity;
-    bool daemon;
-    enum mp__pstate state;
-    mp_target_fn target;
-    mp_args *args;
-    bool user_freed;      /* the user let go; the registry still reaps it */
-    bool is_self;         /* current/parent process objects: not started by us */
-    bool bk_terminated;   /* exit cleanup already sent it SIGTERM */
-    /* filled by the backend */
-    int64_t pid;
-    mp_os_handle sentinel;
-    int exitcode;
-    void *bk;             /* backend-private */
-    /* the children registry: each process object lists the children it started */
-    struct mp_process *owner;    /* whose children list holds this one */
-    struct mp_process *next;     /* sibling in owner's list */
-    struct mp_process *children; /* started by this one, not yet reaped and let go */
-    unsigned next_child_id;      /* for "Process-<identity>:N" */
-};
-
-/** Sets up the calling child (a process, or a dummy thread when thread is true) as
- *  described by l, with the parent's sentinel; returns its process object. */
-mp_process *mp__process_child_begin(const mp__launch *l, mp_os_handle parent_sentinel, bool thread);
-/** Ends a child begun with mp__process_child_begin: cleans its children up. */
-void mp__process_child_end(mp_process *self, bool thread);
-/** Global lock for process bookkeeping (recursive). */
+/** The OS layer and the authkey (mp_init; later calls do nothing). */
+int mp__runtime_init(void);
+/** Global lock for process bookkeeping (recursive, re-made in a forked child). */
 void mp__lock(void);
 void mp__unlock(void);
-/** Bookkeeping after fork in the child (fork backend): forget the parent's children. */
-void mp__process_after_fork_child(void);
-/** End of a process (atexit, or a real child's end): children cleanup, then the
- *  backends' helper processes. */
-void mp__shutdown(void);
-/** Children cleanup: terminate daemonic, join the others (process exit, child end). */
-void mp__process_cleanup_children(void);
 /** The executable exec-based backends run. */
 const char *mp__executable(void);
-/** Forkserver preload list (NULL-terminated, static until changed). */
-const char *const *mp__forkserver_preload(void);
 /** The library's 32-byte authkey (random, inherited by children). */
 const unsigned char *mp__authkey(void);
 void mp__set_authkey(const unsigned char key[32]);
-/** A real child takes its parent's global start method (Python's preparation data). */
-void mp__set_inherited_start_method(const char *name);
-
-/* Signals for the backend signal slot. */
-enum { MP__SIG_TERM = 1, MP__SIG_KILL = 2, MP__SIG_INT = 3 };
 
 #endif

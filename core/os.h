@@ -1,4 +1,7 @@
-/* The OS layer: one implementation per build (posix/ or win32/), plain functions. */
+/* The OS layer: one implementation per build (linux/ or win32/), plain functions. The
+ * layer includes only core/os*.h (and its own headers); the more specific parts are
+ * os_conn.h, os_net.h, os_sync.h, os_shm.h, os_queue.h, and for one kind of start
+ * method os_unix.h / os_win32.h. */
 #ifndef MP_CORE_OS_H
 #define MP_CORE_OS_H
 
@@ -21,10 +24,17 @@ const char *mp__os_self_exe(void);
  *  "what: strerror" and records it. */
 int mp__os_err(const char *what);
 
+/** What a connection's handle is (connections, listeners). */
+enum mp__conn_kind {
+    MP__CONN_SOCKET = 1, /* a socket (socketpair, AF_INET, AF_UNIX; a SOCKET on Windows) */
+    MP__CONN_PIPE = 2,   /* a pipe end (posix pipe; a named pipe HANDLE on Windows) */
+};
+
 int mp__os_handle_close(mp_os_handle h);
 /** A non-inheritable duplicate. */
 int mp__os_handle_dup(mp_os_handle h, mp_os_handle *out);
-/** Waits until h is readable (fd) / signalled (HANDLE): 0, MP_ETIMEDOUT. */
+/** Waits until h is readable (fd) / signalled (HANDLE): 0, or MP_ETIMEDOUT, which is
+ *  not recorded (the caller says what timed out). */
 int mp__os_handle_wait(mp_os_handle h, double timeout);
 /** A handle on this process that becomes ready when it ends (pidfd / process HANDLE). */
 int mp__os_self_sentinel(mp_os_handle *out);
@@ -39,6 +49,19 @@ int mp__os_ref_to_fn(const mp__fnref *ref, void **out);
 
 /** Flush stdio and end the process now with code (no atexit handlers). */
 void mp__os_exit(int code);
+/** In a child about to run its target: from now on an exit runs the atexit handlers
+ *  registered after this call, then before_exit, and ends the process there, without
+ *  the handlers registered before (Linux: all of them are skipped, so a fork child
+ *  never runs its parent's; Windows: the process's own run too, as a new process's do). */
+void mp__os_exit_mark(void (*before_exit)(void));
+/** Ends the child with code through exit(), so the handlers mp__os_exit_mark admits run. */
+void mp__os_exit_handlers(int code);
+
+/** Writes all n bytes to a blocking pipe, socket or file handle (retrying on EINTR):
+ *  0, MP_EPIPE when the reader is gone, or another error. */
+int mp__os_write_all(mp_os_handle h, const void *buf, size_t n);
+/** Reads exactly n bytes from a blocking handle: 0, MP_EOF when it ended first. */
+int mp__os_read_all(mp_os_handle h, void *buf, size_t n);
 
 /** Threads, for the dummy backend. */
 typedef struct mp__thread mp__thread;

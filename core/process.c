@@ -4,7 +4,7 @@
 #include <string.h>
 
 #include "os.h"
-#include "../backends/backend.h"
+#include "process.h"
 
 /* The process we are, and our parent. A dummy child (a thread) overrides both with
  * thread-locals so current_process() inside it answers like a real child's. */
@@ -13,9 +13,6 @@ static mp_process *g_parent;
 static MP__THREAD_LOCAL mp_process *t_current;
 static MP__THREAD_LOCAL mp_process *t_parent;
 static mp_os_handle g_self_sentinel = MP_INVALID_OS_HANDLE;
-
-void mp__lock(void) { mp__os_global_lock(); }
-void mp__unlock(void) { mp__os_global_unlock(); }
 
 static mp_process *process_alloc(const char *name, const char *identity) {
     mp_process *p = mp__calloc(1, sizeof *p);
@@ -32,8 +29,15 @@ static mp_process *process_alloc(const char *name, const char *identity) {
     return p;
 }
 
+/* Lets go of what the backend holds for p (its sentinel with it). */
+static void process_release(mp_process *p) {
+    mp__backend_release(p->ops, p->bk);
+    p->bk = NULL;
+    p->sentinel = MP_INVALID_OS_HANDLE;
+}
+
 static void process_destroy(mp_process *p) {
-    if (!p->is_self && (p->state == MP__P_STARTED || p->state == MP__P_ENDED)) mp__backend_release(p);
+    if (!p->is_self && (p->state == MP__P_STARTED || p->state == MP__P_ENDED)) process_release(p);
     if (p->is_self && p->sentinel != MP_INVALID_OS_HANDLE) mp__os_handle_close(p->sentinel);
     mp_args_free(p->args);
     mp__free(p->name);
@@ -92,8 +96,8 @@ int mp_process_new(mp_context *ctx, const mp_process_opts *opts, mp_process **ou
     *out = NULL;
     if (!opts) return mp__err(MP_EINVAL, "mp_process_new: opts is NULL");
     if (!opts->target) return mp__err(MP_EINVAL, "mp_process_new: target is NULL");
-    if (!ctx) ctx = mp_get_context(NULL);
-    if (!ctx) return MP_EINVAL; /* mp_get_context said why */
+    if (!ctx) ctx = mp__context_default();
+    if (!ctx) return MP_ESTATE; /* it said why */
     mp_process *self = mp_current_process();
     if (!self) return mp__err(MP_ENOMEM, "mp_process_new: out of memory");
 
@@ -114,10 +118,10 @@ int mp_process_new(mp_context *ctx, const mp_process_opts *opts, mp_process **ou
         process_destroy(p);
         return rc;
     }
-    p->ctx = ctx;
-    p->ops = mp__backend_find(mp_context_name(ctx));
+    p->ops = mp__context_ops(ctx);
     p->target = opts->target;
-    p->daemon = opts->daemon;
+    /* As Python: a process made inside a daemonic one is daemonic by default. */
+    p->daemon = opts->daemon || self->daemon;
     p->state = MP__P_INIT;
     *out = p;
     return 0;
@@ -150,7 +154,20 @@ int mp_process_start(mp_process *p) {
     mp_os_handle *handles = mp__calloc(cap, sizeof *handles);
     mp__buf b = {0};
     if (!handles) return mp__err(MP_ENOMEM, "mp_process_start: out of memory");
-    rc = mp__launch_encode(p, sentinel, &b, handles, &nh);
+    mp__launch l = {
+        .target_ptr = (void *)p->target,
+        .name = p->name,
+        .identity = p->identity,
+        .daemon = p->daemon,
+        .parent_pid = self->pid,
+        .parent_name = self->name,
+        .start_method = (char *)p->ops->name,
+        .flags = p->ops->flags,
+    };
+    memcpy(l.authkey, mp__authkey(), sizeof l.authkey);
+    rc = mp__launch_encode(&l, p->args, sentinel, &b, handles, &nh);
+    mp__fnref_clear(&l.ref);
+    mp__started st;
     if (!rc) {
         mp__start_req req = {
             .payload = b.data,
@@ -160,11 +177,14 @@ int mp_process_start(mp_process *p) {
             .executable = mp__executable(),
             .daemon = p->daemon,
         };
-        rc = mp__backend_start(p, &req);
+        rc = mp__backend_start(p->ops, &req, &st);
     }
     mp__buf_free(&b);
     mp__free(handles);
     if (rc) return rc;
+    p->pid = st.pid;
+    p->sentinel = st.sentinel;
+    p->bk = st.state;
     p->state = MP__P_STARTED;
     mp__lock();
     registry_add(self, p);
@@ -175,18 +195,36 @@ int mp_process_start(mp_process *p) {
 /* Polls or waits through the backend; moves p to ENDED. */
 static int process_wait(mp_process *p, double timeout) {
     if (p->state == MP__P_ENDED) return 0;
-    int rc = mp__backend_wait(p, timeout);
+    int code = 0;
+    int rc = mp__backend_wait(p->ops, p->bk, timeout, &code);
     if (rc) return rc;
+    p->exitcode = code;
     p->state = MP__P_ENDED;
     return 0;
+}
+
+/* Whether p is still running, recording nothing (a predicate). */
+static bool process_running(mp_process *p) {
+    mp__err_mute();
+    bool running = process_wait(p, 0) != 0;
+    mp__err_unmute();
+    return running;
 }
 
 int mp_process_join(mp_process *p, double timeout) {
     int rc = check_open(p, "mp_process_join");
     if (rc) return rc;
-    if (p->is_self) return mp__err(MP_ESTATE, "mp_process_join: cannot join this process object");
+    if (p->is_self) {
+        /* Python: the parent process object joins through its sentinel. */
+        if (p == mp_current_process() || p->sentinel == MP_INVALID_OS_HANDLE)
+            return mp__err(MP_ESTATE, "mp_process_join: a process cannot join itself");
+        rc = mp__os_handle_wait(p->sentinel, timeout);
+        if (rc == MP_ETIMEDOUT) return mp__err(rc, "mp_process_join: timed out after %.3f s", timeout);
+        return rc;
+    }
     if (p->state == MP__P_INIT) return mp__err(MP_ESTATE, "mp_process_join: can only join a started process");
     rc = process_wait(p, timeout);
+    if (rc == MP_ETIMEDOUT) return mp__err(rc, "mp_process_join: timed out after %.3f s", timeout);
     if (rc) return rc;
     mp__lock();
     registry_remove(p);
@@ -198,11 +236,14 @@ bool mp_process_is_alive(mp_process *p) {
     if (!p || p->state == MP__P_CLOSED) return false;
     if (p->is_self) {
         if (p == g_current || p == t_current) return true;
-        return p->sentinel != MP_INVALID_OS_HANDLE &&
-               mp__os_handle_wait(p->sentinel, 0) == MP_ETIMEDOUT;
+        if (p->sentinel == MP_INVALID_OS_HANDLE) return false;
+        mp__err_mute();
+        bool alive = mp__os_handle_wait(p->sentinel, 0) == MP_ETIMEDOUT;
+        mp__err_unmute();
+        return alive;
     }
     if (p->state != MP__P_STARTED) return false;
-    return process_wait(p, 0) != 0;
+    return process_running(p);
 }
 
 int mp_process_exitcode(mp_process *p, int *code) {
@@ -212,7 +253,7 @@ int mp_process_exitcode(mp_process *p, int *code) {
     if (!code) return mp__err(MP_EINVAL, "mp_process_exitcode: code is NULL");
     if (p->is_self || p->state == MP__P_INIT)
         return mp__err(MP_EAGAIN, "mp_process_exitcode: the process has not been started");
-    if (process_wait(p, 0) != 0) return mp__err(MP_EAGAIN, "mp_process_exitcode: still running");
+    if (process_running(p)) return mp__err(MP_EAGAIN, "mp_process_exitcode: still running");
     *code = p->exitcode;
     return 0;
 }
@@ -238,7 +279,7 @@ static int process_signal(mp_process *p, int sig, const char *fn) {
     if (p->is_self) return mp__err(MP_ENOTSUP, "%s: not supported on this process object", fn);
     if (p->state == MP__P_INIT) return mp__err(MP_ESTATE, "%s: process not started", fn);
     if (p->state == MP__P_ENDED) return 0;
-    return mp__backend_signal(p, sig);
+    return mp__backend_signal(p->ops, p->bk, sig);
 }
 
 int mp_process_terminate(mp_process *p) { return process_signal(p, MP__SIG_TERM, "mp_process_terminate"); }
@@ -249,12 +290,12 @@ int mp_process_close(mp_process *p) {
     if (!p) return mp__err(MP_EINVAL, "mp_process_close: process is NULL");
     if (p->state == MP__P_CLOSED) return 0;
     if (p->is_self) return mp__err(MP_ESTATE, "mp_process_close: cannot close this process object");
-    if (p->state == MP__P_STARTED && process_wait(p, 0) != 0)
+    if (p->state == MP__P_STARTED && process_running(p))
         return mp__err(MP_ESTATE, "mp_process_close: cannot close a process while it is still running");
     mp__lock();
     registry_remove(p);
     mp__unlock();
-    if (p->state == MP__P_ENDED) mp__backend_release(p);
+    if (p->state == MP__P_ENDED) process_release(p);
     p->state = MP__P_CLOSED;
     return 0;
 }
@@ -262,7 +303,7 @@ int mp_process_close(mp_process *p) {
 void mp_process_free(mp_process *p) {
     if (!p || p->is_self) return;
     mp__lock();
-    if (p->state == MP__P_STARTED && p->owner && process_wait(p, 0) != 0) {
+    if (p->state == MP__P_STARTED && p->owner && process_running(p)) {
         /* Still running: the registry keeps it to reap it (and terminate a daemon). */
         p->user_freed = true;
         mp__unlock();
@@ -306,7 +347,7 @@ static size_t reap_and_list(mp_process *owner, mp_process **list, size_t cap) {
     mp_process **pp = &owner->children;
     while (*pp) {
         mp_process *c = *pp;
-        if (c->state != MP__P_STARTED || process_wait(c, 0) == 0) {
+        if (c->state != MP__P_STARTED || !process_running(c)) {
             *pp = c->next;
             c->owner = NULL;
             c->next = NULL;
@@ -357,9 +398,13 @@ static void cleanup_children_of(mp_process *owner) {
             if (!victim) break;
             if (pass == 0) {
                 victim->bk_terminated = true;
-                mp__backend_signal(victim, MP__SIG_TERM);
+                mp__err_mute();
+                mp__backend_signal(victim->ops, victim->bk, MP__SIG_TERM);
+                mp__err_unmute();
             } else {
+                mp__err_mute();
                 process_wait(victim, MP_FOREVER);
+                mp__err_unmute();
             }
             if (pass == 1 || victim->state == MP__P_ENDED) {
                 mp__lock();
@@ -383,9 +428,10 @@ static void cleanup_children_of(mp_process *owner) {
     mp__unlock();
 }
 
-void mp__process_cleanup_children(void) {
+void mp__shutdown(void) {
     mp_process *self = mp_current_process();
     if (self) cleanup_children_of(self);
+    mp__backend_shutdown_all();
 }
 
 void mp__process_after_fork_child(void) {
@@ -401,15 +447,13 @@ mp_process *mp__process_child_begin(const mp__launch *l, mp_os_handle parent_sen
     mp_process *self = process_alloc(l->name, l->identity);
     mp_process *parent = process_alloc(l->parent_name ? l->parent_name : "MainProcess", "");
     if (!self || !parent) {
-        /* Out of memory in a fresh child: run without the objects rather than fail. */
         if (self) process_destroy(self);
         if (parent) process_destroy(parent);
-        mp__os_handle_close(parent_sentinel);
+        mp__err(MP_ENOMEM, "child: out of memory for the process objects");
         return NULL;
     }
     self->is_self = parent->is_self = true;
     self->ops = mp__backend_find(l->start_method);
-    self->ctx = self->ops ? mp__backend_context(self->ops) : NULL;
     self->state = parent->state = MP__P_STARTED;
     self->daemon = l->daemon;
     self->pid = thread ? mp__os_thread_id() : mp__os_getpid();
@@ -422,8 +466,8 @@ mp_process *mp__process_child_begin(const mp__launch *l, mp_os_handle parent_sen
         g_current = self;
         g_parent = parent;
         mp__set_authkey(l->authkey);
-        mp__set_inherited_start_method(l->global_method);
     }
+    mp__backend_set_inherited(l->start_method, thread);
     return self;
 }
 
@@ -434,6 +478,7 @@ void mp__process_child_end(mp_process *self, bool thread) {
         mp_process *parent = t_parent;
         t_current = NULL;
         t_parent = NULL;
+        mp__backend_set_inherited(NULL, true);
         process_destroy(self);
         if (parent) process_destroy(parent);
     }

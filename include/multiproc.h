@@ -62,6 +62,10 @@ MP_API const char *mp_err_name(int err);
 /** Detail of the last error reported on this thread; "" when none. Valid until the
  *  next call into the library on this thread. */
 MP_API const char *mp_last_error_message(void);
+/** The operating system's own error number (errno on posix, GetLastError() on
+ *  Windows) behind the last error reported on this thread, or 0 when that error did
+ *  not come from the OS. Kept also where no MP_E* code says more than MP_ESYS. */
+MP_API int mp_last_os_error(void);
 
 /** Wait forever (any negative timeout does). */
 #define MP_FOREVER (-1.0)

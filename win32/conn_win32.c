@@ -9,7 +9,6 @@
 
 #include "win32.h"
 
-#include "../core/connection_internal.h"
 #include "../core/os_conn.h"
 
 struct mp__osconn {

@@ -12,7 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../core/connection_internal.h"
 #include "../core/os_net.h"
 
 #ifndef WSA_FLAG_NO_HANDLE_INHERIT
@@ -72,7 +71,7 @@ bool mp__os_net_family_supported(int family) {
 static char g_tmp[MAX_PATH * 3 + 1];
 
 const char *mp__os_net_temp_dir(void) {
-    mp__lock();
+    mp__os_global_lock();
     if (!g_tmp[0]) {
         wchar_t w[MAX_PATH + 1];
         DWORD n = GetTempPathW(MAX_PATH + 1, w);
@@ -84,7 +83,7 @@ const char *mp__os_net_temp_dir(void) {
             if (len <= 0) snprintf(g_tmp, sizeof g_tmp, ".");
         }
     }
-    mp__unlock();
+    mp__os_global_unlock();
     return g_tmp;
 }
 

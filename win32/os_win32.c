@@ -163,7 +163,7 @@ static int map_win_error(DWORD code)
     }
 }
 
-int mp__win_err(DWORD code, const char *what)
+int mp__win_err(unsigned long code, const char *what)
 {
     char text[512];
     wchar_t *wmsg = NULL;
@@ -185,8 +185,8 @@ int mp__win_err(DWORD code, const char *what)
         text[--len] = '\0';
     if (len == 0)
         snprintf(text, sizeof text, "unknown error");
-    return mp__err(map_win_error(code), "%s: %s (error %lu)", what ? what : "system call",
-                   text, (unsigned long)code);
+    return mp__err_os(map_win_error(code), (int)code, "%s: %s (error %lu)",
+                      what ? what : "system call", text, (unsigned long)code);
 }
 
 int mp__os_err(const char *what)
@@ -205,7 +205,7 @@ int mp__os_err(const char *what)
                  : e == EEXIST ? MP_EEXIST
                  : e == EINTR ? MP_EINTR
                  : MP_ESYS;
-        return mp__err(rc, "%s: %s", what ? what : "system call", strerror(e));
+        return mp__err_os(rc, e, "%s: %s", what ? what : "system call", strerror(e));
     }
     return mp__win_err(code, what);
 }
@@ -362,6 +362,43 @@ int mp__os_handle_wait(mp_os_handle h, double timeout)
     }
 }
 
+/* Pipes and files opened for synchronous I/O. */
+int mp__os_write_all(mp_os_handle h, const void *buf, size_t n)
+{
+    const char *p = buf;
+    while (n > 0) {
+        DWORD chunk = n > 0x10000000u ? 0x10000000u : (DWORD)n, done = 0;
+        if (!WriteFile(MP__H(h), p, chunk, &done, NULL)) {
+            DWORD e = GetLastError();
+            if (e == ERROR_BROKEN_PIPE || e == ERROR_NO_DATA)
+                return mp__err(MP_EPIPE, "write: the other end closed");
+            return mp__win_err(e, "WriteFile");
+        }
+        p += done;
+        n -= done;
+    }
+    return 0;
+}
+
+int mp__os_read_all(mp_os_handle h, void *buf, size_t n)
+{
+    char *p = buf;
+    while (n > 0) {
+        DWORD chunk = n > 0x10000000u ? 0x10000000u : (DWORD)n, got = 0;
+        if (!ReadFile(MP__H(h), p, chunk, &got, NULL)) {
+            DWORD e = GetLastError();
+            if (e == ERROR_BROKEN_PIPE || e == ERROR_HANDLE_EOF)
+                return mp__err(MP_EOF, "read: the other end closed");
+            return mp__win_err(e, "ReadFile");
+        }
+        if (got == 0)
+            return mp__err(MP_EOF, "read: the other end closed");
+        p += got;
+        n -= got;
+    }
+    return 0;
+}
+
 int mp__os_self_sentinel(mp_os_handle *out)
 {
     *out = MP_INVALID_OS_HANDLE;
@@ -406,6 +443,27 @@ void mp__os_exit(int code)
 {
     fflush(NULL);
     ExitProcess((UINT)code);
+}
+
+/* A new process has no parent's handlers to skip: exit() runs them all, and the
+ * target's (registered later) first, then before_exit. */
+static void (*g_before_exit)(void);
+
+static void run_before_exit(void)
+{
+    if (g_before_exit != NULL)
+        g_before_exit();
+}
+
+void mp__os_exit_mark(void (*before_exit)(void))
+{
+    g_before_exit = before_exit;
+    atexit(run_before_exit);
+}
+
+void mp__os_exit_handlers(int code)
+{
+    exit(code);
 }
 
 /* ---- threads (the dummy backend) ---------------------------------------------- */

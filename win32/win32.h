@@ -1,5 +1,5 @@
-/* Helpers shared by the Windows OS layer (win32/) and the win32 backend. Private to
- * the Windows build; core/ never includes this. */
+/* Helpers shared by the files of the Windows OS layer; nothing outside win32/
+ * includes this (the win32 backend reaches the layer through core/os_win32.h). */
 #ifndef MP_WIN32_WIN32_H
 #define MP_WIN32_WIN32_H
 
@@ -16,16 +16,8 @@
 #endif
 #include <windows.h>
 
-#include "../core/os.h"
+#include "../core/os_win32.h"
 
-#define MP__H(h) ((HANDLE)(h))
-#define MP__OSH(h) ((mp_os_handle)(h))
-
-/** Records the Win32 error code (as given, not re-read) as an MP_E* code with the
- *  message "what: <system text>"; returns the code. */
-int mp__win_err(DWORD code, const char *what);
-/** UTF-8 to a freshly allocated wide string (mp__free); NULL with an error recorded. */
-wchar_t *mp__win_to_wide(const char *s);
 /** Wide to a freshly allocated UTF-8 string (mp__free); NULL with an error recorded. */
 char *mp__win_to_utf8(const wchar_t *w);
 /** Full path of a loaded module (NULL: this executable), freshly allocated. */

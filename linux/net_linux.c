@@ -20,7 +20,6 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
-#include "../core/connection_internal.h"
 #include "../core/os_net.h"
 
 struct mp__os_listener {
@@ -49,7 +48,7 @@ bool mp__os_net_family_supported(int family) {
 static char g_tmp[PATH_MAX];
 
 const char *mp__os_net_temp_dir(void) {
-    mp__lock();
+    mp__os_global_lock();
     if (!g_tmp[0]) {
         const char *t = getenv("TMPDIR");
         struct stat st;
@@ -59,7 +58,7 @@ const char *mp__os_net_temp_dir(void) {
         size_t n = strlen(g_tmp);
         while (n > 1 && g_tmp[n - 1] == '/') g_tmp[--n] = '\0';
     }
-    mp__unlock();
+    mp__os_global_unlock();
     return g_tmp;
 }
 

@@ -57,7 +57,7 @@
 #include <unistd.h>
 
 #include "../core/os_shm.h"
-#include "posix.h"
+#include "linux.h"
 
 enum { OP_CREATED = 'C', OP_ATTACHED = 'A', OP_UNTRACK = 'U', OP_UNLINKED = 'D' };
 /* Answers: 0 done; TRK_FULL its tables are full. */
@@ -605,7 +605,7 @@ static int trk_exchange(const trk_msg *m, int32_t *status) {
     double deadline = mp__os_monotonic() + mp__shm_tracker_reply_timeout;
     for (;;) {
         double left = deadline - mp__os_monotonic();
-        int rc = mp__posix_poll_in(g_fd, left > 0 ? left : 0);
+        int rc = mp__linux_poll_in(g_fd, left > 0 ? left : 0);
         if (rc == MP_ETIMEDOUT) {
             g_pending++;
             return MP_ETIMEDOUT;

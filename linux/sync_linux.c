@@ -14,7 +14,7 @@
 #include <unistd.h>
 
 #include "../core/os_sync.h"
-#include "posix.h"
+#include "linux.h"
 
 int mp__os_shm_create(size_t size, mp_os_handle *h, void **base) {
     *h = MP_INVALID_OS_HANDLE;
@@ -118,7 +118,7 @@ uint64_t mp__os_sync_tid(void) {
 
 int mp__os_proc_watch(uint32_t pid, mp_os_handle *out) {
     *out = MP_INVALID_OS_HANDLE;
-    int fd = mp__posix_pidfd_open((pid_t)pid);
+    int fd = mp__linux_pidfd_open((pid_t)pid);
     if (fd >= 0) {
         *out = fd;
         return 0;

@@ -1,4 +1,4 @@
-/* The OS layer for Linux and other Unixes. */
+/* The OS layer for Linux (core/os.h): time, ids, handles, the global lock, threads. */
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -11,12 +11,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "../core/os.h"
-#include "posix.h"
+#include "linux.h"
 
 static pthread_mutex_t g_lock;
 static pthread_once_t g_lock_once = PTHREAD_ONCE_INIT;
@@ -133,7 +134,8 @@ int mp__os_err(const char *what) {
     case EOWNERDEAD: code = MP_EOWNERDEAD; break;
     default: code = MP_ESYS; break;
     }
-    return mp__err(code, "%s: %s", what, strerror(e));
+    if (code == MP_ESYS) return mp__err_os(code, e, "%s: %s (errno %d)", what, strerror(e), e);
+    return mp__err_os(code, e, "%s: %s", what, strerror(e));
 }
 
 int mp__os_handle_close(mp_os_handle h) {
@@ -151,7 +153,7 @@ int mp__os_handle_dup(mp_os_handle h, mp_os_handle *out) {
     return 0;
 }
 
-int mp__posix_poll_in(int fd, double timeout) {
+int mp__linux_poll_in(int fd, double timeout) {
     double deadline = timeout >= 0 ? mp__os_monotonic() + timeout : 0;
     for (;;) {
         int ms = -1;
@@ -171,13 +173,40 @@ int mp__posix_poll_in(int fd, double timeout) {
     }
 }
 
-int mp__os_handle_wait(mp_os_handle h, double timeout) {
-    int rc = mp__posix_poll_in((int)h, timeout);
-    if (rc == MP_ETIMEDOUT) return mp__err(MP_ETIMEDOUT, "wait: timed out after %.3f s", timeout);
-    return rc;
+int mp__os_handle_wait(mp_os_handle h, double timeout) { return mp__linux_poll_in((int)h, timeout); }
+
+int mp__os_write_all(mp_os_handle h, const void *buf, size_t n) {
+    const char *p = buf;
+    while (n) {
+        /* send() where it is a socket, so a closed peer is MP_EPIPE, never SIGPIPE. */
+        ssize_t w = send((int)h, p, n, MSG_NOSIGNAL);
+        if (w < 0 && errno == ENOTSOCK) w = write((int)h, p, n);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            return mp__os_err("write");
+        }
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
 }
 
-int mp__posix_pidfd_open(pid_t pid) {
+int mp__os_read_all(mp_os_handle h, void *buf, size_t n) {
+    char *p = buf;
+    while (n) {
+        ssize_t r = read((int)h, p, n);
+        if (r < 0) {
+            if (errno == EINTR) continue;
+            return mp__os_err("read");
+        }
+        if (r == 0) return mp__err(MP_EOF, "read: the other end closed");
+        p += r;
+        n -= (size_t)r;
+    }
+    return 0;
+}
+
+int mp__linux_pidfd_open(pid_t pid) {
 #ifdef SYS_pidfd_open
     int fd = (int)syscall(SYS_pidfd_open, pid, 0);
     if (fd >= 0) {
@@ -194,7 +223,7 @@ int mp__posix_pidfd_open(pid_t pid) {
 
 int mp__os_self_sentinel(mp_os_handle *out) {
     *out = MP_INVALID_OS_HANDLE;
-    int fd = mp__posix_pidfd_open(getpid());
+    int fd = mp__linux_pidfd_open(getpid());
     if (fd < 0) return mp__os_err("pidfd_open(self)");
     *out = fd;
     return 0;
@@ -277,7 +306,7 @@ mp_os_handle mp__os_thread_sentinel(const mp__thread *t) { return t->done_r; }
 
 int mp__os_thread_join(mp__thread *t, double timeout) {
     if (t->joined) return 0;
-    int rc = mp__posix_poll_in(t->done_r, timeout);
+    int rc = mp__linux_poll_in(t->done_r, timeout);
     if (rc) return rc;
     pthread_join(t->tid, NULL);
     t->joined = true;

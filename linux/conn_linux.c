@@ -13,7 +13,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "../core/connection_internal.h"
 #include "../core/os_conn.h"
 
 int mp__osconn_open(mp_os_handle h, int kind, mp__osconn **out) {
