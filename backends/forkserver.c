@@ -125,7 +125,7 @@ static int fs_start_server_locked(const char *exe) {
     int e = posix_spawn(&pid, path, &fa, NULL, argv, environ);
     posix_spawn_file_actions_destroy(&fa);
     if (e) {
-        rc = mp__err(MP_ECHILD, "forkserver: cannot run %s: %s", exe, strerror(e));
+        rc = mp__err_os(MP_ECHILD, e, "forkserver: cannot run %s: %s", exe, strerror(e));
         goto done;
     }
     /* Only the server may hold its end now, or its death would never read as EOF. */

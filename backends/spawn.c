@@ -62,7 +62,7 @@ static int spawn_start(const mp__start_req *req, mp__started *out) {
     char *argv[] = {(char *)req->executable, "--mp-child", "spawn", "3", nbuf, NULL};
     int e = posix_spawn(&pid, path, &fa, &attr, argv, environ);
     if (e) {
-        rc = mp__err(MP_ECHILD, "spawn: cannot run %s: %s", req->executable, strerror(e));
+        rc = mp__err_os(MP_ECHILD, e, "spawn: cannot run %s: %s", req->executable, strerror(e));
         pid = -1;
         goto done;
     }

@@ -91,7 +91,7 @@ static int split_digest(const unsigned char *m, size_t n, int *alg, bool *prefix
 static int hmac(int alg, const void *key, size_t keylen, const void *m, size_t n,
                 unsigned char out[MP__HMAC_MAX], size_t *outlen) {
     int rc = mp__os_hmac(alg, key, keylen, m, n, out, outlen);
-    if (rc == MP_ENOTSUP) return mp__err(MP_EAUTH, "authentication: %s", mp_last_error_message());
+    if (rc == MP_ENOTSUP) return mp__err_wrap(MP_EAUTH, "authentication");
     return rc;
 }
 
@@ -176,7 +176,7 @@ static int conn_recv(authio *io, void *buf, size_t cap, size_t *n) {
     size_t len;
     *n = 0;
     int rc = mp_connection_recv_bytes(io->conn, cap, &p, &len);
-    if (rc == MP_ETOOBIG) return mp__err(MP_EAUTH, "authentication: %s", mp_last_error_message());
+    if (rc == MP_ETOOBIG) return mp__err_wrap(MP_EAUTH, "authentication");
     if (rc) return rc;
     memcpy(buf, p, len);
     mp_connection_free_bytes(p);
@@ -223,10 +223,10 @@ static int deliver(authio *io, const void *key, size_t keylen) {
             rc = mp__err(MP_EAUTH, "authentication: digest received was wrong");
     }
     if (rc) {
-        char why[512];
-        snprintf(why, sizeof why, "%s", mp_last_error_message());
+        mp__err_mute();
         io->send(io, k_failure, LIT_LEN(k_failure)); /* best effort: we fail anyway */
-        return mp__err(MP_EAUTH, "%s", why);
+        mp__err_unmute();
+        return MP_EAUTH;
     }
     return io->send(io, k_welcome, LIT_LEN(k_welcome));
 }

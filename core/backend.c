@@ -60,10 +60,17 @@ int mp__backend_register(const struct mp_backend_ops *ops, bool make_default) {
     mp__lock();
     if (find_locked(ops->name)) {
         rc = mp__err(MP_EEXIST, "backend register: a start method '%s' exists already", ops->name);
-    } else if (g_nslots == MAX_BACKENDS) {
-        rc = mp__err(MP_EFULL, "backend register: %d start methods at most", MAX_BACKENDS);
     } else {
-        struct mp_context *c = &g_slots[g_nslots++];
+        /* The same ops registered again revive their slot: contexts handed out stay
+         * the ones in use. */
+        struct mp_context *c = NULL;
+        for (size_t i = 0; i < g_nslots && !c; i++)
+            if (g_slots[i].ops == ops) c = &g_slots[i];
+        if (!c && g_nslots == MAX_BACKENDS) {
+            rc = mp__err(MP_EFULL, "backend register: %d start methods at most", MAX_BACKENDS);
+            goto out;
+        }
+        if (!c) c = &g_slots[g_nslots++];
         c->ops = ops;
         c->removed = false;
         if (make_default) {
@@ -75,6 +82,7 @@ int mp__backend_register(const struct mp_backend_ops *ops, bool make_default) {
         g_norder++;
         names_locked();
     }
+out:
     mp__unlock();
     return rc;
 }
@@ -266,9 +274,9 @@ int mp__backend_child_main(const struct mp_backend_ops *ops, int argc, char **ar
 
 void mp__backend_shutdown_all(void) {
     const struct mp_backend_ops *list[MAX_BACKENDS];
+    size_t n = 0;
     mp__lock();
-    size_t n = g_nslots;
-    for (size_t i = 0; i < n; i++) list[i] = g_slots[i].ops;
+    for (size_t i = 0; i < g_norder; i++) list[n++] = g_order[i]->ops;
     mp__unlock();
     for (size_t i = 0; i < n; i++)
         if (list[i]->version == MP_BACKEND_OPS_VERSION && list[i]->shutdown) list[i]->shutdown();

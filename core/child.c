@@ -45,8 +45,10 @@ int mp__child_exec(mp__launch *l, mp_args *args, mp_os_handle parent_sentinel,
     mp_target_fn target = (mp_target_fn)l->target_ptr;
     int code = target(args);
     mp__process_child_end(self, thread);
-    mp_args_free(args);
+    /* A process keeps its arguments to the end, as Python's do: the target's exit
+     * handlers may still use them. */
     if (!thread) mp__os_exit_handlers(code);
+    mp_args_free(args);
     return code;
 }
 

@@ -229,10 +229,10 @@ int mp_connection_send_bytes_range(mp_connection *c, const void *buf, size_t buf
 
 /* A failure in the middle of a message leaves the stream unusable: close it. */
 static int fatal(mp_connection *c, int rc) {
-    char msg[512];
-    snprintf(msg, sizeof msg, "%s", mp_last_error_message());
+    mp__err_mute(); /* the failure's own detail is the one to keep */
     mp_connection_close(c);
-    return mp__err(rc, "%s", msg);
+    mp__err_unmute();
+    return rc;
 }
 
 /* Reads exactly n bytes of the stream (as mp__os_conn_read_exact), taking read-ahead

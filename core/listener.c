@@ -216,12 +216,11 @@ int mp_listener_accept(mp_listener *l, double timeout, mp_connection **out) {
     rc = mp__connection_from_os_handle(h, kind, true, true, out);
     if (rc) goto fail;
     return 0;
-fail: {
-    char msg[512];
-    snprintf(msg, sizeof msg, "%s", mp_last_error_message());
+fail:
+    mp__err_mute();
     mp__os_net_close(h, kind);
-    return mp__err(rc, "%s", msg);
-}
+    mp__err_unmute();
+    return rc;
 }
 
 const char *mp_listener_address(const mp_listener *l) { return l ? l->address : NULL; }
@@ -270,10 +269,9 @@ int mp_client_connect(const char *address, const mp_listener_opts *opts, double 
     }
     if (!rc) rc = mp__connection_from_os_handle(h, kind, true, true, out);
     if (rc) {
-        char msg[512];
-        snprintf(msg, sizeof msg, "%s", mp_last_error_message());
+        mp__err_mute();
         mp__os_net_close(h, kind);
-        mp__err(rc, "%s", msg);
+        mp__err_unmute();
     }
 done:
     drop_key(key, keylen);

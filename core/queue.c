@@ -128,7 +128,7 @@ int mp_queue_put(mp_queue *q, const mp_value *v, double timeout) {
     size_t len;
     int rc = mp_value_dumps(v, &buf, &len);
     if (rc == MP_ENOMEM) return rc;
-    if (rc) return mp__err(MP_ENOTSUP, "mp_queue_put: the value cannot be encoded (%s)", mp_last_error_message());
+    if (rc) return mp__err_wrap(MP_ENOTSUP, "mp_queue_put: the value cannot be encoded");
     rc = mp__queue_put(q, buf, len, MP__QREC_VALUE, timeout, "mp_queue_put");
     mp_value_buf_free(buf);
     return rc;
@@ -167,7 +167,7 @@ int mp_queue_get(mp_queue *q, mp_value **out, double timeout) {
     if (d.type == MP__QREC_VALUE) {
         rc = mp_value_loads(d.out, d.len, NULL, out);
         if (rc && rc != MP_ENOMEM)
-            rc = mp__err(MP_EPROTO, "mp_queue_get: the item does not decode (%s)", mp_last_error_message());
+            rc = mp__err_wrap(MP_EPROTO, "mp_queue_get: the item does not decode");
     } else {
         *out = mp_value_bytes(d.out, d.len);
         if (!*out) rc = mp__err(MP_ENOMEM, "mp_queue_get: out of memory");

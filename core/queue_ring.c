@@ -284,7 +284,7 @@ static int put_record(mp_queue *q, uint32_t type, const void *buf, size_t len,
             return 0;
         }
         unsigned char *a = arena(q);
-        if (!a) return mp__err(MP_ENOMEM, "queue: cannot map the overflow arena (%s)", mp_last_error_message());
+        if (!a) return mp__err_wrap(MP_ENOMEM, "queue: cannot map the overflow arena");
         if (!arena_room(q, s->put.a_tail, need)) {
             arena_arg arg = {need, arena_only};
             int rc = wait_for(q, ring_or_arena_room, &arg, &s->get.put_waiters, &s->get.put_sleep, &s->get.notfull, c);
@@ -486,7 +486,7 @@ static int find_next(mp_queue *q, next_rec *n) {
             continue;
         }
         unsigned char *a = arena(q);
-        if (!a) return mp__err(MP_ENOMEM, "queue: cannot map the overflow arena (%s)", mp_last_error_message());
+        if (!a) return mp__err_wrap(MP_ENOMEM, "queue: cannot map the overflow arena");
         mp__qrec *ar = rec_at(a, s->arena_size - 1, ah);
         if ((ar->flags & MP__QREC_TYPE) == MP__QREC_WRAP) {
             atomic_store_explicit(&s->a_head, ah + (s->arena_size - (ah & (s->arena_size - 1))),

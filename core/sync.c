@@ -86,15 +86,25 @@ int mp__block_rebuild(mp__rd *r, uint32_t kind, mp_os_handle h, mp__block **out,
         return mp__err(MP_EPROTO, "sync: malformed object description");
     mp__os_global_lock();
     mp__block *b = blocks_find(id);
-    if (b) b->refs++;
+    int rc = 0;
+    if (b && b->h == h) {
+        /* A fork child: the description names the very descriptor this block holds
+         * (fork keeps the numbers), and the caller closes h as a spare. The block
+         * keeps a copy, so it never hands out a number that was closed and reused. */
+        mp_os_handle d;
+        rc = mp__os_handle_dup(h, &d);
+        if (!rc) b->h = d;
+    }
+    if (b && !rc) b->refs++;
     mp__os_global_unlock();
+    if (rc) return rc;
     if (b) {
         *out = b;
         return 0;
     }
     b = mp__calloc(1, sizeof *b);
     if (!b) return mp__err(MP_ENOMEM, "sync: out of memory");
-    int rc = mp__os_shm_map(h, (size_t)size, &b->base);
+    rc = mp__os_shm_map(h, (size_t)size, &b->base);
     if (rc) {
         mp__free(b);
         return rc;

@@ -32,11 +32,11 @@ struct mp__os_listener {
 static int net_err(const char *what) {
     int e = errno;
     switch (e) {
-    case EADDRINUSE: return mp__err(MP_EEXIST, "%s: %s", what, strerror(e));
-    case ECONNREFUSED: return mp__err(MP_ENOENT, "%s: nobody listens there (%s)", what, strerror(e));
-    case EADDRNOTAVAIL: return mp__err(MP_EINVAL, "%s: %s", what, strerror(e));
+    case EADDRINUSE: return mp__err_os(MP_EEXIST, e, "%s: %s", what, strerror(e));
+    case ECONNREFUSED: return mp__err_os(MP_ENOENT, e, "%s: nobody listens there (%s)", what, strerror(e));
+    case EADDRNOTAVAIL: return mp__err_os(MP_EINVAL, e, "%s: %s", what, strerror(e));
     case ENOTCONN:
-    case ECONNABORTED: return mp__err(MP_EPIPE, "%s: %s", what, strerror(e));
+    case ECONNABORTED: return mp__err_os(MP_EPIPE, e, "%s: %s", what, strerror(e));
     default: return mp__os_err(what);
     }
 }

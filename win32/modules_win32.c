@@ -175,13 +175,10 @@ fail:
     return rc;
 }
 
-/* Re-records the current error under code with a prefix. The detail is copied
- * first: mp__err writes into the buffer mp_last_error_message points at. */
+/* Re-records the current error under code with a prefix. */
 static int rewrap(int code, const char *prefix, const char *module)
 {
-    char detail[512];
-    snprintf(detail, sizeof detail, "%s", mp_last_error_message());
-    return mp__err(code, "target module %s %s: %s", module, prefix, detail);
+    return mp__err_wrap(code, "target module %s %s", module, prefix);
 }
 
 /* Reads the first bytes of a module file, enough for its headers, so a module that

@@ -33,15 +33,15 @@ struct mp__os_listener {
 
 static int wsa_err(int code, const char *what) {
     switch (code) {
-    case WSAEADDRINUSE: return mp__err(MP_EEXIST, "%s: address in use (WSA error %d)", what, code);
-    case WSAECONNREFUSED: return mp__err(MP_ENOENT, "%s: nobody listens there (WSA error %d)", what, code);
+    case WSAEADDRINUSE: return mp__err_os(MP_EEXIST, code, "%s: address in use (WSA error %d)", what, code);
+    case WSAECONNREFUSED: return mp__err_os(MP_ENOENT, code, "%s: nobody listens there (WSA error %d)", what, code);
     case WSAECONNRESET:
     case WSAECONNABORTED:
     case WSAESHUTDOWN:
-    case WSAENOTCONN: return mp__err(MP_EPIPE, "%s: connection lost (WSA error %d)", what, code);
-    case WSAETIMEDOUT: return mp__err(MP_ETIMEDOUT, "%s: timed out (WSA error %d)", what, code);
+    case WSAENOTCONN: return mp__err_os(MP_EPIPE, code, "%s: connection lost (WSA error %d)", what, code);
+    case WSAETIMEDOUT: return mp__err_os(MP_ETIMEDOUT, code, "%s: timed out (WSA error %d)", what, code);
     case WSAEADDRNOTAVAIL:
-    case WSAEINVAL: return mp__err(MP_EINVAL, "%s: invalid address (WSA error %d)", what, code);
+    case WSAEINVAL: return mp__err_os(MP_EINVAL, code, "%s: invalid address (WSA error %d)", what, code);
     default: return mp__win_err((DWORD)code, what);
     }
 }
