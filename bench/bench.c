@@ -13,21 +13,11 @@
  * Adding a metric group: write one `static int bench_<group>(const bench_opts *o)`
  * that calls bench_wanted() for each metric it would produce and bench_report() for
  * each figure, then add it to the `groups` table at the bottom. */
-#if !defined(_WIN32) && !defined(_POSIX_C_SOURCE)
-#define _POSIX_C_SOURCE 200809L /* clock_gettime under -std=c11 */
-#endif
-
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#ifdef _WIN32
-#include <windows.h>
-#else
-#include <time.h>
-#endif
 
 #include "multiproc.h"
 #include "bench.h"
@@ -39,59 +29,6 @@ typedef struct bench_opts {
     int nfilters;
     char **filters; /* metric-name prefixes; none means all */
 } bench_opts;
-
-double bench_now(void)
-{
-#ifdef _WIN32
-    static LARGE_INTEGER freq;
-    LARGE_INTEGER t;
-    if (!freq.QuadPart)
-        QueryPerformanceFrequency(&freq);
-    QueryPerformanceCounter(&t);
-    return (double)t.QuadPart / (double)freq.QuadPart;
-#else
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-#endif
-}
-
-int bench_start_child(int (*fn)(mp_args *), int (*build_args)(mp_args *, void *), void *arg,
-                      mp_process **out)
-{
-    mp_context *ctx = mp_get_context("fork");
-    if (!ctx)
-        ctx = mp_get_context(NULL); /* Windows: no fork */
-    mp_args *a = NULL;
-    int rc = mp_args_new(&a);
-    if (!rc)
-        rc = build_args(a, arg);
-    mp_process_opts po = { .target = fn, .args = a };
-    if (!rc)
-        rc = mp_process_new(ctx, &po, out);
-    if (!rc && (rc = mp_process_start(*out)) < 0) {
-        mp_process_free(*out);
-        *out = NULL;
-    }
-    mp_args_free(a);
-    return rc;
-}
-
-int bench_finish_child(mp_process *p, double timeout)
-{
-    int code = -1;
-    int rc = mp_process_join(p, timeout);
-    if (!rc)
-        rc = mp_process_exitcode(p, &code);
-    if (rc < 0) {
-        mp_process_kill(p);
-        mp_process_join(p, 5.0);
-    } else if (code != 0) {
-        rc = MP_ECHILD;
-    }
-    mp_process_free(p);
-    return rc;
-}
 
 static bool bench_wanted(const bench_opts *o, const char *metric)
 {

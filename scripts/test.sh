@@ -12,6 +12,9 @@ bash scripts/deps.sh || exit 1
 jobs=$(nproc)
 failed=()
 
+# The include rule (docs/architecture.md): cheap, so it runs first, on every call.
+bash scripts/check_layers.sh || failed+=("layers")
+
 run_stage() { # name, build dir, ctest label regex ('' = all), cmake args...
   local name=$1 dir=$2 label=$3; shift 3
   echo "=== $name: configure and build ($dir)"
