@@ -234,7 +234,7 @@ static int fs_try_start(const mp__start_req *req, mp__started *out, bool *retry)
         return rc;
     }
     int64_t pid = -1;
-    bool gone;
+    bool gone = false;
     fs_child *c = mp__calloc(1, sizeof *c);
     rc = c ? fs_read_answer(st[0], &pid, &gone) : mp__err(MP_ENOMEM, "forkserver: out of memory");
     if (rc) {

@@ -219,7 +219,8 @@ int mp_connection_send_bytes_range(mp_connection *c, const void *buf, size_t buf
     if (offset < 0) return mp__err(MP_EINVAL, "mp_connection_send_bytes_range: negative offset");
     if ((uint64_t)offset > buflen)
         return mp__err(MP_EINVAL, "mp_connection_send_bytes_range: offset past the buffer");
-    if (size < 0) size = (int64_t)(buflen - (size_t)offset);
+    if (size < -1) return mp__err(MP_EINVAL, "mp_connection_send_bytes_range: negative size");
+    if (size == -1) size = (int64_t)(buflen - (size_t)offset);
     if ((uint64_t)size > buflen - (size_t)offset)
         return mp__err(MP_EINVAL, "mp_connection_send_bytes_range: buffer length < offset + size");
     return send_frame(c, buf ? (const char *)buf + offset : buf, (size_t)size);
@@ -232,6 +233,16 @@ static int fatal(mp_connection *c, int rc) {
     mp__err_mute(); /* the failure's own detail is the one to keep */
     mp_connection_close(c);
     mp__err_unmute();
+    return rc;
+}
+
+/* A message whose length cannot be taken (too long, or a malformed header): where its
+ * end lies is unknown, so nothing more can be received. As CPython's
+ * _bad_message_length, a duplex end stays usable for sending; a read-only one closes. */
+static int bad_length(mp_connection *c, int rc) {
+    if (!c->writable) return fatal(c, rc);
+    c->readable = false;
+    c->rpos = c->rend = 0; /* what was read ahead belongs to the lost message */
     return rc;
 }
 
@@ -282,22 +293,22 @@ static int read_exact(mp_connection *c, void *buf, size_t n) {
 }
 
 /* maxlength (0: none) and the connection's maximum, checked before anything is
- * allocated; an oversized message closes the connection as Python does. */
+ * allocated; after an oversized message the end receives no more, as in Python. */
 static int check_size(mp_connection *c, size_t maxlength, uint64_t size, const char *fn) {
     if (maxlength && size > maxlength) {
         mp__err(MP_ETOOBIG, "%s: bad message length: %llu bytes > maxlength %llu", fn,
                 (unsigned long long)size, (unsigned long long)maxlength);
-        return fatal(c, MP_ETOOBIG);
+        return bad_length(c, MP_ETOOBIG);
     }
     if (c->max_message && size > c->max_message) {
         mp__err(MP_ETOOBIG, "%s: message of %llu bytes exceeds the connection's maximum %llu",
                 fn, (unsigned long long)size, (unsigned long long)c->max_message);
-        return fatal(c, MP_ETOOBIG);
+        return bad_length(c, MP_ETOOBIG);
     }
     if (size > (uint64_t)SIZE_MAX - 1) {
         mp__err(MP_ETOOBIG, "%s: message of %llu bytes does not fit in memory", fn,
                 (unsigned long long)size);
-        return fatal(c, MP_ETOOBIG);
+        return bad_length(c, MP_ETOOBIG);
     }
     return 0;
 }
@@ -320,7 +331,7 @@ static int recv_header(mp_connection *c, size_t maxlength, uint64_t *size, const
         if (rc) return rc;
         rc = mp__conn_frame_decode(hdr, 12, size, &hl);
     }
-    if (rc) return fatal(c, rc);
+    if (rc) return bad_length(c, rc);
     return check_size(c, maxlength, *size, fn);
 }
 

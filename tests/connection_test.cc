@@ -214,6 +214,9 @@ TEST(Connection, SendBytesRange) {
     EXPECT_EQ(MP_EINVAL, mp_connection_send_bytes_range(pp.a, m, 10, 5, 6));
     EXPECT_EQ(MP_EINVAL, mp_connection_send_bytes_range(pp.a, m, 10, 0, -2 - (int64_t)1e12 + (int64_t)1e12 + 1 + 100));
     EXPECT_EQ(MP_EINVAL, mp_connection_send_bytes_range(pp.a, nullptr, 10, 0, 1));
+    // Only -1 means "to the end" (Python's None); any other negative size is refused.
+    EXPECT_EQ(MP_EINVAL, mp_connection_send_bytes_range(pp.a, m, 10, 0, -2));
+    EXPECT_EQ(MP_EINVAL, mp_connection_send_bytes_range(pp.a, m, 10, 3, INT64_MIN));
     bool ready = true;
     ASSERT_EQ(0, mp_connection_poll(pp.b, 0, &ready));
     EXPECT_FALSE(ready) << "a refused send wrote nothing";
@@ -268,7 +271,8 @@ TEST(Connection, LargeMessageIntoCallerBuffer) {
 
 // ---- limits ------------------------------------------------------------------------
 
-TEST(Connection, MaxlengthExceededClosesTheConnection) {
+// CPython's _bad_message_length: a duplex end receives no more but can still send.
+TEST(Connection, MaxlengthExceededEndsReceivingOnADuplexEnd) {
     PipePair pp;
     ASSERT_EQ(0, send_str(pp.a, std::string(100, 'x')));
     bool ready = false;
@@ -278,8 +282,27 @@ TEST(Connection, MaxlengthExceededClosesTheConnection) {
     EXPECT_EQ(MP_ETOOBIG, mp_connection_recv_bytes(pp.b, 99, &p, &n));
     EXPECT_EQ(nullptr, p);
     EXPECT_EQ(0u, n);
-    EXPECT_TRUE(mp_connection_closed(pp.b)) << "Python closes on a bad message length";
-    EXPECT_EQ(MP_ECLOSED, mp_connection_recv_bytes(pp.b, 0, &p, &n));
+    EXPECT_FALSE(mp_connection_closed(pp.b));
+    EXPECT_FALSE(mp_connection_readable(pp.b));
+    EXPECT_TRUE(mp_connection_writable(pp.b));
+    EXPECT_EQ(MP_EPERM, mp_connection_recv_bytes(pp.b, 0, &p, &n)) << "receiving after a bad length";
+    ASSERT_EQ(0, send_str(pp.b, "still writable")) << err();
+    std::string s;
+    ASSERT_EQ(0, recv_str(pp.a, &s)) << err();
+    EXPECT_EQ("still writable", s);
+}
+
+// ... and a read-only end is closed.
+TEST(Connection, MaxlengthExceededClosesAReadOnlyEnd) {
+    PipePair pp(false);
+    ASSERT_EQ(0, send_str(pp.b, std::string(100, 'x')));
+    void *p = (void *)1;
+    size_t n = 5;
+    bool ready = false;
+    ASSERT_EQ(0, mp_connection_poll(pp.a, kWait, &ready));
+    EXPECT_EQ(MP_ETOOBIG, mp_connection_recv_bytes(pp.a, 99, &p, &n));
+    EXPECT_TRUE(mp_connection_closed(pp.a)) << "Python closes a read-only end on a bad message length";
+    EXPECT_EQ(MP_ECLOSED, mp_connection_recv_bytes(pp.a, 0, &p, &n));
 }
 
 TEST(Connection, MaxlengthExactlyFits) {
@@ -303,7 +326,7 @@ TEST(Connection, ConnectionMaximum) {
     std::string s;
     ASSERT_EQ(0, recv_str(pp.b, &s)) << err();
     EXPECT_EQ(MP_ETOOBIG, recv_str(pp.b, &s));
-    EXPECT_TRUE(mp_connection_closed(pp.b));
+    EXPECT_FALSE(mp_connection_readable(pp.b));
 }
 
 // A crafted header announcing 3 GiB (the -1 + 8-byte form): refused by the default

@@ -71,16 +71,18 @@ MP_API bool mp_connection_buffered(const mp_connection *c);
  *  be NULL). MP_EPIPE when the peer is gone, MP_EPERM on a read-only end. */
 MP_API int mp_connection_send_bytes(mp_connection *c, const void *buf, size_t len);
 /** Python's send_bytes(buf, offset, size): sends buf[offset .. offset+size) of a
- *  buffer of buflen bytes; size < 0 means up to the end. A negative offset, an offset
- *  past buflen or a range past buflen are MP_EINVAL. */
+ *  buffer of buflen bytes; size -1 means up to the end (Python's None). A negative
+ *  offset, another negative size, an offset past buflen or a range past buflen are
+ *  MP_EINVAL, as Python's ValueError. */
 MP_API int mp_connection_send_bytes_range(mp_connection *c, const void *buf, size_t buflen,
                                           int64_t offset, int64_t size);
 /** Receives one message into a new buffer of exactly its size (free it with
  *  mp_connection_free_bytes; an empty message gives a non-NULL buffer and *len 0).
  *  maxlength 0 means no limit but the connection's maximum. A longer message is
- *  MP_ETOOBIG and, as in Python (OSError "bad message length"), the connection is
- *  then closed: the rest of that message cannot be skipped safely. MP_EOF when the
- *  peer closed; MP_EPROTO for a malformed header (the connection is closed too).
+ *  MP_ETOOBIG and, as in Python (OSError "bad message length"), the end then receives
+ *  no more: the rest of that message cannot be skipped safely. A duplex end can still
+ *  send (later receives are MP_EPERM); a read-only end is closed. MP_EOF when the peer
+ *  closed; MP_EPROTO for a malformed header (handled as a bad length).
  *  Blocks: use mp_connection_poll first to bound the wait. */
 MP_API int mp_connection_recv_bytes(mp_connection *c, size_t maxlength, void **out, size_t *len);
 /** Receives one message into buf[offset .. cap): 0 and *len = its size. When it does
