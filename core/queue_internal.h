@@ -3,6 +3,7 @@
 #ifndef MP_CORE_QUEUE_INTERNAL_H
 #define MP_CORE_QUEUE_INTERNAL_H
 
+#include "block.h"
 #include "internal.h"
 #include "os_queue.h"
 #include "queue_fault.h"
