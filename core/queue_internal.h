@@ -1,8 +1,10 @@
-/* Internals of the queues (core/queue.c: objects and API; core/queue_ring.c: the ring),
- * the tests' fault injection points are in core/queue_fault.h. */
+/* Internals of the queues (core/queue.c: objects and API; core/queue_ring.c: the ring;
+ * core/queue_big.c: items too big for the ring), the tests' fault injection points are
+ * in core/queue_fault.h. */
 #ifndef MP_CORE_QUEUE_INTERNAL_H
 #define MP_CORE_QUEUE_INTERNAL_H
 
+#include "block.h"
 #include "internal.h"
 #include "os_queue.h"
 #include "queue_fault.h"
@@ -123,6 +125,63 @@ struct mp_queue {
     mp_queue_kind kind;
     _Atomic bool closed; /* this object only (Python's close) */
 };
+
+/* ---- what the ring (core/queue_ring.c) and the big items (core/queue_big.c) share ---- */
+
+static inline void mp__queue_fault(int point) {
+    void (*h)(int) = mp__queue_fault_hook;
+    if (h) h(point);
+}
+
+static inline mp__qrec *mp__qrec_at(unsigned char *base, uint64_t mask, uint64_t pos) {
+    return (mp__qrec *)(base + (pos & mask));
+}
+
+/* Wakes the other side's sleepers, if any; called right after the side's lock was
+ * released. A waiter raises its count, then fences, then looks at the counter
+ * (mp__queue_wait); the caller stored the counter, then released the lock, then looks
+ * at the count. The release is a seq_cst exchange, a full barrier on every target
+ * (x86: a locked instruction; ARMv8: stlxr then ldar stay in order), which takes the
+ * place of a second fence per item here: one of the two sides sees the other. */
+static inline void mp__queue_wake(_Atomic uint32_t *waiters, _Atomic uint32_t *sleep_val, mp__futex *f) {
+    if (atomic_load_explicit(waiters, memory_order_relaxed) == 0) return;
+    uint32_t v = atomic_load_explicit(&f->val, memory_order_relaxed);
+    if (v == atomic_load_explicit(sleep_val, memory_order_relaxed) &&
+        atomic_compare_exchange_strong(&f->val, &v, v + 1))
+        mp__os_futex_wake(f, INT32_MAX);
+}
+
+typedef bool (*mp__qready_fn)(mp_queue *q, void *arg);
+
+/* The deadline of a call, read from the clock only once the call has to wait (a
+ * clock read costs as much as a whole item on some machines). */
+typedef struct mp__qclock {
+    double timeout, deadline;
+    bool set;
+} mp__qclock;
+
+/** Spins a little, then sleeps on f until ready() or the deadline: 0 or MP_ETIMEDOUT. */
+int mp__queue_wait(mp_queue *q, mp__qready_fn ready, void *arg, _Atomic uint32_t *waiters,
+                   _Atomic uint32_t *sleep_val, mp__futex *f, mp__qclock *c);
+/** The arena, mapped in this process on first use (NULL and an error on failure). */
+unsigned char *mp__queue_arena(mp_queue *q);
+
+/* ---- big items (core/queue_big.c), each call under its side's lock ---- */
+
+/** Put side: a block for an item of len bytes, handed over as the next seq, and body
+ *  for its record. *arena_only when the channel is full: then no block is sent and the
+ *  item goes whole into the arena. */
+int mp__queue_big_put_begin(mp_queue *q, size_t len, mp__qspill_body *body, bool *arena_only,
+                            const char *fn);
+/** Put side: writes a big item whose record (at mark) shows already, chunk by chunk. */
+int mp__queue_big_put_stream(mp_queue *q, uint64_t mark, uint64_t seq, const void *buf, size_t len);
+/** Put side, taken over from a dead putter: a big item it was writing is given up. */
+void mp__queue_big_put_recover(mp_queue *q);
+/** Get side: the body of big item record r (done is left 0: the copy reads it). */
+void mp__queue_big_body(const mp__qrec *r, mp__qspill_body *body);
+/** Get side, the block received: copies the item out as its putter writes it: 0,
+ *  MP_ENOENT when the putter gave up or died, or an error of the read. */
+int mp__queue_big_get_stream(mp_queue *q, mp__qrec *r, const mp__qspill_body *b, void *dst);
 
 /* ---- the ring (core/queue_ring.c) ---- */
 

@@ -1,21 +1,15 @@
-/* The queue's ring: putting and getting records, the overflow arena, waiting, and the
- * hand-over of items too big for the ring (through the OS layer's spill channel,
- * core/os_queue.h). Layout and the overflow protocol: queue_internal.h.
+/* The queue's ring: putting and getting records, the overflow arena and waiting. Items
+ * too big for the ring are handed over in blocks of their own (queue_big.c). Layout
+ * and the overflow protocol: queue_internal.h.
  *
  * Fast path, one item, no contention: the side's lock word (one CAS, one exchange),
  * the record copy, one release store of tail (or head), and one fence before looking
  * whether the other side sleeps. No system call unless somebody sleeps. */
-#include <stddef.h>
 #include <string.h>
 
 #include "queue_internal.h"
 
 void (*mp__queue_fault_hook)(int point);
-
-static inline void fault(int point) {
-    void (*h)(int) = mp__queue_fault_hook;
-    if (h) h(point);
-}
 
 /* A waiter spins this many rounds before it sleeps: in a stream an item usually comes
  * within microseconds, and a sleep/wake pair costs two system calls and a scheduler
@@ -35,24 +29,11 @@ static inline void cpu_relax(void) {
 
 static inline uint64_t round8(uint64_t n) { return (n + 7) & ~(uint64_t)7; }
 
-static inline mp__qrec *rec_at(unsigned char *base, uint64_t mask, uint64_t pos) {
-    return (mp__qrec *)(base + (pos & mask));
-}
-
 static inline _Atomic uint64_t *ovf_end(mp__qrec *r) { return (_Atomic uint64_t *)(void *)(r + 1); }
-
-static inline _Atomic uint64_t *spill_done(mp__qrec *r) {
-    return (_Atomic uint64_t *)(void *)((char *)(r + 1) + offsetof(mp__qspill_body, done));
-}
-
-/* A big item is written and read in chunks of this size: small enough to be still in
- * cache when the getter copies it out right behind the putter. */
-#define Q_CHUNK ((uint64_t)512 << 10)
 
 static uint64_t rec_need(const mp__qrec *r) { return sizeof(mp__qrec) + round8(r->len); }
 
-/* The arena, mapped in this process on first use (NULL and an error on failure). */
-static unsigned char *arena(mp_queue *q) {
+unsigned char *mp__queue_arena(mp_queue *q) {
     unsigned char *a = atomic_load_explicit(&q->arena, memory_order_acquire);
     if (a) return a;
     void *p;
@@ -65,30 +46,7 @@ static unsigned char *arena(mp_queue *q) {
     return p;
 }
 
-/* Wakes the other side's sleepers, if any; called right after the side's lock was
- * released. A waiter raises its count, then fences, then looks at the counter
- * (wait_for); the caller stored the counter, then released the lock, then looks at
- * the count. The release is a seq_cst exchange, a full barrier on every target
- * (x86: a locked instruction; ARMv8: stlxr then ldar stay in order), which takes the
- * place of a second fence per item here: one of the two sides sees the other. */
-static inline void wake_waiters(_Atomic uint32_t *waiters, _Atomic uint32_t *sleep_val, mp__futex *f) {
-    if (atomic_load_explicit(waiters, memory_order_relaxed) == 0) return;
-    uint32_t v = atomic_load_explicit(&f->val, memory_order_relaxed);
-    if (v == atomic_load_explicit(sleep_val, memory_order_relaxed) &&
-        atomic_compare_exchange_strong(&f->val, &v, v + 1))
-        mp__os_futex_wake(f, INT32_MAX);
-}
-
-typedef bool (*ready_fn)(mp_queue *q, void *arg);
-
-/* The deadline of a call, read from the clock only once the call has to wait (a
- * clock read costs as much as a whole item on some machines). */
-typedef struct qclock {
-    double timeout, deadline;
-    bool set;
-} qclock;
-
-static double qc_deadline(qclock *c) {
+static double qc_deadline(mp__qclock *c) {
     if (!c->set) {
         c->deadline = mp__sync_deadline(c->timeout);
         c->set = true;
@@ -97,17 +55,16 @@ static double qc_deadline(qclock *c) {
 }
 
 /* Takes a side's lock; the clock starts first only when the lock is busy. */
-static int side_lock(mp__lockw *w, qclock *c) {
+static int side_lock(mp__lockw *w, mp__qclock *c) {
     if (atomic_load_explicit(&w->f.val, memory_order_relaxed) != 0) qc_deadline(c);
     return mp__lockw_acquire(w, c->set ? mp__sync_left(c->deadline) : c->timeout);
 }
 
-/* Spins a little, then sleeps on f until ready() or the deadline: 0 or MP_ETIMEDOUT.
- * Only the holder of a side's lock waits here, so one sleeper at a time per word:
+/* Only the holder of a side's lock waits here, so one sleeper at a time per word:
  * it notes in sleep_val the value it sleeps on, and a waker makes the system call
  * only while val still equals it, i.e. once per sleep, not once per item. */
-static int wait_for(mp_queue *q, ready_fn ready, void *arg, _Atomic uint32_t *waiters,
-                    _Atomic uint32_t *sleep_val, mp__futex *f, qclock *c) {
+int mp__queue_wait(mp_queue *q, mp__qready_fn ready, void *arg, _Atomic uint32_t *waiters,
+                   _Atomic uint32_t *sleep_val, mp__futex *f, mp__qclock *c) {
     for (int i = 0; i < Q_SPIN; i++) {
         if (ready(q, arg)) return 0;
         if (c->timeout == 0) return MP_ETIMEDOUT;
@@ -135,7 +92,7 @@ static int wait_for(mp_queue *q, ready_fn ready, void *arg, _Atomic uint32_t *wa
 static void copy_halves(void *dst, const void *src, size_t len, int point) {
     size_t half = len / 2;
     if (half) memcpy(dst, src, half);
-    fault(point);
+    mp__queue_fault(point);
     if (len - half) memcpy((char *)dst + half, (const char *)src + half, len - half);
 }
 
@@ -183,7 +140,7 @@ static mp__qrec *open_ovf(mp_queue *q) {
     if (s->put.ovf == 0) return NULL;
     uint64_t at = s->put.ovf - 1;
     if (at >= atomic_load_explicit(&s->tail, memory_order_relaxed)) return NULL;
-    mp__qrec *r = rec_at(q->ring, q->mask, at);
+    mp__qrec *r = mp__qrec_at(q->ring, q->mask, at);
     if ((r->flags & MP__QREC_TYPE) != MP__QREC_OVF) return NULL;
     uint64_t end = atomic_load_explicit(ovf_end(r), memory_order_relaxed);
     return (end & MP__QOVF_CLOSED) ? NULL : r;
@@ -193,7 +150,7 @@ static mp__qrec *open_ovf(mp_queue *q) {
 static uint64_t place(unsigned char *base, uint64_t size, uint64_t pos, uint64_t need) {
     uint64_t total = span(pos, size, need);
     if (total != need) {
-        mp__qrec *w = rec_at(base, size - 1, pos);
+        mp__qrec *w = mp__qrec_at(base, size - 1, pos);
         w->len = 0;
         w->flags = MP__QREC_WRAP;
         pos += total - need;
@@ -265,7 +222,7 @@ static bool ring_or_arena_room(mp_queue *q, void *argp) {
 /* Places the record (under the put lock): in the ring when it has room, else in the
  * arena. 0, or MP_ETIMEDOUT when even the arena stayed full. */
 static int put_record(mp_queue *q, uint32_t type, const void *buf, size_t len,
-                      const mp__qspill_body *body, bool arena_only, qclock *c, uint64_t *mark) {
+                      const mp__qspill_body *body, bool arena_only, mp__qclock *c, uint64_t *mark) {
     mp__qshared *s = q->s;
     uint64_t need = sizeof(mp__qrec) + round8(body ? sizeof *body : len);
     for (;;) {
@@ -277,17 +234,17 @@ static int put_record(mp_queue *q, uint32_t type, const void *buf, size_t len,
             s->put.ovf = 0;
             uint64_t pos = place(q->ring, s->ring_size, atomic_load_explicit(&s->tail, memory_order_relaxed), need);
             count_put(q, pos + need);
-            fill(rec_at(q->ring, q->mask, pos), type, buf, len, body);
+            fill(mp__qrec_at(q->ring, q->mask, pos), type, buf, len, body);
             *mark = (pos + 1) * 2;
             atomic_store_explicit(&s->tail, pos + need, memory_order_release);
             s->put.icommit = 0;
             return 0;
         }
-        unsigned char *a = arena(q);
+        unsigned char *a = mp__queue_arena(q);
         if (!a) return mp__err_wrap(MP_ENOMEM, "queue: cannot map the overflow arena");
         if (!arena_room(q, s->put.a_tail, need)) {
             arena_arg arg = {need, arena_only};
-            int rc = wait_for(q, ring_or_arena_room, &arg, &s->get.put_waiters, &s->get.put_sleep, &s->get.notfull, c);
+            int rc = mp__queue_wait(q, ring_or_arena_room, &arg, &s->get.put_waiters, &s->get.put_sleep, &s->get.notfull, c);
             if (rc) return rc;
             continue;
         }
@@ -296,7 +253,7 @@ static int put_record(mp_queue *q, uint32_t type, const void *buf, size_t len,
             uint64_t pos = place(q->ring, s->ring_size, atomic_load_explicit(&s->tail, memory_order_relaxed),
                                  sizeof(mp__qrec) + 8);
             s->put.ovf = pos + 1;
-            o = rec_at(q->ring, q->mask, pos);
+            o = mp__qrec_at(q->ring, q->mask, pos);
             o->len = 8;
             o->flags = MP__QREC_OVF;
             atomic_store_explicit(ovf_end(o), s->put.a_tail, memory_order_relaxed);
@@ -305,7 +262,7 @@ static int put_record(mp_queue *q, uint32_t type, const void *buf, size_t len,
         uint64_t amask = s->arena_size - 1;
         uint64_t pos = place(a, s->arena_size, s->put.a_tail, need);
         count_put(q, pos + need);
-        fill(rec_at(a, amask, pos), type, buf, len, body);
+        fill(mp__qrec_at(a, amask, pos), type, buf, len, body);
         *mark = (pos + 1) * 2 + 1;
         s->put.a_tail = pos + need;
         atomic_store_explicit(ovf_end(o), s->put.a_tail, memory_order_release);
@@ -314,37 +271,12 @@ static int put_record(mp_queue *q, uint32_t type, const void *buf, size_t len,
     }
 }
 
-/* The record of the big item being written (put.stream), or NULL. */
-static mp__qrec *stream_rec(mp_queue *q) {
-    mp__qshared *s = q->s;
-    uint64_t mark = s->put.stream;
-    if (mark < 2) return NULL;
-    uint64_t pos = mark / 2 - 1;
-    mp__qrec *r;
-    if (mark & 1) {
-        unsigned char *a = arena(q);
-        if (!a) return NULL;
-        r = rec_at(a, s->arena_size - 1, pos);
-    } else {
-        r = rec_at(q->ring, q->mask, pos);
-    }
-    mp__qspill_body b;
-    if (!(r->flags & MP__QREC_SPILL)) return NULL;
-    memcpy(&b, r + 1, offsetof(mp__qspill_body, done));
-    return b.seq == s->put.stream_seq ? r : NULL;
-}
-
 /* The put side was taken over from a dead putter: a big item it was writing is given
- * up; any other item showed whole or not at all (the commit is one store), and if not
- * while counted already, it is uncounted. */
+ * up (queue_big.c); any other item showed whole or not at all (the commit is one
+ * store), and if not while counted already, it is uncounted. */
 static void put_recover(mp_queue *q) {
     mp__qshared *s = q->s;
-    mp__qrec *sr = stream_rec(q);
-    if (sr) {
-        atomic_fetch_or(spill_done(sr), MP__QSPILL_ABORTED);
-        wake_waiters(&s->put.get_waiters, &s->put.get_sleep, &s->put.notempty);
-    }
-    s->put.stream = 0;
+    mp__queue_big_put_recover(q);
     uint64_t commit = s->put.icommit;
     if (commit == 0) return;
     s->put.icommit = 0;
@@ -353,7 +285,7 @@ static void put_recover(mp_queue *q) {
      * (the dead putter opened that record before counting). */
     bool shown = atomic_load_explicit(&s->tail, memory_order_relaxed) == commit;
     if (!shown && s->put.ovf != 0 && s->put.ovf - 1 < atomic_load_explicit(&s->tail, memory_order_relaxed)) {
-        mp__qrec *o = rec_at(q->ring, q->mask, s->put.ovf - 1);
+        mp__qrec *o = mp__qrec_at(q->ring, q->mask, s->put.ovf - 1);
         if ((o->flags & MP__QREC_TYPE) == MP__QREC_OVF)
             shown = (atomic_load_explicit(ovf_end(o), memory_order_relaxed) & ~MP__QOVF_CLOSED) == commit;
     }
@@ -363,35 +295,6 @@ static void put_recover(mp_queue *q) {
     }
 }
 
-/* Writes a big item whose record shows already, chunk by chunk (under the put lock). */
-static int put_stream(mp_queue *q, uint64_t mark, uint64_t seq, const void *buf, size_t len) {
-    mp__qshared *s = q->s;
-    s->put.stream_seq = seq;
-    s->put.stream = mark;
-    mp__qrec *r = stream_rec(q);
-    int rc = r ? 0 : mp__err(MP_EPROTO, "queue: lost the record of a big item");
-    uint64_t half = len / 2;
-    for (uint64_t off = 0; off < len && rc == 0;) {
-        uint64_t n = len - off < Q_CHUNK ? len - off : Q_CHUNK;
-        if (off < half && off + n > half) n = half - off; /* the fault point, exactly */
-        rc = mp__os_qspill_write(q->spill, off, (const char *)buf + off, (size_t)n);
-        if (rc) break;
-        off += n;
-        atomic_store_explicit(spill_done(r), off, memory_order_release);
-        if (off == half) fault(MP__QFAULT_PUT_SPILL);
-        /* Wake a getter copying behind us (the fence: see wake_waiters). */
-        atomic_thread_fence(memory_order_seq_cst);
-        wake_waiters(&s->put.get_waiters, &s->put.get_sleep, &s->put.notempty);
-    }
-    if (rc && r) {
-        atomic_fetch_or(spill_done(r), MP__QSPILL_ABORTED);
-        wake_waiters(&s->put.get_waiters, &s->put.get_sleep, &s->put.notempty);
-    }
-    s->put.stream = 0;
-    mp__os_qspill_cancel(q->spill);
-    return rc;
-}
-
 int mp__queue_put(mp_queue *q, const void *buf, size_t len, uint32_t type, double timeout,
                   const char *fn) {
     if (!q) return mp__err(MP_EINVAL, "%s: queue is NULL", fn);
@@ -399,16 +302,16 @@ int mp__queue_put(mp_queue *q, const void *buf, size_t len, uint32_t type, doubl
     if (atomic_load_explicit(&q->closed, memory_order_relaxed))
         return mp__err(MP_ECLOSED, "%s: the queue is closed", fn);
     mp__qshared *s = q->s;
-    qclock c = {.timeout = timeout};
+    mp__qclock c = {.timeout = timeout};
     /* On an unbounded queue a put never reports Full (Python): another putter holds the
      * put side only for one copy, so wait for it whatever the timeout. */
-    qclock lc = {.timeout = MP_FOREVER};
+    mp__qclock lc = {.timeout = MP_FOREVER};
     int rc = side_lock(&s->put.lock, s->maxsize <= 0 ? &lc : &c);
     if (rc == MP_ETIMEDOUT) return mp__err(MP_EFULL, "%s: the queue stayed busy for %.3f s", fn, timeout);
     if (rc == MP_EOWNERDEAD) put_recover(q);
     else if (rc != 0) return mp__err(rc, "%s: cannot take the put side", fn);
     if (!count_room(q, NULL)) {
-        rc = wait_for(q, count_room, NULL, &s->get.put_waiters, &s->get.put_sleep, &s->get.notfull, &c);
+        rc = mp__queue_wait(q, count_room, NULL, &s->get.put_waiters, &s->get.put_sleep, &s->get.notfull, &c);
         if (rc) {
             rc = mp__err(MP_EFULL, "%s: the queue stayed full for %.3f s", fn, timeout);
             goto unlock;
@@ -417,22 +320,9 @@ int mp__queue_put(mp_queue *q, const void *buf, size_t len, uint32_t type, doubl
     mp__qspill_body body, *bp = NULL;
     bool arena_only = false;
     if (len > s->spill_min) {
-        rc = mp__os_qspill_take(q->spill, len);
+        rc = mp__queue_big_put_begin(q, len, &body, &arena_only, fn);
         if (rc) goto unlock;
-        memset(&body, 0, sizeof body);
-        body.seq = ++s->put.spill_seq;
-        body.size = len;
-        body.writer = mp__os_sync_pid();
-        /* Never waits: when the channel is full, the item goes whole into the arena. */
-        rc = mp__os_qspill_send(q->spill, body.seq, len, body.rec, 0);
-        if (rc == 0) {
-            bp = &body;
-        } else if (rc == MP_EFULL && len <= UINT32_MAX - 16) {
-            arena_only = true;
-        } else {
-            if (rc == MP_EFULL) rc = mp__err(MP_EFULL, "%s: the big-item channel is full", fn);
-            goto unlock;
-        }
+        if (!arena_only) bp = &body;
     }
     uint64_t mark = 0;
     rc = put_record(q, type, buf, len, bp, arena_only, &c, &mark);
@@ -441,10 +331,10 @@ int mp__queue_put(mp_queue *q, const void *buf, size_t len, uint32_t type, doubl
         if (rc == MP_ETIMEDOUT) rc = mp__err(MP_EFULL, "%s: the queue stayed full for %.3f s", fn, timeout);
         goto unlock;
     }
-    if (bp) rc = put_stream(q, mark, body.seq, buf, len);
+    if (bp) rc = mp__queue_big_put_stream(q, mark, body.seq, buf, len);
 unlock:
     mp__lockw_release(&s->put.lock);
-    if (rc == 0) wake_waiters(&s->put.get_waiters, &s->put.get_sleep, &s->put.notempty);
+    if (rc == 0) mp__queue_wake(&s->put.get_waiters, &s->put.get_sleep, &s->put.notempty);
     return rc;
 }
 
@@ -468,7 +358,7 @@ static int find_next(mp_queue *q, next_rec *n) {
             s->get.tail_seen = atomic_load_explicit(&s->tail, memory_order_acquire);
             if (head == s->get.tail_seen) return 0;
         }
-        mp__qrec *r = rec_at(q->ring, q->mask, head);
+        mp__qrec *r = mp__qrec_at(q->ring, q->mask, head);
         uint32_t t = r->flags & MP__QREC_TYPE;
         if (t == MP__QREC_WRAP) {
             atomic_store_explicit(&s->head, head + (s->ring_size - (head & q->mask)), memory_order_release);
@@ -485,9 +375,9 @@ static int find_next(mp_queue *q, next_rec *n) {
             atomic_store_explicit(&s->head, head + rec_need(r), memory_order_release);
             continue;
         }
-        unsigned char *a = arena(q);
+        unsigned char *a = mp__queue_arena(q);
         if (!a) return mp__err_wrap(MP_ENOMEM, "queue: cannot map the overflow arena");
-        mp__qrec *ar = rec_at(a, s->arena_size - 1, ah);
+        mp__qrec *ar = mp__qrec_at(a, s->arena_size - 1, ah);
         if ((ar->flags & MP__QREC_TYPE) == MP__QREC_WRAP) {
             atomic_store_explicit(&s->a_head, ah + (s->arena_size - (ah & (s->arena_size - 1))),
                                   memory_order_release);
@@ -561,59 +451,12 @@ static void get_recover(mp_queue *q) {
     get_advance(q, &n, rec_need(n.r));
 }
 
-typedef struct progress_arg {
-    mp__qrec *r;
-    uint64_t seen;
-} progress_arg;
-
-static bool stream_moved(mp_queue *q, void *argp) {
-    (void)q;
-    progress_arg *a = argp;
-    return atomic_load_explicit(spill_done(a->r), memory_order_acquire) != a->seen;
-}
-
-/* Copies a big item out of its block as its putter writes it (under the get lock): 0,
- * MP_ENOENT when the putter gave up or died, or an error of the read. */
-static int get_stream(mp_queue *q, mp__qrec *r, const mp__qspill_body *b, void *dst) {
-    mp__qshared *s = q->s;
-    uint64_t got = 0, half = b->size / 2;
-    bool faulted = false;
-    while (got < b->size) {
-        uint64_t done = atomic_load_explicit(spill_done(r), memory_order_acquire);
-        if (done & MP__QSPILL_ABORTED) return MP_ENOENT;
-        if (done > b->size) return mp__err(MP_EPROTO, "queue: a big item's record is corrupt");
-        if (done > got) {
-            /* Stop at the middle once, for the fault point. */
-            uint64_t to = (!faulted && got < half && done > half) ? half : done;
-            int rc = mp__os_qspill_read(q->spill, got, (char *)dst + got, (size_t)(to - got));
-            if (rc) return rc;
-            got = to;
-            if (!faulted && got >= half) {
-                faulted = true;
-                fault(MP__QFAULT_GET_PARTIAL);
-            }
-            continue;
-        }
-        /* Waits for the putter, checking now and then that it is still at it: it holds
-         * the put side while it writes. */
-        progress_arg a = {r, done};
-        qclock c = {.timeout = MP__SYNC_SLICE};
-        if (wait_for(q, stream_moved, &a, &s->put.get_waiters, &s->put.get_sleep, &s->put.notempty, &c) == 0)
-            continue;
-        uint32_t holder = atomic_load_explicit(&s->put.lock.f.val, memory_order_acquire);
-        if (holder != (uint32_t)b->writer || !mp__os_proc_alive((uint32_t)b->writer)) {
-            if (atomic_load_explicit(spill_done(r), memory_order_acquire) == done) return MP_ENOENT;
-        }
-    }
-    return 0;
-}
-
 int mp__queue_get(mp_queue *q, mp__qdst *d, double timeout, const char *fn) {
     if (!q) return mp__err(MP_EINVAL, "%s: queue is NULL", fn);
     if (atomic_load_explicit(&q->closed, memory_order_relaxed))
         return mp__err(MP_ECLOSED, "%s: the queue is closed", fn);
     mp__qshared *s = q->s;
-    qclock c = {.timeout = timeout};
+    mp__qclock c = {.timeout = timeout};
     int rc = side_lock(&s->get.lock, &c);
     if (rc == MP_ETIMEDOUT) return mp__err(MP_EEMPTY, "%s: nothing came within %.3f s", fn, timeout);
     if (rc == MP_EOWNERDEAD) get_recover(q);
@@ -634,11 +477,11 @@ int mp__queue_get(mp_queue *q, mp__qdst *d, double timeout, const char *fn) {
             if (atomic_load_explicit(&s->head, memory_order_relaxed) != head0 ||
                 atomic_load_explicit(&s->a_head, memory_order_relaxed) != ahead0) {
                 atomic_thread_fence(memory_order_seq_cst);
-                wake_waiters(&s->get.put_waiters, &s->get.put_sleep, &s->get.notfull);
+                mp__queue_wake(&s->get.put_waiters, &s->get.put_sleep, &s->get.notfull);
                 head0 = atomic_load_explicit(&s->head, memory_order_relaxed);
                 ahead0 = atomic_load_explicit(&s->a_head, memory_order_relaxed);
             }
-            rc = wait_for(q, get_ready, &n, &s->put.get_waiters, &s->put.get_sleep, &s->put.notempty, &c);
+            rc = mp__queue_wait(q, get_ready, &n, &s->put.get_waiters, &s->put.get_sleep, &s->put.notempty, &c);
             if (rc) {
                 rc = mp__err(MP_EEMPTY, "%s: nothing came within %.3f s", fn, timeout);
                 break;
@@ -649,12 +492,7 @@ int mp__queue_get(mp_queue *q, mp__qdst *d, double timeout, const char *fn) {
         uint64_t need = rec_need(r);
         mp__qspill_body body;
         bool spill = r->flags & MP__QREC_SPILL;
-        if (spill) {
-            /* All but done, which the putter may be raising: that one is read atomically. */
-            memcpy(&body, r + 1, offsetof(mp__qspill_body, done));
-            memcpy(&body.writer, (char *)(r + 1) + offsetof(mp__qspill_body, writer), sizeof body.writer);
-            body.done = 0;
-        }
+        if (spill) mp__queue_big_body(r, &body);
         uint64_t size = spill ? body.size : r->len;
         if (size > SIZE_MAX) {
             rc = mp__err(MP_ENOMEM, "%s: an item of %llu bytes does not fit in memory", fn,
@@ -689,7 +527,7 @@ int mp__queue_get(mp_queue *q, mp__qdst *d, double timeout, const char *fn) {
                 atomic_store_explicit(&s->get.busy, 0, memory_order_relaxed);
                 break;
             }
-            rc = get_stream(q, r, &body, dst);
+            rc = mp__queue_big_get_stream(q, r, &body, dst);
             mp__os_qspill_done(q->spill, rc == 0);
             if (rc) {
                 /* Its putter died or failed while writing it: the item is dropped, and
@@ -710,6 +548,6 @@ int mp__queue_get(mp_queue *q, mp__qdst *d, double timeout, const char *fn) {
         break;
     }
     mp__lockw_release(&s->get.lock);
-    wake_waiters(&s->get.put_waiters, &s->get.put_sleep, &s->get.notfull);
+    mp__queue_wake(&s->get.put_waiters, &s->get.put_sleep, &s->get.notfull);
     return rc;
 }

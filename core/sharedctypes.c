@@ -6,6 +6,7 @@
 #include <limits.h>
 #include <string.h>
 
+#include "block.h"
 #include "shared_internal.h"
 #include "sync_internal.h"
 
