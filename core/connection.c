@@ -555,7 +555,7 @@ int mp_wait(const mp_waitable *objs, size_t n, double timeout, bool *ready, size
     if ((!objs && n) || (!ready && n)) return mp__err(MP_EINVAL, "mp_wait: NULL argument");
     for (size_t i = 0; i < n; i++) ready[i] = false;
     if (n == 0) {
-        if (timeout < 0) return mp__err(MP_EINVAL, "mp_wait: nothing to wait for, forever");
+        if (mp__forever(timeout)) return mp__err(MP_EINVAL, "mp_wait: nothing to wait for, forever");
         mp__os_sleep(timeout);
         return MP_ETIMEDOUT;
     }

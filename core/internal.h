@@ -44,6 +44,16 @@ void mp__err_clear(void);
 void mp__err_mute(void);
 void mp__err_unmute(void);
 
+/* ---- timeouts ----
+ * Seconds: MP_FOREVER (+infinity) waits forever; a negative timeout or NaN means "do
+ * not wait" (Python's). Deadlines are absolute mp__os_monotonic() times, MP_FOREVER
+ * for none (mp__deadline in core/os.h). */
+
+/** The timeout a caller gave, made canonical: >= 0, or MP_FOREVER. */
+static inline double mp__timeout(double t) { return t > 0 ? t : 0.0; }
+/** Whether a timeout or deadline is MP_FOREVER. */
+static inline bool mp__forever(double t) { return t == MP_FOREVER; }
+
 /* ---- memory (core/error.c) ---- */
 void *mp__malloc(size_t n);
 void *mp__calloc(size_t n, size_t size);

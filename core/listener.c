@@ -159,9 +159,7 @@ static void drop_key(unsigned char *key, size_t n) {
     mp__free(key);
 }
 
-static double deadline_of(double timeout) {
-    return timeout < 0 ? -1.0 : mp__os_monotonic() + timeout;
-}
+static double deadline_of(double timeout) { return mp__deadline(timeout); }
 
 /* ---- Listener ------------------------------------------------------------------ */
 

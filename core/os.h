@@ -11,6 +11,16 @@
 int mp__os_init(void);
 
 double mp__os_monotonic(void);
+/** The deadline of a timeout (mp__timeout's rules): MP_FOREVER for none. */
+static inline double mp__deadline(double timeout) {
+    return mp__forever(timeout) ? MP_FOREVER : mp__os_monotonic() + mp__timeout(timeout);
+}
+/** Seconds left until deadline: >= 0, or MP_FOREVER. */
+static inline double mp__left(double deadline) {
+    if (mp__forever(deadline)) return MP_FOREVER;
+    double left = deadline - mp__os_monotonic();
+    return left > 0 ? left : 0.0;
+}
 void mp__os_sleep(double seconds);
 int64_t mp__os_getpid(void);
 int64_t mp__os_thread_id(void);

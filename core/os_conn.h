@@ -1,4 +1,4 @@
-/* The OS layer for connections (posix/conn_posix.c, win32/conn_win32.c): pipes,
+/* The OS layer for connections (linux/conn_linux.c, win32/conn_win32.c): pipes,
  * blocking whole-buffer I/O on a pipe or socket, readiness and the multi-object wait. */
 #ifndef MP_CORE_OS_CONN_H
 #define MP_CORE_OS_CONN_H
@@ -57,7 +57,7 @@ int mp__os_conn_read_message(mp_os_handle h, int kind, mp__osconn *s, void *buf,
                              size_t *got, uint64_t *left);
 
 /** Whether a read would not block (data, end of file, or an error pending), waiting
- *  up to timeout (0: just look, < 0: forever): 0 ready, MP_ETIMEDOUT, or an error. */
+ *  up to timeout (0: just look, MP_FOREVER: forever): 0 ready, MP_ETIMEDOUT, or an error. */
 int mp__os_conn_poll(mp_os_handle h, int kind, mp__osconn *s, double timeout);
 
 /** One object of a multi-object wait. */

@@ -1,8 +1,8 @@
-/* The OS layer for listeners and clients (posix/net_posix.c, win32/net_win32.c):
+/* The OS layer for listeners and clients (linux/net_linux.c, win32/net_win32.c):
  * listening sockets and named pipes, connecting, byte I/O bounded by a deadline, HMAC.
  * Also the raw-handle handshake of core/auth.c, shared by core/listener.c and the
- * fuzz driver. Deadlines are absolute mp__os_monotonic() times; a negative deadline
- * means none. */
+ * fuzz driver. Deadlines are absolute mp__os_monotonic() times (mp__deadline);
+ * MP_FOREVER means none. */
 #ifndef MP_CORE_OS_NET_H
 #define MP_CORE_OS_NET_H
 
@@ -22,7 +22,7 @@ typedef struct mp__os_listener mp__os_listener;
  *  as the listener reports it (mp__malloc'd: "127.0.0.1:40123", the path, "@name"). */
 int mp__os_net_listen(int family, const char *host, int port, const char *path, int backlog,
                       mp__os_listener **out, char **bound);
-/** Waits up to timeout (< 0: forever) for a connection: 0, *h (blocking, not inheritable),
+/** Waits up to timeout (MP_FOREVER: forever) for a connection: 0, *h (blocking, not inheritable),
  *  *kind (MP__CONN_SOCKET / MP__CONN_PIPE), *peer (mp__malloc'd peer address, or NULL
  *  when the family has none). MP_ETIMEDOUT. */
 int mp__os_net_accept(mp__os_listener *l, double timeout, mp_os_handle *h, int *kind,

@@ -1,5 +1,5 @@
 /* The OS side of a queue's large items ("spills"), one implementation per build:
- * posix/queue_posix.c, win32/queue_win32.c.
+ * linux/queue_linux.c, win32/queue_win32.c.
  *
  * An item too big for the ring goes into a shared-memory block of its own, and the
  * ring gets a small record naming it: seq (unique and increasing per queue, given by

@@ -1,5 +1,5 @@
 /* The OS side of SharedMemory (core/shared_memory.c), one implementation per build:
- * posix/shm_posix.c + posix/tracker_posix.c, win32/shm_win32.c.
+ * linux/shm_linux.c + linux/tracker_linux.c, win32/shm_win32.c.
  *
  *   - named blocks: posix shm_open names ("/name", listed in /dev/shm on Linux),
  *     Windows named file mappings (gone with their last handle or view);
@@ -33,7 +33,7 @@ void mp__os_shm_named_unmap(mp_os_handle h, void *base, size_t mapped);
 /** Removes the name: MP_ENOENT when it is gone. Windows: 0, nothing to do. */
 int mp__os_shm_named_unlink(const char *name);
 
-/* ---- the tracker (posix/tracker_posix.c; no-ops on Windows) ---- */
+/* ---- the tracker (linux/tracker_linux.c; no-ops on Windows) ---- */
 
 /** Tells the tracker this process uses block name (created says it made the block:
  *  only such blocks are ever unlinked by the tracker). Returns once the tracker has

@@ -1,5 +1,5 @@
 /* The OS primitives the synchronisation objects (core/sync*.c) are built on, one
- * implementation per build: posix/sync_posix.c, win32/sync_win32.c.
+ * implementation per build: linux/sync_linux.c, win32/sync_win32.c.
  *
  *   - a block of shared memory that travels as one OS handle and disappears with its
  *     last user (posix: memfd + mmap MAP_SHARED; Windows: an unnamed section);
@@ -37,7 +37,7 @@ typedef struct mp__futex {
 /** Sets up a futex in a new block; key must be unique among live futexes on the machine
  *  (core: the block's random id plus the word's offset). */
 void mp__os_futex_init(mp__futex *f, uint64_t key);
-/** Sleeps while f->val == expect, at most timeout seconds (< 0: no limit): 0 when woken
+/** Sleeps while f->val == expect, at most timeout seconds (MP_FOREVER: no limit): 0 when woken
  *  (or spuriously: callers re-check), MP_EAGAIN when val differed, MP_ETIMEDOUT. */
 int mp__os_futex_wait(mp__futex *f, uint32_t expect, double timeout);
 /** Wakes up to n sleepers (INT32_MAX: all); cheap when nobody sleeps. */

@@ -224,11 +224,11 @@ int mp_queue_join(mp_queue *q, double timeout) {
     if (q->kind != MP_JOINABLE_QUEUE)
         return mp__err(MP_ENOTSUP, "mp_queue_join: only a JoinableQueue has join");
     mp__futex *f = &q->s->unfinished;
-    double deadline = mp__sync_deadline(timeout);
+    double deadline = mp__deadline(timeout);
     for (;;) {
         uint32_t v = atomic_load(&f->val);
         if (v == 0) return 0;
-        double left = mp__sync_left(deadline);
+        double left = mp__left(deadline);
         if (left == 0) return mp__err(MP_ETIMEDOUT, "mp_queue_join: %u tasks still not done after %.3f s", v, timeout);
         mp__os_futex_wait(f, v, left);
     }

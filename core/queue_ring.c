@@ -48,7 +48,7 @@ unsigned char *mp__queue_arena(mp_queue *q) {
 
 static double qc_deadline(mp__qclock *c) {
     if (!c->set) {
-        c->deadline = mp__sync_deadline(c->timeout);
+        c->deadline = mp__deadline(c->timeout);
         c->set = true;
     }
     return c->deadline;
@@ -57,7 +57,7 @@ static double qc_deadline(mp__qclock *c) {
 /* Takes a side's lock; the clock starts first only when the lock is busy. */
 static int side_lock(mp__lockw *w, mp__qclock *c) {
     if (atomic_load_explicit(&w->f.val, memory_order_relaxed) != 0) qc_deadline(c);
-    return mp__lockw_acquire(w, c->set ? mp__sync_left(c->deadline) : c->timeout);
+    return mp__lockw_acquire(w, c->set ? mp__left(c->deadline) : c->timeout);
 }
 
 /* Only the holder of a side's lock waits here, so one sleeper at a time per word:
@@ -81,11 +81,11 @@ int mp__queue_wait(mp_queue *q, mp__qready_fn ready, void *arg, _Atomic uint32_t
             atomic_fetch_sub(waiters, 1);
             return 0;
         }
-        double left = mp__sync_left(deadline);
+        double left = mp__left(deadline);
         int r = left == 0 ? MP_ETIMEDOUT : mp__os_futex_wait(f, v, left);
         atomic_fetch_sub(waiters, 1);
         if (ready(q, arg)) return 0;
-        if (r == MP_ETIMEDOUT && mp__sync_left(deadline) == 0) return MP_ETIMEDOUT;
+        if (r == MP_ETIMEDOUT && mp__left(deadline) == 0) return MP_ETIMEDOUT;
     }
 }
 
@@ -302,7 +302,7 @@ int mp__queue_put(mp_queue *q, const void *buf, size_t len, uint32_t type, doubl
     if (atomic_load_explicit(&q->closed, memory_order_relaxed))
         return mp__err(MP_ECLOSED, "%s: the queue is closed", fn);
     mp__qshared *s = q->s;
-    mp__qclock c = {.timeout = timeout};
+    mp__qclock c = {.timeout = mp__timeout(timeout)};
     /* On an unbounded queue a put never reports Full (Python): another putter holds the
      * put side only for one copy, so wait for it whatever the timeout. */
     mp__qclock lc = {.timeout = MP_FOREVER};
@@ -456,7 +456,7 @@ int mp__queue_get(mp_queue *q, mp__qdst *d, double timeout, const char *fn) {
     if (atomic_load_explicit(&q->closed, memory_order_relaxed))
         return mp__err(MP_ECLOSED, "%s: the queue is closed", fn);
     mp__qshared *s = q->s;
-    mp__qclock c = {.timeout = timeout};
+    mp__qclock c = {.timeout = mp__timeout(timeout)};
     int rc = side_lock(&s->get.lock, &c);
     if (rc == MP_ETIMEDOUT) return mp__err(MP_EEMPTY, "%s: nothing came within %.3f s", fn, timeout);
     if (rc == MP_EOWNERDEAD) get_recover(q);

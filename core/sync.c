@@ -4,18 +4,6 @@
 
 #include "sync_internal.h"
 
-/* ---- time ---- */
-
-double mp__sync_deadline(double timeout) {
-    return timeout < 0 ? -1.0 : mp__os_monotonic() + timeout;
-}
-
-double mp__sync_left(double deadline) {
-    if (deadline < 0) return -1.0;
-    double left = deadline - mp__os_monotonic();
-    return left > 0 ? left : 0.0;
-}
-
 /* ---- the lock word ---- */
 
 /* The caller's ids, cached per thread here too so that the fast path makes no call;
@@ -64,7 +52,7 @@ static bool holder_dead(uint32_t pid, uint32_t *watched, mp_os_handle *wh) {
  * machine, any spin made two contending processes slower and far less steady, since
  * a spinning waiter takes the CPU from the holder it waits for. */
 static int lockw_acquire_slow(mp__lockw *w, uint32_t me, double timeout) {
-    double deadline = mp__sync_deadline(timeout);
+    double deadline = mp__deadline(timeout);
     uint32_t watched = 0;
     mp_os_handle wh = MP_INVALID_OS_HANDLE;
     int rc;
@@ -78,7 +66,7 @@ static int lockw_acquire_slow(mp__lockw *w, uint32_t me, double timeout) {
             }
             continue;
         }
-        double left = mp__sync_left(deadline);
+        double left = mp__left(deadline);
         double slice = (left >= 0 && left < MP__SYNC_SLICE) ? left : MP__SYNC_SLICE;
         int r = slice > 0 ? mp__os_futex_wait(&w->f, v, slice) : MP_ETIMEDOUT;
         if (r != MP_ETIMEDOUT) continue;
@@ -354,8 +342,8 @@ int mp_semaphore_acquire(mp_semaphore *s, double timeout) {
             if (atomic_compare_exchange_weak_explicit(&f->val, &v, v - 1, memory_order_acquire,
                                                       memory_order_relaxed))
                 return 0;
-        if (deadline == -2) deadline = mp__sync_deadline(timeout);
-        double left = mp__sync_left(deadline);
+        if (deadline == -2) deadline = mp__deadline(timeout);
+        double left = mp__left(deadline);
         if (left == 0 || mp__os_futex_wait(f, 0, left) == MP_ETIMEDOUT) {
             if (atomic_load(&f->val) > 0) continue; /* one last look */
             return mp__err(MP_ETIMEDOUT, "mp_semaphore_acquire: timed out after %.3f s", timeout);
@@ -507,9 +495,9 @@ int mp_event_wait(mp_event *e, double timeout) {
     mp__futex *f = &e->s->f;
     uint32_t v = atomic_load(&f->val);
     if (v & 1) return 0;
-    double deadline = mp__sync_deadline(timeout);
+    double deadline = mp__deadline(timeout);
     for (;;) {
-        double left = mp__sync_left(deadline);
+        double left = mp__left(deadline);
         int r = left == 0 ? MP_ETIMEDOUT : mp__os_futex_wait(f, v, left);
         if (atomic_load(&f->val) != v) return 0;
         if (r == MP_ETIMEDOUT) return mp__err(MP_ETIMEDOUT, "mp_event_wait: timed out after %.3f s", timeout);

@@ -102,9 +102,9 @@ int mp_condition_wait(mp_condition *c, double timeout) {
     sl->pid = me;
     uint32_t saved;
     mp__lockw_release_save(w, &saved);
-    double deadline = mp__sync_deadline(timeout);
+    double deadline = mp__deadline(timeout);
     while (atomic_load_explicit(&sl->f.val, memory_order_acquire) == 0) {
-        double left = mp__sync_left(deadline);
+        double left = mp__left(deadline);
         if (left == 0) break;
         mp__os_futex_wait(&sl->f, 0, left);
     }
@@ -123,9 +123,9 @@ int mp_condition_wait_for(mp_condition *c, mp_predicate_fn pred, void *arg, doub
     if (!c || !pred) return mp__err(MP_EINVAL, "mp_condition_wait_for: NULL argument");
     if (!mp__lockw_is_mine(c->lock->w))
         return mp__err(MP_EPERM, "mp_condition_wait_for: the caller does not hold the condition's lock");
-    double deadline = mp__sync_deadline(timeout);
+    double deadline = mp__deadline(timeout);
     while (!pred(arg)) {
-        double left = mp__sync_left(deadline);
+        double left = mp__left(deadline);
         if (left == 0) return mp__err(MP_ETIMEDOUT, "mp_condition_wait_for: timed out after %.3f s", timeout);
         int rc = mp_condition_wait(c, left);
         if (rc != 0 && rc != MP_ETIMEDOUT) return rc;
@@ -283,7 +283,7 @@ static void b_unlock(barrier_shared *s) { mp__lockw_release(&s->lock); }
 static int b_wait(barrier_shared *s, double deadline) {
     uint32_t v = atomic_load(&s->seq.val);
     b_unlock(s);
-    double left = mp__sync_left(deadline);
+    double left = mp__left(deadline);
     int r = left == 0 ? MP_ETIMEDOUT : mp__os_futex_wait(&s->seq, v, left);
     b_lock(s);
     return r == MP_ETIMEDOUT ? MP_ETIMEDOUT : 0;
@@ -317,7 +317,7 @@ int mp_barrier_new(mp_context *ctx, unsigned parties, mp_barrier_action_fn actio
     mp__block_futex_init(b, &s->lock.f);
     mp__block_futex_init(b, &s->seq);
     s->parties = parties;
-    s->timeout = timeout < 0 ? -1.0 : timeout;
+    s->timeout = mp__timeout(timeout);
     mp_barrier *br = barrier_wrap(b);
     if (!br) {
         mp__block_release(b);
@@ -335,7 +335,7 @@ int mp_barrier_wait_timeout(mp_barrier *b, double timeout, int *index) {
     int rc = 0;
     b_lock(s);
     /* Wait while the previous round drains or a reset finishes. */
-    while (b_state(s) == B_DRAINING || b_state(s) == B_RESETTING) b_wait(s, -1.0);
+    while (b_state(s) == B_DRAINING || b_state(s) == B_RESETTING) b_wait(s, MP_FOREVER);
     if (b_state(s) == B_BROKEN) {
         b_unlock(s);
         return mp__err(MP_ESTATE, "mp_barrier_wait: the barrier is broken");
@@ -351,7 +351,7 @@ int mp_barrier_wait_timeout(mp_barrier *b, double timeout, int *index) {
         }
         b_broadcast(s);
     } else {
-        double deadline = mp__sync_deadline(timeout);
+        double deadline = mp__deadline(timeout);
         while (b_state(s) == B_FILLING) {
             if (b_wait(s, deadline) == MP_ETIMEDOUT && b_state(s) == B_FILLING) {
                 b_set_state(s, B_BROKEN);

@@ -30,10 +30,6 @@ void mp__lockw_release_save(mp__lockw *w, uint32_t *saved);
 /** ...and take it back at that depth (waits as long as it takes): 0 or MP_EOWNERDEAD. */
 int mp__lockw_acquire_restore(mp__lockw *w, uint32_t saved);
 
-/** A deadline for a timeout (< 0: none), and what is left of it (< 0: none; >= 0). */
-double mp__sync_deadline(double timeout);
-double mp__sync_left(double deadline);
-
 struct mp_lock {
     mp__block *blk;
     mp__lockw *w;

@@ -3,12 +3,13 @@
  * One API for starting and managing child processes on Linux and Windows, with a
  * start method ("fork", "spawn", "forkserver", "win32", "apr", "dummy") chosen at run
  * time. Conventions: functions return 0 or a negative MP_E* code; the thread-local
- * detail is in mp_last_error_message(); timeouts are double seconds and MP_FOREVER
- * waits forever; out-parameters come last and are NULL/0 on failure (handles:
+ * detail is in mp_last_error_message(); timeouts are double seconds, MP_FOREVER
+ * waits forever and a negative timeout does not wait; out-parameters come last and are NULL/0 on failure (handles:
  * MP_INVALID_OS_HANDLE); a NULL object pointer is MP_EINVAL, never a crash. */
 #ifndef MULTIPROC_H
 #define MULTIPROC_H
 
+#include <math.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -67,8 +68,9 @@ MP_API const char *mp_last_error_message(void);
  *  not come from the OS. Kept also where no MP_E* code says more than MP_ESYS. */
 MP_API int mp_last_os_error(void);
 
-/** Wait forever (any negative timeout does). */
-#define MP_FOREVER (-1.0)
+/** Wait forever: +infinity. A negative timeout (or NaN) means "do not wait", as
+ *  Python's join/poll/wait/get/acquire take it. */
+#define MP_FOREVER ((double)INFINITY)
 
 /* ---- OS handles -------------------------------------------------------------- */
 

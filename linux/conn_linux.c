@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "../core/os_conn.h"
+#include "linux.h"
 
 int mp__osconn_open(mp_os_handle h, int kind, mp__osconn **out) {
     (void)h;
@@ -228,20 +229,13 @@ int mp__os_conn_read_some(mp_os_handle h, int kind, mp__osconn *s, void *buf, si
     }
 }
 
-static int timeout_ms(double timeout, double deadline) {
-    if (timeout < 0) return -1;
-    double left = deadline - mp__os_monotonic();
-    if (left <= 0) return 0;
-    return left > INT_MAX / 1000 ? INT_MAX : (int)(left * 1000.0 + 0.999);
-}
-
 static int poll_loop(struct pollfd *p, size_t n, double timeout) {
-    double deadline = timeout >= 0 ? mp__os_monotonic() + timeout : 0;
+    double deadline = mp__deadline(timeout);
     for (;;) {
-        int r = poll(p, (nfds_t)n, timeout_ms(timeout, deadline));
+        int r = poll(p, (nfds_t)n, mp__linux_poll_ms(deadline));
         if (r > 0) return 0;
         if (r == 0) {
-            if (timeout >= 0 && mp__os_monotonic() >= deadline) return MP_ETIMEDOUT;
+            if (mp__left(deadline) == 0) return MP_ETIMEDOUT;
             continue;
         }
         if (errno != EINTR) return mp__os_err("poll");

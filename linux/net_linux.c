@@ -21,6 +21,7 @@
 #include <openssl/hmac.h>
 
 #include "../core/os_net.h"
+#include "linux.h"
 
 struct mp__os_listener {
     int fd;
@@ -62,23 +63,14 @@ const char *mp__os_net_temp_dir(void) {
     return g_tmp;
 }
 
-/* Remaining milliseconds for poll (-1: none). */
-static int ms_left(double deadline) {
-    if (deadline < 0) return -1;
-    double left = deadline - mp__os_monotonic();
-    if (left <= 0) return 0;
-    return left > INT_MAX / 1000 ? INT_MAX : (int)(left * 1000.0 + 0.999);
-}
-
 /* Waits for events on fd until deadline: 0, MP_ETIMEDOUT or an error. */
 static int wait_fd(int fd, short events, double deadline, const char *what) {
     for (;;) {
         struct pollfd p = {.fd = fd, .events = events};
-        int ms = ms_left(deadline);
-        int r = poll(&p, 1, ms);
+        int r = poll(&p, 1, mp__linux_poll_ms(deadline));
         if (r > 0) return 0;
         if (r == 0) {
-            if (deadline >= 0 && mp__os_monotonic() >= deadline)
+            if (mp__left(deadline) == 0)
                 return mp__err(MP_ETIMEDOUT, "%s: timed out", what);
             continue;
         }
@@ -230,7 +222,7 @@ int mp__os_net_accept(mp__os_listener *l, double timeout, mp_os_handle *h, int *
                       char **peer) {
     *h = MP_INVALID_OS_HANDLE;
     *peer = NULL;
-    double deadline = timeout < 0 ? -1.0 : mp__os_monotonic() + timeout;
+    double deadline = mp__deadline(timeout);
     for (;;) {
         int rc = wait_fd(l->fd, POLLIN, deadline, "accept");
         if (rc) return rc;
@@ -291,7 +283,7 @@ int mp__os_net_connect(int family, const char *host, int port, const char *path,
         if (errno == EINTR) continue;
         if (errno == EAGAIN) {
             /* A unix listener's backlog is full: a blocking connect would wait. */
-            if (deadline >= 0 && mp__os_monotonic() >= deadline) {
+            if (mp__left(deadline) == 0) {
                 rc = mp__err(MP_ETIMEDOUT, "connect: timed out (the listener's backlog is full)");
                 goto fail;
             }

@@ -153,20 +153,20 @@ int mp__os_handle_dup(mp_os_handle h, mp_os_handle *out) {
     return 0;
 }
 
+int mp__linux_poll_ms(double deadline) {
+    if (mp__forever(deadline)) return -1;
+    double left = mp__left(deadline);
+    return left > INT_MAX / 1000 ? INT_MAX : (int)(left * 1000.0 + 0.999);
+}
+
 int mp__linux_poll_in(int fd, double timeout) {
-    double deadline = timeout >= 0 ? mp__os_monotonic() + timeout : 0;
+    double deadline = mp__deadline(timeout);
     for (;;) {
-        int ms = -1;
-        if (timeout >= 0) {
-            double left = deadline - mp__os_monotonic();
-            if (left < 0) left = 0;
-            ms = left > INT_MAX / 1000 ? INT_MAX : (int)(left * 1000.0 + 0.999);
-        }
         struct pollfd p = {.fd = fd, .events = POLLIN};
-        int r = poll(&p, 1, ms);
+        int r = poll(&p, 1, mp__linux_poll_ms(deadline));
         if (r > 0) return 0;
         if (r == 0) {
-            if (timeout >= 0 && mp__os_monotonic() >= deadline) return MP_ETIMEDOUT;
+            if (mp__left(deadline) == 0) return MP_ETIMEDOUT;
             continue;
         }
         if (errno != EINTR) return mp__os_err("poll");

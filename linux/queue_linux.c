@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "../core/os_queue.h"
+#include "linux.h"
 
 /* The largest file this process may make (ulimit -f): a memfd beyond it would be
  * SIGXFSZ, which kills, rather than an error. */
@@ -296,20 +297,19 @@ void mp__os_qspill_cancel(mp__qspill *s) {
 int mp__os_qspill_send(mp__qspill *s, uint64_t seq, uint64_t size, uint64_t rec[2], double timeout) {
     rec[0] = rec[1] = 0;
     wire_msg m = {.seq = seq, .size = size};
-    double deadline = timeout < 0 ? -1.0 : mp__os_monotonic() + timeout;
+    double deadline = mp__deadline(timeout);
     int rc;
     for (;;) {
         rc = send_block(s->fd[0], &m, s->put_fd);
         if (rc != MP_EAGAIN) break;
         /* The socket's buffer is full of items nobody took yet. */
-        double left = deadline < 0 ? -1.0 : deadline - mp__os_monotonic();
-        if (deadline >= 0 && left <= 0) {
+        if (mp__left(deadline) == 0) {
             rc = MP_EFULL;
             break;
         }
         struct pollfd p = {.fd = s->fd[0], .events = POLLOUT};
-        int ms = left < 0 ? 100 : (int)(left * 1000) + 1;
-        poll(&p, 1, ms > 100 ? 100 : ms);
+        int ms = mp__linux_poll_ms(deadline);
+        poll(&p, 1, ms < 0 || ms > 100 ? 100 : ms);
     }
     if (rc < 0 && rc != MP_EFULL) rc = mp__os_err("queue: sendmsg");
     if (rc) mp__os_qspill_cancel(s);

@@ -62,7 +62,8 @@ void mp__os_futex_init(mp__futex *f, uint64_t key) {
 
 int mp__os_futex_wait(mp__futex *f, uint32_t expect, double timeout) {
     struct timespec ts, *tp = NULL;
-    if (timeout >= 0) {
+    timeout = mp__timeout(timeout);
+    if (!mp__forever(timeout)) {
         ts.tv_sec = (time_t)timeout;
         ts.tv_nsec = (long)((timeout - (double)ts.tv_sec) * 1e9);
         tp = &ts;

@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <cerrno>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -337,6 +338,76 @@ TEST(Blocks, RebuildWithTheBlocksOwnHandleKeepsItOpen) {
     mp_lock_free(l);
     mp__buf_free(&b);
     mp__buf_free(&b2);
+}
+
+} // namespace
+} // namespace mpt
+
+namespace mpt {
+namespace {
+
+// MP_FOREVER is +infinity and a negative timeout means "do not wait", as Python's
+// join/poll/wait/get/acquire take it: every blocking call returns at once. (A hang here
+// is caught by the fixture's watchdog.)
+TEST_P(ConformanceTest, NegativeTimeoutsDoNotWait) {
+    EXPECT_TRUE(std::isinf(MP_FOREVER) && MP_FOREVER > 0);
+    for (double t : {-1.0, -0.5, -1e9, std::nan("")}) {
+        SCOPED_TRACE(t);
+        Blocker *b = nullptr;
+        mp_process *p = start_blocked(&b, 0);
+        ASSERT_NE(nullptr, p);
+        EXPECT_EQ(MP_ETIMEDOUT, mp_process_join(p, t));
+
+        mp_connection *c1 = nullptr, *c2 = nullptr;
+        ASSERT_EQ(0, mp_pipe(true, &c1, &c2));
+        bool ready = true;
+        EXPECT_EQ(0, mp_connection_poll(c1, t, &ready));
+        EXPECT_FALSE(ready);
+        mp_waitable w = mp_waitable_connection(c1);
+        EXPECT_EQ(MP_ETIMEDOUT, mp_wait(&w, 1, t, &ready, nullptr));
+        mp_connection_free(c1);
+        mp_connection_free(c2);
+
+        mp_lock *l = nullptr;
+        ASSERT_EQ(0, mp_lock_new(ctx(), &l));
+        ASSERT_EQ(0, mp_lock_acquire(l, t)) << "a free lock is taken without waiting";
+        EXPECT_EQ(MP_ETIMEDOUT, mp_lock_acquire(l, t));
+        EXPECT_EQ(0, mp_lock_release(l));
+        mp_lock_free(l);
+
+        mp_semaphore *s = nullptr;
+        ASSERT_EQ(0, mp_semaphore_new(ctx(), 0, &s));
+        EXPECT_EQ(MP_ETIMEDOUT, mp_semaphore_acquire(s, t));
+        mp_semaphore_free(s);
+
+        mp_event *e = nullptr;
+        ASSERT_EQ(0, mp_event_new(ctx(), &e));
+        EXPECT_EQ(MP_ETIMEDOUT, mp_event_wait(e, t));
+        mp_event_free(e);
+
+        mp_condition *cv = nullptr;
+        ASSERT_EQ(0, mp_condition_new(ctx(), nullptr, &cv));
+        ASSERT_EQ(0, mp_condition_acquire(cv, t));
+        EXPECT_EQ(MP_ETIMEDOUT, mp_condition_wait(cv, t));
+        EXPECT_EQ(0, mp_condition_release(cv));
+        mp_condition_free(cv);
+
+        mp_barrier *br = nullptr;
+        ASSERT_EQ(0, mp_barrier_new(ctx(), 2, nullptr, MP_FOREVER, &br));
+        EXPECT_EQ(MP_ETIMEDOUT, mp_barrier_wait_timeout(br, t, nullptr));
+        mp_barrier_free(br);
+
+        mp_queue *q = nullptr;
+        ASSERT_EQ(0, mp_queue_new(ctx(), 1, &q));
+        mp_value *v = nullptr;
+        EXPECT_EQ(MP_EEMPTY, mp_queue_get(q, &v, t));
+        ASSERT_EQ(0, mp_queue_put_bytes(q, "x", 1, t)) << "room: no wait needed";
+        EXPECT_EQ(MP_EFULL, mp_queue_put_bytes(q, "y", 1, t));
+        mp_queue_free(q);
+
+        b->release_now();
+        EXPECT_EQ(0, join_code(p));
+    }
 }
 
 } // namespace

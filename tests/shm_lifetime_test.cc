@@ -453,7 +453,7 @@ TEST_P(ShmLifetimeTest, NamedMappingVanishesWithItsLastHandle) {
 #include <chrono>
 #include <vector>
 
-// White-box (posix/tracker_posix.c): how long a client waits for the tracker's answer.
+// White-box (linux/tracker_linux.c): how long a client waits for the tracker's answer.
 extern "C" double mp__shm_tracker_reply_timeout;
 
 namespace {

@@ -400,17 +400,16 @@ int mp__os_wait(const mp__oswait *items, size_t n, double timeout, bool *ready) 
         }
     }
     if (!rc) {
-        double deadline = timeout < 0 ? 0 : mp__os_monotonic() + timeout;
+        double deadline = mp__deadline(timeout);
         for (;;) {
-            double left = timeout < 0 ? -1.0 : deadline - mp__os_monotonic();
-            DWORD ms = timeout < 0 ? INFINITE : left > 0 ? mp__win_timeout_ms(left) : 0;
+            DWORD ms = mp__win_timeout_ms(mp__left(deadline));
             DWORD w = WaitForMultipleObjects((DWORD)n, hs, FALSE, ms);
             if (w == WAIT_FAILED) {
                 rc = mp__os_err("WaitForMultipleObjects");
                 break;
             }
             if (w < WAIT_OBJECT_0 + n || (w >= WAIT_ABANDONED_0 && w < WAIT_ABANDONED_0 + n)) break;
-            if (timeout >= 0 && mp__os_monotonic() >= deadline) {
+            if (mp__left(deadline) == 0) {
                 rc = MP_ETIMEDOUT;
                 break;
             }

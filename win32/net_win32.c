@@ -87,11 +87,7 @@ const char *mp__os_net_temp_dir(void) {
     return g_tmp;
 }
 
-static double left_of(double deadline) {
-    if (deadline < 0) return -1.0;
-    double left = deadline - mp__os_monotonic();
-    return left < 0 ? 0 : left;
-}
+static double left_of(double deadline) { return mp__left(deadline); }
 
 /* select() for one socket until deadline: 0, MP_ETIMEDOUT or an error. */
 static int wait_socket(SOCKET s, bool write, double deadline, const char *what) {
@@ -103,12 +99,12 @@ static int wait_socket(SOCKET s, bool write, double deadline, const char *what) 
         FD_SET(s, &eset);
         double left = left_of(deadline);
         /* Slices of at most a second keep the arithmetic safe for long waits. */
-        double slice = left < 0 || left > 1.0 ? 1.0 : left;
+        double slice = left > 1.0 ? 1.0 : left;
         struct timeval tv = {(long)slice, (long)((slice - (double)(long)slice) * 1e6)};
         int r = select(0, write ? NULL : &set, write ? &set : NULL, &eset, &tv);
         if (r > 0) return 0;
         if (r == SOCKET_ERROR) return wsa_err(WSAGetLastError(), "select");
-        if (deadline >= 0 && mp__os_monotonic() >= deadline)
+        if (mp__left(deadline) == 0)
             return mp__err(MP_ETIMEDOUT, "%s: timed out", what);
     }
 }
@@ -328,7 +324,7 @@ int mp__os_net_accept(mp__os_listener *l, double timeout, mp_os_handle *h, int *
         return accept_pipe(l, timeout, h);
     }
     *kind = MP__CONN_SOCKET;
-    return accept_socket(l, timeout < 0 ? -1.0 : mp__os_monotonic() + timeout, h, peer);
+    return accept_socket(l, mp__deadline(timeout), h, peer);
 }
 
 void mp__os_net_listener_close(mp__os_listener *l) {
@@ -372,7 +368,7 @@ static int connect_pipe(const char *path, double deadline, mp_os_handle *h) {
             rc = mp__err(MP_ETIMEDOUT, "connect: timed out waiting for pipe %s", path);
             break;
         }
-        WaitNamedPipeW(name, left < 0 || left > 1.0 ? 1000 : mp__win_timeout_ms(left));
+        WaitNamedPipeW(name, left > 1.0 ? 1000 : mp__win_timeout_ms(left));
     }
     mp__free(name);
     return rc;

@@ -87,9 +87,9 @@ wchar_t *mp__win_module_path(HMODULE mod)
 
 DWORD mp__win_timeout_ms(double seconds)
 {
-    if (seconds < 0)
+    if (mp__forever(seconds))
         return INFINITE;
-    double ms = seconds * 1000.0;
+    double ms = mp__timeout(seconds) * 1000.0;
     if (ms >= (double)(INFINITE - 1))
         return INFINITE - 1;
     DWORD whole = (DWORD)ms;
@@ -346,18 +346,15 @@ int mp__os_handle_wait(mp_os_handle h, double timeout)
 {
     if (handle_is_null(h))
         return mp__err(MP_EBADF, "WaitForSingleObject: invalid handle");
-    double deadline = timeout < 0 ? 0 : mp__os_monotonic() + timeout;
+    double deadline = mp__deadline(timeout);
     for (;;) {
-        double left = timeout < 0 ? -1.0 : deadline - mp__os_monotonic();
-        /* Past the deadline is a poll, never the INFINITE a negative value means. */
-        DWORD ms = timeout < 0 ? INFINITE : left > 0 ? mp__win_timeout_ms(left) : 0;
-        DWORD r = WaitForSingleObject(MP__H(h), ms);
+        DWORD r = WaitForSingleObject(MP__H(h), mp__win_timeout_ms(mp__left(deadline)));
         if (r == WAIT_OBJECT_0 || r == WAIT_ABANDONED)
             return 0;
         if (r == WAIT_FAILED)
             return mp__os_err("WaitForSingleObject");
         /* Waits can end a tick early; only report expiry once it really passed. */
-        if (timeout >= 0 && mp__os_monotonic() >= deadline)
+        if (mp__left(deadline) == 0)
             return MP_ETIMEDOUT;
     }
 }

@@ -22,8 +22,8 @@
 char *mp__win_to_utf8(const wchar_t *w);
 /** Full path of a loaded module (NULL: this executable), freshly allocated. */
 wchar_t *mp__win_module_path(HMODULE mod);
-/** A timeout in seconds as milliseconds for the Wait functions: negative is
- *  INFINITE, anything else rounds up so a wait never ends early. */
+/** A timeout in seconds as milliseconds for the Wait functions: MP_FOREVER is
+ *  INFINITE, a negative one 0, anything else rounds up so a wait never ends early. */
 DWORD mp__win_timeout_ms(double seconds);
 
 #endif

@@ -27,7 +27,7 @@ if(MP_FUZZ AND NOT WIN32)
     # coverage; the rest of the library is linked as usual.
     add_executable(fuzz_frame_libfuzzer fuzz/fuzz_frame.c
       ${PROJECT_SOURCE_DIR}/core/connection.c
-      ${PROJECT_SOURCE_DIR}/posix/conn_posix.c)
+      ${PROJECT_SOURCE_DIR}/linux/conn_linux.c)
     target_link_libraries(fuzz_frame_libfuzzer PRIVATE multiproc::multiproc_static)
     target_include_directories(fuzz_frame_libfuzzer PRIVATE
       ${PROJECT_SOURCE_DIR}/include ${PROJECT_SOURCE_DIR}/core)
