@@ -50,7 +50,9 @@ extern "C" {
     X(EPROTO, -21, "protocol error")                                               \
     X(EBADF, -22, "bad handle")                                                    \
     X(EINTR, -23, "interrupted")                                                   \
-    X(ESYS, -24, "operating system error")
+    X(ESYS, -24, "operating system error")                                         \
+    X(EWORKERDIED, -25, "a pool worker died while running the task")              \
+    X(ECANCELED, -26, "canceled")
 
 #define MP__ERR_ENUM(name, value, msg) MP_##name = value,
 enum mp_errno { MP_OK = 0, MP_ERRNO_MAP(MP__ERR_ENUM) };
@@ -244,5 +246,6 @@ MP_API int mp_active_children(mp_process **list, size_t cap, size_t *n);
 #include "multiproc/sync.h"
 #include "multiproc/queue.h"
 #include "multiproc/shared.h"
+#include "multiproc/pool.h"
 
 #endif

@@ -1,0 +1,206 @@
+/* multiproc Pool and ThreadPool: Python's multiprocessing.pool for C. Included by
+ * multiproc.h.
+ *
+ * A pool runs task functions in worker processes of a context (a ThreadPool is the same
+ * pool on the dummy context: threads). Task functions are plain C functions of a loaded
+ * module; they travel as module + offset + build identity, as process targets do (a
+ * worker of another build refuses them: MP_ERESOLVE).
+ *
+ * Beyond Python:
+ *  - a worker that dies in a task (a crash, abort, exit, the OOM killer, SIGKILL) fails
+ *    that task with MP_EWORKERDIED, whose message names the signal or exit code; a new
+ *    worker takes its place and every other task completes: no call ever hangs on a
+ *    dead worker (CPython's hangs);
+ *  - a task may be given a time limit: past it, it fails with MP_ETIMEDOUT and its
+ *    worker is killed and replaced;
+ *  - terminate fails every pending result at once (MP_ECLOSED) instead of leaving get()
+ *    blocked;
+ *  - imap and map over a source pull their input lazily, with a bounded number of tasks
+ *    in flight (CPython reads the whole iterable first);
+ *  - an async result can be waited on with mp_wait, next to connections and processes;
+ *  - chunk sizes adapt to the measured task time by default (chunksize 0);
+ *  - record tasks map a function over arrays of fixed-size binary records with no
+ *    encoding at all.
+ *
+ * Threads: every call may be made from any thread. Callbacks (callback,
+ * error_callback, progress) run on the pool's result-handler thread, one at a time, as
+ * Python's do; they must not block on the pool they belong to. */
+#ifndef MULTIPROC_POOL_H
+#define MULTIPROC_POOL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "multiproc/connection.h"
+#include "multiproc/export.h"
+#include "multiproc/value.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct mp_pool mp_pool;
+typedef struct mp_async_result mp_async_result;
+typedef struct mp_imap mp_imap;
+
+/* ---- task functions -------------------------------------------------------------- */
+
+/** A value task, run in a worker. arg (borrowed) is the item for map, imap and map over
+ *  a source, the argument tuple for apply and starmap (Python's f(*args)). Returns 0
+ *  and sets *result to a new value (NULL stands for None), or a negative MP_E* code:
+ *  that task's error, with the detail given by mp_task_error (else the code's text). */
+typedef int (*mp_task_fn)(const mp_value *arg, mp_value **result);
+
+/** A record task, run in a worker: reads one input record and writes one output record
+ *  (both sizes are given at the call; out is NULL when the output size is 0). 0 or a
+ *  negative MP_E* code, which fails the whole call. */
+typedef int (*mp_record_fn)(const void *in, void *out);
+
+/** In a task: records code and a printf-style detail as the task's error (Python's
+ *  raise); returns code, so `return mp_task_error(MP_EINVAL, "bad item %d", x);`. */
+MP_API int mp_task_error(int code, const char *fmt, ...)
+#if defined(__GNUC__) && !defined(__MINGW32__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+
+/** A lazy input: 1 and *item (a new value the pool takes), 0 at the end, or a negative
+ *  MP_E* code (the call fails with it). Called on the pool's result-handler thread,
+ *  never on two threads at once, only while fewer tasks than the window are in flight. */
+typedef int (*mp_source_fn)(void *ctx, mp_value **item);
+
+/* ---- the pool ---------------------------------------------------------------------- */
+
+/** Options; all-zero (or a NULL pointer) means Python's defaults. */
+typedef struct mp_pool_opts {
+    int processes;             /* workers; 0: mp_process_cpu_count() */
+    /** Run once in each worker before its first task, with its own copy of initargs
+     *  (handles and library objects arrive as in a target's arguments; they live as
+     *  long as the worker). Non-zero fails every call of the pool with that error
+     *  (CPython would start new workers forever). */
+    int (*initializer)(mp_args *initargs);
+    const mp_args *initargs;   /* copied by mp_pool_new */
+    unsigned maxtasksperchild; /* 0: none; else a worker is replaced after that many tasks */
+    double task_timeout;       /* 0 or MP_FOREVER: none; else a task running longer fails
+                                  with MP_ETIMEDOUT and its worker is replaced */
+} mp_pool_opts;
+
+/** Starts a pool of workers of ctx (NULL: the default context). MP_ECHILD (and the
+ *  worker's reason) when a worker cannot start. Free with mp_pool_free. */
+MP_API int mp_pool_new(mp_context *ctx, const mp_pool_opts *opts, mp_pool **out);
+/** Python's ThreadPool: the same pool on the dummy context. */
+MP_API int mp_thread_pool_new(const mp_pool_opts *opts, mp_pool **out);
+/** No more tasks may be submitted (MP_ESTATE then); the workers exit once the work
+ *  submitted is done. */
+MP_API int mp_pool_close(mp_pool *p);
+/** Stops the workers now; every result not ready yet fails with MP_ECLOSED. */
+MP_API int mp_pool_terminate(mp_pool *p);
+/** Waits for the workers to exit: MP_ESTATE before close or terminate, MP_ETIMEDOUT. */
+MP_API int mp_pool_join(mp_pool *p, double timeout);
+/** Terminates the pool if it still runs (Python's with-block), joins and frees it.
+ *  Async results and imap iterators of the pool stay valid until freed (failed with
+ *  MP_ECLOSED if they were not ready). NULL is fine. */
+MP_API void mp_pool_free(mp_pool *p);
+/** The number of workers. */
+MP_API int mp_pool_processes(const mp_pool *p);
+/** The workers' pids now (thread ids on dummy): *n of them, at most cap into pids. */
+MP_API int mp_pool_worker_pids(mp_pool *p, int64_t *pids, size_t cap, size_t *n);
+
+/* ---- per-call options ----------------------------------------------------------- */
+
+/** chunksize: Python's rule for map (len / (4 * processes), rounded up). */
+#define MP_CHUNKSIZE_PYTHON ((size_t)-1)
+
+/** Options of a call; all-zero (or a NULL pointer) means the defaults. */
+typedef struct mp_call_opts {
+    /** Items per task: 0 (the default) adapts to the measured task time, so both trivial
+     *  and slow tasks run near full speed; MP_CHUNKSIZE_PYTHON is Python's rule for map;
+     *  n sends n items per task (Python's chunksize; imap's default there is 1). */
+    size_t chunksize;
+    double timeout;    /* per task; 0: the pool's task_timeout (MP_FOREVER: none) */
+    /** On success: result borrowed (the async result keeps it; NULL for records). */
+    void (*callback)(void *ctx, const mp_value *result);
+    /** On failure: the first error and its detail. */
+    void (*error_callback)(void *ctx, int code, const char *message);
+    /** After each task: items done and failed so far, of total (0 while a source has
+     *  not ended). */
+    void (*progress)(void *ctx, size_t done, size_t total, size_t failed);
+    void *ctx;
+} mp_call_opts;
+
+/* ---- calls on values ---------------------------------------------------------- */
+
+/** Python's apply: fn(args) in a worker, waiting for it. 0 and *result (a new value,
+ *  mp_value_free; NULL for None), or the task's error with its detail. args is a tuple
+ *  or list (NULL: none). */
+MP_API int mp_pool_apply(mp_pool *p, mp_task_fn fn, const mp_value *args, mp_value **result);
+MP_API int mp_pool_apply_async(mp_pool *p, mp_task_fn fn, const mp_value *args,
+                               const mp_call_opts *opts, mp_async_result **out);
+/** Python's map: fn(item) for every item of a list or tuple, in order. 0 and *results
+ *  (a new list), or the first error of a task (the others are dropped). */
+MP_API int mp_pool_map(mp_pool *p, mp_task_fn fn, const mp_value *items,
+                       const mp_call_opts *opts, mp_value **results);
+MP_API int mp_pool_map_async(mp_pool *p, mp_task_fn fn, const mp_value *items,
+                             const mp_call_opts *opts, mp_async_result **out);
+/** Python's starmap: each item is the argument tuple (or list) of one call. */
+MP_API int mp_pool_starmap(mp_pool *p, mp_task_fn fn, const mp_value *items,
+                           const mp_call_opts *opts, mp_value **results);
+MP_API int mp_pool_starmap_async(mp_pool *p, mp_task_fn fn, const mp_value *items,
+                                 const mp_call_opts *opts, mp_async_result **out);
+/** map over a source, pulled lazily (bounded tasks in flight); results in order. */
+MP_API int mp_pool_map_source(mp_pool *p, mp_task_fn fn, mp_source_fn src, void *src_ctx,
+                              const mp_call_opts *opts, mp_value **results);
+
+/** Python's imap (ordered) and imap_unordered (in completion order) over a list or
+ *  tuple; read with mp_imap_next. */
+MP_API int mp_pool_imap(mp_pool *p, mp_task_fn fn, const mp_value *items,
+                        const mp_call_opts *opts, mp_imap **out);
+MP_API int mp_pool_imap_unordered(mp_pool *p, mp_task_fn fn, const mp_value *items,
+                                  const mp_call_opts *opts, mp_imap **out);
+/** imap over a source: its items are pulled only as results are taken, so an endless
+ *  source needs bounded memory. ordered: imap, else imap_unordered. */
+MP_API int mp_pool_imap_source(mp_pool *p, mp_task_fn fn, mp_source_fn src, void *src_ctx,
+                               bool ordered, const mp_call_opts *opts, mp_imap **out);
+/** The next result: 0 and *item (a new value, NULL for None); the error of the task that
+ *  item was in (iteration goes on with the next item); MP_EOF after the last one;
+ *  MP_ETIMEDOUT. */
+MP_API int mp_imap_next(mp_imap *it, double timeout, mp_value **item);
+/** Stops pulling input; tasks in flight finish and are dropped. NULL is fine. */
+MP_API void mp_imap_free(mp_imap *it);
+
+/* ---- calls on records ------------------------------------------------------------ */
+
+/** fn over n records of in_size bytes at in, writing n records of out_size bytes to out
+ *  (out_size 0: no output). Nothing is encoded: records travel as bytes and results go
+ *  straight into out. 0, or the first error (out then holds a part of the results). */
+MP_API int mp_pool_map_records(mp_pool *p, mp_record_fn fn, const void *in, size_t in_size,
+                               void *out, size_t out_size, size_t n, const mp_call_opts *opts);
+/** The same, asynchronously: in and out must stay valid until the result is ready. */
+MP_API int mp_pool_map_records_async(mp_pool *p, mp_record_fn fn, const void *in,
+                                     size_t in_size, void *out, size_t out_size, size_t n,
+                                     const mp_call_opts *opts, mp_async_result **out_result);
+
+/* ---- async results (Python's AsyncResult / MapResult) ----------------------------- */
+
+/** Waits up to timeout: 0 and *result (borrowed: valid until the result is freed; a
+ *  list for map; NULL for None and for records), the task's error (its detail in
+ *  mp_last_error_message), MP_ETIMEDOUT. */
+MP_API int mp_async_result_get(mp_async_result *r, double timeout, const mp_value **result);
+/** Waits up to timeout until ready: 0 or MP_ETIMEDOUT. */
+MP_API int mp_async_result_wait(mp_async_result *r, double timeout);
+MP_API bool mp_async_result_ready(const mp_async_result *r);
+/** Whether it succeeded: MP_ESTATE while not ready (Python's ValueError). */
+MP_API int mp_async_result_successful(const mp_async_result *r, bool *ok);
+/** Cancels it if none of its tasks has started: 0, and it fails with MP_ECANCELED;
+ *  MP_ESTATE once a task started or it is ready. */
+MP_API int mp_async_result_cancel(mp_async_result *r);
+/** Something mp_wait can wait on, ready once the result is (made on first use). */
+MP_API int mp_async_result_waitable(mp_async_result *r, mp_waitable *out);
+/** The call goes on; its result is dropped when it comes. NULL is fine. */
+MP_API void mp_async_result_free(mp_async_result *r);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
