@@ -338,3 +338,46 @@ int mp__args_copy(const mp_args *src, mp_args **out) {
     *out = a;
     return 0;
 }
+
+int mp__args_split(mp_args *a, size_t from, mp_args **tail) {
+    *tail = NULL;
+    if (from > a->n) from = a->n;
+    mp_args *t = NULL;
+    int rc = mp_args_new(&t);
+    if (rc) return rc;
+    size_t k = a->n - from;
+    if (k) {
+        t->items = mp__malloc(k * sizeof *t->items);
+        if (!t->items) {
+            mp__free(t);
+            return mp__err(MP_ENOMEM, "mp_args: out of memory");
+        }
+        memcpy(t->items, a->items + from, k * sizeof *t->items);
+        t->n = t->cap = k;
+    }
+    t->owns_handles = a->owns_handles;
+    a->n = from;
+    *tail = t;
+    return 0;
+}
+
+int mp__args_extend(mp_args *a, const mp_args *from) {
+    mp_args *copy = NULL;
+    int rc = mp__args_copy(from, &copy);
+    if (rc) return rc;
+    size_t k = copy->n;
+    if (a->n + k > a->cap) {
+        mp__arg *items = mp__realloc(a->items, (a->n + k) * sizeof *items);
+        if (!items) {
+            mp_args_free(copy);
+            return mp__err(MP_ENOMEM, "mp_args: out of memory");
+        }
+        a->items = items;
+        a->cap = a->n + k;
+    }
+    if (k) memcpy(a->items + a->n, copy->items, k * sizeof *copy->items);
+    a->n += k;
+    copy->n = 0; /* moved: the copy's strings and bytes now belong to a */
+    mp_args_free(copy);
+    return 0;
+}

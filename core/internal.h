@@ -69,6 +69,9 @@ typedef struct mp__buf {
 } mp__buf;
 
 void mp__buf_put(mp__buf *b, const void *p, size_t n);
+/** Room for n more bytes at the end (len unchanged): a pointer to them, or NULL (the
+ *  buffer's err says why). */
+void *mp__buf_reserve(mp__buf *b, size_t n);
 void mp__buf_u8(mp__buf *b, uint8_t v);
 void mp__buf_u32(mp__buf *b, uint32_t v);
 void mp__buf_u64(mp__buf *b, uint64_t v);
@@ -127,6 +130,11 @@ int mp__args_decode(mp__rd *r, const mp_os_handle *handles, size_t nhandles, mp_
 size_t mp__args_handle_count(const mp_args *a);
 /** A deep copy (OS handles are copied as values: not duplicated, not owned). */
 int mp__args_copy(const mp_args *src, mp_args **out);
+/** Moves a's items from index from on into a new list *tail (with what a owns of
+ *  them); a keeps the ones before. */
+int mp__args_split(mp_args *a, size_t from, mp_args **tail);
+/** Appends a copy of from's items to a (as mp__args_copy copies). */
+int mp__args_extend(mp_args *a, const mp_args *from);
 
 /* ---- function identity (OS layer, resolved through core/launch.c) ---- */
 typedef struct mp__fnref {

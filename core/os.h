@@ -57,6 +57,11 @@ void mp__os_global_unlock(void);
 int mp__os_fn_to_ref(void *fn, mp__fnref *out);
 int mp__os_ref_to_fn(const mp__fnref *ref, void **out);
 
+/** Says how a process with Python's exit code ended, for messages: "exited with code
+ *  3", "was killed by signal 11 (SIGSEGV)", "ended with exception 0xc0000005 (access
+ *  violation)". */
+void mp__os_describe_exit(int exitcode, char *buf, size_t n);
+
 /** Flush stdio and end the process now with code (no atexit handlers). */
 void mp__os_exit(int code);
 /** In a child about to run its target: from now on an exit runs the atexit handlers
@@ -73,7 +78,22 @@ int mp__os_write_all(mp_os_handle h, const void *buf, size_t n);
 /** Reads exactly n bytes from a blocking handle: 0, MP_EOF when it ended first. */
 int mp__os_read_all(mp_os_handle h, void *buf, size_t n);
 
-/** Threads, for the dummy backend. */
+/** An in-process mutex and condition variable (pools, their results). */
+typedef struct mp__mutex mp__mutex;
+typedef struct mp__cond mp__cond;
+int mp__os_mutex_new(mp__mutex **out);
+void mp__os_mutex_free(mp__mutex *m); /* NULL is fine */
+void mp__os_mutex_lock(mp__mutex *m);
+void mp__os_mutex_unlock(mp__mutex *m);
+int mp__os_cond_new(mp__cond **out);
+void mp__os_cond_free(mp__cond *c); /* NULL is fine */
+/** With m held: waits until signalled or timeout passes: 0 (perhaps spuriously: the
+ *  caller looks again), MP_ETIMEDOUT (not recorded). */
+int mp__os_cond_wait(mp__cond *c, mp__mutex *m, double timeout);
+void mp__os_cond_signal(mp__cond *c);
+void mp__os_cond_broadcast(mp__cond *c);
+
+/** Threads, for the dummy backend and the pool's result handler. */
 typedef struct mp__thread mp__thread;
 int mp__os_thread_start(void (*fn)(void *), void *arg, mp__thread **out);
 /** Ready when the thread function has returned. Owned by the thread object. */

@@ -26,6 +26,7 @@ typedef struct enc {
     mp__buf b;
     size_t frame; /* offset of the current FRAME opcode, or SIZE_MAX outside a frame */
     int err;      /* first error other than MP_ENOMEM (the buffer keeps that one) */
+    bool bare;    /* opcodes only: no frames (a piece of someone else's pickle) */
 } enc;
 
 static void put_le(unsigned char *p, uint64_t v, int n) {
@@ -46,7 +47,7 @@ static void end_frame(enc *e) {
 
 /* Every opcode goes into a frame; one is opened lazily after a large blob closed it. */
 static void op(enc *e, const void *p, size_t n) {
-    if (e->frame == SIZE_MAX && !e->b.err) {
+    if (e->frame == SIZE_MAX && !e->b.err && !e->bare) {
         static const unsigned char hdr[FRAME_HDR] = {OP_FRAME};
         e->frame = e->b.len;
         mp__buf_put(&e->b, hdr, sizeof hdr);
@@ -266,3 +267,12 @@ int mp_value_dumps(const mp_value *v, void **buf, size_t *len) {
 }
 
 void mp_value_buf_free(void *buf) { mp__free(buf); }
+
+int mp__pickle_dump_item(const mp_value *v, mp__buf *b) {
+    enc e = {.b = *b, .frame = SIZE_MAX, .bare = true};
+    save(&e, v, 0);
+    *b = e.b;
+    int rc = e.err ? e.err : e.b.err;
+    if (rc == MP_ENOMEM) mp__err(MP_ENOMEM, "mp_value_dumps: out of memory");
+    return rc;
+}

@@ -60,6 +60,10 @@ int mp__value_dict_put(mp_value *d, mp_value *key, mp_value *val, mp_value **old
  *  *bytes_left; NULL with an error recorded (MP_ETOOBIG/MP_ENOMEM) on failure. */
 mp_value *mp__value_copy_budget(const mp_value *v, size_t *items_left, size_t *bytes_left,
                                 int *err);
+/** Appends v's pickle opcodes to b with no PROTO, frame or STOP: a piece of a pickle
+ *  made elsewhere (a pool's task lists items encoded one by one). 0, MP_EINVAL for
+ *  what mp_value_dumps refuses, or MP_ENOMEM (b keeps what was written). */
+int mp__pickle_dump_item(const mp_value *v, mp__buf *b);
 /** Checks UTF-8 as CPython's "surrogatepass" decoder accepts it (lone surrogates ok). */
 bool mp__utf8_valid(const char *p, size_t n);
 

@@ -18,6 +18,11 @@ static void buf_grow(mp__buf *b, size_t need) {
     b->cap = cap;
 }
 
+void *mp__buf_reserve(mp__buf *b, size_t n) {
+    buf_grow(b, n);
+    return b->err ? NULL : b->data + b->len;
+}
+
 void mp__buf_put(mp__buf *b, const void *p, size_t n) {
     buf_grow(b, n);
     if (b->err || n == 0) return;

@@ -239,6 +239,68 @@ void mp__os_exit(int code) {
     _exit(code); /* not reached */
 }
 
+/* ---- mutex and condition variable ---- */
+
+struct mp__mutex {
+    pthread_mutex_t m;
+};
+
+struct mp__cond {
+    pthread_cond_t c;
+};
+
+int mp__os_mutex_new(mp__mutex **out) {
+    *out = mp__malloc(sizeof **out);
+    if (!*out) return mp__err(MP_ENOMEM, "mutex: out of memory");
+    pthread_mutex_init(&(*out)->m, NULL);
+    return 0;
+}
+
+void mp__os_mutex_free(mp__mutex *m) {
+    if (!m) return;
+    pthread_mutex_destroy(&m->m);
+    mp__free(m);
+}
+
+void mp__os_mutex_lock(mp__mutex *m) { pthread_mutex_lock(&m->m); }
+void mp__os_mutex_unlock(mp__mutex *m) { pthread_mutex_unlock(&m->m); }
+
+int mp__os_cond_new(mp__cond **out) {
+    *out = mp__malloc(sizeof **out);
+    if (!*out) return mp__err(MP_ENOMEM, "condition variable: out of memory");
+    pthread_condattr_t a;
+    pthread_condattr_init(&a);
+    pthread_condattr_setclock(&a, CLOCK_MONOTONIC); /* a clock change never stretches a wait */
+    pthread_cond_init(&(*out)->c, &a);
+    pthread_condattr_destroy(&a);
+    return 0;
+}
+
+void mp__os_cond_free(mp__cond *c) {
+    if (!c) return;
+    pthread_cond_destroy(&c->c);
+    mp__free(c);
+}
+
+int mp__os_cond_wait(mp__cond *c, mp__mutex *m, double timeout) {
+    timeout = mp__timeout(timeout);
+    if (mp__forever(timeout)) {
+        pthread_cond_wait(&c->c, &m->m);
+        return 0;
+    }
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    double end = (double)t.tv_sec + (double)t.tv_nsec * 1e-9 + timeout;
+    if (end > 1e15) end = 1e15;
+    t.tv_sec = (time_t)end;
+    t.tv_nsec = (long)((end - (double)t.tv_sec) * 1e9);
+    if (t.tv_nsec >= 1000000000L) t.tv_nsec = 999999999L;
+    return pthread_cond_timedwait(&c->c, &m->m, &t) == ETIMEDOUT ? MP_ETIMEDOUT : 0;
+}
+
+void mp__os_cond_signal(mp__cond *c) { pthread_cond_signal(&c->c); }
+void mp__os_cond_broadcast(mp__cond *c) { pthread_cond_broadcast(&c->c); }
+
 /* ---- threads (dummy backend) ---- */
 
 struct mp__thread {

@@ -85,6 +85,17 @@ int mp__os_die_with_parent(mp_os_handle parent_sentinel) {
     return 0;
 }
 
+void mp__os_describe_exit(int exitcode, char *buf, size_t n) {
+    if (exitcode >= 0) {
+        snprintf(buf, n, "exited with code %d", exitcode);
+        return;
+    }
+    const char *abbrev = sigabbrev_np(-exitcode);
+    const char *what = strsignal(-exitcode);
+    snprintf(buf, n, "was killed by signal %d (SIG%s: %s)", -exitcode, abbrev ? abbrev : "?",
+             what ? what : "unknown");
+}
+
 /* ---- a child's exit ---- */
 
 static void (*g_before_exit)(void);

@@ -442,6 +442,29 @@ void mp__os_exit(int code)
     ExitProcess((UINT)code);
 }
 
+void mp__os_describe_exit(int exitcode, char *buf, size_t n)
+{
+    DWORD code = (DWORD)exitcode;
+    const char *what = NULL;
+    switch (code) {
+    case 0xC0000005u: what = "access violation"; break;
+    case 0xC000001Du: what = "illegal instruction"; break;
+    case 0xC0000094u: what = "integer division by zero"; break;
+    case 0xC00000FDu: what = "stack overflow"; break;
+    case 0xC0000409u: what = "stack buffer overrun (abort)"; break;
+    case 0xC0000017u: what = "out of memory"; break;
+    default: break;
+    }
+    if (what != NULL)
+        snprintf(buf, n, "ended with exception 0x%08lx (%s)", (unsigned long)code, what);
+    else if (exitcode == -15)
+        snprintf(buf, n, "was terminated (TerminateProcess)");
+    else if ((code & 0xC0000000u) == 0xC0000000u)
+        snprintf(buf, n, "ended with exception 0x%08lx", (unsigned long)code);
+    else
+        snprintf(buf, n, "exited with code %d", exitcode);
+}
+
 /* A new process has no parent's handlers to skip: exit() runs them all, and the
  * target's (registered later) first, then before_exit. */
 static void (*g_before_exit)(void);
@@ -461,6 +484,71 @@ void mp__os_exit_mark(void (*before_exit)(void))
 void mp__os_exit_handlers(int code)
 {
     exit(code);
+}
+
+/* ---- mutex and condition variable ----------------------------------------------- */
+
+struct mp__mutex {
+    SRWLOCK l;
+};
+
+struct mp__cond {
+    CONDITION_VARIABLE c;
+};
+
+int mp__os_mutex_new(mp__mutex **out)
+{
+    *out = mp__malloc(sizeof **out);
+    if (*out == NULL)
+        return mp__err(MP_ENOMEM, "mutex: out of memory");
+    InitializeSRWLock(&(*out)->l);
+    return 0;
+}
+
+void mp__os_mutex_free(mp__mutex *m)
+{
+    mp__free(m);
+}
+
+void mp__os_mutex_lock(mp__mutex *m)
+{
+    AcquireSRWLockExclusive(&m->l);
+}
+
+void mp__os_mutex_unlock(mp__mutex *m)
+{
+    ReleaseSRWLockExclusive(&m->l);
+}
+
+int mp__os_cond_new(mp__cond **out)
+{
+    *out = mp__malloc(sizeof **out);
+    if (*out == NULL)
+        return mp__err(MP_ENOMEM, "condition variable: out of memory");
+    InitializeConditionVariable(&(*out)->c);
+    return 0;
+}
+
+void mp__os_cond_free(mp__cond *c)
+{
+    mp__free(c);
+}
+
+int mp__os_cond_wait(mp__cond *c, mp__mutex *m, double timeout)
+{
+    if (!SleepConditionVariableSRW(&c->c, &m->l, mp__win_timeout_ms(timeout), 0))
+        return GetLastError() == ERROR_TIMEOUT ? MP_ETIMEDOUT : 0;
+    return 0;
+}
+
+void mp__os_cond_signal(mp__cond *c)
+{
+    WakeConditionVariable(&c->c);
+}
+
+void mp__os_cond_broadcast(mp__cond *c)
+{
+    WakeAllConditionVariable(&c->c);
 }
 
 /* ---- threads (the dummy backend) ---------------------------------------------- */

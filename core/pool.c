@@ -1,0 +1,566 @@
+/* The pool in the parent: its workers, the result-handler thread, and the dispatch of
+ * chunks (core/pool_internal.h says how it is shaped). The calls, jobs and their
+ * results are in core/pool_job.c.
+ *
+ * Locking: the pool's mutex guards the workers, the job lists and every chunk not
+ * answered yet; a job's own mutex guards what its waiters read (its outcome, imap's
+ * answers). The order is pool, then job. Task functions and callbacks never run under
+ * either: callbacks run on the handler thread with no lock held. */
+#include <stdio.h>
+#include <string.h>
+
+#include "backend.h"
+#include "pool_internal.h"
+#include "value_internal.h"
+
+#define CHECK_EVERY 0.05 /* seconds between looks at the workers' lives and time limits */
+
+/* ---- workers ----------------------------------------------------------------------- */
+
+static void slot_clear(mp_pool *p, int i) {
+    _Atomic int64_t *s = (_Atomic int64_t *)mp_shared_array_get_obj(p->slots);
+    atomic_store_explicit(&s[i], 0, memory_order_relaxed);
+}
+
+static int64_t slot_read(mp_pool *p, int i) {
+    _Atomic int64_t *s = (_Atomic int64_t *)mp_shared_array_get_obj(p->slots);
+    return atomic_load_explicit(&s[i], memory_order_acquire);
+}
+
+static int put_msg(mp__pool_w *w, const mp__pool_msg *m, const void *payload, size_t n) {
+    mp__buf b = {0};
+    mp__buf_put(&b, m, sizeof *m);
+    mp__buf_put(&b, payload, n);
+    int rc = b.err ? mp__err(MP_ENOMEM, "pool: out of memory") : mp_queue_put_bytes(w->inbox, b.data, b.len, MP_FOREVER);
+    mp__buf_free(&b);
+    return rc;
+}
+
+/* Tells worker w about function id, once. */
+static int teach_fn(mp_pool *p, mp__pool_w *w, uint32_t id) {
+    if (id < w->nknown && w->known[id]) return 0;
+    if (id >= w->nknown) {
+        size_t k = id + 16;
+        bool *kn = mp__realloc(w->known, k * sizeof *kn);
+        if (!kn) return mp__err(MP_ENOMEM, "pool: out of memory");
+        memset(kn + w->nknown, 0, (k - w->nknown) * sizeof *kn);
+        w->known = kn;
+        w->nknown = k;
+    }
+    const mp__fnref *r = &p->fns[id].ref;
+    mp__buf b = {0};
+    mp__buf_str(&b, r->module);
+    mp__buf_u64(&b, r->offset);
+    mp__buf_str(&b, r->build);
+    mp__pool_msg m = {.type = MP__PM_FNDEF, .fn = id};
+    int rc = b.err ? mp__err(MP_ENOMEM, "pool: out of memory") : put_msg(w, &m, b.data, b.len);
+    mp__buf_free(&b);
+    if (!rc) w->known[id] = true;
+    return rc;
+}
+
+/* Starts worker i (a new incarnation): its inbox, its process, its initialization. */
+static int worker_start(mp_pool *p, int i) {
+    mp__pool_w *w = &p->w[i];
+    mp_args *a = NULL;
+    w->gen++;
+    w->ready = w->retiring = w->quit_sent = false;
+    w->nknown = 0;
+    mp__free(w->known);
+    w->known = NULL;
+    slot_clear(p, i);
+    int rc = mp_simple_queue_new(p->ctx, &w->inbox);
+    if (!rc) rc = mp_args_new(&a);
+    if (!rc) rc = mp_args_add_queue(a, w->inbox);
+    if (!rc) rc = mp_args_add_queue(a, p->results);
+    if (!rc) rc = mp_args_add_shared_array(a, p->slots);
+    if (!rc) rc = mp_args_add_int(a, i);
+    if (!rc) rc = mp_args_add_int(a, w->gen);
+    if (!rc) rc = mp_args_add_int(a, p->maxtasks);
+    if (!rc && p->initargs) rc = mp__args_extend(a, p->initargs);
+    if (!rc) {
+        char name[64];
+        snprintf(name, sizeof name, "PoolWorker-%u", ++p->started);
+        /* Daemonic, as Python's: a worker never outlives the pool's process. */
+        mp_process_opts o = {.target = mp__pool_worker, .name = name, .args = a, .daemon = true};
+        rc = mp_process_new(p->ctx, &o, &w->proc);
+        if (!rc) rc = mp_process_start(w->proc);
+    }
+    mp_args_free(a);
+    if (!rc && p->initializer) rc = teach_fn(p, w, 0);
+    if (!rc) {
+        mp__pool_msg m = {.type = MP__PM_INIT};
+        rc = put_msg(w, &m, NULL, 0);
+    }
+    if (rc) {
+        rc = mp__err_wrap(rc, "pool: cannot start a worker");
+        if (w->proc) {
+            mp__err_mute();
+            mp_process_kill(w->proc);
+            mp_process_join(w->proc, MP_FOREVER);
+            mp__err_unmute();
+        }
+        mp_process_free(w->proc);
+        w->proc = NULL;
+        mp_queue_free(w->inbox);
+        w->inbox = NULL;
+        return rc;
+    }
+    w->pid = mp_process_pid(w->proc);
+    return 0;
+}
+
+/* ---- dispatch ---------------------------------------------------------------------- */
+
+static mp__pool_w *least_loaded(mp_pool *p) {
+    mp__pool_w *best = NULL;
+    for (int i = 0; i < p->n; i++) {
+        mp__pool_w *w = &p->w[i];
+        if (!w->proc || !w->ready || w->retiring || w->inflight >= p->window) continue;
+        if (!best || w->inflight < best->inflight) best = w;
+    }
+    return best;
+}
+
+/* Puts chunk c in worker w's inbox: it runs after what w holds already. */
+static int send_chunk(mp_pool *p, mp__pool_w *w, mp__pool_chunk *c) {
+    int rc = teach_fn(p, w, c->fn);
+    if (rc) return rc;
+    c->seq = ++p->seq;
+    mp__pool_msg *m = (mp__pool_msg *)c->msg;
+    m->seq = c->seq;
+    rc = mp_queue_put_bytes(w->inbox, c->msg, c->len, MP_FOREVER);
+    if (rc) return rc;
+    c->next = NULL;
+    c->worker = (int)(w - p->w);
+    if (w->tail)
+        w->tail->next = c;
+    else
+        w->head = c;
+    w->tail = c;
+    if (++w->inflight == 1) c->started = mp__os_monotonic();
+    return 0;
+}
+
+void mp__pool_dispatch(mp_pool *p) {
+    if (p->state != MP__POOL_RUN && p->state != MP__POOL_CLOSE) return;
+    for (;;) {
+        mp__pool_w *w = least_loaded(p);
+        if (!w) return;
+        mp__pool_chunk *c = p->requeued;
+        if (c) {
+            p->requeued = c->next;
+            if (mp__pool_chunk_dropped_locked(p, c)) continue;
+        } else if (!(c = mp__pool_next_chunk(p))) {
+            return;
+        }
+        int rc = send_chunk(p, w, c);
+        if (rc) mp__pool_chunk_failed_locked(p, c, rc);
+    }
+}
+
+/* ---- a worker's end ----------------------------------------------------------------- */
+
+static void worker_forget(mp_pool *p, mp__pool_w *w) {
+    mp__err_mute();
+    if (w->proc && mp_process_join(w->proc, 5.0) != 0) {
+        mp_process_kill(w->proc);
+        mp_process_join(w->proc, MP_FOREVER);
+    }
+    mp__err_unmute();
+    mp_process_free(w->proc);
+    w->proc = NULL;
+    mp_queue_free(w->inbox);
+    w->inbox = NULL;
+    w->head = w->tail = NULL;
+    w->inflight = 0;
+    (void)p;
+}
+
+/* Worker i has ended (crashed, killed, retired or quit): the task it was running fails,
+ * those still waiting in its inbox go to the others, and a new worker takes its place
+ * while the pool runs. Under the pool's mutex. */
+static void worker_lost(mp_pool *p, int i) {
+    mp__pool_w *w = &p->w[i];
+    int code = 0;
+    mp__err_mute();
+    if (mp_process_join(w->proc, 5.0) != 0) {
+        mp_process_kill(w->proc);
+        mp_process_join(w->proc, MP_FOREVER);
+    }
+    mp_process_exitcode(w->proc, &code);
+    mp__err_unmute();
+    char how[160];
+    mp__os_describe_exit(code, how, sizeof how);
+    mp__pool_chunk *c = w->head;
+    if (c && (int64_t)c->seq == slot_read(p, i)) {
+        w->head = c->next;
+        if (c->timed_out)
+            mp__err(MP_ETIMEDOUT, "pool: a task ran past its time limit (%.3f s); its worker (pid %lld) was killed",
+                    c->limit, (long long)w->pid);
+        else
+            mp__err(MP_EWORKERDIED, "pool: the worker running the task (pid %lld) %s", (long long)w->pid, how);
+        mp__pool_chunk_failed_locked(p, c, c->timed_out ? MP_ETIMEDOUT : MP_EWORKERDIED);
+    }
+    /* The rest never started: they go first, in their order, to the other workers. */
+    mp__pool_chunk *rest = w->head, **end = &rest;
+    while (*end) end = &(*end)->next;
+    *end = p->requeued;
+    p->requeued = rest;
+    w->head = w->tail = NULL;
+    bool died_starting = !w->ready && !w->retiring;
+    worker_forget(p, w);
+    if (p->state != MP__POOL_RUN) return;
+    if (died_starting && !p->broken) {
+        mp__err(MP_EWORKERDIED, "pool: a worker (pid %lld) %s before it was ready", (long long)w->pid, how);
+        mp__pool_break_locked(p, MP_EWORKERDIED);
+        return;
+    }
+    if (!p->broken) {
+        int rc = worker_start(p, i);
+        if (rc) mp__pool_break_locked(p, rc);
+    }
+}
+
+/* Kills the worker running a chunk past its time limit; its end is noticed as any
+ * other. A thread (dummy) cannot be killed: its chunk fails now and its late answer is
+ * dropped. */
+static void enforce_limits(mp_pool *p, double now) {
+    for (int i = 0; i < p->n; i++) {
+        mp__pool_w *w = &p->w[i];
+        mp__pool_chunk *c = w->head;
+        if (!w->proc || !c || c->timed_out || mp__forever(c->limit)) continue;
+        if (now < c->started + c->limit || (int64_t)c->seq != slot_read(p, i)) continue;
+        c->timed_out = true;
+        if (p->threads) {
+            w->head = c->next;
+            if (!w->head) w->tail = NULL;
+            w->inflight--;
+            w->retiring = true; /* busy until it returns; then it is replaced */
+            mp__err(MP_ETIMEDOUT, "pool: a task ran past its time limit (%.3f s)", c->limit);
+            mp__pool_chunk_failed_locked(p, c, MP_ETIMEDOUT);
+            continue;
+        }
+        mp__err_mute();
+        mp_process_kill(w->proc);
+        mp__err_unmute();
+    }
+}
+
+/* ---- the result handler ------------------------------------------------------------ */
+
+static void post(mp_pool *p, uint8_t type) {
+    mp__pool_res r = {.type = type};
+    mp__err_mute();
+    mp_queue_put_bytes(p->results, &r, sizeof r, MP_FOREVER);
+    mp__err_unmute();
+}
+
+void mp__pool_wake(mp_pool *p) { post(p, MP__PR_WAKE); }
+
+/* Takes the next message into p->rbuf: its length, or a negative code. */
+static int64_t next_result(mp_pool *p, double timeout) {
+    for (;;) {
+        size_t len = 0;
+        int rc = mp_queue_get_bytes_into(p->results, p->rbuf, p->rcap, &len, timeout);
+        if (rc == 0) return (int64_t)len;
+        if (rc != MP_ETOOBIG) return rc;
+        size_t cap = p->rcap ? p->rcap : 4096;
+        while (cap < len) cap *= 2;
+        unsigned char *b = mp__realloc(p->rbuf, cap);
+        if (!b) return mp__err(MP_ENOMEM, "pool: out of memory for a %zu-byte answer", len);
+        p->rbuf = b;
+        p->rcap = cap;
+    }
+}
+
+/* One message from a worker (or a wake-up). Takes the pool's mutex itself: decoding a
+ * chunk's results and the callbacks happen without it. */
+static void handle(mp_pool *p, const unsigned char *msg, size_t len) {
+    mp__pool_res r;
+    if (len < sizeof r) return;
+    memcpy(&r, msg, sizeof r);
+    const unsigned char *payload = msg + sizeof r;
+    size_t n = len - sizeof r;
+    if (r.type == MP__PR_WAKE) return;
+    mp__os_mutex_lock(p->mu);
+    mp__pool_w *w = r.worker < (uint32_t)p->n ? &p->w[r.worker] : NULL;
+    if (!w || w->gen != r.gen || !w->proc) {
+        mp__os_mutex_unlock(p->mu); /* from a worker that is gone */
+        return;
+    }
+    mp__pool_chunk *c = NULL;
+    switch (r.type) {
+    case MP__PR_READY:
+        w->ready = true;
+        break;
+    case MP__PR_INITFAIL:
+        if (!p->broken) {
+            mp__err(r.rc < 0 ? r.rc : MP_ECHILD, "pool: the initializer failed: %.*s", (int)n, (const char *)payload);
+            mp__pool_break_locked(p, r.rc < 0 ? r.rc : MP_ECHILD);
+        }
+        break;
+    case MP__PR_RETIRE:
+        w->retiring = true;
+        worker_lost(p, (int)r.worker);
+        break;
+    case MP__PR_DONE:
+        c = w->head;
+        if (!c || c->seq != r.seq) {
+            c = NULL; /* answered late: it failed already (time limit) */
+            break;
+        }
+        w->head = c->next;
+        if (!w->head) w->tail = NULL;
+        w->inflight--;
+        if (w->head) w->head->started = mp__os_monotonic();
+        break;
+    default: break;
+    }
+    if (p->threads && w->proc && w->retiring && !w->head && !w->quit_sent) {
+        /* A thread left behind by a time limit is done with it: it goes, another comes. */
+        mp__pool_msg m = {.type = MP__PM_QUIT};
+        mp__err_mute();
+        put_msg(w, &m, NULL, 0);
+        mp__err_unmute();
+        w->quit_sent = true;
+    }
+    mp__pool_dispatch(p);
+    if (c) mp__pool_chunk_taken_locked(p, c, r.ns);
+    mp__os_mutex_unlock(p->mu);
+    if (c) mp__pool_chunk_answered(p, c, r.rc, payload, n);
+    mp__pool_run_deferred(p);
+}
+
+/* Whether the handler's work is over: terminated, or closed with every worker gone. */
+static bool finished(mp_pool *p) {
+    if (p->state == MP__POOL_TERMINATE) return true;
+    if (p->state != MP__POOL_CLOSE) return false;
+    for (int i = 0; i < p->n; i++)
+        if (p->w[i].proc) return false;
+    return true;
+}
+
+/* Closing: once no job is left, each worker is told to quit. */
+static void close_workers(mp_pool *p) {
+    if (p->state != MP__POOL_CLOSE || p->jobs) return;
+    for (int i = 0; i < p->n; i++) {
+        mp__pool_w *w = &p->w[i];
+        if (!w->proc || w->quit_sent) continue;
+        mp__pool_msg m = {.type = MP__PM_QUIT};
+        mp__err_mute();
+        put_msg(w, &m, NULL, 0);
+        mp__err_unmute();
+        w->quit_sent = true;
+        w->retiring = true;
+    }
+}
+
+static void check_workers(mp_pool *p) {
+    for (int i = 0; i < p->n; i++) {
+        mp__pool_w *w = &p->w[i];
+        if (!w->proc || mp_process_is_alive(w->proc)) continue;
+        /* Its last answers may still be in the queue: take them first. */
+        mp__os_mutex_unlock(p->mu);
+        int64_t len;
+        while ((len = next_result(p, 0)) >= 0) handle(p, p->rbuf, (size_t)len);
+        mp__os_mutex_lock(p->mu);
+        if (w->proc && !mp_process_is_alive(w->proc)) worker_lost(p, i);
+    }
+}
+
+static void handler_main(void *arg) {
+    mp_pool *p = arg;
+    double last = 0;
+    for (;;) {
+        mp__os_mutex_lock(p->mu);
+        double now = mp__os_monotonic();
+        if (now - last >= CHECK_EVERY || p->state != MP__POOL_RUN) {
+            last = now;
+            enforce_limits(p, now);
+            check_workers(p);
+        }
+        close_workers(p);
+        mp__pool_dispatch(p);
+        bool done = finished(p);
+        mp__os_mutex_unlock(p->mu);
+        mp__pool_run_deferred(p);
+        if (done) break;
+        mp__pool_feed_sources(p);
+        int64_t len = next_result(p, CHECK_EVERY);
+        if (len >= 0) handle(p, p->rbuf, (size_t)len);
+    }
+}
+
+/* ---- the pool ---------------------------------------------------------------------- */
+
+static void pool_destroy(mp_pool *p) {
+    for (int i = 0; p->w && i < p->n; i++) {
+        worker_forget(p, &p->w[i]);
+        mp__free(p->w[i].known);
+    }
+    mp__free(p->w);
+    for (size_t i = 0; i < p->nfns; i++) mp__fnref_clear(&p->fns[i].ref);
+    mp__free(p->fns);
+    mp_queue_free(p->results);
+    mp_shared_array_free(p->slots);
+    mp_args_free(p->initargs);
+    mp__free(p->rbuf);
+    mp__os_mutex_free(p->mu);
+    mp__free(p);
+}
+
+int mp_pool_new(mp_context *ctx, const mp_pool_opts *opts, mp_pool **out) {
+    if (!out) return mp__err(MP_EINVAL, "mp_pool_new: out is NULL");
+    *out = NULL;
+    mp_pool_opts o = opts ? *opts : (mp_pool_opts){0};
+    if (o.processes < 0) return mp__err(MP_EINVAL, "mp_pool_new: processes must be at least 1");
+    if (o.initargs && !o.initializer) return mp__err(MP_EINVAL, "mp_pool_new: initargs without an initializer");
+    if (!ctx) ctx = mp_get_context(NULL);
+    if (!ctx) return MP_ESTATE; /* it said why */
+    mp_pool *p = mp__calloc(1, sizeof *p);
+    if (!p) return mp__err(MP_ENOMEM, "mp_pool_new: out of memory");
+    p->ctx = ctx;
+    p->n = o.processes ? o.processes : mp_process_cpu_count();
+    const struct mp_backend_ops *ops = mp__context_ops(ctx);
+    p->threads = ops && (ops->flags & MP_BACKEND_THREADS);
+    p->initializer = o.initializer;
+    p->maxtasks = o.maxtasksperchild;
+    p->task_timeout = o.task_timeout > 0 ? o.task_timeout : MP_FOREVER;
+    p->window = 2;
+    int rc = mp__os_mutex_new(&p->mu);
+    if (!rc && !(p->w = mp__calloc((size_t)p->n, sizeof *p->w))) rc = mp__err(MP_ENOMEM, "mp_pool_new: out of memory");
+    if (!rc && o.initargs) rc = mp__args_copy(o.initargs, &p->initargs);
+    if (!rc) rc = mp_simple_queue_new(ctx, &p->results);
+    if (!rc) rc = mp_raw_array_new(ctx, 'q', (size_t)p->n, NULL, &p->slots);
+    if (!rc && o.initializer) {
+        uint32_t id;
+        rc = mp__pool_fn_id(p, (void *)o.initializer, &id); /* id 0 */
+    }
+    for (int i = 0; !rc && i < p->n; i++) rc = worker_start(p, i);
+    if (!rc) rc = mp__os_thread_start(handler_main, p, &p->handler);
+    if (rc) {
+        for (int i = 0; i < p->n; i++)
+            if (p->w && p->w[i].proc) {
+                mp__err_mute();
+                mp_process_kill(p->w[i].proc);
+                mp__err_unmute();
+            }
+        pool_destroy(p);
+        return rc;
+    }
+    *out = p;
+    return 0;
+}
+
+int mp_thread_pool_new(const mp_pool_opts *opts, mp_pool **out) {
+    mp_context *ctx = mp_get_context("dummy");
+    if (!ctx) {
+        if (out) *out = NULL;
+        return MP_ESTATE;
+    }
+    return mp_pool_new(ctx, opts, out);
+}
+
+int mp_pool_close(mp_pool *p) {
+    if (!p) return mp__err(MP_EINVAL, "mp_pool_close: pool is NULL");
+    mp__os_mutex_lock(p->mu);
+    if (p->state == MP__POOL_RUN) p->state = MP__POOL_CLOSE;
+    mp__os_mutex_unlock(p->mu);
+    mp__pool_wake(p);
+    return 0;
+}
+
+int mp_pool_terminate(mp_pool *p) {
+    if (!p) return mp__err(MP_EINVAL, "mp_pool_terminate: pool is NULL");
+    mp__os_mutex_lock(p->mu);
+    if (p->state != MP__POOL_TERMINATE) {
+        p->state = MP__POOL_TERMINATE;
+        mp__err(MP_ECLOSED, "pool: terminated");
+        mp__pool_fail_all_locked(p, MP_ECLOSED);
+        mp__err_mute();
+        for (int i = 0; i < p->n; i++) {
+            mp__pool_w *w = &p->w[i];
+            if (!w->proc) continue;
+            if (!p->threads) {
+                mp_process_terminate(w->proc);
+            } else if (!w->quit_sent) {
+                /* A thread cannot be stopped: it is asked to, behind what it holds. */
+                mp__pool_msg m = {.type = MP__PM_QUIT};
+                put_msg(w, &m, NULL, 0);
+                w->quit_sent = true;
+            }
+        }
+        mp__err_unmute();
+    }
+    mp__os_mutex_unlock(p->mu);
+    mp__pool_wake(p);
+    mp__pool_run_deferred(p);
+    return 0;
+}
+
+int mp_pool_join(mp_pool *p, double timeout) {
+    if (!p) return mp__err(MP_EINVAL, "mp_pool_join: pool is NULL");
+    mp__os_mutex_lock(p->mu);
+    int state = p->state;
+    mp__os_mutex_unlock(p->mu);
+    if (state == MP__POOL_RUN) return mp__err(MP_ESTATE, "mp_pool_join: the pool is still running (close or terminate it first)");
+    if (!p->handler) return 0;
+    int rc = mp__os_thread_join(p->handler, timeout);
+    if (rc == MP_ETIMEDOUT) return mp__err(rc, "mp_pool_join: timed out after %.3f s", timeout);
+    if (rc) return rc;
+    mp__os_thread_free(p->handler);
+    p->handler = NULL;
+    /* Workers a terminate stopped are reaped here; the handler let them go already
+     * when it saw them end. */
+    mp__os_mutex_lock(p->mu);
+    for (int i = 0; i < p->n; i++) worker_forget(p, &p->w[i]);
+    mp__os_mutex_unlock(p->mu);
+    return 0;
+}
+
+void mp_pool_free(mp_pool *p) {
+    if (!p) return;
+    mp__os_mutex_lock(p->mu);
+    bool running = p->state != MP__POOL_TERMINATE;
+    mp__os_mutex_unlock(p->mu);
+    if (running) mp_pool_terminate(p);
+    mp_pool_join(p, MP_FOREVER);
+    mp__os_mutex_lock(p->mu);
+    mp__pool_detach_jobs_locked(p);
+    mp__os_mutex_unlock(p->mu);
+    pool_destroy(p);
+}
+
+int mp_pool_processes(const mp_pool *p) { return p ? p->n : 0; }
+
+int mp_pool_worker_pids(mp_pool *p, int64_t *pids, size_t cap, size_t *n) {
+    if (n) *n = 0;
+    if (!p || !n || (cap && !pids)) return mp__err(MP_EINVAL, "mp_pool_worker_pids: NULL argument");
+    mp__os_mutex_lock(p->mu);
+    for (int i = 0; i < p->n; i++) {
+        if (!p->w[i].proc) continue;
+        if (*n < cap) pids[*n] = p->w[i].pid;
+        ++*n;
+    }
+    mp__os_mutex_unlock(p->mu);
+    return 0;
+}
+
+int mp__pool_fn_id(mp_pool *p, void *fn, uint32_t *id) {
+    for (size_t i = 0; i < p->nfns; i++)
+        if (p->fns[i].ptr == fn) {
+            *id = (uint32_t)i;
+            return 0;
+        }
+    mp__pool_fn *f = mp__realloc(p->fns, (p->nfns + 1) * sizeof *f);
+    if (!f) return mp__err(MP_ENOMEM, "pool: out of memory");
+    p->fns = f;
+    f = &p->fns[p->nfns];
+    memset(f, 0, sizeof *f);
+    int rc = mp__os_fn_to_ref(fn, &f->ref);
+    if (rc) return mp__err_wrap(rc, "pool: the task function cannot be sent to a worker");
+    f->ptr = fn;
+    *id = (uint32_t)p->nfns++;
+    return 0;
+}

@@ -1,0 +1,198 @@
+/* The pool's insides, shared by core/pool.c (the pool, its workers and result-handler
+ * thread), core/pool_job.c (calls, jobs, async results, imap) and core/pool_worker.c
+ * (the worker process).
+ *
+ * Shape. Every worker has an inbox of its own (a SimpleQueue the parent alone puts
+ * to); all workers put their answers on one results queue, which the parent's
+ * result-handler thread reads. The parent decides which worker runs what, so it knows
+ * at every moment which tasks each worker holds, in order: when a worker dies, the task
+ * it was running (the one whose sequence number it last wrote to its slot in a shared
+ * array) fails with MP_EWORKERDIED and the tasks still waiting in its inbox go to other
+ * workers. Nothing depends on the worker's cooperation, so a crash anywhere (in a task,
+ * in a queue operation, during startup) is accounted for.
+ *
+ * A task is a chunk of a job's items. Value items are encoded one by one when the job
+ * is submitted (or pulled from a source), so a chunk of any size is cut later by
+ * copying a byte range; record items are cut from the caller's array. */
+#ifndef MP_CORE_POOL_INTERNAL_H
+#define MP_CORE_POOL_INTERNAL_H
+
+#include <stdatomic.h>
+
+#include "os.h"
+
+/* ---- messages --------------------------------------------------------------------- */
+
+/* parent -> worker (inbox) */
+enum {
+    MP__PM_FNDEF = 'F', /* fn: the task function with that id, as a module + offset ref */
+    MP__PM_INIT = 'I',  /* run the initializer (fn 0 if defined), then say READY */
+    MP__PM_TASK = 'T',  /* run a chunk */
+    MP__PM_QUIT = 'Q',  /* exit */
+};
+
+/* worker -> parent (results), and the parent's own wake-up */
+enum {
+    MP__PR_READY = 'R', /* initialized, takes tasks */
+    MP__PR_INITFAIL = 'E', /* the initializer failed: rc + message */
+    MP__PR_DONE = 'D',  /* a chunk: rc 0 + results, or rc + message */
+    MP__PR_RETIRE = 'X', /* maxtasksperchild reached: it exits */
+    MP__PR_WAKE = 'W',  /* from a thread of the parent: look at the pool again */
+};
+
+enum { MP__PK_VALUE = 1, MP__PK_RECORD = 2 };
+
+/** Header of every inbox message; the payload follows. */
+typedef struct mp__pool_msg {
+    uint8_t type;
+    uint8_t kind;      /* MP__PK_* (TASK) */
+    uint16_t pad;
+    uint32_t fn;       /* function id (FNDEF, TASK) */
+    uint64_t seq;      /* the chunk's sequence number, unique in the pool (TASK) */
+    uint32_t n;        /* items in the chunk */
+    uint32_t in_size;  /* record sizes (RECORD) */
+    uint32_t out_size;
+    uint32_t pad2;
+} mp__pool_msg;
+
+/** Header of every results message; the payload follows. */
+typedef struct mp__pool_res {
+    uint8_t type;
+    uint8_t pad[3];
+    uint32_t worker;   /* its index */
+    uint32_t gen;      /* which incarnation of that worker */
+    int32_t rc;        /* 0, or the error (payload: the message) */
+    uint64_t seq;
+    uint64_t ns;       /* DONE: time spent in the task function(s) */
+} mp__pool_res;
+
+/* A chunk's values travel as one pickled list whose items were encoded one by one
+ * (mp__pickle_dump_item): PROTO 5, EMPTY_LIST, MARK, the items, APPENDS, STOP. */
+static inline void mp__pool_list_begin(mp__buf *b) {
+    static const unsigned char head[4] = {0x80, 5, ']', '('};
+    mp__buf_put(b, head, sizeof head);
+}
+static inline void mp__pool_list_end(mp__buf *b) {
+    static const unsigned char tail[2] = {'e', '.'};
+    mp__buf_put(b, tail, sizeof tail);
+}
+
+/* ---- the parent (core/pool.c, core/pool_job.c) --------------------------------------- */
+
+enum { MP__POOL_RUN, MP__POOL_CLOSE, MP__POOL_TERMINATE };
+
+typedef struct mp__pool_job mp__pool_job;
+
+/** A task: a chunk of a job's items, with the inbox message that carries it (kept until
+ *  it is answered, so it can go to another worker if its own dies first). */
+typedef struct mp__pool_chunk {
+    struct mp__pool_chunk *next;
+    mp__pool_job *job;
+    uint32_t fn;          /* its job's task function */
+    uint64_t seq;         /* set when it is put in an inbox */
+    size_t first, n;      /* items [first, first + n) of the job */
+    unsigned char *msg;   /* mp__pool_msg + payload */
+    size_t len;
+    int worker;
+    double started;       /* when it (probably) began to run: for the time limit */
+    double limit;         /* seconds it may run (MP_FOREVER: no limit) */
+    bool timed_out;
+} mp__pool_chunk;
+
+typedef struct mp__pool_w {
+    mp_process *proc;     /* NULL between a death and the new incarnation */
+    mp_queue *inbox;
+    uint32_t gen;
+    int64_t pid;
+    bool ready;           /* initialized: takes tasks */
+    bool retiring;        /* takes no more (maxtasksperchild, quitting, a late thread) */
+    bool quit_sent;
+    mp__pool_chunk *head, *tail; /* in its inbox or running, in order */
+    size_t inflight;
+    bool *known;          /* the function ids it was told about */
+    size_t nknown;
+} mp__pool_w;
+
+typedef struct mp__pool_fn {
+    void *ptr;
+    mp__fnref ref;
+} mp__pool_fn;
+
+struct mp_pool {
+    mp_context *ctx;
+    int n;                /* workers */
+    bool threads;         /* dummy: workers are threads (they cannot be killed) */
+    int (*initializer)(mp_args *);
+    mp_args *initargs;
+    int64_t maxtasks;
+    double task_timeout;  /* MP_FOREVER: none */
+    size_t window;        /* chunks in flight per worker */
+    unsigned started;     /* workers started, for their names */
+
+    mp__mutex *mu;        /* everything below */
+    int state;            /* MP__POOL_* */
+    int broken;           /* 0, or why no task can run (the initializer failed...) */
+    char *broken_msg;
+    mp__pool_w *w;
+    mp_queue *results;    /* workers -> the handler; also its wake-ups */
+    mp_shared_array *slots;
+    mp__thread *handler;
+    mp__pool_fn *fns;     /* id 0 is the initializer when there is one */
+    size_t nfns;
+    uint64_t seq;
+    mp__pool_chunk *requeued;  /* from dead workers: they go first */
+    mp__pool_job *jobs;        /* every job not finished, in submission order */
+    mp__pool_job *done;        /* finished under the lock: to notify (handler thread) */
+    unsigned char *rbuf;       /* the handler's receive buffer */
+    size_t rcap;
+};
+
+/* core/pool.c */
+/** The id of task function fn in the pool's table (added on first use). Under mu. */
+int mp__pool_fn_id(mp_pool *p, void *fn, uint32_t *id);
+/** Hands chunks to workers with room. Under mu. */
+void mp__pool_dispatch(mp_pool *p);
+/** Makes the handler look at the pool (a job came, a source may be read again). */
+void mp__pool_wake(mp_pool *p);
+
+/* core/pool_job.c, called by core/pool.c */
+/** The next chunk to run, cut from the jobs in submission order; NULL if none. Under mu. */
+mp__pool_chunk *mp__pool_next_chunk(mp_pool *p);
+/** Chunk c failed with rc (detail recorded): its job learns it. Frees c. Under mu. */
+void mp__pool_chunk_failed_locked(mp_pool *p, mp__pool_chunk *c, int rc);
+/** Drops chunk c (waiting to run again) if its job is over: true then. Under mu. */
+bool mp__pool_chunk_dropped_locked(mp_pool *p, mp__pool_chunk *c);
+/** Chunk c was answered (took ns in the task functions): its job's bookkeeping. Under mu. */
+void mp__pool_chunk_taken_locked(mp_pool *p, mp__pool_chunk *c, uint64_t ns);
+/** ...then, without the lock, on the handler thread: the results go to the job, its
+ *  callbacks run. Frees c. */
+void mp__pool_chunk_answered(mp_pool *p, mp__pool_chunk *c, int rc, const unsigned char *payload,
+                             size_t n);
+/** The pool cannot run tasks any more (detail recorded): every job fails with rc. */
+void mp__pool_break_locked(mp_pool *p, int rc);
+/** Every job not finished fails with rc (detail recorded). Under mu. */
+void mp__pool_fail_all_locked(mp_pool *p, int rc);
+/** Notifies the jobs that finished under the lock (callbacks, waiters). Handler thread. */
+void mp__pool_run_deferred(mp_pool *p);
+/** Reads the sources of lazy jobs while they have room. Handler thread, no lock. */
+void mp__pool_feed_sources(mp_pool *p);
+/** The pool goes away: its jobs (finished by now) stop pointing at it. Under mu. */
+void mp__pool_detach_jobs_locked(mp_pool *p);
+
+/* ---- the worker process (core/pool_worker.c) -------------------------------------- */
+
+/* Its arguments, in this order; the initializer's arguments follow. */
+enum {
+    MP__PW_INBOX,
+    MP__PW_RESULTS,
+    MP__PW_SLOTS,    /* a raw 'q' array: slot i is the seq of the task worker i runs */
+    MP__PW_INDEX,
+    MP__PW_GEN,
+    MP__PW_MAXTASKS,
+    MP__PW_NFIXED
+};
+
+/** The worker's target. */
+int mp__pool_worker(mp_args *a);
+
+#endif
