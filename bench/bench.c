@@ -180,6 +180,18 @@ static int bench_queue_group(const bench_opts *o, const char *metric)
 static int bench_queue_small(const bench_opts *o) { return bench_queue_group(o, "queue_small_items"); }
 static int bench_queue_large(const bench_opts *o) { return bench_queue_group(o, "queue_large_items"); }
 static int bench_rawpipe_64(const bench_opts *o) { return bench_queue_group(o, "rawpipe_64MiB"); }
+/* ---- pool_*: bench_pool.c ----------------------------------------------------- */
+
+static int bench_pool_group(const bench_opts *o, const char *metric)
+{
+    return bench_wanted(o, metric) ? bench_pool_metric(metric, o->quick, bench_report) : 0;
+}
+static int bench_pool_map(const bench_opts *o) { return bench_pool_group(o, "pool_map_trivial"); }
+static int bench_pool_imap(const bench_opts *o) { return bench_pool_group(o, "pool_imap_chunksize1"); }
+static int bench_pool_apply(const bench_opts *o) { return bench_pool_group(o, "pool_apply_sync"); }
+static int bench_pool_records(const bench_opts *o) { return bench_pool_group(o, "pool_map_records"); }
+static int bench_pool_10ms(const bench_opts *o) { return bench_pool_group(o, "pool_map_10ms_auto"); }
+
 /* ---- shm_1GiB.create/attach/touch/unlink: bench_shm.c --------------------- */
 
 int bench_shm_1gib(bool quick);
@@ -201,6 +213,11 @@ static const bench_group groups[] = {
     { "queue_small_items", bench_queue_small },
     { "queue_large_items", bench_queue_large },
     { "rawpipe_64MiB", bench_rawpipe_64 },
+    { "pool_map_trivial", bench_pool_map },
+    { "pool_imap_chunksize1", bench_pool_imap },
+    { "pool_apply_sync", bench_pool_apply },
+    { "pool_map_records", bench_pool_records },
+    { "pool_map_10ms_auto", bench_pool_10ms },
     { "lock_uncontended", bench_lock_uncontended },
     { "lock_contended_2proc", bench_lock_contended },
     { "shm_1GiB", bench_shm },

@@ -15,4 +15,9 @@ int bench_start_child(int (*fn)(struct mp_args *), int (*build_args)(struct mp_a
  *  MP_ECHILD when it exited non-zero, or the join's error. */
 int bench_finish_child(struct mp_process *p, double timeout);
 
+/** One pool metric (bench_pool.c): pool_map_trivial, pool_imap_chunksize1,
+ *  pool_apply_sync, pool_map_records, pool_map_10ms_auto. */
+#include <stdbool.h>
+int bench_pool_metric(const char *metric, bool quick, void (*report)(const char *, double, const char *));
+
 #endif
