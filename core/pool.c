@@ -112,11 +112,25 @@ static int worker_start(mp_pool *p, int i) {
 
 /* ---- dispatch ---------------------------------------------------------------------- */
 
+/* A chunk queued behind one that runs long would wait for it while other workers go
+ * idle: a worker takes a second chunk only while its first one is young. */
+static bool stuck(const mp__pool_w *w, double now) {
+    const mp__pool_chunk *c = w->head;
+    if (!c) return false;
+    double young = c->expect > 0.001 ? 2 * c->expect : 0.002;
+    return now - c->started > young;
+}
+
 static mp__pool_w *least_loaded(mp_pool *p) {
     mp__pool_w *best = NULL;
+    double now = 0;
     for (int i = 0; i < p->n; i++) {
         mp__pool_w *w = &p->w[i];
         if (!w->proc || !w->ready || w->retiring || w->inflight >= p->window) continue;
+        if (w->inflight) {
+            if (!now) now = mp__os_monotonic();
+            if (stuck(w, now)) continue;
+        }
         if (!best || w->inflight < best->inflight) best = w;
     }
     return best;

@@ -96,6 +96,7 @@ typedef struct mp__pool_chunk {
     int worker;
     double started;       /* when it (probably) began to run: for the time limit */
     double limit;         /* seconds it may run (MP_FOREVER: no limit) */
+    double expect;        /* seconds it should take, from the job's measures (0: unknown) */
     bool timed_out;
 } mp__pool_chunk;
 

@@ -367,6 +367,7 @@ static mp__pool_chunk *cut(mp_pool *p, mp__pool_job *j) {
     c->msg = b.data;
     c->len = b.len;
     c->limit = mp__forever(j->limit) ? MP_FOREVER : j->limit * (double)k;
+    c->expect = j->est_ns > 0 ? j->est_ns * (double)k * 1e-9 : 0;
     j->cursor += k;
     j->chunks_out++;
     j->started = true;

@@ -9,7 +9,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/.." && pwd)
 build="$root/build-demo"
 limit=${MP_DEMO_TIMEOUT:-60}
-examples=(hello info start_methods exitcodes pipes locks queues shared_state shared_memory)
+examples=(hello info start_methods exitcodes pipes locks queues shared_state shared_memory pool)
 
 log="$build/build.log"
 mkdir -p "$build"
