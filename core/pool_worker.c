@@ -30,10 +30,11 @@ typedef struct worker {
 } worker;
 
 int mp_task_error(int code, const char *fmt, ...) {
+    if (!fmt) return mp__err(code, NULL); /* the code's own text */
     char msg[512];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt ? fmt : "", ap);
+    vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     return mp__err(code, "%s", msg);
 }
