@@ -17,14 +17,25 @@
 
 /* ---- workers ----------------------------------------------------------------------- */
 
-static void slot_clear(mp_pool *p, int i) {
-    _Atomic int64_t *s = (_Atomic int64_t *)mp_shared_array_get_obj(p->slots);
-    atomic_store_explicit(&s[i], 0, memory_order_relaxed);
+static _Atomic int64_t *slot_of(mp_pool *p, int i) {
+    return (_Atomic int64_t *)mp_shared_array_get_obj(p->slots) + (size_t)i * MP__POOL_SLOT;
 }
 
-static int64_t slot_read(mp_pool *p, int i) {
-    _Atomic int64_t *s = (_Atomic int64_t *)mp_shared_array_get_obj(p->slots);
-    return atomic_load_explicit(&s[i], memory_order_acquire);
+static void slot_clear(mp_pool *p, int i) {
+    for (int k = 0; k < MP__POOL_SLOT; k++) atomic_store(&slot_of(p, i)[k], 0);
+}
+
+static int64_t slot_read(mp_pool *p, int i) { return atomic_load(&slot_of(p, i)[MP__POOL_RUN_WORD]); }
+
+int mp__pool_revoke_locked(mp_pool *p, mp__pool_chunk *c) {
+    _Atomic int64_t *s = slot_of(p, c->worker);
+    if (atomic_load(&s[MP__POOL_RUN_WORD]) == (int64_t)c->seq) return MP_ESTATE; /* it runs */
+    /* A word not holding a revoke still to be honoured (its chunk still waits). */
+    int k = MP__POOL_REVOKE_A;
+    for (mp__pool_chunk *o = p->w[c->worker].head; o; o = o->next)
+        if (o != c && atomic_load(&s[k]) == (int64_t)o->seq) k = MP__POOL_REVOKE_B;
+    atomic_store(&s[k], (int64_t)c->seq);
+    return atomic_load(&s[MP__POOL_RUN_WORD]) == (int64_t)c->seq ? MP_ESTATE : 0;
 }
 
 static int put_msg(mp__pool_w *w, const mp__pool_msg *m, const void *payload, size_t n) {
@@ -270,7 +281,11 @@ static void post(mp_pool *p, uint8_t type) {
     mp__err_unmute();
 }
 
-void mp__pool_wake(mp_pool *p) { post(p, MP__PR_WAKE); }
+void mp__pool_wake(mp_pool *p) {
+    mp__os_mutex_lock(p->mu);
+    if (p->results) post(p, MP__PR_WAKE); /* else the pool was freed: nobody to wake */
+    mp__os_mutex_unlock(p->mu);
+}
 
 /* Takes the next message into p->rbuf: its length, or a negative code. */
 static int64_t next_result(mp_pool *p, double timeout) {
@@ -317,6 +332,20 @@ static void handle(mp_pool *p, const unsigned char *msg, size_t len) {
     case MP__PR_RETIRE:
         w->retiring = true;
         worker_lost(p, (int)r.worker);
+        break;
+    case MP__PR_SKIPPED:
+        /* Revoked before it ran: the head (a worker answers in order). Its job was
+         * canceled; or the cancel failed, and it runs elsewhere. */
+        if ((c = w->head) && c->seq == r.seq) {
+            w->head = c->next;
+            if (!w->head) w->tail = NULL;
+            w->inflight--;
+            if (!mp__pool_chunk_dropped_locked(p, c)) {
+                c->next = p->requeued;
+                p->requeued = c;
+            }
+        }
+        c = NULL;
         break;
     case MP__PR_DONE:
         c = w->head;
@@ -408,20 +437,44 @@ static void handler_main(void *arg) {
 
 /* ---- the pool ---------------------------------------------------------------------- */
 
-static void pool_destroy(mp_pool *p) {
+/* Everything but the struct and its mutex, which jobs of the pool may still lock. */
+static void pool_stop(mp_pool *p) {
+    mp__os_mutex_lock(p->mu);
     for (int i = 0; p->w && i < p->n; i++) {
         worker_forget(p, &p->w[i]);
         mp__free(p->w[i].known);
     }
     mp__free(p->w);
+    p->w = NULL;
+    p->n = 0;
     for (size_t i = 0; i < p->nfns; i++) mp__fnref_clear(&p->fns[i].ref);
     mp__free(p->fns);
+    p->fns = NULL;
+    p->nfns = 0;
     mp_queue_free(p->results);
+    p->results = NULL;
     mp_shared_array_free(p->slots);
+    p->slots = NULL;
     mp_args_free(p->initargs);
+    p->initargs = NULL;
     mp__free(p->rbuf);
+    p->rbuf = NULL;
+    mp__free(p->broken_msg);
+    p->broken_msg = NULL;
+    mp__os_mutex_unlock(p->mu);
+}
+
+void mp__pool_ref(mp_pool *p) { atomic_fetch_add(&p->refs, 1); }
+
+void mp__pool_unref(mp_pool *p) {
+    if (!p || atomic_fetch_sub(&p->refs, 1) != 1) return;
     mp__os_mutex_free(p->mu);
     mp__free(p);
+}
+
+static void pool_destroy(mp_pool *p) {
+    if (p->mu) pool_stop(p);
+    mp__pool_unref(p);
 }
 
 int mp_pool_new(mp_context *ctx, const mp_pool_opts *opts, mp_pool **out) {
@@ -434,6 +487,7 @@ int mp_pool_new(mp_context *ctx, const mp_pool_opts *opts, mp_pool **out) {
     if (!ctx) return MP_ESTATE; /* it said why */
     mp_pool *p = mp__calloc(1, sizeof *p);
     if (!p) return mp__err(MP_ENOMEM, "mp_pool_new: out of memory");
+    atomic_init(&p->refs, 1);
     p->ctx = ctx;
     p->n = o.processes ? o.processes : mp_process_cpu_count();
     const struct mp_backend_ops *ops = mp__context_ops(ctx);
@@ -446,7 +500,7 @@ int mp_pool_new(mp_context *ctx, const mp_pool_opts *opts, mp_pool **out) {
     if (!rc && !(p->w = mp__calloc((size_t)p->n, sizeof *p->w))) rc = mp__err(MP_ENOMEM, "mp_pool_new: out of memory");
     if (!rc && o.initargs) rc = mp__args_copy(o.initargs, &p->initargs);
     if (!rc) rc = mp_simple_queue_new(ctx, &p->results);
-    if (!rc) rc = mp_raw_array_new(ctx, 'q', (size_t)p->n, NULL, &p->slots);
+    if (!rc) rc = mp_raw_array_new(ctx, 'q', (size_t)p->n * MP__POOL_SLOT, NULL, &p->slots);
     if (!rc && o.initializer) {
         uint32_t id;
         rc = mp__pool_fn_id(p, (void *)o.initializer, &id); /* id 0 */

@@ -37,6 +37,7 @@ enum {
     MP__PR_INITFAIL = 'E', /* the initializer failed: rc + message */
     MP__PR_DONE = 'D',  /* a chunk: rc 0 + results, or rc + message */
     MP__PR_RETIRE = 'X', /* maxtasksperchild reached: it exits */
+    MP__PR_SKIPPED = 'S', /* a chunk revoked before it ran (a cancel): not run */
     MP__PR_WAKE = 'W',  /* from a thread of the parent: look at the pool again */
 };
 
@@ -120,6 +121,8 @@ typedef struct mp__pool_fn {
 } mp__pool_fn;
 
 struct mp_pool {
+    _Atomic int refs;     /* the caller's handle and each job: the struct outlives the
+                             workers and queues while results of it are alive */
     mp_context *ctx;
     int n;                /* workers */
     bool threads;         /* dummy: workers are threads (they cannot be killed) */
@@ -142,15 +145,23 @@ struct mp_pool {
     size_t nfns;
     uint64_t seq;
     mp__pool_chunk *requeued;  /* from dead workers: they go first */
-    mp__pool_job *jobs;        /* every job not finished, in submission order */
-    mp__pool_job *done;        /* finished under the lock: to notify (handler thread) */
+    mp__pool_job *jobs;        /* every job not finished or with chunks out, in order */
+    mp__pool_job *notify;      /* finished: to notify (handler thread), newest first */
+    mp__pool_job *released;    /* let go by the pool: to unref (handler thread) */
+    mp__pool_job *progress;    /* with progress to report (handler thread) */
     unsigned char *rbuf;       /* the handler's receive buffer */
     size_t rcap;
 };
 
 /* core/pool.c */
+/** A job's hold on the pool (not on its workers: mp_pool_free stops those). */
+void mp__pool_ref(mp_pool *p);
+void mp__pool_unref(mp_pool *p);
 /** The id of task function fn in the pool's table (added on first use). Under mu. */
 int mp__pool_fn_id(mp_pool *p, void *fn, uint32_t *id);
+/** Revokes chunk c, in its worker's inbox: 0, or MP_ESTATE when it runs or may run
+ *  (the worker then skips it or runs it). Under mu. */
+int mp__pool_revoke_locked(mp_pool *p, mp__pool_chunk *c);
 /** Hands chunks to workers with room. Under mu. */
 void mp__pool_dispatch(mp_pool *p);
 /** Makes the handler look at the pool (a job came, a source may be read again). */
@@ -186,12 +197,19 @@ void mp__pool_detach_jobs_locked(mp_pool *p);
 enum {
     MP__PW_INBOX,
     MP__PW_RESULTS,
-    MP__PW_SLOTS,    /* a raw 'q' array: slot i is the seq of the task worker i runs */
+    MP__PW_SLOTS,    /* a raw 'q' array, MP__POOL_SLOT words per worker (see below) */
     MP__PW_INDEX,
     MP__PW_GEN,
     MP__PW_MAXTASKS,
     MP__PW_NFIXED
 };
+
+/* A worker's words in the slots array: the seq of the chunk it runs, written before it
+ * runs it; and seqs the parent revoked (a cancel) before they ran. The worker writes
+ * RUN then reads REVOKE, the parent writes REVOKE then reads RUN (both sequentially
+ * consistent): at least one of them sees the other's, so a revoked chunk is either
+ * skipped or known to the parent as maybe running. */
+enum { MP__POOL_RUN_WORD, MP__POOL_REVOKE_A, MP__POOL_REVOKE_B, MP__POOL_SLOT };
 
 /** The worker's target. */
 int mp__pool_worker(mp_args *a);

@@ -28,8 +28,10 @@ typedef struct answer {
 } answer;
 
 struct mp__pool_job {
-    mp__pool_job *next;     /* in the pool's jobs (or done) list */
-    mp_pool *pool;          /* NULL once the pool is freed */
+    mp__pool_job *next;     /* in the pool's jobs list, then its released list */
+    mp__pool_job *nnext;    /* in the pool's list of jobs to notify */
+    mp__pool_job *pnext;    /* in the pool's list of progress to report */
+    mp_pool *pool;          /* its struct lives as long as the job (a reference) */
     _Atomic int refs;       /* the pool's while it has the job, and the caller's handle */
     int mode, kind;
     uint32_t fn;
@@ -55,7 +57,9 @@ struct mp__pool_job {
     size_t in_size, out_size;
     size_t chunks_out;      /* cut and not answered */
     bool started;           /* a chunk was put in an inbox */
-    bool finished;          /* the outcome is known: no more chunks are cut */
+    bool finished;          /* the outcome is known (and will be notified) */
+    bool stopped;           /* no more chunks are cut (canceled, terminated, freed...) */
+    bool progress_due;      /* in the pool's progress list */
 
     /* outcome, under the job's mutex */
     mp__mutex *mu;
@@ -96,6 +100,7 @@ static void answer_free(answer *a) {
 
 static void job_unref(mp__pool_job *j) {
     if (!j || atomic_fetch_sub(&j->refs, 1) != 1) return;
+    mp__pool_unref(j->pool);
     mp__buf_free(&j->in);
     mp__free(j->off);
     for (size_t i = 0; j->items && i < j->nitems; i++) mp_value_free(j->items[i]);
@@ -124,6 +129,7 @@ static mp__pool_job *job_new(mp_pool *p, int mode, int kind, const mp_call_opts 
     }
     atomic_init(&j->refs, 1);
     j->pool = p;
+    mp__pool_ref(p);
     j->mode = mode;
     j->kind = kind;
     if (opts) j->opts = *opts;
@@ -155,32 +161,41 @@ static int job_add_item(mp__pool_job *j, const mp_value *v) {
     return 0;
 }
 
-/* Decides the outcome (once); the job is notified later, without the pool's lock.
- * Under the pool's mutex. */
+/* Nothing more of the job is cut (what is out finishes and is dropped). */
+static void job_stop_locked(mp__pool_job *j) {
+    j->stopped = true;
+    j->cursor = j->total;
+}
+
+/* Decides the outcome (once): the job is notified by the handler thread without the
+ * pool's lock, even if chunks of it are still out. A task's error decides a map but
+ * does not stop it: its other tasks still run (as in Python), so their progress, and
+ * the workers they might crash, are seen. Under the pool's mutex. */
 static void job_finish_locked(mp_pool *p, mp__pool_job *j, int rc, const char *msg) {
     if (j->finished) return;
     j->finished = true;
-    j->cursor = j->total; /* nothing more is cut */
     mp__os_mutex_lock(j->mu);
     if (rc && !j->rc) {
         j->rc = rc;
         j->msg = mp__strdup(msg && msg[0] ? msg : mp_strerror(rc));
     }
     mp__os_mutex_unlock(j->mu);
-    (void)p;
+    atomic_fetch_add(&j->refs, 1); /* the notify list's */
+    j->nnext = p->notify;
+    p->notify = j;
 }
 
-/* The pool lets go of a finished job once none of its chunks is out. Under mu. */
+/* The pool lets go of a finished job once none of its chunks is out; its reference
+ * is dropped by the handler, without the pool's lock. Under mu. */
 static void job_release_locked(mp_pool *p, mp__pool_job *j) {
-    if (!j->finished || j->chunks_out) return;
+    if (!j->finished || j->chunks_out || (!j->stopped && j->cursor < j->total) ||
+        (!j->stopped && j->src && !j->input_done))
+        return;
     for (mp__pool_job **pp = &p->jobs; *pp; pp = &(*pp)->next)
         if (*pp == j) {
             *pp = j->next;
-            j->next = NULL;
-            /* The waiters still need to hear of it: the done list holds the pool's
-             * reference until the handler notified them. */
-            j->next = p->done;
-            p->done = j;
+            j->next = p->released;
+            p->released = j;
             return;
         }
 }
@@ -238,13 +253,36 @@ static void job_notify(mp__pool_job *j) {
 void mp__pool_run_deferred(mp_pool *p) {
     for (;;) {
         mp__os_mutex_lock(p->mu);
-        mp__pool_job *j = p->done;
-        if (j) p->done = j->next;
+        /* Oldest first: the notify list is pushed at its head. */
+        mp__pool_job **pp = &p->notify, *n = NULL, *r = p->released;
+        while (*pp && (*pp)->nnext) pp = &(*pp)->nnext;
+        if (*pp) {
+            n = *pp;
+            *pp = NULL;
+        }
+        if (r) p->released = r->next;
+        mp__pool_job *g = p->progress;
+        if (g) {
+            p->progress = g->pnext;
+            g->progress_due = false;
+        }
         mp__os_mutex_unlock(p->mu);
-        if (!j) return;
-        j->next = NULL;
-        job_notify(j);
-        job_unref(j); /* the pool's */
+        if (!n && !r && !g) return;
+        if (g) {
+            mp__os_mutex_lock(g->mu);
+            size_t done = g->done, failed = g->failed;
+            mp__os_mutex_unlock(g->mu);
+            mp__os_mutex_lock(p->mu);
+            size_t total = g->input_done ? g->total : 0;
+            mp__os_mutex_unlock(p->mu);
+            g->opts.progress(g->opts.ctx, done, total, failed);
+            job_unref(g);
+        }
+        if (n) {
+            job_notify(n);
+            job_unref(n); /* the notify list's */
+        }
+        if (r) job_unref(r); /* the pool's */
     }
 }
 
@@ -252,7 +290,10 @@ void mp__pool_fail_all_locked(mp_pool *p, int rc) {
     const char *msg = mp_last_error_message();
     char copy[512];
     snprintf(copy, sizeof copy, "%s", msg);
-    for (mp__pool_job *j = p->jobs; j; j = j->next) job_finish_locked(p, j, rc, copy);
+    for (mp__pool_job *j = p->jobs; j; j = j->next) {
+        job_finish_locked(p, j, rc, copy);
+        job_stop_locked(j);
+    }
     /* Chunks waiting for a worker will never run. */
     while (p->requeued) {
         mp__pool_chunk *c = p->requeued;
@@ -287,20 +328,18 @@ void mp__pool_break_locked(mp_pool *p, int rc) {
 }
 
 void mp__pool_detach_jobs_locked(mp_pool *p) {
-    /* By now every job is finished and notified (terminate failed the rest). */
-    while (p->done) {
-        mp__pool_job *j = p->done;
-        p->done = j->next;
-        j->next = NULL;
+    /* By now every job is finished (terminate failed the rest); the handler has gone,
+     * so whatever it did not get to is done here. */
+    mp__os_mutex_unlock(p->mu);
+    mp__pool_run_deferred(p);
+    mp__os_mutex_lock(p->mu);
+    while (p->jobs) { /* finished, with chunks that will never come back */
+        mp__pool_job *j = p->jobs;
+        p->jobs = j->next;
         mp__os_mutex_unlock(p->mu);
-        job_notify(j);
-        mp__os_mutex_lock(p->mu);
-        j->pool = NULL;
         job_unref(j);
+        mp__os_mutex_lock(p->mu);
     }
-    for (mp__pool_job *j = p->jobs; j; j = j->next) j->pool = NULL;
-    mp__free(p->broken_msg);
-    p->broken_msg = NULL;
 }
 
 /* ---- chunks ---------------------------------------------------------------------- */
@@ -385,11 +424,12 @@ static mp__pool_chunk *cut(mp_pool *p, mp__pool_job *j) {
 
 mp__pool_chunk *mp__pool_next_chunk(mp_pool *p) {
     for (mp__pool_job *j = p->jobs; j; j = j->next) {
-        if (j->finished || j->cursor == j->total) continue;
+        if (j->stopped || j->cursor == j->total) continue;
         mp__pool_chunk *c = cut(p, j);
         if (c) return c;
         mp__err(MP_ENOMEM, "pool: out of memory for a task");
         job_finish_locked(p, j, MP_ENOMEM, NULL);
+        job_stop_locked(j);
         job_release_locked(p, j);
         return NULL; /* the list changed: the caller comes back */
     }
@@ -422,7 +462,10 @@ void mp__pool_chunk_failed_locked(mp_pool *p, mp__pool_chunk *c, int rc) {
         bool all = j->input_done && j->done == j->total;
         mp__os_cond_broadcast(j->cv);
         mp__os_mutex_unlock(j->mu);
-        if (!a) job_finish_locked(p, j, MP_ENOMEM, "pool: out of memory");
+        if (!a) {
+            job_finish_locked(p, j, MP_ENOMEM, "pool: out of memory");
+            job_stop_locked(j);
+        }
         if (all) job_finish_locked(p, j, 0, NULL);
     } else {
         mp__os_mutex_lock(j->mu);
@@ -431,6 +474,13 @@ void mp__pool_chunk_failed_locked(mp_pool *p, mp__pool_chunk *c, int rc) {
         mp__os_mutex_unlock(j->mu);
         job_finish_locked(p, j, rc, msg);
     }
+    if (j->opts.progress && !j->progress_due) {
+        /* Reported by the handler thread, as every progress is. */
+        j->progress_due = true;
+        atomic_fetch_add(&j->refs, 1);
+        j->pnext = p->progress;
+        p->progress = j;
+    }
     job_release_locked(p, j);
     mp__free(c->msg);
     mp__free(c);
@@ -438,7 +488,7 @@ void mp__pool_chunk_failed_locked(mp_pool *p, mp__pool_chunk *c, int rc) {
 
 bool mp__pool_chunk_dropped_locked(mp_pool *p, mp__pool_chunk *c) {
     mp__pool_job *j = c->job;
-    if (!j->finished) return false;
+    if (!j->stopped) return false;
     j->chunks_out--;
     job_release_locked(p, j);
     mp__free(c->msg);
@@ -551,7 +601,7 @@ void mp__pool_feed_sources(mp_pool *p) {
         mp__pool_job *j = p->jobs;
         size_t room = 0;
         for (; j; j = j->next)
-            if (j->src && !j->input_done && !j->finished && !j->feeding && (room = source_room(p, j)))
+            if (j->src && !j->input_done && !j->stopped && !j->feeding && (room = source_room(p, j)))
                 break;
         if (j) {
             j->feeding = true;
@@ -597,8 +647,12 @@ void mp__pool_feed_sources(mp_pool *p) {
                 j->total += tmp.total;
             }
         }
-        if (rc) job_finish_locked(p, j, rc, mp_last_error_message());
-        else if (got == 0) j->input_done = true;
+        if (rc) {
+            job_finish_locked(p, j, rc, mp_last_error_message());
+            job_stop_locked(j); /* a source that failed is read no more */
+        } else if (got == 0) {
+            j->input_done = true;
+        }
         mp__os_mutex_lock(j->mu);
         bool all = j->input_done && j->done == j->total;
         mp__os_mutex_unlock(j->mu);
@@ -739,7 +793,8 @@ static mp_async_result *wrap_result(mp__pool_job *j) {
 }
 
 int mp_pool_apply(mp_pool *p, mp_task_fn fn, const mp_value *args, mp_value **result) {
-    if (result) *result = NULL;
+    if (!result) return mp__err(MP_EINVAL, "mp_pool_apply: result is NULL");
+    *result = NULL;
     mp__pool_job *j;
     int rc = values_job(p, J_APPLY, (void *)fn, args, true, NULL, "mp_pool_apply", &j);
     return rc ? rc : finish_sync(j, result);
@@ -757,7 +812,8 @@ int mp_pool_apply_async(mp_pool *p, mp_task_fn fn, const mp_value *args, const m
 
 int mp_pool_map(mp_pool *p, mp_task_fn fn, const mp_value *items, const mp_call_opts *opts,
                 mp_value **results) {
-    if (results) *results = NULL;
+    if (!results) return mp__err(MP_EINVAL, "mp_pool_map: results is NULL");
+    *results = NULL;
     mp__pool_job *j;
     int rc = values_job(p, J_MAP, (void *)fn, items, false, opts, "mp_pool_map", &j);
     return rc ? rc : finish_sync(j, results);
@@ -787,7 +843,8 @@ int mp_pool_starmap_async(mp_pool *p, mp_task_fn fn, const mp_value *items,
 
 int mp_pool_map_source(mp_pool *p, mp_task_fn fn, mp_source_fn src, void *src_ctx,
                        const mp_call_opts *opts, mp_value **results) {
-    if (results) *results = NULL;
+    if (!results) return mp__err(MP_EINVAL, "mp_pool_map_source: results is NULL");
+    *results = NULL;
     mp__pool_job *j;
     int rc = source_job(p, J_MAP, fn, src, src_ctx, opts, "mp_pool_map_source", &j);
     return rc ? rc : finish_sync(j, results);
@@ -917,14 +974,24 @@ int mp_async_result_cancel(mp_async_result *r) {
     if (!r) return mp__err(MP_EINVAL, "mp_async_result_cancel: result is NULL");
     mp__pool_job *j = r->j;
     mp_pool *p = j->pool;
-    if (!p) return mp__err(MP_ESTATE, "mp_async_result_cancel: its pool is gone");
     mp__os_mutex_lock(p->mu);
     int rc = 0;
-    if (j->started || j->finished) {
-        rc = mp__err(MP_ESTATE, "mp_async_result_cancel: a task of it %s", j->finished ? "is done" : "has started");
+    mp__os_mutex_lock(j->mu);
+    size_t done = j->done;
+    mp__os_mutex_unlock(j->mu);
+    if (j->finished || done) {
+        rc = mp__err(MP_ESTATE, "mp_async_result_cancel: %s", j->finished ? "it is done" : "a task of it ran");
     } else {
+        /* Its chunks in inboxes are revoked; one that runs (or may) refuses the cancel. */
+        for (int i = 0; i < p->n && !rc; i++)
+            for (mp__pool_chunk *c = p->w[i].head; c && !rc; c = c->next)
+                if (c->job == j && mp__pool_revoke_locked(p, c) != 0)
+                    rc = mp__err(MP_ESTATE, "mp_async_result_cancel: a task of it has started");
+    }
+    if (!rc) {
         mp__err(MP_ECANCELED, "pool: the call was canceled");
         job_finish_locked(p, j, MP_ECANCELED, mp_last_error_message());
+        job_stop_locked(j);
         job_release_locked(p, j);
     }
     mp__os_mutex_unlock(p->mu);
@@ -1015,7 +1082,7 @@ int mp_imap_next(mp_imap *it, double timeout, mp_value **item) {
             answer_free(a);
         }
     }
-    mp_pool *p = a && j->src ? j->pool : NULL;
+    mp_pool *p = a && j->src ? j->pool : NULL; /* it lives as long as j */
     mp__os_mutex_unlock(j->mu);
     if (p) mp__pool_wake(p); /* room for more of the source */
     return rc;
@@ -1025,16 +1092,13 @@ void mp_imap_free(mp_imap *it) {
     if (!it) return;
     mp__pool_job *j = it->j;
     mp_pool *p = j->pool;
-    if (p) {
-        /* Nothing more is cut or read; what is out finishes and is dropped. */
-        mp__os_mutex_lock(p->mu);
-        if (j->pool) {
-            job_finish_locked(p, j, 0, NULL);
-            job_release_locked(p, j);
-        }
-        mp__os_mutex_unlock(p->mu);
-        mp__pool_wake(p);
-    }
+    /* Nothing more is cut or read; what is out finishes and is dropped. */
+    mp__os_mutex_lock(p->mu);
+    job_finish_locked(p, j, 0, NULL);
+    job_stop_locked(j);
+    job_release_locked(p, j);
+    mp__os_mutex_unlock(p->mu);
+    mp__pool_wake(p);
     job_unref(j);
     mp__free(it);
 }

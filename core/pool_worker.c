@@ -19,7 +19,7 @@ typedef struct fn_entry {
 
 typedef struct worker {
     mp_queue *inbox, *results;
-    _Atomic int64_t *slot;
+    _Atomic int64_t *slot; /* MP__POOL_SLOT words */
     uint32_t index, gen;
     mp_args *initargs;
     fn_entry *fns;
@@ -155,8 +155,14 @@ static int run_records(worker *w, const mp__pool_msg *m, const fn_entry *f, cons
     return rc;
 }
 
+/* Whether the chunk was revoked (after this worker said it runs it). */
+static bool revoked(worker *w, uint64_t seq) {
+    atomic_store(&w->slot[MP__POOL_RUN_WORD], (int64_t)seq);
+    return atomic_load(&w->slot[MP__POOL_REVOKE_A]) == (int64_t)seq ||
+           atomic_load(&w->slot[MP__POOL_REVOKE_B]) == (int64_t)seq;
+}
+
 static int run_task(worker *w, const mp__pool_msg *m, const unsigned char *p, size_t n) {
-    atomic_store_explicit(w->slot, (int64_t)m->seq, memory_order_release);
     const fn_entry *f = fn_of(w, m->fn);
     uint64_t ns = 0;
     int rc;
@@ -189,8 +195,9 @@ int mp__pool_worker(mp_args *a) {
     };
     mp_shared_array *slots = mp_args_shared_array(a, MP__PW_SLOTS);
     int64_t maxtasks = mp_args_int(a, MP__PW_MAXTASKS), done = 0;
-    if (!w.inbox || !w.results || !slots || w.index >= mp_shared_array_len(slots)) return 2;
-    w.slot = (_Atomic int64_t *)mp_shared_array_get_obj(slots) + w.index;
+    if (!w.inbox || !w.results || !slots || (w.index + 1) * MP__POOL_SLOT > mp_shared_array_len(slots))
+        return 2;
+    w.slot = (_Atomic int64_t *)mp_shared_array_get_obj(slots) + (size_t)w.index * MP__POOL_SLOT;
     if (mp__args_split(a, MP__PW_NFIXED, &w.initargs) != 0) return 2;
     int code = 0;
     for (;;) {
@@ -224,6 +231,13 @@ int mp__pool_worker(mp_args *a) {
             }
             answer(&w, MP__PR_READY, 0, 0, 0, NULL, 0);
         } else if (m.type == MP__PM_TASK) {
+            if (revoked(&w, m.seq)) {
+                if (answer(&w, MP__PR_SKIPPED, 0, m.seq, 0, NULL, 0) != 0) {
+                    code = 4;
+                    break;
+                }
+                continue;
+            }
             if (run_task(&w, &m, p, n) != 0) {
                 code = 4; /* the results queue broke */
                 break;
