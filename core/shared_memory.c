@@ -71,7 +71,7 @@ int mp_shm_open(const mp_shm_opts *opts, mp_shm **out) {
         rc = mp__os_shm_named_open(name, &h, &base, &mapped);
         if (rc) {
             if (tracked) {
-                char why[256];
+                char why[512]; /* as big as a last error message: names are up to 255 bytes */
                 snprintf(why, sizeof why, "%s", mp_last_error_message());
                 mp__os_shm_untrack(name);
                 rc = mp__err(rc, "%s", why); /* the open's reason, not the tracker's */
@@ -119,7 +119,7 @@ int mp_shm_close(mp_shm *s) {
 int mp_shm_unlink(mp_shm *s) {
     if (!s) return mp__err(MP_EINVAL, "mp_shm_unlink: shm is NULL");
     int rc = mp__os_shm_named_unlink(s->name);
-    char why[256];
+    char why[512];
     snprintf(why, sizeof why, "%s", rc ? mp_last_error_message() : "");
     /* Also when it was gone already: the tracker must not keep a stale name, which a
      * new block could take. */

@@ -486,6 +486,57 @@ TEST_P(ShmTest, BadInput) {
     EXPECT_EQ(0, mp_shm_unlink(c.s));
 }
 
+// Python (Linux) takes any name up to NAME_MAX, 255 bytes after its leading '/'; one
+// byte more is refused, by us with MP_EINVAL before the OS is asked.
+TEST_P(ShmTest, NamesOfUpTo255Bytes) {
+    for (size_t len : {248u, 249u, 254u, 255u}) {
+        SCOPED_TRACE("a name of " + std::to_string(len) + " bytes");
+        std::string name = fresh_name("long");
+        name += std::string(len - name.size(), 'n');
+        learn(name);
+        Shm c;
+        ASSERT_EQ(0, shm_create(name, 4096, &c)) << err();
+        EXPECT_EQ(name, c.name());
+        if (kPosixShm) {
+            EXPECT_TRUE(dev_shm_has(name));
+        }
+        Shm a;
+        ASSERT_EQ(0, shm_attach(name, &a)) << err();
+        EXPECT_EQ(name, a.name());
+        strcpy(c.buf(), ("parent:" + name).c_str());
+        if (len == 255) {
+            // A child attaches it by name too (and registers it with the tracker).
+            Args args;
+            args.s(name.c_str());
+            mp_process *p = start(tgt_attach_by_name, args.get());
+            ASSERT_NE(nullptr, p);
+            EXPECT_EQ(0, join_code(p));
+            EXPECT_STREQ("child was here", a.buf() + 1000);
+            // A shareable list under such a name.
+            std::string ln = fresh_name("longlist");
+            ln += std::string(255 - ln.size(), 'l');
+            learn(ln);
+            Val items(sample_items());
+            mp_shareable_list *l = nullptr, *view = nullptr;
+            ASSERT_EQ(0, mp_shareable_list_new(items.v, ln.c_str(), &l)) << err();
+            ASSERT_EQ(0, mp_shareable_list_attach(ln.c_str(), &view)) << err();
+            EXPECT_EQ("", check_items(view, sample_shown()));
+            mp_shareable_list_free(view);
+            EXPECT_EQ(0, mp_shm_unlink(mp_shareable_list_shm(l))) << err();
+            mp_shareable_list_free(l);
+        }
+        EXPECT_EQ(0, mp_shm_unlink(c.s)) << err();
+    }
+    std::string name = fresh_name("toolong");
+    name += std::string(256 - name.size(), 'n');
+    learn(name);
+    Shm c;
+    EXPECT_EQ(MP_EINVAL, shm_create(name, 4096, &c)) << "256 bytes";
+    EXPECT_NE(nullptr, strstr(err().c_str(), "255")) << err();
+    EXPECT_EQ(nullptr, c.s);
+    EXPECT_EQ(MP_EINVAL, shm_attach(name, &c)) << "256 bytes";
+}
+
 // ---- ShareableList ---------------------------------------------------------------------
 
 TEST_P(ShmTest, ShareableListItemsOfEveryKind) {

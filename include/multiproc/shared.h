@@ -117,7 +117,8 @@ typedef struct mp_shm mp_shm;
 /** Options for mp_shm_open; all-zero means Python's defaults (attach by name,
  *  tracked). */
 typedef struct mp_shm_opts {
-    const char *name;  /* no '/' anywhere (MP_EINVAL); NULL with create: a new "psm_..." name */
+    const char *name;  /* 1..255 bytes (Linux's NAME_MAX, as Python), no '/' anywhere
+                          (MP_EINVAL otherwise); NULL with create: a new "psm_..." name */
     bool create;       /* create a new block (MP_EEXIST when the name exists) */
     size_t size;       /* with create: > 0 (MP_EINVAL otherwise); ignored when attaching */
     bool untracked;    /* Python's track=False: never unlinked for you */
