@@ -681,10 +681,10 @@ bool mp_value_object_is_newobj(const mp_value *v) {
     return v && v->type == MP_VALUE_OBJECT && v->u.o.newobj;
 }
 
-/* Well-formed UTF-8 (no overlongs, nothing above U+10FFFF), except that encoded
- * surrogates U+D800..U+DFFF pass: CPython pickles lone surrogates that way and reads
- * them back with "surrogatepass". */
-bool mp__utf8_valid(const char *s, size_t n) {
+/* Well-formed UTF-8: no overlongs, nothing above U+10FFFF, and encoded surrogates
+ * U+D800..U+DFFF only when surrogates is set (CPython pickles lone surrogates that way
+ * and reads them back with "surrogatepass"; its plain "utf-8" codec refuses them). */
+static bool utf8_valid(const char *s, size_t n, bool surrogates) {
     const unsigned char *p = (const unsigned char *)s;
     size_t i = 0;
     while (i < n) {
@@ -705,7 +705,12 @@ bool mp__utf8_valid(const char *s, size_t n) {
             cp = (cp << 6) | (p[i + k] & 0x3F);
         }
         if (cp < min || cp > 0x10FFFF) return false;
+        if (!surrogates && cp >= 0xD800 && cp <= 0xDFFF) return false;
         i += len;
     }
     return true;
 }
+
+bool mp__utf8_valid(const char *s, size_t n) { return utf8_valid(s, n, true); }
+
+bool mp__utf8_valid_strict(const char *s, size_t n) { return utf8_valid(s, n, false); }

@@ -62,5 +62,7 @@ mp_value *mp__value_copy_budget(const mp_value *v, size_t *items_left, size_t *b
                                 int *err);
 /** Checks UTF-8 as CPython's "surrogatepass" decoder accepts it (lone surrogates ok). */
 bool mp__utf8_valid(const char *p, size_t n);
+/** Checks UTF-8 as CPython's strict "utf-8" codec accepts it (no surrogates). */
+bool mp__utf8_valid_strict(const char *p, size_t n);
 
 #endif
