@@ -1,5 +1,5 @@
 /* mp_value_loads: the safe subset of pickle (protocols 0-5) that CPython emits for
- * None, bool, int, float, str, bytes, tuple, list, dict, set and objects.
+ * None, bool, int, float, str, bytes, tuple, list, dict, set, frozenset and objects.
  *
  * Safety rules: nothing is ever called; every length is checked against what is left
  * of the input (and the current frame) before anything is read or allocated, and
@@ -224,11 +224,20 @@ static int fill_seq(dec *d, mp_value *seq, size_t k) {
     return 0;
 }
 
+/* Python's loads raises TypeError for a key or set item it cannot hash. */
+static int hashable(dec *d, const mp_value *key, const char *what) {
+    const mp_value *b;
+    if (mp__value_hashable(key, &b)) return 0;
+    return bad(d, "%s is unhashable in Python (a %s%s)", what,
+               mp_value_type_name((mp_value_type)b->type), b == key ? "" : " inside it");
+}
+
 static int dict_fill(dec *d, mp_value *dict, size_t k) {
     if ((d->sn - k) % 2) return bad(d, "odd number of values for a dict (%zu)", d->sn - k);
     for (size_t i = k; i < d->sn; i += 2) {
         mp_value *ok, *ov;
-        int rc = adopt(d, dict, d->stack[i]);
+        int rc = hashable(d, d->stack[i], "a dict key");
+        if (!rc) rc = adopt(d, dict, d->stack[i]);
         if (!rc) rc = adopt(d, dict, d->stack[i + 1]);
         if (!rc) rc = mp__value_dict_put(dict, d->stack[i], d->stack[i + 1], &ok, &ov);
         if (rc) {
@@ -243,27 +252,53 @@ static int dict_fill(dec *d, mp_value *dict, size_t k) {
     return 0;
 }
 
+/* Moves items[0..n) into a set or frozenset; an item equal to one there already is
+ * discarded (Python keeps the first). On failure items[*taken..n) are still the
+ * caller's. */
+static int set_take(dec *d, mp_value *set, mp_value **items, size_t n, size_t *taken) {
+    for (*taken = 0; *taken < n; ++*taken) {
+        mp_value *dup, *it = items[*taken];
+        int rc = hashable(d, it, "a set item");
+        if (!rc) rc = adopt(d, set, it);
+        if (!rc) rc = mp__value_set_put(set, it, &dup);
+        if (rc) return rc;
+        discard(d, dup);
+    }
+    return 0;
+}
+
+/* Moves stack[k..sn) into a set or frozenset. */
+static int fill_set(dec *d, mp_value *set, size_t k) {
+    if (k == d->sn) return 0; /* the stack may never have been allocated */
+    size_t taken;
+    int rc = set_take(d, set, d->stack + k, d->sn - k, &taken);
+    /* on failure the rest stay on the stack, which the error path frees */
+    if (k + taken < d->sn)
+        memmove(d->stack + k, d->stack + k + taken, (d->sn - k - taken) * sizeof *d->stack);
+    d->sn -= taken;
+    return rc;
+}
+
 /* APPEND(S), ADDITEMS, SETITEM(S): stack[k..] go into stack[k - 1], a list, set or
  * dict as the opcode says, or an object made by REDUCE/NEWOBJ (its list/dict items,
  * as CPython's pickler writes them for list and dict subclasses). */
 static int add_items(dec *d, const char *what, size_t k) {
     bool dict = what[0] == 'S', set = what[0] == 'A' && what[1] == 'D';
+    mp_value_type want = dict ? MP_VALUE_DICT : set ? MP_VALUE_SET : MP_VALUE_LIST;
     mp_value *c = d->stack[k - 1], *into = c;
     if (c->type == MP_VALUE_OBJECT && c->u.o.args && !set) {
         if (k == d->sn) return 0;
         mp_value **slot = dict ? &c->u.o.ditems : &c->u.o.items;
         int rc = mutable_check(d, c, what);
         if (rc) return rc;
-        if (!*slot && !(*slot = make(d, dict ? MP_VALUE_DICT : MP_VALUE_LIST, &rc))) return rc;
+        if (!*slot && !(*slot = make(d, want, &rc))) return rc;
         into = *slot;
-    } else if (c->type != (dict ? MP_VALUE_DICT : MP_VALUE_LIST) ||
-               !(c->flags & MP__VF_SET) != !set) {
-        return bad(d, "%s to a %s", what,
-                   c->flags & MP__VF_SET ? "set" : mp_value_type_name((mp_value_type)c->type));
+    } else if (c->type != want) {
+        return bad(d, "%s to a %s", what, mp_value_type_name((mp_value_type)c->type));
     }
     if (k < d->sn) {
         int rc = mutable_check(d, c, what);
-        if (!rc) rc = dict ? dict_fill(d, into, k) : fill_seq(d, into, k);
+        if (!rc) rc = dict ? dict_fill(d, into, k) : set ? fill_set(d, into, k) : fill_seq(d, into, k);
         if (rc) return rc;
     }
     if (into->height > c->height) c->height = into->height;
@@ -453,20 +488,35 @@ static int known_call(dec *d, const mp_value *g, mp_value *args, mp_value **out)
         }
         if (na == 1 && a0->type == MP_VALUE_BYTES) {
             args->u.seq.n = 0; /* the bytes move out of the args tuple */
+            args->flags |= MP__VF_MOVED;
             *out = a0;
             return 0;
         }
-    } else if (is_builtin(m) && (strcmp(n, "set") == 0 || strcmp(n, "frozenset") == 0)) {
+    } else if (is_builtin(m) && (strcmp(n, "set") == 0 || strcmp(n, "frozenset") == 0) &&
+               (na == 0 || (na == 1 && (a0->type == MP_VALUE_LIST || a0->type == MP_VALUE_TUPLE)))) {
+        /* set(iterable): protocols 0-3 give a list */
         int rc;
-        if (na == 0) {
-            *out = make(d, MP_VALUE_LIST, &rc);
-            return *out ? 0 : rc;
+        mp_value *set = make(d, n[0] == 's' ? MP_VALUE_SET : MP_VALUE_FROZENSET, &rc);
+        if (!set) return rc;
+        if (na == 1) {
+            /* The items move into the set. The list may be in the memo: a GET of it
+             * (which CPython never writes) is refused rather than seen empty. */
+            size_t taken;
+            rc = set_take(d, set, a0->u.seq.items, a0->u.seq.n, &taken);
+            /* what was not taken stays in the list, freed with the args */
+            if (taken < a0->u.seq.n)
+                memmove(a0->u.seq.items, a0->u.seq.items + taken,
+                        (a0->u.seq.n - taken) * sizeof *a0->u.seq.items);
+            a0->u.seq.n -= taken;
+            a0->flags |= MP__VF_MOVED;
+            args->flags |= MP__VF_MOVED;
+            if (rc) {
+                mp_value_free(set);
+                return rc;
+            }
         }
-        if (na == 1 && a0->type == MP_VALUE_LIST) {
-            args->u.seq.n = 0;
-            *out = a0;
-            return 0;
-        }
+        *out = set;
+        return 0;
     }
     if (d->lim.refuse_objects) return bad(d, "call of %s.%s refused (objects are disabled)", m, n);
     return 0;
@@ -529,20 +579,22 @@ static int memo_put(dec *d, uint64_t idx) {
             d->memo = m;
             d->memo_cap = cap;
         }
-        d->memo_n++;
+        d->memo[d->memo_n++] = NULL;
     }
     d->memo[idx] = d->stack[d->sn - 1];
     return 0;
 }
 
 static int memo_get(dec *d, uint64_t idx) {
-    if (idx >= d->memo_n)
+    if (idx >= d->memo_n || !d->memo[idx])
         return bad(d, "memo index %llu was never stored", (unsigned long long)idx);
     mp_value *src = d->memo[idx];
+    if (src->flags & MP__VF_MOVED)
+        return bad(d, "memo index %llu names the arguments of a bytes/set constructor, which "
+                   "became its result: unsupported", (unsigned long long)idx);
     int rc;
     mp_value *c = mp__value_copy_budget(src, &d->items_left, &d->bytes_left, &rc);
     if (!c) return rc;
-    if (src->flags & MP__VF_SET) c->flags |= MP__VF_SET;
     src->flags |= MP__VF_SHARED;
     return push(d, c);
 }
@@ -649,10 +701,10 @@ static int step(dec *d, bool *stop) {
     case OP_EMPTY_SET:
         if (!(v = make(d, a[0] == OP_EMPTY_TUPLE  ? MP_VALUE_TUPLE
                           : a[0] == OP_EMPTY_DICT ? MP_VALUE_DICT
+                          : a[0] == OP_EMPTY_SET  ? MP_VALUE_SET
                                                   : MP_VALUE_LIST,
                        &rc)))
             return rc;
-        if (a[0] == OP_EMPTY_SET) v->flags |= MP__VF_SET;
         return push(d, v);
     case OP_TUPLE1:
     case OP_TUPLE2:
@@ -681,8 +733,12 @@ static int step(dec *d, bool *stop) {
     case OP_LIST:
     case OP_FROZENSET:
         if ((rc = pop_mark(d, "TUPLE/LIST/FROZENSET", &k))) return rc;
-        if (!(v = make(d, a[0] == OP_TUPLE ? MP_VALUE_TUPLE : MP_VALUE_LIST, &rc))) return rc;
-        if ((rc = fill_seq(d, v, k))) {
+        if (!(v = make(d, a[0] == OP_TUPLE  ? MP_VALUE_TUPLE
+                          : a[0] == OP_LIST ? MP_VALUE_LIST
+                                            : MP_VALUE_FROZENSET,
+                       &rc)))
+            return rc;
+        if ((rc = a[0] == OP_FROZENSET ? fill_set(d, v, k) : fill_seq(d, v, k))) {
             mp_value_free(v);
             return rc;
         }
