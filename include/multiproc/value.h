@@ -1,5 +1,6 @@
 /* multiproc values: the tagged value that travels over connections and queues, and
- * its codec, a safe subset of pickle protocol 5 (DESIGN §3). Included by multiproc.h.
+ * its codec, a safe subset of pickle: protocol 5 written, protocols 0-5 read (DESIGN
+ * §3). Included by multiproc.h.
  *
  * Conventions of this module:
  *  - Constructors (mp_value_none ... mp_value_object_new, mp_value_copy) return a new
@@ -171,7 +172,7 @@ MP_API bool mp_value_object_is_newobj(const mp_value *v);
  *  equal. */
 MP_API bool mp_value_equal(const mp_value *a, const mp_value *b);
 
-/* ---- the codec: pickle protocol 5, safe subset -------------------------------- */
+/* ---- the codec: pickle (protocol 5 out, 0-5 in), safe subset ------------------- */
 
 /** Deepest nesting of containers the codec and the recursive helpers accept. */
 #define MP_VALUE_MAX_DEPTH 1000
@@ -197,20 +198,42 @@ typedef struct mp_value_limits {
 MP_API int mp_value_dumps(const mp_value *v, void **buf, size_t *len);
 /** Frees a buffer from mp_value_dumps (NULL is fine). */
 MP_API void mp_value_buf_free(void *buf);
-/** Decodes a pickle (protocols 0-5, the subset CPython emits for the types above)
- *  into *out, owned by the caller. Never runs code and never trusts a length: input
- *  beyond the limits is MP_ETOOBIG, malformed or unsupported input MP_EPROTO, an int
- *  wider than int64 MP_ETOOBIG, each with a precise detail message. A dict key or set
- *  item Python cannot hash is MP_EPROTO (Python's TypeError); keys equal by Python's
- *  == are one key, the first kept and the last value, as in Python. Sets and
- *  frozensets stay sets and frozensets; bytearray becomes bytes; GLOBAL/STACK_GLOBAL with
- *  REDUCE/NEWOBJ (+ APPENDS/SETITEMS/BUILD) become inert objects (or are refused, see
- *  limits), except the well-known constructors protocol 2 uses for bytes, bytearray,
- *  set and frozenset, which decode to those; below protocol 3, Python 2 names
- *  (__builtin__, exceptions, copy_reg) become Python 3's. A memo GET copies the value it names, and the
- *  copy counts against max_items and max_size; a container changed after it was
- *  referenced (a cycle) is refused, as are POP/DUP, out-of-band buffers, protocol 0
- *  text strings and floats, and bytes after STOP. */
+/** Decodes a pickle into *out, owned by the caller. Never runs code and never trusts
+ *  a length: input beyond the limits is MP_ETOOBIG, malformed or unsupported input
+ *  MP_EPROTO, an int wider than int64 MP_ETOOBIG, each with a precise detail message.
+ *  Accepted: protocols 0 to 5 as CPython writes the types above (Python 3, and
+ *  Python 2's pickle and cPickle), opcode by opcode:
+ *  - PROTO (0-5), FRAME, STOP; MARK; PUT/BINPUT/LONG_BINPUT/MEMOIZE (numbered from 0,
+ *    or from 1 as cPickle does, never further ahead) and GET/BINGET/LONG_BINGET: a GET
+ *    copies the value it names, and the copy counts against max_items and max_size;
+ *  - NONE, NEWTRUE/NEWFALSE, and INT's "00"/"01" (protocols 0-1's False/True);
+ *  - ints: INT and LONG text (decimal at any length: optional sign, no leading zero,
+ *    underscore or base prefix; LONG's trailing 'L' optional), BININT/BININT1/BININT2,
+ *    LONG1/LONG4;
+ *  - floats: FLOAT text (repr or %.17g: digits with an optional '.' and exponent, or
+ *    inf/infinity/nan in any case, at most 256 bytes; past the float range an error,
+ *    as CPython's OverflowError), BINFLOAT;
+ *  - str: UNICODE (raw-unicode-escape, any length), BINUNICODE/SHORT_BINUNICODE/
+ *    BINUNICODE8 (UTF-8; lone surrogates pass, as CPython's surrogatepass); Python 2
+ *    str, STRING (quoted, escapes decoded) and BINSTRING/SHORT_BINSTRING, become str
+ *    when ASCII and are refused otherwise, as Python 3's loads does by default;
+ *  - bytes: BINBYTES/SHORT_BINBYTES/BINBYTES8, and BYTEARRAY8 (as bytes);
+ *  - containers: EMPTY_TUPLE, TUPLE1-3, TUPLE, EMPTY_LIST, LIST, APPEND(S), EMPTY_DICT,
+ *    DICT, SETITEM(S), EMPTY_SET, ADDITEMS, FROZENSET. A dict key or set item Python
+ *    cannot hash is MP_EPROTO (Python's TypeError); keys equal by Python's == are one
+ *    key, the first kept with the last value, as in Python;
+ *  - GLOBAL/STACK_GLOBAL with REDUCE/NEWOBJ (+ APPEND(S)/SETITEM(S)/BUILD): inert
+ *    objects (or refused, see limits), except the constructors protocols 0-3 use for
+ *    bytes, bytearray, set and frozenset (_codecs.encode(s, 'latin1'), bytes(),
+ *    bytearray(b), bytearray(s, 'latin-1'), set(list), frozenset(list)), which decode
+ *    to those; below protocol 3, Python 2 names (__builtin__, exceptions, copy_reg)
+ *    become Python 3's.
+ *  Refused with MP_EPROTO: POP, POP_MARK and DUP (CPython writes them only for
+ *  cycles), a container changed after a GET copied it (a cycle), PERSID/BINPERSID,
+ *  EXT1/EXT2/EXT4, INST/OBJ, NEWOBJ_EX, NEXT_BUFFER/READONLY_BUFFER (out-of-band
+ *  buffers), unknown opcodes, and bytes after STOP. Text arguments must end in '\n'
+ *  within the input (and within their frame, if in one); module, global and memo
+ *  index arguments are at most 256 bytes. */
 MP_API int mp_value_loads(const void *buf, size_t len, const mp_value_limits *lim,
                           mp_value **out);
 
