@@ -290,13 +290,19 @@ static bool number_equal(const mp_value *a, const mp_value *b) {
     return number_as_int(a, &x) && number_as_int(b, &y) && x == y;
 }
 
-/* A hash that agrees with key_equal: numbers that compare equal hash alike. */
-static uint64_t key_hash(const mp_value *v, unsigned depth) {
+/* A hash that agrees with key_equal: numbers that compare equal hash alike. Inside
+ * an object (compared by mp_value_equal, where NaN equals NaN) every NaN hashes alike. */
+static uint64_t key_hash_in(const mp_value *v, unsigned depth, bool in_object) {
     uint64_t h = FNV_OFFSET ^ hash_seed();
     if (is_number(v)) {
         int64_t i;
         if (number_as_int(v, &i)) return fnv(fnv(h, "i", 1), &i, sizeof i);
-        if (isnan(v->u.f)) return fnv(h, "n", 1);
+        if (isnan(v->u.f)) {
+            /* A NaN key equals only itself, so it may hash by identity (as in Python
+             * 3.10+): many NaN keys then spread instead of all colliding. */
+            uintptr_t id = in_object ? 0 : (uintptr_t)v;
+            return fnv(fnv(h, "n", 1), &id, sizeof id);
+        }
         return fnv(fnv(h, "f", 1), &v->u.f, sizeof v->u.f);
     }
     h = fnv(h, &v->type, 1);
@@ -308,7 +314,7 @@ static uint64_t key_hash(const mp_value *v, unsigned depth) {
         h = fnv(h, &v->u.seq.n, sizeof v->u.seq.n);
         if (depth >= MP_VALUE_MAX_DEPTH) return h;
         for (size_t i = 0; i < v->u.seq.n; i++) {
-            uint64_t c = key_hash(v->u.seq.items[i], depth + 1);
+            uint64_t c = key_hash_in(v->u.seq.items[i], depth + 1, in_object);
             h = fnv(h, &c, sizeof c);
         }
         return h;
@@ -317,17 +323,24 @@ static uint64_t key_hash(const mp_value *v, unsigned depth) {
         /* in any order: equal sets may hold their items in different orders */
         uint64_t sum = 0;
         if (depth < MP_VALUE_MAX_DEPTH)
-            for (size_t i = 0; i < v->u.d.n; i++) sum += mix(key_hash(v->u.d.kv[i], depth + 1));
+            for (size_t i = 0; i < v->u.d.n; i++)
+                sum += mix(key_hash_in(v->u.d.kv[i], depth + 1, in_object));
         return fnv(fnv(h, &v->u.d.n, sizeof v->u.d.n), &sum, sizeof sum);
     }
     case MP_VALUE_DICT: return fnv(h, &v->u.d.n, sizeof v->u.d.n); /* never a key */
     case MP_VALUE_OBJECT: {
+        /* the args too, so that keys like date(2020, 1, n) do not all collide */
         const char *name = mp__obj_name(v);
-        return fnv(h, v->u.o.module, (size_t)(name - v->u.o.module) + strlen(name));
+        h = fnv(h, v->u.o.module, (size_t)(name - v->u.o.module) + strlen(name));
+        if (!v->u.o.args || depth >= MP_VALUE_MAX_DEPTH) return h;
+        uint64_t c = key_hash_in(v->u.o.args, depth + 1, true);
+        return fnv(h, &c, sizeof c);
     }
     default: return h;
     }
 }
+
+static uint64_t key_hash(const mp_value *v, unsigned depth) { return key_hash_in(v, depth, false); }
 
 /* mp_value_equal: deep, types strict, containers in order. */
 static bool equal_rec(const mp_value *a, const mp_value *b, unsigned depth) {

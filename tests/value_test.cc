@@ -235,6 +235,25 @@ TEST(Value, DictKeysCompareAsPython) {
     EXPECT_EQ(2u, mp_value_len(nan.get()));
     VP n1(F(NAN));
     EXPECT_EQ(nullptr, mp_value_dict_get(nan.get(), n1.get()));
+    // Many NaN keys stay linear (they hash by identity, as in Python, not all alike),
+    // also when a hostile pickle is full of them.
+    VP nans(mp_value_dict_new());
+    for (int i = 0; i < 100000; i++) ASSERT_EQ(0, mp_value_dict_set(nans.get(), F(NAN), I(i)));
+    EXPECT_EQ(100000u, mp_value_len(nans.get()));
+    std::string p = "\x80\x05}(";
+    for (int i = 0; i < 100000; i++) p += std::string("G\x7f\xf8\0\0\0\0\0\0N", 10);
+    VP back;
+    ASSERT_EQ(0, loads(p + "u.", &back)) << mp_last_error_message();
+    EXPECT_EQ(100000u, mp_value_len(back.get()));
+    // Object keys hash their args too: date(n) keys do not all collide. Objects compare
+    // as mp_value_equal does (Python would ask the class).
+    VP dates(mp_value_dict_new());
+    for (int i = 0; i < 50000; i++)
+        ASSERT_EQ(0, mp_value_dict_set(dates.get(), O("datetime", "date", T({I(2000), I(1), I(i)})), I(i)));
+    ASSERT_EQ(0, mp_value_dict_set(dates.get(), O("datetime", "date", T({I(2000), I(1), I(7)})), I(-7)));
+    EXPECT_EQ(50000u, mp_value_len(dates.get()));
+    VP d7(O("datetime", "date", T({I(2000), I(1), I(7)})));
+    EXPECT_EQ(-7, mp_value_as_int(mp_value_dict_get(dates.get(), d7.get())));
     // Tuples compare item by item, frozensets as sets (in any order).
     VP tk(D({{T({I(1), F(2.0)}), S("a")}, {T({F(1.0), I(2)}), S("b")}, {T({I(1), I(2), I(3)}), S("c")}}));
     EXPECT_EQ(2u, mp_value_len(tk.get()));
