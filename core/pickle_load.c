@@ -15,7 +15,6 @@
  * A container that a GET copied and that changes afterwards would be shared with
  * itself in Python (a cycle): refused. */
 #include <errno.h>
-#include <locale.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -424,8 +423,9 @@ static bool ascii_eq_nocase(const char *s, size_t n, const char *lit) {
 /* F: a float's repr (Python 3) or %.17g / str (Python 2), as CPython's unpickler reads
  * it (PyOS_string_to_double): [+-] then digits with an optional '.' and exponent, or
  * inf/infinity/nan in any case; no spaces or underscores; a value beyond the float
- * range is an error (OverflowError there). The conversion is strtod's, on a copy
- * whose '.' is the locale's decimal point. */
+ * range is an error (OverflowError there). The conversion is strtod's, given the
+ * digits without their '.' and the exponent adjusted, so no locale's decimal point
+ * can change it. */
 static int push_text_float(dec *d) {
     const char *s;
     size_t n;
@@ -440,30 +440,31 @@ static int push_text_float(dec *d) {
     } else if (ascii_eq_nocase(s + i, n - i, "nan")) {
         f = neg ? -NAN : NAN;
     } else {
-        size_t digits = 0, j = i;
-        while (j < n && s[j] >= '0' && s[j] <= '9') j++, digits++;
-        if (j < n && s[j] == '.') {
-            j++;
-            while (j < n && s[j] >= '0' && s[j] <= '9') j++, digits++;
-        }
+        /* buf: sign and digits (no '.'); exp: the exponent, less the fraction's digits */
+        char buf[MAX_LINE + 32];
+        size_t o = 0, digits = 0, j = i;
+        long exp = 0;
+        if (neg) buf[o++] = '-';
+        for (; j < n && s[j] >= '0' && s[j] <= '9'; j++, digits++) buf[o++] = s[j];
+        if (j < n && s[j] == '.')
+            for (j++; j < n && s[j] >= '0' && s[j] <= '9'; j++, digits++, exp--) buf[o++] = s[j];
         if (digits && j < n && (s[j] == 'e' || s[j] == 'E')) {
-            size_t e = ++j;
-            if (j < n && (s[j] == '+' || s[j] == '-')) e = ++j;
-            while (j < n && s[j] >= '0' && s[j] <= '9') j++;
-            if (j == e) digits = 0;
+            bool eneg = false;
+            long e = 0;
+            size_t start = ++j;
+            if (j < n && (s[j] == '+' || s[j] == '-')) eneg = s[j] == '-', start = ++j;
+            /* capped: past it, 256 digits give 0 or overflow whatever the rest says */
+            for (; j < n && s[j] >= '0' && s[j] <= '9'; j++)
+                if (e < 100000) e = e * 10 + (s[j] - '0');
+            if (j == start) digits = 0;
+            exp += eneg ? -e : e;
         }
         if (!digits || j != n) return bad(d, "FLOAT argument '%.*s' is not a number", (int)n, s);
-        char buf[MAX_LINE + 1];
-        memcpy(buf, s, n);
-        buf[n] = '\0';
-        const struct lconv *lc = localeconv();
-        char point = lc && lc->decimal_point && lc->decimal_point[0] ? lc->decimal_point[0] : '.';
-        char *dot = memchr(buf, '.', n);
-        if (dot) *dot = point;
+        snprintf(buf + o, sizeof buf - o, "e%ld", exp);
         char *end;
         errno = 0;
         f = strtod(buf, &end);
-        if (end != buf + n) return bad(d, "FLOAT argument '%.*s' is not a number", (int)n, s);
+        if (*end) return bad(d, "FLOAT argument '%.*s' is not a number", (int)n, s);
         if (errno == ERANGE && fabs(f) >= 1.0)
             return bad(d, "FLOAT argument '%.*s' is beyond the float range", (int)n, s);
     }
