@@ -37,7 +37,9 @@ extern "C" {
  *  - they compare with Python's ==: numbers by value across bool, int and float
  *    (1 == 1.0 == true, 0 == -0.0 == false; NaN equals nothing but itself), str and
  *    bytes by content (a str never equals bytes), tuples item by item, frozensets as
- *    sets (in any order), objects as mp_value_equal. */
+ *    sets (in any order), objects as mp_value_equal;
+ *  - a key or item must not be changed (through a borrowed pointer) while it is in a
+ *    dict or set: lookups would then miss it, as in Python. */
 typedef struct mp_value mp_value;
 
 typedef enum mp_value_type {
@@ -80,7 +82,8 @@ MP_API mp_value *mp_value_list_new(void);
 MP_API mp_value *mp_value_dict_new(void);
 /** New empty set; fill it with mp_value_set_add. */
 MP_API mp_value *mp_value_set_new(void);
-/** New empty frozenset; fill it with mp_value_set_add (frozen once it is used). */
+/** New empty frozenset; fill it with mp_value_set_add before it becomes a dict key or
+ *  a set item. */
 MP_API mp_value *mp_value_frozenset_new(void);
 /** New inert object: the global module.name (copied), called with args (a tuple,
  *  owned from here on even on failure; NULL: a bare reference to the global). */
