@@ -501,6 +501,11 @@ TEST(ValueCodec, ExactBytesAsCPython) {
     EXPECT_EQ("8005950f000000000000008c016188473ff8000000000000872e", hex(dumps(t.get())));
     VP d(D({{S("k"), L({Y("x"), N()})}}));
     EXPECT_EQ("8005950d000000000000007d8c016b5d284301784e65732e", hex(dumps(d.get())));
+    VP st(SET({I(1), I(2)})), fz(FS({I(3)})), fk(D({{FS({I(1)}), SET({})}})), fe(FS({}));
+    EXPECT_EQ("80059508000000000000008f284b014b02902e", hex(dumps(st.get())));
+    EXPECT_EQ("8005950500000000000000284b03912e", hex(dumps(fz.get())));
+    EXPECT_EQ("80059508000000000000007d284b01918f732e", hex(dumps(fk.get())));
+    EXPECT_EQ("800528912e", hex(dumps(fe.get())));
 }
 
 TEST(ValueCodec, DepthLimitOnDumps) {
