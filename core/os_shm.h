@@ -10,8 +10,11 @@
 
 #include "os.h"
 
-/** Longest name accepted, without the leading '/'. */
-#define MP__SHM_NAME_MAX 248
+/** Longest name accepted in bytes, without the leading '/': Linux's NAME_MAX, what
+ *  Python's SharedMemory takes there (shm_open names /dev/shm/<name>). Windows takes
+ *  the same: a mapping's name is documented up to MAX_PATH (260) characters, and 255
+ *  UTF-8 bytes are at most 255 UTF-16 units; one limit keeps a name portable. */
+#define MP__SHM_NAME_MAX 255
 
 /** Prefix of generated names, as Python's _SHM_NAME_PREFIX without the posix '/':
  *  "psm_" (posix) or "wnsm_" (Windows); 8 hex digits follow. */

@@ -14,7 +14,8 @@ enum {
     OP_SETITEMS = 'u', OP_REDUCE = 'R', OP_BUILD = 'b',
     OP_PROTO = 0x80, OP_NEWOBJ = 0x81, OP_TUPLE1 = 0x85, OP_NEWTRUE = 0x88,
     OP_NEWFALSE = 0x89, OP_LONG1 = 0x8a, OP_SHORT_BINUNICODE = 0x8c,
-    OP_BINUNICODE8 = 0x8d, OP_BINBYTES8 = 0x8e, OP_STACK_GLOBAL = 0x93, OP_FRAME = 0x95
+    OP_BINUNICODE8 = 0x8d, OP_BINBYTES8 = 0x8e, OP_EMPTY_SET = 0x8f, OP_ADDITEMS = 0x90,
+    OP_FROZENSET = 0x91, OP_STACK_GLOBAL = 0x93, OP_FRAME = 0x95
 };
 
 #define FRAME_TARGET (64 * 1024) /* CPython's _FRAME_SIZE_TARGET */
@@ -118,10 +119,11 @@ static void save_blob(enc *e, bool str, const char *p, size_t n) {
     op(e, p, n);
 }
 
-static void save(enc *e, const mp_value *v, unsigned level);
+/* key: v is a dict key or set item, or inside one; Python must be able to hash it. */
+static void save(enc *e, const mp_value *v, unsigned level, bool key);
 
-static void save_items(enc *e, mp_value *const *items, size_t n, unsigned level) {
-    for (size_t i = 0; i < n && !e->err; i++) save(e, items[i], level);
+static void save_items(enc *e, mp_value *const *items, size_t n, unsigned level, bool key) {
+    for (size_t i = 0; i < n && !e->err; i++) save(e, items[i], level, key);
 }
 
 /* Items appended to the list (or object) just saved, in CPython's batches. */
@@ -130,13 +132,20 @@ static void save_appends(enc *e, const mp_value *list, unsigned level) {
     for (size_t i = 0; i < n && !e->err; i += BATCH) {
         size_t k = n - i < BATCH ? n - i : BATCH;
         if (k == 1) {
-            save(e, list->u.seq.items[i], level);
+            save(e, list->u.seq.items[i], level, false);
             op1(e, OP_APPEND);
         } else {
             op1(e, OP_MARK);
-            save_items(e, list->u.seq.items + i, k, level);
+            save_items(e, list->u.seq.items + i, k, level, false);
             op1(e, OP_APPENDS);
         }
+    }
+}
+
+static void save_pairs(enc *e, mp_value *const *kv, size_t k, unsigned level) {
+    for (size_t i = 0; i < k && !e->err; i++) {
+        save(e, kv[2 * i], level, true);
+        save(e, kv[2 * i + 1], level, false);
     }
 }
 
@@ -144,21 +153,33 @@ static void save_setitems(enc *e, const mp_value *dict, unsigned level) {
     size_t n = dict ? dict->u.d.n : 0;
     for (size_t i = 0; i < n && !e->err; i += BATCH) {
         size_t k = n - i < BATCH ? n - i : BATCH;
-        if (k == 1) {
-            save_items(e, dict->u.d.kv + 2 * i, 2, level);
-            op1(e, OP_SETITEM);
-        } else {
-            op1(e, OP_MARK);
-            save_items(e, dict->u.d.kv + 2 * i, 2 * k, level);
-            op1(e, OP_SETITEMS);
-        }
+        if (k != 1) op1(e, OP_MARK);
+        save_pairs(e, dict->u.d.kv + 2 * i, k, level);
+        op1(e, k == 1 ? OP_SETITEM : OP_SETITEMS);
     }
 }
 
-static void save(enc *e, const mp_value *v, unsigned level) {
+/* A set's items in batches, as CPython's save_set (ADDITEMS has no one-item form). */
+static void save_additems(enc *e, const mp_value *set, unsigned level) {
+    size_t n = set->u.d.n;
+    for (size_t i = 0; i < n && !e->err; i += BATCH) {
+        size_t k = n - i < BATCH ? n - i : BATCH;
+        op1(e, OP_MARK);
+        save_items(e, set->u.d.kv + i, k, level, true);
+        op1(e, OP_ADDITEMS);
+    }
+}
+
+static void save(enc *e, const mp_value *v, unsigned level, bool key) {
     if (e->err || e->b.err) return;
     if (!v) {
         e->err = mp__err(MP_EINVAL, "mp_value_dumps: NULL value inside a container");
+        return;
+    }
+    if (key && (v->type == MP_VALUE_LIST || v->type == MP_VALUE_DICT || v->type == MP_VALUE_SET)) {
+        /* Python could not load it (TypeError: unhashable type) */
+        e->err = mp__err(MP_EINVAL, "mp_value_dumps: a %s as a dict key or set item (or inside "
+                         "one): unhashable in Python", mp_value_type_name((mp_value_type)v->type));
         return;
     }
     maybe_commit(e);
@@ -194,11 +215,11 @@ static void save(enc *e, const mp_value *v, unsigned level) {
         if (n == 0) {
             op1(e, OP_EMPTY_TUPLE);
         } else if (n <= 3) {
-            save_items(e, v->u.seq.items, n, level + 1);
+            save_items(e, v->u.seq.items, n, level + 1, key);
             op1(e, (unsigned char)(OP_TUPLE1 + n - 1));
         } else {
             op1(e, OP_MARK);
-            save_items(e, v->u.seq.items, n, level + 1);
+            save_items(e, v->u.seq.items, n, level + 1, key);
             op1(e, OP_TUPLE);
         }
         break;
@@ -210,6 +231,15 @@ static void save(enc *e, const mp_value *v, unsigned level) {
     case MP_VALUE_DICT:
         op1(e, OP_EMPTY_DICT);
         save_setitems(e, v, level + 1);
+        break;
+    case MP_VALUE_SET:
+        op1(e, OP_EMPTY_SET);
+        save_additems(e, v, level + 1);
+        break;
+    case MP_VALUE_FROZENSET:
+        op1(e, OP_MARK);
+        save_items(e, v->u.d.kv, v->u.d.n, level + 1, true);
+        op1(e, OP_FROZENSET);
         break;
     case MP_VALUE_OBJECT: {
         const char *name = mp__obj_name(v);
@@ -228,13 +258,13 @@ static void save(enc *e, const mp_value *v, unsigned level) {
         save_blob(e, true, name, strlen(name));
         op1(e, OP_STACK_GLOBAL);
         if (v->u.o.args) {
-            save(e, v->u.o.args, level + 1);
+            save(e, v->u.o.args, level + 1, false);
             op1(e, v->u.o.newobj ? OP_NEWOBJ : OP_REDUCE);
         }
         save_appends(e, v->u.o.items, level + 1);
         save_setitems(e, v->u.o.ditems, level + 1);
         if (v->u.o.state) {
-            save(e, v->u.o.state, level + 1);
+            save(e, v->u.o.state, level + 1, false);
             op1(e, OP_BUILD);
         }
         break;
@@ -252,7 +282,7 @@ int mp_value_dumps(const mp_value *v, void **buf, size_t *len) {
     enc e = {.frame = SIZE_MAX};
     static const unsigned char proto[2] = {OP_PROTO, 5};
     mp__buf_put(&e.b, proto, 2);
-    save(&e, v, 0);
+    save(&e, v, 0, false);
     op1(&e, OP_STOP);
     end_frame(&e);
     int rc = e.err ? e.err : e.b.err;

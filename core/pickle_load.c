@@ -1,5 +1,7 @@
 /* mp_value_loads: the safe subset of pickle (protocols 0-5) that CPython emits for
- * None, bool, int, float, str, bytes, tuple, list, dict, set and objects.
+ * None, bool, int, float, str, bytes, tuple, list, dict, set, frozenset and objects,
+ * Python 2's included (its str, its text opcodes, cPickle's memo from 1). The exact
+ * list is in value.h.
  *
  * Safety rules: nothing is ever called; every length is checked against what is left
  * of the input (and the current frame) before anything is read or allocated, and
@@ -12,7 +14,10 @@
  * still name them, so a GET never sees freed memory. A GET copies: values are trees.
  * A container that a GET copied and that changes afterwards would be shared with
  * itself in Python (a cycle): refused. */
+#include <errno.h>
+#include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "value_internal.h"
@@ -38,7 +43,7 @@ enum {
 
 #define DEFAULT_MAX_SIZE ((size_t)1 << 30)
 #define DEFAULT_MAX_ITEMS ((size_t)1 << 22)
-#define MAX_LINE 256 /* text arguments: decimal numbers, module and global names */
+#define MAX_LINE 256 /* text arguments: memo indexes, floats, module and global names */
 
 typedef struct dec {
     const unsigned char *start, *p, *end;
@@ -102,30 +107,40 @@ static uint64_t le(const unsigned char *p, int n) {
     return v;
 }
 
-/* A text argument ending in '\n' (without it), at most MAX_LINE bytes, no NUL. */
-static int line(dec *d, const char **s, size_t *n) {
+/* A text argument ending in '\n' (without it) within the frame or input: at most max
+ * bytes, and no NUL unless nul. */
+static int line_max(dec *d, const char **s, size_t *n, size_t max, bool nul) {
     size_t a = avail(d);
-    size_t lim = a < MAX_LINE + 1 ? a : MAX_LINE + 1;
+    size_t lim = a <= max ? a : max + 1;
     const unsigned char *nl = memchr(d->p, '\n', lim);
     if (!nl) {
         if (lim == a) return bad(d, "text argument without its newline (truncated)");
-        return bad(d, "text argument longer than %d bytes", MAX_LINE);
+        return bad(d, "text argument longer than %zu bytes", max);
     }
     *s = (const char *)d->p;
     *n = (size_t)(nl - d->p);
-    if (memchr(*s, '\0', *n)) return bad(d, "NUL byte in a text argument");
+    if (!nul && memchr(*s, '\0', *n)) return bad(d, "NUL byte in a text argument");
     d->p = nl + 1;
     return 0;
 }
 
-/* Decimal [+-]digits; *big set (and 0 returned) when it does not fit in int64. */
-static int parse_dec(dec *d, const char *s, size_t n, int64_t *out, bool *big) {
+/* A short text argument: a memo index, a float, a module or global name. */
+static int line(dec *d, const char **s, size_t *n) { return line_max(d, s, n, MAX_LINE, false); }
+
+/* Decimal [+-]digits; *big set (and 0 returned) when it does not fit in int64. With
+ * strict, no leading zero before other digits: CPython reads I and L with base 0,
+ * where "010" is octal (C unpickler) or an error (Python's), never ten. */
+static int parse_dec(dec *d, const char *s, size_t n, bool strict, int64_t *out, bool *big) {
     size_t i = 0;
     bool neg = false;
     *big = false;
     *out = 0;
     if (i < n && (s[i] == '+' || s[i] == '-')) neg = s[i++] == '-';
     if (i == n) return bad(d, "empty decimal number");
+    if (strict && s[i] == '0') {
+        for (size_t j = i; j < n; j++)
+            if (s[j] != '0') return bad(d, "decimal number with a leading zero (octal in CPython's reader)");
+    }
     uint64_t v = 0;
     uint64_t limit = neg ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX;
     for (; i < n; i++) {
@@ -224,11 +239,20 @@ static int fill_seq(dec *d, mp_value *seq, size_t k) {
     return 0;
 }
 
+/* Python's loads raises TypeError for a key or set item it cannot hash. */
+static int hashable(dec *d, const mp_value *key, const char *what) {
+    const mp_value *b;
+    if (mp__value_hashable(key, &b)) return 0;
+    return bad(d, "%s is unhashable in Python (a %s%s)", what,
+               mp_value_type_name((mp_value_type)b->type), b == key ? "" : " inside it");
+}
+
 static int dict_fill(dec *d, mp_value *dict, size_t k) {
     if ((d->sn - k) % 2) return bad(d, "odd number of values for a dict (%zu)", d->sn - k);
     for (size_t i = k; i < d->sn; i += 2) {
         mp_value *ok, *ov;
-        int rc = adopt(d, dict, d->stack[i]);
+        int rc = hashable(d, d->stack[i], "a dict key");
+        if (!rc) rc = adopt(d, dict, d->stack[i]);
         if (!rc) rc = adopt(d, dict, d->stack[i + 1]);
         if (!rc) rc = mp__value_dict_put(dict, d->stack[i], d->stack[i + 1], &ok, &ov);
         if (rc) {
@@ -243,27 +267,53 @@ static int dict_fill(dec *d, mp_value *dict, size_t k) {
     return 0;
 }
 
+/* Moves items[0..n) into a set or frozenset; an item equal to one there already is
+ * discarded (Python keeps the first). On failure items[*taken..n) are still the
+ * caller's. */
+static int set_take(dec *d, mp_value *set, mp_value **items, size_t n, size_t *taken) {
+    for (*taken = 0; *taken < n; ++*taken) {
+        mp_value *dup, *it = items[*taken];
+        int rc = hashable(d, it, "a set item");
+        if (!rc) rc = adopt(d, set, it);
+        if (!rc) rc = mp__value_set_put(set, it, &dup);
+        if (rc) return rc;
+        discard(d, dup);
+    }
+    return 0;
+}
+
+/* Moves stack[k..sn) into a set or frozenset. */
+static int fill_set(dec *d, mp_value *set, size_t k) {
+    if (k == d->sn) return 0; /* the stack may never have been allocated */
+    size_t taken;
+    int rc = set_take(d, set, d->stack + k, d->sn - k, &taken);
+    /* on failure the rest stay on the stack, which the error path frees */
+    if (k + taken < d->sn)
+        memmove(d->stack + k, d->stack + k + taken, (d->sn - k - taken) * sizeof *d->stack);
+    d->sn -= taken;
+    return rc;
+}
+
 /* APPEND(S), ADDITEMS, SETITEM(S): stack[k..] go into stack[k - 1], a list, set or
  * dict as the opcode says, or an object made by REDUCE/NEWOBJ (its list/dict items,
  * as CPython's pickler writes them for list and dict subclasses). */
 static int add_items(dec *d, const char *what, size_t k) {
     bool dict = what[0] == 'S', set = what[0] == 'A' && what[1] == 'D';
+    mp_value_type want = dict ? MP_VALUE_DICT : set ? MP_VALUE_SET : MP_VALUE_LIST;
     mp_value *c = d->stack[k - 1], *into = c;
     if (c->type == MP_VALUE_OBJECT && c->u.o.args && !set) {
         if (k == d->sn) return 0;
         mp_value **slot = dict ? &c->u.o.ditems : &c->u.o.items;
         int rc = mutable_check(d, c, what);
         if (rc) return rc;
-        if (!*slot && !(*slot = make(d, dict ? MP_VALUE_DICT : MP_VALUE_LIST, &rc))) return rc;
+        if (!*slot && !(*slot = make(d, want, &rc))) return rc;
         into = *slot;
-    } else if (c->type != (dict ? MP_VALUE_DICT : MP_VALUE_LIST) ||
-               !(c->flags & MP__VF_SET) != !set) {
-        return bad(d, "%s to a %s", what,
-                   c->flags & MP__VF_SET ? "set" : mp_value_type_name((mp_value_type)c->type));
+    } else if (c->type != want) {
+        return bad(d, "%s to a %s", what, mp_value_type_name((mp_value_type)c->type));
     }
     if (k < d->sn) {
         int rc = mutable_check(d, c, what);
-        if (!rc) rc = dict ? dict_fill(d, into, k) : fill_seq(d, into, k);
+        if (!rc) rc = dict ? dict_fill(d, into, k) : set ? fill_set(d, into, k) : fill_seq(d, into, k);
         if (rc) return rc;
     }
     if (into->height > c->height) c->height = into->height;
@@ -280,27 +330,40 @@ static int push_int(dec *d, int64_t i) {
     return push(d, v);
 }
 
-static int push_blob(dec *d, mp_value_type t, uint64_t n) {
+/* A str or bytes value of n decoded bytes: within max_str, and within what is left of
+ * max_size for all of them. */
+static int blob_fits(dec *d, mp_value_type t, uint64_t n) {
     const char *what = t == MP_VALUE_STR ? "str length" : "bytes length";
     if (n > d->lim.max_str) return too_big(d, what, (size_t)(n > SIZE_MAX ? SIZE_MAX : n), d->lim.max_str);
-    const unsigned char *p;
-    int rc = take(d, n, &p);
-    if (rc) return rc;
     if (n > d->bytes_left) return too_big(d, "total str/bytes size", (size_t)n, d->lim.max_size);
-    if (t == MP_VALUE_STR && !mp__utf8_valid((const char *)p, (size_t)n))
-        return bad(d, "str of %llu bytes is not valid UTF-8", (unsigned long long)n);
+    return 0;
+}
+
+/* Pushes a new str/bytes value, a copy of the n bytes at p (blob_fits checked). */
+static int push_bytes(dec *d, mp_value_type t, const void *p, size_t n) {
+    int rc;
     mp_value *v = make(d, t, &rc);
     if (!v) return rc;
-    v->u.s.p = mp__malloc((size_t)n + 1);
+    v->u.s.p = mp__malloc(n + 1);
     if (!v->u.s.p) {
         mp__free(v);
-        return mp__err(MP_ENOMEM, "pickle: out of memory for %llu bytes", (unsigned long long)n);
+        return mp__err(MP_ENOMEM, "pickle: out of memory for %zu bytes", n);
     }
-    memcpy(v->u.s.p, p, (size_t)n);
+    if (n) memcpy(v->u.s.p, p, n);
     v->u.s.p[n] = '\0';
-    v->u.s.n = (size_t)n;
-    d->bytes_left -= (size_t)n;
+    v->u.s.n = n;
+    d->bytes_left -= n;
     return push(d, v);
+}
+
+static int push_blob(dec *d, mp_value_type t, uint64_t n) {
+    int rc = blob_fits(d, t, n);
+    if (rc) return rc;
+    const unsigned char *p;
+    if ((rc = take(d, n, &p))) return rc;
+    if (t == MP_VALUE_STR && !mp__utf8_valid((const char *)p, (size_t)n))
+        return bad(d, "str of %llu bytes is not valid UTF-8", (unsigned long long)n);
+    return push_bytes(d, t, p, (size_t)n);
 }
 
 /* LONG1/LONG4 payload: little-endian two's complement, empty meaning 0. */
@@ -321,6 +384,250 @@ static int push_long(dec *d, uint64_t n) {
     uint64_t u = le(p, (int)n);
     if (n > 0 && n < 8 && (p[n - 1] & 0x80)) u |= ~(uint64_t)0 << (8 * n);
     return push_int(d, (int64_t)u);
+}
+
+/* ---- protocol 0 and 1 text, Python 2 strings ---- */
+
+/* I and L: decimal, at any length (a longer one is only too big); L may end in 'L'. */
+static int push_text_int(dec *d, bool is_long) {
+    const char *s;
+    size_t n;
+    int64_t iv;
+    bool big;
+    int rc = line_max(d, &s, &n, SIZE_MAX, false);
+    if (rc) return rc;
+    if (!is_long && n == 2 && (memcmp(s, "00", 2) == 0 || memcmp(s, "01", 2) == 0)) {
+        /* protocols 0 and 1 write True and False so */
+        mp_value *v = make(d, MP_VALUE_BOOL, &rc);
+        if (!v) return rc;
+        v->u.b = s[1] == '1';
+        return push(d, v);
+    }
+    if (is_long && n > 0 && s[n - 1] == 'L') n--;
+    if ((rc = parse_dec(d, s, n, true, &iv, &big))) return rc;
+    if (big)
+        return mp__err(MP_ETOOBIG, "pickle: at byte %zu: int %.*s%s does not fit in 64 bits", d->pos,
+                       n > 40 ? 40 : (int)n, s, n > 40 ? "..." : "");
+    return push_int(d, iv);
+}
+
+static bool ascii_eq_nocase(const char *s, size_t n, const char *lit) {
+    if (strlen(lit) != n) return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i] >= 'A' && s[i] <= 'Z' ? (char)(s[i] - 'A' + 'a') : s[i];
+        if (c != lit[i]) return false;
+    }
+    return true;
+}
+
+/* F: a float's repr (Python 3) or %.17g / str (Python 2), as CPython's unpickler reads
+ * it (PyOS_string_to_double): [+-] then digits with an optional '.' and exponent, or
+ * inf/infinity/nan in any case; no spaces or underscores; a value beyond the float
+ * range is an error (OverflowError there). The conversion is strtod's, given the
+ * digits without their '.' and the exponent adjusted, so no locale's decimal point
+ * can change it. */
+static int push_text_float(dec *d) {
+    const char *s;
+    size_t n;
+    int rc = line(d, &s, &n);
+    if (rc) return rc;
+    size_t i = 0;
+    bool neg = n > 0 && s[0] == '-';
+    if (n > 0 && (s[0] == '-' || s[0] == '+')) i++;
+    double f;
+    if (ascii_eq_nocase(s + i, n - i, "inf") || ascii_eq_nocase(s + i, n - i, "infinity")) {
+        f = neg ? -INFINITY : INFINITY;
+    } else if (ascii_eq_nocase(s + i, n - i, "nan")) {
+        f = neg ? -NAN : NAN;
+    } else {
+        /* buf: sign and digits (no '.'); exp: the exponent, less the fraction's digits */
+        char buf[MAX_LINE + 32];
+        size_t o = 0, digits = 0, j = i;
+        long exp = 0;
+        if (neg) buf[o++] = '-';
+        for (; j < n && s[j] >= '0' && s[j] <= '9'; j++, digits++) buf[o++] = s[j];
+        if (j < n && s[j] == '.')
+            for (j++; j < n && s[j] >= '0' && s[j] <= '9'; j++, digits++, exp--) buf[o++] = s[j];
+        if (digits && j < n && (s[j] == 'e' || s[j] == 'E')) {
+            bool eneg = false;
+            long e = 0;
+            size_t start = ++j;
+            if (j < n && (s[j] == '+' || s[j] == '-')) eneg = s[j] == '-', start = ++j;
+            /* capped: past it, 256 digits give 0 or overflow whatever the rest says */
+            for (; j < n && s[j] >= '0' && s[j] <= '9'; j++)
+                if (e < 100000) e = e * 10 + (s[j] - '0');
+            if (j == start) digits = 0;
+            exp += eneg ? -e : e;
+        }
+        if (!digits || j != n) return bad(d, "FLOAT argument '%.*s' is not a number", (int)n, s);
+        snprintf(buf + o, sizeof buf - o, "e%ld", exp);
+        char *end;
+        errno = 0;
+        f = strtod(buf, &end);
+        if (*end) return bad(d, "FLOAT argument '%.*s' is not a number", (int)n, s);
+        if (errno == ERANGE && fabs(f) >= 1.0)
+            return bad(d, "FLOAT argument '%.*s' is beyond the float range", (int)n, s);
+    }
+    mp_value *v = make(d, MP_VALUE_FLOAT, &rc);
+    if (!v) return rc;
+    v->u.f = f;
+    return push(d, v);
+}
+
+static int hex_digit(unsigned char c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+/* Writes code point cp as UTF-8 (surrogates too, as "surrogatepass") at out, or only
+ * counts it when out is NULL; returns the byte count. */
+static size_t put_utf8(char *out, uint32_t cp) {
+    unsigned char b[4];
+    size_t k;
+    if (cp < 0x80) {
+        b[0] = (unsigned char)cp;
+        k = 1;
+    } else if (cp < 0x800) {
+        b[0] = (unsigned char)(0xC0 | (cp >> 6));
+        b[1] = (unsigned char)(0x80 | (cp & 0x3F));
+        k = 2;
+    } else if (cp < 0x10000) {
+        b[0] = (unsigned char)(0xE0 | (cp >> 12));
+        b[1] = (unsigned char)(0x80 | ((cp >> 6) & 0x3F));
+        b[2] = (unsigned char)(0x80 | (cp & 0x3F));
+        k = 3;
+    } else {
+        b[0] = (unsigned char)(0xF0 | (cp >> 18));
+        b[1] = (unsigned char)(0x80 | ((cp >> 12) & 0x3F));
+        b[2] = (unsigned char)(0x80 | ((cp >> 6) & 0x3F));
+        b[3] = (unsigned char)(0x80 | (cp & 0x3F));
+        k = 4;
+    }
+    if (out) memcpy(out, b, k);
+    return k;
+}
+
+/* CPython's raw-unicode-escape decoder: a byte is the code point of that value (Latin-1),
+ * except \uXXXX and \UXXXXXXXX (exactly 4 and 8 hex digits, at most U+10FFFF); a
+ * backslash before anything else stands for itself, and so does that character. Into
+ * out as UTF-8, or (out NULL) only measured into *len. */
+static int raw_unicode_escape(dec *d, const unsigned char *s, size_t n, char *out, size_t *len) {
+    size_t o = 0;
+    for (size_t i = 0; i < n;) {
+        unsigned char c = s[i++];
+        if (c != '\\' || i == n) {
+            o += put_utf8(out ? out + o : NULL, c);
+            continue;
+        }
+        c = s[i++];
+        int count = c == 'u' ? 4 : c == 'U' ? 8 : 0;
+        if (!count) {
+            o += put_utf8(out ? out + o : NULL, '\\');
+            o += put_utf8(out ? out + o : NULL, c);
+            continue;
+        }
+        uint32_t cp = 0;
+        for (int k = 0; k < count; k++, i++) {
+            int h = i < n ? hex_digit(s[i]) : -1;
+            if (h < 0) return bad(d, "UNICODE argument: truncated or bad \\%c escape", c);
+            cp = (cp << 4) | (uint32_t)h;
+        }
+        if (cp > 0x10FFFF) return bad(d, "UNICODE argument: \\U%08x is beyond U+10FFFF", (unsigned)cp);
+        o += put_utf8(out ? out + o : NULL, cp);
+    }
+    *len = o;
+    return 0;
+}
+
+/* V: a str in raw-unicode-escape up to its newline (Python 3 escapes '\\', '\n', '\r',
+ * NUL and ^Z as \uXXXX; Python 2 only '\\' and '\n', so raw NULs are fine). */
+static int push_text_unicode(dec *d) {
+    const char *s;
+    size_t n, len;
+    int rc = line_max(d, &s, &n, SIZE_MAX, true);
+    if (rc || (rc = raw_unicode_escape(d, (const unsigned char *)s, n, NULL, &len))) return rc;
+    if ((rc = blob_fits(d, MP_VALUE_STR, len))) return rc;
+    char *buf = mp__malloc(len + 1);
+    if (!buf) return mp__err(MP_ENOMEM, "pickle: out of memory for %zu bytes", len);
+    raw_unicode_escape(d, (const unsigned char *)s, n, buf, &len);
+    rc = push_bytes(d, MP_VALUE_STR, buf, len);
+    mp__free(buf);
+    return rc;
+}
+
+/* CPython's escape_decode (PyBytes_DecodeEscape) of a STRING argument: \\ \' \" \a
+ * \b \f \n \r \t \v, octal of 1-3 digits (taken modulo 256), \xHH with exactly two
+ * hex digits; a backslash before anything else stands for itself, a trailing one is an
+ * error. Into out, or (out NULL) only measured into *len. */
+static int escape_decode(dec *d, const unsigned char *s, size_t n, unsigned char *out, size_t *len) {
+    static const char simple[] = "\\\\''\"\"a\ab\bf\fn\nr\rt\tv\v";
+    size_t o = 0;
+    for (size_t i = 0; i < n;) {
+        unsigned char c = s[i++], v;
+        if (c != '\\') {
+            v = c;
+        } else if (i == n) {
+            return bad(d, "STRING argument ends in a lone backslash");
+        } else {
+            c = s[i++];
+            const char *m = c ? strchr(simple, c) : NULL;
+            if (m && (size_t)(m - simple) % 2 == 0) {
+                v = (unsigned char)m[1];
+            } else if (c >= '0' && c <= '7') {
+                unsigned x = (unsigned)(c - '0');
+                for (int k = 0; k < 2 && i < n && s[i] >= '0' && s[i] <= '7'; k++)
+                    x = x * 8 + (unsigned)(s[i++] - '0');
+                v = (unsigned char)x;
+            } else if (c == 'x') {
+                int h1 = i < n ? hex_digit(s[i]) : -1, h2 = i + 1 < n ? hex_digit(s[i + 1]) : -1;
+                if (h1 < 0 || h2 < 0) return bad(d, "STRING argument: bad \\x escape");
+                v = (unsigned char)(h1 * 16 + h2);
+                i += 2;
+            } else {
+                if (out) out[o] = '\\';
+                o++;
+                i--; /* the character after it is read again, as itself */
+                continue;
+            }
+        }
+        if (out) out[o] = v;
+        o++;
+    }
+    *len = o;
+    return 0;
+}
+
+/* S (protocol 0), and T/U (protocols 1-2): a Python 2 str, which Python 3's loads turns
+ * into a str with its default encoding, ASCII, so other bytes are an error, as there. */
+static int push_py2_str(dec *d, const unsigned char *p, size_t n, bool escaped) {
+    size_t len = n;
+    int rc = escaped ? escape_decode(d, p, n, NULL, &len) : 0;
+    if (rc || (rc = blob_fits(d, MP_VALUE_STR, len))) return rc;
+    unsigned char *buf = NULL;
+    if (escaped) {
+        if (!(buf = mp__malloc(len + 1))) return mp__err(MP_ENOMEM, "pickle: out of memory for %zu bytes", len);
+        escape_decode(d, p, n, buf, &len);
+        p = buf;
+    }
+    for (size_t i = 0; i < len && !rc; i++)
+        if (p[i] >= 0x80)
+            rc = bad(d, "Python 2 str with a non-ASCII byte (0x%02x): Python 3 refuses it too, "
+                        "unless given an encoding", p[i]);
+    if (!rc) rc = push_bytes(d, MP_VALUE_STR, p, len);
+    mp__free(buf);
+    return rc;
+}
+
+static int push_text_string(dec *d) {
+    const char *s;
+    size_t n;
+    int rc = line_max(d, &s, &n, SIZE_MAX, true);
+    if (rc) return rc;
+    if (n < 2 || s[0] != s[n - 1] || (s[0] != '\'' && s[0] != '"'))
+        return bad(d, "the STRING argument must be quoted");
+    return push_py2_str(d, (const unsigned char *)s + 1, n - 2, true);
 }
 
 /* ---- globals and objects ---- */
@@ -433,13 +740,15 @@ static int known_call(dec *d, const mp_value *g, mp_value *args, mp_value **out)
     *out = NULL;
     const char *m = g->u.o.module, *n = mp__obj_name(g);
     size_t na = args->u.seq.n;
-    mp_value *a0 = na ? args->u.seq.items[0] : NULL;
+    mp_value *a0 = na ? args->u.seq.items[0] : NULL, *enc = na == 2 ? args->u.seq.items[1] : NULL;
+    /* (text, 'latin1'): protocols 0-2 of Python 3 spell bytes _codecs.encode(...), and
+     * Python 2 a bytearray bytearray(u'...', 'latin-1') */
+    bool latin1 = a0 && a0->type == MP_VALUE_STR && enc && enc->type == MP_VALUE_STR &&
+                  (strcmp(enc->u.s.p, "latin1") == 0 || strcmp(enc->u.s.p, "latin-1") == 0);
     if (strcmp(m, "_codecs") == 0 && strcmp(n, "encode") == 0) {
-        mp_value *enc = na == 2 ? args->u.seq.items[1] : NULL;
-        if (a0 && a0->type == MP_VALUE_STR && enc && enc->type == MP_VALUE_STR &&
-            (strcmp(enc->u.s.p, "latin1") == 0 || strcmp(enc->u.s.p, "latin-1") == 0))
-            return latin1_bytes(d, a0, out);
+        if (latin1) return latin1_bytes(d, a0, out);
     } else if (is_builtin(m) && (strcmp(n, "bytes") == 0 || strcmp(n, "bytearray") == 0)) {
+        if (latin1) return latin1_bytes(d, a0, out);
         if (na == 0) {
             int rc;
             mp_value *b = make(d, MP_VALUE_BYTES, &rc);
@@ -453,20 +762,35 @@ static int known_call(dec *d, const mp_value *g, mp_value *args, mp_value **out)
         }
         if (na == 1 && a0->type == MP_VALUE_BYTES) {
             args->u.seq.n = 0; /* the bytes move out of the args tuple */
+            args->flags |= MP__VF_MOVED;
             *out = a0;
             return 0;
         }
-    } else if (is_builtin(m) && (strcmp(n, "set") == 0 || strcmp(n, "frozenset") == 0)) {
+    } else if (is_builtin(m) && (strcmp(n, "set") == 0 || strcmp(n, "frozenset") == 0) &&
+               (na == 0 || (na == 1 && (a0->type == MP_VALUE_LIST || a0->type == MP_VALUE_TUPLE)))) {
+        /* set(iterable): protocols 0-3 give a list */
         int rc;
-        if (na == 0) {
-            *out = make(d, MP_VALUE_LIST, &rc);
-            return *out ? 0 : rc;
+        mp_value *set = make(d, n[0] == 's' ? MP_VALUE_SET : MP_VALUE_FROZENSET, &rc);
+        if (!set) return rc;
+        if (na == 1) {
+            /* The items move into the set. The list may be in the memo: a GET of it
+             * (which CPython never writes) is refused rather than seen empty. */
+            size_t taken;
+            rc = set_take(d, set, a0->u.seq.items, a0->u.seq.n, &taken);
+            /* what was not taken stays in the list, freed with the args */
+            if (taken < a0->u.seq.n)
+                memmove(a0->u.seq.items, a0->u.seq.items + taken,
+                        (a0->u.seq.n - taken) * sizeof *a0->u.seq.items);
+            a0->u.seq.n -= taken;
+            a0->flags |= MP__VF_MOVED;
+            args->flags |= MP__VF_MOVED;
+            if (rc) {
+                mp_value_free(set);
+                return rc;
+            }
         }
-        if (na == 1 && a0->type == MP_VALUE_LIST) {
-            args->u.seq.n = 0;
-            *out = a0;
-            return 0;
-        }
+        *out = set;
+        return 0;
     }
     if (d->lim.refuse_objects) return bad(d, "call of %s.%s refused (objects are disabled)", m, n);
     return 0;
@@ -518,10 +842,11 @@ static int reduce(dec *d, bool newobj) {
 
 static int memo_put(dec *d, uint64_t idx) {
     if (d->sn == base(d)) return bad(d, "memo store with an empty stack");
-    /* CPython numbers the memo densely; a sparse index would only waste memory */
-    if (idx > d->memo_n)
+    /* CPython numbers the memo densely, Python 2's cPickle from 1 (so index 0 stays
+     * empty); a sparser index would only waste memory */
+    if (idx > d->memo_n + (d->memo_n == 0))
         return bad(d, "memo index %llu skips ahead (next is %zu)", (unsigned long long)idx, d->memo_n);
-    if (idx == d->memo_n) {
+    while (idx >= d->memo_n) {
         if (d->memo_n == d->memo_cap) {
             size_t cap = d->memo_cap ? d->memo_cap * 2 : 32;
             mp_value **m = mp__realloc(d->memo, cap * sizeof *m);
@@ -529,20 +854,22 @@ static int memo_put(dec *d, uint64_t idx) {
             d->memo = m;
             d->memo_cap = cap;
         }
-        d->memo_n++;
+        d->memo[d->memo_n++] = NULL;
     }
     d->memo[idx] = d->stack[d->sn - 1];
     return 0;
 }
 
 static int memo_get(dec *d, uint64_t idx) {
-    if (idx >= d->memo_n)
+    if (idx >= d->memo_n || !d->memo[idx])
         return bad(d, "memo index %llu was never stored", (unsigned long long)idx);
     mp_value *src = d->memo[idx];
+    if (src->flags & MP__VF_MOVED)
+        return bad(d, "memo index %llu names the arguments of a bytes/set constructor, which "
+                   "became its result: unsupported", (unsigned long long)idx);
     int rc;
     mp_value *c = mp__value_copy_budget(src, &d->items_left, &d->bytes_left, &rc);
     if (!c) return rc;
-    if (src->flags & MP__VF_SET) c->flags |= MP__VF_SET;
     src->flags |= MP__VF_SHARED;
     return push(d, c);
 }
@@ -593,17 +920,26 @@ static int step(dec *d, bool *stop) {
         v->u.b = a[0] == OP_NEWTRUE;
         return push(d, v);
     case OP_INT:
-        if ((rc = line(d, &s, &n))) return rc;
-        if (n == 2 && (memcmp(s, "00", 2) == 0 || memcmp(s, "01", 2) == 0)) {
-            if (!(v = make(d, MP_VALUE_BOOL, &rc))) return rc;
-            v->u.b = s[1] == '1';
-            return push(d, v);
-        }
-        if ((rc = parse_dec(d, s, n, &iv, &big))) return rc;
-        if (big)
-            return mp__err(MP_ETOOBIG, "pickle: at byte %zu: int %.*s does not fit in 64 bits",
-                           d->pos, (int)n, s);
-        return push_int(d, iv);
+    case OP_LONG:
+        return push_text_int(d, a[0] == OP_LONG);
+    case OP_FLOAT:
+        return push_text_float(d);
+    case OP_UNICODE:
+        return push_text_unicode(d);
+    case OP_STRING:
+        return push_text_string(d);
+    case OP_SHORT_BINSTRING:
+        if ((rc = take(d, 1, &a))) return rc;
+        n = a[0];
+        if ((rc = take(d, n, &a))) return rc;
+        return push_py2_str(d, a, n, false);
+    case OP_BINSTRING: {
+        if ((rc = take(d, 4, &a))) return rc;
+        int32_t ln = (int32_t)(uint32_t)le(a, 4);
+        if (ln < 0) return bad(d, "negative BINSTRING length %d", (int)ln);
+        if ((rc = take(d, (uint64_t)ln, &a))) return rc;
+        return push_py2_str(d, a, (size_t)ln, false);
+    }
     case OP_BININT:
         if ((rc = take(d, 4, &a))) return rc;
         return push_int(d, (int32_t)(uint32_t)le(a, 4));
@@ -649,10 +985,10 @@ static int step(dec *d, bool *stop) {
     case OP_EMPTY_SET:
         if (!(v = make(d, a[0] == OP_EMPTY_TUPLE  ? MP_VALUE_TUPLE
                           : a[0] == OP_EMPTY_DICT ? MP_VALUE_DICT
+                          : a[0] == OP_EMPTY_SET  ? MP_VALUE_SET
                                                   : MP_VALUE_LIST,
                        &rc)))
             return rc;
-        if (a[0] == OP_EMPTY_SET) v->flags |= MP__VF_SET;
         return push(d, v);
     case OP_TUPLE1:
     case OP_TUPLE2:
@@ -681,8 +1017,12 @@ static int step(dec *d, bool *stop) {
     case OP_LIST:
     case OP_FROZENSET:
         if ((rc = pop_mark(d, "TUPLE/LIST/FROZENSET", &k))) return rc;
-        if (!(v = make(d, a[0] == OP_TUPLE ? MP_VALUE_TUPLE : MP_VALUE_LIST, &rc))) return rc;
-        if ((rc = fill_seq(d, v, k))) {
+        if (!(v = make(d, a[0] == OP_TUPLE  ? MP_VALUE_TUPLE
+                          : a[0] == OP_LIST ? MP_VALUE_LIST
+                                            : MP_VALUE_FROZENSET,
+                       &rc)))
+            return rc;
+        if ((rc = a[0] == OP_FROZENSET ? fill_set(d, v, k) : fill_seq(d, v, k))) {
             mp_value_free(v);
             return rc;
         }
@@ -721,7 +1061,7 @@ static int step(dec *d, bool *stop) {
         return d->opc == OP_LONG_BINPUT ? memo_put(d, le(a, 4)) : memo_get(d, le(a, 4));
     case OP_PUT:
     case OP_GET:
-        if ((rc = line(d, &s, &n)) || (rc = parse_dec(d, s, n, &iv, &big))) return rc;
+        if ((rc = line(d, &s, &n)) || (rc = parse_dec(d, s, n, false, &iv, &big))) return rc;
         if (big || iv < 0) return bad(d, "bad memo index %.*s", (int)n, s);
         return d->opc == OP_PUT ? memo_put(d, (uint64_t)iv) : memo_get(d, (uint64_t)iv);
     case OP_GLOBAL:
@@ -757,13 +1097,6 @@ static int step(dec *d, bool *stop) {
     case OP_POP_MARK:
     case OP_DUP:
         return bad(d, "POP/POP_MARK/DUP are not supported (CPython emits them only for cycles)");
-    case OP_FLOAT:
-    case OP_LONG:
-    case OP_STRING:
-    case OP_BINSTRING:
-    case OP_SHORT_BINSTRING:
-    case OP_UNICODE:
-        return bad(d, "text/Python 2 opcode not supported (protocol 0/1 data)");
     case OP_PERSID:
     case OP_BINPERSID:
     case OP_EXT1:

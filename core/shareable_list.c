@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "shared_internal.h"
+#include "value_internal.h"
 
 enum { CODE_PLAIN = 0, CODE_STR = 1, CODE_BYTES = 2, CODE_NONE = 3 };
 
@@ -49,10 +50,15 @@ static int item_format(const mp_value *v, char fmt[9], size_t *slot, int *code, 
     case MP_VALUE_FLOAT: strcpy(fmt, "d"), *code = CODE_PLAIN, *slot = 8; return 0;
     case MP_VALUE_BOOL: strcpy(fmt, "xxxxxxx?"), *code = CODE_PLAIN, *slot = 8; return 0;
     case MP_VALUE_NONE: strcpy(fmt, "xxxxxx?x"), *code = CODE_NONE, *slot = 8; return 0;
-    case MP_VALUE_STR:
-        mp_value_as_str(v, &len);
+    case MP_VALUE_STR: {
+        const char *s = mp_value_as_str(v, &len);
+        /* Python encodes with its strict codec: what it cannot decode never goes in */
+        if (!mp__utf8_valid_strict(s, len))
+            return mp__err(MP_EINVAL, "%s: a str of %zu bytes that is not UTF-8 (Python could not read it)",
+                           fn, len);
         *code = CODE_STR;
         break;
+    }
     case MP_VALUE_BYTES:
         mp_value_as_bytes(v, &len);
         *code = CODE_BYTES;
@@ -230,6 +236,13 @@ int mp_shareable_list_get(mp_shareable_list *l, size_t i, mp_value **out) {
                s == 's' && k <= room) {
         while (k > 0 && p[k - 1] == 0) k--; /* Python's rstrip(b'\0') */
         v = code == CODE_STR ? mp_value_strn((const char *)p, k) : mp_value_bytes(p, k);
+        /* checked in our copy: another process may write the slot meanwhile */
+        const char *got = mp_value_as_str(v, &k);
+        if (got && !mp__utf8_valid_strict(got, k)) {
+            mp_value_free(v);
+            return mp__err(MP_EPROTO, "%s: item %zu is a str slot of %zu bytes that is not UTF-8 "
+                           "(Python raises UnicodeDecodeError)", fn, i, k);
+        }
     } else if (code == CODE_PLAIN && room >= 8 && !strcmp(fmt, "q")) {
         v = mp_value_int(get_i64(p));
     } else if (code == CODE_PLAIN && room >= 8 && !strcmp(fmt, "d")) {

@@ -1,7 +1,8 @@
 /* mp_value: a tree of tagged values (DESIGN §3). Every node has one owner; the codec
- * lives in pickle_dump.c and pickle_load.c. Dicts keep insertion order in one array
- * and add a hash index once they grow, so building a big dict (or decoding a hostile
- * one full of duplicate keys) stays linear. */
+ * lives in pickle_dump.c and pickle_load.c. Dicts and sets keep insertion order in one
+ * array and add a hash index once they grow, so building a big one (or decoding a
+ * hostile one full of duplicate keys) stays linear. Keys and set items compare as
+ * Python compares them (1 == 1.0 == True), so a dict holds what Python's would. */
 #include <math.h>
 #include <stdatomic.h>
 #include <string.h>
@@ -77,6 +78,16 @@ mp_value *mp_value_bytes(const void *p, size_t n) { return new_blob(MP_VALUE_BYT
 mp_value *mp_value_tuple_new(void) { return mp__value_alloc(MP_VALUE_TUPLE); }
 mp_value *mp_value_list_new(void) { return mp__value_alloc(MP_VALUE_LIST); }
 mp_value *mp_value_dict_new(void) { return mp__value_alloc(MP_VALUE_DICT); }
+mp_value *mp_value_set_new(void) { return mp__value_alloc(MP_VALUE_SET); }
+mp_value *mp_value_frozenset_new(void) { return mp__value_alloc(MP_VALUE_FROZENSET); }
+
+static bool is_set(const mp_value *v) {
+    return v->type == MP_VALUE_SET || v->type == MP_VALUE_FROZENSET;
+}
+
+/* Dicts and sets share one table: a dict's entry is a key and a value, a set's an item. */
+static size_t stride(const mp_value *t) { return t->type == MP_VALUE_DICT ? 2 : 1; }
+static mp_value *table_key(const mp_value *t, size_t i) { return t->u.d.kv[i * stride(t)]; }
 
 mp_value *mp__value_object(const char *mod, size_t mn, const char *name, size_t nn) {
     mp_value *v = mp__value_alloc(MP_VALUE_OBJECT);
@@ -120,7 +131,9 @@ static void push_children(mp_value *v, mp_value **work) {
         }
         break;
     case MP_VALUE_DICT:
-        for (size_t i = 0; i < 2 * v->u.d.n; i++) {
+    case MP_VALUE_SET:
+    case MP_VALUE_FROZENSET:
+        for (size_t i = 0; i < stride(v) * v->u.d.n; i++) {
             v->u.d.kv[i]->next = *work;
             *work = v->u.d.kv[i];
         }
@@ -148,6 +161,8 @@ static void free_node(mp_value *v) {
     case MP_VALUE_TUPLE:
     case MP_VALUE_LIST: mp__free(v->u.seq.items); break;
     case MP_VALUE_DICT:
+    case MP_VALUE_SET:
+    case MP_VALUE_FROZENSET:
         mp__free(v->u.d.kv);
         mp__free(v->u.d.index);
         break;
@@ -199,6 +214,9 @@ int mp_value_list_append(mp_value *seq, mp_value *item) {
     }
     if (!seq || (seq->type != MP_VALUE_LIST && seq->type != MP_VALUE_TUPLE)) {
         mp_value_free(item);
+        if (seq && is_set(seq))
+            return mp__err(MP_EINVAL, "mp_value_list_append: a %s takes items with mp_value_set_add",
+                           mp_value_type_name((mp_value_type)seq->type));
         return mp__err(MP_EINVAL, "mp_value_list_append: not a list or tuple");
     }
     int rc = mp__value_seq_push(seq, item);
@@ -224,6 +242,15 @@ static uint64_t fnv(uint64_t h, const void *p, size_t n) {
     return h;
 }
 
+/* splitmix64's finalizer: a set's hash adds its items' hashes, mixed first. */
+static uint64_t mix(uint64_t x) {
+    x ^= x >> 30;
+    x *= 0xbf58476d1ce4e5b9ULL;
+    x ^= x >> 27;
+    x *= 0x94d049bb133111ebULL;
+    return x ^ (x >> 31);
+}
+
 /* A random seed per process, so nobody can prepare keys that all collide. */
 static _Atomic uint64_t hash_seed_v;
 
@@ -240,18 +267,46 @@ static uint64_t hash_seed(void) {
     return mine;
 }
 
-static uint64_t hash_rec(const mp_value *v, unsigned depth) {
-    uint64_t h = fnv(FNV_OFFSET ^ hash_seed(), &v->type, 1);
-    switch (v->type) {
-    case MP_VALUE_BOOL: return fnv(h, &v->u.b, sizeof v->u.b);
-    case MP_VALUE_INT: return fnv(h, &v->u.i, sizeof v->u.i);
-    case MP_VALUE_FLOAT: {
-        /* equal floats must hash alike: -0.0 == 0.0, and every NaN equals every NaN */
-        double d = v->u.f;
-        if (d == 0) d = 0;
-        if (isnan(d)) return h;
-        return fnv(h, &d, sizeof d);
+static bool is_number(const mp_value *v) {
+    return v->type == MP_VALUE_BOOL || v->type == MP_VALUE_INT || v->type == MP_VALUE_FLOAT;
+}
+
+/* The int64 a number equals exactly, if there is one (2.0 -> 2, -0.0 -> 0, 2.5 none). */
+static bool number_as_int(const mp_value *v, int64_t *out) {
+    if (v->type == MP_VALUE_BOOL) *out = v->u.b;
+    else if (v->type == MP_VALUE_INT) *out = v->u.i;
+    else if (v->u.f >= -9223372036854775808.0 && v->u.f < 9223372036854775808.0 &&
+             (double)(int64_t)v->u.f == v->u.f)
+        *out = (int64_t)v->u.f;
+    else return false;
+    return true;
+}
+
+/* Python's == on numbers: by value across bool, int and float, exactly (2**63 - 1 is
+ * not 9.223372036854775807e18), and NaN equal to nothing. */
+static bool number_equal(const mp_value *a, const mp_value *b) {
+    if (a->type == MP_VALUE_FLOAT && b->type == MP_VALUE_FLOAT) return a->u.f == b->u.f;
+    int64_t x, y;
+    return number_as_int(a, &x) && number_as_int(b, &y) && x == y;
+}
+
+/* A hash that agrees with key_equal: numbers that compare equal hash alike. Inside
+ * an object (compared by mp_value_equal, where NaN equals NaN) every NaN hashes alike. */
+static uint64_t key_hash_in(const mp_value *v, unsigned depth, bool in_object) {
+    uint64_t h = FNV_OFFSET ^ hash_seed();
+    if (is_number(v)) {
+        int64_t i;
+        if (number_as_int(v, &i)) return fnv(fnv(h, "i", 1), &i, sizeof i);
+        if (isnan(v->u.f)) {
+            /* A NaN key equals only itself, so it may hash by identity (as in Python
+             * 3.10+): many NaN keys then spread instead of all colliding. */
+            uintptr_t id = in_object ? 0 : (uintptr_t)v;
+            return fnv(fnv(h, "n", 1), &id, sizeof id);
+        }
+        return fnv(fnv(h, "f", 1), &v->u.f, sizeof v->u.f);
     }
+    h = fnv(h, &v->type, 1);
+    switch (v->type) {
     case MP_VALUE_STR:
     case MP_VALUE_BYTES: return fnv(h, v->u.s.p, v->u.s.n);
     case MP_VALUE_TUPLE:
@@ -259,26 +314,35 @@ static uint64_t hash_rec(const mp_value *v, unsigned depth) {
         h = fnv(h, &v->u.seq.n, sizeof v->u.seq.n);
         if (depth >= MP_VALUE_MAX_DEPTH) return h;
         for (size_t i = 0; i < v->u.seq.n; i++) {
-            uint64_t c = hash_rec(v->u.seq.items[i], depth + 1);
+            uint64_t c = key_hash_in(v->u.seq.items[i], depth + 1, in_object);
             h = fnv(h, &c, sizeof c);
         }
         return h;
-    case MP_VALUE_DICT:
-        h = fnv(h, &v->u.d.n, sizeof v->u.d.n);
-        if (depth >= MP_VALUE_MAX_DEPTH) return h;
-        for (size_t i = 0; i < 2 * v->u.d.n; i++) {
-            uint64_t c = hash_rec(v->u.d.kv[i], depth + 1);
-            h = fnv(h, &c, sizeof c);
-        }
-        return h;
+    case MP_VALUE_SET:
+    case MP_VALUE_FROZENSET: {
+        /* in any order: equal sets may hold their items in different orders */
+        uint64_t sum = 0;
+        if (depth < MP_VALUE_MAX_DEPTH)
+            for (size_t i = 0; i < v->u.d.n; i++)
+                sum += mix(key_hash_in(v->u.d.kv[i], depth + 1, in_object));
+        return fnv(fnv(h, &v->u.d.n, sizeof v->u.d.n), &sum, sizeof sum);
+    }
+    case MP_VALUE_DICT: return fnv(h, &v->u.d.n, sizeof v->u.d.n); /* never a key */
     case MP_VALUE_OBJECT: {
+        /* the args too, so that keys like date(2020, 1, n) do not all collide */
         const char *name = mp__obj_name(v);
-        return fnv(h, v->u.o.module, (size_t)(name - v->u.o.module) + strlen(name));
+        h = fnv(h, v->u.o.module, (size_t)(name - v->u.o.module) + strlen(name));
+        if (!v->u.o.args || depth >= MP_VALUE_MAX_DEPTH) return h;
+        uint64_t c = key_hash_in(v->u.o.args, depth + 1, true);
+        return fnv(h, &c, sizeof c);
     }
     default: return h;
     }
 }
 
+static uint64_t key_hash(const mp_value *v, unsigned depth) { return key_hash_in(v, depth, false); }
+
+/* mp_value_equal: deep, types strict, containers in order. */
 static bool equal_rec(const mp_value *a, const mp_value *b, unsigned depth) {
     if (a == b) return true;
     if (!a || !b || a->type != b->type) return false;
@@ -298,8 +362,10 @@ static bool equal_rec(const mp_value *a, const mp_value *b, unsigned depth) {
             if (!equal_rec(a->u.seq.items[i], b->u.seq.items[i], depth + 1)) return false;
         return true;
     case MP_VALUE_DICT:
+    case MP_VALUE_SET:
+    case MP_VALUE_FROZENSET:
         if (a->u.d.n != b->u.d.n) return false;
-        for (size_t i = 0; i < 2 * a->u.d.n; i++)
+        for (size_t i = 0; i < stride(a) * a->u.d.n; i++)
             if (!equal_rec(a->u.d.kv[i], b->u.d.kv[i], depth + 1)) return false;
         return true;
     case MP_VALUE_OBJECT:
@@ -315,77 +381,154 @@ static bool equal_rec(const mp_value *a, const mp_value *b, unsigned depth) {
 
 bool mp_value_equal(const mp_value *a, const mp_value *b) { return equal_rec(a, b, 0); }
 
-/* ---- dicts ---- */
+static size_t table_find(const mp_value *t, const mp_value *key, uint64_t h, unsigned depth);
 
-/* Small dicts are scanned; from this many entries on they carry a hash index. */
-#define DICT_INDEX_MIN 8
-
-static size_t dict_find(const mp_value *d, const mp_value *key, uint64_t h) {
-    if (!d->u.d.index) {
-        for (size_t i = 0; i < d->u.d.n; i++)
-            if (equal_rec(d->u.d.kv[2 * i], key, 0)) return i;
-        return SIZE_MAX;
-    }
-    size_t mask = d->u.d.icap - 1;
-    for (size_t j = (size_t)h & mask;; j = (j + 1) & mask) {
-        uint32_t e = d->u.d.index[j];
-        if (!e) return SIZE_MAX;
-        if (equal_rec(d->u.d.kv[2 * (e - 1)], key, 0)) return e - 1;
+/* Python's == where dict keys and set items meet: numbers by value, tuples item by
+ * item, sets as sets (any order); anything else as mp_value_equal. */
+static bool key_equal(const mp_value *a, const mp_value *b, unsigned depth) {
+    if (a == b) return true; /* Python too: identity first (a NaN key finds itself) */
+    if (depth > RECURSION_MAX) return false;
+    if (is_number(a) || is_number(b)) return is_number(a) && is_number(b) && number_equal(a, b);
+    if (a->type != b->type) return false;
+    switch (a->type) {
+    case MP_VALUE_TUPLE:
+    case MP_VALUE_LIST:
+        if (a->u.seq.n != b->u.seq.n) return false;
+        for (size_t i = 0; i < a->u.seq.n; i++)
+            if (!key_equal(a->u.seq.items[i], b->u.seq.items[i], depth + 1)) return false;
+        return true;
+    case MP_VALUE_SET:
+    case MP_VALUE_FROZENSET:
+        /* items are unique, so the same count and each of a in b is equality */
+        if (a->u.d.n != b->u.d.n) return false;
+        for (size_t i = 0; i < a->u.d.n; i++) {
+            const mp_value *x = a->u.d.kv[i];
+            uint64_t h = b->u.d.index ? key_hash(x, depth + 1) : 0;
+            if (table_find(b, x, h, depth + 1) == SIZE_MAX) return false;
+        }
+        return true;
+    default: return equal_rec(a, b, depth);
     }
 }
 
-static void index_insert(mp_value *d, size_t entry, uint64_t h) {
-    size_t mask = d->u.d.icap - 1;
+static bool hashable_rec(const mp_value *v, unsigned depth, const mp_value **bad) {
+    switch (v->type) {
+    case MP_VALUE_LIST:
+    case MP_VALUE_DICT:
+    case MP_VALUE_SET: *bad = v; return false;
+    case MP_VALUE_TUPLE:
+        for (size_t i = 0; i < v->u.seq.n && depth < RECURSION_MAX; i++)
+            if (!hashable_rec(v->u.seq.items[i], depth + 1, bad)) return false;
+        return true;
+    case MP_VALUE_FROZENSET:
+        for (size_t i = 0; i < v->u.d.n && depth < RECURSION_MAX; i++)
+            if (!hashable_rec(v->u.d.kv[i], depth + 1, bad)) return false;
+        return true;
+    default: return true; /* an object: only Python can tell, so it may try */
+    }
+}
+
+bool mp__value_hashable(const mp_value *v, const mp_value **bad) {
+    *bad = NULL;
+    return hashable_rec(v, 0, bad);
+}
+
+/* ---- dicts and sets ---- */
+
+/* Small tables are scanned; from this many entries on they carry a hash index. */
+#define DICT_INDEX_MIN 8
+
+static size_t table_find(const mp_value *t, const mp_value *key, uint64_t h, unsigned depth) {
+    if (!t->u.d.index) {
+        for (size_t i = 0; i < t->u.d.n; i++)
+            if (key_equal(table_key(t, i), key, depth)) return i;
+        return SIZE_MAX;
+    }
+    size_t mask = t->u.d.icap - 1;
+    for (size_t j = (size_t)h & mask;; j = (j + 1) & mask) {
+        uint32_t e = t->u.d.index[j];
+        if (!e) return SIZE_MAX;
+        if (key_equal(table_key(t, e - 1), key, depth)) return e - 1;
+    }
+}
+
+static void index_insert(mp_value *t, size_t entry, uint64_t h) {
+    size_t mask = t->u.d.icap - 1;
     size_t j = (size_t)h & mask;
-    while (d->u.d.index[j]) j = (j + 1) & mask;
-    d->u.d.index[j] = (uint32_t)(entry + 1);
+    while (t->u.d.index[j]) j = (j + 1) & mask;
+    t->u.d.index[j] = (uint32_t)(entry + 1);
 }
 
 /* Rebuilds the index with room for need entries at load <= 1/2. */
-static int index_rebuild(mp_value *d, size_t need) {
+static int index_rebuild(mp_value *t, size_t need) {
     size_t icap = 16;
     while (icap < 2 * need) {
         if (icap > SIZE_MAX / 4 / sizeof(uint32_t)) return mp__err(MP_ENOMEM, "dict too big");
         icap *= 2;
     }
     uint32_t *index = mp__calloc(icap, sizeof *index);
-    if (!index) return mp__err(MP_ENOMEM, "out of memory indexing a dict of %zu", need);
-    mp__free(d->u.d.index);
-    d->u.d.index = index;
-    d->u.d.icap = icap;
-    for (size_t i = 0; i < d->u.d.n; i++) index_insert(d, i, hash_rec(d->u.d.kv[2 * i], 0));
+    if (!index) return mp__err(MP_ENOMEM, "out of memory indexing a %s of %zu",
+                               mp_value_type_name((mp_value_type)t->type), need);
+    mp__free(t->u.d.index);
+    t->u.d.index = index;
+    t->u.d.icap = icap;
+    for (size_t i = 0; i < t->u.d.n; i++) index_insert(t, i, key_hash(table_key(t, i), 0));
+    return 0;
+}
+
+/* Puts key (and val, for a dict) in table t; an equal key found: *dup = key, and a
+ * dict's value is replaced (*old_val), as Python keeps the first key. */
+static int table_put(mp_value *t, mp_value *key, mp_value *val, mp_value **dup,
+                     mp_value **old_val) {
+    size_t st = stride(t);
+    *dup = *old_val = NULL;
+    uint64_t h = t->u.d.index || t->u.d.n + 1 >= DICT_INDEX_MIN ? key_hash(key, 0) : 0;
+    size_t at = table_find(t, key, h, 0);
+    if (at != SIZE_MAX) {
+        *dup = key;
+        if (st == 2) {
+            *old_val = t->u.d.kv[2 * at + 1];
+            t->u.d.kv[2 * at + 1] = val;
+        }
+        return 0;
+    }
+    const char *what = mp_value_type_name((mp_value_type)t->type);
+    if (t->u.d.n >= UINT32_MAX - 1) return mp__err(MP_ENOMEM, "%s too big", what);
+    if (t->u.d.n == t->u.d.cap) {
+        size_t cap = t->u.d.cap ? t->u.d.cap * 2 : 4;
+        if (cap > SIZE_MAX / (st * sizeof(mp_value *))) return mp__err(MP_ENOMEM, "%s too big", what);
+        mp_value **kv = mp__realloc(t->u.d.kv, st * cap * sizeof *kv);
+        if (!kv) return mp__err(MP_ENOMEM, "out of memory growing a %s to %zu entries", what, cap);
+        t->u.d.kv = kv;
+        t->u.d.cap = cap;
+    }
+    if (t->u.d.n + 1 >= DICT_INDEX_MIN && 2 * (t->u.d.n + 1) > t->u.d.icap) {
+        int rc = index_rebuild(t, t->u.d.n + 1);
+        if (rc) return rc;
+    }
+    size_t i = t->u.d.n++;
+    t->u.d.kv[st * i] = key;
+    if (st == 2) t->u.d.kv[st * i + 1] = val;
+    if (t->u.d.index) index_insert(t, i, h);
     return 0;
 }
 
 int mp__value_dict_put(mp_value *d, mp_value *key, mp_value *val, mp_value **old_key,
                        mp_value **old_val) {
-    *old_key = *old_val = NULL;
-    uint64_t h = d->u.d.index || d->u.d.n + 1 >= DICT_INDEX_MIN ? hash_rec(key, 0) : 0;
-    size_t at = dict_find(d, key, h);
-    if (at != SIZE_MAX) {
-        *old_key = key;
-        *old_val = d->u.d.kv[2 * at + 1];
-        d->u.d.kv[2 * at + 1] = val;
-        return 0;
-    }
-    if (d->u.d.n >= UINT32_MAX - 1) return mp__err(MP_ENOMEM, "dict too big");
-    if (d->u.d.n == d->u.d.cap) {
-        size_t cap = d->u.d.cap ? d->u.d.cap * 2 : 4;
-        if (cap > SIZE_MAX / (2 * sizeof(mp_value *))) return mp__err(MP_ENOMEM, "dict too big");
-        mp_value **kv = mp__realloc(d->u.d.kv, 2 * cap * sizeof *kv);
-        if (!kv) return mp__err(MP_ENOMEM, "out of memory growing a dict to %zu entries", cap);
-        d->u.d.kv = kv;
-        d->u.d.cap = cap;
-    }
-    if (d->u.d.n + 1 >= DICT_INDEX_MIN && 2 * (d->u.d.n + 1) > d->u.d.icap) {
-        int rc = index_rebuild(d, d->u.d.n + 1);
-        if (rc) return rc;
-    }
-    size_t i = d->u.d.n++;
-    d->u.d.kv[2 * i] = key;
-    d->u.d.kv[2 * i + 1] = val;
-    if (d->u.d.index) index_insert(d, i, h);
-    return 0;
+    return table_put(d, key, val, old_key, old_val);
+}
+
+int mp__value_set_put(mp_value *s, mp_value *item, mp_value **dup) {
+    mp_value *unused;
+    return table_put(s, item, NULL, dup, &unused);
+}
+
+/* MP_EINVAL naming the unhashable part of key, as Python's TypeError does. */
+static int unhashable(const char *fn, const mp_value *key) {
+    const mp_value *bad;
+    if (mp__value_hashable(key, &bad)) return 0;
+    return mp__err(MP_EINVAL, "%s: unhashable type: '%s'%s", fn,
+                   mp_value_type_name((mp_value_type)bad->type), bad == key ? "" : " (inside the key)");
 }
 
 int mp_value_dict_set(mp_value *dict, mp_value *key, mp_value *val) {
@@ -405,6 +548,7 @@ int mp_value_dict_set(mp_value *dict, mp_value *key, mp_value *val) {
         rc = mp__err(MP_ENOMEM, "mp_value_dict_set: NULL key or value (a failed constructor?)");
         goto fail;
     }
+    if ((rc = unhashable("mp_value_dict_set", key)) != 0) goto fail;
     mp_value *ok, *ov;
     rc = mp__value_dict_put(dict, key, val, &ok, &ov);
     if (rc) goto fail;
@@ -425,6 +569,23 @@ int mp_value_dict_set_str(mp_value *dict, const char *key, mp_value *val) {
     return mp_value_dict_set(dict, mp_value_str(key), val);
 }
 
+int mp_value_set_add(mp_value *set, mp_value *item) {
+    int rc;
+    if (!set || !is_set(set)) {
+        rc = mp__err(MP_EINVAL, "mp_value_set_add: not a set or frozenset");
+        goto fail;
+    }
+    if (!item) return mp__err(MP_ENOMEM, "mp_value_set_add: NULL item (a failed constructor?)");
+    if ((rc = unhashable("mp_value_set_add", item)) != 0) goto fail;
+    mp_value *dup;
+    if ((rc = mp__value_set_put(set, item, &dup)) != 0) goto fail;
+    mp_value_free(dup);
+    return 0;
+fail:
+    mp_value_free(item);
+    return rc;
+}
+
 int mp_value_object_set_state(mp_value *obj, mp_value *state) {
     if (!obj || obj->type != MP_VALUE_OBJECT) {
         mp_value_free(state);
@@ -436,9 +597,20 @@ int mp_value_object_set_state(mp_value *obj, mp_value *state) {
     return 0;
 }
 
+/* The entry of key in table t, or SIZE_MAX; never found for a key Python cannot hash. */
+static size_t lookup(const mp_value *t, const mp_value *key) {
+    const mp_value *bad;
+    if (!mp__value_hashable(key, &bad)) return SIZE_MAX;
+    return table_find(t, key, t->u.d.index ? key_hash(key, 0) : 0, 0);
+}
+
+bool mp_value_set_contains(const mp_value *s, const mp_value *item) {
+    return s && item && is_set(s) && lookup(s, item) != SIZE_MAX;
+}
+
 mp_value *mp_value_dict_get(const mp_value *d, const mp_value *key) {
     if (!d || d->type != MP_VALUE_DICT || !key) return NULL;
-    size_t at = dict_find(d, key, d->u.d.index ? hash_rec(key, 0) : 0);
+    size_t at = lookup(d, key);
     return at == SIZE_MAX ? NULL : d->u.d.kv[2 * at + 1];
 }
 
@@ -527,7 +699,23 @@ static mp_value *copy_rec(const mp_value *v, unsigned depth, size_t *items, size
                 mp_value_free(x);
                 goto fail;
             }
-            /* keys of the source are distinct, so nothing is let go */
+            /* keys of the source are distinct: nothing is let go, unless a key was
+             * changed after it went in */
+            mp_value_free(ok);
+            mp_value_free(ov);
+        }
+        break;
+    case MP_VALUE_SET:
+    case MP_VALUE_FROZENSET:
+        c = mp__value_alloc((mp_value_type)v->type);
+        if (!c) break;
+        for (size_t i = 0; i < v->u.d.n; i++) {
+            mp_value *it = copy_rec(v->u.d.kv[i], depth + 1, items, bytes, err), *dup;
+            if (!it || (*err = mp__value_set_put(c, it, &dup)) != 0) {
+                mp_value_free(it);
+                goto fail;
+            }
+            mp_value_free(dup);
         }
         break;
     default:
@@ -578,6 +766,8 @@ const char *mp_value_type_name(mp_value_type t) {
     case MP_VALUE_LIST: return "list";
     case MP_VALUE_DICT: return "dict";
     case MP_VALUE_OBJECT: return "object";
+    case MP_VALUE_SET: return "set";
+    case MP_VALUE_FROZENSET: return "frozenset";
     default: return "unknown";
     }
 }
@@ -608,7 +798,9 @@ bool mp_value_as_bool(const mp_value *v) {
     case MP_VALUE_BYTES: return v->u.s.n != 0;
     case MP_VALUE_TUPLE:
     case MP_VALUE_LIST: return v->u.seq.n != 0;
-    case MP_VALUE_DICT: return v->u.d.n != 0;
+    case MP_VALUE_DICT:
+    case MP_VALUE_SET:
+    case MP_VALUE_FROZENSET: return v->u.d.n != 0;
     default: return true;
     }
 }
@@ -632,12 +824,15 @@ size_t mp_value_len(const mp_value *v) {
     case MP_VALUE_BYTES: return v->u.s.n;
     case MP_VALUE_TUPLE:
     case MP_VALUE_LIST: return v->u.seq.n;
-    case MP_VALUE_DICT: return v->u.d.n;
+    case MP_VALUE_DICT:
+    case MP_VALUE_SET:
+    case MP_VALUE_FROZENSET: return v->u.d.n;
     default: return 0;
     }
 }
 
 mp_value *mp_value_item(const mp_value *v, size_t i) {
+    if (v && is_set(v)) return i < v->u.d.n ? v->u.d.kv[i] : NULL;
     if (!v || (v->type != MP_VALUE_TUPLE && v->type != MP_VALUE_LIST) || i >= v->u.seq.n)
         return NULL;
     return v->u.seq.items[i];
@@ -681,10 +876,10 @@ bool mp_value_object_is_newobj(const mp_value *v) {
     return v && v->type == MP_VALUE_OBJECT && v->u.o.newobj;
 }
 
-/* Well-formed UTF-8 (no overlongs, nothing above U+10FFFF), except that encoded
- * surrogates U+D800..U+DFFF pass: CPython pickles lone surrogates that way and reads
- * them back with "surrogatepass". */
-bool mp__utf8_valid(const char *s, size_t n) {
+/* Well-formed UTF-8: no overlongs, nothing above U+10FFFF, and encoded surrogates
+ * U+D800..U+DFFF only when surrogates is set (CPython pickles lone surrogates that way
+ * and reads them back with "surrogatepass"; its plain "utf-8" codec refuses them). */
+static bool utf8_valid(const char *s, size_t n, bool surrogates) {
     const unsigned char *p = (const unsigned char *)s;
     size_t i = 0;
     while (i < n) {
@@ -705,7 +900,12 @@ bool mp__utf8_valid(const char *s, size_t n) {
             cp = (cp << 6) | (p[i + k] & 0x3F);
         }
         if (cp < min || cp > 0x10FFFF) return false;
+        if (!surrogates && cp >= 0xD800 && cp <= 0xDFFF) return false;
         i += len;
     }
     return true;
 }
+
+bool mp__utf8_valid(const char *s, size_t n) { return utf8_valid(s, n, true); }
+
+bool mp__utf8_valid_strict(const char *s, size_t n) { return utf8_valid(s, n, false); }

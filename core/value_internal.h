@@ -10,7 +10,7 @@
 /* Decoder-only marks (flags). */
 enum {
     MP__VF_SHARED = 1, /* a memo GET copied it: changing it later means a cycle */
-    MP__VF_SET = 2     /* a list standing for a set: ADDITEMS, not APPENDS */
+    MP__VF_MOVED = 2   /* a list whose items went into a set(): a memo GET of it is refused */
 };
 
 struct mp_value {
@@ -24,8 +24,9 @@ struct mp_value {
         double f;
         struct { char *p; size_t n; } s; /* str, bytes: p[n] == 0 */
         struct { mp_value **items; size_t n, cap; } seq;
-        struct {
-            mp_value **kv;   /* key, value, key, value... (2n used of 2cap) */
+        struct {             /* dict, and set/frozenset (keys only) */
+            mp_value **kv;   /* dict: key, value, key, value... (2n used of 2cap);
+                                set: item, item... (n used of cap) */
             size_t n, cap;
             uint32_t *index; /* open addressing over entries (entry + 1; 0 empty) */
             size_t icap;     /* power of two, 0 while small */
@@ -51,11 +52,19 @@ mp_value *mp__value_object(const char *mod, size_t mn, const char *name, size_t 
 mp_value *mp__value_alloc(mp_value_type t);
 /** Appends without ownership games: 0 or MP_ENOMEM (item stays the caller's). */
 int mp__value_seq_push(mp_value *seq, mp_value *item);
-/** Sets d[key] = val. On success old_key and old_val receive what the dict let go (the
- *  duplicate new key and the replaced value) or NULL; on failure (MP_ENOMEM) nothing
- *  changed and key/val stay the caller's. */
+/** Sets d[key] = val, keys compared as Python compares them (mp__value_key_equal). On
+ *  success old_key and old_val receive what the dict let go (the duplicate new key and
+ *  the replaced value) or NULL; on failure (MP_ENOMEM) nothing changed and key/val stay
+ *  the caller's. The key is not checked for hashability (mp__value_hashable). */
 int mp__value_dict_put(mp_value *d, mp_value *key, mp_value *val, mp_value **old_key,
                        mp_value **old_val);
+/** Adds item to a set or frozenset s unless an equal item is there: then *dup is item
+ *  (let go: the first one stays, as in Python), else NULL. On failure (MP_ENOMEM)
+ *  nothing changed and item stays the caller's. Not checked for hashability. */
+int mp__value_set_put(mp_value *s, mp_value *item, mp_value **dup);
+/** Whether Python could hash v (a dict key, a set item): not a list, dict or set, nor a
+ *  tuple or frozenset holding one. On false *bad is the unhashable part. */
+bool mp__value_hashable(const mp_value *v, const mp_value **bad);
 /** Copies v, counting nodes against *items_left and payload bytes against
  *  *bytes_left; NULL with an error recorded (MP_ETOOBIG/MP_ENOMEM) on failure. */
 mp_value *mp__value_copy_budget(const mp_value *v, size_t *items_left, size_t *bytes_left,
@@ -66,5 +75,7 @@ mp_value *mp__value_copy_budget(const mp_value *v, size_t *items_left, size_t *b
 int mp__pickle_dump_item(const mp_value *v, mp__buf *b);
 /** Checks UTF-8 as CPython's "surrogatepass" decoder accepts it (lone surrogates ok). */
 bool mp__utf8_valid(const char *p, size_t n);
+/** Checks UTF-8 as CPython's strict "utf-8" codec accepts it (no surrogates). */
+bool mp__utf8_valid_strict(const char *p, size_t n);
 
 #endif

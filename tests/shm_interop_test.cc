@@ -167,6 +167,22 @@ int tgt_check_python_wrote(mp_args *a) {
     return rc;
 }
 
+// [0] str python's block: checks PY_TEXT at 0, writes C_TEXT at 1000.
+int tgt_attach_write_c_text(mp_args *a) {
+    mp_shm_opts o = {};
+    o.name = mp_args_str(a, 0);
+    mp_shm *s = nullptr;
+    if (!o.name || mp_shm_open(&o, &s) != 0)
+        return 20;
+    int rc = kOk;
+    if (strcmp(mp_shm_name(s), o.name) != 0 || memcmp(mp_shm_buf(s), kPyText, sizeof kPyText - 1) != 0)
+        rc = 22;
+    else
+        memcpy(static_cast<char *>(mp_shm_buf(s)) + 1000, kCText, sizeof kCText - 1);
+    mp_shm_free(s);
+    return rc;
+}
+
 // A python3 process with a pipe to its stdin and one from its stdout.
 struct PyPeer {
     pid_t pid = -1;
@@ -340,6 +356,52 @@ TEST_P(ShmInteropTest, WeCreatePythonAttaches) {
     EXPECT_EQ(0, mp_shm_unlink(s.s)) << err();
     EXPECT_EQ(0, mp_shm_unlink(mp_shareable_list_shm(l))) << err();
     mp_shareable_list_free(l);
+}
+
+// Names of 249..255 bytes: Python takes them (NAME_MAX after its '/'), so must we, both
+// ways. Python creates one we attach in a child; we create one Python attaches.
+TEST_P(ShmInteropTest, LongNamesBothWays) {
+    REQUIRE_PYTHON_SHM();
+    for (size_t len : {249u, 255u}) {
+        SCOPED_TRACE("a name of " + std::to_string(len) + " bytes");
+        std::string pyname = fresh_name("pylong");
+        pyname += std::string(len - pyname.size(), 'p');
+        learn(pyname);
+        {
+            PyPeer py;
+            ASSERT_TRUE(py.start({MP_TEST_SHM_PEER, "create_named", pyname}));
+            std::string line;
+            ASSERT_TRUE(py.line(&line, kWait)) << "the python peer did not start";
+            ASSERT_EQ("NAMES " + pyname, line);
+            Args a;
+            a.s(pyname.c_str());
+            mp_process *p = start(tgt_attach_write_c_text, a.get());
+            ASSERT_NE(nullptr, p);
+            EXPECT_EQ(0, join_code(p)) << "20: attach failed; 22: python's text";
+            ASSERT_TRUE(py.send("check\n"));
+            ASSERT_TRUE(py.line(&line, kWait)) << "no verdict from python";
+            EXPECT_EQ("OK", line);
+            EXPECT_EQ(0, py.wait(kWait));
+        }
+        EXPECT_FALSE(dev_shm_has(pyname)) << "python unlinked it";
+
+        std::string cname = fresh_name("clong");
+        cname += std::string(len - cname.size(), 'c');
+        learn(cname);
+        Shm s;
+        ASSERT_EQ(0, shm_create(cname, 4096, &s)) << err();
+        memcpy(s.buf(), kCText, sizeof kCText - 1);
+        {
+            PyPeer py;
+            ASSERT_TRUE(py.start({MP_TEST_SHM_PEER, "attach_named", cname}));
+            std::string line;
+            ASSERT_TRUE(py.line(&line, kWait)) << "no verdict from python";
+            EXPECT_EQ("OK", line);
+            EXPECT_EQ(0, py.wait(kWait));
+        }
+        EXPECT_EQ(0, memcmp(s.buf() + 1000, kPyText, sizeof kPyText - 1)) << "python's write is not visible";
+        EXPECT_EQ(0, mp_shm_unlink(s.s)) << err();
+    }
 }
 
 #else

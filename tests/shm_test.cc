@@ -486,6 +486,57 @@ TEST_P(ShmTest, BadInput) {
     EXPECT_EQ(0, mp_shm_unlink(c.s));
 }
 
+// Python (Linux) takes any name up to NAME_MAX, 255 bytes after its leading '/'; one
+// byte more is refused, by us with MP_EINVAL before the OS is asked.
+TEST_P(ShmTest, NamesOfUpTo255Bytes) {
+    for (size_t len : {248u, 249u, 254u, 255u}) {
+        SCOPED_TRACE("a name of " + std::to_string(len) + " bytes");
+        std::string name = fresh_name("long");
+        name += std::string(len - name.size(), 'n');
+        learn(name);
+        Shm c;
+        ASSERT_EQ(0, shm_create(name, 4096, &c)) << err();
+        EXPECT_EQ(name, c.name());
+        if (kPosixShm) {
+            EXPECT_TRUE(dev_shm_has(name));
+        }
+        Shm a;
+        ASSERT_EQ(0, shm_attach(name, &a)) << err();
+        EXPECT_EQ(name, a.name());
+        strcpy(c.buf(), ("parent:" + name).c_str());
+        if (len == 255) {
+            // A child attaches it by name too (and registers it with the tracker).
+            Args args;
+            args.s(name.c_str());
+            mp_process *p = start(tgt_attach_by_name, args.get());
+            ASSERT_NE(nullptr, p);
+            EXPECT_EQ(0, join_code(p));
+            EXPECT_STREQ("child was here", a.buf() + 1000);
+            // A shareable list under such a name.
+            std::string ln = fresh_name("longlist");
+            ln += std::string(255 - ln.size(), 'l');
+            learn(ln);
+            Val items(sample_items());
+            mp_shareable_list *l = nullptr, *view = nullptr;
+            ASSERT_EQ(0, mp_shareable_list_new(items.v, ln.c_str(), &l)) << err();
+            ASSERT_EQ(0, mp_shareable_list_attach(ln.c_str(), &view)) << err();
+            EXPECT_EQ("", check_items(view, sample_shown()));
+            mp_shareable_list_free(view);
+            EXPECT_EQ(0, mp_shm_unlink(mp_shareable_list_shm(l))) << err();
+            mp_shareable_list_free(l);
+        }
+        EXPECT_EQ(0, mp_shm_unlink(c.s)) << err();
+    }
+    std::string name = fresh_name("toolong");
+    name += std::string(256 - name.size(), 'n');
+    learn(name);
+    Shm c;
+    EXPECT_EQ(MP_EINVAL, shm_create(name, 4096, &c)) << "256 bytes";
+    EXPECT_NE(nullptr, strstr(err().c_str(), "255")) << err();
+    EXPECT_EQ(nullptr, c.s);
+    EXPECT_EQ(MP_EINVAL, shm_attach(name, &c)) << "256 bytes";
+}
+
 // ---- ShareableList ---------------------------------------------------------------------
 
 TEST_P(ShmTest, ShareableListItemsOfEveryKind) {
@@ -626,6 +677,59 @@ TEST_P(ShmTest, ShareableListEmptyTupleAndBadInput) {
     EXPECT_EQ(MP_EINVAL, mp_shareable_list_get(nullptr, 0, &out));
     EXPECT_EQ(MP_EINVAL, mp_shareable_list_set(nullptr, 0, scalar.v));
     mp_shareable_list_free(nullptr);
+}
+
+// A str slot must hold UTF-8 as Python's decode('utf8') takes it (no encoded surrogates):
+// Python raises UnicodeDecodeError, we MP_EPROTO; writing such a str is MP_EINVAL, as
+// Python's encode('utf8') refuses it.
+TEST_P(ShmTest, ShareableListStrSlotMustBeUtf8) {
+    Val items(mp_value_list_new());
+    mp_value_list_append(items.v, mp_value_str("abcd"));
+    mp_value_list_append(items.v, mp_value_bytes("abcd", 4));
+    mp_shareable_list *l = nullptr;
+    ASSERT_EQ(0, mp_shareable_list_new(items.v, fresh_name("utf8").c_str(), &l)) << err();
+    // Two items: the data area starts after the count and three offsets.
+    unsigned char *slot0 = static_cast<unsigned char *>(mp_shm_buf(mp_shareable_list_shm(l))) + 4 * 8;
+    unsigned char *slot1 = slot0 + 8;
+    ASSERT_EQ(0, memcmp(slot0, "abcd", 4));
+    const std::vector<std::string> bad = {
+        "ab\xff", "\xc3", "ab\xc3", "\xed\xa0\x80" /* U+D800 */, "\xc0\x80" /* overlong NUL */,
+        "\xf4\x90\x80\x80" /* above U+10FFFF */, "\x80x"};
+    for (const std::string &b : bad) {
+        SCOPED_TRACE("bytes " + show(Val(mp_value_bytes(b.data(), b.size())).v));
+        memset(slot0, 0, 8);
+        memcpy(slot0, b.data(), b.size());
+        memset(slot1, 0, 8);
+        memcpy(slot1, b.data(), b.size());
+        mp_value *out = reinterpret_cast<mp_value *>(1);
+        EXPECT_EQ(MP_EPROTO, mp_shareable_list_get(l, 0, &out)) << show(out);
+        EXPECT_EQ(nullptr, out);
+        EXPECT_NE(nullptr, strstr(err().c_str(), "UTF-8")) << err();
+        ASSERT_EQ(0, mp_shareable_list_get(l, 1, &out)) << "a bytes slot takes any bytes " << err();
+        EXPECT_EQ(show(Val(mp_value_bytes(b.data(), b.size())).v), show(out));
+        mp_value_free(out);
+        // index/count read every item: the bad one is an error there too
+        Val one(mp_value_int(1));
+        size_t n = 0;
+        EXPECT_EQ(MP_EPROTO, mp_shareable_list_count(l, one.v, &n));
+        // Writing a str the reader could not decode is refused; the slot is unchanged.
+        Val s(mp_value_strn(b.data(), b.size()));
+        EXPECT_EQ(MP_EINVAL, mp_shareable_list_set(l, 1, s.v)) << err();
+        EXPECT_EQ(0, memcmp(slot1, b.data(), b.size())) << "a refused set wrote";
+    }
+    // Valid UTF-8 of every length reads back, and repairs the slot.
+    Val good(mp_value_str("\xf0\x9f\x98\x80"));
+    ASSERT_EQ(0, mp_shareable_list_set(l, 0, good.v)) << err();
+    EXPECT_EQ("", check_items(l, {"str:\xf0\x9f\x98\x80", show(Val(mp_value_bytes("\x80x", 2)).v)}));
+    EXPECT_EQ(0, mp_shm_unlink(mp_shareable_list_shm(l))) << err();
+    mp_shareable_list_free(l);
+    // Creating a list with such a str: refused, nothing left behind.
+    Val badl(mp_value_list_new());
+    mp_value_list_append(badl.v, mp_value_strn("\xed\xa0\x80", 3));
+    std::string name = fresh_name("utf8bad");
+    EXPECT_EQ(MP_EINVAL, mp_shareable_list_new(badl.v, name.c_str(), &l)) << err();
+    EXPECT_EQ(nullptr, l);
+    EXPECT_FALSE(dev_shm_has(name));
 }
 
 TEST_P(ShmTest, ShareableListAttachedInAChild) {

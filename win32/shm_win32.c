@@ -16,7 +16,8 @@ int mp__os_shm_check_name(const char *name)
     if (n == 0)
         return mp__err(MP_EINVAL, "shared memory: empty name");
     if (n > MP__SHM_NAME_MAX)
-        return mp__err(MP_EINVAL, "shared memory: name longer than %d bytes", MP__SHM_NAME_MAX);
+        return mp__err(MP_EINVAL, "shared memory: a name of %zu bytes is longer than %d", n,
+                       MP__SHM_NAME_MAX);
     /* Windows would take it, posix cannot: a name that works here works everywhere. */
     if (strchr(name, '/'))
         return mp__err(MP_EINVAL, "shared memory: name '%s' contains '/'", name);

@@ -117,7 +117,8 @@ typedef struct mp_shm mp_shm;
 /** Options for mp_shm_open; all-zero means Python's defaults (attach by name,
  *  tracked). */
 typedef struct mp_shm_opts {
-    const char *name;  /* no '/' anywhere (MP_EINVAL); NULL with create: a new "psm_..." name */
+    const char *name;  /* 1..255 bytes (Linux's NAME_MAX, as Python), no '/' anywhere
+                          (MP_EINVAL otherwise); NULL with create: a new "psm_..." name */
     bool create;       /* create a new block (MP_EEXIST when the name exists) */
     size_t size;       /* with create: > 0 (MP_EINVAL otherwise); ignored when attaching */
     bool untracked;    /* Python's track=False: never unlinked for you */
@@ -153,16 +154,18 @@ MP_API mp_shm *mp_args_shm(const mp_args *a, size_t i);
 typedef struct mp_shareable_list mp_shareable_list;
 
 /** Creates one from a list or tuple value (items of the kinds above; MP_ENOTSUP for
- *  others), in a new block named name (NULL: generated). */
+ *  others; MP_EINVAL for a str that is not UTF-8 Python's codec takes, surrogates
+ *  included), in a new block named name (NULL: generated). */
 MP_API int mp_shareable_list_new(const mp_value *items, const char *name,
                                  mp_shareable_list **out);
 /** Attaches an existing one by name. */
 MP_API int mp_shareable_list_attach(const char *name, mp_shareable_list **out);
 MP_API size_t mp_shareable_list_len(const mp_shareable_list *l);
-/** Item i as a new value (free with mp_value_free). */
+/** Item i as a new value (free with mp_value_free). MP_EPROTO for a slot that does not
+ *  decode, also a str slot that is not UTF-8 (Python: UnicodeDecodeError). */
 MP_API int mp_shareable_list_get(mp_shareable_list *l, size_t i, mp_value **out);
 /** Replaces item i. As in Python, a str or bytes item may not grow past the slot
- *  allocated at creation (MP_ETOOBIG). */
+ *  allocated at creation (MP_ETOOBIG); a str must be UTF-8 (MP_EINVAL, as _new). */
 MP_API int mp_shareable_list_set(mp_shareable_list *l, size_t i, const mp_value *v);
 /** Python's count(value) and index(value) (MP_ENOENT when absent). */
 MP_API int mp_shareable_list_count(mp_shareable_list *l, const mp_value *v, size_t *n);

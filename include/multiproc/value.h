@@ -1,5 +1,6 @@
 /* multiproc values: the tagged value that travels over connections and queues, and
- * its codec, a safe subset of pickle protocol 5 (DESIGN §3). Included by multiproc.h.
+ * its codec, a safe subset of pickle: protocol 5 written, protocols 0-5 read (DESIGN
+ * §3). Included by multiproc.h.
  *
  * Conventions of this module:
  *  - Constructors (mp_value_none ... mp_value_object_new, mp_value_copy) return a new
@@ -25,8 +26,20 @@
 extern "C" {
 #endif
 
-/** A value: none, bool, int64, double, str, bytes, tuple, list, dict, or an inert
- *  object(module.name, args) for what pickle would run. Owned by whoever made it. */
+/** A value: none, bool, int64, double, str, bytes, tuple, list, dict, set, frozenset,
+ *  or an inert object(module.name, args) for what pickle would run. Owned by whoever
+ *  made it.
+ *
+ *  Dict keys and set items follow Python's rules, so that a dict or set holds what
+ *  Python's would and nothing is lost on the way:
+ *  - they must be hashable, as Python says: not a list, dict or set, nor a tuple or
+ *    frozenset holding one (an object is taken as hashable: only Python can tell);
+ *  - they compare with Python's ==: numbers by value across bool, int and float
+ *    (1 == 1.0 == true, 0 == -0.0 == false; NaN equals nothing but itself), str and
+ *    bytes by content (a str never equals bytes), tuples item by item, frozensets as
+ *    sets (in any order), objects as mp_value_equal;
+ *  - a key or item must not be changed (through a borrowed pointer) while it is in a
+ *    dict or set: lookups would then miss it, as in Python. */
 typedef struct mp_value mp_value;
 
 typedef enum mp_value_type {
@@ -38,8 +51,10 @@ typedef enum mp_value_type {
     MP_VALUE_BYTES,
     MP_VALUE_TUPLE,
     MP_VALUE_LIST,
-    MP_VALUE_DICT,   /* any keys, insertion order kept, a key appears once */
-    MP_VALUE_OBJECT  /* inert: a global "module"."name", optional args/state; never run */
+    MP_VALUE_DICT,   /* hashable keys, insertion order kept, a key appears once */
+    MP_VALUE_OBJECT, /* inert: a global "module"."name", optional args/state; never run */
+    MP_VALUE_SET,    /* hashable items, each once, insertion order kept */
+    MP_VALUE_FROZENSET /* a set that is hashable itself: a dict key, a set item */
 } mp_value_type;
 
 /* ---- constructors (NULL on out of memory) ------------------------------------ */
@@ -65,6 +80,11 @@ MP_API mp_value *mp_value_tuple_new(void);
 MP_API mp_value *mp_value_list_new(void);
 /** New empty dict. */
 MP_API mp_value *mp_value_dict_new(void);
+/** New empty set; fill it with mp_value_set_add. */
+MP_API mp_value *mp_value_set_new(void);
+/** New empty frozenset; fill it with mp_value_set_add before it becomes a dict key or
+ *  a set item. */
+MP_API mp_value *mp_value_frozenset_new(void);
 /** New inert object: the global module.name (copied), called with args (a tuple,
  *  owned from here on even on failure; NULL: a bare reference to the global). */
 MP_API mp_value *mp_value_object_new(const char *module, const char *name, mp_value *args);
@@ -77,16 +97,22 @@ MP_API void mp_value_free(mp_value *v);
 /* ---- building containers (they take ownership of what they are given) -------- */
 
 /** Appends item to a list or tuple, or to an object's list items; item is owned by
- *  seq from here on, and freed on failure. MP_EINVAL when seq is none of those,
- *  MP_ENOMEM when item is NULL. */
+ *  seq from here on, and freed on failure. MP_EINVAL when seq is none of those (a set
+ *  takes mp_value_set_add), MP_ENOMEM when item is NULL. */
 MP_API int mp_value_list_append(mp_value *seq, mp_value *item);
 /** Sets dict[key] = val (or in an object's dict items), both owned by dict from here
- *  on (freed on failure). An equal key already present keeps its place: its value is
- *  replaced (the old one and the new key are freed), as Python does. MP_EINVAL when
- *  dict is not a dict or object. */
+ *  on (freed on failure). A key equal by Python's == already present (1, 1.0 and true
+ *  are one key) keeps its place and its first spelling: its value is replaced (the old
+ *  one and the new key are freed), as Python does. MP_EINVAL when dict is not a dict
+ *  or object, or the key is unhashable (a list: Python's TypeError). */
 MP_API int mp_value_dict_set(mp_value *dict, mp_value *key, mp_value *val);
 /** mp_value_dict_set with a str key copied from the NUL-terminated key. */
 MP_API int mp_value_dict_set_str(mp_value *dict, const char *key, mp_value *val);
+/** Adds item to a set or frozenset, owned by it from here on (freed on failure). An
+ *  equal item (Python's ==) already there stays, and item is freed, as Python does.
+ *  MP_EINVAL when set is neither, or item is unhashable; MP_ENOMEM for a NULL item. A
+ *  frozenset is built this way too, before it goes into a dict or set. */
+MP_API int mp_value_set_add(mp_value *set, mp_value *item);
 /** Sets an object's state (what pickle's BUILD passes to __setstate__), owned by obj
  *  from here on (freed on failure); replaces (frees) an earlier state. */
 MP_API int mp_value_object_set_state(mp_value *obj, mp_value *state);
@@ -108,19 +134,24 @@ MP_API bool mp_value_as_bool(const mp_value *v);
 MP_API const char *mp_value_as_str(const mp_value *v, size_t *len);
 /** A bytes value's data (never NULL for bytes, even empty) and length; NULL otherwise. */
 MP_API const void *mp_value_as_bytes(const mp_value *v, size_t *len);
-/** Items of a tuple/list/dict, bytes of a str/bytes; 0 for anything else. */
+/** Items of a tuple/list/dict/set/frozenset, bytes of a str/bytes; 0 for anything else. */
 MP_API size_t mp_value_len(const mp_value *v);
-/** Item i of a tuple or list (borrowed); NULL when out of range or not a sequence. */
+/** Item i of a tuple or list, or of a set or frozenset in insertion order (borrowed);
+ *  NULL when out of range or not one of those. */
 MP_API mp_value *mp_value_item(const mp_value *v, size_t i);
+/** True when set (or frozenset) s holds an item equal to item by Python's ==. */
+MP_API bool mp_value_set_contains(const mp_value *s, const mp_value *item);
 /** Key of entry i of a dict, in insertion order (borrowed); NULL when out of range. */
 MP_API mp_value *mp_value_dict_key(const mp_value *d, size_t i);
 /** Value of entry i of a dict (borrowed); NULL when out of range. */
 MP_API mp_value *mp_value_dict_value(const mp_value *d, size_t i);
-/** dict[key] (borrowed) by mp_value_equal on keys; NULL when absent. Hashed lookup. */
+/** dict[key] (borrowed), keys compared by Python's == (a 1.0 finds the key 1); NULL
+ *  when absent or key is unhashable. Hashed lookup. */
 MP_API mp_value *mp_value_dict_get(const mp_value *d, const mp_value *key);
 /** dict[key] for a str key given as a NUL-terminated string (borrowed); NULL if absent. */
 MP_API mp_value *mp_value_dict_get_str(const mp_value *d, const char *key);
-/** dict[key] for an int key (borrowed); NULL if absent. */
+/** dict[key] for an int key (borrowed; also finds an equal bool or float key); NULL if
+ *  absent. */
 MP_API mp_value *mp_value_dict_get_int(const mp_value *d, int64_t key);
 /** An object's module ("collections"); NULL when v is not an object. */
 MP_API const char *mp_value_object_module(const mp_value *v);
@@ -138,12 +169,13 @@ MP_API mp_value *mp_value_object_dictitems(const mp_value *v);
 /** True when the object is made by cls.__new__(cls, *args) (pickle NEWOBJ) rather than
  *  by calling the global (REDUCE). */
 MP_API bool mp_value_object_is_newobj(const mp_value *v);
-/** Deep equality. Types must match (1, 1.0 and True differ); floats compare with ==
- *  except that NaN equals NaN (so round trips compare equal); dicts compare in order.
- *  Two NULLs are equal. */
+/** Deep equality, stricter than Python's == (which keys use): types must match (1,
+ *  1.0 and True differ); floats compare with == except that NaN equals NaN (so round
+ *  trips compare equal); dicts, sets and frozensets compare in order. Two NULLs are
+ *  equal. */
 MP_API bool mp_value_equal(const mp_value *a, const mp_value *b);
 
-/* ---- the codec: pickle protocol 5, safe subset -------------------------------- */
+/* ---- the codec: pickle (protocol 5 out, 0-5 in), safe subset ------------------- */
 
 /** Deepest nesting of containers the codec and the recursive helpers accept. */
 #define MP_VALUE_MAX_DEPTH 1000
@@ -159,26 +191,52 @@ typedef struct mp_value_limits {
 
 /** Encodes v as a pickle (protocol 5, framed like CPython's) that Python's
  *  pickle.loads turns into the natural object (None, bool, int, float, str, bytes,
- *  tuple, list, dict; an object becomes its global called with args (REDUCE/NEWOBJ),
- *  then given its list items, dict items and state as pickle does). *buf is freed
- *  with mp_value_buf_free. MP_EINVAL for a str that is not UTF-8, an object whose
- *  args are not a tuple (or absent while it has items or a state), or nesting deeper
- *  than MP_VALUE_MAX_DEPTH. */
+ *  tuple, list, dict, set, frozenset; an object becomes its global called with args
+ *  (REDUCE/NEWOBJ), then given its list items, dict items and state as pickle does).
+ *  *buf is freed with mp_value_buf_free. MP_EINVAL for a str that is not UTF-8, a
+ *  dict key or set item Python cannot hash (a list, dict or set, also inside a tuple
+ *  or frozenset: possible when a key was changed through a borrowed pointer), an
+ *  object whose args are not a tuple (or absent while it has items or a state), or
+ *  nesting deeper than MP_VALUE_MAX_DEPTH. */
 MP_API int mp_value_dumps(const mp_value *v, void **buf, size_t *len);
 /** Frees a buffer from mp_value_dumps (NULL is fine). */
 MP_API void mp_value_buf_free(void *buf);
-/** Decodes a pickle (protocols 0-5, the subset CPython emits for the types above)
- *  into *out, owned by the caller. Never runs code and never trusts a length: input
- *  beyond the limits is MP_ETOOBIG, malformed or unsupported input MP_EPROTO, an int
- *  wider than int64 MP_ETOOBIG, each with a precise detail message. Sets and
- *  frozensets become lists; bytearray becomes bytes; GLOBAL/STACK_GLOBAL with
- *  REDUCE/NEWOBJ (+ APPENDS/SETITEMS/BUILD) become inert objects (or are refused, see
- *  limits), except the well-known constructors protocol 2 uses for bytes, bytearray,
- *  set and frozenset, which decode to those; below protocol 3, Python 2 names
- *  (__builtin__, exceptions, copy_reg) become Python 3's. A memo GET copies the value it names, and the
- *  copy counts against max_items and max_size; a container changed after it was
- *  referenced (a cycle) is refused, as are POP/DUP, out-of-band buffers, protocol 0
- *  text strings and floats, and bytes after STOP. */
+/** Decodes a pickle into *out, owned by the caller. Never runs code and never trusts
+ *  a length: input beyond the limits is MP_ETOOBIG, malformed or unsupported input
+ *  MP_EPROTO, an int wider than int64 MP_ETOOBIG, each with a precise detail message.
+ *  Accepted: protocols 0 to 5 as CPython writes the types above (Python 3, and
+ *  Python 2's pickle and cPickle), opcode by opcode:
+ *  - PROTO (0-5), FRAME, STOP; MARK; PUT/BINPUT/LONG_BINPUT/MEMOIZE (numbered from 0,
+ *    or from 1 as cPickle does, never further ahead) and GET/BINGET/LONG_BINGET: a GET
+ *    copies the value it names, and the copy counts against max_items and max_size;
+ *  - NONE, NEWTRUE/NEWFALSE, and INT's "00"/"01" (protocols 0-1's False/True);
+ *  - ints: INT and LONG text (decimal at any length: optional sign, no leading zero,
+ *    underscore or base prefix; LONG's trailing 'L' optional), BININT/BININT1/BININT2,
+ *    LONG1/LONG4;
+ *  - floats: FLOAT text (repr or %.17g: digits with an optional '.' and exponent, or
+ *    inf/infinity/nan in any case, at most 256 bytes; past the float range an error,
+ *    as CPython's OverflowError), BINFLOAT;
+ *  - str: UNICODE (raw-unicode-escape, any length), BINUNICODE/SHORT_BINUNICODE/
+ *    BINUNICODE8 (UTF-8; lone surrogates pass, as CPython's surrogatepass); Python 2
+ *    str, STRING (quoted, escapes decoded) and BINSTRING/SHORT_BINSTRING, become str
+ *    when ASCII and are refused otherwise, as Python 3's loads does by default;
+ *  - bytes: BINBYTES/SHORT_BINBYTES/BINBYTES8, and BYTEARRAY8 (as bytes);
+ *  - containers: EMPTY_TUPLE, TUPLE1-3, TUPLE, EMPTY_LIST, LIST, APPEND(S), EMPTY_DICT,
+ *    DICT, SETITEM(S), EMPTY_SET, ADDITEMS, FROZENSET. A dict key or set item Python
+ *    cannot hash is MP_EPROTO (Python's TypeError); keys equal by Python's == are one
+ *    key, the first kept with the last value, as in Python;
+ *  - GLOBAL/STACK_GLOBAL with REDUCE/NEWOBJ (+ APPEND(S)/SETITEM(S)/BUILD): inert
+ *    objects (or refused, see limits), except the constructors protocols 0-3 use for
+ *    bytes, bytearray, set and frozenset (_codecs.encode(s, 'latin1'), bytes(),
+ *    bytearray(b), bytearray(s, 'latin-1'), set(list), frozenset(list)), which decode
+ *    to those; below protocol 3, Python 2 names (__builtin__, exceptions, copy_reg)
+ *    become Python 3's.
+ *  Refused with MP_EPROTO: POP, POP_MARK and DUP (CPython writes them only for
+ *  cycles), a container changed after a GET copied it (a cycle), PERSID/BINPERSID,
+ *  EXT1/EXT2/EXT4, INST/OBJ, NEWOBJ_EX, NEXT_BUFFER/READONLY_BUFFER (out-of-band
+ *  buffers), unknown opcodes, and bytes after STOP. Text arguments must end in '\n'
+ *  within the input (and within their frame, if in one); module, global and memo
+ *  index arguments are at most 256 bytes. */
 MP_API int mp_value_loads(const void *buf, size_t len, const mp_value_limits *lim,
                           mp_value **out);
 

@@ -9,6 +9,9 @@
     shm_peer.py attach SHM LIST  attaches the C side's block and list, checks C_TEXT at 0
                                  and C_ITEMS, writes PY_TEXT at 1000 and PY_CHANGES into
                                  the list, prints "OK" or "BAD <what>".
+    shm_peer.py create_named N   as create, for a block named N only (no list): prints
+                                 "NAMES <shm>", waits for a line, checks C_TEXT at 1000.
+    shm_peer.py attach_named N   as attach, for the block named N only.
 
 gh-82300: before Python 3.13 an attaching process registers the block with its
 resource tracker, which unlinks it when this process exits, although the C side still
@@ -88,6 +91,31 @@ def attach(shm_name, list_name):
         sl.shm.close()
 
 
+def create_named(name):
+    shm = SharedMemory(name=name, create=True, size=4096)
+    try:
+        shm.buf[: len(PY_TEXT)] = PY_TEXT
+        print("NAMES", shm.name, flush=True)
+        sys.stdin.readline()
+        got = bytes(shm.buf[1000 : 1000 + len(C_TEXT)])
+        print("OK" if got == C_TEXT else "BAD block %r" % got, flush=True)
+    finally:
+        shm.close()
+        shm.unlink()
+
+
+def attach_named(name):
+    shm = SharedMemory(name=name)
+    try:
+        got = bytes(shm.buf[: len(C_TEXT)])
+        shm.buf[1000 : 1000 + len(PY_TEXT)] = PY_TEXT
+        ok = got == C_TEXT and shm.name == name
+        print("OK" if ok else "BAD block %r name %r" % (got, shm.name), flush=True)
+    finally:
+        untrack(shm)
+        shm.close()
+
+
 def main():
     signal.alarm(30)
     try:
@@ -95,6 +123,10 @@ def main():
             create()
         elif sys.argv[1] == "attach":
             attach(sys.argv[2], sys.argv[3])
+        elif sys.argv[1] == "create_named":
+            create_named(sys.argv[2])
+        elif sys.argv[1] == "attach_named":
+            attach_named(sys.argv[2])
         else:
             raise ValueError("unknown mode " + sys.argv[1])
     except Exception as e:  # noqa: BLE001 - report anything to the test
