@@ -300,7 +300,7 @@ void mp_value_buf_free(void *buf) { mp__free(buf); }
 
 int mp__pickle_dump_item(const mp_value *v, mp__buf *b) {
     enc e = {.b = *b, .frame = SIZE_MAX, .bare = true};
-    save(&e, v, 0);
+    save(&e, v, 0, false);
     *b = e.b;
     int rc = e.err ? e.err : e.b.err;
     if (rc == MP_ENOMEM) mp__err(MP_ENOMEM, "mp_value_dumps: out of memory");
