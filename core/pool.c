@@ -18,7 +18,7 @@
 /* ---- workers ----------------------------------------------------------------------- */
 
 static _Atomic int64_t *slot_of(mp_pool *p, int i) {
-    return (_Atomic int64_t *)mp_shared_array_get_obj(p->slots) + (size_t)i * MP__POOL_SLOT;
+    return (_Atomic int64_t *)mp_shared_array_get_obj(p->w[i].slot);
 }
 
 static void slot_clear(mp_pool *p, int i) {
@@ -75,16 +75,18 @@ static int worker_start(mp_pool *p, int i) {
     mp__pool_w *w = &p->w[i];
     mp_args *a = NULL;
     w->gen++;
-    w->ready = w->retiring = w->quit_sent = false;
+    w->ready = w->retiring = w->quit_sent = w->zombie = false;
     w->nknown = 0;
     mp__free(w->known);
     w->known = NULL;
+    int rc = w->slot ? 0 : mp_raw_array_new(p->ctx, 'q', MP__POOL_SLOT, NULL, &w->slot);
+    if (rc) return rc;
     slot_clear(p, i);
-    int rc = mp_simple_queue_new(p->ctx, &w->inbox);
+    rc = mp_simple_queue_new(p->ctx, &w->inbox);
     if (!rc) rc = mp_args_new(&a);
     if (!rc) rc = mp_args_add_queue(a, w->inbox);
     if (!rc) rc = mp_args_add_queue(a, p->results);
-    if (!rc) rc = mp_args_add_shared_array(a, p->slots);
+    if (!rc) rc = mp_args_add_shared_array(a, w->slot);
     if (!rc) rc = mp_args_add_int(a, i);
     if (!rc) rc = mp_args_add_int(a, w->gen);
     if (!rc) rc = mp_args_add_int(a, p->maxtasks);
@@ -135,7 +137,7 @@ static bool stuck(const mp__pool_w *w, double now) {
 static mp__pool_w *least_loaded(mp_pool *p) {
     mp__pool_w *best = NULL;
     double now = 0;
-    for (int i = 0; i < p->n; i++) {
+    for (int i = 0; i < p->cap; i++) {
         mp__pool_w *w = &p->w[i];
         if (!w->proc || !w->ready || w->retiring || w->inflight >= p->window) continue;
         if (w->inflight) {
@@ -234,8 +236,10 @@ static void worker_lost(mp_pool *p, int i) {
     p->requeued = rest;
     w->head = w->tail = NULL;
     bool died_starting = !w->ready && !w->retiring;
+    bool zombie = w->zombie;
+    w->zombie = false;
     worker_forget(p, w);
-    if (p->state != MP__POOL_RUN) return;
+    if (p->state != MP__POOL_RUN || zombie) return; /* a zombie was replaced already */
     if (died_starting && !p->broken) {
         mp__err(MP_EWORKERDIED, "pool: a worker (pid %lld) %s before it was ready", (long long)w->pid, how);
         mp__pool_break_locked(p, MP_EWORKERDIED);
@@ -247,11 +251,26 @@ static void worker_lost(mp_pool *p, int i) {
     }
 }
 
+/* A new worker in a free slot, which is added if there is none (a thread past its time
+ * limit keeps its own until it returns). */
+static int spare_start(mp_pool *p) {
+    int k = 0;
+    while (k < p->cap && p->w[k].proc) k++;
+    if (k == p->cap) {
+        mp__pool_w *w = mp__realloc(p->w, (size_t)(p->cap + 1) * sizeof *w);
+        if (!w) return mp__err(MP_ENOMEM, "pool: out of memory");
+        p->w = w;
+        memset(&p->w[p->cap], 0, sizeof *w);
+        p->cap++;
+    }
+    return worker_start(p, k);
+}
+
 /* Kills the worker running a chunk past its time limit; its end is noticed as any
  * other. A thread (dummy) cannot be killed: its chunk fails now and its late answer is
  * dropped. */
 static void enforce_limits(mp_pool *p, double now) {
-    for (int i = 0; i < p->n; i++) {
+    for (int i = 0; i < p->cap; i++) {
         mp__pool_w *w = &p->w[i];
         mp__pool_chunk *c = w->head;
         if (!w->proc || !c || c->timed_out || mp__forever(c->limit)) continue;
@@ -259,11 +278,29 @@ static void enforce_limits(mp_pool *p, double now) {
         c->timed_out = true;
         if (p->threads) {
             w->head = c->next;
-            if (!w->head) w->tail = NULL;
             w->inflight--;
             w->retiring = true; /* busy until it returns; then it is replaced */
+            /* What waits behind it goes to the others (the thread skips it later). */
+            for (mp__pool_chunk **pp = &w->head; *pp;) {
+                mp__pool_chunk *o = *pp;
+                if (mp__pool_revoke_locked(p, o) != 0) {
+                    pp = &o->next;
+                    continue;
+                }
+                *pp = o->next;
+                w->inflight--;
+                o->next = p->requeued;
+                p->requeued = o;
+            }
+            w->tail = NULL;
+            for (mp__pool_chunk *o = w->head; o; o = o->next) w->tail = o;
             mp__err(MP_ETIMEDOUT, "pool: a task ran past its time limit (%.3f s)", c->limit);
             mp__pool_chunk_failed_locked(p, c, MP_ETIMEDOUT);
+            w->zombie = true;
+            if (p->state == MP__POOL_RUN && !p->broken) {
+                int rc = spare_start(p);
+                if (rc) mp__pool_break_locked(p, rc);
+            }
             continue;
         }
         mp__err_mute();
@@ -313,7 +350,7 @@ static void handle(mp_pool *p, const unsigned char *msg, size_t len) {
     size_t n = len - sizeof r;
     if (r.type == MP__PR_WAKE) return;
     mp__os_mutex_lock(p->mu);
-    mp__pool_w *w = r.worker < (uint32_t)p->n ? &p->w[r.worker] : NULL;
+    mp__pool_w *w = r.worker < (uint32_t)p->cap ? &p->w[r.worker] : NULL;
     if (!w || w->gen != r.gen || !w->proc) {
         mp__os_mutex_unlock(p->mu); /* from a worker that is gone */
         return;
@@ -379,7 +416,7 @@ static void handle(mp_pool *p, const unsigned char *msg, size_t len) {
 static bool finished(mp_pool *p) {
     if (p->state == MP__POOL_TERMINATE) return true;
     if (p->state != MP__POOL_CLOSE) return false;
-    for (int i = 0; i < p->n; i++)
+    for (int i = 0; i < p->cap; i++)
         if (p->w[i].proc) return false;
     return true;
 }
@@ -387,7 +424,7 @@ static bool finished(mp_pool *p) {
 /* Closing: once no job is left, each worker is told to quit. */
 static void close_workers(mp_pool *p) {
     if (p->state != MP__POOL_CLOSE || p->jobs) return;
-    for (int i = 0; i < p->n; i++) {
+    for (int i = 0; i < p->cap; i++) {
         mp__pool_w *w = &p->w[i];
         if (!w->proc || w->quit_sent) continue;
         mp__pool_msg m = {.type = MP__PM_QUIT};
@@ -400,7 +437,7 @@ static void close_workers(mp_pool *p) {
 }
 
 static void check_workers(mp_pool *p) {
-    for (int i = 0; i < p->n; i++) {
+    for (int i = 0; i < p->cap; i++) {
         mp__pool_w *w = &p->w[i];
         if (!w->proc || mp_process_is_alive(w->proc)) continue;
         /* Its last answers may still be in the queue: take them first. */
@@ -440,21 +477,20 @@ static void handler_main(void *arg) {
 /* Everything but the struct and its mutex, which jobs of the pool may still lock. */
 static void pool_stop(mp_pool *p) {
     mp__os_mutex_lock(p->mu);
-    for (int i = 0; p->w && i < p->n; i++) {
+    for (int i = 0; p->w && i < p->cap; i++) {
         worker_forget(p, &p->w[i]);
         mp__free(p->w[i].known);
+        mp_shared_array_free(p->w[i].slot);
     }
     mp__free(p->w);
     p->w = NULL;
-    p->n = 0;
+    p->n = p->cap = 0;
     for (size_t i = 0; i < p->nfns; i++) mp__fnref_clear(&p->fns[i].ref);
     mp__free(p->fns);
     p->fns = NULL;
     p->nfns = 0;
     mp_queue_free(p->results);
     p->results = NULL;
-    mp_shared_array_free(p->slots);
-    p->slots = NULL;
     mp_args_free(p->initargs);
     p->initargs = NULL;
     mp__free(p->rbuf);
@@ -497,10 +533,10 @@ int mp_pool_new(mp_context *ctx, const mp_pool_opts *opts, mp_pool **out) {
     p->task_timeout = o.task_timeout > 0 ? o.task_timeout : MP_FOREVER;
     p->window = 2;
     int rc = mp__os_mutex_new(&p->mu);
-    if (!rc && !(p->w = mp__calloc((size_t)p->n, sizeof *p->w))) rc = mp__err(MP_ENOMEM, "mp_pool_new: out of memory");
+    p->cap = p->n;
+    if (!rc && !(p->w = mp__calloc((size_t)p->cap, sizeof *p->w))) rc = mp__err(MP_ENOMEM, "mp_pool_new: out of memory");
     if (!rc && o.initargs) rc = mp__args_copy(o.initargs, &p->initargs);
     if (!rc) rc = mp_simple_queue_new(ctx, &p->results);
-    if (!rc) rc = mp_raw_array_new(ctx, 'q', (size_t)p->n * MP__POOL_SLOT, NULL, &p->slots);
     if (!rc && o.initializer) {
         uint32_t id;
         rc = mp__pool_fn_id(p, (void *)o.initializer, &id); /* id 0 */
@@ -508,7 +544,7 @@ int mp_pool_new(mp_context *ctx, const mp_pool_opts *opts, mp_pool **out) {
     for (int i = 0; !rc && i < p->n; i++) rc = worker_start(p, i);
     if (!rc) rc = mp__os_thread_start(handler_main, p, &p->handler);
     if (rc) {
-        for (int i = 0; i < p->n; i++)
+        for (int i = 0; i < p->cap; i++)
             if (p->w && p->w[i].proc) {
                 mp__err_mute();
                 mp_process_kill(p->w[i].proc);
@@ -547,7 +583,7 @@ int mp_pool_terminate(mp_pool *p) {
         mp__err(MP_ECLOSED, "pool: terminated");
         mp__pool_fail_all_locked(p, MP_ECLOSED);
         mp__err_mute();
-        for (int i = 0; i < p->n; i++) {
+        for (int i = 0; i < p->cap; i++) {
             mp__pool_w *w = &p->w[i];
             if (!w->proc) continue;
             if (!p->threads) {
@@ -582,7 +618,7 @@ int mp_pool_join(mp_pool *p, double timeout) {
     /* Workers a terminate stopped are reaped here; the handler let them go already
      * when it saw them end. */
     mp__os_mutex_lock(p->mu);
-    for (int i = 0; i < p->n; i++) worker_forget(p, &p->w[i]);
+    for (int i = 0; i < p->cap; i++) worker_forget(p, &p->w[i]);
     mp__os_mutex_unlock(p->mu);
     return 0;
 }
@@ -606,8 +642,8 @@ int mp_pool_worker_pids(mp_pool *p, int64_t *pids, size_t cap, size_t *n) {
     if (n) *n = 0;
     if (!p || !n || (cap && !pids)) return mp__err(MP_EINVAL, "mp_pool_worker_pids: NULL argument");
     mp__os_mutex_lock(p->mu);
-    for (int i = 0; i < p->n; i++) {
-        if (!p->w[i].proc) continue;
+    for (int i = 0; i < p->cap; i++) {
+        if (!p->w[i].proc || p->w[i].zombie) continue;
         if (*n < cap) pids[*n] = p->w[i].pid;
         ++*n;
     }

@@ -104,11 +104,13 @@ typedef struct mp__pool_chunk {
 typedef struct mp__pool_w {
     mp_process *proc;     /* NULL between a death and the new incarnation */
     mp_queue *inbox;
+    mp_shared_array *slot; /* MP__POOL_SLOT words: what it runs, what was revoked */
     uint32_t gen;
     int64_t pid;
     bool ready;           /* initialized: takes tasks */
     bool retiring;        /* takes no more (maxtasksperchild, quitting, a late thread) */
     bool quit_sent;
+    bool zombie;          /* a thread past its time limit: replaced, gone once it returns */
     mp__pool_chunk *head, *tail; /* in its inbox or running, in order */
     size_t inflight;
     bool *known;          /* the function ids it was told about */
@@ -125,6 +127,8 @@ struct mp_pool {
                              workers and queues while results of it are alive */
     mp_context *ctx;
     int n;                /* workers */
+    int cap;              /* worker slots: n, and more while threads past their time
+                             limit cannot be stopped (a new one takes each one's place) */
     bool threads;         /* dummy: workers are threads (they cannot be killed) */
     int (*initializer)(mp_args *);
     mp_args *initargs;
@@ -139,7 +143,6 @@ struct mp_pool {
     char *broken_msg;
     mp__pool_w *w;
     mp_queue *results;    /* workers -> the handler; also its wake-ups */
-    mp_shared_array *slots;
     mp__thread *handler;
     mp__pool_fn *fns;     /* id 0 is the initializer when there is one */
     size_t nfns;
@@ -197,7 +200,7 @@ void mp__pool_detach_jobs_locked(mp_pool *p);
 enum {
     MP__PW_INBOX,
     MP__PW_RESULTS,
-    MP__PW_SLOTS,    /* a raw 'q' array, MP__POOL_SLOT words per worker (see below) */
+    MP__PW_SLOTS,    /* its raw 'q' array of MP__POOL_SLOT words (see below) */
     MP__PW_INDEX,
     MP__PW_GEN,
     MP__PW_MAXTASKS,

@@ -302,7 +302,7 @@ void mp__pool_fail_all_locked(mp_pool *p, int rc) {
         mp__free(c->msg);
         mp__free(c);
     }
-    for (int i = 0; i < p->n; i++) {
+    for (int i = 0; i < p->cap; i++) {
         while (p->w[i].head) {
             mp__pool_chunk *c = p->w[i].head;
             p->w[i].head = c->next;
@@ -983,7 +983,7 @@ int mp_async_result_cancel(mp_async_result *r) {
         rc = mp__err(MP_ESTATE, "mp_async_result_cancel: %s", j->finished ? "it is done" : "a task of it ran");
     } else {
         /* Its chunks in inboxes are revoked; one that runs (or may) refuses the cancel. */
-        for (int i = 0; i < p->n && !rc; i++)
+        for (int i = 0; i < p->cap && !rc; i++)
             for (mp__pool_chunk *c = p->w[i].head; c && !rc; c = c->next)
                 if (c->job == j && mp__pool_revoke_locked(p, c) != 0)
                     rc = mp__err(MP_ESTATE, "mp_async_result_cancel: a task of it has started");

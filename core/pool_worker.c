@@ -195,9 +195,8 @@ int mp__pool_worker(mp_args *a) {
     };
     mp_shared_array *slots = mp_args_shared_array(a, MP__PW_SLOTS);
     int64_t maxtasks = mp_args_int(a, MP__PW_MAXTASKS), done = 0;
-    if (!w.inbox || !w.results || !slots || (w.index + 1) * MP__POOL_SLOT > mp_shared_array_len(slots))
-        return 2;
-    w.slot = (_Atomic int64_t *)mp_shared_array_get_obj(slots) + (size_t)w.index * MP__POOL_SLOT;
+    if (!w.inbox || !w.results || !slots || mp_shared_array_len(slots) < MP__POOL_SLOT) return 2;
+    w.slot = (_Atomic int64_t *)mp_shared_array_get_obj(slots);
     if (mp__args_split(a, MP__PW_NFIXED, &w.initargs) != 0) return 2;
     int code = 0;
     for (;;) {
