@@ -136,6 +136,10 @@ int mp__args_split(mp_args *a, size_t from, mp_args **tail);
 /** Appends a copy of from's items to a (as mp__args_copy copies). */
 int mp__args_extend(mp_args *a, const mp_args *from);
 
+/** In a forked child: forgets the values' node depot, which another thread of the
+ *  parent may have been changing at the fork (its nodes are left to the child's exit). */
+void mp__value_after_fork_child(void);
+
 /* ---- function identity (OS layer, resolved through core/launch.c) ---- */
 typedef struct mp__fnref {
     char *module;     /* path of the module (executable or shared library) */

@@ -93,6 +93,12 @@ int mp__os_cond_wait(mp__cond *c, mp__mutex *m, double timeout);
 void mp__os_cond_signal(mp__cond *c);
 void mp__os_cond_broadcast(mp__cond *c);
 
+/** A thread-local key: each thread sets its own value; at a thread's exit a value that
+ *  is not NULL is handed to dtor (posix: a pthread key; Windows: a fiber-local slot). */
+typedef struct mp__tls mp__tls;
+int mp__os_tls_new(void (*dtor)(void *), mp__tls **out);
+int mp__os_tls_set(mp__tls *k, void *v);
+
 /** Threads, for the dummy backend and the pool's result handler. */
 typedef struct mp__thread mp__thread;
 int mp__os_thread_start(void (*fn)(void *), void *arg, mp__thread **out);

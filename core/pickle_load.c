@@ -346,7 +346,7 @@ static int push_bytes(dec *d, mp_value_type t, const void *p, size_t n) {
     if (!v) return rc;
     v->u.s.p = mp__malloc(n + 1);
     if (!v->u.s.p) {
-        mp__free(v);
+        mp__value_node_free(v);
         return mp__err(MP_ENOMEM, "pickle: out of memory for %zu bytes", n);
     }
     if (n) memcpy(v->u.s.p, p, n);

@@ -408,7 +408,7 @@ static void handle(mp_pool *p, const unsigned char *msg, size_t len) {
     mp__pool_dispatch(p);
     if (c) mp__pool_chunk_taken_locked(p, c, r.ns);
     mp__os_mutex_unlock(p->mu);
-    if (c) mp__pool_chunk_answered(p, c, r.rc, payload, n);
+    if (c) mp__pool_chunk_answered(p, c, r.rc, r.enc, payload, n);
     mp__pool_run_deferred(p);
 }
 

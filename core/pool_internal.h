@@ -41,7 +41,10 @@ enum {
     MP__PR_WAKE = 'W',  /* from a thread of the parent: look at the pool again */
 };
 
-enum { MP__PK_VALUE = 1, MP__PK_RECORD = 2 };
+/* What a chunk's items (and a worker's answer) are: a pickled list of values, records,
+ * or, when every item is an int (or every one a float), their raw 8-byte array: the
+ * common numeric map then needs no pickle at all. */
+enum { MP__PK_VALUE = 1, MP__PK_RECORD = 2, MP__PK_I64 = 3, MP__PK_F64 = 4 };
 
 /** Header of every inbox message; the payload follows. */
 typedef struct mp__pool_msg {
@@ -59,7 +62,8 @@ typedef struct mp__pool_msg {
 /** Header of every results message; the payload follows. */
 typedef struct mp__pool_res {
     uint8_t type;
-    uint8_t pad[3];
+    uint8_t enc;       /* DONE: how the results are encoded (MP__PK_*) */
+    uint8_t pad[2];
     uint32_t worker;   /* its index */
     uint32_t gen;      /* which incarnation of that worker */
     int32_t rc;        /* 0, or the error (payload: the message) */
@@ -181,8 +185,8 @@ bool mp__pool_chunk_dropped_locked(mp_pool *p, mp__pool_chunk *c);
 void mp__pool_chunk_taken_locked(mp_pool *p, mp__pool_chunk *c, uint64_t ns);
 /** ...then, without the lock, on the handler thread: the results go to the job, its
  *  callbacks run. Frees c. */
-void mp__pool_chunk_answered(mp_pool *p, mp__pool_chunk *c, int rc, const unsigned char *payload,
-                             size_t n);
+void mp__pool_chunk_answered(mp_pool *p, mp__pool_chunk *c, int rc, int enc,
+                             const unsigned char *payload, size_t n);
 /** The pool cannot run tasks any more (detail recorded): every job fails with rc. */
 void mp__pool_break_locked(mp_pool *p, int rc);
 /** Every job not finished fails with rc (detail recorded). Under mu. */

@@ -11,7 +11,8 @@
 #include "pool_internal.h"
 #include "value_internal.h"
 
-#define AUTO_TARGET_NS 1e6  /* adaptive chunks aim at about 1 ms of work */
+#define AUTO_TARGET_NS 1e6  /* adaptive chunks aim at about 1 ms of work... */
+#define AUTO_MIN_NS 1e5     /* ...and the tail's pieces at no less than 0.1 ms */
 #define CHUNK_MAX 65536     /* items in one chunk, at most */
 #define SOURCE_AHEAD 512    /* items read from a source ahead of what was taken... */
 #define SOURCE_AHEAD_PER 16 /* ...plus this many per worker */
@@ -42,6 +43,7 @@ struct mp__pool_job {
     size_t probe;           /* chunk sizes before the first measure: 1, 2, 4... */
 
     /* input, under the pool's mutex */
+    int raw;                /* MP__PK_I64/F64: items are 8-byte numbers, no offsets */
     mp__buf in;             /* values: items encoded one after the other */
     size_t *off;            /* item i - base starts at off[i - base]; one more at the end */
     size_t noff, offcap;
@@ -70,6 +72,7 @@ struct mp__pool_job {
     size_t done, failed;    /* items answered, of them failed */
     mp_value **items;       /* map: results by item index (placed by the handler) */
     size_t nitems;
+    void *slabs;            /* map: the blocks its raw results' nodes live in */
     mp_value *value;        /* apply: the result; map: the list (made when ready) */
     answer *answers;        /* imap: answered chunks not fully taken */
     size_t next_item;       /* imap: the next item to yield (ordered) */
@@ -105,6 +108,7 @@ static void job_unref(mp__pool_job *j) {
     mp__free(j->off);
     for (size_t i = 0; j->items && i < j->nitems; i++) mp_value_free(j->items[i]);
     mp__free(j->items);
+    mp__value_slab_free(j->slabs);
     mp_value_free(j->value);
     while (j->answers) {
         answer *a = j->answers;
@@ -212,6 +216,8 @@ static void job_make_list(mp__pool_job *j) {
     l->u.seq.items = j->items; /* all total of them placed: the rest is room */
     l->u.seq.n = j->total;
     l->u.seq.cap = j->nitems;
+    l->u.seq.slabs = j->slabs;
+    j->slabs = NULL;
     j->items = NULL;
     j->nitems = 0;
     j->value = l;
@@ -363,9 +369,12 @@ static size_t chunk_size(mp_pool *p, mp__pool_job *j, size_t avail) {
             double want = AUTO_TARGET_NS / j->est_ns;
             s = want < 1 ? 1 : want > CHUNK_MAX ? CHUNK_MAX : (size_t)want;
         }
-        /* Guided: the tail comes in smaller pieces, so no worker is left with a long one. */
+        /* Guided: the tail comes in smaller pieces, so no worker is left with a long one;
+         * but not so small that a round trip costs more than the piece's work. */
         if (j->input_done) {
             size_t cap = (j->total - j->cursor + 2 * workers - 1) / (2 * workers);
+            size_t least = j->est_ns > 0 ? (size_t)(AUTO_MIN_NS / j->est_ns) : 1;
+            if (cap < least) cap = least;
             if (s > cap) s = cap;
         } else if (j->src) {
             size_t cap = (SOURCE_AHEAD + SOURCE_AHEAD_PER * workers) / (2 * workers * p->window);
@@ -388,6 +397,9 @@ static mp__pool_chunk *cut(mp_pool *p, mp__pool_job *j) {
     mp__buf_put(&b, &m, sizeof m);
     if (j->kind == MP__PK_RECORD) {
         mp__buf_put(&b, j->rin + j->cursor * j->in_size, k * j->in_size);
+    } else if (j->raw) {
+        ((mp__pool_msg *)b.data)->kind = (uint8_t)j->raw;
+        mp__buf_put(&b, j->in.data + 8 * (j->cursor - j->base), 8 * k);
     } else {
         size_t from = j->off[j->cursor - j->base], to = j->off[j->cursor + k - j->base];
         mp__pool_list_begin(&b);
@@ -505,6 +517,66 @@ void mp__pool_chunk_taken_locked(mp_pool *p, mp__pool_chunk *c, uint64_t ns) {
     (void)p;
 }
 
+/* A list of the n raw numbers of an answer. NULL with an error recorded on failure. */
+static mp_value *raw_list(const unsigned char *p, size_t n, int enc) {
+    mp_value *l = mp__value_alloc(MP_VALUE_LIST);
+    if (!l) return NULL;
+    l->u.seq.items = mp__malloc((n ? n : 1) * sizeof *l->u.seq.items);
+    if (!l->u.seq.items) {
+        mp_value_free(l);
+        mp__err(MP_ENOMEM, "pool: out of memory for the results");
+        return NULL;
+    }
+    l->u.seq.cap = n ? n : 1;
+    for (size_t i = 0; i < n; i++) {
+        mp_value *v = mp__value_alloc(enc == MP__PK_I64 ? MP_VALUE_INT : MP_VALUE_FLOAT);
+        if (!v) {
+            mp_value_free(l);
+            return NULL;
+        }
+        if (enc == MP__PK_I64)
+            memcpy(&v->u.i, p + 8 * i, 8);
+        else
+            memcpy(&v->u.f, p + 8 * i, 8);
+        l->u.seq.items[l->u.seq.n++] = v;
+    }
+    return l;
+}
+
+static int grow_items(mp__pool_job *j, size_t need) {
+    if (need > j->nitems) {
+        size_t cap = j->nitems ? j->nitems : 16;
+        while (cap < need) cap *= 2;
+        mp_value **it = mp__realloc(j->items, cap * sizeof *it);
+        if (!it) return mp__err(MP_ENOMEM, "pool: out of memory for the results");
+        memset(it + j->nitems, 0, (cap - j->nitems) * sizeof *it);
+        j->items = it;
+        j->nitems = cap;
+    }
+    return 0;
+}
+
+/* A map's raw results go straight to their place, their nodes in one block. */
+static int place_raw(mp__pool_job *j, const unsigned char *p, size_t n, int enc, size_t first) {
+    mp_value *nodes;
+    int rc = grow_items(j, first + n);
+    void *slab = rc ? NULL : mp__value_slab_new(n, &nodes);
+    if (!slab) return rc ? rc : MP_ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+        mp_value *v = &nodes[i];
+        if (enc == MP__PK_I64) {
+            v->type = MP_VALUE_INT;
+            memcpy(&v->u.i, p + 8 * i, 8);
+        } else {
+            v->type = MP_VALUE_FLOAT;
+            memcpy(&v->u.f, p + 8 * i, 8);
+        }
+        j->items[first + i] = v;
+    }
+    mp__value_slab_chain(&j->slabs, slab);
+    return 0;
+}
+
 /* Moves the items of a decoded list into the job's results from index first on. */
 static int place_items(mp__pool_job *j, mp_value *list, size_t first) {
     size_t n = list->u.seq.n;
@@ -522,8 +594,8 @@ static int place_items(mp__pool_job *j, mp_value *list, size_t first) {
     return 0;
 }
 
-void mp__pool_chunk_answered(mp_pool *p, mp__pool_chunk *c, int rc, const unsigned char *payload,
-                             size_t n) {
+void mp__pool_chunk_answered(mp_pool *p, mp__pool_chunk *c, int rc, int enc,
+                             const unsigned char *payload, size_t n) {
     mp__pool_job *j = c->job;
     char msg[512] = "";
     mp_value *list = NULL;
@@ -535,6 +607,16 @@ void mp__pool_chunk_answered(mp_pool *p, mp__pool_chunk *c, int rc, const unsign
             snprintf(msg, sizeof msg, "pool: a worker answered %zu bytes for %zu records", n, c->n);
         } else if (n && j->rout) {
             memcpy(j->rout + c->first * j->out_size, payload, n);
+        }
+    } else if (enc == MP__PK_I64 || enc == MP__PK_F64) {
+        if (n != 8 * c->n) {
+            rc = MP_EPROTO;
+            snprintf(msg, sizeof msg, "pool: a worker answered %zu bytes for %zu numbers", n, c->n);
+        } else if (j->mode == J_IMAP || j->mode == J_IMAP_UNORDERED) {
+            /* imap hands its items out one by one: nodes of their own */
+            if (!(list = raw_list(payload, c->n, enc))) rc = MP_ENOMEM;
+        } else {
+            rc = place_raw(j, payload, c->n, enc, c->first); /* no one reads them yet */
         }
     } else {
         mp_value_limits lim = {.max_items = SIZE_MAX / 4, .max_size = SIZE_MAX / 4};
@@ -709,8 +791,24 @@ static int values_job(mp_pool *p, int mode, void *fn, const mp_value *items, boo
         static const mp_value empty = {.type = MP_VALUE_TUPLE};
         rc = job_add_item(j, items ? items : &empty);
     } else {
-        size_t n = mp_value_len(items);
-        for (size_t i = 0; i < n && !rc; i++) rc = job_add_item(j, mp_value_item(items, i));
+        size_t n = items->u.seq.n;
+        mp_value *const *it = items->u.seq.items;
+        /* All ints, or all floats: raw 8-byte numbers (nothing to pickle). */
+        int t = n ? it[0]->type : -1;
+        bool same = t == MP_VALUE_INT || t == MP_VALUE_FLOAT;
+        for (size_t i = 1; i < n && same; i++) same = it[i]->type == t;
+        if (same) {
+            j->raw = t == MP_VALUE_INT ? MP__PK_I64 : MP__PK_F64;
+            unsigned char *d = mp__buf_reserve(&j->in, 8 * n);
+            if (!d) rc = mp__err(MP_ENOMEM, "%s: out of memory for %zu items", who, n);
+            for (size_t i = 0; i < n && !rc; i++) /* int64 and double: both 8 bytes at u */
+                memcpy(d + 8 * i, t == MP_VALUE_INT ? (const void *)&it[i]->u.i : (const void *)&it[i]->u.f, 8);
+            if (!rc) {
+                j->in.len = 8 * n;
+                j->total = n;
+            }
+        }
+        for (size_t i = 0; i < n && !rc && !same; i++) rc = job_add_item(j, it[i]);
     }
     j->input_done = true;
     if (!rc) rc = submit(p, j, fn, who);

@@ -135,6 +135,80 @@ static int run_values(worker *w, const mp__pool_msg *m, const fn_entry *f, const
     return rc;
 }
 
+/* A scalar as a value that lives on the stack (no node to allocate or free). */
+static mp_value scalar(int kind, const unsigned char *p) {
+    mp_value v;
+    memset(&v, 0, sizeof v);
+    if (kind == MP__PK_I64) {
+        v.type = MP_VALUE_INT;
+        memcpy(&v.u.i, p, 8);
+    } else {
+        v.type = MP_VALUE_FLOAT;
+        memcpy(&v.u.f, p, 8);
+    }
+    return v;
+}
+
+/* One chunk of raw ints or floats. The results are kept raw too while every one is of
+ * the kind of the first; the first that is not turns them all into a pickled list. */
+static int run_raw(worker *w, const mp__pool_msg *m, const fn_entry *f, const unsigned char *p,
+                   size_t n, uint64_t *ns, uint8_t *enc) {
+    if (n != (size_t)m->n * 8) return mp__err(MP_EPROTO, "pool worker: %zu bytes for %u numbers", n, m->n);
+    mp_task_fn fn = (mp_task_fn)f->fn;
+    mp__buf *o = &w->out;
+    size_t start = o->len; /* the results begin here, behind the answer's header */
+    int mode = 0, rc = 0;
+    double t0 = mp__os_monotonic();
+    for (size_t i = 0; i < m->n && !rc; i++) {
+        mp_value arg = scalar(m->kind, p + 8 * i), *res = NULL;
+        mp__err_clear();
+        rc = fn(&arg, &res);
+        if (rc > 0) rc = mp__err(MP_EINVAL, "pool: a task function returned %d (0 or a negative code)", rc);
+        if (rc) {
+            mp_value_free(res);
+            break;
+        }
+        int t = res ? res->type : MP_VALUE_NONE;
+        int want = t == MP_VALUE_INT ? MP__PK_I64 : t == MP_VALUE_FLOAT ? MP__PK_F64 : MP__PK_VALUE;
+        if (!mode) {
+            mode = want;
+            if (mode == MP__PK_VALUE) mp__pool_list_begin(o);
+        } else if (mode != MP__PK_VALUE && want != mode) {
+            /* The raw results so far become the start of a pickled list. */
+            size_t k = (o->len - start) / 8;
+            unsigned char *raw = mp__malloc(k * 8 + 1);
+            if (!raw) {
+                mp_value_free(res);
+                rc = mp__err(MP_ENOMEM, "pool worker: out of memory");
+                break;
+            }
+            memcpy(raw, o->data + start, k * 8);
+            o->len = start;
+            mp__pool_list_begin(o);
+            for (size_t j = 0; j < k; j++) {
+                mp_value prev = scalar(mode, raw + 8 * j);
+                mp__pickle_dump_item(&prev, o);
+            }
+            mp__free(raw);
+            mode = MP__PK_VALUE;
+        }
+        if (mode == MP__PK_VALUE) {
+            static const mp_value none = {.type = MP_VALUE_NONE};
+            rc = mp__pickle_dump_item(res ? res : &none, o);
+            if (rc) rc = mp__err_wrap(rc, "pool: a task's result cannot be encoded");
+        } else {
+            mp__buf_put(o, mode == MP__PK_I64 ? (const void *)&res->u.i : (const void *)&res->u.f, 8);
+        }
+        mp_value_free(res);
+    }
+    *ns = (uint64_t)((mp__os_monotonic() - t0) * 1e9);
+    if (!mode) mode = MP__PK_I64; /* no item: an empty array */
+    if (mode == MP__PK_VALUE) mp__pool_list_end(o);
+    if (!rc && o->err) rc = mp__err(MP_ENOMEM, "pool worker: out of memory for the results");
+    *enc = (uint8_t)mode;
+    return rc;
+}
+
 static int run_records(worker *w, const mp__pool_msg *m, const fn_entry *f, const unsigned char *p,
                        size_t n, uint64_t *ns) {
     if ((uint64_t)m->n * m->in_size != n)
@@ -165,6 +239,7 @@ static bool revoked(worker *w, uint64_t seq) {
 static int run_task(worker *w, const mp__pool_msg *m, const unsigned char *p, size_t n) {
     const fn_entry *f = fn_of(w, m->fn);
     uint64_t ns = 0;
+    uint8_t enc = MP__PK_VALUE;
     int rc;
     /* The answer's header goes first; the results are appended behind it. */
     w->out.len = 0;
@@ -176,6 +251,9 @@ static int run_task(worker *w, const mp__pool_msg *m, const unsigned char *p, si
         rc = run_values(w, m, f, p, n, &ns);
     } else if (m->kind == MP__PK_RECORD) {
         rc = run_records(w, m, f, p, n, &ns);
+        enc = MP__PK_RECORD;
+    } else if (m->kind == MP__PK_I64 || m->kind == MP__PK_F64) {
+        rc = run_raw(w, m, f, p, n, &ns, &enc);
     } else {
         rc = mp__err(MP_EPROTO, "pool worker: unknown task kind %u", m->kind);
     }
@@ -183,6 +261,7 @@ static int run_task(worker *w, const mp__pool_msg *m, const unsigned char *p, si
     if (w->out.err) return mp__err(MP_ENOMEM, "pool worker: out of memory");
     mp__pool_res *hp = (mp__pool_res *)w->out.data;
     hp->ns = ns;
+    hp->enc = enc;
     return mp_queue_put_bytes(w->results, w->out.data, w->out.len, MP_FOREVER);
 }
 

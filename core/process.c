@@ -441,6 +441,7 @@ void mp__process_after_fork_child(void) {
     t_current = NULL;
     t_parent = NULL;
     g_self_sentinel = MP_INVALID_OS_HANDLE;
+    mp__value_after_fork_child();
 }
 
 mp_process *mp__process_child_begin(const mp__launch *l, mp_os_handle parent_sentinel, bool thread) {

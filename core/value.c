@@ -10,8 +10,173 @@
 #include "os.h"
 #include "value_internal.h"
 
+/* ---- nodes ----
+ * Values come and go by the thousand (a decoded list, a pool's results), and malloc
+ * spends more on a node than everything else done with it. So a thread keeps the nodes
+ * it frees for its next values, up to CACHE_MAX; beyond that it hands a batch to a
+ * depot the threads share, where a thread that allocates more than it frees (a
+ * decoder) takes them from. A thread's cache lives on the heap and goes back to the
+ * depot, or to free(), when the thread exits. Not under AddressSanitizer, which must see
+ * every node freed to tell a use after free. */
+#if defined(__SANITIZE_ADDRESS__)
+#define NODE_CACHE 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define NODE_CACHE 0
+#endif
+#endif
+#ifndef NODE_CACHE
+#define NODE_CACHE 1
+#endif
+
+#define CACHE_MAX 4096 /* nodes a thread keeps */
+#define BATCH 512      /* nodes moved to or from the depot at once */
+#define DEPOT_MAX 256  /* batches the depot keeps (about 7 MiB of nodes) */
+
+#if NODE_CACHE
+typedef struct node_cache {
+    mp_value *head;
+    size_t n;
+} node_cache;
+
+static MP__THREAD_LOCAL node_cache *t_cache;
+static mp__tls *g_key;
+static bool g_key_failed;
+static mp_value *g_depot[DEPOT_MAX]; /* chains of BATCH nodes, under depot_lock() */
+static _Atomic size_t g_ndepot;       /* read without the lock to skip an empty depot */
+static atomic_flag g_depot_busy = ATOMIC_FLAG_INIT;
+
+/* The depot's own lock, held for a few instructions. Not the global lock: a
+ * thread's exit gives its nodes back, and the thread joining it (a dummy
+ * child's parent) may hold the global lock meanwhile. */
+static void depot_lock(void) {
+    for (unsigned spins = 0;
+         atomic_flag_test_and_set_explicit(&g_depot_busy, memory_order_acquire); spins++) {
+        if (spins > 64) mp__os_sleep(0);
+    }
+}
+
+static void depot_unlock(void) {
+    atomic_flag_clear_explicit(&g_depot_busy, memory_order_release);
+}
+
+/* Puts a chain of nodes into the depot if it has room: true then. Under depot_lock(). */
+static bool depot_put(mp_value *chain) {
+    size_t n = atomic_load_explicit(&g_ndepot, memory_order_relaxed);
+    if (n == DEPOT_MAX) return false;
+    g_depot[n] = chain;
+    atomic_store_explicit(&g_ndepot, n + 1, memory_order_relaxed);
+    return true;
+}
+
+/* A thread's exit: its nodes go to the depot in batches, the rest to free(). */
+static void cache_drop(void *arg) {
+    node_cache *c = arg;
+    while (c->head) {
+        mp_value *chain = c->head, *last = chain;
+        size_t k = 1;
+        while (k < BATCH && last->next) {
+            last = last->next;
+            k++;
+        }
+        c->head = last->next;
+        last->next = NULL;
+        bool kept = false;
+        if (k == BATCH) {
+            depot_lock();
+            kept = depot_put(chain);
+            depot_unlock();
+        }
+        while (!kept && chain) {
+            mp_value *nx = chain->next;
+            mp__free(chain);
+            chain = nx;
+        }
+    }
+    mp__free(c);
+}
+
+static node_cache *cache_get(void) {
+    if (t_cache) return t_cache;
+    depot_lock();
+    if (!g_key && !g_key_failed) g_key_failed = mp__os_tls_new(cache_drop, &g_key) != 0;
+    depot_unlock();
+    if (g_key_failed) return NULL; /* no way to give it back at exit: no cache */
+    node_cache *c = mp__calloc(1, sizeof *c);
+    if (!c) return NULL;
+    if (mp__os_tls_set(g_key, c) != 0) {
+        mp__free(c);
+        return NULL;
+    }
+    return t_cache = c;
+}
+#endif
+
+void mp__value_after_fork_child(void) {
+#if NODE_CACHE
+    atomic_store_explicit(&g_ndepot, 0, memory_order_relaxed);
+    atomic_flag_clear_explicit(&g_depot_busy, memory_order_release);
+#endif
+}
+
+static mp_value *node_get(void) {
+#if NODE_CACHE
+    node_cache *c = t_cache;
+    if (!c || !c->head) {
+        c = cache_get();
+        if (c && !c->head && atomic_load_explicit(&g_ndepot, memory_order_relaxed)) {
+            depot_lock();
+            size_t n = atomic_load_explicit(&g_ndepot, memory_order_relaxed);
+            if (n) {
+                c->head = g_depot[n - 1];
+                c->n = BATCH;
+                atomic_store_explicit(&g_ndepot, n - 1, memory_order_relaxed);
+            }
+            depot_unlock();
+        }
+    }
+    if (c && c->head) {
+        mp_value *v = c->head;
+        c->head = v->next;
+        c->n--;
+        memset(v, 0, sizeof *v);
+        return v;
+    }
+#endif
+    return mp__calloc(1, sizeof(mp_value));
+}
+
+static void node_put(mp_value *v) {
+#if NODE_CACHE
+    node_cache *c = t_cache ? t_cache : cache_get();
+    if (c) {
+        if (c->n == CACHE_MAX) {
+            /* A batch off the cache's head goes to the depot (or to free()). */
+            mp_value *chain = c->head, *last = chain;
+            for (size_t k = 1; k < BATCH; k++) last = last->next;
+            c->head = last->next;
+            last->next = NULL;
+            c->n -= BATCH;
+            depot_lock();
+            bool kept = depot_put(chain);
+            depot_unlock();
+            while (!kept && chain) {
+                mp_value *nx = chain->next;
+                mp__free(chain);
+                chain = nx;
+            }
+        }
+        v->next = c->head;
+        c->head = v;
+        c->n++;
+        return;
+    }
+#endif
+    mp__free(v);
+}
+
 mp_value *mp__value_alloc(mp_value_type t) {
-    mp_value *v = mp__calloc(1, sizeof *v);
+    mp_value *v = node_get();
     if (!v) {
         mp__err(MP_ENOMEM, "out of memory allocating a %s value", mp_value_type_name(t));
         return NULL;
@@ -19,6 +184,8 @@ mp_value *mp__value_alloc(mp_value_type t) {
     v->type = (uint8_t)t;
     return v;
 }
+
+void mp__value_node_free(mp_value *v) { node_put(v); }
 
 mp_value *mp_value_none(void) { return mp__value_alloc(MP_VALUE_NONE); }
 
@@ -53,7 +220,7 @@ static mp_value *new_blob(mp_value_type t, const void *p, size_t n) {
     if (!v) return NULL;
     v->u.s.p = mp__malloc(n + 1);
     if (!v->u.s.p) {
-        mp__free(v);
+        node_put(v);
         mp__err(MP_ENOMEM, "out of memory for a %s of %zu bytes", mp_value_type_name(t), n);
         return NULL;
     }
@@ -93,7 +260,7 @@ mp_value *mp__value_object(const char *mod, size_t mn, const char *name, size_t 
     mp_value *v = mp__value_alloc(MP_VALUE_OBJECT);
     if (!v) return NULL;
     if (mn > SIZE_MAX / 2 || nn > SIZE_MAX / 2 || !(v->u.o.module = mp__malloc(mn + nn + 2))) {
-        mp__free(v);
+        node_put(v);
         mp__err(MP_ENOMEM, "out of memory for an object value");
         return NULL;
     }
@@ -126,6 +293,7 @@ static void push_children(mp_value *v, mp_value **work) {
     case MP_VALUE_TUPLE:
     case MP_VALUE_LIST:
         for (size_t i = 0; i < v->u.seq.n; i++) {
+            if (v->u.seq.items[i]->flags & MP__VF_SLAB) continue; /* freed with the list */
             v->u.seq.items[i]->next = *work;
             *work = v->u.seq.items[i];
         }
@@ -159,7 +327,10 @@ static void free_node(mp_value *v) {
     case MP_VALUE_STR:
     case MP_VALUE_BYTES: mp__free(v->u.s.p); break;
     case MP_VALUE_TUPLE:
-    case MP_VALUE_LIST: mp__free(v->u.seq.items); break;
+    case MP_VALUE_LIST:
+        mp__free(v->u.seq.items);
+        mp__value_slab_free(v->u.seq.slabs);
+        break;
     case MP_VALUE_DICT:
     case MP_VALUE_SET:
     case MP_VALUE_FROZENSET:
@@ -171,7 +342,39 @@ static void free_node(mp_value *v) {
         break;
     default: break;
     }
-    mp__free(v);
+    if (!(v->flags & MP__VF_SLAB)) node_put(v);
+}
+
+/* A slab: a word for the chain, then the nodes. */
+typedef struct slab {
+    struct slab *next;
+    mp_value nodes[];
+} slab;
+
+void *mp__value_slab_new(size_t n, mp_value **nodes) {
+    slab *s = n > (SIZE_MAX - sizeof *s) / sizeof(mp_value) ? NULL : mp__malloc(sizeof *s + n * sizeof(mp_value));
+    if (!s) {
+        mp__err(MP_ENOMEM, "out of memory for %zu values", n);
+        return NULL;
+    }
+    s->next = NULL;
+    memset(s->nodes, 0, n * sizeof(mp_value));
+    for (size_t i = 0; i < n; i++) s->nodes[i].flags = MP__VF_SLAB;
+    *nodes = s->nodes;
+    return s;
+}
+
+void mp__value_slab_chain(void **chain, void *sl) {
+    slab *s = sl;
+    s->next = *chain;
+    *chain = s;
+}
+
+void mp__value_slab_free(void *chain) {
+    for (slab *s = chain, *nx; s; s = nx) {
+        nx = s->next;
+        mp__free(s);
+    }
 }
 
 void mp_value_free(mp_value *v) {

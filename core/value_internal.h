@@ -10,7 +10,8 @@
 /* Decoder-only marks (flags). */
 enum {
     MP__VF_SHARED = 1, /* a memo GET copied it: changing it later means a cycle */
-    MP__VF_MOVED = 2   /* a list whose items went into a set(): a memo GET of it is refused */
+    MP__VF_MOVED = 2,  /* a list whose items went into a set(): a memo GET of it is refused */
+    MP__VF_SLAB = 4    /* a scalar in its list's slab: freed with the list, never alone */
 };
 
 struct mp_value {
@@ -23,7 +24,11 @@ struct mp_value {
         int64_t i;
         double f;
         struct { char *p; size_t n; } s; /* str, bytes: p[n] == 0 */
-        struct { mp_value **items; size_t n, cap; } seq;
+        struct {
+            mp_value **items;
+            size_t n, cap;
+            void *slabs; /* blocks of MP__VF_SLAB items, chained by their first word */
+        } seq;
         struct {             /* dict, and set/frozenset (keys only) */
             mp_value **kv;   /* dict: key, value, key, value... (2n used of 2cap);
                                 set: item, item... (n used of cap) */
@@ -50,6 +55,17 @@ static inline const char *mp__obj_name(const mp_value *v) {
 mp_value *mp__value_object(const char *mod, size_t mn, const char *name, size_t nn);
 /** A new value of type t with zeroed payload; NULL (MP_ENOMEM recorded) on failure. */
 mp_value *mp__value_alloc(mp_value_type t);
+/** Gives back a node mp__value_alloc made, its payload already freed (or never set). */
+void mp__value_node_free(mp_value *v);
+/** A block for n scalar items of one list (int, float, bool, none: no payload), so
+ *  that making them costs no allocation each: *nodes gets the n nodes (zeroed, marked
+ *  MP__VF_SLAB). Chain it onto the list's seq.slabs with mp__value_slab_chain; it is
+ *  freed with the list. NULL with MP_ENOMEM recorded. */
+void *mp__value_slab_new(size_t n, mp_value **nodes);
+/** Adds a block to a chain (*chain: a list's seq.slabs, or a chain on its way there). */
+void mp__value_slab_chain(void **chain, void *slab);
+/** Frees a chain of blocks whose items nobody holds any more. */
+void mp__value_slab_free(void *chain);
 /** Appends without ownership games: 0 or MP_ENOMEM (item stays the caller's). */
 int mp__value_seq_push(mp_value *seq, mp_value *item);
 /** Sets d[key] = val, keys compared as Python compares them (mp__value_key_equal). On

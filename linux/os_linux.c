@@ -301,6 +301,34 @@ int mp__os_cond_wait(mp__cond *c, mp__mutex *m, double timeout) {
 void mp__os_cond_signal(mp__cond *c) { pthread_cond_signal(&c->c); }
 void mp__os_cond_broadcast(mp__cond *c) { pthread_cond_broadcast(&c->c); }
 
+/* ---- thread-local keys ---- */
+
+struct mp__tls {
+    pthread_key_t key;
+};
+
+int mp__os_tls_new(void (*dtor)(void *), mp__tls **out) {
+    *out = mp__malloc(sizeof **out);
+    if (!*out) return mp__err(MP_ENOMEM, "tls: out of memory");
+    int e = pthread_key_create(&(*out)->key, dtor);
+    if (e) {
+        mp__free(*out);
+        *out = NULL;
+        errno = e;
+        return mp__os_err("pthread_key_create");
+    }
+    return 0;
+}
+
+int mp__os_tls_set(mp__tls *k, void *v) {
+    int e = pthread_setspecific(k->key, v);
+    if (e) {
+        errno = e;
+        return mp__os_err("pthread_setspecific");
+    }
+    return 0;
+}
+
 /* ---- threads (dummy backend) ---- */
 
 struct mp__thread {

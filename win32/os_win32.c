@@ -486,6 +486,35 @@ void mp__os_exit_handlers(int code)
     exit(code);
 }
 
+/* ---- thread-local keys ----------------------------------------------------------- */
+
+struct mp__tls {
+    DWORD slot;
+};
+
+int mp__os_tls_new(void (*dtor)(void *), mp__tls **out)
+{
+    *out = mp__malloc(sizeof **out);
+    if (*out == NULL)
+        return mp__err(MP_ENOMEM, "tls: out of memory");
+    /* A fiber-local slot: its callback runs at each thread's exit, as a pthread key's. */
+    (*out)->slot = FlsAlloc((PFLS_CALLBACK_FUNCTION)(void (*)(void))dtor);
+    if ((*out)->slot == FLS_OUT_OF_INDEXES) {
+        int rc = mp__os_err("FlsAlloc");
+        mp__free(*out);
+        *out = NULL;
+        return rc;
+    }
+    return 0;
+}
+
+int mp__os_tls_set(mp__tls *k, void *v)
+{
+    if (!FlsSetValue(k->slot, v))
+        return mp__os_err("FlsSetValue");
+    return 0;
+}
+
 /* ---- mutex and condition variable ----------------------------------------------- */
 
 struct mp__mutex {
