@@ -50,7 +50,8 @@ extern "C" {
     X(EPROTO, -21, "protocol error")                                               \
     X(EBADF, -22, "bad handle")                                                    \
     X(EINTR, -23, "interrupted")                                                   \
-    X(ESYS, -24, "operating system error")
+    X(ESYS, -24, "operating system error")                                        \
+    X(EBROKEN, -25, "barrier is broken")
 
 #define MP__ERR_ENUM(name, value, msg) MP_##name = value,
 enum mp_errno { MP_OK = 0, MP_ERRNO_MAP(MP__ERR_ENUM) };
