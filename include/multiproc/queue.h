@@ -88,9 +88,16 @@ MP_API void mp_queue_free_bytes(void *p);
 
 /** The approximate number of items (Python's qsize; exact when nobody else is putting
  *  or getting, except that an item lost with a process that died putting or getting it
- *  may count until a later get passes its place). MP_ENOTSUP on a SimpleQueue. */
+ *  may count until a later get passes its place). MP_ENOTSUP on a SimpleQueue;
+ *  MP_ECLOSED after mp_queue_close. */
 MP_API int mp_queue_qsize(mp_queue *q, size_t *n);
-/** Python's empty() and full() (approximate as in Python). */
+/** Python's empty() and full() (approximate as in Python): 0 and *out, MP_ECLOSED
+ *  after mp_queue_close (Python raises there, at least once the queue's pipe is
+ *  closed); is_full is MP_ENOTSUP on a SimpleQueue (it has no full()). */
+MP_API int mp_queue_is_empty(mp_queue *q, bool *out);
+MP_API int mp_queue_is_full(mp_queue *q, bool *out);
+/** The same as predicates: false after mp_queue_close and for NULL (so a closed queue
+ *  is neither empty nor full; use the forms above to tell). */
 MP_API bool mp_queue_empty(mp_queue *q);
 MP_API bool mp_queue_full(mp_queue *q);
 
