@@ -207,6 +207,17 @@ int tgt_hold_forever(mp_args *a) {
     return mpt::kTgtCapReached;
 }
 
+// [0] lock, [1] int expected: 0 when mp_lock_is_locked says expected and the lock is
+// not this thread's.
+int tgt_lock_locked(mp_args *a) {
+    mp_lock *l = mp_args_lock(a, 0);
+    if (!l)
+        return kBad;
+    if (mp_lock_is_mine(l))
+        return 2;
+    return mp_lock_is_locked(l) == (mp_args_int(a, 1) != 0) ? 0 : kFail;
+}
+
 // [0] semaphore: releases it once.
 int tgt_sem_release(mp_args *a) {
     mp_semaphore *s = mp_args_semaphore(a, 0);
@@ -400,6 +411,52 @@ TEST_P(SyncTest, LockMethodsAndErrors) {
     EXPECT_EQ(MP_EINVAL, mp_lock_acquire(nullptr, 0));
     EXPECT_EQ(MP_EINVAL, mp_lock_release(nullptr));
     EXPECT_EQ(MP_EINVAL, mp_lock_new(ctx(), nullptr));
+}
+
+// Python 3.14's Lock.locked() and RLock.locked(): whether anyone holds it, seen from
+// this process and from a child (SemLock._is_zero: not only the owner sees it).
+TEST_P(SyncTest, LockedSaysWhetherAnyoneHoldsIt) {
+    for (bool recursive : {false, true}) {
+        SCOPED_TRACE(recursive ? "RLock" : "Lock");
+        mp_lock *l = nullptr;
+        ASSERT_EQ(0, (recursive ? mp_rlock_new : mp_lock_new)(ctx(), &l)) << err();
+        EXPECT_FALSE(mp_lock_is_locked(l));
+        ASSERT_EQ(0, mp_lock_acquire(l, kWait)) << err();
+        EXPECT_TRUE(mp_lock_is_locked(l));
+        if (recursive) {
+            ASSERT_EQ(0, mp_lock_acquire(l, kWait)) << err();
+            ASSERT_EQ(0, mp_lock_release(l)) << err();
+            EXPECT_TRUE(mp_lock_is_locked(l)) << "one level is still held";
+        }
+        for (int held = 1; held >= 0; held--) {
+            Args a;
+            EXPECT_EQ(0, mp_args_add_lock(a.get(), l)) << err();
+            a.i(held);
+            mp_process *p = start(tgt_lock_locked, a.get());
+            ASSERT_NE(nullptr, p);
+            EXPECT_EQ(0, join_code(p)) << (held ? "held by the parent" : "free");
+            if (held) {
+                ASSERT_EQ(0, mp_lock_release(l)) << err();
+                EXPECT_FALSE(mp_lock_is_locked(l));
+            }
+        }
+        // Held by another thread.
+        std::atomic<int> phase{0};
+        std::thread t([&] {
+            EXPECT_EQ(0, mp_lock_acquire(l, kWait));
+            phase = 1;
+            EXPECT_TRUE(eventually([&] { return phase.load() == 2; }));
+            EXPECT_EQ(0, mp_lock_release(l));
+        });
+        EXPECT_TRUE(eventually([&] { return phase.load() == 1; }));
+        EXPECT_TRUE(mp_lock_is_locked(l));
+        EXPECT_FALSE(mp_lock_is_mine(l));
+        phase = 2;
+        t.join();
+        EXPECT_FALSE(mp_lock_is_locked(l));
+        mp_lock_free(l);
+    }
+    EXPECT_FALSE(mp_lock_is_locked(nullptr));
 }
 
 TEST_P(SyncTest, LockTimeoutThatDoesNotExpire) {

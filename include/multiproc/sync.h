@@ -47,6 +47,10 @@ MP_API int mp_lock_release(mp_lock *l);
 MP_API bool mp_lock_is_recursive(const mp_lock *l);
 /** True when the calling thread holds l (it acquired it and has not released it). */
 MP_API bool mp_lock_is_mine(const mp_lock *l);
+/** Python 3.14's locked(): true while any thread of any process holds l (also a
+ *  process that died holding it, until the next acquirer takes it over); false for
+ *  NULL. A snapshot: another process may take or release l at any time. */
+MP_API bool mp_lock_is_locked(const mp_lock *l);
 /** Frees this process's object (NULL is fine); the lock itself lives on in the other
  *  processes that hold it. Does not release it. */
 MP_API void mp_lock_free(mp_lock *l);
