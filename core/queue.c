@@ -197,7 +197,7 @@ static int query_check(const mp_queue *q, const void *out, bool simple_has_it, c
     if (!q || !out) return mp__err(MP_EINVAL, "%s: NULL argument", fn);
     if (is_closed(q)) return mp__err(MP_ECLOSED, "%s: the queue is closed", fn);
     if (!simple_has_it && q->kind == MP_SIMPLE_QUEUE)
-        return mp__err(MP_ENOTSUP, "%s: a SimpleQueue has no %s", fn, fn + strlen("mp_queue_"));
+        return mp__err(MP_ENOTSUP, "%s: not supported on a SimpleQueue (as in Python)", fn);
     return 0;
 }
 
@@ -228,6 +228,18 @@ int mp_queue_is_full(mp_queue *q, bool *out) {
 bool mp_queue_empty(mp_queue *q) { return q && !is_closed(q) && items(q->s) == 0; }
 
 bool mp_queue_full(mp_queue *q) { return q && !is_closed(q) && full(q); }
+
+int mp_queue_shutdown(mp_queue *q, bool immediate) {
+    if (!q) return mp__err(MP_EINVAL, "mp_queue_shutdown: queue is NULL");
+    if (is_closed(q)) return mp__err(MP_ECLOSED, "mp_queue_shutdown: the queue is closed");
+    if (q->kind == MP_SIMPLE_QUEUE)
+        return mp__err(MP_ENOTSUP, "mp_queue_shutdown: a SimpleQueue has no shutdown (as in Python)");
+    return mp__queue_shutdown(q, immediate);
+}
+
+bool mp_queue_is_shutdown(const mp_queue *q) {
+    return q && !is_closed(q) && (atomic_load(&q->s->shut) & MP__QSHUT);
+}
 
 int mp_queue_close(mp_queue *q) {
     if (!q) return mp__err(MP_EINVAL, "mp_queue_close: queue is NULL");

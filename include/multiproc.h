@@ -51,7 +51,8 @@ extern "C" {
     X(EBADF, -22, "bad handle")                                                    \
     X(EINTR, -23, "interrupted")                                                   \
     X(ESYS, -24, "operating system error")                                        \
-    X(EBROKEN, -25, "barrier is broken")
+    X(EBROKEN, -25, "barrier is broken")                                           \
+    X(ESHUTDOWN, -26, "queue is shut down")
 
 #define MP__ERR_ENUM(name, value, msg) MP_##name = value,
 enum mp_errno { MP_OK = 0, MP_ERRNO_MAP(MP__ERR_ENUM) };
