@@ -235,11 +235,22 @@ int mp__args_encode(const mp_args *a, mp__buf *b, mp_os_handle *handles, size_t 
     return b->err ? mp__err(b->err, "mp_args: out of memory encoding arguments") : 0;
 }
 
-int mp__args_decode(mp__rd *r, const mp_os_handle *handles, size_t nhandles, mp_args **out) {
+/* With close_rest, a failure closes every handle of handles[0..nhandles), also those
+ * no item it reached referred to (seen marks the ones the items took or closed). */
+static int args_decode(mp__rd *r, const mp_os_handle *handles, size_t nhandles, bool close_rest,
+                       mp_args **out) {
     mp_args *a = NULL;
     *out = NULL;
-    int rc = mp_args_new(&a);
-    if (rc) return rc;
+    bool *seen = NULL;
+    int rc = 0;
+    if (close_rest && nhandles && !(seen = mp__calloc(nhandles, sizeof *seen)))
+        rc = mp__err(MP_ENOMEM, "mp_args: out of memory");
+    if (!rc) rc = mp_args_new(&a);
+    if (rc) {
+        for (size_t i = 0; close_rest && i < nhandles; i++) mp__os_handle_close(handles[i]);
+        mp__free(seen);
+        return rc;
+    }
     a->owns_handles = true;
     uint32_t n = mp__rd_u32(r);
     for (uint32_t i = 0; i < n && !r->err; i++) {
@@ -266,6 +277,7 @@ int mp__args_decode(mp__rd *r, const mp_os_handle *handles, size_t nhandles, mp_
                 r->err = MP_EPROTO;
                 break;
             }
+            if (seen) seen[idx] = true;
             mp__arg *it = args_push(a, MP_ARG_OS_HANDLE);
             if (!it) {
                 rc = mp__err(MP_ENOMEM, "mp_args: out of memory");
@@ -286,6 +298,7 @@ int mp__args_decode(mp__rd *r, const mp_os_handle *handles, size_t nhandles, mp_
             } else if (!t) {
                 rc = mp__err(MP_EPROTO, "mp_args: unknown object type '%s'", name ? name : "?");
             } else {
+                for (uint32_t k = 0; seen && k < nh; k++) seen[first + k] = true;
                 mp__rd dr = {desc, dlen, 0};
                 void *obj = NULL;
                 mp__arg *it = args_push(a, MP_ARG_OBJECT);
@@ -296,7 +309,7 @@ int mp__args_decode(mp__rd *r, const mp_os_handle *handles, size_t nhandles, mp_
                 } else {
                     a->n--; /* the slot stays empty */
                 }
-                if (rc)
+                if (rc && !t->closes_on_failure)
                     for (uint32_t k = 0; k < nh; k++) mp__os_handle_close(handles[first + k]);
             }
             mp__free(name);
@@ -309,10 +322,56 @@ int mp__args_decode(mp__rd *r, const mp_os_handle *handles, size_t nhandles, mp_
     if (!rc && r->err) rc = mp__err(MP_EPROTO, "launch: malformed argument list");
     if (rc) {
         mp_args_free(a); /* closes what it took; the rest was closed where it failed */
+        for (size_t i = 0; seen && i < nhandles; i++)
+            if (!seen[i]) mp__os_handle_close(handles[i]);
+        mp__free(seen);
         return rc;
     }
+    mp__free(seen);
     *out = a;
     return 0;
+}
+
+int mp__args_decode(mp__rd *r, const mp_os_handle *handles, size_t nhandles, mp_args **out) {
+    return args_decode(r, handles, nhandles, false, out);
+}
+
+/* Decodes from duplicates of handles[0..n), which stay the caller's. */
+static int decode_dups(mp__rd *r, const mp_os_handle *handles, size_t n, mp_args **out) {
+    *out = NULL;
+    mp_os_handle *d = mp__calloc(n ? n : 1, sizeof *d);
+    if (!d) return mp__err(MP_ENOMEM, "mp_args: out of memory");
+    int rc = 0;
+    size_t k = 0;
+    for (; k < n && !rc; k++) rc = mp__os_handle_dup(handles[k], &d[k]);
+    if (rc) {
+        for (size_t i = 0; i + 1 < k; i++) mp__os_handle_close(d[i]);
+    } else {
+        rc = args_decode(r, d, n, true, out); /* on failure it closed them all */
+    }
+    mp__free(d);
+    return rc;
+}
+
+int mp__args_rebuild_nested(mp__rd *r, const mp_os_handle *handles, size_t nhandles, mp_args **out) {
+    return args_decode(r, handles, nhandles, true, out);
+}
+
+int mp__args_clone(const mp_args *src, mp_args **out) {
+    *out = NULL;
+    size_t n = mp__args_handle_count(src);
+    mp_os_handle *h = mp__calloc(n ? n : 1, sizeof *h);
+    if (!h) return mp__err(MP_ENOMEM, "mp_args: out of memory");
+    mp__buf b = {0};
+    size_t nh = 0;
+    int rc = mp__args_encode(src, &b, h, &nh);
+    if (!rc) {
+        mp__rd r = {b.data, b.len, 0};
+        rc = decode_dups(&r, h, nh, out);
+    }
+    mp__buf_free(&b);
+    mp__free(h);
+    return rc;
 }
 
 int mp__args_copy(const mp_args *src, mp_args **out) {

@@ -151,8 +151,24 @@ void mp_connection_free(mp_connection *c) {
 }
 
 bool mp_connection_closed(const mp_connection *c) { return !c || c->closed; }
-bool mp_connection_readable(const mp_connection *c) { return c && c->readable; }
-bool mp_connection_writable(const mp_connection *c) { return c && c->writable; }
+bool mp_connection_readable(const mp_connection *c) { return c && !c->closed && c->readable; }
+bool mp_connection_writable(const mp_connection *c) { return c && !c->closed && c->writable; }
+
+static int conn_query(const mp_connection *c, bool *out, bool what, const char *fn) {
+    if (out) *out = false;
+    if (!c || !out) return mp__err(MP_EINVAL, "%s: NULL argument", fn);
+    if (c->closed) return mp__err(MP_ECLOSED, "%s: connection is closed", fn);
+    *out = what;
+    return 0;
+}
+
+int mp_connection_is_readable(const mp_connection *c, bool *out) {
+    return conn_query(c, out, c && c->readable, "mp_connection_is_readable");
+}
+
+int mp_connection_is_writable(const mp_connection *c, bool *out) {
+    return conn_query(c, out, c && c->writable, "mp_connection_is_writable");
+}
 
 int mp_connection_fileno(const mp_connection *c, mp_os_handle *out) {
     if (out) *out = MP_INVALID_OS_HANDLE;

@@ -111,6 +111,9 @@ typedef struct mp__objtype {
     int (*rebuild)(mp__rd *r, const mp_os_handle *handles, size_t nh, void **out);
     /** Frees an object rebuild made (closing its handles). */
     void (*free)(void *obj);
+    /** rebuild closes all its handles when it fails (a type whose description nests
+     *  an argument list: the nested objects may have closed theirs already). */
+    bool closes_on_failure;
 } mp__objtype;
 
 /** The types children can rebuild (core/objtypes.c), NULL-terminated. */
@@ -135,6 +138,15 @@ int mp__args_copy(const mp_args *src, mp_args **out);
 int mp__args_split(mp_args *a, size_t from, mp_args **tail);
 /** Appends a copy of from's items to a (as mp__args_copy copies). */
 int mp__args_extend(mp_args *a, const mp_args *from);
+
+/** A copy that owns its objects and OS handles, rebuilt in this process from duplicated
+ *  handles (as a dummy child's are): it outlives src and src's objects. */
+int mp__args_clone(const mp_args *src, mp_args **out);
+/** Decodes a list nested in an object's description (encoded by mp__args_encode with
+ *  indexes from 0 into handles): on success the handles are the list's, on failure they
+ *  are all closed (its objtype sets closes_on_failure). The handles themselves are
+ *  used, not copies: a fork child's rebuilt blocks must see their own numbers. */
+int mp__args_rebuild_nested(mp__rd *r, const mp_os_handle *handles, size_t nhandles, mp_args **out);
 
 /** In a forked child: forgets the values' node depot, which another thread of the
  *  parent may have been changing at the fork (its nodes are left to the child's exit). */

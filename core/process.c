@@ -258,8 +258,26 @@ int mp_process_exitcode(mp_process *p, int *code) {
     return 0;
 }
 
+int mp_process_alive(mp_process *p, bool *alive) {
+    if (alive) *alive = false;
+    int rc = check_open(p, "mp_process_alive");
+    if (rc) return rc;
+    if (!alive) return mp__err(MP_EINVAL, "mp_process_alive: alive is NULL");
+    *alive = mp_process_is_alive(p);
+    return 0;
+}
+
 int64_t mp_process_pid(const mp_process *p) {
-    return (p && p->state != MP__P_INIT) ? p->pid : 0;
+    return (p && p->state != MP__P_INIT && p->state != MP__P_CLOSED) ? p->pid : 0;
+}
+
+int mp_process_get_pid(const mp_process *p, int64_t *pid) {
+    if (pid) *pid = 0;
+    int rc = check_open(p, "mp_process_get_pid");
+    if (rc) return rc;
+    if (!pid) return mp__err(MP_EINVAL, "mp_process_get_pid: pid is NULL");
+    *pid = mp_process_pid(p);
+    return 0;
 }
 
 int mp_process_sentinel(const mp_process *p, mp_os_handle *out) {

@@ -188,18 +188,57 @@ static size_t items(const mp__qshared *s) {
     return put > got ? (size_t)(put - got) : 0;
 }
 
+static bool is_closed(const mp_queue *q) { return atomic_load_explicit(&q->closed, memory_order_relaxed); }
+
+static bool full(const mp_queue *q) { return q->s->maxsize > 0 && items(q->s) >= (uint64_t)q->s->maxsize; }
+
+/* The state queries' checks: 0, or the error (out stays zero). */
+static int query_check(const mp_queue *q, const void *out, bool simple_has_it, const char *fn) {
+    if (!q || !out) return mp__err(MP_EINVAL, "%s: NULL argument", fn);
+    if (is_closed(q)) return mp__err(MP_ECLOSED, "%s: the queue is closed", fn);
+    if (!simple_has_it && q->kind == MP_SIMPLE_QUEUE)
+        return mp__err(MP_ENOTSUP, "%s: not supported on a SimpleQueue (as in Python)", fn);
+    return 0;
+}
+
 int mp_queue_qsize(mp_queue *q, size_t *n) {
     if (n) *n = 0;
-    if (!q || !n) return mp__err(MP_EINVAL, "mp_queue_qsize: NULL argument");
-    if (q->kind == MP_SIMPLE_QUEUE) return mp__err(MP_ENOTSUP, "mp_queue_qsize: a SimpleQueue has no qsize");
+    int rc = query_check(q, n, false, "mp_queue_qsize");
+    if (rc) return rc;
     *n = items(q->s);
     return 0;
 }
 
-bool mp_queue_empty(mp_queue *q) { return !q || items(q->s) == 0; }
+int mp_queue_is_empty(mp_queue *q, bool *out) {
+    if (out) *out = false;
+    int rc = query_check(q, out, true, "mp_queue_is_empty");
+    if (rc) return rc;
+    *out = items(q->s) == 0;
+    return 0;
+}
 
-bool mp_queue_full(mp_queue *q) {
-    return q && q->s->maxsize > 0 && items(q->s) >= (uint64_t)q->s->maxsize;
+int mp_queue_is_full(mp_queue *q, bool *out) {
+    if (out) *out = false;
+    int rc = query_check(q, out, false, "mp_queue_is_full");
+    if (rc) return rc;
+    *out = full(q);
+    return 0;
+}
+
+bool mp_queue_empty(mp_queue *q) { return q && !is_closed(q) && items(q->s) == 0; }
+
+bool mp_queue_full(mp_queue *q) { return q && !is_closed(q) && full(q); }
+
+int mp_queue_shutdown(mp_queue *q, bool immediate) {
+    if (!q) return mp__err(MP_EINVAL, "mp_queue_shutdown: queue is NULL");
+    if (is_closed(q)) return mp__err(MP_ECLOSED, "mp_queue_shutdown: the queue is closed");
+    if (q->kind == MP_SIMPLE_QUEUE)
+        return mp__err(MP_ENOTSUP, "mp_queue_shutdown: a SimpleQueue has no shutdown (as in Python)");
+    return mp__queue_shutdown(q, immediate);
+}
+
+bool mp_queue_is_shutdown(const mp_queue *q) {
+    return q && !is_closed(q) && (atomic_load(&q->s->shut) & MP__QSHUT);
 }
 
 int mp_queue_close(mp_queue *q) {

@@ -67,6 +67,13 @@ typedef struct mp__qspill_body {
 } mp__qspill_body;
 #define MP__QSPILL_ABORTED ((uint64_t)1 << 63)
 
+/* Shutdown (queue.Queue.shutdown of Python 3.13): SHUT refuses puts; IMMEDIATE refuses
+ * gets at once; SEALED is set once shutdown has held the put side after SHUT, so no put
+ * can commit any more and a getter that finds nothing may answer ShutDown. (A process
+ * killed between SHUT and SEALED leaves getters of an empty queue waiting as before;
+ * another shutdown seals it.) */
+enum { MP__QSHUT = 1, MP__QSHUT_IMMEDIATE = 2, MP__QSHUT_SEALED = 4 };
+
 typedef struct mp__qshared {
     mp__sync_hdr hdr;
     uint32_t qkind;       /* mp_queue_kind */
@@ -76,6 +83,8 @@ typedef struct mp__qshared {
     uint64_t ring_off;    /* from the start of the block */
     uint64_t spill_min;   /* bodies longer than this go to a spill block */
     uint64_t arena_size;  /* a power of two */
+    _Atomic uint32_t shut; /* MP__QSHUT_* bits: a line both sides read anyway, written once */
+    uint32_t pad;
     _Alignas(128) struct {
         mp__lockw lock;
         _Atomic uint64_t nput;       /* items published (raised just before) */
@@ -201,5 +210,9 @@ typedef struct mp__qdst {
 int mp__queue_get(mp_queue *q, mp__qdst *d, double timeout, const char *fn);
 /** JoinableQueue: one task fewer, waking joiners at 0; false when there was none. */
 bool mp__queue_task_dec(mp_queue *q);
+/** Shuts the queue down in every process (Python 3.13's queue.Queue.shutdown): puts
+ *  are refused from now on, waiters are woken; immediate also drops every item (each
+ *  one a task done) and refuses gets at once. */
+int mp__queue_shutdown(mp_queue *q, bool immediate);
 
 #endif

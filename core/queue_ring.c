@@ -123,6 +123,10 @@ static bool arena_room(mp_queue *q, uint64_t at, uint64_t need) {
     return want - s->put.a_head_seen <= s->arena_size;
 }
 
+static inline uint32_t shut_state(const mp_queue *q) {
+    return atomic_load_explicit(&q->s->shut, memory_order_acquire);
+}
+
 static bool count_room(mp_queue *q, void *arg) {
     (void)arg;
     mp__qshared *s = q->s;
@@ -212,15 +216,22 @@ typedef struct arena_arg {
     bool arena_only; /* the item can only go to the arena: ring room does not help */
 } arena_arg;
 
+/* A putter waiting for room also wakes for a shutdown (then refuses to put). */
+static bool count_room_or_shut(mp_queue *q, void *arg) {
+    return (shut_state(q) & MP__QSHUT) || count_room(q, arg);
+}
+
 static bool ring_or_arena_room(mp_queue *q, void *argp) {
     arena_arg *a = argp;
+    if (shut_state(q) & MP__QSHUT) return true;
     mp__qrec *o = open_ovf(q);
     uint64_t at = o ? atomic_load_explicit(ovf_end(o), memory_order_relaxed) : q->s->put.a_tail;
     return (!a->arena_only && ring_room(q, a->need)) || arena_room(q, at, a->need);
 }
 
 /* Places the record (under the put lock): in the ring when it has room, else in the
- * arena. 0, or MP_ETIMEDOUT when even the arena stayed full. */
+ * arena. 0, MP_ETIMEDOUT when even the arena stayed full, or MP_ESHUTDOWN (not
+ * recorded) when the queue was shut down meanwhile. */
 static int put_record(mp_queue *q, uint32_t type, const void *buf, size_t len,
                       const mp__qspill_body *body, bool arena_only, mp__qclock *c, uint64_t *mark) {
     mp__qshared *s = q->s;
@@ -246,6 +257,7 @@ static int put_record(mp_queue *q, uint32_t type, const void *buf, size_t len,
             arena_arg arg = {need, arena_only};
             int rc = mp__queue_wait(q, ring_or_arena_room, &arg, &s->get.put_waiters, &s->get.put_sleep, &s->get.notfull, c);
             if (rc) return rc;
+            if (shut_state(q) & MP__QSHUT) return MP_ESHUTDOWN;
             continue;
         }
         if (!o) {
@@ -302,6 +314,8 @@ int mp__queue_put(mp_queue *q, const void *buf, size_t len, uint32_t type, doubl
     if (atomic_load_explicit(&q->closed, memory_order_relaxed))
         return mp__err(MP_ECLOSED, "%s: the queue is closed", fn);
     mp__qshared *s = q->s;
+    if (atomic_load_explicit(&s->shut, memory_order_relaxed) & MP__QSHUT)
+        return mp__err(MP_ESHUTDOWN, "%s: the queue is shut down", fn);
     mp__qclock c = {.timeout = mp__timeout(timeout)};
     /* On an unbounded queue a put never reports Full (Python): another putter holds the
      * put side only for one copy, so wait for it whatever the timeout. */
@@ -310,12 +324,20 @@ int mp__queue_put(mp_queue *q, const void *buf, size_t len, uint32_t type, doubl
     if (rc == MP_ETIMEDOUT) return mp__err(MP_EFULL, "%s: the queue stayed busy for %.3f s", fn, timeout);
     if (rc == MP_EOWNERDEAD) put_recover(q);
     else if (rc != 0) return mp__err(rc, "%s: cannot take the put side", fn);
-    if (!count_room(q, NULL)) {
-        rc = mp__queue_wait(q, count_room, NULL, &s->get.put_waiters, &s->get.put_sleep, &s->get.notfull, &c);
+    /* Looked at under the put side: a shutdown holds it once after refusing puts, so no
+     * put commits after mp_queue_shutdown has returned. */
+    bool room = (shut_state(q) & MP__QSHUT) || count_room(q, NULL);
+    if (!room) {
+        rc = mp__queue_wait(q, count_room_or_shut, NULL, &s->get.put_waiters, &s->get.put_sleep,
+                            &s->get.notfull, &c);
         if (rc) {
             rc = mp__err(MP_EFULL, "%s: the queue stayed full for %.3f s", fn, timeout);
             goto unlock;
         }
+    }
+    if (shut_state(q) & MP__QSHUT) {
+        rc = mp__err(MP_ESHUTDOWN, "%s: the queue is shut down", fn);
+        goto unlock;
     }
     mp__qspill_body body, *bp = NULL;
     bool arena_only = false;
@@ -329,6 +351,7 @@ int mp__queue_put(mp_queue *q, const void *buf, size_t len, uint32_t type, doubl
     if (rc) {
         if (bp) mp__os_qspill_cancel(q->spill);
         if (rc == MP_ETIMEDOUT) rc = mp__err(MP_EFULL, "%s: the queue stayed full for %.3f s", fn, timeout);
+        if (rc == MP_ESHUTDOWN) rc = mp__err(MP_ESHUTDOWN, "%s: the queue is shut down", fn);
         goto unlock;
     }
     if (bp) rc = mp__queue_big_put_stream(q, mark, body.seq, buf, len);
@@ -388,8 +411,10 @@ static int find_next(mp_queue *q, next_rec *n) {
     }
 }
 
+/* An item, or a shutdown that ends the wait (immediate, or no put can come). */
 static bool get_ready(mp_queue *q, void *arg) {
     next_rec *n = arg;
+    if (shut_state(q) & (MP__QSHUT_IMMEDIATE | MP__QSHUT_SEALED)) return true;
     return find_next(q, n) != 0 || n->r != NULL;
 }
 
@@ -456,6 +481,8 @@ int mp__queue_get(mp_queue *q, mp__qdst *d, double timeout, const char *fn) {
     if (atomic_load_explicit(&q->closed, memory_order_relaxed))
         return mp__err(MP_ECLOSED, "%s: the queue is closed", fn);
     mp__qshared *s = q->s;
+    if (atomic_load_explicit(&s->shut, memory_order_relaxed) & MP__QSHUT_IMMEDIATE)
+        return mp__err(MP_ESHUTDOWN, "%s: the queue is shut down", fn);
     mp__qclock c = {.timeout = mp__timeout(timeout)};
     int rc = side_lock(&s->get.lock, &c);
     if (rc == MP_ETIMEDOUT) return mp__err(MP_EEMPTY, "%s: nothing came within %.3f s", fn, timeout);
@@ -467,8 +494,19 @@ int mp__queue_get(mp_queue *q, mp__qdst *d, double timeout, const char *fn) {
     uint64_t ahead0 = atomic_load_explicit(&s->a_head, memory_order_relaxed);
     for (;;) {
         next_rec n;
+        /* Read before looking for an item: sealed then and nothing found means that
+         * nothing can come any more (Python: ShutDown once shut down and empty). */
+        uint32_t shut = shut_state(q);
+        if (shut & MP__QSHUT_IMMEDIATE) {
+            rc = mp__err(MP_ESHUTDOWN, "%s: the queue is shut down", fn);
+            break;
+        }
         rc = find_next(q, &n);
         if (rc) break;
+        if (!n.r && (shut & MP__QSHUT_SEALED)) {
+            rc = mp__err(MP_ESHUTDOWN, "%s: the queue is shut down and empty", fn);
+            break;
+        }
         if (!n.r) {
             /* This call may have moved the get side already (a dead getter's item, a
              * dropped item, WRAP and OVF records): putters waiting for room must hear of
@@ -486,7 +524,7 @@ int mp__queue_get(mp_queue *q, mp__qdst *d, double timeout, const char *fn) {
                 rc = mp__err(MP_EEMPTY, "%s: nothing came within %.3f s", fn, timeout);
                 break;
             }
-            if ((rc = find_next(q, &n)) != 0) break;
+            continue; /* an item, or a shutdown: look again */
         }
         mp__qrec *r = n.r;
         uint64_t need = rec_need(r);
@@ -550,4 +588,65 @@ int mp__queue_get(mp_queue *q, mp__qdst *d, double timeout, const char *fn) {
     mp__lockw_release(&s->get.lock);
     mp__queue_wake(&s->get.put_waiters, &s->get.put_sleep, &s->get.notfull);
     return rc;
+}
+
+/* ---- shutdown ---- */
+
+/* Wakes every sleeper of f, whatever value it sleeps on (rare: no care for the cost). */
+static void wake_all(mp__futex *f) {
+    atomic_fetch_add(&f->val, 1);
+    mp__os_futex_wake(f, INT32_MAX);
+}
+
+/* Under the get lock, once no put can commit: drops every item left, each a task done
+ * (Python's shutdown(immediate=True) calls task_done per item it drops). */
+static void drain(mp_queue *q) {
+    mp__qshared *s = q->s;
+    for (;;) {
+        next_rec n;
+        if (find_next(q, &n) != 0 || !n.r) return;
+        mp__qrec *r = n.r;
+        uint64_t need = rec_need(r);
+        bool task = true;
+        get_begin(s, &n);
+        if (r->flags & MP__QREC_SPILL) {
+            mp__qspill_body body;
+            mp__queue_big_body(r, &body);
+            int rc = mp__os_qspill_recv(q->spill, body.seq, body.size, body.rec);
+            if (rc == 0) mp__os_qspill_done(q->spill, false);
+            /* Gone with a getter that died: still its task, as in a get. */
+            if (rc == MP_ENOENT) task = false;
+        }
+        get_advance(q, &n, need);
+        if (task) uncount_task(q);
+    }
+}
+
+int mp__queue_shutdown(mp_queue *q, bool immediate) {
+    mp__qshared *s = q->s;
+    atomic_fetch_or(&s->shut, MP__QSHUT | (immediate ? MP__QSHUT_IMMEDIATE : 0));
+    /* Putters waiting for room (they refuse now), and with immediate the getters. */
+    wake_all(&s->get.notfull);
+    wake_all(&s->put.notempty);
+    /* Once we have held the put side, no put can commit: every later holder sees SHUT
+     * (a putter waiting under it woke above and lets go). */
+    int rc = mp__lockw_acquire(&s->put.lock, MP_FOREVER);
+    if (rc == MP_EOWNERDEAD) put_recover(q);
+    else if (rc) return mp__err(rc, "mp_queue_shutdown: cannot take the put side");
+    atomic_fetch_or(&s->shut, MP__QSHUT_SEALED);
+    mp__lockw_release(&s->put.lock);
+    /* Getters of an empty queue answer ShutDown now. */
+    wake_all(&s->put.notempty);
+    if (!immediate) return 0;
+    mp__err_mute();
+    rc = mp__lockw_acquire(&s->get.lock, MP_FOREVER);
+    if (rc == MP_EOWNERDEAD) get_recover(q);
+    if (rc == 0 || rc == MP_EOWNERDEAD) {
+        drain(q);
+        arena_clean(q);
+        mp__lockw_release(&s->get.lock);
+        rc = 0;
+    }
+    mp__err_unmute();
+    return rc ? mp__err(rc, "mp_queue_shutdown: cannot take the get side") : 0;
 }

@@ -194,6 +194,9 @@ int mp_lock_release(mp_lock *l) {
 }
 
 bool mp_lock_is_recursive(const mp_lock *l) { return l && l->w->recursive; }
+bool mp_lock_is_locked(const mp_lock *l) {
+    return l && atomic_load_explicit(&l->w->f.val, memory_order_relaxed) != 0;
+}
 bool mp_lock_is_mine(const mp_lock *l) { return l && mp__lockw_is_mine(l->w); }
 
 void mp__lock_ref(mp_lock *l) { atomic_fetch_add(&l->refs, 1); }

@@ -258,6 +258,7 @@ struct mp_barrier {
     mp__block *blk;
     barrier_shared *s;
     mp_barrier_action_fn action;
+    mp_args *args; /* this process's own copy of the action's arguments (with action) */
 };
 
 static void b_broadcast(barrier_shared *s) {
@@ -297,22 +298,31 @@ static mp_barrier *barrier_wrap(mp__block *b) {
     return br;
 }
 
-int mp_barrier_new(mp_context *ctx, unsigned parties, mp_barrier_action_fn action, double timeout,
-                   mp_barrier **out) {
+int mp_barrier_new(mp_context *ctx, unsigned parties, mp_barrier_action_fn action,
+                   const mp_args *action_args, double timeout, mp_barrier **out) {
     (void)ctx;
     if (!out) return mp__err(MP_EINVAL, "mp_barrier_new: out is NULL");
     *out = NULL;
     if (parties < 1 || parties > INT32_MAX) return mp__err(MP_EINVAL, "mp_barrier_new: parties must be >= 1");
+    if (action_args && !action) return mp__err(MP_EINVAL, "mp_barrier_new: action_args without an action");
+    mp_args *args = NULL;
+    int rc;
     if (action) {
         /* Refuse here what a child could not resolve (like a process target). */
         mp__fnref ref = {0};
-        int rc = mp__os_fn_to_ref((void *)action, &ref);
+        rc = mp__os_fn_to_ref((void *)action, &ref);
         mp__fnref_clear(&ref);
+        if (rc) return rc;
+        /* Our own copy, as each process that gets the barrier makes its own: the
+         * caller's list and objects may go at once. */
+        rc = action_args ? mp__args_clone(action_args, &args) : mp_args_new(&args);
         if (rc) return rc;
     }
     mp__block *b;
-    int rc = mp__block_new(MP__K_BARRIER, sizeof(barrier_shared), &b);
-    if (rc) return rc;
+    if ((rc = mp__block_new(MP__K_BARRIER, sizeof(barrier_shared), &b)) != 0) {
+        mp_args_free(args);
+        return rc;
+    }
     barrier_shared *s = b->base;
     mp__block_futex_init(b, &s->lock.f);
     mp__block_futex_init(b, &s->seq);
@@ -321,9 +331,11 @@ int mp_barrier_new(mp_context *ctx, unsigned parties, mp_barrier_action_fn actio
     mp_barrier *br = barrier_wrap(b);
     if (!br) {
         mp__block_release(b);
+        mp_args_free(args);
         return mp__err(MP_ENOMEM, "mp_barrier_new: out of memory");
     }
     br->action = action;
+    br->args = args;
     *out = br;
     return 0;
 }
@@ -338,14 +350,17 @@ int mp_barrier_wait_timeout(mp_barrier *b, double timeout, int *index) {
     while (b_state(s) == B_DRAINING || b_state(s) == B_RESETTING) b_wait(s, MP_FOREVER);
     if (b_state(s) == B_BROKEN) {
         b_unlock(s);
-        return mp__err(MP_ESTATE, "mp_barrier_wait: the barrier is broken");
+        return mp__err(MP_EBROKEN, "mp_barrier_wait: the barrier is broken");
     }
     uint32_t idx = atomic_fetch_add_explicit(&s->count, 1, memory_order_relaxed);
     if (idx + 1 == s->parties) {
-        int ar = b->action ? b->action() : 0;
+        /* The last to arrive runs the action, in its own process with its own copy of
+         * the arguments. Python re-raises the action's exception in this party; a C
+         * action has only its return value, given in the detail. */
+        int ar = b->action ? b->action(b->args) : 0;
         if (ar != 0) {
             b_set_state(s, B_BROKEN);
-            rc = mp__err(MP_ESTATE, "mp_barrier_wait: the barrier's action failed (%d)", ar);
+            rc = mp__err(MP_EBROKEN, "mp_barrier_wait: the barrier's action failed (it returned %d)", ar);
         } else {
             b_set_state(s, B_DRAINING);
         }
@@ -354,14 +369,18 @@ int mp_barrier_wait_timeout(mp_barrier *b, double timeout, int *index) {
         double deadline = mp__deadline(timeout);
         while (b_state(s) == B_FILLING) {
             if (b_wait(s, deadline) == MP_ETIMEDOUT && b_state(s) == B_FILLING) {
+                /* Python's _wait: the party whose time ran out breaks the barrier and
+                 * gets BrokenBarrierError like every other party. */
                 b_set_state(s, B_BROKEN);
                 b_broadcast(s);
-                rc = mp__err(MP_ETIMEDOUT, "mp_barrier_wait: timed out after %.3f s (the barrier is broken)",
+                rc = mp__err(MP_EBROKEN, "mp_barrier_wait: timed out after %.3f s: the barrier is broken",
                              timeout);
                 break;
             }
         }
-        if (!rc && b_state(s) < 0) rc = mp__err(MP_ESTATE, "mp_barrier_wait: the barrier is broken");
+        if (!rc && b_state(s) < 0)
+            rc = mp__err(MP_EBROKEN, "mp_barrier_wait: the barrier was %s while this party waited",
+                         b_state(s) == B_RESETTING ? "reset" : "broken");
     }
     /* The last to leave a drained or reset barrier opens it for the next round. */
     if (atomic_fetch_sub_explicit(&s->count, 1, memory_order_relaxed) == 1 &&
@@ -417,58 +436,86 @@ int mp_barrier_parties(const mp_barrier *b) { return b ? (int)b->s->parties : 0;
 
 void mp_barrier_free(mp_barrier *b) {
     if (!b) return;
+    mp_args_free(b->args);
     mp__block_release(b->blk);
     mp__free(b);
 }
 
+/* The block, then the action's arguments' handles (their indexes in the description
+ * count from the first of them). */
 static size_t barrier_handle_count(const void *obj) {
-    (void)obj;
-    return 1;
+    const mp_barrier *br = obj;
+    return 1 + mp__args_handle_count(br->args);
 }
 
 static int barrier_reduce(const void *obj, mp__buf *b, mp_os_handle *handles, size_t *nh) {
     const mp_barrier *br = obj;
     mp__block_reduce(br->blk, b, handles, nh);
     mp__buf_u8(b, br->action != NULL);
-    if (br->action) {
-        mp__fnref ref = {0};
-        int rc = mp__os_fn_to_ref((void *)br->action, &ref);
-        if (rc) return rc;
-        mp__buf_str(b, ref.module);
-        mp__buf_u64(b, ref.offset);
-        mp__buf_str(b, ref.build);
-        mp__fnref_clear(&ref);
-    }
-    return 0;
+    if (!br->action) return 0;
+    mp__fnref ref = {0};
+    int rc = mp__os_fn_to_ref((void *)br->action, &ref);
+    if (rc) return rc;
+    mp__buf_str(b, ref.module);
+    mp__buf_u64(b, ref.offset);
+    mp__buf_str(b, ref.build);
+    mp__fnref_clear(&ref);
+    mp__buf a = {0};
+    size_t na = 0;
+    rc = mp__args_encode(br->args, &a, handles + *nh, &na);
+    *nh += na;
+    mp__buf_blob(b, a.data, a.len);
+    if (a.err && !b->err) b->err = a.err;
+    mp__buf_free(&a);
+    return rc;
 }
 
+static void close_all(const mp_os_handle *handles, size_t from, size_t nh) {
+    for (size_t i = from; i < nh; i++) mp__os_handle_close(handles[i]);
+}
+
+/* Closes every handle when it fails (closes_on_failure): the action's arguments come
+ * last and close theirs when they fail, after some of their objects may have closed
+ * or adopted theirs. */
 static int barrier_rebuild(mp__rd *r, const mp_os_handle *handles, size_t nh, void **out) {
     if (nh < 1) return mp__err(MP_EPROTO, "sync: a barrier needs one handle");
-    mp_barrier_action_fn action = NULL;
     mp__block *b;
     bool took;
     int rc = mp__block_rebuild(r, MP__K_BARRIER, handles[0], &b, &took);
-    if (rc) return rc;
-    if (mp__rd_u8(r)) {
+    if (rc) {
+        close_all(handles, 0, nh);
+        return rc;
+    }
+    mp_barrier *br = barrier_wrap(b);
+    bool nested = false;
+    if (!br) {
+        rc = mp__err(MP_ENOMEM, "sync: out of memory");
+    } else if (mp__rd_u8(r)) {
         mp__fnref ref = {0};
         ref.module = mp__rd_str(r);
         ref.offset = mp__rd_u64(r);
         ref.build = mp__rd_str(r);
+        size_t alen = 0;
+        const void *awire = mp__rd_blob(r, &alen);
         void *fn = NULL;
         rc = r->err ? mp__err(MP_EPROTO, "sync: malformed barrier action") : mp__os_ref_to_fn(&ref, &fn);
         mp__fnref_clear(&ref);
-        if (rc) {
-            mp__block_unrebuild(b, took);
-            return rc;
+        /* Last: nothing may fail once the arguments have taken their handles. */
+        if (!rc) {
+            mp__rd ar = {awire, alen, 0};
+            nested = true;
+            rc = mp__args_rebuild_nested(&ar, handles + 1, nh - 1, &br->args);
         }
-        action = (mp_barrier_action_fn)fn;
+        br->action = (mp_barrier_action_fn)fn;
+    } else if (nh != 1) {
+        rc = mp__err(MP_EPROTO, "sync: a barrier without an action has %zu handles", nh);
     }
-    mp_barrier *br = barrier_wrap(b);
-    if (!br) {
+    if (rc) {
+        mp__free(br);
         mp__block_unrebuild(b, took);
-        return mp__err(MP_ENOMEM, "sync: out of memory");
+        close_all(handles, 0, nested ? 1 : nh);
+        return rc;
     }
-    br->action = action;
     if (!took) mp__os_handle_close(handles[0]);
     *out = br;
     return 0;
@@ -482,6 +529,7 @@ const mp__objtype mp__objtype_barrier = {
     .reduce = barrier_reduce,
     .rebuild = barrier_rebuild,
     .free = barrier_objfree,
+    .closes_on_failure = true,
 };
 
 int mp_args_add_barrier(mp_args *a, mp_barrier *b) {

@@ -51,8 +51,10 @@ extern "C" {
     X(EBADF, -22, "bad handle")                                                    \
     X(EINTR, -23, "interrupted")                                                   \
     X(ESYS, -24, "operating system error")                                         \
-    X(EWORKERDIED, -25, "a pool worker died while running the task")              \
-    X(ECANCELED, -26, "canceled")
+    X(EWORKERDIED, -25, "a pool worker died while running the task")               \
+    X(ECANCELED, -26, "canceled")                                                  \
+    X(EBROKEN, -27, "barrier is broken")                                           \
+    X(ESHUTDOWN, -28, "queue is shut down")
 
 #define MP__ERR_ENUM(name, value, msg) MP_##name = value,
 enum mp_errno { MP_OK = 0, MP_ERRNO_MAP(MP__ERR_ENUM) };
@@ -190,15 +192,22 @@ MP_API int mp_process_new(mp_context *ctx, const mp_process_opts *opts, mp_proce
 MP_API int mp_process_start(mp_process *p);
 /** Waits for the child to end: 0, MP_ETIMEDOUT, or MP_ESTATE if never started. */
 MP_API int mp_process_join(mp_process *p, double timeout);
-/** True between a successful start and the child's end. */
+/** True between a successful start and the child's end; false once closed (and for
+ *  NULL). */
 MP_API bool mp_process_is_alive(mp_process *p);
+/** mp_process_is_alive with an error: 0 and *alive, or MP_ECLOSED after
+ *  mp_process_close (Python's is_alive raises ValueError there). */
+MP_API int mp_process_alive(mp_process *p, bool *alive);
 /** The exit code once the child ended: target's return value, -N for death by signal N
  *  (posix), -15 after terminate or kill on Windows (Python's mapping), the NTSTATUS as
  *  an int after a crash on Windows (e.g. (int)0xC0000005). MP_EAGAIN while not started
- *  or running. */
+ *  or running; MP_ECLOSED once closed. */
 MP_API int mp_process_exitcode(mp_process *p, int *code);
-/** Process id (native thread id on dummy); 0 before start. */
+/** Process id (native thread id on dummy); 0 before start and once closed. */
 MP_API int64_t mp_process_pid(const mp_process *p);
+/** mp_process_pid with an error: 0 and *pid (0 before start, as Python's None), or
+ *  MP_ECLOSED after mp_process_close (Python's pid raises ValueError there). */
+MP_API int mp_process_get_pid(const mp_process *p, int64_t *pid);
 /** A handle that becomes ready (readable fd / signalled HANDLE) when the child ends.
  *  Owned by p. MP_ESTATE before start. */
 MP_API int mp_process_sentinel(const mp_process *p, mp_os_handle *out);

@@ -218,11 +218,15 @@ static void trk_daemon_main(int lfd) {
     if (chdir("/") != 0) {}
     /* What ps shows instead of the program's name: it is not one of the program's. */
     prctl(PR_SET_NAME, "mp-shm-tracker", 0, 0, 0);
+    /* As CPython's resource tracker: a kill (or Ctrl-C) of one program's process group
+     * must not end the daemon every program of the user shares and cost the others
+     * their clean-up. It still ends when its last client has left. */
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = SIG_IGN;
     sigaction(SIGPIPE, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGHUP, &sa, NULL);
     sigset_t none;
     sigemptyset(&none);

@@ -24,7 +24,10 @@
  *   ended. Late answers are counted and skipped. After the daemon has gone, the next
  *   request connects to (or starts) a new one and registers again every block this
  *   process still tracks (a client-side list).
- * - The daemon exits when it has had no client for a moment (then it holds no block).
+ * - The daemon exits when it has had no client for a moment (then it holds no block),
+ *   and only then: it ignores SIGTERM, SIGINT and SIGHUP (CPython's tracker ignores
+ *   the first two), so a kill of one program's process group leaves it serving the
+ *   others.
  * - The first process that finds no daemon starts one; two starters race on bind,
  *   the loser (EADDRINUSE) just connects to the winner.
  * - The daemon is a fresh image of the program (exec of /proc/self/exe, entered from a

@@ -305,6 +305,87 @@ TEST(Connection, MaxlengthExceededClosesAReadOnlyEnd) {
     EXPECT_EQ(MP_ECLOSED, mp_connection_recv_bytes(pp.a, 0, &p, &n));
 }
 
+// A closed end is neither readable nor writable (Python's readable/writable report
+// the end's mode even then; the error forms say MP_ECLOSED), whether the program
+// closed it or the library did (a read-only end after a bad message length, an end
+// whose peer went in the middle of a message).
+TEST(Connection, QueriesOnAClosedEnd) {
+    {
+        PipePair pp;
+        bool b = false;
+        ASSERT_EQ(0, mp_connection_is_readable(pp.a, &b)) << err();
+        EXPECT_TRUE(b);
+        ASSERT_EQ(0, mp_connection_is_writable(pp.a, &b)) << err();
+        EXPECT_TRUE(b);
+        ASSERT_EQ(0, mp_connection_close(pp.a));
+        EXPECT_TRUE(mp_connection_closed(pp.a));
+        EXPECT_FALSE(mp_connection_readable(pp.a));
+        EXPECT_FALSE(mp_connection_writable(pp.a));
+        b = true;
+        EXPECT_EQ(MP_ECLOSED, mp_connection_is_readable(pp.a, &b));
+        EXPECT_FALSE(b);
+        b = true;
+        EXPECT_EQ(MP_ECLOSED, mp_connection_is_writable(pp.a, &b));
+        EXPECT_FALSE(b);
+        EXPECT_EQ(MP_EINVAL, mp_connection_is_readable(nullptr, &b));
+        EXPECT_EQ(MP_EINVAL, mp_connection_is_writable(pp.b, nullptr));
+    }
+    {
+        // The library closes a read-only end after a bad message length.
+        PipePair pp(false);
+        ASSERT_EQ(0, send_str(pp.b, std::string(100, 'x')));
+        bool ready = false;
+        ASSERT_EQ(0, mp_connection_poll(pp.a, kWait, &ready));
+        void *p = nullptr;
+        size_t n = 0;
+        EXPECT_EQ(MP_ETOOBIG, mp_connection_recv_bytes(pp.a, 99, &p, &n));
+        ASSERT_TRUE(mp_connection_closed(pp.a));
+        EXPECT_FALSE(mp_connection_readable(pp.a)) << "closed by the library";
+        bool b = true;
+        EXPECT_EQ(MP_ECLOSED, mp_connection_is_readable(pp.a, &b));
+        EXPECT_EQ(MP_ECLOSED, mp_connection_is_writable(pp.a, &b));
+    }
+    {
+        // An end that reads and writes (its flags; only reading is used here) whose
+        // peer went in the middle of a message is closed by the library: it must not
+        // still say it can send.
+        Pipe raw;
+        ASSERT_TRUE(pipe_open(&raw));
+        mp_connection *c = nullptr;
+        ASSERT_EQ(0, mp__connection_from_os_handle(raw.r, kPipeKind, true, true, &c)) << err();
+        raw.r = MP_INVALID_OS_HANDLE; // owned by c
+        ASSERT_TRUE(write_all(raw.w, "\0\0\0\x64" "abc", 7)); // announces 100 bytes, sends 3
+        handle_close(raw.w);
+        raw.w = MP_INVALID_OS_HANDLE;
+        EXPECT_TRUE(mp_connection_writable(c));
+        void *p = nullptr;
+        size_t n = 0;
+        EXPECT_EQ(MP_EOF, mp_connection_recv_bytes(c, 0, &p, &n));
+        ASSERT_TRUE(mp_connection_closed(c));
+        EXPECT_FALSE(mp_connection_writable(c)) << "closed by the library";
+        bool b = true;
+        EXPECT_EQ(MP_ECLOSED, mp_connection_is_writable(c, &b));
+        EXPECT_FALSE(b);
+        mp_connection_free(c);
+        pipe_close(&raw);
+    }
+    {
+        // After a bad length a duplex end is open: it sends, it no longer receives.
+        PipePair pp;
+        ASSERT_EQ(0, send_str(pp.a, std::string(100, 'x')));
+        bool ready = false;
+        ASSERT_EQ(0, mp_connection_poll(pp.b, kWait, &ready));
+        void *p = nullptr;
+        size_t n = 0;
+        EXPECT_EQ(MP_ETOOBIG, mp_connection_recv_bytes(pp.b, 99, &p, &n));
+        bool b = true;
+        ASSERT_EQ(0, mp_connection_is_readable(pp.b, &b)) << err();
+        EXPECT_FALSE(b);
+        ASSERT_EQ(0, mp_connection_is_writable(pp.b, &b)) << err();
+        EXPECT_TRUE(b);
+    }
+}
+
 TEST(Connection, MaxlengthExactlyFits) {
     PipePair pp;
     ASSERT_EQ(0, send_str(pp.a, std::string(100, 'x')));

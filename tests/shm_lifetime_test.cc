@@ -451,6 +451,8 @@ TEST_P(ShmLifetimeTest, NamedMappingVanishesWithItsLastHandle) {
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
+#include <dirent.h>
 #include <vector>
 
 // White-box (linux/tracker_linux.c): how long a client waits for the tracker's answer.
@@ -549,6 +551,110 @@ TEST_P(ShmLifetimeTest, LateTrackerAnswersKeepTheRegistrations) {
             << n << " is still in /dev/shm after its creator ended";
     if (to_i64(kv["late"]) == 0)
         GTEST_SKIP() << "the tracker answered every request at once: no late answer was skipped";
+}
+
+namespace {
+
+// The pid of the process listening on the tracker's abstract socket (as
+// linux/tracker_linux.c names it), found through /proc: the socket's inode in
+// /proc/net/unix, then the process holding it. -1 when there is none. (SO_PEERCRED
+// would name the daemon's short-lived parent, which called listen.)
+int64_t tracker_daemon_pid() {
+    struct stat st;
+    if (stat("/dev/shm", &st) != 0)
+        memset(&st, 0, sizeof st);
+    char name[128];
+    snprintf(name, sizeof name, "@multiproc-tracker-2-%lu-%llx-%llx", (unsigned long)geteuid(),
+             (unsigned long long)st.st_dev, (unsigned long long)st.st_ino);
+    std::string table = read_file("/proc/net/unix"), inode;
+    for (size_t pos = 0; pos < table.size() && inode.empty();) {
+        size_t end = table.find('\n', pos);
+        std::string line = table.substr(pos, end == std::string::npos ? std::string::npos : end - pos);
+        pos = end == std::string::npos ? table.size() : end + 1;
+        // Num RefCount Protocol Flags Type St Inode Path; the listener has __SO_ACCEPTCON.
+        char flags[16] = "", path[160] = "";
+        unsigned long ino = 0;
+        if (sscanf(line.c_str(), "%*s %*s %*s %15s %*s %*s %lu %159s", flags, &ino, path) == 3 &&
+            strcmp(path, name) == 0 && strcmp(flags, "00010000") == 0)
+            inode = "socket:[" + std::to_string(ino) + "]";
+    }
+    if (inode.empty())
+        return -1;
+    int64_t found = -1;
+    DIR *proc = opendir("/proc");
+    while (proc && found < 0) {
+        struct dirent *e = readdir(proc);
+        if (!e)
+            break;
+        if (e->d_name[0] < '1' || e->d_name[0] > '9')
+            continue;
+        std::string fds = std::string("/proc/") + e->d_name + "/fd";
+        DIR *d = opendir(fds.c_str());
+        while (d && found < 0) {
+            struct dirent *f = readdir(d);
+            if (!f)
+                break;
+            char link[64];
+            ssize_t n = readlink((fds + "/" + f->d_name).c_str(), link, sizeof link - 1);
+            if (n > 0 && std::string(link, (size_t)n) == inode)
+                found = strtoll(e->d_name, nullptr, 10);
+        }
+        if (d)
+            closedir(d);
+    }
+    if (proc)
+        closedir(proc);
+    return found;
+}
+
+// The signals a process ignores (SigIgn in /proc/<pid>/status), 0 when unreadable.
+uint64_t ignored_signals(int64_t pid) {
+    std::string status = read_file("/proc/" + std::to_string((long long)pid) + "/status");
+    size_t at = status.find("SigIgn:");
+    return at == std::string::npos ? 0 : strtoull(status.c_str() + at + 7, nullptr, 16);
+}
+
+} // namespace
+
+// The daemon is shared by every program of the user: a kill (or Ctrl-C) of one
+// program's process group must not cost the others their clean-up, so it ignores
+// SIGTERM and SIGINT, as CPython's resource tracker does, and goes on serving. (Never
+// SIGKILL it here: other test processes use it at the same time.)
+TEST_P(ShmLifetimeTest, TrackerDaemonIgnoresTermAndInt) {
+    std::string why;
+    if (skip_unless_processes(&why))
+        GTEST_SKIP() << why;
+    // A tracked block of our own keeps us a client, so the daemon stays.
+    Shm mine;
+    ASSERT_EQ(0, shm_create(fresh_name("sig"), 4096, &mine)) << err();
+    int64_t pid = tracker_daemon_pid();
+    ASSERT_GT(pid, 0) << "no process listens on the tracker's socket";
+    ASSERT_NE(pid, (int64_t)getpid());
+    // Signal only a daemon of this very build: another program of this user (another
+    // checkout's tests) may have started the one that serves now.
+    struct stat self_st, daemon_st;
+    ASSERT_EQ(0, stat("/proc/self/exe", &self_st));
+    if (stat(("/proc/" + std::to_string((long long)pid) + "/exe").c_str(), &daemon_st) != 0 ||
+        daemon_st.st_dev != self_st.st_dev || daemon_st.st_ino != self_st.st_ino)
+        GTEST_SKIP() << "the tracker daemon serving now (pid " << pid << ") was started by another program";
+    EXPECT_EQ(0, kill((pid_t)pid, SIGTERM));
+    EXPECT_EQ(0, kill((pid_t)pid, SIGINT));
+    uint64_t ign = ignored_signals(pid);
+    EXPECT_TRUE(ign & (1ull << (SIGTERM - 1))) << "SigIgn " << std::hex << ign;
+    EXPECT_TRUE(ign & (1ull << (SIGINT - 1))) << "SigIgn " << std::hex << ign;
+    // Still serving: a child's tracked block goes after the child's kill -9, and the
+    // daemon that unlinked it is the one that got the signals (a new one would mean the
+    // signals ended it).
+    mp_process *p = nullptr;
+    Blocker *b = nullptr;
+    std::string name = child_creates(false, 2, &p, &b);
+    ASSERT_FALSE(name.empty());
+    ASSERT_EQ(0, mp_process_kill(p)) << err();
+    EXPECT_EQ(exitcode_killed(), join_code(p));
+    EXPECT_TRUE(eventually([&] { return !dev_shm_has(name); }, kLeakWait))
+        << name << " is still in /dev/shm after its creator's kill -9";
+    EXPECT_EQ(pid, tracker_daemon_pid()) << "the daemon that got SIGTERM and SIGINT is gone";
+    EXPECT_EQ(0, mp_shm_unlink(mine.s)) << err();
 }
 
 // The daemon's entry (an environment variable naming its listening socket) must not

@@ -44,10 +44,18 @@ MP_API void mp_connection_free(mp_connection *c);
 /** Closes the OS handle; later calls other than close/free/closed give MP_ECLOSED. Safe
  *  on NULL and twice. */
 MP_API int mp_connection_close(mp_connection *c);
-/** True once closed (by mp_connection_close or after a fatal receive error). */
+/** True once closed (by mp_connection_close or after a fatal receive error); true for
+ *  NULL. */
 MP_API bool mp_connection_closed(const mp_connection *c);
+/** Whether c receives / sends: false when closed (also when the library closed it
+ *  after a fatal receive error) and for NULL. */
 MP_API bool mp_connection_readable(const mp_connection *c);
 MP_API bool mp_connection_writable(const mp_connection *c);
+/** The same queries with an error: 0 and *out, or MP_ECLOSED once c is closed (*out
+ *  false); MP_EINVAL for NULL. A duplex end that stopped receiving after a bad message
+ *  length is open: readable false, writable true. */
+MP_API int mp_connection_is_readable(const mp_connection *c, bool *out);
+MP_API int mp_connection_is_writable(const mp_connection *c, bool *out);
 /** The OS handle (owned by c) to wait on: the read end (a write-only end's handle);
  *  MP_ECLOSED once closed. */
 MP_API int mp_connection_fileno(const mp_connection *c, mp_os_handle *out);

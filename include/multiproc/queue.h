@@ -26,10 +26,11 @@
  * see no half item (a dying producer's item is dropped; an item a dying consumer had
  * taken is gone with it).
  *
- * Timeouts are double seconds: 0 tries once (put_nowait / get_nowait), MP_FOREVER waits
- * forever. As in Python, a put that cannot place its item in time is MP_EFULL and a get
- * that finds nothing in time is MP_EEMPTY. Blocking calls are not interrupted by
- * signals. A NULL queue is MP_EINVAL. */
+ * Timeouts are double seconds: 0 (or negative) tries once (put_nowait / get_nowait),
+ * MP_FOREVER waits forever. As in Python, a put that cannot place its item in time is
+ * MP_EFULL and a get that finds nothing in time is MP_EEMPTY; on a queue shut down
+ * (mp_queue_shutdown) they give MP_ESHUTDOWN, as Python's ShutDown. Blocking calls are
+ * not interrupted by signals. A NULL queue is MP_EINVAL. */
 #ifndef MULTIPROC_QUEUE_H
 #define MULTIPROC_QUEUE_H
 
@@ -67,13 +68,16 @@ MP_API void mp_queue_free(mp_queue *q);
 MP_API mp_queue_kind mp_queue_get_kind(const mp_queue *q);
 
 /** Puts len bytes (buf may be NULL when len is 0). MP_EFULL when a bounded queue stays
- *  full for timeout seconds; MP_ECLOSED after mp_queue_close. */
+ *  full for timeout seconds; MP_ECLOSED after mp_queue_close; MP_ESHUTDOWN once the
+ *  queue is shut down. */
 MP_API int mp_queue_put_bytes(mp_queue *q, const void *buf, size_t len, double timeout);
 /** Puts a value (encoded with mp_value_dumps; MP_ENOTSUP for what it cannot encode). */
 MP_API int mp_queue_put(mp_queue *q, const mp_value *v, double timeout);
 /** Takes the next item into a new buffer of exactly its size (free with
  *  mp_queue_free_bytes; an empty item gives a non-NULL buffer and *len 0). A value
- *  item gives its encoded bytes. MP_EEMPTY when nothing came within timeout. */
+ *  item gives its encoded bytes. MP_EEMPTY when nothing came within timeout;
+ *  MP_ESHUTDOWN once the queue is shut down and empty (at once after an immediate
+ *  shutdown). */
 MP_API int mp_queue_get_bytes(mp_queue *q, void **out, size_t *len, double timeout);
 /** Takes the next item into buf[0 .. cap): 0 and *len its size. When it does not fit:
  *  MP_ETOOBIG, *len its size, and the item stays first in the queue (retry with a
@@ -88,11 +92,33 @@ MP_API void mp_queue_free_bytes(void *p);
 
 /** The approximate number of items (Python's qsize; exact when nobody else is putting
  *  or getting, except that an item lost with a process that died putting or getting it
- *  may count until a later get passes its place). MP_ENOTSUP on a SimpleQueue. */
+ *  may count until a later get passes its place). MP_ENOTSUP on a SimpleQueue;
+ *  MP_ECLOSED after mp_queue_close. */
 MP_API int mp_queue_qsize(mp_queue *q, size_t *n);
-/** Python's empty() and full() (approximate as in Python). */
+/** Python's empty() and full() (approximate as in Python): 0 and *out, MP_ECLOSED
+ *  after mp_queue_close (Python raises there, at least once the queue's pipe is
+ *  closed); is_full is MP_ENOTSUP on a SimpleQueue (it has no full()). */
+MP_API int mp_queue_is_empty(mp_queue *q, bool *out);
+MP_API int mp_queue_is_full(mp_queue *q, bool *out);
+/** The same as predicates: false after mp_queue_close and for NULL (so a closed queue
+ *  is neither empty nor full; use the forms above to tell). */
 MP_API bool mp_queue_empty(mp_queue *q);
 MP_API bool mp_queue_full(mp_queue *q);
+
+/** Python 3.13's queue.Queue.shutdown (multiprocessing's Queue has none; queue.Queue's
+ *  semantics, for every process that holds q): from now on every put gives
+ *  MP_ESHUTDOWN, also a put blocked on a full queue (it is woken); a get gives the
+ *  items still in the queue and then MP_ESHUTDOWN instead of waiting, also a get
+ *  blocked on an empty queue. With immediate, the items left are dropped, each counted
+ *  as a task done (a JoinableQueue's join returns once the items taken earlier are
+ *  done), and every get gives MP_ESHUTDOWN at once. A put that was placing its item
+ *  when shutdown began completes before this returns; nothing is put after. Twice is
+ *  fine (immediate later still drops what is left). It waits for a put in progress to
+ *  finish (a blocked one gives up at once). MP_ENOTSUP on a SimpleQueue (as in Python);
+ *  MP_ECLOSED after mp_queue_close. task_done, qsize and join work as before. */
+MP_API int mp_queue_shutdown(mp_queue *q, bool immediate);
+/** True once q was shut down (by any process); false for NULL and after mp_queue_close. */
+MP_API bool mp_queue_is_shutdown(const mp_queue *q);
 
 /** This process will neither put nor get on q any more: later calls give MP_ECLOSED
  *  (Python's close). Items already put stay for the other processes. Twice is fine. */

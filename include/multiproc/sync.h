@@ -8,9 +8,9 @@
  * process that holds the object lets go; nothing is left in /dev/shm. On the dummy
  * start method the same objects work between threads.
  *
- * Timeouts are double seconds: 0 tries once without blocking, MP_FOREVER (any negative
- * value) waits forever; expiry is MP_ETIMEDOUT. Blocking calls are not interrupted by
- * signals. A NULL object is MP_EINVAL.
+ * Timeouts are double seconds: 0 (or any negative value) tries once without blocking,
+ * MP_FOREVER waits forever; expiry is MP_ETIMEDOUT (a Barrier breaks: MP_EBROKEN).
+ * Blocking calls are not interrupted by signals. A NULL object is MP_EINVAL.
  *
  * Owner death: when a process dies holding a Lock or RLock (also the lock of a
  * Condition), the next acquirer gets the lock with MP_EOWNERDEAD instead of blocking
@@ -47,6 +47,10 @@ MP_API int mp_lock_release(mp_lock *l);
 MP_API bool mp_lock_is_recursive(const mp_lock *l);
 /** True when the calling thread holds l (it acquired it and has not released it). */
 MP_API bool mp_lock_is_mine(const mp_lock *l);
+/** Python 3.14's locked(): true while any thread of any process holds l (also a
+ *  process that died holding it, until the next acquirer takes it over); false for
+ *  NULL. A snapshot: another process may take or release l at any time. */
+MP_API bool mp_lock_is_locked(const mp_lock *l);
 /** Frees this process's object (NULL is fine); the lock itself lives on in the other
  *  processes that hold it. Does not release it. */
 MP_API void mp_lock_free(mp_lock *l);
@@ -127,32 +131,40 @@ MP_API void mp_event_free(mp_event *e);
 typedef struct mp_barrier mp_barrier;
 
 /** The barrier's action: run by the last party to arrive, before any is released
- *  (in that party's process, with the barrier's internal lock held). It must be a
- *  function of a loaded module, like a process target (it travels as module + offset).
- *  Non-zero breaks the barrier. */
-typedef int (*mp_barrier_action_fn)(void);
+ *  (in that party's process, with the barrier's internal lock held). It receives that
+ *  process's own copy of the action's arguments (never NULL: an empty list when none
+ *  were given); objects among them (a queue, a shared value...) are that process's
+ *  objects over the shared state, so state travels through them, not through globals.
+ *  It must be a function of a loaded module, like a process target (it travels as
+ *  module + offset). Non-zero breaks the barrier. */
+typedef int (*mp_barrier_action_fn)(mp_args *args);
 
 /** A Barrier for parties (>= 1) threads/processes; action may be NULL; timeout is the
- *  default for mp_barrier_wait (MP_FOREVER: none). */
+ *  default for mp_barrier_wait (MP_FOREVER: none). action_args (NULL: none; MP_EINVAL
+ *  without an action) is copied at once, objects and OS handles included, so the
+ *  caller may free it and its objects right away; the copy travels with the barrier
+ *  to a child (mp_args_add_barrier), which rebuilds its own, as a target's arguments. */
 MP_API int mp_barrier_new(mp_context *ctx, unsigned parties, mp_barrier_action_fn action,
-                          double timeout, mp_barrier **out);
+                          const mp_args *action_args, double timeout, mp_barrier **out);
 /** Waits with the barrier's default timeout until all parties arrived. *index (may be
- *  NULL) gets the arrival index, 0..parties-1 (-1 on error). MP_ESTATE when the barrier
- *  is or becomes broken (abort, reset while waiting, another party's timeout, a failed
- *  action); MP_ETIMEDOUT for the party whose timeout expired (the barrier breaks). */
+ *  NULL) gets the arrival index, 0..parties-1 (-1 on error). MP_EBROKEN (Python's
+ *  BrokenBarrierError) for every party when the barrier is or becomes broken: abort,
+ *  reset while waiting, a failed action (also for the party that ran it), a party's
+ *  timeout (also for that party, whose expiry breaks it), a party that died holding
+ *  the barrier's internal lock. */
 MP_API int mp_barrier_wait(mp_barrier *b, int *index);
 /** mp_barrier_wait with an explicit timeout. */
 MP_API int mp_barrier_wait_timeout(mp_barrier *b, double timeout, int *index);
-/** Returns the barrier to the empty state; parties waiting get MP_ESTATE. */
+/** Returns the barrier to the empty state; parties waiting get MP_EBROKEN. */
 MP_API int mp_barrier_reset(mp_barrier *b);
-/** Breaks the barrier: current and future waits get MP_ESTATE until a reset. */
+/** Breaks the barrier: current and future waits get MP_EBROKEN until a reset. */
 MP_API int mp_barrier_abort(mp_barrier *b);
 MP_API bool mp_barrier_broken(const mp_barrier *b);
 /** Parties currently waiting (0 while draining or broken); 0 for NULL. */
 MP_API int mp_barrier_n_waiting(const mp_barrier *b);
 /** The number of parties; 0 for NULL. */
 MP_API int mp_barrier_parties(const mp_barrier *b);
-/** NULL is fine. */
+/** NULL is fine; frees this process's copy of the action's arguments. */
 MP_API void mp_barrier_free(mp_barrier *b);
 
 /* ---- as process arguments ----------------------------------------------------- */
