@@ -15,13 +15,11 @@
 #include <stdint.h>
 
 #include "multiproc/export.h"
+#include "multiproc/version.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-#define MP_VERSION_MAJOR 0
-#define MP_VERSION_MINOR 1
 
 /* ---- errors ------------------------------------------------------------------ */
 
@@ -127,6 +125,11 @@ MP_API mp_os_handle mp_args_os_handle(const mp_args *a, size_t i);
 MP_API const char *mp_args_object_type(const mp_args *a, size_t i);
 
 /* ---- library and start methods ----------------------------------------------- */
+
+/** The linked library's version, "MAJOR.MINOR.PATCH" (its MP_VERSION_STRING); static,
+ *  never NULL, safe before mp_init. Differs from MP_VERSION_STRING when the program was
+ *  compiled against other headers than the library it runs with. */
+MP_API const char *mp_version(void);
 
 /** Call first in main. In a child started by spawn/forkserver/win32/apr this runs the
  *  target and never returns; in the forkserver process it serves and never returns;

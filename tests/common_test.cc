@@ -121,6 +121,16 @@ TEST(Errors, LastErrorMessageIsPerThread) {
 
 // ---- library and start methods ----------------------------------------------------
 
+TEST(Version, LibraryMatchesTheHeaders) {
+    const char *v = mp_version();
+    ASSERT_NE(nullptr, v);
+    EXPECT_STREQ(MP_VERSION_STRING, v);
+    char want[64];
+    snprintf(want, sizeof want, "%d.%d.%d", MP_VERSION_MAJOR, MP_VERSION_MINOR,
+             MP_VERSION_PATCH);
+    EXPECT_STREQ(want, v) << "MP_VERSION_STRING agrees with MAJOR.MINOR.PATCH";
+}
+
 TEST(Init, SafeToCallAgain) {
     EXPECT_EQ(0, mp_init(nullptr, nullptr));
     int argc = 1;

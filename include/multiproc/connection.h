@@ -20,9 +20,20 @@
 #ifndef MULTIPROC_CONNECTION_H
 #define MULTIPROC_CONNECTION_H
 
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "multiproc/export.h"
+#include "multiproc/value.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+/* Declared in multiproc.h as well (C11 allows the repetition): this header stands alone. */
+typedef struct mp_args mp_args;
+typedef intptr_t mp_os_handle;
 
 typedef struct mp_connection mp_connection;
 

@@ -34,9 +34,20 @@
 #ifndef MULTIPROC_QUEUE_H
 #define MULTIPROC_QUEUE_H
 
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "multiproc/export.h"
+#include "multiproc/value.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+/* Declared in multiproc.h as well (C11 allows the repetition): this header stands alone. */
+typedef struct mp_args mp_args;
+typedef struct mp_context mp_context;
 
 typedef struct mp_queue mp_queue;
 

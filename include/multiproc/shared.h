@@ -31,9 +31,21 @@
 #ifndef MULTIPROC_SHARED_H
 #define MULTIPROC_SHARED_H
 
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "multiproc/export.h"
+#include "multiproc/sync.h"
+#include "multiproc/value.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+/* Declared in multiproc.h as well (C11 allows the repetition): this header stands alone. */
+typedef struct mp_args mp_args;
+typedef struct mp_context mp_context;
 
 /** Size in bytes of one item of typecode, 0 for an unknown code. */
 MP_API size_t mp_typecode_size(char typecode);

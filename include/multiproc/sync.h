@@ -21,9 +21,18 @@
 #ifndef MULTIPROC_SYNC_H
 #define MULTIPROC_SYNC_H
 
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "multiproc/export.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+/* Declared in multiproc.h as well (C11 allows the repetition): this header stands alone. */
+typedef struct mp_args mp_args;
+typedef struct mp_context mp_context;
 
 /* ---- Lock and RLock ----------------------------------------------------------- */
 

@@ -20,6 +20,7 @@ fail() { echo "install_consumer: FAILED: $*" >&2; exit 1; }
 step "install $build into $prefix"
 "$cmake" --install "$build" --prefix "$prefix" >"$tmp/install.log" || { cat "$tmp/install.log"; fail "cmake --install"; }
 test -f "$prefix/include/multiproc.h" || fail "multiproc.h not installed"
+test -f "$prefix/include/multiproc/version.h" || fail "multiproc/version.h (generated) not installed"
 
 # A consumer of a sanitized build needs the sanitizer runtime too.
 flags=()
@@ -46,6 +47,10 @@ pcdir=$(dirname "$(find "$prefix" -name 'multiproc.pc' -print -quit)")
 test -d "$pcdir" || fail "multiproc.pc not installed"
 pc_flags=$(PKG_CONFIG_PATH="$pcdir" pkg-config --cflags --libs multiproc) || fail "pkg-config --cflags --libs multiproc"
 echo "pkg-config: $pc_flags"
+pc_version=$(PKG_CONFIG_PATH="$pcdir" pkg-config --modversion multiproc)
+h_version=$(sed -n 's/^#define MP_VERSION_STRING "\(.*\)"$/\1/p' "$prefix/include/multiproc/version.h")
+[ "$pc_version" = "$h_version" ] ||
+    fail "pkg-config --modversion says '$pc_version', multiproc/version.h says '$h_version'"
 # The flags must point into this prefix, not somewhere the library happens to be.
 case " $pc_flags " in
 *" -I$prefix/"*) ;;

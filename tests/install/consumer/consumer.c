@@ -2,11 +2,14 @@
 #include <multiproc.h>
 
 #include <stdio.h>
+#include <string.h>
 
 static int child(mp_args *a) { return (int)mp_args_int(a, 0); }
 
 int main(int argc, char **argv) {
     if (mp_init(&argc, &argv) != 0) return 10;
+    /* The installed headers and library are the same version. */
+    if (strcmp(mp_version(), MP_VERSION_STRING) != 0) return 15;
     mp_context *ctx = mp_get_context("spawn");
     if (!ctx) return 11;
     mp_args *args = NULL;
