@@ -595,15 +595,20 @@ protected:
 
 int64_t parent_pid() { return mp_process_pid(mp_parent_process()); }
 
-// [0] connection: receives a handle, writes "child wrote" through it, closes it.
+// [0] connection, [1] int count (1 when absent): receives count handles, writes "child
+// wrote" through each and closes it.
 int tgt_write_through_handle(mp_args *a) {
     mp_connection *c = mp_args_connection(a, 0);
     if (!c) return 30;
-    mp_os_handle h = MP_INVALID_OS_HANDLE;
-    if (mp_connection_recv_handle(c, kCap, &h)) return 31;
-    bool ok = write_all(h, "child wrote", 11);
-    handle_close(h);
-    return ok ? 0 : 32;
+    int64_t n = mp_args_count(a) > 1 ? mp_args_int(a, 1) : 1;
+    for (int64_t i = 0; i < n; i++) {
+        mp_os_handle h = MP_INVALID_OS_HANDLE;
+        if (mp_connection_recv_handle(c, kCap, &h)) return 31;
+        bool ok = write_all(h, "child wrote", 11);
+        handle_close(h);
+        if (!ok) return 32;
+    }
+    return 0;
 }
 
 // [0] connection: makes a pipe, writes into it, sends its read end to the parent,
@@ -670,20 +675,25 @@ INSTANTIATE_TEST_SUITE_P(Backends, HandleProcess, ::testing::ValuesIn(all_backen
                              return info.param;
                          });
 
+// Sent for the child's pid, then without one (Windows: the child takes it out of this
+// process, as CPython's DupHandle with pid None; posix ignores the pid).
 TEST_P(HandleProcess, ChildWritesThroughAReceivedPipeHandle) {
     PipePair pp;
     Args a;
     ASSERT_EQ(0, mp_args_add_connection(a.get(), pp.b)) << err();
+    a.i(2);
     mp_process *p = start(tgt_write_through_handle, a.get());
     ASSERT_NE(nullptr, p);
-    Pipe out;
-    ASSERT_TRUE(pipe_open(&out));
-    ASSERT_EQ(0, mp_connection_send_handle(pp.a, out.w, dest(p))) << err();
-    handle_close(out.w);
-    out.w = MP_INVALID_OS_HANDLE;
-    EXPECT_TRUE(read_is(out.r, "child wrote"));
+    for (int64_t pid : {dest(p), int64_t(0)}) {
+        Pipe out;
+        ASSERT_TRUE(pipe_open(&out));
+        ASSERT_EQ(0, mp_connection_send_handle(pp.a, out.w, pid)) << err();
+        handle_close(out.w);
+        out.w = MP_INVALID_OS_HANDLE;
+        EXPECT_TRUE(read_is(out.r, "child wrote")) << "pid " << pid;
+        pipe_close(&out);
+    }
     EXPECT_EQ(0, join_code(p));
-    pipe_close(&out);
 }
 
 // The handle lives in the kernel (posix) or in the receiver (Windows) once sent: the
