@@ -135,7 +135,9 @@ MP_API mp_connection *mp_args_connection(const mp_args *a, size_t i);
  * mp_parent_process's pid, or mp_getpid() for a dummy child, a thread of this process);
  * ignored on posix. On Windows 0 means unknown: the handle then waits in this process
  * until the receiver takes it (CPython's DupHandle with pid None), so the sender must
- * still run then; a socket needs the real pid (WSADuplicateSocket). */
+ * still run then; a socket needs the real pid (WSADuplicateSocket). A handle sent but
+ * never received is closed with the connection's last end on posix; on Windows it
+ * stays open in the process it was duplicated into until that process ends. */
 
 /** Python's send_handle(conn, h, dest_pid): sends a duplicate of the OS handle h (posix
  *  an fd of any kind, Windows a HANDLE, not a SOCKET) for process dest_pid; h stays the
