@@ -1,5 +1,7 @@
 /* Connections: CPython's framing over a pipe or socket, Pipe(), passing a connection
- * to a child, and wait() over connections and handles. The OS side is core/os_conn.h. */
+ * to a child, wait() over connections and handles, and handles, sockets and connections
+ * sent over a connection (CPython's send_handle / recv_handle and its reduction of
+ * connections). The OS side is core/os_conn.h. */
 #include <stdio.h>
 #include <string.h>
 
@@ -9,7 +11,9 @@
 struct mp_connection {
     mp_os_handle h;  /* reads (writes too unless hw is set); a write-only end's handle */
     mp_os_handle hw; /* a separate write handle (a duplex pair of pipes), else invalid */
+    mp_os_handle hs; /* posix duplex pipe: the packet socket its handles travel on, else invalid */
     int kind;
+    int xfer;        /* how handles travel (XF_*), -1 until first needed */
     bool readable, writable, closed;
     mp__osconn *os;
     uint64_t max_message;
@@ -57,8 +61,8 @@ int mp__conn_frame_decode(const unsigned char *p, size_t avail, uint64_t *size, 
 
 /* ---- lifecycle ---------------------------------------------------------------- */
 
-static int conn_make(mp_os_handle h, mp_os_handle hw, int kind, bool readable, bool writable,
-                     mp_connection **out) {
+static int conn_make(mp_os_handle h, mp_os_handle hw, mp_os_handle hs, int kind, bool readable,
+                     bool writable, mp_connection **out) {
     if (!out) return mp__err(MP_EINVAL, "connection: out is NULL");
     *out = NULL;
     if (h == MP_INVALID_OS_HANDLE) return mp__err(MP_EBADF, "connection: invalid handle");
@@ -75,7 +79,9 @@ static int conn_make(mp_os_handle h, mp_os_handle hw, int kind, bool readable, b
     }
     c->h = h;
     c->hw = hw;
+    c->hs = hs;
     c->kind = kind;
+    c->xfer = -1;
     c->readable = readable;
     c->writable = writable;
     c->max_message = MP_CONNECTION_DEFAULT_MAX_MESSAGE;
@@ -86,7 +92,7 @@ static int conn_make(mp_os_handle h, mp_os_handle hw, int kind, bool readable, b
 
 int mp__connection_from_os_handle(mp_os_handle h, int kind, bool readable, bool writable,
                                   mp_connection **out) {
-    return conn_make(h, MP_INVALID_OS_HANDLE, kind, readable, writable, out);
+    return conn_make(h, MP_INVALID_OS_HANDLE, MP_INVALID_OS_HANDLE, kind, readable, writable, out);
 }
 
 static mp_os_handle write_handle(const mp_connection *c) {
@@ -102,24 +108,30 @@ int mp_pipe(bool duplex, mp_connection **c1, mp_connection **c2) {
     if (c1) *c1 = NULL;
     if (c2) *c2 = NULL;
     if (!c1 || !c2) return mp__err(MP_EINVAL, "mp_pipe: out is NULL");
-    mp_os_handle h[2], hw[2];
+    mp_os_handle h[2], hw[2], hs[2] = {MP_INVALID_OS_HANDLE, MP_INVALID_OS_HANDLE};
     int kind = 0;
     int rc = mp__os_conn_pipe(duplex, h, hw, &kind);
     if (rc) return rc;
+    /* A duplex pair of pipes carries no handles: a packet socket pair beside it does
+     * (send_handle works on every duplex Pipe, as on CPython's socketpair). One-way
+     * pipes get none, as CPython's cannot send handles either. */
+    if (duplex) rc = mp__os_conn_side_pair(hs);
     mp_connection *a = NULL, *b = NULL;
-    rc = conn_make(h[0], hw[0], kind, true, duplex, &a);
+    if (!rc) rc = conn_make(h[0], hw[0], hs[0], kind, true, duplex, &a);
     if (rc) {
         for (int i = 0; i < 2; i++) {
             mp__os_conn_close(h[i], kind);
             if (hw[i] != MP_INVALID_OS_HANDLE) mp__os_conn_close(hw[i], kind);
+            if (hs[i] != MP_INVALID_OS_HANDLE) mp__os_conn_close(hs[i], kind);
         }
         return rc;
     }
-    rc = conn_make(h[1], hw[1], kind, duplex, true, &b);
+    rc = conn_make(h[1], hw[1], hs[1], kind, duplex, true, &b);
     if (rc) {
         mp_connection_free(a);
         mp__os_conn_close(h[1], kind);
         if (hw[1] != MP_INVALID_OS_HANDLE) mp__os_conn_close(hw[1], kind);
+        if (hs[1] != MP_INVALID_OS_HANDLE) mp__os_conn_close(hs[1], kind);
         return rc;
     }
     *c1 = a;
@@ -140,7 +152,11 @@ int mp_connection_close(mp_connection *c) {
         int rc2 = mp__os_conn_close(c->hw, c->kind);
         if (!rc) rc = rc2;
     }
-    c->h = c->hw = MP_INVALID_OS_HANDLE;
+    if (c->hs != MP_INVALID_OS_HANDLE) {
+        int rc2 = mp__os_conn_close(c->hs, c->kind);
+        if (!rc) rc = rc2;
+    }
+    c->h = c->hw = c->hs = MP_INVALID_OS_HANDLE;
     return rc;
 }
 
@@ -624,22 +640,25 @@ int mp_wait(const mp_waitable *objs, size_t n, double timeout, bool *ready, size
 
 static size_t conn_handle_count(const void *obj) {
     const mp_connection *c = obj;
-    return c->hw != MP_INVALID_OS_HANDLE ? 2 : 1;
+    return 1 + (c->hw != MP_INVALID_OS_HANDLE) + (c->hs != MP_INVALID_OS_HANDLE);
 }
 
-/* The description: kind and the readable/writable flags, the maximum; the handle
- * travels through the launch's table. */
+/* The description: kind and the readable/writable flags, the maximum; the handles
+ * (read, then the separate write and side handles when there are) travel through the
+ * launch's table, or with a message (mp_connection_send_connection). */
 static int conn_reduce(const void *obj, mp__buf *b, mp_os_handle *handles, size_t *nh) {
     const mp_connection *c = obj;
     if (c->closed) return mp__err(MP_ECLOSED, "mp_args: a closed connection cannot be passed");
     if (c->rpos < c->rend || mp__osconn_holds_message(c->os))
         return mp__err(MP_ESTATE, "mp_args: a connection holding read-ahead bytes cannot be passed");
     mp__buf_u8(b, (uint8_t)c->kind);
-    bool pair = c->hw != MP_INVALID_OS_HANDLE;
-    mp__buf_u8(b, (uint8_t)((c->readable ? 1 : 0) | (c->writable ? 2 : 0) | (pair ? 4 : 0)));
+    bool pair = c->hw != MP_INVALID_OS_HANDLE, side = c->hs != MP_INVALID_OS_HANDLE;
+    mp__buf_u8(b, (uint8_t)((c->readable ? 1 : 0) | (c->writable ? 2 : 0) | (pair ? 4 : 0) |
+                            (side ? 8 : 0)));
     mp__buf_u64(b, c->max_message);
     handles[(*nh)++] = c->h;
     if (pair) handles[(*nh)++] = c->hw;
+    if (side) handles[(*nh)++] = c->hs;
     return b->err ? mp__err(b->err, "mp_args: out of memory") : 0;
 }
 
@@ -648,11 +667,13 @@ static int conn_rebuild(mp__rd *r, const mp_os_handle *handles, size_t nh, void 
     int kind = mp__rd_u8(r);
     int flags = mp__rd_u8(r);
     uint64_t max = mp__rd_u64(r);
-    if (r->err || nh != ((flags & 4) ? 2u : 1u))
+    if (r->err || nh != 1u + ((flags & 4) != 0) + ((flags & 8) != 0) || (flags & ~15))
         return mp__err(MP_EPROTO, "mp_args: malformed connection");
+    size_t i = 1;
+    mp_os_handle hw = (flags & 4) ? handles[i++] : MP_INVALID_OS_HANDLE;
+    mp_os_handle hs = (flags & 8) ? handles[i++] : MP_INVALID_OS_HANDLE;
     mp_connection *c = NULL;
-    int rc = conn_make(handles[0], nh == 2 ? handles[1] : MP_INVALID_OS_HANDLE, kind, flags & 1,
-                       (flags & 2) != 0, &c);
+    int rc = conn_make(handles[0], hw, hs, kind, flags & 1, (flags & 2) != 0, &c);
     if (rc) return rc;
     c->max_message = max;
     *out = c;
@@ -680,4 +701,386 @@ int mp_args_add_connection(mp_args *a, mp_connection *c) {
 
 mp_connection *mp_args_connection(const mp_args *a, size_t i) {
     return mp__args_object(a, i, &mp__connection_objtype);
+}
+
+/* ---- handles, sockets and connections sent over a connection ------------------------
+ *
+ * CPython's send_handle / recv_handle, and its reduction of connections and sockets,
+ * carried three ways, chosen per connection (both ends of one always agree):
+ *   XF_INBAND  an AF_UNIX stream socket (posix): CPython's sendfds on the connection
+ *              itself, one byte (the count) carrying the fds, so a Python peer can send
+ *              or receive a handle. A connection sends its fds with the byte 0x80|count,
+ *              then its description as an envelope message.
+ *   XF_SIDE    a duplex mp_pipe (posix): the fds go on its side socket as a record
+ *              holding a random token, then an envelope with that token goes through the
+ *              pipe, so handles keep their place among the messages and a record left
+ *              by a sender killed between its two writes is recognised and dropped.
+ *   XF_DUP     Windows: each handle is duplicated into the receiving process (or into
+ *              this one, for the receiver to take), its value travels in the envelope.
+ * In every case the handle lives in the kernel (or in the receiver) once sent: the
+ * sender may close its own or exit at once. */
+
+enum { XF_NONE = 0, XF_INBAND, XF_SIDE, XF_DUP };
+enum { WHAT_HANDLE = 1, WHAT_SOCKET = 2, WHAT_CONNECTION = 3 };
+
+/* Starts with NUL: neither a pickle (0x80) nor likely text. */
+static const unsigned char ENV_MAGIC[8] = {0, 'm', 'p', 'x', 'f', 'e', 'r', 1};
+/* Envelopes are small (a connection's description and, on Windows, up to three
+ * WSAPROTOCOL_INFOW); anything longer is a message, not an envelope. */
+#define ENV_MAX 4096
+#define INBAND_CONN 0x80
+
+static const char *what_name(int what) {
+    return what == WHAT_HANDLE ? "a handle" : what == WHAT_SOCKET ? "a socket" : "a connection";
+}
+
+static int xfer_mode(mp_connection *c) {
+    if (c->xfer < 0) {
+        if (c->hs != MP_INVALID_OS_HANDLE) c->xfer = XF_SIDE;
+        else switch (mp__os_conn_xfer_mode(c->h, c->kind)) {
+            case MP__XFER_INBAND: c->xfer = XF_INBAND; break;
+            case MP__XFER_DUP: c->xfer = XF_DUP; break;
+            default: c->xfer = XF_NONE; break;
+            }
+    }
+    return c->xfer;
+}
+
+static int xfer_unsupported(const mp_connection *c, const char *fn) {
+    if (c->kind == MP__CONN_SOCKET)
+        return mp__err(MP_ENOTSUP, "%s: only an AF_UNIX socket connection can carry handles "
+                                   "(SCM_RIGHTS)", fn);
+    if (!(c->readable && c->writable))
+        return mp__err(MP_ENOTSUP, "%s: a one-way pipe cannot carry handles (as CPython's "
+                                   "Pipe(duplex=False)); use a duplex pipe", fn);
+    return mp__err(MP_ENOTSUP, "%s: this pipe connection has no channel for handles (only "
+                               "mp_pipe's duplex pipes have one)", fn);
+}
+
+static void close_all(mp_os_handle *hs, size_t n, int kind) {
+    mp__err_mute();
+    for (size_t i = 0; i < n; i++)
+        if (hs[i] != MP_INVALID_OS_HANDLE) mp__os_conn_close(hs[i], kind);
+    mp__err_unmute();
+}
+
+static void env_head(mp__buf *b, int what, size_t n, const unsigned char token[8], int64_t dest,
+                     const mp__buf *desc) {
+    static const unsigned char zero[8];
+    mp__buf_put(b, ENV_MAGIC, sizeof ENV_MAGIC);
+    mp__buf_u8(b, (uint8_t)what);
+    mp__buf_u8(b, (uint8_t)n);
+    mp__buf_put(b, token ? token : zero, 8);
+    mp__buf_u64(b, (uint64_t)mp__os_getpid());
+    mp__buf_u64(b, (uint64_t)dest);
+    mp__buf_blob(b, desc ? desc->data : NULL, desc ? desc->len : 0);
+}
+
+typedef struct env {
+    int what;
+    size_t n;
+    unsigned char token[8];
+    int64_t src, dest;
+    const unsigned char *desc;
+    size_t desclen;
+    mp__rd rest; /* the exports (XF_DUP) */
+} env;
+
+static bool env_parse(const unsigned char *p, size_t len, env *e) {
+    memset(e, 0, sizeof *e);
+    if (len < sizeof ENV_MAGIC || memcmp(p, ENV_MAGIC, sizeof ENV_MAGIC) != 0) return false;
+    mp__rd r = {p + sizeof ENV_MAGIC, len - sizeof ENV_MAGIC, 0};
+    e->what = mp__rd_u8(&r);
+    e->n = mp__rd_u8(&r);
+    for (int i = 0; i < 8; i++) e->token[i] = mp__rd_u8(&r);
+    e->src = (int64_t)mp__rd_u64(&r);
+    e->dest = (int64_t)mp__rd_u64(&r);
+    e->desc = mp__rd_blob(&r, &e->desclen);
+    e->rest = r;
+    return !r.err && e->what >= WHAT_HANDLE && e->what <= WHAT_CONNECTION && e->n >= 1 &&
+           e->n <= MP__XFER_MAX;
+}
+
+/* Whether the handles of a transfer are sockets (Windows shares those differently). */
+static bool env_sockets(int what, const unsigned char *desc, size_t desclen) {
+    return what == WHAT_SOCKET ||
+           (what == WHAT_CONNECTION && desclen > 0 && desc[0] == MP__CONN_SOCKET);
+}
+
+/* ---- sending ---- */
+
+static int xfer_send(mp_connection *c, int what, const mp_os_handle *hs, size_t n,
+                     const mp__buf *desc, int64_t dest_pid, const char *fn) {
+    int rc = check_open(c, false, fn);
+    if (rc) return rc;
+    for (size_t i = 0; i < n; i++)
+        if (hs[i] == MP_INVALID_OS_HANDLE) return mp__err(MP_EBADF, "%s: invalid handle", fn);
+    int mode = xfer_mode(c);
+    mp__buf b = {0};
+    switch (mode) {
+    case XF_INBAND: {
+        /* CPython's sendfds: one byte, the count; a connection's fds say 0x80|count and
+         * its description follows (CPython cannot take those in any case). */
+        unsigned char byte = (unsigned char)(what == WHAT_CONNECTION ? INBAND_CONN | n : n);
+        rc = mp__os_conn_send_fds(c->h, &byte, 1, hs, n);
+        if (rc || what != WHAT_CONNECTION) break;
+        env_head(&b, what, n, NULL, dest_pid, desc);
+        rc = b.err ? mp__err(b.err, "%s: out of memory", fn) : send_frame(c, b.data, b.len);
+        break;
+    }
+    case XF_SIDE: {
+        unsigned char token[8];
+        rc = mp__os_random(token, sizeof token);
+        if (!rc) rc = mp__os_conn_send_fds(c->hs, token, sizeof token, hs, n);
+        if (rc) break;
+        env_head(&b, what, n, token, dest_pid, desc);
+        rc = b.err ? mp__err(b.err, "%s: out of memory", fn) : send_frame(c, b.data, b.len);
+        break;
+    }
+    case XF_DUP: {
+        bool sock = env_sockets(what, desc ? desc->data : NULL, desc ? desc->len : 0);
+        env_head(&b, what, n, NULL, dest_pid, desc);
+        size_t start = b.len, done = 0;
+        for (; done < n && !rc; done++) rc = mp__os_handle_export(hs[done], sock, dest_pid, &b);
+        if (rc) done--;
+        if (!rc && b.err) rc = mp__err(b.err, "%s: out of memory", fn);
+        if (!rc) rc = send_frame(c, b.data, b.len);
+        if (rc && !b.err) {
+            /* Nobody will take what was exported: close it where it went. */
+            mp__rd r = {b.data + start, b.len - start, 0};
+            for (size_t i = 0; i < done; i++)
+                mp__os_handle_discard(&r, sock, mp__os_getpid(), dest_pid);
+        }
+        break;
+    }
+    default: rc = xfer_unsupported(c, fn); break;
+    }
+    mp__buf_free(&b);
+    return rc;
+}
+
+int mp_connection_send_handle(mp_connection *c, mp_os_handle h, int64_t dest_pid) {
+    return xfer_send(c, WHAT_HANDLE, &h, 1, NULL, dest_pid, "mp_connection_send_handle");
+}
+
+int mp_connection_send_socket(mp_connection *c, mp_os_handle s, int64_t dest_pid) {
+    return xfer_send(c, WHAT_SOCKET, &s, 1, NULL, dest_pid, "mp_connection_send_socket");
+}
+
+int mp_connection_send_connection(mp_connection *c, mp_connection *obj, int64_t dest_pid) {
+    const char *fn = "mp_connection_send_connection";
+    if (!obj) return mp__err(MP_EINVAL, "%s: the connection to send is NULL", fn);
+    if (obj->closed) return mp__err(MP_ECLOSED, "%s: the connection to send is closed", fn);
+    if (obj->rpos < obj->rend || mp__osconn_holds_message(obj->os))
+        return mp__err(MP_ESTATE, "%s: the connection to send holds read-ahead bytes the "
+                                  "receiver would miss", fn);
+    mp__buf desc = {0};
+    mp_os_handle hs[MP__XFER_MAX];
+    size_t n = 0;
+    int rc = conn_reduce(obj, &desc, hs, &n);
+    if (!rc) rc = xfer_send(c, WHAT_CONNECTION, hs, n, &desc, dest_pid, fn);
+    mp__buf_free(&desc);
+    return rc;
+}
+
+/* ---- receiving ---- */
+
+/* Waits until something can be read: 0, or MP_ETIMEDOUT recorded for fn. */
+static int xfer_wait(mp_connection *c, double timeout, const char *fn) {
+    if (c->rpos < c->rend) return 0;
+    int rc = mp__os_conn_poll(c->h, c->kind, c->os, timeout);
+    if (rc == MP_ETIMEDOUT)
+        return mp__err(MP_ETIMEDOUT, "%s: nothing arrived within the timeout", fn);
+    return rc;
+}
+
+/* Receives the next message into buf[0..ENV_MAX): 0 and *len; a longer one is consumed
+ * and dropped (MP_EPROTO: it cannot be an envelope). */
+static int recv_small(mp_connection *c, unsigned char *buf, size_t *len, int what,
+                      const char *fn) {
+    /* A maximum set below an envelope's size is meant for messages, not for these. */
+    uint64_t max = c->max_message;
+    if (max && max < ENV_MAX) c->max_message = ENV_MAX;
+    int rc = mp_connection_recv_bytes_into(c, buf, ENV_MAX, 0, len, NULL);
+    c->max_message = max;
+    if (rc == MP_ETOOBIG)
+        return mp__err(MP_EPROTO, "%s: expected %s, got a message of %zu bytes (dropped)", fn,
+                       what_name(what), *len);
+    return rc;
+}
+
+/* XF_SIDE: the side record of the envelope with token. Records before it with another
+ * token were left by a send that failed or was killed between its two writes: dropped. */
+static int side_take(mp_connection *c, const env *e, mp_os_handle *hs, const char *fn) {
+    for (;;) {
+        unsigned char tok[8];
+        size_t tl = 0, k = 0;
+        mp_os_handle got[MP__XFER_MAX];
+        int rc = mp__os_conn_recv_fds(c->hs, false, tok, sizeof tok, &tl, got, MP__XFER_MAX, &k);
+        if (rc == MP_EAGAIN)
+            return mp__err(MP_EPROTO, "%s: the handles of this message never came", fn);
+        if (rc) return rc;
+        bool mine = tl == sizeof tok && memcmp(tok, e->token, sizeof tok) == 0;
+        if (mine && k == e->n) {
+            memcpy(hs, got, k * sizeof *got);
+            return 0;
+        }
+        close_all(got, k, MP__CONN_PIPE);
+        if (mine) return mp__err(MP_EPROTO, "%s: %zu handles came for %zu", fn, k, e->n);
+    }
+}
+
+/* XF_DUP: this process's handles from the envelope's exports. */
+static int dup_take(const env *e, bool sock, mp_os_handle *hs, const char *fn) {
+    mp__rd r = e->rest;
+    size_t i = 0;
+    int rc = 0;
+    for (; i < e->n && !rc; i++) rc = mp__os_handle_import(&r, sock, e->src, e->dest, &hs[i]);
+    if (!rc) return 0;
+    i--;
+    close_all(hs, i, sock ? MP__CONN_SOCKET : MP__CONN_PIPE);
+    mp__err_mute();
+    for (size_t k = i + 1; k < e->n; k++) mp__os_handle_discard(&r, sock, e->src, e->dest);
+    mp__err_unmute();
+    return mp__err_wrap(rc, "%s", fn);
+}
+
+/* Receives one transfer of what: its handles (this process's, *n of them) and, for a
+ * connection, its description (desc[0..*desclen), desc has ENV_MAX bytes). Anything
+ * else that comes first is consumed and dropped, its handles closed: MP_EPROTO. */
+static int xfer_recv(mp_connection *c, int what, double timeout, mp_os_handle *hs, size_t *n,
+                     unsigned char *desc, size_t *desclen, const char *fn) {
+    *n = 0;
+    *desclen = 0;
+    int rc = check_open(c, true, fn);
+    if (rc) return rc;
+    int mode = xfer_mode(c);
+    if (mode == XF_NONE) return xfer_unsupported(c, fn);
+    if (mode == XF_INBAND && c->buffered)
+        return mp__err(MP_ESTATE, "%s: a buffered AF_UNIX connection cannot receive handles "
+                                  "(a read-ahead would take them)", fn);
+    rc = xfer_wait(c, timeout, fn);
+    if (rc) return rc;
+    unsigned char *buf = mp__malloc(ENV_MAX);
+    if (!buf) return mp__err(MP_ENOMEM, "%s: out of memory", fn);
+    size_t len = 0;
+    env e;
+    memset(&e, 0, sizeof e);
+    mp_os_handle got[MP__XFER_MAX];
+    size_t ngot = 0;
+    bool sock = false;
+    if (mode == XF_INBAND) {
+        unsigned char byte = 0;
+        bool has = false;
+        rc = mp__os_conn_peek_fds(c->h, &byte, &has);
+        if (rc) goto out;
+        if (!has) {
+            rc = recv_small(c, buf, &len, what, fn);
+            if (!rc) rc = mp__err(MP_EPROTO, "%s: expected %s, got a message (dropped)", fn,
+                                  what_name(what));
+            goto out;
+        }
+        unsigned char b1 = 0;
+        size_t l1 = 0;
+        rc = mp__os_conn_recv_fds(c->h, true, &b1, 1, &l1, got, MP__XFER_MAX, &ngot);
+        if (rc) goto out;
+        bool conn = (b1 & INBAND_CONN) != 0;
+        if ((size_t)(b1 & ~INBAND_CONN) != ngot) {
+            rc = mp__err(MP_EPROTO, "%s: %zu handles came, the message says %u", fn, ngot,
+                         (unsigned)(b1 & ~INBAND_CONN));
+            goto out;
+        }
+        if (conn) {
+            rc = recv_small(c, buf, &len, what, fn);
+            if (rc) goto out;
+            if (!env_parse(buf, len, &e) || e.what != WHAT_CONNECTION || e.n != ngot) {
+                rc = mp__err(MP_EPROTO, "%s: a malformed connection description", fn);
+                goto out;
+            }
+            sock = env_sockets(e.what, e.desc, e.desclen);
+        }
+        if ((what == WHAT_CONNECTION) != conn) {
+            rc = mp__err(MP_EPROTO, "%s: expected %s, got %s (closed)", fn, what_name(what),
+                         conn ? "a connection" : "a handle");
+            goto out;
+        }
+    } else {
+        rc = recv_small(c, buf, &len, what, fn);
+        if (rc) goto out;
+        if (!env_parse(buf, len, &e)) {
+            rc = mp__err(MP_EPROTO, "%s: expected %s, got a message (dropped)", fn, what_name(what));
+            goto out;
+        }
+        sock = env_sockets(e.what, e.desc, e.desclen);
+        rc = mode == XF_SIDE ? side_take(c, &e, got, fn) : dup_take(&e, sock, got, fn);
+        if (rc) goto out;
+        ngot = e.n;
+        if (e.what != what) {
+            rc = mp__err(MP_EPROTO, "%s: expected %s, got %s (closed)", fn, what_name(what),
+                         what_name(e.what));
+            goto out;
+        }
+    }
+    if (what == WHAT_CONNECTION) {
+        if (e.desclen > ENV_MAX) {
+            rc = mp__err(MP_EPROTO, "%s: a malformed connection description", fn);
+            goto out;
+        }
+        memcpy(desc, e.desc, e.desclen);
+        *desclen = e.desclen;
+    }
+    memcpy(hs, got, ngot * sizeof *got);
+    *n = ngot;
+out:
+    if (rc) close_all(got, ngot, sock ? MP__CONN_SOCKET : MP__CONN_PIPE);
+    mp__free(buf);
+    return rc;
+}
+
+static int recv_one(mp_connection *c, int what, double timeout, mp_os_handle *out,
+                    const char *fn) {
+    if (out) *out = MP_INVALID_OS_HANDLE;
+    if (!out) return mp__err(MP_EINVAL, "%s: out is NULL", fn);
+    mp_os_handle hs[MP__XFER_MAX];
+    size_t n = 0, dl = 0;
+    int rc = xfer_recv(c, what, timeout, hs, &n, NULL, &dl, fn);
+    if (rc) return rc;
+    if (n != 1) {
+        close_all(hs, n, what == WHAT_SOCKET ? MP__CONN_SOCKET : MP__CONN_PIPE);
+        return mp__err(MP_EPROTO, "%s: %zu handles came for one", fn, n);
+    }
+    *out = hs[0];
+    return 0;
+}
+
+int mp_connection_recv_handle(mp_connection *c, double timeout, mp_os_handle *out) {
+    return recv_one(c, WHAT_HANDLE, timeout, out, "mp_connection_recv_handle");
+}
+
+int mp_connection_recv_socket(mp_connection *c, double timeout, mp_os_handle *out) {
+    return recv_one(c, WHAT_SOCKET, timeout, out, "mp_connection_recv_socket");
+}
+
+int mp_connection_recv_connection(mp_connection *c, double timeout, mp_connection **out) {
+    const char *fn = "mp_connection_recv_connection";
+    if (out) *out = NULL;
+    if (!out) return mp__err(MP_EINVAL, "%s: out is NULL", fn);
+    mp_os_handle hs[MP__XFER_MAX];
+    size_t n = 0, dl = 0;
+    unsigned char *desc = mp__malloc(ENV_MAX);
+    if (!desc) return mp__err(MP_ENOMEM, "%s: out of memory", fn);
+    int rc = xfer_recv(c, WHAT_CONNECTION, timeout, hs, &n, desc, &dl, fn);
+    if (!rc) {
+        mp__rd r = {desc, dl, 0};
+        void *obj = NULL;
+        rc = conn_rebuild(&r, hs, n, &obj);
+        if (rc) {
+            close_all(hs, n, dl && desc[0] == MP__CONN_SOCKET ? MP__CONN_SOCKET : MP__CONN_PIPE);
+            rc = mp__err_wrap(rc, "%s", fn);
+        } else {
+            *out = obj;
+        }
+    }
+    mp__free(desc);
+    return rc;
 }

@@ -75,4 +75,54 @@ enum { MP__W_CONN = 1, MP__W_HANDLE = 2, MP__W_SOCKET = 3 };
  *  every ready item. 0 when some are ready, MP_ETIMEDOUT, or an error. */
 int mp__os_wait(const mp__oswait *items, size_t n, double timeout, bool *ready);
 
+/* ---- handles sent over a connection (send_handle, connections over connections) ----
+ * posix: SCM_RIGHTS, either in-band on an AF_UNIX socket connection (CPython's sendfds:
+ * one byte, the count mod 256, carrying the fds) or on the side socket of a duplex
+ * mp_pipe; Windows: the handle is duplicated into the receiving process and its value
+ * travels in a message. */
+
+/** At most this many handles travel in one transfer (a connection has up to 3). */
+#define MP__XFER_MAX 4
+
+/** How handles travel over connection handle h of kind. */
+enum { MP__XFER_NONE = 0, MP__XFER_INBAND = 1, MP__XFER_DUP = 2 };
+/** MP__XFER_INBAND (posix: an AF_UNIX stream socket, SCM_RIGHTS on h itself),
+ *  MP__XFER_DUP (Windows: any handle) or MP__XFER_NONE (posix: a pipe, an AF_INET
+ *  socket). Records nothing. */
+int mp__os_conn_xfer_mode(mp_os_handle h, int kind);
+
+/** A connected pair of packet sockets, not inheritable, that carry the handles of a
+ *  duplex pipe whose data goes through pipes (posix); where handles need no carrier
+ *  (Windows) 0 with both MP_INVALID_OS_HANDLE. */
+int mp__os_conn_side_pair(mp_os_handle s[2]);
+
+/** Sends data[0..len) (len >= 1) with the handles fds[0..n) attached (SCM_RIGHTS) as one
+ *  message on the AF_UNIX socket s; the handles stay the caller's. MP_EPIPE when the
+ *  peer is gone, MP_EBADF for a bad handle; MP_ENOTSUP where handles do not travel
+ *  this way (Windows). */
+int mp__os_conn_send_fds(mp_os_handle s, const void *data, size_t len, const mp_os_handle *fds,
+                         size_t n);
+/** Receives one message (at most cap bytes) and the handles attached to it on socket s:
+ *  0 with *len >= 1 and *n handles (close-on-exec, the caller's), at most max; more
+ *  than max, or a cut message, are closed and MP_EPROTO. MP_EOF when the peer closed;
+ *  with wait false MP_EAGAIN (not recorded) when nothing is there yet. */
+int mp__os_conn_recv_fds(mp_os_handle s, bool wait, void *data, size_t cap, size_t *len,
+                         mp_os_handle *fds, size_t max, size_t *n);
+/** The next byte on the stream socket s and whether handles come with it, taking
+ *  nothing (waits for a byte): 0 with *byte and *has; MP_EOF when the peer closed. */
+int mp__os_conn_peek_fds(mp_os_handle s, unsigned char *byte, bool *has);
+
+/** Windows: makes h (a socket when sock) usable by process dest_pid (0: by whoever
+ *  takes it from this process, which must still run then) and appends to b what the
+ *  receiver needs (mp__os_handle_import). h stays the caller's. A socket needs
+ *  dest_pid (MP_EINVAL without). MP_ENOTSUP on posix. */
+int mp__os_handle_export(mp_os_handle h, bool sock, int64_t dest_pid, mp__buf *b);
+/** Reads one export from r, sent by src_pid for dest_pid (0: take it from src_pid):
+ *  0 and *out, this process's own handle (a socket when sock). */
+int mp__os_handle_import(mp__rd *r, bool sock, int64_t src_pid, int64_t dest_pid,
+                         mp_os_handle *out);
+/** Reads one export from r and closes it wherever it lives (best effort, records
+ *  nothing): for the sender after a failed send and a receiver that refuses it. */
+void mp__os_handle_discard(mp__rd *r, bool sock, int64_t src_pid, int64_t dest_pid);
+
 #endif

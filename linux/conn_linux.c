@@ -264,3 +264,175 @@ int mp__os_wait(const mp__oswait *items, size_t n, double timeout, bool *ready) 
     if (p != small) free(p);
     return rc;
 }
+
+/* ---- handles over a connection: SCM_RIGHTS ------------------------------------- */
+
+int mp__os_conn_xfer_mode(mp_os_handle h, int kind) {
+    if (kind != MP__CONN_SOCKET) return MP__XFER_NONE;
+    int v = 0;
+    socklen_t n = sizeof v;
+    if (getsockopt((int)h, SOL_SOCKET, SO_DOMAIN, &v, &n) != 0 || v != AF_UNIX) return MP__XFER_NONE;
+    n = sizeof v;
+    if (getsockopt((int)h, SOL_SOCKET, SO_TYPE, &v, &n) != 0 || v != SOCK_STREAM) return MP__XFER_NONE;
+    return MP__XFER_INBAND;
+}
+
+/* Packet sockets: one sendmsg is one record, so a record and its fds never merge with
+ * the next one. */
+int mp__os_conn_side_pair(mp_os_handle s[2]) {
+    int sv[2];
+    s[0] = s[1] = MP_INVALID_OS_HANDLE;
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) return mp__os_err("socketpair");
+    s[0] = sv[0];
+    s[1] = sv[1];
+    return 0;
+}
+
+int mp__os_conn_send_fds(mp_os_handle s, const void *data, size_t len, const mp_os_handle *fds,
+                         size_t n) {
+    if (n == 0 || n > MP__XFER_MAX || len == 0)
+        return mp__err(MP_EINVAL, "send handles: %zu handles, %zu bytes", n, len);
+    union {
+        struct cmsghdr h;
+        char buf[CMSG_SPACE(sizeof(int) * MP__XFER_MAX)];
+    } ctl;
+    memset(&ctl, 0, sizeof ctl);
+    struct iovec iov = {(void *)data, len};
+    struct msghdr m;
+    memset(&m, 0, sizeof m);
+    m.msg_iov = &iov;
+    m.msg_iovlen = 1;
+    m.msg_control = ctl.buf;
+    m.msg_controllen = CMSG_SPACE(sizeof(int) * n);
+    struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int) * n);
+    for (size_t i = 0; i < n; i++) {
+        int fd = (int)fds[i];
+        if (fds[i] < 0 || fds[i] > INT_MAX) return mp__err(MP_EBADF, "send handles: invalid handle");
+        memcpy(CMSG_DATA(c) + i * sizeof fd, &fd, sizeof fd);
+    }
+    for (;;) {
+        ssize_t w = sendmsg((int)s, &m, MSG_NOSIGNAL);
+        if (w >= 0) {
+            /* A stream socket takes all of a 1-byte message or nothing; a packet one
+             * the whole record. */
+            if ((size_t)w != len) return mp__err(MP_EPROTO, "send handles: short send");
+            return 0;
+        }
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            struct pollfd p = {.fd = (int)s, .events = POLLOUT};
+            poll(&p, 1, -1);
+            continue;
+        }
+        if (errno == EPIPE || errno == ECONNRESET || errno == ENOTCONN)
+            return mp__err(MP_EPIPE, "send handles: the peer has closed the connection");
+        if (errno == EBADF) {
+            /* Which one: the socket or a handle being sent. */
+            if (fcntl((int)s, F_GETFD) < 0) return mp__err(MP_EBADF, "send handles: the connection's "
+                                                                      "handle is not open");
+            return mp__err(MP_EBADF, "send handles: a handle to send is not an open descriptor");
+        }
+        return mp__os_err("send handles: sendmsg");
+    }
+}
+
+int mp__os_conn_recv_fds(mp_os_handle s, bool wait, void *data, size_t cap, size_t *len,
+                         mp_os_handle *fds, size_t max, size_t *n) {
+    *len = 0;
+    *n = 0;
+    union {
+        struct cmsghdr h;
+        char buf[CMSG_SPACE(sizeof(int) * MP__XFER_MAX)];
+    } ctl;
+    if (max > MP__XFER_MAX) max = MP__XFER_MAX;
+    struct iovec iov = {data, cap};
+    struct msghdr m;
+    ssize_t r;
+    for (;;) {
+        memset(&m, 0, sizeof m);
+        m.msg_iov = &iov;
+        m.msg_iovlen = 1;
+        m.msg_control = ctl.buf;
+        m.msg_controllen = sizeof ctl.buf;
+        r = recvmsg((int)s, &m, MSG_CMSG_CLOEXEC | (wait ? 0 : MSG_DONTWAIT));
+        if (r >= 0) break;
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            if (!wait) return MP_EAGAIN;
+            struct pollfd p = {.fd = (int)s, .events = POLLIN};
+            poll(&p, 1, -1);
+            continue;
+        }
+        if (errno == ECONNRESET) return mp__err(MP_EOF, "receive handles: reset by peer");
+        return mp__os_err("receive handles: recvmsg");
+    }
+    /* Take every fd that came, whatever else is wrong, so none leaks. */
+    int got[64];
+    size_t ngot = 0;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+        size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        for (size_t i = 0; i < k && ngot < sizeof got / sizeof got[0]; i++)
+            memcpy(&got[ngot++], CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+    }
+    if (r == 0 && ngot == 0) return mp__err(MP_EOF, "receive handles: end of file");
+    if ((m.msg_flags & (MSG_CTRUNC | MSG_TRUNC)) || ngot > max) {
+        for (size_t i = 0; i < ngot; i++) close(got[i]);
+        return mp__err(MP_EPROTO, "receive handles: %s", (m.msg_flags & MSG_TRUNC) ? "message cut short"
+                                                        : "more handles than expected");
+    }
+    for (size_t i = 0; i < ngot; i++) fds[i] = got[i];
+    *n = ngot;
+    *len = (size_t)r;
+    return 0;
+}
+
+int mp__os_conn_peek_fds(mp_os_handle s, unsigned char *byte, bool *has) {
+    *has = false;
+    *byte = 0;
+    unsigned char b = 0;
+    struct iovec iov = {&b, 1};
+    for (;;) {
+        struct msghdr m;
+        memset(&m, 0, sizeof m);
+        m.msg_iov = &iov;
+        m.msg_iovlen = 1;
+        /* Without room for control data, fds attached to the byte show as MSG_CTRUNC
+         * (the kernel drops only the peeked copies; the message keeps its own). */
+        ssize_t r = recvmsg((int)s, &m, MSG_PEEK);
+        if (r > 0) {
+            *has = (m.msg_flags & MSG_CTRUNC) != 0;
+            *byte = b;
+            return 0;
+        }
+        if (r == 0) return mp__err(MP_EOF, "connection: end of file");
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            struct pollfd p = {.fd = (int)s, .events = POLLIN};
+            poll(&p, 1, -1);
+            continue;
+        }
+        if (errno == ECONNRESET) return mp__err(MP_EOF, "connection: reset by peer");
+        return mp__os_err("connection: recvmsg(MSG_PEEK)");
+    }
+}
+
+/* Handles travel by SCM_RIGHTS here: there is nothing to export. */
+int mp__os_handle_export(mp_os_handle h, bool sock, int64_t dest_pid, mp__buf *b) {
+    (void)h, (void)sock, (void)dest_pid, (void)b;
+    return mp__err(MP_ENOTSUP, "handle export: posix sends descriptors with SCM_RIGHTS");
+}
+
+int mp__os_handle_import(mp__rd *r, bool sock, int64_t src_pid, int64_t dest_pid,
+                         mp_os_handle *out) {
+    (void)r, (void)sock, (void)src_pid, (void)dest_pid;
+    *out = MP_INVALID_OS_HANDLE;
+    return mp__err(MP_ENOTSUP, "handle import: posix receives descriptors with SCM_RIGHTS");
+}
+
+void mp__os_handle_discard(mp__rd *r, bool sock, int64_t src_pid, int64_t dest_pid) {
+    (void)r, (void)sock, (void)src_pid, (void)dest_pid;
+}

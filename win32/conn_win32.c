@@ -441,3 +441,221 @@ int mp__os_wait(const mp__oswait *items, size_t n, double timeout, bool *ready) 
     }
     return nready ? 0 : MP_ETIMEDOUT;
 }
+
+/* ---- handles over a connection: DuplicateHandle / WSADuplicateSocket -------------- */
+
+int mp__os_conn_xfer_mode(mp_os_handle h, int kind) {
+    (void)h, (void)kind;
+    return MP__XFER_DUP;
+}
+
+/* Handles travel by duplication into the receiver: no carrier needed. */
+int mp__os_conn_side_pair(mp_os_handle s[2]) {
+    s[0] = s[1] = MP_INVALID_OS_HANDLE;
+    return 0;
+}
+
+int mp__os_conn_send_fds(mp_os_handle s, const void *data, size_t len, const mp_os_handle *fds,
+                         size_t n) {
+    (void)s, (void)data, (void)len, (void)fds, (void)n;
+    return mp__err(MP_ENOTSUP, "send handles: no SCM_RIGHTS on Windows");
+}
+
+int mp__os_conn_recv_fds(mp_os_handle s, bool wait, void *data, size_t cap, size_t *len,
+                         mp_os_handle *fds, size_t max, size_t *n) {
+    (void)s, (void)wait, (void)data, (void)cap, (void)fds, (void)max;
+    *len = 0;
+    *n = 0;
+    return mp__err(MP_ENOTSUP, "receive handles: no SCM_RIGHTS on Windows");
+}
+
+int mp__os_conn_peek_fds(mp_os_handle s, unsigned char *byte, bool *has) {
+    (void)s;
+    *byte = 0;
+    *has = false;
+    return mp__err(MP_ENOTSUP, "receive handles: no SCM_RIGHTS on Windows");
+}
+
+enum { EXP_HANDLE = 1, EXP_SOCKET = 2 };
+
+/* The process a pid names, as a process id: this one for its own id or the id of one of
+ * its threads (a dummy child's "pid"), else the pid itself; 0 when it cannot be one. */
+static DWORD target_pid(int64_t pid) {
+    DWORD self = GetCurrentProcessId();
+    if (pid <= 0 || pid > (int64_t)MAXDWORD) return 0;
+    if ((DWORD)pid == self) return self;
+    HANDLE t = OpenThread(THREAD_QUERY_LIMITED_INFORMATION, FALSE, (DWORD)pid);
+    if (t) {
+        DWORD owner = GetProcessIdOfThread(t);
+        CloseHandle(t);
+        if (owner == self) return self;
+    }
+    return (DWORD)pid;
+}
+
+/* *out: a handle on process pid for DuplicateHandle (the pseudo handle for this one). */
+static int open_for_dup(DWORD pid, const char *what, HANDLE *out) {
+    *out = NULL;
+    if (pid == GetCurrentProcessId()) {
+        *out = GetCurrentProcess();
+        return 0;
+    }
+    *out = pid ? OpenProcess(PROCESS_DUP_HANDLE, FALSE, pid) : NULL;
+    if (*out) return 0;
+    DWORD e = pid ? GetLastError() : ERROR_INVALID_PARAMETER;
+    if (e == ERROR_INVALID_PARAMETER)
+        return mp__err_os(MP_ENOENT, (int)e, "%s: no process %lu", what, (unsigned long)pid);
+    return mp__win_err(e, what);
+}
+
+static void close_proc(HANDLE p) {
+    if (p && p != GetCurrentProcess()) CloseHandle(p);
+}
+
+static INIT_ONCE g_wsa_once = INIT_ONCE_STATIC_INIT;
+static int g_wsa_rc;
+
+static BOOL CALLBACK wsa_init(PINIT_ONCE once, PVOID param, PVOID *ctx) {
+    (void)once, (void)param, (void)ctx;
+    WSADATA d;
+    int r = WSAStartup(MAKEWORD(2, 2), &d);
+    g_wsa_rc = r ? mp__win_err((DWORD)r, "WSAStartup") : 0;
+    return TRUE;
+}
+
+/* A process that receives a socket may never have used one. */
+static int wsa(void) {
+    InitOnceExecuteOnce(&g_wsa_once, wsa_init, NULL, NULL);
+    return g_wsa_rc;
+}
+
+int mp__os_handle_export(mp_os_handle h, bool sock, int64_t dest_pid, mp__buf *b) {
+    if (sock) {
+        if (!dest_pid)
+            return mp__err(MP_EINVAL, "send socket: Windows shares a socket with one process "
+                                      "(WSADuplicateSocket): give the receiver's pid");
+        DWORD pid = target_pid(dest_pid);
+        if (!pid) return mp__err(MP_EINVAL, "send socket: bad pid %lld", (long long)dest_pid);
+        int rc = wsa();
+        if (rc) return rc;
+        WSAPROTOCOL_INFOW info;
+        memset(&info, 0, sizeof info);
+        if (WSADuplicateSocketW((SOCKET)h, pid, &info) != 0) {
+            int e = WSAGetLastError();
+            if (e == WSAENOTSOCK)
+                return mp__err_os(MP_EBADF, e, "send socket: not a socket (WSA error %d)", e);
+            return mp__win_err((DWORD)e, "WSADuplicateSocket");
+        }
+        mp__buf_u8(b, EXP_SOCKET);
+        mp__buf_blob(b, &info, sizeof info);
+        return 0;
+    }
+    /* Into the receiver, or (pid unknown) into this process for the receiver to take
+     * out later, as CPython's DupHandle. */
+    DWORD holder = dest_pid ? target_pid(dest_pid) : GetCurrentProcessId();
+    if (!holder) return mp__err(MP_EINVAL, "send handle: bad pid %lld", (long long)dest_pid);
+    HANDLE proc;
+    int rc = open_for_dup(holder, "send handle: OpenProcess", &proc);
+    if (rc) return rc;
+    HANDLE dup = NULL;
+    BOOL ok = DuplicateHandle(GetCurrentProcess(), MP__H(h), proc, &dup, 0, FALSE,
+                              DUPLICATE_SAME_ACCESS);
+    DWORD e = ok ? 0 : GetLastError();
+    close_proc(proc);
+    if (!ok) {
+        if (e == ERROR_INVALID_HANDLE)
+            return mp__err_os(MP_EBADF, (int)e, "send handle: not an open handle");
+        return mp__win_err(e, "send handle: DuplicateHandle");
+    }
+    mp__buf_u8(b, EXP_HANDLE);
+    mp__buf_u64(b, (uint64_t)(uintptr_t)dup);
+    return 0;
+}
+
+int mp__os_handle_import(mp__rd *r, bool sock, int64_t src_pid, int64_t dest_pid,
+                         mp_os_handle *out) {
+    *out = MP_INVALID_OS_HANDLE;
+    DWORD self = GetCurrentProcessId();
+    int tag = mp__rd_u8(r);
+    if (sock) {
+        size_t n = 0;
+        const void *p = mp__rd_blob(r, &n);
+        if (r->err || tag != EXP_SOCKET || n != sizeof(WSAPROTOCOL_INFOW))
+            return mp__err(MP_EPROTO, "receive socket: malformed");
+        if (target_pid(dest_pid) != self)
+            return mp__err(MP_EPROTO, "receive socket: it was shared with process %lld, not "
+                                      "this one", (long long)dest_pid);
+        int rc = wsa();
+        if (rc) return rc;
+        WSAPROTOCOL_INFOW info;
+        memcpy(&info, p, sizeof info);
+        SOCKET s = WSASocketW(FROM_PROTOCOL_INFO, FROM_PROTOCOL_INFO, FROM_PROTOCOL_INFO, &info, 0,
+                              WSA_FLAG_OVERLAPPED | WSA_FLAG_NO_HANDLE_INHERIT);
+        if (s == INVALID_SOCKET) {
+            s = WSASocketW(FROM_PROTOCOL_INFO, FROM_PROTOCOL_INFO, FROM_PROTOCOL_INFO, &info, 0,
+                           WSA_FLAG_OVERLAPPED);
+            if (s != INVALID_SOCKET) SetHandleInformation((HANDLE)s, HANDLE_FLAG_INHERIT, 0);
+        }
+        if (s == INVALID_SOCKET) return mp__win_err((DWORD)WSAGetLastError(), "WSASocket(shared)");
+        *out = (mp_os_handle)s;
+        return 0;
+    }
+    uint64_t v = mp__rd_u64(r);
+    if (r->err || tag != EXP_HANDLE) return mp__err(MP_EPROTO, "receive handle: malformed");
+    if (dest_pid) {
+        if (target_pid(dest_pid) != self)
+            return mp__err(MP_EPROTO, "receive handle: it was sent to process %lld, not this "
+                                      "one", (long long)dest_pid);
+        *out = (mp_os_handle)(uintptr_t)v;
+        return 0;
+    }
+    /* Sent without a pid: it waits in the sender, which we take it from. */
+    DWORD src = target_pid(src_pid);
+    if (src == self) {
+        *out = (mp_os_handle)(uintptr_t)v;
+        return 0;
+    }
+    HANDLE proc;
+    int rc = open_for_dup(src, "receive handle: the sender (which keeps a handle sent without "
+                               "a pid until taken) is gone: OpenProcess", &proc);
+    if (rc) return rc;
+    HANDLE h = NULL;
+    BOOL ok = DuplicateHandle(proc, (HANDLE)(uintptr_t)v, GetCurrentProcess(), &h, 0, FALSE,
+                              DUPLICATE_SAME_ACCESS | DUPLICATE_CLOSE_SOURCE);
+    DWORD e = ok ? 0 : GetLastError();
+    close_proc(proc);
+    if (!ok) return mp__win_err(e, "receive handle: DuplicateHandle from the sender");
+    *out = MP__OSH(h);
+    return 0;
+}
+
+void mp__os_handle_discard(mp__rd *r, bool sock, int64_t src_pid, int64_t dest_pid) {
+    mp__err_mute();
+    if (sock) {
+        /* Only its receiver can claim a shared socket, and so close it. */
+        mp_os_handle s = MP_INVALID_OS_HANDLE;
+        if (target_pid(dest_pid) == GetCurrentProcessId() &&
+            mp__os_handle_import(r, true, src_pid, dest_pid, &s) == 0)
+            closesocket((SOCKET)s);
+        else if (target_pid(dest_pid) != GetCurrentProcessId()) {
+            size_t n;
+            mp__rd_u8(r);
+            mp__rd_blob(r, &n);
+        }
+        mp__err_unmute();
+        return;
+    }
+    int tag = mp__rd_u8(r);
+    uint64_t v = mp__rd_u64(r);
+    if (!r->err && tag == EXP_HANDLE) {
+        DWORD holder = target_pid(dest_pid ? dest_pid : src_pid);
+        HANDLE proc = NULL;
+        open_for_dup(holder, "discard", &proc);
+        if (proc == GetCurrentProcess())
+            CloseHandle((HANDLE)(uintptr_t)v);
+        else if (proc)
+            DuplicateHandle(proc, (HANDLE)(uintptr_t)v, NULL, NULL, 0, FALSE, DUPLICATE_CLOSE_SOURCE);
+        close_proc(proc);
+    }
+    mp__err_unmute();
+}

@@ -45,7 +45,8 @@ typedef struct mp_connection mp_connection;
 
 /** Python's Pipe(duplex): duplex, both ends read and write; one-way, *c1 only receives
  *  and *c2 only sends. posix: a pipe, and for duplex two pipes (each end reads one and
- *  writes the other: half the latency of Python's socketpair; fileno is the read end);
+ *  writes the other: half the latency of Python's socketpair; fileno is the read end)
+ *  plus a packet socket pair that carries handles (mp_connection_send_handle);
  *  Windows: an overlapped named pipe, as CPython's. Handles are not inherited by
  *  children unless passed (mp_args_add_connection). Free both with mp_connection_free. */
 MP_API int mp_pipe(bool duplex, mp_connection **c1, mp_connection **c2);
@@ -133,6 +134,61 @@ MP_API int mp_args_add_connection(mp_args *a, mp_connection *c);
 /** In a child, the connection at i (NULL if i is not a connection): borrowed, owned
  *  by the child's args (freed when the target returns). */
 MP_API mp_connection *mp_args_connection(const mp_args *a, size_t i);
+
+/* ---- handles, sockets and connections sent over a connection ----
+ * CPython's reduction.send_handle / recv_handle and its pickling of connections and
+ * sockets. The receiver gets its own working duplicate, which is its to close; the
+ * sender's stays the sender's. Once sent, the duplicate lives in the kernel (posix
+ * SCM_RIGHTS) or in the receiving process (Windows DuplicateHandle), so the sender may
+ * close its own or exit at once. Which connections carry handles: posix, an AF_UNIX
+ * socket connection (in-band, CPython's wire: a Python peer can send or receive one) and
+ * a duplex mp_pipe (a packet socket beside its two pipes carries them); a one-way pipe
+ * (as in CPython) and an AF_INET connection cannot (MP_ENOTSUP). Windows: every
+ * connection; each handle is duplicated into the receiving process, dest_pid. A
+ * receive returns the next thing sent on the connection: when that is not what was
+ * asked for (a message, or a handle where a connection was expected), it is consumed
+ * and dropped, its handles closed, and the call is MP_EPROTO (on posix AF_UNIX sockets,
+ * CPython's wire does not say whether an fd is a socket: there recv_handle and
+ * recv_socket take either). Senders sharing one end must take turns (a lock), as for
+ * messages. dest_pid: the receiving process's id (mp_process_pid of a child,
+ * mp_parent_process's pid, or mp_getpid() for a dummy child, a thread of this process);
+ * ignored on posix. On Windows 0 means unknown: the handle then waits in this process
+ * until the receiver takes it (CPython's DupHandle with pid None), so the sender must
+ * still run then; a socket needs the real pid (WSADuplicateSocket). A handle sent but
+ * never received is closed with the connection's last end on posix; on Windows it
+ * stays open in the process it was duplicated into until that process ends. */
+
+/** Python's send_handle(conn, h, dest_pid): sends a duplicate of the OS handle h (posix
+ *  an fd of any kind, Windows a HANDLE, not a SOCKET) for process dest_pid; h stays the
+ *  caller's. MP_EBADF for an invalid or closed h, MP_ENOTSUP where c cannot carry handles,
+ *  MP_EPERM on a read-only end, MP_ECLOSED, MP_EPIPE when the peer is gone. */
+MP_API int mp_connection_send_handle(mp_connection *c, mp_os_handle h, int64_t dest_pid);
+/** Python's recv_handle(conn): waits up to timeout (MP_FOREVER: until it comes) for a
+ *  handle sent with mp_connection_send_handle and stores in *out this process's own
+ *  duplicate, the caller's to close (close / CloseHandle). MP_ETIMEDOUT (nothing taken),
+ *  MP_EPROTO when something else came (dropped), MP_EOF when the peer closed, MP_ESTATE
+ *  on a buffered AF_UNIX connection (its read-ahead could take a handle: turn buffering
+ *  off for an end that receives handles). On failure *out is MP_INVALID_OS_HANDLE. */
+MP_API int mp_connection_recv_handle(mp_connection *c, double timeout, mp_os_handle *out);
+/** Sends a duplicate of the socket s (Python's socket pickling): posix as
+ *  mp_connection_send_handle; Windows WSADuplicateSocket for dest_pid, which must be
+ *  given (MP_EINVAL for 0). s stays the caller's. Errors as mp_connection_send_handle. */
+MP_API int mp_connection_send_socket(mp_connection *c, mp_os_handle s, int64_t dest_pid);
+/** Receives a socket sent with mp_connection_send_socket (as mp_connection_recv_handle):
+ *  *out is this process's socket, the caller's to close (close / closesocket). */
+MP_API int mp_connection_recv_socket(mp_connection *c, double timeout, mp_os_handle *out);
+/** Sends the connection obj (a pipe end, a Listener/Client connection; Python's
+ *  pickling of a Connection): the receiver gets its own connection to the same pipe or
+ *  socket, with obj's readable/writable flags and maximum message size. obj stays the
+ *  caller's and open. MP_ECLOSED when obj is closed, MP_ESTATE while it holds read-ahead
+ *  bytes, MP_EINVAL on Windows for a socket connection without dest_pid; else as
+ *  mp_connection_send_handle. */
+MP_API int mp_connection_send_connection(mp_connection *c, mp_connection *obj,
+                                         int64_t dest_pid);
+/** Receives a connection sent with mp_connection_send_connection, waiting up to timeout:
+ *  *out is a new connection, the caller's (mp_connection_free). Errors as
+ *  mp_connection_recv_handle; on failure *out is NULL. */
+MP_API int mp_connection_recv_connection(mp_connection *c, double timeout, mp_connection **out);
 
 /* ---- waiting on many objects: multiprocessing.connection.wait ---- */
 
