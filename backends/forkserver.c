@@ -281,6 +281,9 @@ static int fs_wait(void *state, double timeout, int *exitcode) {
         mp__os_read_all(c->status, &code, sizeof code) != 0)
         code = 255;
     mp__err_unmute();
+    /* The socket is the sentinel and must stay readable now that 'X' is read, also
+     * before the server closes its end: a shut down receive side polls readable. */
+    shutdown(c->status, SHUT_RD);
     *exitcode = code;
     return 0;
 }

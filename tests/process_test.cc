@@ -121,7 +121,7 @@ TEST_P(ProcessTest, JoinForever) {
     int code = -1;
     EXPECT_EQ(0, mp_process_exitcode(p, &code));
     EXPECT_EQ(5, code);
-    // Any negative timeout waits forever; the child has ended, so this returns.
+    // A negative timeout does not wait (Python's); the child has ended, so it is joined.
     EXPECT_EQ(0, mp_process_join(p, -5.0));
 }
 
@@ -136,6 +136,22 @@ TEST_P(ProcessTest, Sentinel) {
     b->release_now();
     EXPECT_EQ(1, wait_sentinel(h, kWait)) << "sentinel not ready after the child ended";
     EXPECT_EQ(3, join_code(p));
+}
+
+// After join the sentinel stays ready (mp_wait on it returns at once), also in the
+// moment between the exit status and the backend letting go of its end (forkserver:
+// the server's 'X' message read, its end of the status socket not yet closed).
+TEST_P(ProcessTest, SentinelStaysReadyAfterJoin) {
+    for (int i = 0; i < 30; i++) {
+        Args a;
+        a.i(0);
+        mp_process *p = start(tgt_return_arg, a.get());
+        ASSERT_NE(nullptr, p);
+        ASSERT_EQ(0, join_code(p));
+        mp_os_handle h = MP_INVALID_OS_HANDLE;
+        ASSERT_EQ(0, mp_process_sentinel(p, &h)) << err();
+        ASSERT_EQ(1, wait_sentinel(h, 0.0)) << "run " << i << ": sentinel not ready after join";
+    }
 }
 
 TEST_P(ProcessTest, ChildPid) {

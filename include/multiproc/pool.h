@@ -40,6 +40,10 @@
 extern "C" {
 #endif
 
+/* Declared in multiproc.h as well (C11 allows the repetition): this header stands alone. */
+typedef struct mp_args mp_args;
+typedef struct mp_context mp_context;
+
 typedef struct mp_pool mp_pool;
 typedef struct mp_async_result mp_async_result;
 typedef struct mp_imap mp_imap;
