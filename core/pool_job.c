@@ -178,6 +178,9 @@ static void job_stop_locked(mp__pool_job *j) {
 static void job_finish_locked(mp_pool *p, mp__pool_job *j, int rc, const char *msg) {
     if (j->finished) return;
     j->finished = true;
+    /* A records job reads and writes the caller's arrays, which are the caller's again
+     * once the job is decided: nothing more of it is cut. */
+    if (j->kind == MP__PK_RECORD) job_stop_locked(j);
     mp__os_mutex_lock(j->mu);
     if (rc && !j->rc) {
         j->rc = rc;
@@ -606,7 +609,12 @@ void mp__pool_chunk_answered(mp_pool *p, mp__pool_chunk *c, int rc, int enc,
             rc = MP_EPROTO;
             snprintf(msg, sizeof msg, "pool: a worker answered %zu bytes for %zu records", n, c->n);
         } else if (n && j->rout) {
-            memcpy(j->rout + c->first * j->out_size, payload, n);
+            /* The output is the caller's: once the job is finished (an earlier chunk
+             * failed, a terminate) the caller may have it back, so a late answer is
+             * dropped. Finishing takes mu, so the copy is done under it. */
+            mp__os_mutex_lock(p->mu);
+            if (!j->finished) memcpy(j->rout + c->first * j->out_size, payload, n);
+            mp__os_mutex_unlock(p->mu);
         }
     } else if (enc == MP__PK_I64 || enc == MP__PK_F64) {
         if (n != 8 * c->n) {
@@ -670,10 +678,14 @@ void mp__pool_chunk_answered(mp_pool *p, mp__pool_chunk *c, int rc, int enc,
 
 /* ---- sources ----------------------------------------------------------------------- */
 
-/* How many items a source job may read now. Under mu. */
+/* How many items a source job may read now. Under the pool's mu (done and taken are
+ * the job's, under its own: the pool's lock comes first, as in job_finish_locked). */
 static size_t source_room(mp_pool *p, mp__pool_job *j) {
     size_t ahead = SOURCE_AHEAD + SOURCE_AHEAD_PER * (size_t)p->n;
-    size_t used = j->mode == J_MAP ? j->total - j->done : j->total - j->taken;
+    mp__os_mutex_lock(j->mu);
+    size_t gone = j->mode == J_MAP ? j->done : j->taken;
+    mp__os_mutex_unlock(j->mu);
+    size_t used = j->total - gone;
     return used < ahead ? ahead - used : 0;
 }
 

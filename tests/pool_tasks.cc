@@ -115,9 +115,6 @@ void die(int kind) {
         break;
     }
     case kCrashAbort:
-#ifdef _WIN32
-        _set_abort_behavior(0, _WRITE_ABORT_MSG | _CALL_REPORTFAULT);
-#endif
         abort();
     case kCrashExit:
         exit(3);

@@ -1160,6 +1160,15 @@ TEST_P(SyncTest, BarrierActionArgumentsThatCannotBeRebuiltFailTheStart) {
     a.i(0);
     mp_process *p = make(tgt_return_arg, a.get());
     ASSERT_NE(nullptr, p);
+    if (dummy()) {
+        // The first start of a program opens the program's own sentinel, kept for its
+        // life: one start that succeeds first, so the count below sees only this one.
+        Args none;
+        none.i(0);
+        mp_process *w = start(tgt_return_arg, none.get());
+        ASSERT_NE(nullptr, w);
+        EXPECT_EQ(0, join_code(w));
+    }
     std::string fds_before = open_fds();
     EXPECT_EQ(MP_ENOENT, mp_process_start(p)) << err();
     EXPECT_NE(nullptr, strstr(mp_last_error_message(), mp_shm_name(s))) << err();

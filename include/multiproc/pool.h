@@ -177,10 +177,13 @@ MP_API void mp_imap_free(mp_imap *it);
 
 /** fn over n records of in_size bytes at in, writing n records of out_size bytes to out
  *  (out_size 0: no output). Nothing is encoded: records travel as bytes and results go
- *  straight into out. 0, or the first error (out then holds a part of the results). */
+ *  straight into out. 0, or the first error: out then holds a part of the results, and
+ *  no record is read from in or written to out once the call has returned (records
+ *  tasks, unlike value tasks, are not all run after one failed). */
 MP_API int mp_pool_map_records(mp_pool *p, mp_record_fn fn, const void *in, size_t in_size,
                                void *out, size_t out_size, size_t n, const mp_call_opts *opts);
-/** The same, asynchronously: in and out must stay valid until the result is ready. */
+/** The same, asynchronously: in and out must stay valid until the result is ready
+ *  (freeing the result early does not end the call: they are still used). */
 MP_API int mp_pool_map_records_async(mp_pool *p, mp_record_fn fn, const void *in,
                                      size_t in_size, void *out, size_t out_size, size_t n,
                                      const mp_call_opts *opts, mp_async_result **out_result);
