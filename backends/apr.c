@@ -32,7 +32,8 @@ static int apr_start(const mp__start_req *req, mp__started *out) {
     pthread_once(&apr_once, apr_start_up);
     if (apr_init_status != APR_SUCCESS) return apr_err(apr_init_status, "apr_initialize");
     int sv[2];
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return mp__os_err("apr: socketpair");
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
+        return mp__os_err("apr: socketpair");
     size_t n = req->nhandles;
     int *inh = mp__calloc(n + 1, sizeof *inh);
     char *list = mp__calloc(n + 1, 12);

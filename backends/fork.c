@@ -17,8 +17,10 @@ static int fork_start(const mp__start_req *req, mp__started *out) {
     if (rc) return rc;
     mp_os_handle *hs = mp__calloc(req->nhandles, sizeof *hs);
     int rp[2] = {-1, -1};
-    if (!hs) rc = mp__err(MP_ENOMEM, "fork: out of memory");
-    else if (pipe2(rp, O_CLOEXEC) != 0) rc = mp__os_err("fork: pipe2");
+    if (!hs)
+        rc = mp__err(MP_ENOMEM, "fork: out of memory");
+    else if (pipe2(rp, O_CLOEXEC) != 0)
+        rc = mp__os_err("fork: pipe2");
     if (rc) {
         mp__free(hs);
         mp__launch_clear(&l);

@@ -50,7 +50,8 @@ int mp_set_forkserver_preload(const char *const *libs, size_t n) {
         if (!libs[i] || !(list[i] = mp__strdup(libs[i]))) {
             for (size_t j = 0; j < i; j++) mp__free(list[j]);
             mp__free(list);
-            return mp__err(libs[i] ? MP_ENOMEM : MP_EINVAL, "mp_set_forkserver_preload: bad entry %zu", i);
+            return mp__err(libs[i] ? MP_ENOMEM : MP_EINVAL,
+                           "mp_set_forkserver_preload: bad entry %zu", i);
         }
     }
     pthread_mutex_lock(&pre_mu);
@@ -81,7 +82,9 @@ static void fs_atfork_child(void) {
 }
 static void fs_atfork_prepare(void) { pthread_mutex_lock(&fs_mu); }
 static void fs_atfork_parent(void) { pthread_mutex_unlock(&fs_mu); }
-static void fs_register_atfork(void) { pthread_atfork(fs_atfork_prepare, fs_atfork_parent, fs_atfork_child); }
+static void fs_register_atfork(void) {
+    pthread_atfork(fs_atfork_prepare, fs_atfork_parent, fs_atfork_child);
+}
 
 /* Under fs_mu. */
 static void fs_stop_locked(double grace) {
@@ -99,7 +102,8 @@ static void fs_stop_locked(double grace) {
 
 static int fs_start_server_locked(const char *exe) {
     int sv[2];
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return mp__os_err("forkserver: socketpair");
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
+        return mp__os_err("forkserver: socketpair");
     pthread_mutex_lock(&pre_mu);
     size_t npre = 0;
     while (g_preload && g_preload[npre]) npre++;
@@ -161,7 +165,8 @@ typedef struct fs_child {
 
 static int fs_send_request(const mp__start_req *req, int status_end) {
     size_t nfds = 1 + req->nhandles;
-    if (nfds > FS_MAX_FDS) return mp__err(MP_EINVAL, "forkserver: too many handles (%zu)", req->nhandles);
+    if (nfds > FS_MAX_FDS)
+        return mp__err(MP_EINVAL, "forkserver: too many handles (%zu)", req->nhandles);
     fs_req_hdr h = {FS_MAGIC, (uint32_t)nfds, req->len};
     size_t cl = CMSG_SPACE(nfds * sizeof(int));
     char *cbuf = mp__calloc(1, cl);
@@ -201,12 +206,14 @@ static int fs_read_answer(int status, int64_t *pid, bool *server_gone) {
     if (tag == 'X') {
         int32_t code = 255;
         mp__os_read_all(status, &code, sizeof code);
-        return mp__err(MP_ECHILD, "forkserver: the child ended (exit code %d) before it could start",
+        return mp__err(MP_ECHILD,
+                       "forkserver: the child ended (exit code %d) before it could start",
                        (int)code);
     }
     if (tag == 'S' && mp__os_read_all(status, pid, sizeof *pid) != 0)
         return mp__err(MP_ECHILD, "forkserver: the child ended before it could start");
-    if (tag != 'S' && tag != 'E') return mp__err(MP_EPROTO, "forkserver: unexpected answer %#x", tag);
+    if (tag != 'S' && tag != 'E')
+        return mp__err(MP_EPROTO, "forkserver: unexpected answer %#x", tag);
     return mp__report_recv(status, "forkserver");
 }
 
@@ -214,10 +221,12 @@ static int fs_read_answer(int status, int64_t *pid, bool *server_gone) {
 static int fs_try_start(const mp__start_req *req, mp__started *out, bool *retry) {
     *retry = false;
     int st[2];
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, st) != 0) return mp__os_err("forkserver: socketpair");
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, st) != 0)
+        return mp__os_err("forkserver: socketpair");
     pthread_mutex_lock(&fs_mu);
     int rc = 0;
-    if (fs_ctl >= 0 && fs_pidfd >= 0 && mp__os_handle_wait(fs_pidfd, 0) == 0) fs_stop_locked(0); /* it died */
+    if (fs_ctl >= 0 && fs_pidfd >= 0 && mp__os_handle_wait(fs_pidfd, 0) == 0)
+        fs_stop_locked(0); /* it died */
     if (fs_ctl < 0) rc = fs_start_server_locked(req->executable);
     if (!rc) {
         rc = fs_send_request(req, st[1]);
@@ -339,7 +348,9 @@ static void send_report(int fd, unsigned char tag, const int64_t *pid, int rc, c
 }
 
 /* The server could not fork: 'E'. */
-static void srv_reply_error(int fd, int rc, const char *msg) { send_report(fd, 'E', NULL, rc, msg); }
+static void srv_reply_error(int fd, int rc, const char *msg) {
+    send_report(fd, 'E', NULL, rc, msg);
+}
 
 /* The child's report hook: 'S' with its pid, then it lets go of the status socket. */
 static void child_report(void *ctx, int rc, const char *msg) {
@@ -376,7 +387,8 @@ static bool srv_request(srv *s) {
     fs_req_hdr h;
     char cbuf[CMSG_SPACE(FS_MAX_FDS * sizeof(int))];
     struct iovec iov = {&h, sizeof h};
-    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof cbuf};
+    struct msghdr m = {
+        .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof cbuf};
     ssize_t r;
     while ((r = recvmsg(s->ctl, &m, MSG_CMSG_CLOEXEC)) < 0 && errno == EINTR) {}
     if (r <= 0) return false;
@@ -385,11 +397,14 @@ static bool srv_request(srv *s) {
     for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
         if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
         size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-        for (size_t i = 0; i < k && nfds < FS_MAX_FDS; i++) memcpy(&fds[nfds++], CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+        for (size_t i = 0; i < k && nfds < FS_MAX_FDS; i++)
+            memcpy(&fds[nfds++], CMSG_DATA(c) + i * sizeof(int), sizeof(int));
     }
-    if ((size_t)r < sizeof h && mp__os_read_all(s->ctl, (char *)&h + r, sizeof h - (size_t)r) != 0) return false;
+    if ((size_t)r < sizeof h && mp__os_read_all(s->ctl, (char *)&h + r, sizeof h - (size_t)r) != 0)
+        return false;
     /* Only our parent holds the other end; a bad request is a bug, so end cleanly. */
-    if (h.magic != FS_MAGIC || h.nfds != nfds || nfds < 1 || h.len > ((uint64_t)1 << 40)) return false;
+    if (h.magic != FS_MAGIC || h.nfds != nfds || nfds < 1 || h.len > ((uint64_t)1 << 40))
+        return false;
     void *payload = mp__malloc((size_t)h.len);
     if (!payload || mp__os_read_all(s->ctl, payload, (size_t)h.len) != 0) {
         mp__free(payload);
@@ -454,7 +469,8 @@ static int fs_child_main(int argc, char **argv) {
     /* Ctrl-C reaches the whole process group: the server is not the one to stop. */
     signal(SIGINT, SIG_IGN);
     for (int i = 4; i < argc; i++)
-        if (mp__os_dlopen(argv[i]) != 0) fprintf(stderr, "multiproc forkserver: preload: %s\n", mp_last_error_message());
+        if (mp__os_dlopen(argv[i]) != 0)
+            fprintf(stderr, "multiproc forkserver: preload: %s\n", mp_last_error_message());
     sigset_t chld;
     sigemptyset(&chld);
     sigaddset(&chld, SIGCHLD);

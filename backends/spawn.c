@@ -58,7 +58,8 @@ static int spawn_start(const mp__start_req *req, mp__started *out) {
     char nbuf[32];
     snprintf(nbuf, sizeof nbuf, "%zu", n);
     /* Our own image by /proc/self/exe: a rebuilt file on disk cannot slip in. */
-    const char *path = strcmp(req->executable, mp__os_self_exe()) == 0 ? "/proc/self/exe" : req->executable;
+    const char *path =
+        strcmp(req->executable, mp__os_self_exe()) == 0 ? "/proc/self/exe" : req->executable;
     char *argv[] = {(char *)req->executable, "--mp-child", "spawn", "3", nbuf, NULL};
     int e = posix_spawn(&pid, path, &fa, &attr, argv, environ);
     if (e) {

@@ -19,10 +19,14 @@ int mp__unix_exitcode(int status) {
 
 int mp__unix_signo(int sig) {
     switch (sig) {
-    case MP__SIG_TERM: return SIGTERM;
-    case MP__SIG_KILL: return SIGKILL;
-    case MP__SIG_INT: return SIGINT;
-    default: return 0;
+    case MP__SIG_TERM:
+        return SIGTERM;
+    case MP__SIG_KILL:
+        return SIGKILL;
+    case MP__SIG_INT:
+        return SIGINT;
+    default:
+        return 0;
     }
 }
 
@@ -139,9 +143,11 @@ int mp__unix_exec_child(int chan, int *handles, size_t nhandles) {
     mp_os_handle *hs = NULL;
     mp__launch l;
     int rc = mp__os_read_all(chan, &len, sizeof len);
-    if (!rc && len > ((uint64_t)1 << 40)) rc = mp__err(MP_EPROTO, "child: a %llu-byte launch", (unsigned long long)len);
+    if (!rc && len > ((uint64_t)1 << 40))
+        rc = mp__err(MP_EPROTO, "child: a %llu-byte launch", (unsigned long long)len);
     if (!rc && !(payload = mp__malloc((size_t)len)))
-        rc = mp__err(MP_ENOMEM, "child: out of memory for a %llu-byte launch", (unsigned long long)len);
+        rc = mp__err(MP_ENOMEM, "child: out of memory for a %llu-byte launch",
+                     (unsigned long long)len);
     if (!rc) rc = mp__os_read_all(chan, payload, (size_t)len);
     if (!rc) rc = mp__launch_decode(payload, (size_t)len, &l);
     if (!rc && !(hs = mp__calloc(nhandles ? nhandles : 1, sizeof *hs)))

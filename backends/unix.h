@@ -17,7 +17,7 @@ int mp__unix_signo(int sig);
 /** A child we are the parent of: the state behind mp__started for fork, spawn, apr. */
 typedef struct mp__unix_child {
     pid_t pid;
-    int pidfd;   /* the sentinel */
+    int pidfd; /* the sentinel */
     bool reaped;
 } mp__unix_child;
 

@@ -47,10 +47,8 @@ struct win32_bk {
 
 /* ---- pipes ------------------------------------------------------------------ */
 
-static void close_h(HANDLE *h)
-{
-    if (*h != NULL && *h != INVALID_HANDLE_VALUE)
-        CloseHandle(*h);
+static void close_h(HANDLE *h) {
+    if (*h != NULL && *h != INVALID_HANDLE_VALUE) CloseHandle(*h);
     *h = NULL;
 }
 
@@ -63,8 +61,7 @@ struct chan {
 
 /* One ReadFile/WriteFile of up to n bytes; *done set. MP_EOF when the child ended
  * or closed its end first. */
-static int chan_io(struct chan *c, bool write, void *buf, DWORD n, DWORD *done)
-{
+static int chan_io(struct chan *c, bool write, void *buf, DWORD n, DWORD *done) {
     OVERLAPPED ov;
     memset(&ov, 0, sizeof ov);
     ov.hEvent = c->event;
@@ -79,32 +76,27 @@ static int chan_io(struct chan *c, bool write, void *buf, DWORD n, DWORD *done)
         DWORD we = w == WAIT_FAILED ? GetLastError() : ERROR_SUCCESS;
         /* The child ended (or the wait failed): stop the I/O, but keep whatever it
          * managed to transfer. */
-        if (w != WAIT_OBJECT_0)
-            CancelIoEx(c->pipe, &ov);
+        if (w != WAIT_OBJECT_0) CancelIoEx(c->pipe, &ov);
         ok = GetOverlappedResult(c->pipe, &ov, done, TRUE);
         e = ok ? ERROR_SUCCESS : GetLastError();
-        if (!ok && w == WAIT_FAILED)
-            return mp__win_err(we, "WaitForMultipleObjects(launch pipe)");
+        if (!ok && w == WAIT_FAILED) return mp__win_err(we, "WaitForMultipleObjects(launch pipe)");
     } else if (ok) {
         ok = GetOverlappedResult(c->pipe, &ov, done, FALSE);
         e = ok ? ERROR_SUCCESS : GetLastError();
     }
-    if (ok)
-        return *done > 0 || n == 0 ? 0 : MP_EOF;
+    if (ok) return *done > 0 || n == 0 ? 0 : MP_EOF;
     if (e == ERROR_BROKEN_PIPE || e == ERROR_NO_DATA || e == ERROR_PIPE_NOT_CONNECTED ||
         e == ERROR_OPERATION_ABORTED || e == ERROR_HANDLE_EOF)
         return MP_EOF;
     return mp__win_err(e, write ? "WriteFile(launch pipe)" : "ReadFile(launch pipe)");
 }
 
-static int chan_all(struct chan *c, bool write, const void *buf, size_t n)
-{
+static int chan_all(struct chan *c, bool write, const void *buf, size_t n) {
     char *p = (char *)buf;
     while (n > 0) {
         DWORD chunk = n > 0x10000000u ? 0x10000000u : (DWORD)n, done = 0;
         int rc = chan_io(c, write, p, chunk, &done);
-        if (rc < 0)
-            return rc;
+        if (rc < 0) return rc;
         p += done;
         n -= done;
     }
@@ -113,34 +105,28 @@ static int chan_all(struct chan *c, bool write, const void *buf, size_t n)
 
 /* A one-instance duplex pipe: *server overlapped for us, *client synchronous and
  * (only) inheritable for the child. event: a manual-reset event for the connect. */
-static int make_pipe(HANDLE *server, HANDLE *client, HANDLE event)
-{
+static int make_pipe(HANDLE *server, HANDLE *client, HANDLE event) {
     static volatile LONG counter;
     unsigned char rnd[8];
     char aname[96];
     wchar_t name[96];
     *server = *client = NULL;
     int rc = mp__os_random(rnd, sizeof rnd);
-    if (rc < 0)
-        return rc;
+    if (rc < 0) return rc;
     /* Random, so no other program can squat the name or guess it to connect. */
     int len = snprintf(aname, sizeof aname, "\\\\.\\pipe\\multiproc-%lu-%ld-",
-                       (unsigned long)GetCurrentProcessId(),
-                       (long)InterlockedIncrement(&counter));
+                       (unsigned long)GetCurrentProcessId(), (long)InterlockedIncrement(&counter));
     for (int i = 0; i < 8 && len > 0 && len < (int)sizeof aname - 3; i++)
         len += snprintf(aname + len, sizeof aname - (size_t)len, "%02x", rnd[i]);
     /* ASCII only, so widening is a copy (and needs no wide printf). */
     for (int i = 0;; i++) {
         name[i] = (wchar_t)(unsigned char)aname[i];
-        if (aname[i] == '\0')
-            break;
+        if (aname[i] == '\0') break;
     }
-    *server = CreateNamedPipeW(name,
-                               PIPE_ACCESS_DUPLEX | FILE_FLAG_OVERLAPPED |
-                                   FILE_FLAG_FIRST_PIPE_INSTANCE,
-                               PIPE_TYPE_BYTE | PIPE_READMODE_BYTE | PIPE_WAIT |
-                                   PIPE_REJECT_REMOTE_CLIENTS,
-                               1, 65536, 65536, 0, NULL);
+    *server = CreateNamedPipeW(
+        name, PIPE_ACCESS_DUPLEX | FILE_FLAG_OVERLAPPED | FILE_FLAG_FIRST_PIPE_INSTANCE,
+        PIPE_TYPE_BYTE | PIPE_READMODE_BYTE | PIPE_WAIT | PIPE_REJECT_REMOTE_CLIENTS, 1, 65536,
+        65536, 0, NULL);
     if (*server == INVALID_HANDLE_VALUE) {
         *server = NULL;
         return mp__os_err("win32: CreateNamedPipeW(launch pipe)");
@@ -175,13 +161,11 @@ static int make_pipe(HANDLE *server, HANDLE *client, HANDLE event)
     return 0;
 }
 
-static uint32_t get_u32(const unsigned char *p)
-{
+static uint32_t get_u32(const unsigned char *p) {
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
-static uint64_t get_u64(const unsigned char *p)
-{
+static uint64_t get_u64(const unsigned char *p) {
     return (uint64_t)get_u32(p) | (uint64_t)get_u32(p + 4) << 32;
 }
 
@@ -191,8 +175,7 @@ static INIT_ONCE job_once = INIT_ONCE_STATIC_INIT;
 static HANDLE daemon_job;
 static DWORD job_error;
 
-static BOOL CALLBACK job_init(PINIT_ONCE once, PVOID param, PVOID *ctx)
-{
+static BOOL CALLBACK job_init(PINIT_ONCE once, PVOID param, PVOID *ctx) {
     (void)once;
     (void)param;
     (void)ctx;
@@ -219,29 +202,25 @@ static BOOL CALLBACK job_init(PINIT_ONCE once, PVOID param, PVOID *ctx)
 
 /* Ends a child that failed to start: give it grace_ms to exit on its own (it may be
  * writing its error to stderr), then terminate it; always reaped. */
-static DWORD reap(HANDLE process, DWORD grace_ms)
-{
+static DWORD reap(HANDLE process, DWORD grace_ms) {
     DWORD code = 0;
     if (WaitForSingleObject(process, grace_ms) != WAIT_OBJECT_0) {
         TerminateProcess(process, 1);
         WaitForSingleObject(process, INFINITE);
     }
-    if (!GetExitCodeProcess(process, &code))
-        code = 1;
+    if (!GetExitCodeProcess(process, &code)) code = 1;
     return code;
 }
 
 /* Inheritable duplicates of our std handles, for the child's STARTUPINFO; NULL
  * where we have none. Duplicates, so another thread never sees our own handles
  * flip to inheritable. */
-static void dup_stdio(HANDLE out[3])
-{
+static void dup_stdio(HANDLE out[3]) {
     static const DWORD ids[3] = {STD_INPUT_HANDLE, STD_OUTPUT_HANDLE, STD_ERROR_HANDLE};
     for (int i = 0; i < 3; i++) {
         HANDLE s = GetStdHandle(ids[i]);
         out[i] = NULL;
-        if (s == NULL || s == INVALID_HANDLE_VALUE)
-            continue;
+        if (s == NULL || s == INVALID_HANDLE_VALUE) continue;
         if (!DuplicateHandle(GetCurrentProcess(), s, GetCurrentProcess(), &out[i], 0, TRUE,
                              DUPLICATE_SAME_ACCESS))
             out[i] = NULL; /* the child runs without that stream rather than not at all */
@@ -250,50 +229,40 @@ static void dup_stdio(HANDLE out[3])
 
 /* Sends the header (handles already duplicated into the child) and the payload. */
 static int send_launch(struct chan *c, const mp_os_handle *remote, size_t n,
-                       const mp__start_req *req)
-{
+                       const mp__start_req *req) {
     mp__buf b = {0};
     mp__buf_put(&b, wire_magic, sizeof wire_magic);
     mp__buf_u32(&b, (uint32_t)n);
-    for (size_t i = 0; i < n; i++)
-        mp__buf_u64(&b, (uint64_t)remote[i]);
+    for (size_t i = 0; i < n; i++) mp__buf_u64(&b, (uint64_t)remote[i]);
     mp__buf_u64(&b, (uint64_t)req->len);
     int rc = b.err ? mp__err(MP_ENOMEM, "win32: out of memory encoding the launch") : 0;
-    if (!rc)
-        rc = chan_all(c, true, b.data, b.len);
-    if (!rc && req->len > 0)
-        rc = chan_all(c, true, req->payload, req->len);
+    if (!rc) rc = chan_all(c, true, b.data, b.len);
+    if (!rc && req->len > 0) rc = chan_all(c, true, req->payload, req->len);
     mp__buf_free(&b);
     return rc;
 }
 
 /* Reads the child's report: 0 (running the target), the child's error as
  * mp__report_error records it, or MP_EOF when it ended without a word. */
-static int read_report(struct chan *c)
-{
+static int read_report(struct chan *c) {
     unsigned char buf[MP__REPORT_MAX];
     int rc = chan_all(c, false, buf, MP__REPORT_HEADER);
-    if (rc < 0)
-        return rc;
+    if (rc < 0) return rc;
     int code;
     size_t len;
     rc = mp__report_header(buf, &code, &len);
-    if (rc < 0 || code == 0)
-        return rc;
-    if (len > 0 && chan_all(c, false, buf, len) < 0)
-        len = 0;
+    if (rc < 0 || code == 0) return rc;
+    if (len > 0 && chan_all(c, false, buf, len) < 0) len = 0;
     return mp__report_error(code, (const char *)buf, len, "win32");
 }
 
 /* The attribute list naming the only handles the child inherits. */
-static int make_attrs(HANDLE *inherit, DWORD n, LPPROC_THREAD_ATTRIBUTE_LIST *out)
-{
+static int make_attrs(HANDLE *inherit, DWORD n, LPPROC_THREAD_ATTRIBUTE_LIST *out) {
     SIZE_T size = 0;
     *out = NULL;
     InitializeProcThreadAttributeList(NULL, 1, 0, &size);
     LPPROC_THREAD_ATTRIBUTE_LIST attrs = mp__malloc(size);
-    if (attrs == NULL)
-        return mp__err(MP_ENOMEM, "win32: out of memory for process attributes");
+    if (attrs == NULL) return mp__err(MP_ENOMEM, "win32: out of memory for process attributes");
     if (!InitializeProcThreadAttributeList(attrs, 1, 0, &size)) {
         int rc = mp__os_err("win32: InitializeProcThreadAttributeList");
         mp__free(attrs);
@@ -310,8 +279,7 @@ static int make_attrs(HANDLE *inherit, DWORD n, LPPROC_THREAD_ATTRIBUTE_LIST *ou
     return 0;
 }
 
-static int win32_start(const mp__start_req *req, mp__started *out)
-{
+static int win32_start(const mp__start_req *req, mp__started *out) {
     struct chan chan = {NULL, NULL, NULL};
     HANDLE child_end = NULL, stdio[3] = {NULL, NULL, NULL}, inherit[4];
     LPPROC_THREAD_ATTRIBUTE_LIST attrs = NULL;
@@ -352,17 +320,14 @@ static int win32_start(const mp__start_req *req, mp__started *out)
         goto fail;
     }
     rc = make_pipe(&chan.pipe, &child_end, chan.event);
-    if (rc < 0)
-        goto fail;
+    if (rc < 0) goto fail;
     dup_stdio(stdio);
     DWORD ninherit = 0;
     inherit[ninherit++] = child_end;
     for (int i = 0; i < 3; i++)
-        if (stdio[i] != NULL)
-            inherit[ninherit++] = stdio[i];
+        if (stdio[i] != NULL) inherit[ninherit++] = stdio[i];
     rc = make_attrs(inherit, ninherit, &attrs);
-    if (rc < 0)
-        goto fail;
+    if (rc < 0) goto fail;
 
     size_t cmd_cap = strlen(req->executable) + 64;
     cmd = mp__malloc(cmd_cap);
@@ -376,8 +341,7 @@ static int win32_start(const mp__start_req *req, mp__started *out)
     wexe = mp__win_to_wide(req->executable);
     wcmd = mp__win_to_wide(cmd);
     if (wexe == NULL || wcmd == NULL) {
-        rc = mp__err(MP_ECHILD, "win32: executable path is not valid UTF-8: %s",
-                     req->executable);
+        rc = mp__err(MP_ECHILD, "win32: executable path is not valid UTF-8: %s", req->executable);
         goto fail;
     }
 
@@ -404,17 +368,15 @@ static int win32_start(const mp__start_req *req, mp__started *out)
     chan.process = pi.hProcess;
     /* Our copy of the child's end goes, so the pipe breaks when the child ends. */
     close_h(&child_end);
-    for (int i = 0; i < 3; i++)
-        close_h(&stdio[i]);
+    for (int i = 0; i < 3; i++) close_h(&stdio[i]);
 
     for (size_t i = 0; i < req->nhandles; i++) {
         HANDLE dup = NULL;
         remote[i] = MP_INVALID_OS_HANDLE;
         /* (HANDLE)-1 would name this very process: pass "no handle" through as is. */
-        if (req->handles[i] == MP_INVALID_OS_HANDLE || req->handles[i] == 0)
-            continue;
-        if (!DuplicateHandle(GetCurrentProcess(), MP__H(req->handles[i]), pi.hProcess, &dup,
-                             0, FALSE, DUPLICATE_SAME_ACCESS)) {
+        if (req->handles[i] == MP_INVALID_OS_HANDLE || req->handles[i] == 0) continue;
+        if (!DuplicateHandle(GetCurrentProcess(), MP__H(req->handles[i]), pi.hProcess, &dup, 0,
+                             FALSE, DUPLICATE_SAME_ACCESS)) {
             rc = mp__os_err("win32: DuplicateHandle into the child");
             goto fail;
         }
@@ -433,11 +395,9 @@ static int win32_start(const mp__start_req *req, mp__started *out)
 
     /* A child that dies early ends the exchange; its missing report then says so. */
     rc = send_launch(&chan, remote, req->nhandles, req);
-    if (rc == 0 || rc == MP_EOF)
-        rc = read_report(&chan);
+    if (rc == 0 || rc == MP_EOF) rc = read_report(&chan);
     /* Closing our end first lets a child still waiting for input end on its own. */
-    if (rc < 0)
-        close_h(&chan.pipe);
+    if (rc < 0) close_h(&chan.pipe);
     if (rc == MP_EOF) {
         DWORD code = reap(pi.hProcess, 5000);
         rc = mp__err(MP_ECHILD,
@@ -475,8 +435,7 @@ fail:
     close_h(&chan.pipe);
     close_h(&chan.event);
     close_h(&child_end);
-    for (int i = 0; i < 3; i++)
-        close_h(&stdio[i]);
+    for (int i = 0; i < 3; i++) close_h(&stdio[i]);
     if (attrs != NULL) {
         DeleteProcThreadAttributeList(attrs);
         mp__free(attrs);
@@ -489,42 +448,34 @@ fail:
     return rc;
 }
 
-static int win32_wait(void *state, double timeout, int *exitcode)
-{
+static int win32_wait(void *state, double timeout, int *exitcode) {
     struct win32_bk *bk = state;
-    if (bk == NULL)
-        return mp__err(MP_ESTATE, "win32: process not started");
+    if (bk == NULL) return mp__err(MP_ESTATE, "win32: process not started");
     int rc = mp__os_handle_wait(MP__OSH(bk->process), timeout);
-    if (rc < 0)
-        return rc;
+    if (rc < 0) return rc;
     DWORD code = 0;
-    if (!GetExitCodeProcess(bk->process, &code))
-        return mp__os_err("win32: GetExitCodeProcess");
+    if (!GetExitCodeProcess(bk->process, &code)) return mp__os_err("win32: GetExitCodeProcess");
     *exitcode = code == MP__WIN_TERMINATE ? MP__SIGTERM_CODE : (int)code;
     return 0;
 }
 
-static int win32_signal(void *state, int sig)
-{
+static int win32_signal(void *state, int sig) {
     struct win32_bk *bk = state;
     if (sig == MP__SIG_INT)
         return mp__err(MP_ENOTSUP, "win32: interrupt (SIGINT) cannot be sent to a process");
     if (sig != MP__SIG_TERM && sig != MP__SIG_KILL)
         return mp__err(MP_EINVAL, "win32: unknown signal %d", sig);
-    if (bk == NULL)
-        return mp__err(MP_ESTATE, "win32: process not started");
+    if (bk == NULL) return mp__err(MP_ESTATE, "win32: process not started");
     if (!TerminateProcess(bk->process, MP__WIN_TERMINATE)) {
         DWORD e = GetLastError();
         /* Access is denied once the process has ended: that is the no-op case. */
-        if (WaitForSingleObject(bk->process, 0) == WAIT_OBJECT_0)
-            return 0;
+        if (WaitForSingleObject(bk->process, 0) == WAIT_OBJECT_0) return 0;
         return mp__win_err(e, "win32: TerminateProcess");
     }
     return 0;
 }
 
-static void win32_release(void *state)
-{
+static void win32_release(void *state) {
     struct win32_bk *bk = state;
     if (bk != NULL) {
         close_h(&bk->process);
@@ -538,11 +489,9 @@ struct report_ctx {
     HANDLE pipe;
 };
 
-static void child_report(void *ctx, int rc, const char *msg)
-{
+static void child_report(void *ctx, int rc, const char *msg) {
     struct report_ctx *r = ctx;
-    if (r->pipe == NULL)
-        return;
+    if (r->pipe == NULL) return;
     unsigned char buf[MP__REPORT_MAX];
     size_t len = mp__report_encode(rc, msg, buf);
     /* One write, so the parent never sees half a report; a parent that went away
@@ -553,8 +502,7 @@ static void child_report(void *ctx, int rc, const char *msg)
     close_h(&r->pipe);
 }
 
-static int win32_child_main(int argc, char **argv)
-{
+static int win32_child_main(int argc, char **argv) {
     struct report_ctx report = {NULL};
     unsigned char hdr[8];
     mp_os_handle *handles = NULL;
@@ -562,8 +510,7 @@ static int win32_child_main(int argc, char **argv)
     mp__launch launch;
     int rc;
 
-    if (argc < 4)
-        return mp__err(MP_EINVAL, "win32 child: missing launch pipe argument");
+    if (argc < 4) return mp__err(MP_EINVAL, "win32 child: missing launch pipe argument");
     char *end = NULL;
     errno = 0;
     unsigned long long v = strtoull(argv[3], &end, 10);
@@ -578,8 +525,7 @@ static int win32_child_main(int argc, char **argv)
     rc = mp__os_read_all(MP__OSH(pipe), hdr, sizeof hdr);
     if (rc == 0 && memcmp(hdr, wire_magic, sizeof wire_magic) != 0)
         rc = mp__err(MP_EPROTO, "win32 child: bad launch header (parent of another build?)");
-    if (rc < 0)
-        goto fail;
+    if (rc < 0) goto fail;
     uint32_t n = get_u32(hdr + 4);
     if (n > HANDLES_MAX) {
         rc = mp__err(MP_EPROTO, "win32 child: %lu handles announced", (unsigned long)n);
@@ -593,14 +539,12 @@ static int win32_child_main(int argc, char **argv)
     for (uint32_t i = 0; i < n; i++) {
         unsigned char b[8];
         rc = mp__os_read_all(MP__OSH(pipe), b, sizeof b);
-        if (rc < 0)
-            goto fail;
+        if (rc < 0) goto fail;
         handles[i] = (mp_os_handle)get_u64(b);
     }
     unsigned char lb[8];
     rc = mp__os_read_all(MP__OSH(pipe), lb, sizeof lb);
-    if (rc < 0)
-        goto fail;
+    if (rc < 0) goto fail;
     uint64_t len = get_u64(lb);
     if (len > (uint64_t)(SIZE_MAX / 2)) {
         rc = mp__err(MP_EPROTO, "win32 child: payload of %llu bytes announced",
@@ -614,12 +558,10 @@ static int win32_child_main(int argc, char **argv)
         goto fail;
     }
     rc = mp__os_read_all(MP__OSH(pipe), payload, (size_t)len);
-    if (rc < 0)
-        goto fail;
+    if (rc < 0) goto fail;
 
     rc = mp__launch_decode(payload, (size_t)len, &launch);
-    if (rc < 0)
-        goto fail;
+    if (rc < 0) goto fail;
     /* The launch points into payload and owns handles from here on; the process
      * ends with the target, so neither is freed. */
     mp__child_run(&launch, handles, n, child_report, &report);

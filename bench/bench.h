@@ -18,6 +18,7 @@ int bench_finish_child(struct mp_process *p, double timeout);
 /** One pool metric (bench_pool.c): pool_map_trivial, pool_imap_chunksize1,
  *  pool_apply_sync, pool_map_records, pool_map_10ms_auto. */
 #include <stdbool.h>
-int bench_pool_metric(const char *metric, bool quick, void (*report)(const char *, double, const char *));
+int bench_pool_metric(const char *metric, bool quick,
+                      void (*report)(const char *, double, const char *));
 
 #endif

@@ -24,20 +24,15 @@
 #include "multiproc.h"
 #include "bench.h"
 
-static int sq(const mp_value *a, mp_value **r)
-{
+static int sq(const mp_value *a, mp_value **r) {
     int64_t x = mp_value_as_int(a);
     *r = mp_value_int(x * x);
     return *r ? 0 : MP_ENOMEM;
 }
 
-static int sq_args(const mp_value *a, mp_value **r)
-{
-    return sq(mp_value_item(a, 0), r);
-}
+static int sq_args(const mp_value *a, mp_value **r) { return sq(mp_value_item(a, 0), r); }
 
-static int sq_record(const void *in, void *out)
-{
+static int sq_record(const void *in, void *out) {
     int64_t x;
     memcpy(&x, in, sizeof x);
     x *= x;
@@ -46,8 +41,7 @@ static int sq_record(const void *in, void *out)
 }
 
 /* 10 ms of work: a sleep, so the figure measures the pool, not the CPU share. */
-static int ten_ms(const mp_value *a, mp_value **r)
-{
+static int ten_ms(const mp_value *a, mp_value **r) {
     (void)a;
 #ifdef _WIN32
     Sleep(10);
@@ -59,31 +53,27 @@ static int ten_ms(const mp_value *a, mp_value **r)
     return 0;
 }
 
-static int cmp_double(const void *a, const void *b)
-{
+static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
 }
 
-static double median(double *v, int n)
-{
+static double median(double *v, int n) {
     qsort(v, (size_t)n, sizeof *v, cmp_double);
     return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
-static mp_value *ints(int n)
-{
+static mp_value *ints(int n) {
     mp_value *l = mp_value_list_new();
     for (int i = 0; l && i < n; i++)
-        if (mp_value_list_append(l, mp_value_int(i)) != 0)
-            return NULL;
+        if (mp_value_list_append(l, mp_value_int(i)) != 0) return NULL;
     return l;
 }
 
 #define RUNS 5
 
-int bench_pool_metric(const char *metric, bool quick, void (*report)(const char *, double, const char *))
-{
+int bench_pool_metric(const char *metric, bool quick,
+                      void (*report)(const char *, double, const char *)) {
     mp_pool *p = NULL;
     mp_pool_opts po = {.processes = 2};
     int rc = mp_pool_new(NULL, &po, &p);
@@ -102,12 +92,12 @@ int bench_pool_metric(const char *metric, bool quick, void (*report)(const char 
             double t0 = bench_now();
             rc = mp_pool_map(p, sq, items, NULL, &res);
             t[r] = bench_now() - t0;
-            if (!rc && mp_value_as_int(mp_value_item(res, (size_t)n - 1)) != (int64_t)(n - 1) * (n - 1))
+            if (!rc &&
+                mp_value_as_int(mp_value_item(res, (size_t)n - 1)) != (int64_t)(n - 1) * (n - 1))
                 rc = MP_EPROTO;
             mp_value_free(res);
         }
-        if (!rc)
-            report(metric, n / median(t, RUNS), "tasks/s");
+        if (!rc) report(metric, n / median(t, RUNS), "tasks/s");
         mp_value_free(items);
         mp_value_free(warm);
     } else if (strcmp(metric, "pool_imap_chunksize1") == 0) {
@@ -126,14 +116,12 @@ int bench_pool_metric(const char *metric, bool quick, void (*report)(const char 
             t[r] = bench_now() - t0;
             mp_imap_free(it);
         }
-        if (!rc)
-            report(metric, median(t, RUNS) / m * 1e6, "us/task");
+        if (!rc) report(metric, median(t, RUNS) / m * 1e6, "us/task");
         mp_value_free(items);
     } else if (strcmp(metric, "pool_apply_sync") == 0) {
         int m = quick ? 100 : 1000;
         mp_value *args = mp_value_tuple_new();
-        if (!args || mp_value_list_append(args, mp_value_int(7)) != 0)
-            rc = MP_ENOMEM;
+        if (!args || mp_value_list_append(args, mp_value_int(7)) != 0) rc = MP_ENOMEM;
         for (int r = 0; !rc && r < RUNS; r++) {
             double t0 = bench_now();
             for (int i = 0; !rc && i < m; i++) {
@@ -142,27 +130,21 @@ int bench_pool_metric(const char *metric, bool quick, void (*report)(const char 
             }
             t[r] = bench_now() - t0;
         }
-        if (!rc)
-            report(metric, median(t, RUNS) / m * 1e6, "us/call");
+        if (!rc) report(metric, median(t, RUNS) / m * 1e6, "us/call");
         mp_value_free(args);
     } else if (strcmp(metric, "pool_map_records") == 0) {
         size_t n = quick ? 1000000 : 10000000;
         int64_t *in = malloc(n * sizeof *in), *out = malloc(n * sizeof *out);
-        if (!in || !out)
-            rc = MP_ENOMEM;
-        for (size_t i = 0; !rc && i < n; i++)
-            in[i] = (int64_t)i;
-        if (!rc)
-            rc = mp_pool_map_records(p, sq_record, in, 8, out, 8, n / 100, NULL);
+        if (!in || !out) rc = MP_ENOMEM;
+        for (size_t i = 0; !rc && i < n; i++) in[i] = (int64_t)i;
+        if (!rc) rc = mp_pool_map_records(p, sq_record, in, 8, out, 8, n / 100, NULL);
         for (int r = 0; !rc && r < RUNS; r++) {
             double t0 = bench_now();
             rc = mp_pool_map_records(p, sq_record, in, 8, out, 8, n, NULL);
             t[r] = bench_now() - t0;
-            if (!rc && out[n - 1] != (int64_t)(n - 1) * (int64_t)(n - 1))
-                rc = MP_EPROTO;
+            if (!rc && out[n - 1] != (int64_t)(n - 1) * (int64_t)(n - 1)) rc = MP_EPROTO;
         }
-        if (!rc)
-            report(metric, (double)n / median(t, RUNS), "records/s");
+        if (!rc) report(metric, (double)n / median(t, RUNS), "records/s");
         free(in);
         free(out);
     } else if (strcmp(metric, "pool_map_10ms_auto") == 0) {
@@ -175,14 +157,14 @@ int bench_pool_metric(const char *metric, bool quick, void (*report)(const char 
             mp_value_free(res);
         }
         double ideal = (n + 1) / 2 * 0.010;
-        if (!rc)
-            report(metric, ideal / median(t, quick ? 1 : 3), "efficiency");
+        if (!rc) report(metric, ideal / median(t, quick ? 1 : 3), "efficiency");
         mp_value_free(items);
     } else {
         rc = MP_EINVAL;
     }
     if (rc < 0)
-        fprintf(stderr, "mp_bench: %s: %s (%s)\n", metric, mp_strerror(rc), mp_last_error_message());
+        fprintf(stderr, "mp_bench: %s: %s (%s)\n", metric, mp_strerror(rc),
+                mp_last_error_message());
     mp_pool_free(p);
     return rc;
 }

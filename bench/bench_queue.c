@@ -30,8 +30,7 @@
 #define BIG ((size_t)64 << 20)
 
 /* [0] queue, [1] count, [2] item size: puts count items, then an empty one. */
-static int producer_target(mp_args *a)
-{
+static int producer_target(mp_args *a) {
     mp_queue *q = mp_args_queue(a, 0);
     int64_t n = mp_args_int(a, 1);
     size_t size = (size_t)mp_args_int(a, 2);
@@ -46,8 +45,7 @@ static int producer_target(mp_args *a)
         memcpy(item, &i, size < sizeof i ? size : sizeof i);
         rc = mp_queue_put_bytes(q, item, size, 60.0);
     }
-    if (!rc)
-        rc = mp_queue_put_bytes(q, NULL, 0, 60.0);
+    if (!rc) rc = mp_queue_put_bytes(q, NULL, 0, 60.0);
     free(item);
     return rc ? 1 : 0;
 }
@@ -58,18 +56,15 @@ typedef struct producer_args {
     size_t size;
 } producer_args;
 
-static int add_producer_args(mp_args *a, void *arg)
-{
+static int add_producer_args(mp_args *a, void *arg) {
     producer_args *pa = arg;
     int rc = mp_args_add_queue(a, pa->q);
-    if (!rc)
-        rc = mp_args_add_int(a, pa->n);
+    if (!rc) rc = mp_args_add_int(a, pa->n);
     return rc ? rc : mp_args_add_int(a, (int64_t)pa->size);
 }
 
-static int start_producer(mp_queue *q, int64_t n, size_t size, mp_process **out)
-{
-    producer_args pa = { q, n, size };
+static int start_producer(mp_queue *q, int64_t n, size_t size, mp_process **out) {
+    producer_args pa = {q, n, size};
     return bench_start_child(producer_target, add_producer_args, &pa, out);
 }
 
@@ -77,18 +72,15 @@ static int finish(mp_process *p) { return bench_finish_child(p, 120.0); }
 
 /* Takes items until the empty end mark: *count items, *dt seconds from the first
  * timed get (after `skip` untimed ones). */
-static int drain(mp_queue *q, void *buf, size_t cap, int skip, int64_t *count, double *dt)
-{
+static int drain(mp_queue *q, void *buf, size_t cap, int skip, int64_t *count, double *dt) {
     size_t len = 0;
     int rc = 0;
-    for (int i = 0; i < skip && !rc; i++)
-        rc = mp_queue_get_bytes_into(q, buf, cap, &len, 120.0);
+    for (int i = 0; i < skip && !rc; i++) rc = mp_queue_get_bytes_into(q, buf, cap, &len, 120.0);
     int64_t n = 0;
     double t = bench_now();
     while (!rc) {
         rc = mp_queue_get_bytes_into(q, buf, cap, &len, 120.0);
-        if (!rc && len == 0)
-            break;
+        if (!rc && len == 0) break;
         n++;
     }
     *dt = bench_now() - t;
@@ -96,18 +88,14 @@ static int drain(mp_queue *q, void *buf, size_t cap, int skip, int64_t *count, d
     return rc;
 }
 
-static int run_queue(int64_t n, size_t size, int skip, int64_t *count, double *dt)
-{
+static int run_queue(int64_t n, size_t size, int skip, int64_t *count, double *dt) {
     mp_queue *q = NULL;
     mp_process *p = NULL;
     void *buf = malloc(size ? size : 1);
-    if (!buf)
-        return MP_ENOMEM;
+    if (!buf) return MP_ENOMEM;
     int rc = mp_queue_new(NULL, 0, &q);
-    if (!rc)
-        rc = start_producer(q, n + skip, size, &p);
-    if (!rc)
-        rc = drain(q, buf, size, skip, count, dt);
+    if (!rc) rc = start_producer(q, n + skip, size, &p);
+    if (!rc) rc = drain(q, buf, size, skip, count, dt);
     int rc2 = p ? finish(p) : 0;
     mp_queue_free(q);
     free(buf);
@@ -115,11 +103,9 @@ static int run_queue(int64_t n, size_t size, int skip, int64_t *count, double *d
 }
 
 #ifndef _WIN32
-static int run_rawpipe(int n, double *mib_s)
-{
+static int run_rawpipe(int n, double *mib_s) {
     int fds[2];
-    if (pipe(fds) != 0)
-        return MP_ESYS;
+    if (pipe(fds) != 0) return MP_ESYS;
     char *buf = malloc(BIG);
     if (!buf) {
         close(fds[0]);
@@ -139,8 +125,7 @@ static int run_rawpipe(int n, double *mib_s)
         for (int i = 0; i < n + 1; i++)
             for (size_t off = 0; off < BIG;) {
                 ssize_t k = write(fds[1], buf + off, BIG - off);
-                if (k <= 0)
-                    _exit(1);
+                if (k <= 0) _exit(1);
                 off += (size_t)k;
             }
         _exit(0);
@@ -149,8 +134,7 @@ static int run_rawpipe(int n, double *mib_s)
     int rc = 0;
     double t = 0;
     for (int i = 0; i < n + 1 && !rc; i++) {
-        if (i == 1)
-            t = bench_now(); /* as the queue: the first item is untimed */
+        if (i == 1) t = bench_now(); /* as the queue: the first item is untimed */
         for (size_t off = 0; off < BIG;) {
             ssize_t k = read(fds[0], buf + off, BIG - off);
             if (k <= 0) {
@@ -165,17 +149,14 @@ static int run_rawpipe(int n, double *mib_s)
     int st = 0;
     waitpid(pid, &st, 0);
     free(buf);
-    if (!rc && !(WIFEXITED(st) && WEXITSTATUS(st) == 0))
-        rc = MP_ECHILD;
-    if (!rc)
-        *mib_s = n * (double)(BIG >> 20) / dt;
+    if (!rc && !(WIFEXITED(st) && WEXITSTATUS(st) == 0)) rc = MP_ECHILD;
+    if (!rc) *mib_s = n * (double)(BIG >> 20) / dt;
     return rc;
 }
 #endif
 
 int bench_queue_metric(const char *metric, bool quick,
-                       void (*report)(const char *metric, double value, const char *unit))
-{
+                       void (*report)(const char *metric, double value, const char *unit)) {
     int rc = 0;
     int64_t count = 0;
     double dt = 0, v = 0;
@@ -183,15 +164,13 @@ int bench_queue_metric(const char *metric, bool quick,
     if (!strcmp(metric, "queue_small_items")) {
         int64_t n = quick ? 200000 : 2000000;
         rc = run_queue(n, 8, 0, &count, &dt);
-        if (!rc && count != n)
-            rc = MP_EPROTO;
+        if (!rc && count != n) rc = MP_EPROTO;
         v = count / dt;
         unit = "items/s";
     } else if (!strcmp(metric, "queue_large_items")) {
         int64_t n = quick ? 4 : 24;
         rc = run_queue(n, BIG, 1, &count, &dt);
-        if (!rc && count != n)
-            rc = MP_EPROTO;
+        if (!rc && count != n) rc = MP_EPROTO;
         v = count * (double)(BIG >> 20) / dt;
     } else if (!strcmp(metric, "rawpipe_64MiB")) {
 #ifdef _WIN32

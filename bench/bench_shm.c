@@ -16,33 +16,28 @@
 
 int bench_shm_1gib(bool quick);
 
-static int shm_fail(const char *what, int rc)
-{
+static int shm_fail(const char *what, int rc) {
     fprintf(stderr, "mp_bench: shm_1GiB: %s: %s (%s): %s\n", what, mp_strerror(rc), mp_err_name(rc),
             mp_last_error_message());
     return rc < 0 ? rc : MP_EINVAL;
 }
 
-static void keep_min(double *best, double v)
-{
-    if (*best < 0 || v < *best)
-        *best = v;
+static void keep_min(double *best, double v) {
+    if (*best < 0 || v < *best) *best = v;
 }
 
-int bench_shm_1gib(bool quick)
-{
+int bench_shm_1gib(bool quick) {
     const size_t size = (size_t)1 << 30;
-    double best[4] = { -1, -1, -1, -1 };
+    double best[4] = {-1, -1, -1, -1};
     int rounds = quick ? 1 : 3;
     for (int r = 0; r < rounds; r++) {
         mp_shm *s = NULL, *a = NULL;
-        mp_shm_opts o = { .create = true, .size = size };
+        mp_shm_opts o = {.create = true, .size = size};
         double t0 = bench_now();
         int rc = mp_shm_open(&o, &s);
         double t1 = bench_now();
-        if (rc < 0)
-            return shm_fail("create", rc);
-        mp_shm_opts oa = { .name = mp_shm_name(s) };
+        if (rc < 0) return shm_fail("create", rc);
+        mp_shm_opts oa = {.name = mp_shm_name(s)};
         rc = mp_shm_open(&oa, &a);
         double t2 = bench_now();
         if (rc < 0) {
@@ -58,15 +53,14 @@ int bench_shm_1gib(bool quick)
         rc = mp_shm_unlink(s);
         double t5 = bench_now();
         mp_shm_free(s);
-        if (rc < 0)
-            return shm_fail("unlink", rc);
+        if (rc < 0) return shm_fail("unlink", rc);
         keep_min(&best[0], (t1 - t0) * 1e3);
         keep_min(&best[1], (t2 - t1) * 1e3);
         keep_min(&best[2], (t3 - t2) * 1e3);
         keep_min(&best[3], (t5 - t4) * 1e3);
     }
-    static const char *const names[4] = { "shm_1GiB.create", "shm_1GiB.attach", "shm_1GiB.touch",
-                                          "shm_1GiB.unlink" };
+    static const char *const names[4] = {"shm_1GiB.create", "shm_1GiB.attach", "shm_1GiB.touch",
+                                         "shm_1GiB.unlink"};
     for (int i = 0; i < 4; i++) {
         printf("mp.%s %.3f ms\n", names[i], best[i]);
         fflush(stdout);

@@ -13,13 +13,11 @@
 #include "multiproc.h"
 #include "bench.h"
 
-double bench_now(void)
-{
+double bench_now(void) {
 #ifdef _WIN32
     static LARGE_INTEGER freq;
     LARGE_INTEGER t;
-    if (!freq.QuadPart)
-        QueryPerformanceFrequency(&freq);
+    if (!freq.QuadPart) QueryPerformanceFrequency(&freq);
     QueryPerformanceCounter(&t);
     return (double)t.QuadPart / (double)freq.QuadPart;
 #else
@@ -30,18 +28,14 @@ double bench_now(void)
 }
 
 int bench_start_child(int (*fn)(mp_args *), int (*build_args)(mp_args *, void *), void *arg,
-                      mp_process **out)
-{
+                      mp_process **out) {
     mp_context *ctx = mp_get_context("fork");
-    if (!ctx)
-        ctx = mp_get_context(NULL); /* Windows: no fork */
+    if (!ctx) ctx = mp_get_context(NULL); /* Windows: no fork */
     mp_args *a = NULL;
     int rc = mp_args_new(&a);
-    if (!rc)
-        rc = build_args(a, arg);
-    mp_process_opts po = { .target = fn, .args = a };
-    if (!rc)
-        rc = mp_process_new(ctx, &po, out);
+    if (!rc) rc = build_args(a, arg);
+    mp_process_opts po = {.target = fn, .args = a};
+    if (!rc) rc = mp_process_new(ctx, &po, out);
     if (!rc && (rc = mp_process_start(*out)) < 0) {
         mp_process_free(*out);
         *out = NULL;
@@ -50,12 +44,10 @@ int bench_start_child(int (*fn)(mp_args *), int (*build_args)(mp_args *, void *)
     return rc;
 }
 
-int bench_finish_child(mp_process *p, double timeout)
-{
+int bench_finish_child(mp_process *p, double timeout) {
     int code = -1;
     int rc = mp_process_join(p, timeout);
-    if (!rc)
-        rc = mp_process_exitcode(p, &code);
+    if (!rc) rc = mp_process_exitcode(p, &code);
     if (rc < 0) {
         mp_process_kill(p);
         mp_process_join(p, 5.0);

@@ -32,8 +32,8 @@ static double bench_now(void) {
 enum { RAW, BUFFERED, UNBUFFERED, NVAR };
 static const char *const names[NVAR] = {"os pipe", "mp buffered", "mp default"};
 
-#define RT_N 2000       /* round trips per batch */
-#define TP_N 40         /* 1 MiB messages per batch */
+#define RT_N 2000 /* round trips per batch */
+#define TP_N 40   /* 1 MiB messages per batch */
 #define MIB ((size_t)1 << 20)
 
 static void full_write(int fd, const char *p, size_t n) {
@@ -91,8 +91,10 @@ static double batch(int var, bool rt, char *big) {
             }
         }
         if (!rt) {
-            if (var == RAW) full_write(b[1], "k", 1);
-            else if (mp_connection_send_bytes(c2, "k", 1)) _exit(7);
+            if (var == RAW)
+                full_write(b[1], "k", 1);
+            else if (mp_connection_send_bytes(c2, "k", 1))
+                _exit(7);
         }
         _exit(0);
     }
@@ -117,7 +119,8 @@ static double batch(int var, bool rt, char *big) {
         }
     }
     if (!rt) {
-        if (var == RAW) full_read(b[0], m, 1);
+        if (var == RAW)
+            full_read(b[0], m, 1);
         else {
             size_t len;
             if (mp_connection_recv_bytes_into(c1, m, sizeof m, 0, &len, NULL)) return -1;
@@ -173,8 +176,8 @@ int main(int argc, char **argv) {
         /* round trip: lower is better (best = min); throughput: higher (best = max) */
         double best0 = k == 0 ? v[k][RAW][0] : v[k][RAW][rounds - 1];
         double med0 = v[k][RAW][rounds / 2];
-        printf("%s, %d rounds\n", k == 0 ? "pipe_roundtrip_64B (us)" : "pipe_throughput_1MiB (MiB/s)",
-               rounds);
+        printf("%s, %d rounds\n",
+               k == 0 ? "pipe_roundtrip_64B (us)" : "pipe_throughput_1MiB (MiB/s)", rounds);
         for (int j = 0; j < NVAR; j++) {
             double best = k == 0 ? v[k][j][0] : v[k][j][rounds - 1], med = v[k][j][rounds / 2];
             printf("  %-12s best %9.3f (%.3fx)  median %9.3f (%.3fx)\n", names[j], best,

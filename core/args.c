@@ -39,7 +39,8 @@ void mp_args_free(mp_args *a) {
         if (it->type == MP_ARG_STR || it->type == MP_ARG_BYTES) mp__free(it->u.s.p);
         if (it->type == MP_ARG_OS_HANDLE && a->owns_handles && it->u.h != MP_INVALID_OS_HANDLE)
             mp__os_handle_close(it->u.h);
-        if (it->type == MP_ARG_OBJECT && a->owns_handles && it->u.o.obj) it->u.o.t->free(it->u.o.obj);
+        if (it->type == MP_ARG_OBJECT && a->owns_handles && it->u.o.obj)
+            it->u.o.t->free(it->u.o.obj);
     }
     mp__free(a->items);
     mp__free(a);
@@ -59,9 +60,9 @@ static mp__arg *args_push(mp_args *a, mp_arg_type t) {
     return it;
 }
 
-#define ARGS_CHECK(a, fn)                                                           \
-    do {                                                                            \
-        if (!(a)) return mp__err(MP_EINVAL, fn ": args is NULL");                  \
+#define ARGS_CHECK(a, fn)                                         \
+    do {                                                          \
+        if (!(a)) return mp__err(MP_EINVAL, fn ": args is NULL"); \
     } while (0)
 
 int mp_args_add_int(mp_args *a, int64_t v) {
@@ -109,9 +110,11 @@ int mp_args_add_bytes(mp_args *a, const void *buf, size_t len) {
 
 int mp_args_add_os_handle(mp_args *a, mp_os_handle h) {
     ARGS_CHECK(a, "mp_args_add_os_handle");
-    if (h == MP_INVALID_OS_HANDLE) return mp__err(MP_EBADF, "mp_args_add_os_handle: invalid handle");
+    if (h == MP_INVALID_OS_HANDLE)
+        return mp__err(MP_EBADF, "mp_args_add_os_handle: invalid handle");
     if (a->owns_handles)
-        return mp__err(MP_EINVAL, "mp_args_add_os_handle: cannot add to a child's own argument list");
+        return mp__err(MP_EINVAL,
+                       "mp_args_add_os_handle: cannot add to a child's own argument list");
     mp__arg *it = args_push(a, MP_ARG_OS_HANDLE);
     if (!it) return mp__err(MP_ENOMEM, "mp_args_add_os_handle: out of memory");
     it->u.h = h;
@@ -158,7 +161,8 @@ mp_os_handle mp_args_os_handle(const mp_args *a, size_t i) {
 int mp__args_add_object(mp_args *a, const mp__objtype *t, void *obj) {
     ARGS_CHECK(a, "mp_args_add_object");
     if (!obj) return mp__err(MP_EINVAL, "mp_args: %s object is NULL", t->name);
-    if (a->owns_handles) return mp__err(MP_EINVAL, "mp_args: cannot add to a child's own argument list");
+    if (a->owns_handles)
+        return mp__err(MP_EINVAL, "mp_args: cannot add to a child's own argument list");
     mp__arg *it = args_push(a, MP_ARG_OBJECT);
     if (!it) return mp__err(MP_ENOMEM, "mp_args: out of memory");
     it->u.o.t = t;
@@ -202,7 +206,9 @@ int mp__args_encode(const mp_args *a, mp__buf *b, mp_os_handle *handles, size_t 
         const mp__arg *it = &a->items[i];
         mp__buf_u8(b, (uint8_t)it->type);
         switch (it->type) {
-        case MP_ARG_INT: mp__buf_u64(b, (uint64_t)it->u.i); break;
+        case MP_ARG_INT:
+            mp__buf_u64(b, (uint64_t)it->u.i);
+            break;
         case MP_ARG_DOUBLE: {
             uint64_t bits;
             memcpy(&bits, &it->u.d, sizeof bits);
@@ -210,7 +216,9 @@ int mp__args_encode(const mp_args *a, mp__buf *b, mp_os_handle *handles, size_t 
             break;
         }
         case MP_ARG_STR:
-        case MP_ARG_BYTES: mp__buf_blob(b, it->u.s.p, it->u.s.n); break;
+        case MP_ARG_BYTES:
+            mp__buf_blob(b, it->u.s.p, it->u.s.n);
+            break;
         case MP_ARG_OS_HANDLE:
             mp__buf_u32(b, (uint32_t)*nhandles);
             handles[(*nhandles)++] = it->u.h;
@@ -228,7 +236,8 @@ int mp__args_encode(const mp_args *a, mp__buf *b, mp_os_handle *handles, size_t 
             mp__buf_free(&desc);
             break;
         }
-        default: break;
+        default:
+            break;
         }
         if (rc) return rc;
     }
@@ -256,7 +265,9 @@ static int args_decode(mp__rd *r, const mp_os_handle *handles, size_t nhandles, 
     for (uint32_t i = 0; i < n && !r->err; i++) {
         uint8_t t = mp__rd_u8(r);
         switch (t) {
-        case MP_ARG_INT: rc = mp_args_add_int(a, (int64_t)mp__rd_u64(r)); break;
+        case MP_ARG_INT:
+            rc = mp_args_add_int(a, (int64_t)mp__rd_u64(r));
+            break;
         case MP_ARG_DOUBLE: {
             uint64_t bits = mp__rd_u64(r);
             double d;
@@ -302,7 +313,8 @@ static int args_decode(mp__rd *r, const mp_os_handle *handles, size_t nhandles, 
                 mp__rd dr = {desc, dlen, 0};
                 void *obj = NULL;
                 mp__arg *it = args_push(a, MP_ARG_OBJECT);
-                if (!it) rc = mp__err(MP_ENOMEM, "mp_args: out of memory");
+                if (!it)
+                    rc = mp__err(MP_ENOMEM, "mp_args: out of memory");
                 else if ((rc = t->rebuild(&dr, handles + first, nh, &obj)) == 0) {
                     it->u.o.t = t;
                     it->u.o.obj = obj;
@@ -315,7 +327,9 @@ static int args_decode(mp__rd *r, const mp_os_handle *handles, size_t nhandles, 
             mp__free(name);
             break;
         }
-        default: r->err = MP_EPROTO; break;
+        default:
+            r->err = MP_EPROTO;
+            break;
         }
         if (rc) break;
     }
@@ -353,7 +367,8 @@ static int decode_dups(mp__rd *r, const mp_os_handle *handles, size_t n, mp_args
     return rc;
 }
 
-int mp__args_rebuild_nested(mp__rd *r, const mp_os_handle *handles, size_t nhandles, mp_args **out) {
+int mp__args_rebuild_nested(mp__rd *r, const mp_os_handle *handles, size_t nhandles,
+                            mp_args **out) {
     return args_decode(r, handles, nhandles, true, out);
 }
 
@@ -381,13 +396,25 @@ int mp__args_copy(const mp_args *src, mp_args **out) {
     for (size_t i = 0; !rc && src && i < src->n; i++) {
         const mp__arg *it = &src->items[i];
         switch (it->type) {
-        case MP_ARG_INT: rc = mp_args_add_int(a, it->u.i); break;
-        case MP_ARG_DOUBLE: rc = mp_args_add_double(a, it->u.d); break;
+        case MP_ARG_INT:
+            rc = mp_args_add_int(a, it->u.i);
+            break;
+        case MP_ARG_DOUBLE:
+            rc = mp_args_add_double(a, it->u.d);
+            break;
         case MP_ARG_STR:
-        case MP_ARG_BYTES: rc = args_add_mem(a, it->type, it->u.s.p, it->u.s.n); break;
-        case MP_ARG_OS_HANDLE: rc = mp_args_add_os_handle(a, it->u.h); break;
-        case MP_ARG_OBJECT: rc = mp__args_add_object(a, it->u.o.t, it->u.o.obj); break;
-        default: rc = mp__err(MP_EINVAL, "mp_args: bad item type"); break;
+        case MP_ARG_BYTES:
+            rc = args_add_mem(a, it->type, it->u.s.p, it->u.s.n);
+            break;
+        case MP_ARG_OS_HANDLE:
+            rc = mp_args_add_os_handle(a, it->u.h);
+            break;
+        case MP_ARG_OBJECT:
+            rc = mp__args_add_object(a, it->u.o.t, it->u.o.obj);
+            break;
+        default:
+            rc = mp__err(MP_EINVAL, "mp_args: bad item type");
+            break;
         }
     }
     if (rc) {

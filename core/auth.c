@@ -49,9 +49,8 @@ static const struct {
     const char *name;
     int alg;
 } k_digests[] = {
-    {"md5", MP__HMAC_MD5},           {"sha256", MP__HMAC_SHA256},
-    {"sha384", MP__HMAC_SHA384},     {"sha3_256", MP__HMAC_SHA3_256},
-    {"sha3_384", MP__HMAC_SHA3_384},
+    {"md5", MP__HMAC_MD5},           {"sha256", MP__HMAC_SHA256},     {"sha384", MP__HMAC_SHA384},
+    {"sha3_256", MP__HMAC_SHA3_256}, {"sha3_384", MP__HMAC_SHA3_384},
 };
 
 static int digest_by_name(const unsigned char *p, size_t n) {
@@ -84,8 +83,10 @@ static int split_digest(const unsigned char *m, size_t n, int *alg, bool *prefix
             return 0;
         }
     }
-    return mp__err(MP_EAUTH, "authentication: unsupported message length (%zu bytes), missing "
-                             "{digest} prefix or unsupported digest", n);
+    return mp__err(MP_EAUTH,
+                   "authentication: unsupported message length (%zu bytes), missing "
+                   "{digest} prefix or unsupported digest",
+                   n);
 }
 
 static int hmac(int alg, const void *key, size_t keylen, const void *m, size_t n,
@@ -128,16 +129,17 @@ int mp__auth_send_msg(mp_os_handle h, int kind, const void *buf, size_t n, doubl
     return mp__os_net_write(h, kind, frame, 4 + n, deadline);
 }
 
-int mp__auth_recv_msg(mp_os_handle h, int kind, void *buf, size_t cap, size_t *n,
-                      double deadline) {
+int mp__auth_recv_msg(mp_os_handle h, int kind, void *buf, size_t cap, size_t *n, double deadline) {
     unsigned char hdr[4];
     *n = 0;
     if (mp__os_net_message_mode(kind)) {
         /* The pipe keeps the boundary: a longer message is refused unread. */
         int rc = mp__os_net_read_message(h, kind, buf, cap, n, deadline);
         if (rc == MP_ETOOBIG)
-            return mp__err(MP_EAUTH, "authentication: peer sent a message longer than the %zu "
-                                     "bytes allowed before authenticating", cap);
+            return mp__err(MP_EAUTH,
+                           "authentication: peer sent a message longer than the %zu "
+                           "bytes allowed before authenticating",
+                           cap);
         return rc;
     }
     int rc = mp__os_net_read(h, kind, hdr, 4, deadline);
@@ -145,15 +147,19 @@ int mp__auth_recv_msg(mp_os_handle h, int kind, void *buf, size_t cap, size_t *n
     /* A negative length (-1 announces an 8-byte one) can only be longer than cap:
      * refuse without reading further. */
     if (hdr[0] & 0x80)
-        return mp__err(MP_EAUTH, "authentication: peer announced a message longer than %zu "
-                                 "bytes before authenticating", cap);
+        return mp__err(MP_EAUTH,
+                       "authentication: peer announced a message longer than %zu "
+                       "bytes before authenticating",
+                       cap);
     uint32_t len = (uint32_t)hdr[0] << 24 | (uint32_t)hdr[1] << 16 | (uint32_t)hdr[2] << 8 | hdr[3];
     if (len > cap)
-        return mp__err(MP_EAUTH, "authentication: peer announced a %lu-byte message, more "
-                                 "than the %zu allowed before authenticating",
+        return mp__err(MP_EAUTH,
+                       "authentication: peer announced a %lu-byte message, more "
+                       "than the %zu allowed before authenticating",
                        (unsigned long)len, cap);
     rc = len ? mp__os_net_read(h, kind, buf, len, deadline) : 0;
-    if (rc == MP_EOF) return mp__err(MP_EOF, "authentication: peer closed in the middle of a message");
+    if (rc == MP_EOF)
+        return mp__err(MP_EOF, "authentication: peer closed in the middle of a message");
     if (rc) return rc;
     *n = len;
     return 0;
@@ -235,7 +241,8 @@ static int answer(authio *io, const void *key, size_t keylen) {
     unsigned char in[MP__AUTH_MAX_MESSAGE];
     size_t n;
     int rc = io->recv(io, in, sizeof in, &n);
-    if (rc == MP_EOF) return mp__err(MP_EAUTH, "authentication: peer closed instead of challenging");
+    if (rc == MP_EOF)
+        return mp__err(MP_EAUTH, "authentication: peer closed instead of challenging");
     if (rc) return rc;
     if (n < LIT_LEN(k_challenge) || memcmp(in, k_challenge, LIT_LEN(k_challenge)) != 0)
         return mp__err(MP_EAUTH, "authentication: protocol error, expected a challenge "

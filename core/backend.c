@@ -49,10 +49,12 @@ int mp__backend_register(const struct mp_backend_ops *ops, bool make_default) {
     if (!ops || !ops->name || !ops->name[0])
         return mp__err(MP_EINVAL, "backend register: no ops or no name");
     if (ops->version != MP_BACKEND_OPS_VERSION)
-        return mp__err(MP_EINVAL, "backend register: '%s' has ops version %d, this library needs %d",
+        return mp__err(MP_EINVAL,
+                       "backend register: '%s' has ops version %d, this library needs %d",
                        ops->name, ops->version, MP_BACKEND_OPS_VERSION);
     if (!ops->start || !ops->wait || !ops->release)
-        return mp__err(MP_EINVAL, "backend register: '%s' lacks a required slot (start, wait, release)",
+        return mp__err(MP_EINVAL,
+                       "backend register: '%s' lacks a required slot (start, wait, release)",
                        ops->name);
     if (strlen(ops->name) >= sizeof g_alias[0].name)
         return mp__err(MP_EINVAL, "backend register: name '%s' is too long", ops->name);
@@ -142,7 +144,9 @@ mp_context *mp__backend_context(const struct mp_backend_ops *ops) {
     return c;
 }
 
-const struct mp_backend_ops *mp__context_ops(const mp_context *ctx) { return ctx ? ctx->ops : NULL; }
+const struct mp_backend_ops *mp__context_ops(const mp_context *ctx) {
+    return ctx ? ctx->ops : NULL;
+}
 
 /* ---- the global start method and contexts (Python's DefaultContext) ---- */
 
@@ -151,7 +155,9 @@ static const struct mp_backend_ops *default_locked(void) {
     if (env && *env) {
         const struct mp_backend_ops *ops = find_locked(env);
         if (ops) return ops;
-        fprintf(stderr, "multiproc: MP_START_METHOD=%s is not a start method here; using the default\n", env);
+        fprintf(stderr,
+                "multiproc: MP_START_METHOD=%s is not a start method here; using the default\n",
+                env);
     }
     return g_norder ? g_order[0]->ops : NULL;
 }
@@ -171,12 +177,14 @@ const char *mp_get_start_method(bool allow_none) {
 
 int mp_set_start_method(const char *name, bool force) {
     const struct mp_backend_ops *ops = NULL;
-    if (!name && !force) return mp__err(MP_EINVAL, "mp_set_start_method: name is NULL (pass force to unset)");
+    if (!name && !force)
+        return mp__err(MP_EINVAL, "mp_set_start_method: name is NULL (pass force to unset)");
     int rc = 0;
     mp__lock();
     if (name && !(ops = find_locked(name)))
-        rc = g_norder ? mp__err(MP_EINVAL, "mp_set_start_method: cannot find context for '%s'", name)
-                      : none_registered("mp_set_start_method");
+        rc = g_norder
+                 ? mp__err(MP_EINVAL, "mp_set_start_method: cannot find context for '%s'", name)
+                 : none_registered("mp_set_start_method");
     else if (g_method && !force)
         rc = mp__err(MP_ESTATE, "mp_set_start_method: context has already been set");
     else
@@ -236,10 +244,12 @@ static int check(const struct mp_backend_ops *ops, const char *slot) {
     return 0;
 }
 
-int mp__backend_start(const struct mp_backend_ops *ops, const mp__start_req *req, mp__started *out) {
+int mp__backend_start(const struct mp_backend_ops *ops, const mp__start_req *req,
+                      mp__started *out) {
     int rc = check(ops, "start");
     if (rc) return rc;
-    if (!ops->start) return mp__err(MP_ENOTSUP, "start method '%s' cannot start processes", ops->name);
+    if (!ops->start)
+        return mp__err(MP_ENOTSUP, "start method '%s' cannot start processes", ops->name);
     mp__started st = {0, MP_INVALID_OS_HANDLE, NULL};
     rc = ops->start(req, &st);
     if (rc) return rc;
@@ -250,14 +260,16 @@ int mp__backend_start(const struct mp_backend_ops *ops, const mp__start_req *req
 int mp__backend_wait(const struct mp_backend_ops *ops, void *state, double timeout, int *exitcode) {
     int rc = check(ops, "wait");
     if (rc) return rc;
-    if (!ops->wait) return mp__err(MP_ENOTSUP, "start method '%s' cannot wait for a process", ops->name);
+    if (!ops->wait)
+        return mp__err(MP_ENOTSUP, "start method '%s' cannot wait for a process", ops->name);
     return ops->wait(state, timeout, exitcode);
 }
 
 int mp__backend_signal(const struct mp_backend_ops *ops, void *state, int sig) {
     int rc = check(ops, "signal");
     if (rc) return rc;
-    if (!ops->signal) return mp__err(MP_ENOTSUP, "start method '%s' cannot signal a process", ops->name);
+    if (!ops->signal)
+        return mp__err(MP_ENOTSUP, "start method '%s' cannot signal a process", ops->name);
     return ops->signal(state, sig);
 }
 
@@ -268,7 +280,8 @@ void mp__backend_release(const struct mp_backend_ops *ops, void *state) {
 int mp__backend_child_main(const struct mp_backend_ops *ops, int argc, char **argv) {
     int rc = check(ops, "child");
     if (rc) return rc;
-    if (!ops->child_main) return mp__err(MP_ENOTSUP, "start method '%s' starts no exec'd children", ops->name);
+    if (!ops->child_main)
+        return mp__err(MP_ENOTSUP, "start method '%s' starts no exec'd children", ops->name);
     return ops->child_main(argc, argv);
 }
 

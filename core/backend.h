@@ -20,12 +20,12 @@ enum { MP__SIG_TERM = 1, MP__SIG_KILL = 2, MP__SIG_INT = 3 };
 
 /** What the core asks a backend to start. */
 typedef struct mp__start_req {
-    const void *payload;         /* encoded launch (mp__launch_decode in the child) */
+    const void *payload; /* encoded launch (mp__launch_decode in the child) */
     size_t len;
     const mp_os_handle *handles; /* to transfer, in order; [0] is the parent sentinel */
     size_t nhandles;
-    const char *executable;      /* exec-based backends run this program */
-    bool daemon;                 /* the child must die with this process */
+    const char *executable; /* exec-based backends run this program */
+    bool daemon;            /* the child must die with this process */
 } mp__start_req;
 
 /** What a backend tells the core about a child it started. */
@@ -89,10 +89,8 @@ void mp__backend_set_inherited(const char *name, bool thread);
 
 /* ---- the choke point: the core calls backends only through these ---- */
 
-int mp__backend_start(const struct mp_backend_ops *ops, const mp__start_req *req,
-                      mp__started *out);
-int mp__backend_wait(const struct mp_backend_ops *ops, void *state, double timeout,
-                     int *exitcode);
+int mp__backend_start(const struct mp_backend_ops *ops, const mp__start_req *req, mp__started *out);
+int mp__backend_wait(const struct mp_backend_ops *ops, void *state, double timeout, int *exitcode);
 int mp__backend_signal(const struct mp_backend_ops *ops, void *state, int sig);
 void mp__backend_release(const struct mp_backend_ops *ops, void *state);
 /** Runs ops' child_main (mp_init in an exec'd child); returns only on failure. */

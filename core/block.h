@@ -18,7 +18,7 @@ enum mp__sync_kind {
     MP__K_CONDITION,
     MP__K_EVENT,
     MP__K_BARRIER,
-    MP__K_QUEUE, /* core/queue.c */
+    MP__K_QUEUE,        /* core/queue.c */
     MP__K_SHARED_ARRAY, /* core/sharedctypes.c */
 };
 

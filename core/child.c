@@ -26,8 +26,8 @@ int mp__child_prepare(mp__launch *l, mp_os_handle *handles, size_t nhandles, mp_
     return rc;
 }
 
-int mp__child_exec(mp__launch *l, mp_args *args, mp_os_handle parent_sentinel,
-                   mp__report_fn report, void *report_ctx) {
+int mp__child_exec(mp__launch *l, mp_args *args, mp_os_handle parent_sentinel, mp__report_fn report,
+                   void *report_ctx) {
     bool thread = l->flags & MP_BACKEND_THREADS;
     mp_process *self = mp__process_child_begin(l, parent_sentinel, thread);
     if (!self) {
@@ -52,8 +52,8 @@ int mp__child_exec(mp__launch *l, mp_args *args, mp_os_handle parent_sentinel,
     return code;
 }
 
-int mp__child_run(mp__launch *l, mp_os_handle *handles, size_t nhandles,
-                  mp__report_fn report, void *report_ctx) {
+int mp__child_run(mp__launch *l, mp_os_handle *handles, size_t nhandles, mp__report_fn report,
+                  void *report_ctx) {
     mp_args *args;
     int rc = mp__child_prepare(l, handles, nhandles, &args);
     if (rc) {

@@ -13,7 +13,7 @@ struct mp_connection {
     mp_os_handle hw; /* a separate write handle (a duplex pair of pipes), else invalid */
     mp_os_handle hs; /* posix duplex pipe: the packet socket its handles travel on, else invalid */
     int kind;
-    int xfer;        /* how handles travel (XF_*), -1 until first needed */
+    int xfer; /* how handles travel (XF_*), -1 until first needed */
     bool readable, writable, closed;
     mp__osconn *os;
     uint64_t max_message;
@@ -49,8 +49,7 @@ int mp__conn_frame_decode(const unsigned char *p, size_t avail, uint64_t *size, 
         return 0;
     }
     if (u != 0xffffffffu)
-        return mp__err(MP_EPROTO, "connection: bad message header (length %ld)",
-                       (long)(int32_t)u);
+        return mp__err(MP_EPROTO, "connection: bad message header (length %ld)", (long)(int32_t)u);
     *hdrlen = 12;
     if (avail < 12) return MP_EAGAIN;
     uint64_t n = 0;
@@ -206,8 +205,10 @@ int mp_connection_set_buffered(mp_connection *c, bool on) {
     if (!c) return mp__err(MP_EINVAL, "mp_connection_set_buffered: connection is NULL");
     if (c->closed) return mp__err(MP_ECLOSED, "mp_connection_set_buffered: connection is closed");
     if (!on && c->rpos < c->rend)
-        return mp__err(MP_ESTATE, "mp_connection_set_buffered: %zu bytes read ahead are still "
-                                  "unread", c->rend - c->rpos);
+        return mp__err(MP_ESTATE,
+                       "mp_connection_set_buffered: %zu bytes read ahead are still "
+                       "unread",
+                       c->rend - c->rpos);
     c->buffered = on;
     return 0;
 }
@@ -243,8 +244,8 @@ int mp_connection_send_bytes(mp_connection *c, const void *buf, size_t len) {
     return send_frame(c, buf, len);
 }
 
-int mp_connection_send_bytes_range(mp_connection *c, const void *buf, size_t buflen,
-                                   int64_t offset, int64_t size) {
+int mp_connection_send_bytes_range(mp_connection *c, const void *buf, size_t buflen, int64_t offset,
+                                   int64_t size) {
     int rc = check_open(c, false, "mp_connection_send_bytes_range");
     if (rc) return rc;
     if (!buf && buflen) return mp__err(MP_EINVAL, "mp_connection_send_bytes_range: buffer is NULL");
@@ -333,8 +334,8 @@ static int check_size(mp_connection *c, size_t maxlength, uint64_t size, const c
         return bad_length(c, MP_ETOOBIG);
     }
     if (c->max_message && size > c->max_message) {
-        mp__err(MP_ETOOBIG, "%s: message of %llu bytes exceeds the connection's maximum %llu",
-                fn, (unsigned long long)size, (unsigned long long)c->max_message);
+        mp__err(MP_ETOOBIG, "%s: message of %llu bytes exceeds the connection's maximum %llu", fn,
+                (unsigned long long)size, (unsigned long long)c->max_message);
         return bad_length(c, MP_ETOOBIG);
     }
     if (size > (uint64_t)SIZE_MAX - 1) {
@@ -431,8 +432,8 @@ static int msg_rest(mp_connection *c, unsigned char *p, uint64_t size, uint64_t 
         size_t cap = p ? (size_t)want : (want < sizeof scratch ? (size_t)want : sizeof scratch);
         size_t k = 0;
         uint64_t left = 0;
-        int rc = mp__os_conn_read_message(c->h, c->kind, c->os, p ? p + have : scratch, cap, &k,
-                                          &left);
+        int rc =
+            mp__os_conn_read_message(c->h, c->kind, c->os, p ? p + have : scratch, cap, &k, &left);
         if (rc == MP_EOF) mp__err(MP_EOF, "connection: peer closed in the middle of a message");
         if (rc) return fatal(c, rc);
         have += k;
@@ -503,8 +504,10 @@ static int msg_recv_into(mp_connection *c, unsigned char *dst, size_t room, size
         return rc;
     }
     *len = (size_t)size;
-    return mp__err(MP_ETOOBIG, "%s: message of %llu bytes does not fit in %zu bytes (buffer too "
-                   "short)", fn, (unsigned long long)size, room);
+    return mp__err(MP_ETOOBIG,
+                   "%s: message of %llu bytes does not fit in %zu bytes (buffer too "
+                   "short)",
+                   fn, (unsigned long long)size, room);
 }
 
 int mp_connection_recv_bytes(mp_connection *c, size_t maxlength, void **out, size_t *len) {
@@ -533,8 +536,9 @@ int mp_connection_recv_bytes_into(mp_connection *c, void *buf, size_t cap, size_
     if (!len) return mp__err(MP_EINVAL, "mp_connection_recv_bytes_into: len is NULL");
     if (!buf && cap) return mp__err(MP_EINVAL, "mp_connection_recv_bytes_into: buffer is NULL");
     if (offset > cap) return mp__err(MP_EINVAL, "mp_connection_recv_bytes_into: offset too large");
-    if (c->msgmode) return msg_recv_into(c, buf ? (unsigned char *)buf + offset : NULL, cap - offset,
-                                         len, whole);
+    if (c->msgmode)
+        return msg_recv_into(c, buf ? (unsigned char *)buf + offset : NULL, cap - offset, len,
+                             whole);
     uint64_t size;
     rc = recv_header(c, 0, &size, "mp_connection_recv_bytes_into");
     if (rc) return rc;
@@ -560,8 +564,10 @@ int mp_connection_recv_bytes_into(mp_connection *c, void *buf, size_t cap, size_
         }
     }
     *len = (size_t)size;
-    return mp__err(MP_ETOOBIG, "mp_connection_recv_bytes_into: message of %llu bytes does not "
-                   "fit in %zu bytes (buffer too short)", (unsigned long long)size, cap - offset);
+    return mp__err(MP_ETOOBIG,
+                   "mp_connection_recv_bytes_into: message of %llu bytes does not "
+                   "fit in %zu bytes (buffer too short)",
+                   (unsigned long long)size, cap - offset);
 }
 
 int mp_connection_poll(mp_connection *c, double timeout, bool *ready) {
@@ -587,7 +593,8 @@ int mp_wait(const mp_waitable *objs, size_t n, double timeout, bool *ready, size
     if ((!objs && n) || (!ready && n)) return mp__err(MP_EINVAL, "mp_wait: NULL argument");
     for (size_t i = 0; i < n; i++) ready[i] = false;
     if (n == 0) {
-        if (mp__forever(timeout)) return mp__err(MP_EINVAL, "mp_wait: nothing to wait for, forever");
+        if (mp__forever(timeout))
+            return mp__err(MP_EINVAL, "mp_wait: nothing to wait for, forever");
         mp__os_sleep(timeout);
         return MP_ETIMEDOUT;
     }
@@ -601,10 +608,14 @@ int mp_wait(const mp_waitable *objs, size_t n, double timeout, bool *ready, size
         switch (objs[i].kind) {
         case MP_WAIT_CONNECTION: {
             const mp_connection *c = objs[i].u.conn;
-            if (!c) rc = mp__err(MP_EINVAL, "mp_wait: connection %zu is NULL", i);
-            else if (c->closed) rc = mp__err(MP_ECLOSED, "mp_wait: connection %zu is closed", i);
-            else if (!c->readable) rc = mp__err(MP_EPERM, "mp_wait: connection %zu is write-only", i);
-            else items[i] = (mp__oswait){c->h, MP__W_CONN, c->kind, c->os};
+            if (!c)
+                rc = mp__err(MP_EINVAL, "mp_wait: connection %zu is NULL", i);
+            else if (c->closed)
+                rc = mp__err(MP_ECLOSED, "mp_wait: connection %zu is closed", i);
+            else if (!c->readable)
+                rc = mp__err(MP_EPERM, "mp_wait: connection %zu is write-only", i);
+            else
+                items[i] = (mp__oswait){c->h, MP__W_CONN, c->kind, c->os};
             if (!rc && c->rpos < c->rend) ahead = true;
             break;
         }
@@ -613,11 +624,13 @@ int mp_wait(const mp_waitable *objs, size_t n, double timeout, bool *ready, size
             if (objs[i].u.handle == MP_INVALID_OS_HANDLE)
                 rc = mp__err(MP_EBADF, "mp_wait: handle %zu is invalid", i);
             else
-                items[i] = (mp__oswait){objs[i].u.handle,
-                                        objs[i].kind == MP_WAIT_HANDLE ? MP__W_HANDLE : MP__W_SOCKET,
-                                        0, NULL};
+                items[i] = (mp__oswait){
+                    objs[i].u.handle, objs[i].kind == MP_WAIT_HANDLE ? MP__W_HANDLE : MP__W_SOCKET,
+                    0, NULL};
             break;
-        default: rc = mp__err(MP_EINVAL, "mp_wait: object %zu has an unknown kind", i); break;
+        default:
+            rc = mp__err(MP_EINVAL, "mp_wait: object %zu has an unknown kind", i);
+            break;
         }
     }
     if (!rc) rc = mp__os_wait(items, n, ahead ? 0 : timeout, ready);
@@ -650,7 +663,8 @@ static int conn_reduce(const void *obj, mp__buf *b, mp_os_handle *handles, size_
     const mp_connection *c = obj;
     if (c->closed) return mp__err(MP_ECLOSED, "mp_args: a closed connection cannot be passed");
     if (c->rpos < c->rend || mp__osconn_holds_message(c->os))
-        return mp__err(MP_ESTATE, "mp_args: a connection holding read-ahead bytes cannot be passed");
+        return mp__err(MP_ESTATE,
+                       "mp_args: a connection holding read-ahead bytes cannot be passed");
     mp__buf_u8(b, (uint8_t)c->kind);
     bool pair = c->hw != MP_INVALID_OS_HANDLE, side = c->hs != MP_INVALID_OS_HANDLE;
     mp__buf_u8(b, (uint8_t)((c->readable ? 1 : 0) | (c->writable ? 2 : 0) | (pair ? 4 : 0) |
@@ -736,11 +750,19 @@ static const char *what_name(int what) {
 
 static int xfer_mode(mp_connection *c) {
     if (c->xfer < 0) {
-        if (c->hs != MP_INVALID_OS_HANDLE) c->xfer = XF_SIDE;
-        else switch (mp__os_conn_xfer_mode(c->h, c->kind)) {
-            case MP__XFER_INBAND: c->xfer = XF_INBAND; break;
-            case MP__XFER_DUP: c->xfer = XF_DUP; break;
-            default: c->xfer = XF_NONE; break;
+        if (c->hs != MP_INVALID_OS_HANDLE)
+            c->xfer = XF_SIDE;
+        else
+            switch (mp__os_conn_xfer_mode(c->h, c->kind)) {
+            case MP__XFER_INBAND:
+                c->xfer = XF_INBAND;
+                break;
+            case MP__XFER_DUP:
+                c->xfer = XF_DUP;
+                break;
+            default:
+                c->xfer = XF_NONE;
+                break;
             }
     }
     return c->xfer;
@@ -748,13 +770,19 @@ static int xfer_mode(mp_connection *c) {
 
 static int xfer_unsupported(const mp_connection *c, const char *fn) {
     if (c->kind == MP__CONN_SOCKET)
-        return mp__err(MP_ENOTSUP, "%s: only an AF_UNIX socket connection can carry handles "
-                                   "(SCM_RIGHTS)", fn);
+        return mp__err(MP_ENOTSUP,
+                       "%s: only an AF_UNIX socket connection can carry handles "
+                       "(SCM_RIGHTS)",
+                       fn);
     if (!(c->readable && c->writable))
-        return mp__err(MP_ENOTSUP, "%s: a one-way pipe cannot carry handles (as CPython's "
-                                   "Pipe(duplex=False)); use a duplex pipe", fn);
-    return mp__err(MP_ENOTSUP, "%s: this pipe connection has no channel for handles (only "
-                               "mp_pipe's duplex pipes have one)", fn);
+        return mp__err(MP_ENOTSUP,
+                       "%s: a one-way pipe cannot carry handles (as CPython's "
+                       "Pipe(duplex=False)); use a duplex pipe",
+                       fn);
+    return mp__err(MP_ENOTSUP,
+                   "%s: this pipe connection has no channel for handles (only "
+                   "mp_pipe's duplex pipes have one)",
+                   fn);
 }
 
 static void close_all(mp_os_handle *hs, size_t n, int kind) {
@@ -853,7 +881,9 @@ static int xfer_send(mp_connection *c, int what, const mp_os_handle *hs, size_t 
         }
         break;
     }
-    default: rc = xfer_unsupported(c, fn); break;
+    default:
+        rc = xfer_unsupported(c, fn);
+        break;
     }
     mp__buf_free(&b);
     return rc;
@@ -872,8 +902,10 @@ int mp_connection_send_connection(mp_connection *c, mp_connection *obj, int64_t 
     if (!obj) return mp__err(MP_EINVAL, "%s: the connection to send is NULL", fn);
     if (obj->closed) return mp__err(MP_ECLOSED, "%s: the connection to send is closed", fn);
     if (obj->rpos < obj->rend || mp__osconn_holds_message(obj->os))
-        return mp__err(MP_ESTATE, "%s: the connection to send holds read-ahead bytes the "
-                                  "receiver would miss", fn);
+        return mp__err(MP_ESTATE,
+                       "%s: the connection to send holds read-ahead bytes the "
+                       "receiver would miss",
+                       fn);
     mp__buf desc = {0};
     mp_os_handle hs[MP__XFER_MAX];
     size_t n = 0;
@@ -896,8 +928,7 @@ static int xfer_wait(mp_connection *c, double timeout, const char *fn) {
 
 /* Receives the next message into buf[0..ENV_MAX): 0 and *len; a longer one is consumed
  * and dropped (MP_EPROTO: it cannot be an envelope). */
-static int recv_small(mp_connection *c, unsigned char *buf, size_t *len, int what,
-                      const char *fn) {
+static int recv_small(mp_connection *c, unsigned char *buf, size_t *len, int what, const char *fn) {
     /* A maximum set below an envelope's size is meant for messages, not for these. */
     uint64_t max = c->max_message;
     if (max && max < ENV_MAX) c->max_message = ENV_MAX;
@@ -957,8 +988,10 @@ static int xfer_recv(mp_connection *c, int what, double timeout, mp_os_handle *h
     int mode = xfer_mode(c);
     if (mode == XF_NONE) return xfer_unsupported(c, fn);
     if (mode == XF_INBAND && c->buffered)
-        return mp__err(MP_ESTATE, "%s: a buffered AF_UNIX connection cannot receive handles "
-                                  "(a read-ahead would take them)", fn);
+        return mp__err(MP_ESTATE,
+                       "%s: a buffered AF_UNIX connection cannot receive handles "
+                       "(a read-ahead would take them)",
+                       fn);
     rc = xfer_wait(c, timeout, fn);
     if (rc) return rc;
     unsigned char *buf = mp__malloc(ENV_MAX);
@@ -976,8 +1009,9 @@ static int xfer_recv(mp_connection *c, int what, double timeout, mp_os_handle *h
         if (rc) goto out;
         if (!has) {
             rc = recv_small(c, buf, &len, what, fn);
-            if (!rc) rc = mp__err(MP_EPROTO, "%s: expected %s, got a message (dropped)", fn,
-                                  what_name(what));
+            if (!rc)
+                rc = mp__err(MP_EPROTO, "%s: expected %s, got a message (dropped)", fn,
+                             what_name(what));
             goto out;
         }
         unsigned char b1 = 0;
@@ -1008,7 +1042,8 @@ static int xfer_recv(mp_connection *c, int what, double timeout, mp_os_handle *h
         rc = recv_small(c, buf, &len, what, fn);
         if (rc) goto out;
         if (!env_parse(buf, len, &e)) {
-            rc = mp__err(MP_EPROTO, "%s: expected %s, got a message (dropped)", fn, what_name(what));
+            rc =
+                mp__err(MP_EPROTO, "%s: expected %s, got a message (dropped)", fn, what_name(what));
             goto out;
         }
         sock = env_sockets(e.what, e.desc, e.desclen);
@@ -1037,8 +1072,7 @@ out:
     return rc;
 }
 
-static int recv_one(mp_connection *c, int what, double timeout, mp_os_handle *out,
-                    const char *fn) {
+static int recv_one(mp_connection *c, int what, double timeout, mp_os_handle *out, const char *fn) {
     if (out) *out = MP_INVALID_OS_HANDLE;
     if (!out) return mp__err(MP_EINVAL, "%s: out is NULL", fn);
     mp_os_handle hs[MP__XFER_MAX];

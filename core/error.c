@@ -11,21 +11,29 @@ static MP__THREAD_LOCAL unsigned mp__muted;
 
 const char *mp_strerror(int err) {
     switch (err) {
-    case 0: return "success";
-#define MP__ERR_MSG(name, value, msg) case MP_##name: return msg;
-    MP_ERRNO_MAP(MP__ERR_MSG)
+    case 0:
+        return "success";
+#define MP__ERR_MSG(name, value, msg) \
+    case MP_##name:                   \
+        return msg;
+        MP_ERRNO_MAP(MP__ERR_MSG)
 #undef MP__ERR_MSG
-    default: return "unknown error";
+    default:
+        return "unknown error";
     }
 }
 
 const char *mp_err_name(int err) {
     switch (err) {
-    case 0: return "MP_OK";
-#define MP__ERR_NAME(name, value, msg) case MP_##name: return "MP_" #name;
-    MP_ERRNO_MAP(MP__ERR_NAME)
+    case 0:
+        return "MP_OK";
+#define MP__ERR_NAME(name, value, msg) \
+    case MP_##name:                    \
+        return "MP_" #name;
+        MP_ERRNO_MAP(MP__ERR_NAME)
 #undef MP__ERR_NAME
-    default: return "MP_UNKNOWN";
+    default:
+        return "MP_UNKNOWN";
     }
 }
 

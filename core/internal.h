@@ -154,9 +154,9 @@ void mp__value_after_fork_child(void);
 
 /* ---- function identity (OS layer, resolved through core/launch.c) ---- */
 typedef struct mp__fnref {
-    char *module;     /* path of the module (executable or shared library) */
-    uint64_t offset;  /* fn - module base */
-    char *build;      /* identity of the build: GNU build-id, or size/mtime, or PE stamp */
+    char *module;    /* path of the module (executable or shared library) */
+    uint64_t offset; /* fn - module base */
+    char *build;     /* identity of the build: GNU build-id, or size/mtime, or PE stamp */
 } mp__fnref;
 void mp__fnref_clear(mp__fnref *r);
 

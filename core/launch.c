@@ -14,8 +14,8 @@ void mp__fnref_clear(mp__fnref *r) {
     memset(r, 0, sizeof *r);
 }
 
-int mp__launch_encode(mp__launch *l, const mp_args *args, mp_os_handle parent_sentinel,
-                      mp__buf *b, mp_os_handle *handles, size_t *nhandles) {
+int mp__launch_encode(mp__launch *l, const mp_args *args, mp_os_handle parent_sentinel, mp__buf *b,
+                      mp_os_handle *handles, size_t *nhandles) {
     /* Resolving in the parent catches a target outside every module (a heap or JIT
      * address) before any child exists, on every start method. */
     mp__fnref_clear(&l->ref);

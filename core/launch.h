@@ -17,26 +17,26 @@ enum {
 
 typedef struct mp__launch {
     mp__fnref ref;
-    void *target_ptr;     /* valid in the same image (fork, dummy, forkserver after resolve) */
+    void *target_ptr; /* valid in the same image (fork, dummy, forkserver after resolve) */
     char *name;
-    char *identity;       /* "1", "1:2" */
+    char *identity; /* "1", "1:2" */
     bool daemon;
     int64_t parent_pid;
     char *parent_name;
-    char *start_method;   /* the backend that started the child: its global method there */
-    unsigned flags;       /* that backend's MP_BACKEND_* flags */
+    char *start_method; /* the backend that started the child: its global method there */
+    unsigned flags;     /* that backend's MP_BACKEND_* flags */
     unsigned char authkey[32];
     const unsigned char *args_wire; /* points into the payload */
     size_t args_len;
-    size_t nhandles;      /* handles[0] is the parent sentinel, args' handles follow */
+    size_t nhandles; /* handles[0] is the parent sentinel, args' handles follow */
 } mp__launch;
 
 /** Encodes l (its args_wire and nhandles are ignored) and args into b; handles[0]
  *  becomes parent_sentinel and the args' handles follow (handles must have room for
  *  1 + mp__args_handle_count(args)). Fills l->ref from l->target_ptr first, so a
  *  target outside every module is refused here, in the parent. */
-int mp__launch_encode(mp__launch *l, const mp_args *args, mp_os_handle parent_sentinel,
-                      mp__buf *b, mp_os_handle *handles, size_t *nhandles);
+int mp__launch_encode(mp__launch *l, const mp_args *args, mp_os_handle parent_sentinel, mp__buf *b,
+                      mp_os_handle *handles, size_t *nhandles);
 /** Decodes a payload; the launch points into it (args_wire), so keep it alive. The raw
  *  target pointer is kept only when the flags say the child shares our image. */
 int mp__launch_decode(const void *payload, size_t len, mp__launch *out);
@@ -78,14 +78,14 @@ void mp__report_to_handle(void *ctx, int rc, const char *msg);
  *  registered with atexit); a thread child (MP_BACKEND_THREADS) returns it. Returns 1
  *  when the bootstrap failed (reported; the caller ends the child without running any
  *  exit handler). handles are owned after this. */
-int mp__child_run(mp__launch *l, mp_os_handle *handles, size_t nhandles,
-                  mp__report_fn report, void *report_ctx);
+int mp__child_run(mp__launch *l, mp_os_handle *handles, size_t nhandles, mp__report_fn report,
+                  void *report_ctx);
 /** mp__child_run in two steps, for a backend that can do the first in the parent
  *  (dummy): prepare resolves the target and rebuilds the arguments (on failure every
  *  handle is closed and the error recorded); exec runs the child from there, taking
  *  args and the parent's sentinel (handles[0]). */
 int mp__child_prepare(mp__launch *l, mp_os_handle *handles, size_t nhandles, mp_args **args);
-int mp__child_exec(mp__launch *l, mp_args *args, mp_os_handle parent_sentinel,
-                   mp__report_fn report, void *report_ctx);
+int mp__child_exec(mp__launch *l, mp_args *args, mp_os_handle parent_sentinel, mp__report_fn report,
+                   void *report_ctx);
 
 #endif

@@ -22,10 +22,14 @@ struct mp_listener {
 
 const char *mp_family_name(mp_family family) {
     switch (family) {
-    case MP_AF_DEFAULT: return "AF_DEFAULT";
-    case MP_AF_INET: return "AF_INET";
-    case MP_AF_UNIX: return "AF_UNIX";
-    case MP_AF_PIPE: return "AF_PIPE";
+    case MP_AF_DEFAULT:
+        return "AF_DEFAULT";
+    case MP_AF_INET:
+        return "AF_INET";
+    case MP_AF_UNIX:
+        return "AF_UNIX";
+    case MP_AF_PIPE:
+        return "AF_PIPE";
     }
     return "?";
 }

@@ -63,9 +63,9 @@ int mp__os_conn_poll(mp_os_handle h, int kind, mp__osconn *s, double timeout);
 /** One object of a multi-object wait. */
 typedef struct mp__oswait {
     mp_os_handle h;
-    int what;        /* MP__W_CONN (h is a connection of kind), MP__W_HANDLE, MP__W_SOCKET */
-    int kind;        /* for MP__W_CONN */
-    mp__osconn *s;   /* for MP__W_CONN */
+    int what;      /* MP__W_CONN (h is a connection of kind), MP__W_HANDLE, MP__W_SOCKET */
+    int kind;      /* for MP__W_CONN */
+    mp__osconn *s; /* for MP__W_CONN */
 } mp__oswait;
 
 enum { MP__W_CONN = 1, MP__W_HANDLE = 2, MP__W_SOCKET = 3 };

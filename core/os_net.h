@@ -25,15 +25,14 @@ int mp__os_net_listen(int family, const char *host, int port, const char *path, 
 /** Waits up to timeout (MP_FOREVER: forever) for a connection: 0, *h (blocking, not inheritable),
  *  *kind (MP__CONN_SOCKET / MP__CONN_PIPE), *peer (mp__malloc'd peer address, or NULL
  *  when the family has none). MP_ETIMEDOUT. */
-int mp__os_net_accept(mp__os_listener *l, double timeout, mp_os_handle *h, int *kind,
-                      char **peer);
+int mp__os_net_accept(mp__os_listener *l, double timeout, mp_os_handle *h, int *kind, char **peer);
 /** Closes the listener; removes an AF_UNIX socket file if this process made it. */
 void mp__os_net_listener_close(mp__os_listener *l);
 
 /** Connects as for mp__os_net_listen's arguments, giving up at deadline: 0, *h
  *  (blocking, not inheritable) and *kind. */
-int mp__os_net_connect(int family, const char *host, int port, const char *path,
-                       double deadline, mp_os_handle *h, int *kind);
+int mp__os_net_connect(int family, const char *host, int port, const char *path, double deadline,
+                       mp_os_handle *h, int *kind);
 
 /** Closes a handle mp__os_net_accept or mp__os_net_connect gave (a SOCKET needs
  *  closesocket on Windows). */
@@ -57,8 +56,7 @@ int mp__os_net_read(mp_os_handle h, int kind, void *buf, size_t n, double deadli
  *  PipeListener/PipeClient make them): then a message is one write, no length header. */
 bool mp__os_net_message_mode(int kind);
 /** Message mode: writes buf[0..n) as one message (n may be 0). */
-int mp__os_net_write_message(mp_os_handle h, int kind, const void *buf, size_t n,
-                             double deadline);
+int mp__os_net_write_message(mp_os_handle h, int kind, const void *buf, size_t n, double deadline);
 /** Message mode: reads one message into buf[0..cap): 0 with *n; MP_ETOOBIG when it is
  *  longer (the rest stays unread), MP_EOF, MP_ETIMEDOUT. */
 int mp__os_net_read_message(mp_os_handle h, int kind, void *buf, size_t cap, size_t *n,
@@ -66,8 +64,7 @@ int mp__os_net_read_message(mp_os_handle h, int kind, void *buf, size_t cap, siz
 
 /* ---- HMAC ---- */
 
-enum { MP__HMAC_MD5 = 1, MP__HMAC_SHA256, MP__HMAC_SHA384, MP__HMAC_SHA3_256,
-       MP__HMAC_SHA3_384 };
+enum { MP__HMAC_MD5 = 1, MP__HMAC_SHA256, MP__HMAC_SHA384, MP__HMAC_SHA3_256, MP__HMAC_SHA3_384 };
 #define MP__HMAC_MAX 64
 
 /** HMAC of data under key with alg into out (*outlen bytes, at most MP__HMAC_MAX).
@@ -84,8 +81,7 @@ int mp__os_hmac(int alg, const void *key, size_t keylen, const void *data, size_
 int mp__auth_send_msg(mp_os_handle h, int kind, const void *buf, size_t n, double deadline);
 /** Receives one message of at most cap bytes: 0 and *n; MP_EAUTH (nothing more read)
  *  when the peer announces more; MP_EOF, MP_ETIMEDOUT. */
-int mp__auth_recv_msg(mp_os_handle h, int kind, void *buf, size_t cap, size_t *n,
-                      double deadline);
+int mp__auth_recv_msg(mp_os_handle h, int kind, void *buf, size_t cap, size_t *n, double deadline);
 /** CPython's deliver_challenge / answer_challenge on a raw handle. */
 int mp__auth_deliver(mp_os_handle h, int kind, const void *key, size_t keylen, double deadline);
 int mp__auth_answer(mp_os_handle h, int kind, const void *key, size_t keylen, double deadline);

@@ -47,8 +47,7 @@ int mp__os_qspill_write(mp__qspill *s, uint64_t off, const void *buf, size_t len
 /** Producer: hands the block from the last take over as item seq (of size bytes),
  *  to be written afterwards; fills rec. MP_EFULL when the channel stays full for
  *  timeout seconds. On failure the block is dropped. */
-int mp__os_qspill_send(mp__qspill *s, uint64_t seq, uint64_t size, uint64_t rec[2],
-                       double timeout);
+int mp__os_qspill_send(mp__qspill *s, uint64_t seq, uint64_t size, uint64_t rec[2], double timeout);
 /** Producer: lets go of the block from the last take (once sent, it lives on in the
  *  channel; otherwise it is dropped). */
 void mp__os_qspill_cancel(mp__qspill *s);

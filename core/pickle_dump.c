@@ -7,15 +7,40 @@
 #include "value_internal.h"
 
 enum {
-    OP_MARK = '(', OP_STOP = '.', OP_NONE = 'N', OP_BININT = 'J', OP_BININT1 = 'K',
-    OP_BININT2 = 'M', OP_BINFLOAT = 'G', OP_BINUNICODE = 'X', OP_BINBYTES = 'B',
-    OP_SHORT_BINBYTES = 'C', OP_EMPTY_TUPLE = ')', OP_TUPLE = 't', OP_EMPTY_LIST = ']',
-    OP_APPEND = 'a', OP_APPENDS = 'e', OP_EMPTY_DICT = '}', OP_SETITEM = 's',
-    OP_SETITEMS = 'u', OP_REDUCE = 'R', OP_BUILD = 'b',
-    OP_PROTO = 0x80, OP_NEWOBJ = 0x81, OP_TUPLE1 = 0x85, OP_NEWTRUE = 0x88,
-    OP_NEWFALSE = 0x89, OP_LONG1 = 0x8a, OP_SHORT_BINUNICODE = 0x8c,
-    OP_BINUNICODE8 = 0x8d, OP_BINBYTES8 = 0x8e, OP_EMPTY_SET = 0x8f, OP_ADDITEMS = 0x90,
-    OP_FROZENSET = 0x91, OP_STACK_GLOBAL = 0x93, OP_FRAME = 0x95
+    OP_MARK = '(',
+    OP_STOP = '.',
+    OP_NONE = 'N',
+    OP_BININT = 'J',
+    OP_BININT1 = 'K',
+    OP_BININT2 = 'M',
+    OP_BINFLOAT = 'G',
+    OP_BINUNICODE = 'X',
+    OP_BINBYTES = 'B',
+    OP_SHORT_BINBYTES = 'C',
+    OP_EMPTY_TUPLE = ')',
+    OP_TUPLE = 't',
+    OP_EMPTY_LIST = ']',
+    OP_APPEND = 'a',
+    OP_APPENDS = 'e',
+    OP_EMPTY_DICT = '}',
+    OP_SETITEM = 's',
+    OP_SETITEMS = 'u',
+    OP_REDUCE = 'R',
+    OP_BUILD = 'b',
+    OP_PROTO = 0x80,
+    OP_NEWOBJ = 0x81,
+    OP_TUPLE1 = 0x85,
+    OP_NEWTRUE = 0x88,
+    OP_NEWFALSE = 0x89,
+    OP_LONG1 = 0x8a,
+    OP_SHORT_BINUNICODE = 0x8c,
+    OP_BINUNICODE8 = 0x8d,
+    OP_BINBYTES8 = 0x8e,
+    OP_EMPTY_SET = 0x8f,
+    OP_ADDITEMS = 0x90,
+    OP_FROZENSET = 0x91,
+    OP_STACK_GLOBAL = 0x93,
+    OP_FRAME = 0x95
 };
 
 #define FRAME_TARGET (64 * 1024) /* CPython's _FRAME_SIZE_TARGET */
@@ -178,21 +203,29 @@ static void save(enc *e, const mp_value *v, unsigned level, bool key) {
     }
     if (key && (v->type == MP_VALUE_LIST || v->type == MP_VALUE_DICT || v->type == MP_VALUE_SET)) {
         /* Python could not load it (TypeError: unhashable type) */
-        e->err = mp__err(MP_EINVAL, "mp_value_dumps: a %s as a dict key or set item (or inside "
-                         "one): unhashable in Python", mp_value_type_name((mp_value_type)v->type));
+        e->err = mp__err(MP_EINVAL,
+                         "mp_value_dumps: a %s as a dict key or set item (or inside "
+                         "one): unhashable in Python",
+                         mp_value_type_name((mp_value_type)v->type));
         return;
     }
     maybe_commit(e);
     bool container = v->type >= MP_VALUE_TUPLE;
     if (container && level >= MP_VALUE_MAX_DEPTH) {
-        e->err = mp__err(MP_EINVAL, "mp_value_dumps: value nested deeper than %d",
-                         MP_VALUE_MAX_DEPTH);
+        e->err =
+            mp__err(MP_EINVAL, "mp_value_dumps: value nested deeper than %d", MP_VALUE_MAX_DEPTH);
         return;
     }
     switch (v->type) {
-    case MP_VALUE_NONE: op1(e, OP_NONE); break;
-    case MP_VALUE_BOOL: op1(e, v->u.b ? OP_NEWTRUE : OP_NEWFALSE); break;
-    case MP_VALUE_INT: save_int(e, v->u.i); break;
+    case MP_VALUE_NONE:
+        op1(e, OP_NONE);
+        break;
+    case MP_VALUE_BOOL:
+        op1(e, v->u.b ? OP_NEWTRUE : OP_NEWFALSE);
+        break;
+    case MP_VALUE_INT:
+        save_int(e, v->u.i);
+        break;
     case MP_VALUE_FLOAT: {
         unsigned char o[9] = {OP_BINFLOAT};
         uint64_t bits;
@@ -209,7 +242,9 @@ static void save(enc *e, const mp_value *v, unsigned level, bool key) {
         }
         save_blob(e, true, v->u.s.p, v->u.s.n);
         break;
-    case MP_VALUE_BYTES: save_blob(e, false, v->u.s.p, v->u.s.n); break;
+    case MP_VALUE_BYTES:
+        save_blob(e, false, v->u.s.p, v->u.s.n);
+        break;
     case MP_VALUE_TUPLE: {
         size_t n = v->u.seq.n;
         if (n == 0) {
@@ -244,14 +279,15 @@ static void save(enc *e, const mp_value *v, unsigned level, bool key) {
     case MP_VALUE_OBJECT: {
         const char *name = mp__obj_name(v);
         if (v->u.o.args && v->u.o.args->type != MP_VALUE_TUPLE) {
-            e->err = mp__err(MP_EINVAL, "mp_value_dumps: object %s.%s has args of type %s, not a tuple",
-                             v->u.o.module, name,
-                             mp_value_type_name((mp_value_type)v->u.o.args->type));
+            e->err =
+                mp__err(MP_EINVAL, "mp_value_dumps: object %s.%s has args of type %s, not a tuple",
+                        v->u.o.module, name, mp_value_type_name((mp_value_type)v->u.o.args->type));
             return;
         }
         if ((v->u.o.state || v->u.o.items || v->u.o.ditems) && !v->u.o.args) {
-            e->err = mp__err(MP_EINVAL, "mp_value_dumps: object %s.%s has a state or items but no args",
-                             v->u.o.module, name);
+            e->err =
+                mp__err(MP_EINVAL, "mp_value_dumps: object %s.%s has a state or items but no args",
+                        v->u.o.module, name);
             return;
         }
         save_blob(e, true, v->u.o.module, strlen(v->u.o.module));

@@ -23,22 +23,74 @@
 #include "value_internal.h"
 
 enum {
-    OP_MARK = '(', OP_STOP = '.', OP_POP = '0', OP_POP_MARK = '1', OP_DUP = '2',
-    OP_FLOAT = 'F', OP_INT = 'I', OP_BININT = 'J', OP_BININT1 = 'K', OP_LONG = 'L',
-    OP_BININT2 = 'M', OP_NONE = 'N', OP_PERSID = 'P', OP_BINPERSID = 'Q', OP_REDUCE = 'R',
-    OP_STRING = 'S', OP_BINSTRING = 'T', OP_SHORT_BINSTRING = 'U', OP_UNICODE = 'V',
-    OP_BINUNICODE = 'X', OP_APPEND = 'a', OP_BUILD = 'b', OP_GLOBAL = 'c', OP_DICT = 'd',
-    OP_EMPTY_DICT = '}', OP_APPENDS = 'e', OP_GET = 'g', OP_BINGET = 'h', OP_INST = 'i',
-    OP_LONG_BINGET = 'j', OP_LIST = 'l', OP_EMPTY_LIST = ']', OP_OBJ = 'o', OP_PUT = 'p',
-    OP_BINPUT = 'q', OP_LONG_BINPUT = 'r', OP_SETITEM = 's', OP_TUPLE = 't',
-    OP_EMPTY_TUPLE = ')', OP_SETITEMS = 'u', OP_BINFLOAT = 'G',
-    OP_BINBYTES = 'B', OP_SHORT_BINBYTES = 'C',
-    OP_PROTO = 0x80, OP_NEWOBJ = 0x81, OP_EXT1 = 0x82, OP_EXT2 = 0x83, OP_EXT4 = 0x84,
-    OP_TUPLE1 = 0x85, OP_TUPLE2 = 0x86, OP_TUPLE3 = 0x87, OP_NEWTRUE = 0x88,
-    OP_NEWFALSE = 0x89, OP_LONG1 = 0x8a, OP_LONG4 = 0x8b, OP_SHORT_BINUNICODE = 0x8c,
-    OP_BINUNICODE8 = 0x8d, OP_BINBYTES8 = 0x8e, OP_EMPTY_SET = 0x8f, OP_ADDITEMS = 0x90,
-    OP_FROZENSET = 0x91, OP_NEWOBJ_EX = 0x92, OP_STACK_GLOBAL = 0x93, OP_MEMOIZE = 0x94,
-    OP_FRAME = 0x95, OP_BYTEARRAY8 = 0x96, OP_NEXT_BUFFER = 0x97, OP_READONLY_BUFFER = 0x98
+    OP_MARK = '(',
+    OP_STOP = '.',
+    OP_POP = '0',
+    OP_POP_MARK = '1',
+    OP_DUP = '2',
+    OP_FLOAT = 'F',
+    OP_INT = 'I',
+    OP_BININT = 'J',
+    OP_BININT1 = 'K',
+    OP_LONG = 'L',
+    OP_BININT2 = 'M',
+    OP_NONE = 'N',
+    OP_PERSID = 'P',
+    OP_BINPERSID = 'Q',
+    OP_REDUCE = 'R',
+    OP_STRING = 'S',
+    OP_BINSTRING = 'T',
+    OP_SHORT_BINSTRING = 'U',
+    OP_UNICODE = 'V',
+    OP_BINUNICODE = 'X',
+    OP_APPEND = 'a',
+    OP_BUILD = 'b',
+    OP_GLOBAL = 'c',
+    OP_DICT = 'd',
+    OP_EMPTY_DICT = '}',
+    OP_APPENDS = 'e',
+    OP_GET = 'g',
+    OP_BINGET = 'h',
+    OP_INST = 'i',
+    OP_LONG_BINGET = 'j',
+    OP_LIST = 'l',
+    OP_EMPTY_LIST = ']',
+    OP_OBJ = 'o',
+    OP_PUT = 'p',
+    OP_BINPUT = 'q',
+    OP_LONG_BINPUT = 'r',
+    OP_SETITEM = 's',
+    OP_TUPLE = 't',
+    OP_EMPTY_TUPLE = ')',
+    OP_SETITEMS = 'u',
+    OP_BINFLOAT = 'G',
+    OP_BINBYTES = 'B',
+    OP_SHORT_BINBYTES = 'C',
+    OP_PROTO = 0x80,
+    OP_NEWOBJ = 0x81,
+    OP_EXT1 = 0x82,
+    OP_EXT2 = 0x83,
+    OP_EXT4 = 0x84,
+    OP_TUPLE1 = 0x85,
+    OP_TUPLE2 = 0x86,
+    OP_TUPLE3 = 0x87,
+    OP_NEWTRUE = 0x88,
+    OP_NEWFALSE = 0x89,
+    OP_LONG1 = 0x8a,
+    OP_LONG4 = 0x8b,
+    OP_SHORT_BINUNICODE = 0x8c,
+    OP_BINUNICODE8 = 0x8d,
+    OP_BINBYTES8 = 0x8e,
+    OP_EMPTY_SET = 0x8f,
+    OP_ADDITEMS = 0x90,
+    OP_FROZENSET = 0x91,
+    OP_NEWOBJ_EX = 0x92,
+    OP_STACK_GLOBAL = 0x93,
+    OP_MEMOIZE = 0x94,
+    OP_FRAME = 0x95,
+    OP_BYTEARRAY8 = 0x96,
+    OP_NEXT_BUFFER = 0x97,
+    OP_READONLY_BUFFER = 0x98
 };
 
 #define DEFAULT_MAX_SIZE ((size_t)1 << 30)
@@ -75,8 +127,8 @@ static int bad(dec *d, const char *fmt, ...) {
 }
 
 static int too_big(dec *d, const char *what, size_t n, size_t limit) {
-    return mp__err(MP_ETOOBIG, "pickle: at byte %zu: %s (%zu) exceeds the limit of %zu",
-                   d->pos, what, n, limit);
+    return mp__err(MP_ETOOBIG, "pickle: at byte %zu: %s (%zu) exceeds the limit of %zu", d->pos,
+                   what, n, limit);
 }
 
 /* Bytes readable now: the rest of the frame, or of the input outside frames. */
@@ -91,10 +143,10 @@ static int take(dec *d, uint64_t n, const unsigned char **out) {
     *out = NULL; /* on failure too, so no caller can read an unset pointer */
     if (n > a) {
         if (d->frame_end)
-            return bad(d, "needs %llu bytes but its frame ends after %zu",
-                       (unsigned long long)n, a);
-        return bad(d, "needs %llu bytes but only %zu are left (truncated)",
-                   (unsigned long long)n, a);
+            return bad(d, "needs %llu bytes but its frame ends after %zu", (unsigned long long)n,
+                       a);
+        return bad(d, "needs %llu bytes but only %zu are left (truncated)", (unsigned long long)n,
+                   a);
     }
     *out = d->p;
     d->p += n;
@@ -139,7 +191,8 @@ static int parse_dec(dec *d, const char *s, size_t n, bool strict, int64_t *out,
     if (i == n) return bad(d, "empty decimal number");
     if (strict && s[i] == '0') {
         for (size_t j = i; j < n; j++)
-            if (s[j] != '0') return bad(d, "decimal number with a leading zero (octal in CPython's reader)");
+            if (s[j] != '0')
+                return bad(d, "decimal number with a leading zero (octal in CPython's reader)");
     }
     uint64_t v = 0;
     uint64_t limit = neg ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX;
@@ -196,8 +249,8 @@ static int push(dec *d, mp_value *v) {
 
 static int need(dec *d, size_t n, const char *what) {
     if (d->sn - base(d) < n)
-        return bad(d, "%s needs %zu value%s on the stack, %zu there", what, n,
-                   n == 1 ? "" : "s", d->sn - base(d));
+        return bad(d, "%s needs %zu value%s on the stack, %zu there", what, n, n == 1 ? "" : "s",
+                   d->sn - base(d));
     return 0;
 }
 
@@ -212,14 +265,15 @@ static int pop_mark(dec *d, const char *what, size_t *k) {
 /* Records that item went into c: nesting is checked here, the only place it grows. */
 static int adopt(dec *d, mp_value *c, const mp_value *item) {
     if (item->height + 1 > c->height) c->height = item->height + 1;
-    if (c->height > d->lim.max_depth) return too_big(d, "nesting depth", c->height, d->lim.max_depth);
+    if (c->height > d->lim.max_depth)
+        return too_big(d, "nesting depth", c->height, d->lim.max_depth);
     return 0;
 }
 
 static int mutable_check(dec *d, const mp_value *c, const char *what) {
     if (c->flags & MP__VF_SHARED)
-        return bad(d, "%s changes a %s after a memo reference to it (a cycle): unsupported",
-                   what, mp_value_type_name((mp_value_type)c->type));
+        return bad(d, "%s changes a %s after a memo reference to it (a cycle): unsupported", what,
+                   mp_value_type_name((mp_value_type)c->type));
     return 0;
 }
 
@@ -313,7 +367,8 @@ static int add_items(dec *d, const char *what, size_t k) {
     }
     if (k < d->sn) {
         int rc = mutable_check(d, c, what);
-        if (!rc) rc = dict ? dict_fill(d, into, k) : set ? fill_set(d, into, k) : fill_seq(d, into, k);
+        if (!rc)
+            rc = dict ? dict_fill(d, into, k) : set ? fill_set(d, into, k) : fill_seq(d, into, k);
         if (rc) return rc;
     }
     if (into->height > c->height) c->height = into->height;
@@ -334,7 +389,8 @@ static int push_int(dec *d, int64_t i) {
  * max_size for all of them. */
 static int blob_fits(dec *d, mp_value_type t, uint64_t n) {
     const char *what = t == MP_VALUE_STR ? "str length" : "bytes length";
-    if (n > d->lim.max_str) return too_big(d, what, (size_t)(n > SIZE_MAX ? SIZE_MAX : n), d->lim.max_str);
+    if (n > d->lim.max_str)
+        return too_big(d, what, (size_t)(n > SIZE_MAX ? SIZE_MAX : n), d->lim.max_str);
     if (n > d->bytes_left) return too_big(d, "total str/bytes size", (size_t)n, d->lim.max_size);
     return 0;
 }
@@ -406,8 +462,8 @@ static int push_text_int(dec *d, bool is_long) {
     if (is_long && n > 0 && s[n - 1] == 'L') n--;
     if ((rc = parse_dec(d, s, n, true, &iv, &big))) return rc;
     if (big)
-        return mp__err(MP_ETOOBIG, "pickle: at byte %zu: int %.*s%s does not fit in 64 bits", d->pos,
-                       n > 40 ? 40 : (int)n, s, n > 40 ? "..." : "");
+        return mp__err(MP_ETOOBIG, "pickle: at byte %zu: int %.*s%s does not fit in 64 bits",
+                       d->pos, n > 40 ? 40 : (int)n, s, n > 40 ? "..." : "");
     return push_int(d, iv);
 }
 
@@ -534,7 +590,8 @@ static int raw_unicode_escape(dec *d, const unsigned char *s, size_t n, char *ou
             if (h < 0) return bad(d, "UNICODE argument: truncated or bad \\%c escape", c);
             cp = (cp << 4) | (uint32_t)h;
         }
-        if (cp > 0x10FFFF) return bad(d, "UNICODE argument: \\U%08x is beyond U+10FFFF", (unsigned)cp);
+        if (cp > 0x10FFFF)
+            return bad(d, "UNICODE argument: \\U%08x is beyond U+10FFFF", (unsigned)cp);
         o += put_utf8(out ? out + o : NULL, cp);
     }
     *len = o;
@@ -561,7 +618,8 @@ static int push_text_unicode(dec *d) {
  * \b \f \n \r \t \v, octal of 1-3 digits (taken modulo 256), \xHH with exactly two
  * hex digits; a backslash before anything else stands for itself, a trailing one is an
  * error. Into out, or (out NULL) only measured into *len. */
-static int escape_decode(dec *d, const unsigned char *s, size_t n, unsigned char *out, size_t *len) {
+static int escape_decode(dec *d, const unsigned char *s, size_t n, unsigned char *out,
+                         size_t *len) {
     static const char simple[] = "\\\\''\"\"a\ab\bf\fn\nr\rt\tv\v";
     size_t o = 0;
     for (size_t i = 0; i < n;) {
@@ -607,14 +665,17 @@ static int push_py2_str(dec *d, const unsigned char *p, size_t n, bool escaped) 
     if (rc || (rc = blob_fits(d, MP_VALUE_STR, len))) return rc;
     unsigned char *buf = NULL;
     if (escaped) {
-        if (!(buf = mp__malloc(len + 1))) return mp__err(MP_ENOMEM, "pickle: out of memory for %zu bytes", len);
+        if (!(buf = mp__malloc(len + 1)))
+            return mp__err(MP_ENOMEM, "pickle: out of memory for %zu bytes", len);
         escape_decode(d, p, n, buf, &len);
         p = buf;
     }
     for (size_t i = 0; i < len && !rc; i++)
         if (p[i] >= 0x80)
-            rc = bad(d, "Python 2 str with a non-ASCII byte (0x%02x): Python 3 refuses it too, "
-                        "unless given an encoding", p[i]);
+            rc = bad(d,
+                     "Python 2 str with a non-ASCII byte (0x%02x): Python 3 refuses it too, "
+                     "unless given an encoding",
+                     p[i]);
     if (!rc) rc = push_bytes(d, MP_VALUE_STR, p, len);
     mp__free(buf);
     return rc;
@@ -655,9 +716,8 @@ static bool is_builtin(const char *module) {
 /* Globals that protocols 0-3 use to rebuild plain data; decoded, never called. */
 static bool known_global(const char *module, const char *name) {
     if (strcmp(module, "_codecs") == 0) return strcmp(name, "encode") == 0;
-    return is_builtin(module) &&
-           (strcmp(name, "bytes") == 0 || strcmp(name, "bytearray") == 0 ||
-            strcmp(name, "set") == 0 || strcmp(name, "frozenset") == 0);
+    return is_builtin(module) && (strcmp(name, "bytes") == 0 || strcmp(name, "bytearray") == 0 ||
+                                  strcmp(name, "set") == 0 || strcmp(name, "frozenset") == 0);
 }
 
 /* Python 3 names for the Python 2 modules that protocols 0-2 name (CPython's
@@ -697,8 +757,8 @@ static int push_global(dec *d, const char *mod, size_t mn, const char *name, siz
     mp_value *v = make_object(d, mod, mn, name, nn, &rc);
     if (!v) return rc;
     if (d->lim.refuse_objects && !known_global(v->u.o.module, mp__obj_name(v))) {
-        rc = bad(d, "global %s.%s refused (objects are disabled by the limits)",
-                 v->u.o.module, mp__obj_name(v));
+        rc = bad(d, "global %s.%s refused (objects are disabled by the limits)", v->u.o.module,
+                 mp__obj_name(v));
         mp_value_free(v);
         return rc;
     }
@@ -767,7 +827,8 @@ static int known_call(dec *d, const mp_value *g, mp_value *args, mp_value **out)
             return 0;
         }
     } else if (is_builtin(m) && (strcmp(n, "set") == 0 || strcmp(n, "frozenset") == 0) &&
-               (na == 0 || (na == 1 && (a0->type == MP_VALUE_LIST || a0->type == MP_VALUE_TUPLE)))) {
+               (na == 0 ||
+                (na == 1 && (a0->type == MP_VALUE_LIST || a0->type == MP_VALUE_TUPLE)))) {
         /* set(iterable): protocols 0-3 give a list */
         int rc;
         mp_value *set = make(d, n[0] == 's' ? MP_VALUE_SET : MP_VALUE_FROZENSET, &rc);
@@ -802,16 +863,19 @@ static int reduce(dec *d, bool newobj) {
     if (rc) return rc;
     mp_value *args = d->stack[d->sn - 1], *g = d->stack[d->sn - 2];
     if (args->type != MP_VALUE_TUPLE)
-        return bad(d, "arguments are a %s, not a tuple", mp_value_type_name((mp_value_type)args->type));
+        return bad(d, "arguments are a %s, not a tuple",
+                   mp_value_type_name((mp_value_type)args->type));
     if (g->type != MP_VALUE_OBJECT || g->u.o.args || g->u.o.state)
         return bad(d, "the callable is a %s, not a global: unsupported",
-                   g->type == MP_VALUE_OBJECT ? "call result" : mp_value_type_name((mp_value_type)g->type));
+                   g->type == MP_VALUE_OBJECT ? "call result"
+                                              : mp_value_type_name((mp_value_type)g->type));
     mp_value *res = NULL;
     if (!newobj) {
         rc = known_call(d, g, args, &res);
         if (rc) return rc;
     } else if (d->lim.refuse_objects) {
-        return bad(d, "NEWOBJ of %s.%s refused (objects are disabled)", g->u.o.module, mp__obj_name(g));
+        return bad(d, "NEWOBJ of %s.%s refused (objects are disabled)", g->u.o.module,
+                   mp__obj_name(g));
     }
     d->sn -= 2;
     if (res) {
@@ -845,7 +909,8 @@ static int memo_put(dec *d, uint64_t idx) {
     /* CPython numbers the memo densely, Python 2's cPickle from 1 (so index 0 stays
      * empty); a sparser index would only waste memory */
     if (idx > d->memo_n + (d->memo_n == 0))
-        return bad(d, "memo index %llu skips ahead (next is %zu)", (unsigned long long)idx, d->memo_n);
+        return bad(d, "memo index %llu skips ahead (next is %zu)", (unsigned long long)idx,
+                   d->memo_n);
     while (idx >= d->memo_n) {
         if (d->memo_n == d->memo_cap) {
             size_t cap = d->memo_cap ? d->memo_cap * 2 : 32;
@@ -865,8 +930,10 @@ static int memo_get(dec *d, uint64_t idx) {
         return bad(d, "memo index %llu was never stored", (unsigned long long)idx);
     mp_value *src = d->memo[idx];
     if (src->flags & MP__VF_MOVED)
-        return bad(d, "memo index %llu names the arguments of a bytes/set constructor, which "
-                   "became its result: unsupported", (unsigned long long)idx);
+        return bad(d,
+                   "memo index %llu names the arguments of a bytes/set constructor, which "
+                   "became its result: unsupported",
+                   (unsigned long long)idx);
     int rc;
     mp_value *c = mp__value_copy_budget(src, &d->items_left, &d->bytes_left, &rc);
     if (!c) return rc;
@@ -983,10 +1050,11 @@ static int step(dec *d, bool *stop) {
     case OP_EMPTY_LIST:
     case OP_EMPTY_DICT:
     case OP_EMPTY_SET:
-        if (!(v = make(d, a[0] == OP_EMPTY_TUPLE  ? MP_VALUE_TUPLE
-                          : a[0] == OP_EMPTY_DICT ? MP_VALUE_DICT
-                          : a[0] == OP_EMPTY_SET  ? MP_VALUE_SET
-                                                  : MP_VALUE_LIST,
+        if (!(v = make(d,
+                       a[0] == OP_EMPTY_TUPLE  ? MP_VALUE_TUPLE
+                       : a[0] == OP_EMPTY_DICT ? MP_VALUE_DICT
+                       : a[0] == OP_EMPTY_SET  ? MP_VALUE_SET
+                                               : MP_VALUE_LIST,
                        &rc)))
             return rc;
         return push(d, v);
@@ -1002,7 +1070,8 @@ static int step(dec *d, bool *stop) {
         }
         return push(d, v);
     case OP_MARK:
-        if (d->items_left == 0) return too_big(d, "number of values and marks", d->lim.max_items + 1, d->lim.max_items);
+        if (d->items_left == 0)
+            return too_big(d, "number of values and marks", d->lim.max_items + 1, d->lim.max_items);
         d->items_left--;
         if (d->mn == d->mcap) {
             size_t cap = d->mcap ? d->mcap * 2 : 16;
@@ -1017,9 +1086,10 @@ static int step(dec *d, bool *stop) {
     case OP_LIST:
     case OP_FROZENSET:
         if ((rc = pop_mark(d, "TUPLE/LIST/FROZENSET", &k))) return rc;
-        if (!(v = make(d, a[0] == OP_TUPLE  ? MP_VALUE_TUPLE
-                          : a[0] == OP_LIST ? MP_VALUE_LIST
-                                            : MP_VALUE_FROZENSET,
+        if (!(v = make(d,
+                       a[0] == OP_TUPLE  ? MP_VALUE_TUPLE
+                       : a[0] == OP_LIST ? MP_VALUE_LIST
+                                         : MP_VALUE_FROZENSET,
                        &rc)))
             return rc;
         if ((rc = a[0] == OP_FROZENSET ? fill_set(d, v, k) : fill_seq(d, v, k))) {
@@ -1044,7 +1114,9 @@ static int step(dec *d, bool *stop) {
     case OP_APPENDS:
     case OP_ADDITEMS:
     case OP_SETITEMS: {
-        const char *what = a[0] == OP_APPENDS ? "APPENDS" : a[0] == OP_ADDITEMS ? "ADDITEMS" : "SETITEMS";
+        const char *what = a[0] == OP_APPENDS    ? "APPENDS"
+                           : a[0] == OP_ADDITEMS ? "ADDITEMS"
+                                                 : "SETITEMS";
         if ((rc = pop_mark(d, what, &k))) return rc;
         if (k == base(d)) return bad(d, "%s with nothing below its MARK", what);
         return add_items(d, what, k);
@@ -1072,7 +1144,8 @@ static int step(dec *d, bool *stop) {
         v = d->stack[d->sn - 2];
         x = d->stack[d->sn - 1];
         if (v->type != MP_VALUE_STR || x->type != MP_VALUE_STR)
-            return bad(d, "STACK_GLOBAL of a %s and a %s, not two str", mp_value_type_name((mp_value_type)v->type),
+            return bad(d, "STACK_GLOBAL of a %s and a %s, not two str",
+                       mp_value_type_name((mp_value_type)v->type),
                        mp_value_type_name((mp_value_type)x->type));
         d->sn -= 2;
         discard(d, v);
@@ -1086,7 +1159,8 @@ static int step(dec *d, bool *stop) {
         c = d->stack[d->sn - 2];
         if (c->type != MP_VALUE_OBJECT || !c->u.o.args)
             return bad(d, "BUILD on a %s: only objects made by REDUCE/NEWOBJ take a state",
-                       c->type == MP_VALUE_OBJECT ? "bare global" : mp_value_type_name((mp_value_type)c->type));
+                       c->type == MP_VALUE_OBJECT ? "bare global"
+                                                  : mp_value_type_name((mp_value_type)c->type));
         if (c->u.o.state) return bad(d, "second BUILD on the same object: unsupported");
         if ((rc = mutable_check(d, c, "BUILD"))) return rc;
         x = d->stack[d->sn - 1];
@@ -1107,7 +1181,8 @@ static int step(dec *d, bool *stop) {
     case OP_NEWOBJ_EX:
     case OP_NEXT_BUFFER:
     case OP_READONLY_BUFFER:
-        return bad(d, "opcode not supported (persistent ids, extensions, INST/OBJ, NEWOBJ_EX, out-of-band buffers)");
+        return bad(d, "opcode not supported (persistent ids, extensions, INST/OBJ, NEWOBJ_EX, "
+                      "out-of-band buffers)");
     default:
         return bad(d, "unknown opcode");
     }
@@ -1119,11 +1194,13 @@ int mp_value_loads(const void *buf, size_t len, const mp_value_limits *lim, mp_v
     dec d = {0};
     if (lim) d.lim = *lim;
     if (!d.lim.max_size) d.lim.max_size = DEFAULT_MAX_SIZE;
-    if (!d.lim.max_depth || d.lim.max_depth > MP_VALUE_MAX_DEPTH) d.lim.max_depth = MP_VALUE_MAX_DEPTH;
+    if (!d.lim.max_depth || d.lim.max_depth > MP_VALUE_MAX_DEPTH)
+        d.lim.max_depth = MP_VALUE_MAX_DEPTH;
     if (!d.lim.max_items) d.lim.max_items = DEFAULT_MAX_ITEMS;
     if (!d.lim.max_str || d.lim.max_str > d.lim.max_size) d.lim.max_str = d.lim.max_size;
     if (len > d.lim.max_size)
-        return mp__err(MP_ETOOBIG, "pickle: %zu bytes exceed the limit of %zu", len, d.lim.max_size);
+        return mp__err(MP_ETOOBIG, "pickle: %zu bytes exceed the limit of %zu", len,
+                       d.lim.max_size);
     if (len == 0) return mp__err(MP_EPROTO, "pickle: empty input");
     d.start = d.p = buf;
     d.end = d.p + len;

@@ -25,7 +25,9 @@ static void slot_clear(mp_pool *p, int i) {
     for (int k = 0; k < MP__POOL_SLOT; k++) atomic_store(&slot_of(p, i)[k], 0);
 }
 
-static int64_t slot_read(mp_pool *p, int i) { return atomic_load(&slot_of(p, i)[MP__POOL_RUN_WORD]); }
+static int64_t slot_read(mp_pool *p, int i) {
+    return atomic_load(&slot_of(p, i)[MP__POOL_RUN_WORD]);
+}
 
 int mp__pool_revoke_locked(mp_pool *p, mp__pool_chunk *c) {
     _Atomic int64_t *s = slot_of(p, c->worker);
@@ -42,7 +44,8 @@ static int put_msg(mp__pool_w *w, const mp__pool_msg *m, const void *payload, si
     mp__buf b = {0};
     mp__buf_put(&b, m, sizeof *m);
     mp__buf_put(&b, payload, n);
-    int rc = b.err ? mp__err(MP_ENOMEM, "pool: out of memory") : mp_queue_put_bytes(w->inbox, b.data, b.len, MP_FOREVER);
+    int rc = b.err ? mp__err(MP_ENOMEM, "pool: out of memory")
+                   : mp_queue_put_bytes(w->inbox, b.data, b.len, MP_FOREVER);
     mp__buf_free(&b);
     return rc;
 }
@@ -223,10 +226,13 @@ static void worker_lost(mp_pool *p, int i) {
     if (c && (int64_t)c->seq == slot_read(p, i)) {
         w->head = c->next;
         if (c->timed_out)
-            mp__err(MP_ETIMEDOUT, "pool: a task ran past its time limit (%.3f s); its worker (pid %lld) was killed",
-                    c->limit, (long long)w->pid);
+            mp__err(
+                MP_ETIMEDOUT,
+                "pool: a task ran past its time limit (%.3f s); its worker (pid %lld) was killed",
+                c->limit, (long long)w->pid);
         else
-            mp__err(MP_EWORKERDIED, "pool: the worker running the task (pid %lld) %s", (long long)w->pid, how);
+            mp__err(MP_EWORKERDIED, "pool: the worker running the task (pid %lld) %s",
+                    (long long)w->pid, how);
         mp__pool_chunk_failed_locked(p, c, c->timed_out ? MP_ETIMEDOUT : MP_EWORKERDIED);
     }
     /* The rest never started: they go first, in their order, to the other workers. */
@@ -241,7 +247,8 @@ static void worker_lost(mp_pool *p, int i) {
     worker_forget(p, w);
     if (p->state != MP__POOL_RUN || zombie) return; /* a zombie was replaced already */
     if (died_starting && !p->broken) {
-        mp__err(MP_EWORKERDIED, "pool: a worker (pid %lld) %s before it was ready", (long long)w->pid, how);
+        mp__err(MP_EWORKERDIED, "pool: a worker (pid %lld) %s before it was ready",
+                (long long)w->pid, how);
         mp__pool_break_locked(p, MP_EWORKERDIED);
         return;
     }
@@ -362,7 +369,8 @@ static void handle(mp_pool *p, const unsigned char *msg, size_t len) {
         break;
     case MP__PR_INITFAIL:
         if (!p->broken) {
-            mp__err(r.rc < 0 ? r.rc : MP_ECHILD, "pool: the initializer failed: %.*s", (int)n, (const char *)payload);
+            mp__err(r.rc < 0 ? r.rc : MP_ECHILD, "pool: the initializer failed: %.*s", (int)n,
+                    (const char *)payload);
             mp__pool_break_locked(p, r.rc < 0 ? r.rc : MP_ECHILD);
         }
         break;
@@ -395,7 +403,8 @@ static void handle(mp_pool *p, const unsigned char *msg, size_t len) {
         w->inflight--;
         if (w->head) w->head->started = mp__os_monotonic();
         break;
-    default: break;
+    default:
+        break;
     }
     if (p->threads && w->proc && w->retiring && !w->head && !w->quit_sent) {
         /* A thread left behind by a time limit is done with it: it goes, another comes. */
@@ -518,7 +527,8 @@ int mp_pool_new(mp_context *ctx, const mp_pool_opts *opts, mp_pool **out) {
     *out = NULL;
     mp_pool_opts o = opts ? *opts : (mp_pool_opts){0};
     if (o.processes < 0) return mp__err(MP_EINVAL, "mp_pool_new: processes must be at least 1");
-    if (o.initargs && !o.initializer) return mp__err(MP_EINVAL, "mp_pool_new: initargs without an initializer");
+    if (o.initargs && !o.initializer)
+        return mp__err(MP_EINVAL, "mp_pool_new: initargs without an initializer");
     if (!ctx) ctx = mp_get_context(NULL);
     if (!ctx) return MP_ESTATE; /* it said why */
     mp_pool *p = mp__calloc(1, sizeof *p);
@@ -534,7 +544,8 @@ int mp_pool_new(mp_context *ctx, const mp_pool_opts *opts, mp_pool **out) {
     p->window = 2;
     int rc = mp__os_mutex_new(&p->mu);
     p->cap = p->n;
-    if (!rc && !(p->w = mp__calloc((size_t)p->cap, sizeof *p->w))) rc = mp__err(MP_ENOMEM, "mp_pool_new: out of memory");
+    if (!rc && !(p->w = mp__calloc((size_t)p->cap, sizeof *p->w)))
+        rc = mp__err(MP_ENOMEM, "mp_pool_new: out of memory");
     if (!rc && o.initargs) rc = mp__args_copy(o.initargs, &p->initargs);
     if (!rc) rc = mp_simple_queue_new(ctx, &p->results);
     if (!rc && o.initializer) {
@@ -608,7 +619,9 @@ int mp_pool_join(mp_pool *p, double timeout) {
     mp__os_mutex_lock(p->mu);
     int state = p->state;
     mp__os_mutex_unlock(p->mu);
-    if (state == MP__POOL_RUN) return mp__err(MP_ESTATE, "mp_pool_join: the pool is still running (close or terminate it first)");
+    if (state == MP__POOL_RUN)
+        return mp__err(MP_ESTATE,
+                       "mp_pool_join: the pool is still running (close or terminate it first)");
     if (!p->handler) return 0;
     int rc = mp__os_thread_join(p->handler, timeout);
     if (rc == MP_ETIMEDOUT) return mp__err(rc, "mp_pool_join: timed out after %.3f s", timeout);

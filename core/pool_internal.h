@@ -33,12 +33,12 @@ enum {
 
 /* worker -> parent (results), and the parent's own wake-up */
 enum {
-    MP__PR_READY = 'R', /* initialized, takes tasks */
+    MP__PR_READY = 'R',    /* initialized, takes tasks */
     MP__PR_INITFAIL = 'E', /* the initializer failed: rc + message */
-    MP__PR_DONE = 'D',  /* a chunk: rc 0 + results, or rc + message */
-    MP__PR_RETIRE = 'X', /* maxtasksperchild reached: it exits */
-    MP__PR_SKIPPED = 'S', /* a chunk revoked before it ran (a cancel): not run */
-    MP__PR_WAKE = 'W',  /* from a thread of the parent: look at the pool again */
+    MP__PR_DONE = 'D',     /* a chunk: rc 0 + results, or rc + message */
+    MP__PR_RETIRE = 'X',   /* maxtasksperchild reached: it exits */
+    MP__PR_SKIPPED = 'S',  /* a chunk revoked before it ran (a cancel): not run */
+    MP__PR_WAKE = 'W',     /* from a thread of the parent: look at the pool again */
 };
 
 /* What a chunk's items (and a worker's answer) are: a pickled list of values, records,
@@ -49,12 +49,12 @@ enum { MP__PK_VALUE = 1, MP__PK_RECORD = 2, MP__PK_I64 = 3, MP__PK_F64 = 4 };
 /** Header of every inbox message; the payload follows. */
 typedef struct mp__pool_msg {
     uint8_t type;
-    uint8_t kind;      /* MP__PK_* (TASK) */
+    uint8_t kind; /* MP__PK_* (TASK) */
     uint16_t pad;
-    uint32_t fn;       /* function id (FNDEF, TASK) */
-    uint64_t seq;      /* the chunk's sequence number, unique in the pool (TASK) */
-    uint32_t n;        /* items in the chunk */
-    uint32_t in_size;  /* record sizes (RECORD) */
+    uint32_t fn;      /* function id (FNDEF, TASK) */
+    uint64_t seq;     /* the chunk's sequence number, unique in the pool (TASK) */
+    uint32_t n;       /* items in the chunk */
+    uint32_t in_size; /* record sizes (RECORD) */
     uint32_t out_size;
     uint32_t pad2;
 } mp__pool_msg;
@@ -62,13 +62,13 @@ typedef struct mp__pool_msg {
 /** Header of every results message; the payload follows. */
 typedef struct mp__pool_res {
     uint8_t type;
-    uint8_t enc;       /* DONE: how the results are encoded (MP__PK_*) */
+    uint8_t enc; /* DONE: how the results are encoded (MP__PK_*) */
     uint8_t pad[2];
-    uint32_t worker;   /* its index */
-    uint32_t gen;      /* which incarnation of that worker */
-    int32_t rc;        /* 0, or the error (payload: the message) */
+    uint32_t worker; /* its index */
+    uint32_t gen;    /* which incarnation of that worker */
+    int32_t rc;      /* 0, or the error (payload: the message) */
     uint64_t seq;
-    uint64_t ns;       /* DONE: time spent in the task function(s) */
+    uint64_t ns; /* DONE: time spent in the task function(s) */
 } mp__pool_res;
 
 /* A chunk's values travel as one pickled list whose items were encoded one by one
@@ -93,31 +93,31 @@ typedef struct mp__pool_job mp__pool_job;
 typedef struct mp__pool_chunk {
     struct mp__pool_chunk *next;
     mp__pool_job *job;
-    uint32_t fn;          /* its job's task function */
-    uint64_t seq;         /* set when it is put in an inbox */
-    size_t first, n;      /* items [first, first + n) of the job */
-    unsigned char *msg;   /* mp__pool_msg + payload */
+    uint32_t fn;        /* its job's task function */
+    uint64_t seq;       /* set when it is put in an inbox */
+    size_t first, n;    /* items [first, first + n) of the job */
+    unsigned char *msg; /* mp__pool_msg + payload */
     size_t len;
     int worker;
-    double started;       /* when it (probably) began to run: for the time limit */
-    double limit;         /* seconds it may run (MP_FOREVER: no limit) */
-    double expect;        /* seconds it should take, from the job's measures (0: unknown) */
+    double started; /* when it (probably) began to run: for the time limit */
+    double limit;   /* seconds it may run (MP_FOREVER: no limit) */
+    double expect;  /* seconds it should take, from the job's measures (0: unknown) */
     bool timed_out;
 } mp__pool_chunk;
 
 typedef struct mp__pool_w {
-    mp_process *proc;     /* NULL between a death and the new incarnation */
+    mp_process *proc; /* NULL between a death and the new incarnation */
     mp_queue *inbox;
     mp_shared_array *slot; /* MP__POOL_SLOT words: what it runs, what was revoked */
     uint32_t gen;
     int64_t pid;
-    bool ready;           /* initialized: takes tasks */
-    bool retiring;        /* takes no more (maxtasksperchild, quitting, a late thread) */
+    bool ready;    /* initialized: takes tasks */
+    bool retiring; /* takes no more (maxtasksperchild, quitting, a late thread) */
     bool quit_sent;
-    bool zombie;          /* a thread past its time limit: replaced, gone once it returns */
+    bool zombie;                 /* a thread past its time limit: replaced, gone once it returns */
     mp__pool_chunk *head, *tail; /* in its inbox or running, in order */
     size_t inflight;
-    bool *known;          /* the function ids it was told about */
+    bool *known; /* the function ids it was told about */
     size_t nknown;
 } mp__pool_w;
 
@@ -127,36 +127,36 @@ typedef struct mp__pool_fn {
 } mp__pool_fn;
 
 struct mp_pool {
-    _Atomic int refs;     /* the caller's handle and each job: the struct outlives the
+    _Atomic int refs; /* the caller's handle and each job: the struct outlives the
                              workers and queues while results of it are alive */
     mp_context *ctx;
-    int n;                /* workers */
-    int cap;              /* worker slots: n, and more while threads past their time
+    int n;        /* workers */
+    int cap;      /* worker slots: n, and more while threads past their time
                              limit cannot be stopped (a new one takes each one's place) */
-    bool threads;         /* dummy: workers are threads (they cannot be killed) */
+    bool threads; /* dummy: workers are threads (they cannot be killed) */
     int (*initializer)(mp_args *);
     mp_args *initargs;
     int64_t maxtasks;
-    double task_timeout;  /* MP_FOREVER: none */
-    size_t window;        /* chunks in flight per worker */
-    unsigned started;     /* workers started, for their names */
+    double task_timeout; /* MP_FOREVER: none */
+    size_t window;       /* chunks in flight per worker */
+    unsigned started;    /* workers started, for their names */
 
-    mp__mutex *mu;        /* everything below */
-    int state;            /* MP__POOL_* */
-    int broken;           /* 0, or why no task can run (the initializer failed...) */
+    mp__mutex *mu; /* everything below */
+    int state;     /* MP__POOL_* */
+    int broken;    /* 0, or why no task can run (the initializer failed...) */
     char *broken_msg;
     mp__pool_w *w;
-    mp_queue *results;    /* workers -> the handler; also its wake-ups */
+    mp_queue *results; /* workers -> the handler; also its wake-ups */
     mp__thread *handler;
-    mp__pool_fn *fns;     /* id 0 is the initializer when there is one */
+    mp__pool_fn *fns; /* id 0 is the initializer when there is one */
     size_t nfns;
     uint64_t seq;
-    mp__pool_chunk *requeued;  /* from dead workers: they go first */
-    mp__pool_job *jobs;        /* every job not finished or with chunks out, in order */
-    mp__pool_job *notify;      /* finished: to notify (handler thread), newest first */
-    mp__pool_job *released;    /* let go by the pool: to unref (handler thread) */
-    mp__pool_job *progress;    /* with progress to report (handler thread) */
-    unsigned char *rbuf;       /* the handler's receive buffer */
+    mp__pool_chunk *requeued; /* from dead workers: they go first */
+    mp__pool_job *jobs;       /* every job not finished or with chunks out, in order */
+    mp__pool_job *notify;     /* finished: to notify (handler thread), newest first */
+    mp__pool_job *released;   /* let go by the pool: to unref (handler thread) */
+    mp__pool_job *progress;   /* with progress to report (handler thread) */
+    unsigned char *rbuf;      /* the handler's receive buffer */
     size_t rcap;
 };
 
@@ -204,7 +204,7 @@ void mp__pool_detach_jobs_locked(mp_pool *p);
 enum {
     MP__PW_INBOX,
     MP__PW_RESULTS,
-    MP__PW_SLOTS,    /* its raw 'q' array of MP__POOL_SLOT words (see below) */
+    MP__PW_SLOTS, /* its raw 'q' array of MP__POOL_SLOT words (see below) */
     MP__PW_INDEX,
     MP__PW_GEN,
     MP__PW_MAXTASKS,

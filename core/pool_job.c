@@ -29,54 +29,54 @@ typedef struct answer {
 } answer;
 
 struct mp__pool_job {
-    mp__pool_job *next;     /* in the pool's jobs list, then its released list */
-    mp__pool_job *nnext;    /* in the pool's list of jobs to notify */
-    mp__pool_job *pnext;    /* in the pool's list of progress to report */
-    mp_pool *pool;          /* its struct lives as long as the job (a reference) */
-    _Atomic int refs;       /* the pool's while it has the job, and the caller's handle */
+    mp__pool_job *next;  /* in the pool's jobs list, then its released list */
+    mp__pool_job *nnext; /* in the pool's list of jobs to notify */
+    mp__pool_job *pnext; /* in the pool's list of progress to report */
+    mp_pool *pool;       /* its struct lives as long as the job (a reference) */
+    _Atomic int refs;    /* the pool's while it has the job, and the caller's handle */
     int mode, kind;
     uint32_t fn;
     mp_call_opts opts;
-    size_t chunking;        /* as given: 0 auto, MP_CHUNKSIZE_PYTHON, n */
-    double limit;           /* per item, seconds (MP_FOREVER: none) */
-    double est_ns;          /* measured time per item (auto) */
-    size_t probe;           /* chunk sizes before the first measure: 1, 2, 4... */
+    size_t chunking; /* as given: 0 auto, MP_CHUNKSIZE_PYTHON, n */
+    double limit;    /* per item, seconds (MP_FOREVER: none) */
+    double est_ns;   /* measured time per item (auto) */
+    size_t probe;    /* chunk sizes before the first measure: 1, 2, 4... */
 
     /* input, under the pool's mutex */
-    int raw;                /* MP__PK_I64/F64: items are 8-byte numbers, no offsets */
-    mp__buf in;             /* values: items encoded one after the other */
-    size_t *off;            /* item i - base starts at off[i - base]; one more at the end */
+    int raw;     /* MP__PK_I64/F64: items are 8-byte numbers, no offsets */
+    mp__buf in;  /* values: items encoded one after the other */
+    size_t *off; /* item i - base starts at off[i - base]; one more at the end */
     size_t noff, offcap;
-    size_t base;            /* the item off[0] belongs to */
-    size_t cursor;          /* the next item to cut */
-    size_t total;           /* items known so far */
-    bool input_done;        /* no more items will come */
+    size_t base;     /* the item off[0] belongs to */
+    size_t cursor;   /* the next item to cut */
+    size_t total;    /* items known so far */
+    bool input_done; /* no more items will come */
     mp_source_fn src;
     void *src_ctx;
-    bool feeding;           /* the handler is reading the source */
+    bool feeding;             /* the handler is reading the source */
     const unsigned char *rin; /* records */
     unsigned char *rout;
     size_t in_size, out_size;
-    size_t chunks_out;      /* cut and not answered */
-    bool started;           /* a chunk was put in an inbox */
-    bool finished;          /* the outcome is known (and will be notified) */
-    bool stopped;           /* no more chunks are cut (canceled, terminated, freed...) */
-    bool progress_due;      /* in the pool's progress list */
+    size_t chunks_out; /* cut and not answered */
+    bool started;      /* a chunk was put in an inbox */
+    bool finished;     /* the outcome is known (and will be notified) */
+    bool stopped;      /* no more chunks are cut (canceled, terminated, freed...) */
+    bool progress_due; /* in the pool's progress list */
 
     /* outcome, under the job's mutex */
     mp__mutex *mu;
     mp__cond *cv;
-    bool ready;             /* finished and notified (callbacks ran) */
+    bool ready; /* finished and notified (callbacks ran) */
     int rc;
     char *msg;
-    size_t done, failed;    /* items answered, of them failed */
-    mp_value **items;       /* map: results by item index (placed by the handler) */
+    size_t done, failed; /* items answered, of them failed */
+    mp_value **items;    /* map: results by item index (placed by the handler) */
     size_t nitems;
-    void *slabs;            /* map: the blocks its raw results' nodes live in */
-    mp_value *value;        /* apply: the result; map: the list (made when ready) */
-    answer *answers;        /* imap: answered chunks not fully taken */
-    size_t next_item;       /* imap: the next item to yield (ordered) */
-    size_t taken;           /* imap: items taken by the caller */
+    void *slabs;      /* map: the blocks its raw results' nodes live in */
+    mp_value *value;  /* apply: the result; map: the list (made when ready) */
+    answer *answers;  /* imap: answered chunks not fully taken */
+    size_t next_item; /* imap: the next item to yield (ordered) */
+    size_t taken;     /* imap: items taken by the caller */
     mp_connection *wait_r, *wait_w;
 };
 
@@ -394,8 +394,12 @@ static mp__pool_chunk *cut(mp_pool *p, mp__pool_job *j) {
     size_t k = chunk_size(p, j, avail);
     mp__pool_chunk *c = mp__calloc(1, sizeof *c);
     if (!c) return NULL;
-    mp__pool_msg m = {.type = MP__PM_TASK, .kind = (uint8_t)j->kind, .fn = j->fn, .n = (uint32_t)k,
-                      .in_size = (uint32_t)j->in_size, .out_size = (uint32_t)j->out_size};
+    mp__pool_msg m = {.type = MP__PM_TASK,
+                      .kind = (uint8_t)j->kind,
+                      .fn = j->fn,
+                      .n = (uint32_t)k,
+                      .in_size = (uint32_t)j->in_size,
+                      .out_size = (uint32_t)j->out_size};
     mp__buf b = {0};
     mp__buf_put(&b, &m, sizeof m);
     if (j->kind == MP__PK_RECORD) {
@@ -603,7 +607,8 @@ void mp__pool_chunk_answered(mp_pool *p, mp__pool_chunk *c, int rc, int enc,
     char msg[512] = "";
     mp_value *list = NULL;
     if (rc) {
-        snprintf(msg, sizeof msg, "%.*s", (int)(n < sizeof msg ? n : sizeof msg - 1), (const char *)payload);
+        snprintf(msg, sizeof msg, "%.*s", (int)(n < sizeof msg ? n : sizeof msg - 1),
+                 (const char *)payload);
     } else if (j->kind == MP__PK_RECORD) {
         if (n != c->n * j->out_size) {
             rc = MP_EPROTO;
@@ -665,8 +670,10 @@ void mp__pool_chunk_answered(mp_pool *p, mp__pool_chunk *c, int rc, int enc,
     j->chunks_out--;
     bool total_known = j->input_done;
     size_t total = j->total;
-    if (rc && (!imap || !a)) job_finish_locked(p, j, rc, msg);
-    else if (total_known && done == total) job_finish_locked(p, j, 0, NULL);
+    if (rc && (!imap || !a))
+        job_finish_locked(p, j, rc, msg);
+    else if (total_known && done == total)
+        job_finish_locked(p, j, 0, NULL);
     bool finished = j->finished;
     job_release_locked(p, j);
     mp__os_mutex_unlock(p->mu);
@@ -695,7 +702,8 @@ void mp__pool_feed_sources(mp_pool *p) {
         mp__pool_job *j = p->jobs;
         size_t room = 0;
         for (; j; j = j->next)
-            if (j->src && !j->input_done && !j->stopped && !j->feeding && (room = source_room(p, j)))
+            if (j->src && !j->input_done && !j->stopped && !j->feeding &&
+                (room = source_room(p, j)))
                 break;
         if (j) {
             j->feeding = true;
@@ -713,7 +721,8 @@ void mp__pool_feed_sources(mp_pool *p) {
             got = j->src(j->src_ctx, &v);
             if (got < 0) {
                 rc = got;
-                if (!mp_last_error_message()[0]) mp__err(rc, "pool: the source failed: %s", mp_strerror(rc));
+                if (!mp_last_error_message()[0])
+                    mp__err(rc, "pool: the source failed: %s", mp_strerror(rc));
             } else if (got == 1) {
                 rc = job_add_item(&tmp, v);
             }
@@ -768,9 +777,11 @@ static int submit(mp_pool *p, mp__pool_job *j, void *fn, const char *who) {
     mp__os_mutex_lock(p->mu);
     int rc = 0;
     if (p->state != MP__POOL_RUN)
-        rc = mp__err(MP_ESTATE, "%s: the pool is %s", who, p->state == MP__POOL_CLOSE ? "closed" : "terminated");
+        rc = mp__err(MP_ESTATE, "%s: the pool is %s", who,
+                     p->state == MP__POOL_CLOSE ? "closed" : "terminated");
     else if (p->broken)
-        rc = mp__err(p->broken, "%s: %s", who, p->broken_msg ? p->broken_msg : mp_strerror(p->broken));
+        rc = mp__err(p->broken, "%s: %s", who,
+                     p->broken_msg ? p->broken_msg : mp_strerror(p->broken));
     else
         rc = mp__pool_fn_id(p, fn, &j->fn);
     if (!rc) {
@@ -794,8 +805,10 @@ static int values_job(mp_pool *p, int mode, void *fn, const mp_value *items, boo
     if (!p) return mp__err(MP_EINVAL, "%s: pool is NULL", who);
     if (!fn) return mp__err(MP_EINVAL, "%s: the task function is NULL", who);
     mp_value_type t = mp_value_get_type(items);
-    if (apply ? (items && t != MP_VALUE_TUPLE && t != MP_VALUE_LIST) : (t != MP_VALUE_TUPLE && t != MP_VALUE_LIST))
-        return mp__err(MP_EINVAL, "%s: %s must be a list or a tuple", who, apply ? "args" : "items");
+    if (apply ? (items && t != MP_VALUE_TUPLE && t != MP_VALUE_LIST)
+              : (t != MP_VALUE_TUPLE && t != MP_VALUE_LIST))
+        return mp__err(MP_EINVAL, "%s: %s must be a list or a tuple", who,
+                       apply ? "args" : "items");
     mp__pool_job *j = job_new(p, mode, MP__PK_VALUE, opts);
     if (!j) return mp__err(MP_ENOMEM, "%s: out of memory", who);
     int rc = 0;
@@ -814,7 +827,9 @@ static int values_job(mp_pool *p, int mode, void *fn, const mp_value *items, boo
             unsigned char *d = mp__buf_reserve(&j->in, 8 * n);
             if (!d) rc = mp__err(MP_ENOMEM, "%s: out of memory for %zu items", who, n);
             for (size_t i = 0; i < n && !rc; i++) /* int64 and double: both 8 bytes at u */
-                memcpy(d + 8 * i, t == MP_VALUE_INT ? (const void *)&it[i]->u.i : (const void *)&it[i]->u.f, 8);
+                memcpy(d + 8 * i,
+                       t == MP_VALUE_INT ? (const void *)&it[i]->u.i : (const void *)&it[i]->u.f,
+                       8);
             if (!rc) {
                 j->in.len = 8 * n;
                 j->total = n;
@@ -985,7 +1000,8 @@ int mp_pool_imap_unordered(mp_pool *p, mp_task_fn fn, const mp_value *items,
     if (!out) return mp__err(MP_EINVAL, "mp_pool_imap_unordered: out is NULL");
     *out = NULL;
     mp__pool_job *j;
-    int rc = values_job(p, J_IMAP_UNORDERED, (void *)fn, items, false, opts, "mp_pool_imap_unordered", &j);
+    int rc = values_job(p, J_IMAP_UNORDERED, (void *)fn, items, false, opts,
+                        "mp_pool_imap_unordered", &j);
     return rc ? rc : imap_wrap(j, out);
 }
 
@@ -1039,7 +1055,8 @@ int mp_pool_map_records_async(mp_pool *p, mp_record_fn fn, const void *in, size_
     if (!out_result) return mp__err(MP_EINVAL, "mp_pool_map_records_async: out_result is NULL");
     *out_result = NULL;
     mp__pool_job *j;
-    int rc = records_job(p, fn, in, in_size, out, out_size, n, opts, "mp_pool_map_records_async", &j);
+    int rc =
+        records_job(p, fn, in, in_size, out, out_size, n, opts, "mp_pool_map_records_async", &j);
     if (rc) return rc;
     return (*out_result = wrap_result(j)) ? 0 : MP_ENOMEM;
 }
@@ -1090,7 +1107,8 @@ int mp_async_result_cancel(mp_async_result *r) {
     size_t done = j->done;
     mp__os_mutex_unlock(j->mu);
     if (j->finished || done) {
-        rc = mp__err(MP_ESTATE, "mp_async_result_cancel: %s", j->finished ? "it is done" : "a task of it ran");
+        rc = mp__err(MP_ESTATE, "mp_async_result_cancel: %s",
+                     j->finished ? "it is done" : "a task of it ran");
     } else {
         /* Its chunks in inboxes are revoked; one that runs (or may) refuses the cancel. */
         for (int i = 0; i < p->cap && !rc; i++)

@@ -26,7 +26,7 @@ typedef struct worker {
     size_t nfns;
     unsigned char *buf; /* the message being handled */
     size_t cap;
-    mp__buf out;        /* the answer being built */
+    mp__buf out; /* the answer being built */
 } worker;
 
 int mp_task_error(int code, const char *fmt, ...) {
@@ -41,7 +41,8 @@ int mp_task_error(int code, const char *fmt, ...) {
 
 static int answer(worker *w, uint8_t type, int rc, uint64_t seq, uint64_t ns, const void *p,
                   size_t n) {
-    mp__pool_res r = {.type = type, .worker = w->index, .gen = w->gen, .rc = rc, .seq = seq, .ns = ns};
+    mp__pool_res r = {
+        .type = type, .worker = w->index, .gen = w->gen, .rc = rc, .seq = seq, .ns = ns};
     w->out.len = 0;
     mp__buf_put(&w->out, &r, sizeof r);
     mp__buf_put(&w->out, p, n);
@@ -110,7 +111,8 @@ static int run_values(worker *w, const mp__pool_msg *m, const fn_entry *f, const
     if (rc) return mp__err_wrap(rc, "pool worker: a task's items do not decode");
     if (mp_value_get_type(items) != MP_VALUE_LIST || mp_value_len(items) != m->n) {
         mp_value_free(items);
-        return mp__err(MP_EPROTO, "pool worker: a task of %u items arrived as something else", m->n);
+        return mp__err(MP_EPROTO, "pool worker: a task of %u items arrived as something else",
+                       m->n);
     }
     mp_task_fn fn = (mp_task_fn)f->fn;
     mp__buf *o = &w->out;
@@ -120,7 +122,8 @@ static int run_values(worker *w, const mp__pool_msg *m, const fn_entry *f, const
         mp_value *res = NULL;
         mp__err_clear();
         rc = fn(mp_value_item(items, i), &res);
-        if (rc > 0) rc = mp__err(MP_EINVAL, "pool: a task function returned %d (0 or a negative code)", rc);
+        if (rc > 0)
+            rc = mp__err(MP_EINVAL, "pool: a task function returned %d (0 or a negative code)", rc);
         if (!rc) {
             static const mp_value none = {.type = MP_VALUE_NONE};
             rc = mp__pickle_dump_item(res ? res : &none, o);
@@ -153,7 +156,8 @@ static mp_value scalar(int kind, const unsigned char *p) {
  * the kind of the first; the first that is not turns them all into a pickled list. */
 static int run_raw(worker *w, const mp__pool_msg *m, const fn_entry *f, const unsigned char *p,
                    size_t n, uint64_t *ns, uint8_t *enc) {
-    if (n != (size_t)m->n * 8) return mp__err(MP_EPROTO, "pool worker: %zu bytes for %u numbers", n, m->n);
+    if (n != (size_t)m->n * 8)
+        return mp__err(MP_EPROTO, "pool worker: %zu bytes for %u numbers", n, m->n);
     mp_task_fn fn = (mp_task_fn)f->fn;
     mp__buf *o = &w->out;
     size_t start = o->len; /* the results begin here, behind the answer's header */
@@ -163,7 +167,8 @@ static int run_raw(worker *w, const mp__pool_msg *m, const fn_entry *f, const un
         mp_value arg = scalar(m->kind, p + 8 * i), *res = NULL;
         mp__err_clear();
         rc = fn(&arg, &res);
-        if (rc > 0) rc = mp__err(MP_EINVAL, "pool: a task function returned %d (0 or a negative code)", rc);
+        if (rc > 0)
+            rc = mp__err(MP_EINVAL, "pool: a task function returned %d (0 or a negative code)", rc);
         if (rc) {
             mp_value_free(res);
             break;
@@ -197,7 +202,8 @@ static int run_raw(worker *w, const mp__pool_msg *m, const fn_entry *f, const un
             rc = mp__pickle_dump_item(res ? res : &none, o);
             if (rc) rc = mp__err_wrap(rc, "pool: a task's result cannot be encoded");
         } else {
-            mp__buf_put(o, mode == MP__PK_I64 ? (const void *)&res->u.i : (const void *)&res->u.f, 8);
+            mp__buf_put(o, mode == MP__PK_I64 ? (const void *)&res->u.i : (const void *)&res->u.f,
+                        8);
         }
         mp_value_free(res);
     }
@@ -212,7 +218,8 @@ static int run_raw(worker *w, const mp__pool_msg *m, const fn_entry *f, const un
 static int run_records(worker *w, const mp__pool_msg *m, const fn_entry *f, const unsigned char *p,
                        size_t n, uint64_t *ns) {
     if ((uint64_t)m->n * m->in_size != n)
-        return mp__err(MP_EPROTO, "pool worker: %zu bytes for %u records of %u", n, m->n, m->in_size);
+        return mp__err(MP_EPROTO, "pool worker: %zu bytes for %u records of %u", n, m->n,
+                       m->in_size);
     mp__buf *o = &w->out;
     size_t need = (size_t)m->n * m->out_size;
     unsigned char *out = mp__buf_reserve(o, need);
@@ -222,7 +229,9 @@ static int run_records(worker *w, const mp__pool_msg *m, const fn_entry *f, cons
     double t0 = mp__os_monotonic();
     for (size_t i = 0; i < m->n && !rc; i++) {
         rc = fn(p + i * m->in_size, m->out_size ? out + i * m->out_size : NULL);
-        if (rc > 0) rc = mp__err(MP_EINVAL, "pool: a record function returned %d (0 or a negative code)", rc);
+        if (rc > 0)
+            rc = mp__err(MP_EINVAL, "pool: a record function returned %d (0 or a negative code)",
+                         rc);
     }
     *ns = (uint64_t)((mp__os_monotonic() - t0) * 1e9);
     o->len += need;
@@ -246,7 +255,8 @@ static int run_task(worker *w, const mp__pool_msg *m, const unsigned char *p, si
     mp__pool_res h = {.type = MP__PR_DONE, .worker = w->index, .gen = w->gen, .seq = m->seq};
     mp__buf_put(&w->out, &h, sizeof h);
     if (!f->fn) {
-        rc = mp__err(f->rc ? f->rc : MP_EPROTO, "%s", f->why ? f->why : "pool worker: unknown task function");
+        rc = mp__err(f->rc ? f->rc : MP_EPROTO, "%s",
+                     f->why ? f->why : "pool worker: unknown task function");
     } else if (m->kind == MP__PK_VALUE) {
         rc = run_values(w, m, f, p, n, &ns);
     } else if (m->kind == MP__PK_RECORD) {

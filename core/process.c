@@ -140,10 +140,12 @@ int mp_process_start(mp_process *p) {
     int rc = check_open(p, "mp_process_start");
     if (rc) return rc;
     if (p->is_self) return mp__err(MP_ESTATE, "mp_process_start: cannot start this process object");
-    if (p->state != MP__P_INIT) return mp__err(MP_ESTATE, "mp_process_start: cannot start a process twice");
+    if (p->state != MP__P_INIT)
+        return mp__err(MP_ESTATE, "mp_process_start: cannot start a process twice");
     mp_process *self = mp_current_process();
     if (self->daemon)
-        return mp__err(MP_ESTATE, "mp_process_start: daemonic processes are not allowed to have children");
+        return mp__err(MP_ESTATE,
+                       "mp_process_start: daemonic processes are not allowed to have children");
 
     /* As Python's start(): reap finished children first, so none lingers as a zombie. */
     reap_and_list(self, NULL, 0);
@@ -219,10 +221,12 @@ int mp_process_join(mp_process *p, double timeout) {
         if (p == mp_current_process() || p->sentinel == MP_INVALID_OS_HANDLE)
             return mp__err(MP_ESTATE, "mp_process_join: a process cannot join itself");
         rc = mp__os_handle_wait(p->sentinel, timeout);
-        if (rc == MP_ETIMEDOUT) return mp__err(rc, "mp_process_join: timed out after %.3f s", timeout);
+        if (rc == MP_ETIMEDOUT)
+            return mp__err(rc, "mp_process_join: timed out after %.3f s", timeout);
         return rc;
     }
-    if (p->state == MP__P_INIT) return mp__err(MP_ESTATE, "mp_process_join: can only join a started process");
+    if (p->state == MP__P_INIT)
+        return mp__err(MP_ESTATE, "mp_process_join: can only join a started process");
     rc = process_wait(p, timeout);
     if (rc == MP_ETIMEDOUT) return mp__err(rc, "mp_process_join: timed out after %.3f s", timeout);
     if (rc) return rc;
@@ -300,16 +304,21 @@ static int process_signal(mp_process *p, int sig, const char *fn) {
     return mp__backend_signal(p->ops, p->bk, sig);
 }
 
-int mp_process_terminate(mp_process *p) { return process_signal(p, MP__SIG_TERM, "mp_process_terminate"); }
+int mp_process_terminate(mp_process *p) {
+    return process_signal(p, MP__SIG_TERM, "mp_process_terminate");
+}
 int mp_process_kill(mp_process *p) { return process_signal(p, MP__SIG_KILL, "mp_process_kill"); }
-int mp_process_interrupt(mp_process *p) { return process_signal(p, MP__SIG_INT, "mp_process_interrupt"); }
+int mp_process_interrupt(mp_process *p) {
+    return process_signal(p, MP__SIG_INT, "mp_process_interrupt");
+}
 
 int mp_process_close(mp_process *p) {
     if (!p) return mp__err(MP_EINVAL, "mp_process_close: process is NULL");
     if (p->state == MP__P_CLOSED) return 0;
     if (p->is_self) return mp__err(MP_ESTATE, "mp_process_close: cannot close this process object");
     if (p->state == MP__P_STARTED && process_running(p))
-        return mp__err(MP_ESTATE, "mp_process_close: cannot close a process while it is still running");
+        return mp__err(MP_ESTATE,
+                       "mp_process_close: cannot close a process while it is still running");
     mp__lock();
     registry_remove(p);
     mp__unlock();
@@ -462,7 +471,8 @@ void mp__process_after_fork_child(void) {
     mp__value_after_fork_child();
 }
 
-mp_process *mp__process_child_begin(const mp__launch *l, mp_os_handle parent_sentinel, bool thread) {
+mp_process *mp__process_child_begin(const mp__launch *l, mp_os_handle parent_sentinel,
+                                    bool thread) {
     mp_process *self = process_alloc(l->name, l->identity);
     mp_process *parent = process_alloc(l->parent_name ? l->parent_name : "MainProcess", "");
     if (!self || !parent) {

@@ -15,9 +15,9 @@ struct mp_process {
     enum mp__pstate state;
     mp_target_fn target;
     mp_args *args;
-    bool user_freed;      /* the user let go; the registry still reaps it */
-    bool is_self;         /* current/parent process objects: not started by us */
-    bool bk_terminated;   /* exit cleanup already sent it SIGTERM */
+    bool user_freed;    /* the user let go; the registry still reaps it */
+    bool is_self;       /* current/parent process objects: not started by us */
+    bool bk_terminated; /* exit cleanup already sent it SIGTERM */
     /* from the backend's mp__started */
     int64_t pid;
     mp_os_handle sentinel;

@@ -62,8 +62,10 @@ int mp_queue_new_opts(mp_context *ctx, const mp_queue_opts *opts, mp_queue **out
     if (s->arena_size < ring) {
         mp__os_handle_close(arena_h);
         mp__block_release(b);
-        return mp__err(MP_ENOMEM, "mp_queue_new: a ring of %zu bytes is larger than the "
-                                  "overflow area this process may make (ulimit -f)", ring);
+        return mp__err(MP_ENOMEM,
+                       "mp_queue_new: a ring of %zu bytes is larger than the "
+                       "overflow area this process may make (ulimit -f)",
+                       ring);
     }
     mp__block_futex_init(b, &s->put.lock.f);
     mp__block_futex_init(b, &s->put.notempty);
@@ -188,9 +190,13 @@ static size_t items(const mp__qshared *s) {
     return put > got ? (size_t)(put - got) : 0;
 }
 
-static bool is_closed(const mp_queue *q) { return atomic_load_explicit(&q->closed, memory_order_relaxed); }
+static bool is_closed(const mp_queue *q) {
+    return atomic_load_explicit(&q->closed, memory_order_relaxed);
+}
 
-static bool full(const mp_queue *q) { return q->s->maxsize > 0 && items(q->s) >= (uint64_t)q->s->maxsize; }
+static bool full(const mp_queue *q) {
+    return q->s->maxsize > 0 && items(q->s) >= (uint64_t)q->s->maxsize;
+}
 
 /* The state queries' checks: 0, or the error (out stays zero). */
 static int query_check(const mp_queue *q, const void *out, bool simple_has_it, const char *fn) {
@@ -233,7 +239,8 @@ int mp_queue_shutdown(mp_queue *q, bool immediate) {
     if (!q) return mp__err(MP_EINVAL, "mp_queue_shutdown: queue is NULL");
     if (is_closed(q)) return mp__err(MP_ECLOSED, "mp_queue_shutdown: the queue is closed");
     if (q->kind == MP_SIMPLE_QUEUE)
-        return mp__err(MP_ENOTSUP, "mp_queue_shutdown: a SimpleQueue has no shutdown (as in Python)");
+        return mp__err(MP_ENOTSUP,
+                       "mp_queue_shutdown: a SimpleQueue has no shutdown (as in Python)");
     return mp__queue_shutdown(q, immediate);
 }
 
@@ -268,7 +275,9 @@ int mp_queue_join(mp_queue *q, double timeout) {
         uint32_t v = atomic_load(&f->val);
         if (v == 0) return 0;
         double left = mp__left(deadline);
-        if (left == 0) return mp__err(MP_ETIMEDOUT, "mp_queue_join: %u tasks still not done after %.3f s", v, timeout);
+        if (left == 0)
+            return mp__err(MP_ETIMEDOUT, "mp_queue_join: %u tasks still not done after %.3f s", v,
+                           timeout);
         mp__os_futex_wait(f, v, left);
     }
 }
@@ -289,17 +298,17 @@ static int queue_reduce(const void *obj, mp__buf *b, mp_os_handle *handles, size
 }
 
 static int queue_rebuild(mp__rd *r, const mp_os_handle *handles, size_t nh, void **out) {
-    if (nh < queue_handle_count(NULL)) return mp__err(MP_EPROTO, "queue: %zu handles, expected %zu", nh,
-                                                      queue_handle_count(NULL));
+    if (nh < queue_handle_count(NULL))
+        return mp__err(MP_EPROTO, "queue: %zu handles, expected %zu", nh, queue_handle_count(NULL));
     mp__block *b;
     bool took;
     int rc = mp__block_rebuild(r, MP__K_QUEUE, handles[0], &b, &took);
     if (rc) return rc;
     mp__qshared *s = b->base;
     uint64_t ring = s->ring_size;
-    if (ring < Q_RING_MIN || ring > Q_RING_MAX || (ring & (ring - 1)) || s->ring_off != ring_offset() ||
-        s->ring_off + ring > b->size || s->spill_min != ring / 4 || s->arena_size < ring ||
-        (s->arena_size & (s->arena_size - 1)) ||
+    if (ring < Q_RING_MIN || ring > Q_RING_MAX || (ring & (ring - 1)) ||
+        s->ring_off != ring_offset() || s->ring_off + ring > b->size || s->spill_min != ring / 4 ||
+        s->arena_size < ring || (s->arena_size & (s->arena_size - 1)) ||
         (s->qkind != MP_QUEUE && s->qkind != MP_SIMPLE_QUEUE && s->qkind != MP_JOINABLE_QUEUE)) {
         mp__block_unrebuild(b, took);
         return mp__err(MP_EPROTO, "queue: the shared block is malformed");
@@ -334,4 +343,6 @@ int mp_args_add_queue(mp_args *a, mp_queue *q) {
     return mp__sync_args_add(a, &mp__objtype_queue, q, "mp_args_add_queue");
 }
 
-mp_queue *mp_args_queue(const mp_args *a, size_t i) { return mp__args_object(a, i, &mp__objtype_queue); }
+mp_queue *mp_args_queue(const mp_args *a, size_t i) {
+    return mp__args_object(a, i, &mp__objtype_queue);
+}

@@ -68,7 +68,8 @@ int mp__queue_big_put_begin(mp_queue *q, size_t len, mp__qspill_body *body, bool
     return rc;
 }
 
-int mp__queue_big_put_stream(mp_queue *q, uint64_t mark, uint64_t seq, const void *buf, size_t len) {
+int mp__queue_big_put_stream(mp_queue *q, uint64_t mark, uint64_t seq, const void *buf,
+                             size_t len) {
     mp__qshared *s = q->s;
     s->put.stream_seq = seq;
     s->put.stream = mark;
@@ -101,7 +102,8 @@ int mp__queue_big_put_stream(mp_queue *q, uint64_t mark, uint64_t seq, const voi
 void mp__queue_big_body(const mp__qrec *r, mp__qspill_body *body) {
     /* All but done, which the putter may be raising: that one is read atomically. */
     memcpy(body, r + 1, offsetof(mp__qspill_body, done));
-    memcpy(&body->writer, (const char *)(r + 1) + offsetof(mp__qspill_body, writer), sizeof body->writer);
+    memcpy(&body->writer, (const char *)(r + 1) + offsetof(mp__qspill_body, writer),
+           sizeof body->writer);
     body->done = 0;
 }
 
@@ -140,7 +142,8 @@ int mp__queue_big_get_stream(mp_queue *q, mp__qrec *r, const mp__qspill_body *b,
          * the put side while it writes. */
         progress_arg a = {r, done};
         mp__qclock c = {.timeout = MP__SYNC_SLICE};
-        if (mp__queue_wait(q, stream_moved, &a, &s->put.get_waiters, &s->put.get_sleep, &s->put.notempty, &c) == 0)
+        if (mp__queue_wait(q, stream_moved, &a, &s->put.get_waiters, &s->put.get_sleep,
+                           &s->put.notempty, &c) == 0)
             continue;
         uint32_t holder = atomic_load_explicit(&s->put.lock.f.val, memory_order_acquire);
         if (holder != (uint32_t)b->writer || !mp__os_proc_alive((uint32_t)b->writer)) {

@@ -10,7 +10,6 @@
 #include "queue_fault.h"
 #include "sync_internal.h"
 
-
 /* ---- the shared block ----
  *
  * The ring holds records: an 8-byte header (length of the body, flags) and the body,
@@ -76,13 +75,13 @@ enum { MP__QSHUT = 1, MP__QSHUT_IMMEDIATE = 2, MP__QSHUT_SEALED = 4 };
 
 typedef struct mp__qshared {
     mp__sync_hdr hdr;
-    uint32_t qkind;       /* mp_queue_kind */
+    uint32_t qkind; /* mp_queue_kind */
     uint32_t creator_pid;
-    int64_t maxsize;      /* <= 0: unbounded */
-    uint64_t ring_size;   /* a power of two */
-    uint64_t ring_off;    /* from the start of the block */
-    uint64_t spill_min;   /* bodies longer than this go to a spill block */
-    uint64_t arena_size;  /* a power of two */
+    int64_t maxsize;       /* <= 0: unbounded */
+    uint64_t ring_size;    /* a power of two */
+    uint64_t ring_off;     /* from the start of the block */
+    uint64_t spill_min;    /* bodies longer than this go to a spill block */
+    uint64_t arena_size;   /* a power of two */
     _Atomic uint32_t shut; /* MP__QSHUT_* bits: a line both sides read anyway, written once */
     uint32_t pad;
     _Alignas(128) struct {
@@ -96,30 +95,30 @@ typedef struct mp__qshared {
                                         in arena (0: none), and its seq */
         uint64_t head_seen, nget_seen, a_head_seen; /* the get side's, as last read */
         uint64_t spill_seq;
-        uint64_t ovf;                /* 1 + position of the last OVF record; 0: none */
-        uint64_t a_tail;             /* arena end, when no episode is open */
-        _Atomic uint32_t get_waiters;  /* getters about to sleep on notempty */
-        _Atomic uint32_t get_sleep;    /* the notempty value the getter sleeps on */
+        uint64_t ovf;                 /* 1 + position of the last OVF record; 0: none */
+        uint64_t a_tail;              /* arena end, when no episode is open */
+        _Atomic uint32_t get_waiters; /* getters about to sleep on notempty */
+        _Atomic uint32_t get_sleep;   /* the notempty value the getter sleeps on */
         mp__futex notempty;
     } put;
     _Alignas(128) struct {
         mp__lockw lock;
-        _Atomic uint64_t nget;       /* items taken (or lost with a dead getter) */
-        _Atomic uint64_t busy;       /* 2 * (1 + position) + in arena, of the item being read */
-        uint64_t busy_nget;          /* nget once that item is taken */
+        _Atomic uint64_t nget; /* items taken (or lost with a dead getter) */
+        _Atomic uint64_t busy; /* 2 * (1 + position) + in arena, of the item being read */
+        uint64_t busy_nget;    /* nget once that item is taken */
         uint64_t tail_seen;
-        uint64_t a_clean;            /* the arena before this was given back to the OS */
-        _Atomic uint32_t put_waiters;  /* putters about to sleep on notfull */
-        _Atomic uint32_t put_sleep;    /* the notfull value the putter sleeps on */
+        uint64_t a_clean;             /* the arena before this was given back to the OS */
+        _Atomic uint32_t put_waiters; /* putters about to sleep on notfull */
+        _Atomic uint32_t put_sleep;   /* the notfull value the putter sleeps on */
         mp__futex notfull;
-        _Atomic uint32_t spill_free;   /* recycled spill blocks waiting */
+        _Atomic uint32_t spill_free; /* recycled spill blocks waiting */
     } get;
     /* The published counters have lines of their own: the other side reads them
      * whenever it catches up, which would otherwise take the lock word's line away
      * from its side once per item. */
     _Alignas(128) _Atomic uint64_t tail;
     _Alignas(128) _Atomic uint64_t head;
-    _Atomic uint64_t a_head;         /* arena */
+    _Atomic uint64_t a_head;            /* arena */
     _Alignas(128) mp__futex unfinished; /* JoinableQueue: val = tasks not done */
 } mp__qshared;
 
@@ -152,7 +151,8 @@ static inline mp__qrec *mp__qrec_at(unsigned char *base, uint64_t mask, uint64_t
  * at the count. The release is a seq_cst exchange, a full barrier on every target
  * (x86: a locked instruction; ARMv8: stlxr then ldar stay in order), which takes the
  * place of a second fence per item here: one of the two sides sees the other. */
-static inline void mp__queue_wake(_Atomic uint32_t *waiters, _Atomic uint32_t *sleep_val, mp__futex *f) {
+static inline void mp__queue_wake(_Atomic uint32_t *waiters, _Atomic uint32_t *sleep_val,
+                                  mp__futex *f) {
     if (atomic_load_explicit(waiters, memory_order_relaxed) == 0) return;
     uint32_t v = atomic_load_explicit(&f->val, memory_order_relaxed);
     if (v == atomic_load_explicit(sleep_val, memory_order_relaxed) &&
@@ -200,7 +200,7 @@ int mp__queue_put(mp_queue *q, const void *buf, size_t len, uint32_t type, doubl
 
 /** Where a get puts the item: into a caller's buffer, or a new one. */
 typedef struct mp__qdst {
-    void *buf;     /* in: the caller's buffer (cap bytes); NULL: allocate */
+    void *buf; /* in: the caller's buffer (cap bytes); NULL: allocate */
     size_t cap;
     void *out;     /* out: the allocated buffer */
     size_t len;    /* out: the item's size (also on MP_ETOOBIG) */

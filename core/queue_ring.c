@@ -199,7 +199,8 @@ static void uncount_task(mp_queue *q) {
     if (q->kind == MP_JOINABLE_QUEUE) mp__queue_task_dec(q);
 }
 
-static void fill(mp__qrec *r, uint32_t type, const void *buf, size_t len, const mp__qspill_body *body) {
+static void fill(mp__qrec *r, uint32_t type, const void *buf, size_t len,
+                 const mp__qspill_body *body) {
     if (body) {
         r->len = sizeof *body;
         r->flags = type | MP__QREC_SPILL;
@@ -241,9 +242,12 @@ static int put_record(mp_queue *q, uint32_t type, const void *buf, size_t len,
         if (o) s->put.a_tail = atomic_load_explicit(ovf_end(o), memory_order_relaxed);
         if (!arena_only && ring_room(q, need)) {
             /* Back to the ring: the arena's items all come before this one. */
-            if (o) atomic_store_explicit(ovf_end(o), s->put.a_tail | MP__QOVF_CLOSED, memory_order_release);
+            if (o)
+                atomic_store_explicit(ovf_end(o), s->put.a_tail | MP__QOVF_CLOSED,
+                                      memory_order_release);
             s->put.ovf = 0;
-            uint64_t pos = place(q->ring, s->ring_size, atomic_load_explicit(&s->tail, memory_order_relaxed), need);
+            uint64_t pos = place(q->ring, s->ring_size,
+                                 atomic_load_explicit(&s->tail, memory_order_relaxed), need);
             count_put(q, pos + need);
             fill(mp__qrec_at(q->ring, q->mask, pos), type, buf, len, body);
             *mark = (pos + 1) * 2;
@@ -255,15 +259,17 @@ static int put_record(mp_queue *q, uint32_t type, const void *buf, size_t len,
         if (!a) return mp__err_wrap(MP_ENOMEM, "queue: cannot map the overflow arena");
         if (!arena_room(q, s->put.a_tail, need)) {
             arena_arg arg = {need, arena_only};
-            int rc = mp__queue_wait(q, ring_or_arena_room, &arg, &s->get.put_waiters, &s->get.put_sleep, &s->get.notfull, c);
+            int rc = mp__queue_wait(q, ring_or_arena_room, &arg, &s->get.put_waiters,
+                                    &s->get.put_sleep, &s->get.notfull, c);
             if (rc) return rc;
             if (shut_state(q) & MP__QSHUT) return MP_ESHUTDOWN;
             continue;
         }
         if (!o) {
             /* The reserve guarantees the ring room for this. */
-            uint64_t pos = place(q->ring, s->ring_size, atomic_load_explicit(&s->tail, memory_order_relaxed),
-                                 sizeof(mp__qrec) + 8);
+            uint64_t pos =
+                place(q->ring, s->ring_size, atomic_load_explicit(&s->tail, memory_order_relaxed),
+                      sizeof(mp__qrec) + 8);
             s->put.ovf = pos + 1;
             o = mp__qrec_at(q->ring, q->mask, pos);
             o->len = 8;
@@ -296,10 +302,12 @@ static void put_recover(mp_queue *q) {
     /* The commit word is tail, or the end in the OVF record when it went to the arena
      * (the dead putter opened that record before counting). */
     bool shown = atomic_load_explicit(&s->tail, memory_order_relaxed) == commit;
-    if (!shown && s->put.ovf != 0 && s->put.ovf - 1 < atomic_load_explicit(&s->tail, memory_order_relaxed)) {
+    if (!shown && s->put.ovf != 0 &&
+        s->put.ovf - 1 < atomic_load_explicit(&s->tail, memory_order_relaxed)) {
         mp__qrec *o = mp__qrec_at(q->ring, q->mask, s->put.ovf - 1);
         if ((o->flags & MP__QREC_TYPE) == MP__QREC_OVF)
-            shown = (atomic_load_explicit(ovf_end(o), memory_order_relaxed) & ~MP__QOVF_CLOSED) == commit;
+            shown = (atomic_load_explicit(ovf_end(o), memory_order_relaxed) & ~MP__QOVF_CLOSED) ==
+                    commit;
     }
     if (!shown) {
         atomic_store_explicit(&s->put.nput, s->put.input - 1, memory_order_relaxed);
@@ -321,9 +329,12 @@ int mp__queue_put(mp_queue *q, const void *buf, size_t len, uint32_t type, doubl
      * put side only for one copy, so wait for it whatever the timeout. */
     mp__qclock lc = {.timeout = MP_FOREVER};
     int rc = side_lock(&s->put.lock, s->maxsize <= 0 ? &lc : &c);
-    if (rc == MP_ETIMEDOUT) return mp__err(MP_EFULL, "%s: the queue stayed busy for %.3f s", fn, timeout);
-    if (rc == MP_EOWNERDEAD) put_recover(q);
-    else if (rc != 0) return mp__err(rc, "%s: cannot take the put side", fn);
+    if (rc == MP_ETIMEDOUT)
+        return mp__err(MP_EFULL, "%s: the queue stayed busy for %.3f s", fn, timeout);
+    if (rc == MP_EOWNERDEAD)
+        put_recover(q);
+    else if (rc != 0)
+        return mp__err(rc, "%s: cannot take the put side", fn);
     /* Looked at under the put side: a shutdown holds it once after refusing puts, so no
      * put commits after mp_queue_shutdown has returned. */
     bool room = (shut_state(q) & MP__QSHUT) || count_room(q, NULL);
@@ -350,7 +361,8 @@ int mp__queue_put(mp_queue *q, const void *buf, size_t len, uint32_t type, doubl
     rc = put_record(q, type, buf, len, bp, arena_only, &c, &mark);
     if (rc) {
         if (bp) mp__os_qspill_cancel(q->spill);
-        if (rc == MP_ETIMEDOUT) rc = mp__err(MP_EFULL, "%s: the queue stayed full for %.3f s", fn, timeout);
+        if (rc == MP_ETIMEDOUT)
+            rc = mp__err(MP_EFULL, "%s: the queue stayed full for %.3f s", fn, timeout);
         if (rc == MP_ESHUTDOWN) rc = mp__err(MP_ESHUTDOWN, "%s: the queue is shut down", fn);
         goto unlock;
     }
@@ -365,7 +377,7 @@ unlock:
 
 /* What the getter finds next, under the get lock. */
 typedef struct next_rec {
-    mp__qrec *r;     /* NULL: nothing yet */
+    mp__qrec *r; /* NULL: nothing yet */
     uint64_t pos;
     bool in_arena;
 } next_rec;
@@ -384,7 +396,8 @@ static int find_next(mp_queue *q, next_rec *n) {
         mp__qrec *r = mp__qrec_at(q->ring, q->mask, head);
         uint32_t t = r->flags & MP__QREC_TYPE;
         if (t == MP__QREC_WRAP) {
-            atomic_store_explicit(&s->head, head + (s->ring_size - (head & q->mask)), memory_order_release);
+            atomic_store_explicit(&s->head, head + (s->ring_size - (head & q->mask)),
+                                  memory_order_release);
             continue;
         }
         if (t != MP__QREC_OVF) {
@@ -426,8 +439,10 @@ static void arena_clean(mp_queue *q) {
     /* Only when the put side looks free: a busy one is tried again after a later get. */
     if (atomic_load_explicit(&s->put.lock.f.val, memory_order_relaxed) != 0) return;
     int rc = mp__lockw_acquire(&s->put.lock, 0);
-    if (rc == MP_EOWNERDEAD) put_recover(q); /* as any taker of a dead putter's side */
-    else if (rc != 0) return;
+    if (rc == MP_EOWNERDEAD)
+        put_recover(q); /* as any taker of a dead putter's side */
+    else if (rc != 0)
+        return;
     unsigned char *a = atomic_load_explicit(&q->arena, memory_order_relaxed);
     if (!open_ovf(q) && s->put.a_tail == ah) {
         uint64_t from = s->get.a_clean, size = s->arena_size;
@@ -485,9 +500,12 @@ int mp__queue_get(mp_queue *q, mp__qdst *d, double timeout, const char *fn) {
         return mp__err(MP_ESHUTDOWN, "%s: the queue is shut down", fn);
     mp__qclock c = {.timeout = mp__timeout(timeout)};
     int rc = side_lock(&s->get.lock, &c);
-    if (rc == MP_ETIMEDOUT) return mp__err(MP_EEMPTY, "%s: nothing came within %.3f s", fn, timeout);
-    if (rc == MP_EOWNERDEAD) get_recover(q);
-    else if (rc != 0) return mp__err(rc, "%s: cannot take the get side", fn);
+    if (rc == MP_ETIMEDOUT)
+        return mp__err(MP_EEMPTY, "%s: nothing came within %.3f s", fn, timeout);
+    if (rc == MP_EOWNERDEAD)
+        get_recover(q);
+    else if (rc != 0)
+        return mp__err(rc, "%s: cannot take the get side", fn);
     /* Where the get side stood (recovery included): moved before a sleep means records
      * were passed or dropped, which putters waiting for room must hear of. */
     uint64_t head0 = atomic_load_explicit(&s->head, memory_order_relaxed) + (rc == MP_EOWNERDEAD);
@@ -519,7 +537,8 @@ int mp__queue_get(mp_queue *q, mp__qdst *d, double timeout, const char *fn) {
                 head0 = atomic_load_explicit(&s->head, memory_order_relaxed);
                 ahead0 = atomic_load_explicit(&s->a_head, memory_order_relaxed);
             }
-            rc = mp__queue_wait(q, get_ready, &n, &s->put.get_waiters, &s->put.get_sleep, &s->put.notempty, &c);
+            rc = mp__queue_wait(q, get_ready, &n, &s->put.get_waiters, &s->put.get_sleep,
+                                &s->put.notempty, &c);
             if (rc) {
                 rc = mp__err(MP_EEMPTY, "%s: nothing came within %.3f s", fn, timeout);
                 break;
@@ -541,7 +560,8 @@ int mp__queue_get(mp_queue *q, mp__qdst *d, double timeout, const char *fn) {
         d->type = r->flags & MP__QREC_TYPE;
         void *dst = d->buf;
         if (dst && size > d->cap) {
-            rc = mp__err(MP_ETOOBIG, "%s: the item has %zu bytes, the buffer %zu", fn, d->len, d->cap);
+            rc = mp__err(MP_ETOOBIG, "%s: the item has %zu bytes, the buffer %zu", fn, d->len,
+                         d->cap);
             break;
         }
         if (!dst) {
@@ -631,8 +651,10 @@ int mp__queue_shutdown(mp_queue *q, bool immediate) {
     /* Once we have held the put side, no put can commit: every later holder sees SHUT
      * (a putter waiting under it woke above and lets go). */
     int rc = mp__lockw_acquire(&s->put.lock, MP_FOREVER);
-    if (rc == MP_EOWNERDEAD) put_recover(q);
-    else if (rc) return mp__err(rc, "mp_queue_shutdown: cannot take the put side");
+    if (rc == MP_EOWNERDEAD)
+        put_recover(q);
+    else if (rc)
+        return mp__err(rc, "mp_queue_shutdown: cannot take the put side");
     atomic_fetch_or(&s->shut, MP__QSHUT_SEALED);
     mp__lockw_release(&s->put.lock);
     /* Getters of an empty queue answer ShutDown now. */

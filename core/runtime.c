@@ -47,7 +47,8 @@ void mp__set_authkey(const unsigned char key[32]) {
 
 int mp_set_executable(const char *path) {
     char *copy = NULL;
-    if (path && !(copy = mp__strdup(path))) return mp__err(MP_ENOMEM, "mp_set_executable: out of memory");
+    if (path && !(copy = mp__strdup(path)))
+        return mp__err(MP_ENOMEM, "mp_set_executable: out of memory");
     mp__lock();
     mp__free(g_executable);
     g_executable = copy;

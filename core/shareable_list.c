@@ -32,7 +32,9 @@ struct mp_shareable_list {
 };
 
 static size_t data_start(const mp_shareable_list *l) { return (l->n + 2) * 8; }
-static size_t formats_at(const mp_shareable_list *l) { return data_start(l) + (size_t)l->offsets[l->n]; }
+static size_t formats_at(const mp_shareable_list *l) {
+    return data_start(l) + (size_t)l->offsets[l->n];
+}
 static size_t codes_at(const mp_shareable_list *l) { return formats_at(l) + l->n * 8; }
 
 static void put_i64(unsigned char *p, int64_t v) { memcpy(p, &v, 8); }
@@ -46,15 +48,24 @@ static int64_t get_i64(const unsigned char *p) {
 static int item_format(const mp_value *v, char fmt[9], size_t *slot, int *code, const char *fn) {
     size_t len = 0;
     switch (mp_value_get_type(v)) {
-    case MP_VALUE_INT: strcpy(fmt, "q"), *code = CODE_PLAIN, *slot = 8; return 0;
-    case MP_VALUE_FLOAT: strcpy(fmt, "d"), *code = CODE_PLAIN, *slot = 8; return 0;
-    case MP_VALUE_BOOL: strcpy(fmt, "xxxxxxx?"), *code = CODE_PLAIN, *slot = 8; return 0;
-    case MP_VALUE_NONE: strcpy(fmt, "xxxxxx?x"), *code = CODE_NONE, *slot = 8; return 0;
+    case MP_VALUE_INT:
+        strcpy(fmt, "q"), *code = CODE_PLAIN, *slot = 8;
+        return 0;
+    case MP_VALUE_FLOAT:
+        strcpy(fmt, "d"), *code = CODE_PLAIN, *slot = 8;
+        return 0;
+    case MP_VALUE_BOOL:
+        strcpy(fmt, "xxxxxxx?"), *code = CODE_PLAIN, *slot = 8;
+        return 0;
+    case MP_VALUE_NONE:
+        strcpy(fmt, "xxxxxx?x"), *code = CODE_NONE, *slot = 8;
+        return 0;
     case MP_VALUE_STR: {
         const char *s = mp_value_as_str(v, &len);
         /* Python encodes with its strict codec: what it cannot decode never goes in */
         if (!mp__utf8_valid_strict(s, len))
-            return mp__err(MP_EINVAL, "%s: a str of %zu bytes that is not UTF-8 (Python could not read it)",
+            return mp__err(MP_EINVAL,
+                           "%s: a str of %zu bytes that is not UTF-8 (Python could not read it)",
                            fn, len);
         *code = CODE_STR;
         break;
@@ -75,12 +86,15 @@ static int item_format(const mp_value *v, char fmt[9], size_t *slot, int *code, 
 }
 
 /* Writes item i's bytes (the slot is known to fit) and its format and code. */
-static void write_item(mp_shareable_list *l, size_t i, const mp_value *v, const char *fmt, int code) {
+static void write_item(mp_shareable_list *l, size_t i, const mp_value *v, const char *fmt,
+                       int code) {
     unsigned char *p = l->buf + data_start(l) + (size_t)l->offsets[i];
     size_t len = 0;
     const void *src = NULL;
     switch (mp_value_get_type(v)) {
-    case MP_VALUE_INT: put_i64(p, mp_value_as_int(v)); break;
+    case MP_VALUE_INT:
+        put_i64(p, mp_value_as_int(v));
+        break;
     case MP_VALUE_FLOAT: {
         double d = mp_value_as_float(v);
         memcpy(p, &d, 8);
@@ -90,9 +104,12 @@ static void write_item(mp_shareable_list *l, size_t i, const mp_value *v, const 
         memset(p, 0, 7);
         p[7] = mp_value_as_bool(v);
         break;
-    case MP_VALUE_NONE: memset(p, 0, 8); break;
+    case MP_VALUE_NONE:
+        memset(p, 0, 8);
+        break;
     default: {
-        src = code == CODE_STR ? (const void *)mp_value_as_str(v, &len) : mp_value_as_bytes(v, &len);
+        src =
+            code == CODE_STR ? (const void *)mp_value_as_str(v, &len) : mp_value_as_bytes(v, &len);
         size_t k = 0;
         sscanf(fmt, "%zu", &k);
         memcpy(p, src, len);
@@ -205,7 +222,8 @@ size_t mp_shareable_list_len(const mp_shareable_list *l) { return l ? l->n : 0; 
 static int check(const mp_shareable_list *l, size_t i, const char *fn) {
     if (!l) return mp__err(MP_EINVAL, "%s: list is NULL", fn);
     if (!mp_shm_buf(l->shm)) return mp__err(MP_ECLOSED, "%s: the list's block is closed", fn);
-    if (i >= l->n) return mp__err(MP_EINVAL, "%s: index %zu out of range (length %zu)", fn, i, l->n);
+    if (i >= l->n)
+        return mp__err(MP_EINVAL, "%s: index %zu out of range (length %zu)", fn, i, l->n);
     return 0;
 }
 
@@ -240,8 +258,10 @@ int mp_shareable_list_get(mp_shareable_list *l, size_t i, mp_value **out) {
         const char *got = mp_value_as_str(v, &k);
         if (got && !mp__utf8_valid_strict(got, k)) {
             mp_value_free(v);
-            return mp__err(MP_EPROTO, "%s: item %zu is a str slot of %zu bytes that is not UTF-8 "
-                           "(Python raises UnicodeDecodeError)", fn, i, k);
+            return mp__err(MP_EPROTO,
+                           "%s: item %zu is a str slot of %zu bytes that is not UTF-8 "
+                           "(Python raises UnicodeDecodeError)",
+                           fn, i, k);
         }
     } else if (code == CODE_PLAIN && room >= 8 && !strcmp(fmt, "q")) {
         v = mp_value_int(get_i64(p));
@@ -252,8 +272,8 @@ int mp_shareable_list_get(mp_shareable_list *l, size_t i, mp_value **out) {
     } else if (code == CODE_PLAIN && room >= 8 && !strcmp(fmt, "xxxxxxx?")) {
         v = mp_value_bool(p[7] != 0);
     } else {
-        return mp__err(MP_EPROTO, "%s: item %zu has format '%s' and code %d, which we cannot read", fn,
-                       i, fmt, code);
+        return mp__err(MP_EPROTO, "%s: item %zu has format '%s' and code %d, which we cannot read",
+                       fn, i, fmt, code);
     }
     if (!v) return mp__err(MP_ENOMEM, "%s: out of memory", fn);
     *out = v;
@@ -273,7 +293,8 @@ int mp_shareable_list_set(mp_shareable_list *l, size_t i, const mp_value *v) {
     if (code == CODE_STR || code == CODE_BYTES) {
         size_t len = mp_value_len(v);
         if (len > have)
-            return mp__err(MP_ETOOBIG, "%s: %zu bytes do not fit item %zu's slot of %zu", fn, len, i, have);
+            return mp__err(MP_ETOOBIG, "%s: %zu bytes do not fit item %zu's slot of %zu", fn, len,
+                           i, have);
         /* Python keeps a str/bytes slot's format, else one as big as the slot. */
         char cur[9];
         int curcode;
@@ -297,8 +318,10 @@ static bool py_equal(const mp_value *a, const mp_value *b) {
     bool na = ta == MP_VALUE_BOOL || ta == MP_VALUE_INT || ta == MP_VALUE_FLOAT;
     bool nb = tb == MP_VALUE_BOOL || tb == MP_VALUE_INT || tb == MP_VALUE_FLOAT;
     if (na && nb) {
-        if (ta != MP_VALUE_FLOAT && tb != MP_VALUE_FLOAT) return mp_value_as_int(a) == mp_value_as_int(b);
-        if (ta == MP_VALUE_FLOAT && tb == MP_VALUE_FLOAT) return mp_value_as_float(a) == mp_value_as_float(b);
+        if (ta != MP_VALUE_FLOAT && tb != MP_VALUE_FLOAT)
+            return mp_value_as_int(a) == mp_value_as_int(b);
+        if (ta == MP_VALUE_FLOAT && tb == MP_VALUE_FLOAT)
+            return mp_value_as_float(a) == mp_value_as_float(b);
         double f = mp_value_as_float(ta == MP_VALUE_FLOAT ? a : b);
         int64_t n = mp_value_as_int(ta == MP_VALUE_FLOAT ? b : a);
         /* exact, as Python: 2**63 - 1 differs from 9.223372036854775807e18 */
@@ -309,7 +332,8 @@ static bool py_equal(const mp_value *a, const mp_value *b) {
     return mp_value_equal(a, b);
 }
 
-static int scan(mp_shareable_list *l, const mp_value *v, bool first, size_t *found, const char *fn) {
+static int scan(mp_shareable_list *l, const mp_value *v, bool first, size_t *found,
+                const char *fn) {
     if (!l) return mp__err(MP_EINVAL, "%s: list is NULL", fn);
     if (!v) return mp__err(MP_EINVAL, "%s: value is NULL", fn);
     size_t count = 0;

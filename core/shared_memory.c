@@ -133,7 +133,6 @@ void mp_shm_free(mp_shm *s) {
     mp__free(s);
 }
 
-
 /* ---- as a process argument: by name ---- */
 
 static size_t shm_handle_count(const void *obj) {

@@ -86,8 +86,10 @@ static int lock_for(mp_context *ctx, mp_lock_mode mode, mp_lock *given, const ch
                     mp_lock **out) {
     *out = NULL;
     switch (mode) {
-    case MP_LOCK_NONE: return 0;
-    case MP_LOCK_NEW: return mp_rlock_new(ctx, out);
+    case MP_LOCK_NONE:
+        return 0;
+    case MP_LOCK_NEW:
+        return mp_rlock_new(ctx, out);
     case MP_LOCK_GIVEN:
         if (!given) return mp__err(MP_EINVAL, "%s: MP_LOCK_GIVEN needs a lock", fn);
         mp__lock_ref(given);
@@ -98,8 +100,7 @@ static int lock_for(mp_context *ctx, mp_lock_mode mode, mp_lock *given, const ch
 }
 
 static int array_create(mp_context *ctx, char typecode, size_t n, const void *init,
-                        mp_lock_mode mode, mp_lock *given, const char *fn,
-                        mp_shared_array **out) {
+                        mp_lock_mode mode, mp_lock *given, const char *fn, mp_shared_array **out) {
     if (!out) return mp__err(MP_EINVAL, "%s: out is NULL", fn);
     *out = NULL;
     const tinfo *t = type_of(typecode);
@@ -189,7 +190,8 @@ int mp_shared_array_synchronized(mp_shared_array *a, mp_lock *lock, mp_shared_ar
     *out = NULL;
     if (!a) return mp__err(MP_EINVAL, "mp_shared_array_synchronized: array is NULL");
     mp_lock *l;
-    int rc = lock_for(NULL, lock ? MP_LOCK_GIVEN : MP_LOCK_NEW, lock, "mp_shared_array_synchronized", &l);
+    int rc = lock_for(NULL, lock ? MP_LOCK_GIVEN : MP_LOCK_NEW, lock,
+                      "mp_shared_array_synchronized", &l);
     if (rc) return rc;
     mp_shared_array *s = wrap(a->blk, l, a->tc, type_of(a->tc), a->n);
     if (!s) {
@@ -215,7 +217,8 @@ void *mp_shared_array_get_obj(const mp_shared_array *a) { return a ? a->items : 
 
 static int check_index(const mp_shared_array *a, size_t i, const char *fn) {
     if (!a) return mp__err(MP_EINVAL, "%s: array is NULL", fn);
-    if (i >= a->n) return mp__err(MP_EINVAL, "%s: index %zu out of range (length %zu)", fn, i, a->n);
+    if (i >= a->n)
+        return mp__err(MP_EINVAL, "%s: index %zu out of range (length %zu)", fn, i, a->n);
     return 0;
 }
 
@@ -223,7 +226,8 @@ static int check_slice(const mp_shared_array *a, size_t start, size_t stop, cons
                        const char *fn) {
     if (!a) return mp__err(MP_EINVAL, "%s: array is NULL", fn);
     if (start > stop || stop > a->n)
-        return mp__err(MP_EINVAL, "%s: slice [%zu, %zu) out of range (length %zu)", fn, start, stop, a->n);
+        return mp__err(MP_EINVAL, "%s: slice [%zu, %zu) out of range (length %zu)", fn, start, stop,
+                       a->n);
     if (!p && stop > start) return mp__err(MP_EINVAL, "%s: buffer is NULL", fn);
     return 0;
 }
@@ -236,7 +240,8 @@ static int read_items(mp_shared_array *a, size_t start, size_t stop, void *to, c
     return 0;
 }
 
-static int write_items(mp_shared_array *a, size_t start, size_t stop, const void *from, const char *fn) {
+static int write_items(mp_shared_array *a, size_t start, size_t stop, const void *from,
+                       const char *fn) {
     int rc = guard(a, fn);
     if (rc) return rc;
     memcpy(a->items + start * a->isz, from, (stop - start) * a->isz);
@@ -297,14 +302,30 @@ int mp_shared_array_get_int(mp_shared_array *a, size_t i, int64_t *out) {
     item v;
     if ((rc = read_items(a, i, i + 1, &v, "mp_shared_array_get_int")) != 0) return rc;
     switch (a->tc) {
-    case 'c': *out = (unsigned char)v.c; break; /* a byte, as Python's ord() of it */
-    case 'b': *out = v.b; break;
-    case 'B': *out = v.B; break;
-    case 'h': *out = v.h; break;
-    case 'H': *out = v.H; break;
-    case 'i': *out = v.i; break;
-    case 'I': *out = v.I; break;
-    case 'l': *out = v.l; break;
+    case 'c':
+        *out = (unsigned char)v.c;
+        break; /* a byte, as Python's ord() of it */
+    case 'b':
+        *out = v.b;
+        break;
+    case 'B':
+        *out = v.B;
+        break;
+    case 'h':
+        *out = v.h;
+        break;
+    case 'H':
+        *out = v.H;
+        break;
+    case 'i':
+        *out = v.i;
+        break;
+    case 'I':
+        *out = v.I;
+        break;
+    case 'l':
+        *out = v.l;
+        break;
     case 'L':
     case 'Q': {
         unsigned long long u = a->tc == 'L' ? v.L : v.Q;
@@ -313,7 +334,9 @@ int mp_shared_array_get_int(mp_shared_array *a, size_t i, int64_t *out) {
         *out = (int64_t)u;
         break;
     }
-    default: *out = v.q; break;
+    default:
+        *out = v.q;
+        break;
     }
     return 0;
 }
@@ -330,35 +353,84 @@ int mp_shared_array_set_int(mp_shared_array *a, size_t i, int64_t v) {
     int64_t lo = 0;
     uint64_t hi = 0;
     switch (a->tc) {
-    case 'c': lo = 0, hi = UCHAR_MAX; break;
-    case 'b': lo = SCHAR_MIN, hi = SCHAR_MAX; break;
-    case 'B': lo = 0, hi = UCHAR_MAX; break;
-    case 'h': lo = SHRT_MIN, hi = SHRT_MAX; break;
-    case 'H': lo = 0, hi = USHRT_MAX; break;
-    case 'i': lo = INT_MIN, hi = INT_MAX; break;
-    case 'I': lo = 0, hi = UINT_MAX; break;
-    case 'l': lo = LONG_MIN, hi = LONG_MAX; break;
-    case 'L': lo = 0, hi = ULONG_MAX; break;
-    case 'q': lo = LLONG_MIN, hi = LLONG_MAX; break;
-    case 'Q': lo = 0, hi = ULLONG_MAX; break;
-    default: break; /* floats: Python converts an int assigned to a c_double */
+    case 'c':
+        lo = 0, hi = UCHAR_MAX;
+        break;
+    case 'b':
+        lo = SCHAR_MIN, hi = SCHAR_MAX;
+        break;
+    case 'B':
+        lo = 0, hi = UCHAR_MAX;
+        break;
+    case 'h':
+        lo = SHRT_MIN, hi = SHRT_MAX;
+        break;
+    case 'H':
+        lo = 0, hi = USHRT_MAX;
+        break;
+    case 'i':
+        lo = INT_MIN, hi = INT_MAX;
+        break;
+    case 'I':
+        lo = 0, hi = UINT_MAX;
+        break;
+    case 'l':
+        lo = LONG_MIN, hi = LONG_MAX;
+        break;
+    case 'L':
+        lo = 0, hi = ULONG_MAX;
+        break;
+    case 'q':
+        lo = LLONG_MIN, hi = LLONG_MAX;
+        break;
+    case 'Q':
+        lo = 0, hi = ULLONG_MAX;
+        break;
+    default:
+        break; /* floats: Python converts an int assigned to a c_double */
     }
     if (type_of(a->tc)->kind != T_FLOAT && (v < lo || (v > 0 && (uint64_t)v > hi)))
         return out_of_range(a, v);
     switch (a->tc) {
-    case 'c': it.c = (char)(unsigned char)v; break;
-    case 'b': it.b = (signed char)v; break;
-    case 'B': it.B = (unsigned char)v; break;
-    case 'h': it.h = (short)v; break;
-    case 'H': it.H = (unsigned short)v; break;
-    case 'i': it.i = (int)v; break;
-    case 'I': it.I = (unsigned int)v; break;
-    case 'l': it.l = (long)v; break;
-    case 'L': it.L = (unsigned long)v; break;
-    case 'q': it.q = (long long)v; break;
-    case 'Q': it.Q = (unsigned long long)v; break;
-    case 'f': it.f = (float)v; break;
-    default: it.d = (double)v; break;
+    case 'c':
+        it.c = (char)(unsigned char)v;
+        break;
+    case 'b':
+        it.b = (signed char)v;
+        break;
+    case 'B':
+        it.B = (unsigned char)v;
+        break;
+    case 'h':
+        it.h = (short)v;
+        break;
+    case 'H':
+        it.H = (unsigned short)v;
+        break;
+    case 'i':
+        it.i = (int)v;
+        break;
+    case 'I':
+        it.I = (unsigned int)v;
+        break;
+    case 'l':
+        it.l = (long)v;
+        break;
+    case 'L':
+        it.L = (unsigned long)v;
+        break;
+    case 'q':
+        it.q = (long long)v;
+        break;
+    case 'Q':
+        it.Q = (unsigned long long)v;
+        break;
+    case 'f':
+        it.f = (float)v;
+        break;
+    default:
+        it.d = (double)v;
+        break;
     }
     return write_items(a, i, i + 1, &it, "mp_shared_array_set_int");
 }
@@ -369,7 +441,8 @@ int mp_shared_array_get_double(mp_shared_array *a, size_t i, double *out) {
     if (rc) return rc;
     if (!out) return mp__err(MP_EINVAL, "mp_shared_array_get_double: out is NULL");
     if (type_of(a->tc)->kind != T_FLOAT)
-        return mp__err(MP_EINVAL, "mp_shared_array_get_double: typecode '%c' holds integers", a->tc);
+        return mp__err(MP_EINVAL, "mp_shared_array_get_double: typecode '%c' holds integers",
+                       a->tc);
     item v;
     if ((rc = read_items(a, i, i + 1, &v, "mp_shared_array_get_double")) != 0) return rc;
     *out = a->tc == 'f' ? (double)v.f : v.d;
@@ -380,7 +453,8 @@ int mp_shared_array_set_double(mp_shared_array *a, size_t i, double v) {
     int rc = check_index(a, i, "mp_shared_array_set_double");
     if (rc) return rc;
     if (type_of(a->tc)->kind != T_FLOAT)
-        return mp__err(MP_EINVAL, "mp_shared_array_set_double: typecode '%c' holds integers", a->tc);
+        return mp__err(MP_EINVAL, "mp_shared_array_set_double: typecode '%c' holds integers",
+                       a->tc);
     item it;
     if (a->tc == 'f') {
         /* As Python's struct 'f': a finite value beyond float's range is an overflow. */
@@ -424,8 +498,8 @@ static int arr_rebuild(mp__rd *r, const mp_os_handle *handles, size_t nh, void *
     arr_shared hdr;
     if (!rc) memcpy(&hdr, b->base, sizeof hdr);
     const tinfo *t = rc ? NULL : type_of((char)hdr.typecode);
-    if (!rc && (!t || hdr.typecode > 0x7f || hdr.itemsize != t->size || hdr.n > ITEMS_MAX / t->size ||
-                ITEMS_OFF + hdr.n * t->size > b->size)) {
+    if (!rc && (!t || hdr.typecode > 0x7f || hdr.itemsize != t->size ||
+                hdr.n > ITEMS_MAX / t->size || ITEMS_OFF + hdr.n * t->size > b->size)) {
         mp__block_unrebuild(b, took);
         rc = mp__err(MP_EPROTO, "shared_array: the shared block does not match its description");
     }

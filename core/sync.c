@@ -31,7 +31,6 @@ static inline uint64_t my_tid(void) {
     return t_tid;
 }
 
-
 /* Is the process holding the lock as pid gone? watched and wh cache a watch on it. */
 static bool holder_dead(uint32_t pid, uint32_t *watched, mp_os_handle *wh) {
     if (pid == my_pid()) return false; /* another thread of ours */
@@ -92,9 +91,11 @@ int mp__lockw_acquire(mp__lockw *w, double timeout) {
     uint32_t me = my_pid();
     uint32_t v = 0;
     int rc = 0;
-    if (!atomic_compare_exchange_strong_explicit(&w->f.val, &v, me, memory_order_acquire, memory_order_relaxed))
+    if (!atomic_compare_exchange_strong_explicit(&w->f.val, &v, me, memory_order_acquire,
+                                                 memory_order_relaxed))
         rc = lockw_acquire_slow(w, me, timeout);
-    if (rc == 0 || rc == MP_EOWNERDEAD) atomic_store_explicit(&w->owner, my_tid(), memory_order_relaxed);
+    if (rc == 0 || rc == MP_EOWNERDEAD)
+        atomic_store_explicit(&w->owner, my_tid(), memory_order_relaxed);
     return rc;
 }
 
@@ -189,7 +190,8 @@ int mp_lock_release(mp_lock *l) {
             return mp__err(MP_EPERM, "mp_lock_release: the rlock is held by another thread");
         if (--w->count > 0) return 0;
     }
-    if (mp__lockw_release(w) != 0) return mp__err(MP_ESTATE, "mp_lock_release: the lock is not held");
+    if (mp__lockw_release(w) != 0)
+        return mp__err(MP_ESTATE, "mp_lock_release: the lock is not held");
     return 0;
 }
 
@@ -307,7 +309,8 @@ static mp_semaphore *sem_wrap(mp__block *b) {
 static int sem_create(bool bounded, unsigned value, mp_semaphore **out) {
     if (!out) return mp__err(MP_EINVAL, "mp_semaphore_new: out is NULL");
     *out = NULL;
-    if (value > SEM_MAX) return mp__err(MP_EINVAL, "mp_semaphore_new: value %u is too large", value);
+    if (value > SEM_MAX)
+        return mp__err(MP_EINVAL, "mp_semaphore_new: value %u is too large", value);
     mp__block *b;
     int rc = mp__block_new(MP__K_SEMAPHORE, sizeof(sem_shared), &b);
     if (rc) return rc;
@@ -360,7 +363,8 @@ int mp_semaphore_release(mp_semaphore *s) {
     uint32_t v = atomic_load_explicit(&ss->f.val, memory_order_relaxed);
     do {
         if (ss->bounded && v >= ss->bound)
-            return mp__err(MP_ESTATE, "mp_semaphore_release: bounded semaphore released too many times");
+            return mp__err(MP_ESTATE,
+                           "mp_semaphore_release: bounded semaphore released too many times");
         if (v >= SEM_MAX) return mp__err(MP_ESTATE, "mp_semaphore_release: value at its maximum");
     } while (!atomic_compare_exchange_weak(&ss->f.val, &v, v + 1));
     if (atomic_load(&ss->f.waiters) != 0) mp__os_futex_wake(&ss->f, 1);
@@ -426,7 +430,8 @@ const mp__objtype mp__objtype_bounded_semaphore = {
 };
 
 int mp_args_add_semaphore(mp_args *a, mp_semaphore *s) {
-    const mp__objtype *t = (s && s->s->bounded) ? &mp__objtype_bounded_semaphore : &mp__objtype_semaphore;
+    const mp__objtype *t =
+        (s && s->s->bounded) ? &mp__objtype_bounded_semaphore : &mp__objtype_semaphore;
     return mp__sync_args_add(a, t, s, "mp_args_add_semaphore");
 }
 
@@ -503,7 +508,8 @@ int mp_event_wait(mp_event *e, double timeout) {
         double left = mp__left(deadline);
         int r = left == 0 ? MP_ETIMEDOUT : mp__os_futex_wait(f, v, left);
         if (atomic_load(&f->val) != v) return 0;
-        if (r == MP_ETIMEDOUT) return mp__err(MP_ETIMEDOUT, "mp_event_wait: timed out after %.3f s", timeout);
+        if (r == MP_ETIMEDOUT)
+            return mp__err(MP_ETIMEDOUT, "mp_event_wait: timed out after %.3f s", timeout);
     }
 }
 
@@ -548,4 +554,6 @@ int mp_args_add_event(mp_args *a, mp_event *e) {
     return mp__sync_args_add(a, &mp__objtype_event, e, "mp_args_add_event");
 }
 
-mp_event *mp_args_event(const mp_args *a, size_t i) { return mp__args_object(a, i, &mp__objtype_event); }
+mp_event *mp_args_event(const mp_args *a, size_t i) {
+    return mp__args_object(a, i, &mp__objtype_event);
+}

@@ -90,7 +90,8 @@ int mp_condition_wait(mp_condition *c, double timeout) {
     if (!c) return mp__err(MP_EINVAL, "mp_condition_wait: condition is NULL");
     mp__lockw *w = c->lock->w;
     if (!mp__lockw_is_mine(w))
-        return mp__err(MP_EPERM, "mp_condition_wait: the caller does not hold the condition's lock");
+        return mp__err(MP_EPERM,
+                       "mp_condition_wait: the caller does not hold the condition's lock");
     cond_shared *s = c->s;
     uint32_t me = mp__os_sync_pid();
     int idx = slot_alloc(s, me);
@@ -114,19 +115,23 @@ int mp_condition_wait(mp_condition *c, double timeout) {
     bool notified = atomic_load_explicit(&sl->f.val, memory_order_relaxed) != 0;
     sl->used = 0;
     if (rl == MP_EOWNERDEAD)
-        return mp__err(MP_EOWNERDEAD, "mp_condition_wait: the lock's previous holder died holding it");
-    if (!notified) return mp__err(MP_ETIMEDOUT, "mp_condition_wait: timed out after %.3f s", timeout);
+        return mp__err(MP_EOWNERDEAD,
+                       "mp_condition_wait: the lock's previous holder died holding it");
+    if (!notified)
+        return mp__err(MP_ETIMEDOUT, "mp_condition_wait: timed out after %.3f s", timeout);
     return 0;
 }
 
 int mp_condition_wait_for(mp_condition *c, mp_predicate_fn pred, void *arg, double timeout) {
     if (!c || !pred) return mp__err(MP_EINVAL, "mp_condition_wait_for: NULL argument");
     if (!mp__lockw_is_mine(c->lock->w))
-        return mp__err(MP_EPERM, "mp_condition_wait_for: the caller does not hold the condition's lock");
+        return mp__err(MP_EPERM,
+                       "mp_condition_wait_for: the caller does not hold the condition's lock");
     double deadline = mp__deadline(timeout);
     while (!pred(arg)) {
         double left = mp__left(deadline);
-        if (left == 0) return mp__err(MP_ETIMEDOUT, "mp_condition_wait_for: timed out after %.3f s", timeout);
+        if (left == 0)
+            return mp__err(MP_ETIMEDOUT, "mp_condition_wait_for: timed out after %.3f s", timeout);
         int rc = mp_condition_wait(c, left);
         if (rc != 0 && rc != MP_ETIMEDOUT) return rc;
     }
@@ -145,7 +150,8 @@ static bool slot_waiting(const cond_slot *sl) {
 int mp_condition_notify(mp_condition *c, int n) {
     if (!c) return mp__err(MP_EINVAL, "mp_condition_notify: condition is NULL");
     if (!mp__lockw_is_mine(c->lock->w))
-        return mp__err(MP_EPERM, "mp_condition_notify: the caller does not hold the condition's lock");
+        return mp__err(MP_EPERM,
+                       "mp_condition_notify: the caller does not hold the condition's lock");
     cond_shared *s = c->s;
     uint32_t me = mp__os_sync_pid();
     int waiting = 0;
@@ -266,8 +272,12 @@ static void b_broadcast(barrier_shared *s) {
     if (atomic_load(&s->seq.waiters) != 0) mp__os_futex_wake(&s->seq, INT32_MAX);
 }
 
-static int32_t b_state(const barrier_shared *s) { return atomic_load_explicit(&s->state, memory_order_relaxed); }
-static void b_set_state(barrier_shared *s, int32_t v) { atomic_store_explicit(&s->state, v, memory_order_relaxed); }
+static int32_t b_state(const barrier_shared *s) {
+    return atomic_load_explicit(&s->state, memory_order_relaxed);
+}
+static void b_set_state(barrier_shared *s, int32_t v) {
+    atomic_store_explicit(&s->state, v, memory_order_relaxed);
+}
 
 /* A party that died holding the internal lock may have left the state half-changed:
  * the barrier counts as broken. */
@@ -303,8 +313,10 @@ int mp_barrier_new(mp_context *ctx, unsigned parties, mp_barrier_action_fn actio
     (void)ctx;
     if (!out) return mp__err(MP_EINVAL, "mp_barrier_new: out is NULL");
     *out = NULL;
-    if (parties < 1 || parties > INT32_MAX) return mp__err(MP_EINVAL, "mp_barrier_new: parties must be >= 1");
-    if (action_args && !action) return mp__err(MP_EINVAL, "mp_barrier_new: action_args without an action");
+    if (parties < 1 || parties > INT32_MAX)
+        return mp__err(MP_EINVAL, "mp_barrier_new: parties must be >= 1");
+    if (action_args && !action)
+        return mp__err(MP_EINVAL, "mp_barrier_new: action_args without an action");
     mp_args *args = NULL;
     int rc;
     if (action) {
@@ -360,7 +372,8 @@ int mp_barrier_wait_timeout(mp_barrier *b, double timeout, int *index) {
         int ar = b->action ? b->action(b->args) : 0;
         if (ar != 0) {
             b_set_state(s, B_BROKEN);
-            rc = mp__err(MP_EBROKEN, "mp_barrier_wait: the barrier's action failed (it returned %d)", ar);
+            rc = mp__err(MP_EBROKEN,
+                         "mp_barrier_wait: the barrier's action failed (it returned %d)", ar);
         } else {
             b_set_state(s, B_DRAINING);
         }
@@ -373,7 +386,8 @@ int mp_barrier_wait_timeout(mp_barrier *b, double timeout, int *index) {
                  * gets BrokenBarrierError like every other party. */
                 b_set_state(s, B_BROKEN);
                 b_broadcast(s);
-                rc = mp__err(MP_EBROKEN, "mp_barrier_wait: timed out after %.3f s: the barrier is broken",
+                rc = mp__err(MP_EBROKEN,
+                             "mp_barrier_wait: timed out after %.3f s: the barrier is broken",
                              timeout);
                 break;
             }
@@ -498,7 +512,8 @@ static int barrier_rebuild(mp__rd *r, const mp_os_handle *handles, size_t nh, vo
         size_t alen = 0;
         const void *awire = mp__rd_blob(r, &alen);
         void *fn = NULL;
-        rc = r->err ? mp__err(MP_EPROTO, "sync: malformed barrier action") : mp__os_ref_to_fn(&ref, &fn);
+        rc = r->err ? mp__err(MP_EPROTO, "sync: malformed barrier action")
+                    : mp__os_ref_to_fn(&ref, &fn);
         mp__fnref_clear(&ref);
         /* Last: nothing may fail once the arguments have taken their handles. */
         if (!rc) {
@@ -536,4 +551,6 @@ int mp_args_add_barrier(mp_args *a, mp_barrier *b) {
     return mp__sync_args_add(a, &mp__objtype_barrier, b, "mp_args_add_barrier");
 }
 
-mp_barrier *mp_args_barrier(const mp_args *a, size_t i) { return mp__args_object(a, i, &mp__objtype_barrier); }
+mp_barrier *mp_args_barrier(const mp_args *a, size_t i) {
+    return mp__args_object(a, i, &mp__objtype_barrier);
+}

@@ -43,22 +43,20 @@ static MP__THREAD_LOCAL node_cache *t_cache;
 static mp__tls *g_key;
 static bool g_key_failed;
 static mp_value *g_depot[DEPOT_MAX]; /* chains of BATCH nodes, under depot_lock() */
-static _Atomic size_t g_ndepot;       /* read without the lock to skip an empty depot */
+static _Atomic size_t g_ndepot;      /* read without the lock to skip an empty depot */
 static atomic_flag g_depot_busy = ATOMIC_FLAG_INIT;
 
 /* The depot's own lock, held for a few instructions. Not the global lock: a
  * thread's exit gives its nodes back, and the thread joining it (a dummy
  * child's parent) may hold the global lock meanwhile. */
 static void depot_lock(void) {
-    for (unsigned spins = 0;
-         atomic_flag_test_and_set_explicit(&g_depot_busy, memory_order_acquire); spins++) {
+    for (unsigned spins = 0; atomic_flag_test_and_set_explicit(&g_depot_busy, memory_order_acquire);
+         spins++) {
         if (spins > 64) mp__os_sleep(0);
     }
 }
 
-static void depot_unlock(void) {
-    atomic_flag_clear_explicit(&g_depot_busy, memory_order_release);
-}
+static void depot_unlock(void) { atomic_flag_clear_explicit(&g_depot_busy, memory_order_release); }
 
 /* Puts a chain of nodes into the depot if it has room: true then. Under depot_lock(). */
 static bool depot_put(mp_value *chain) {
@@ -318,14 +316,17 @@ static void push_children(mp_value *v, mp_value **work) {
             }
         }
         break;
-    default: break;
+    default:
+        break;
     }
 }
 
 static void free_node(mp_value *v) {
     switch (v->type) {
     case MP_VALUE_STR:
-    case MP_VALUE_BYTES: mp__free(v->u.s.p); break;
+    case MP_VALUE_BYTES:
+        mp__free(v->u.s.p);
+        break;
     case MP_VALUE_TUPLE:
     case MP_VALUE_LIST:
         mp__free(v->u.seq.items);
@@ -340,7 +341,8 @@ static void free_node(mp_value *v) {
     case MP_VALUE_OBJECT:
         mp__free(v->u.o.module);
         break;
-    default: break;
+    default:
+        break;
     }
     if (!(v->flags & MP__VF_SLAB)) node_put(v);
 }
@@ -352,7 +354,9 @@ typedef struct slab {
 } slab;
 
 void *mp__value_slab_new(size_t n, mp_value **nodes) {
-    slab *s = n > (SIZE_MAX - sizeof *s) / sizeof(mp_value) ? NULL : mp__malloc(sizeof *s + n * sizeof(mp_value));
+    slab *s = n > (SIZE_MAX - sizeof *s) / sizeof(mp_value)
+                  ? NULL
+                  : mp__malloc(sizeof *s + n * sizeof(mp_value));
     if (!s) {
         mp__err(MP_ENOMEM, "out of memory for %zu values", n);
         return NULL;
@@ -394,8 +398,9 @@ int mp__value_seq_push(mp_value *seq, mp_value *item) {
         size_t cap = seq->u.seq.cap ? seq->u.seq.cap * 2 : 4;
         if (cap > SIZE_MAX / sizeof(mp_value *)) return mp__err(MP_ENOMEM, "list too long");
         mp_value **items = mp__realloc(seq->u.seq.items, cap * sizeof *items);
-        if (!items) return mp__err(MP_ENOMEM, "out of memory growing a %s to %zu items",
-                                   mp_value_type_name((mp_value_type)seq->type), cap);
+        if (!items)
+            return mp__err(MP_ENOMEM, "out of memory growing a %s to %zu items",
+                           mp_value_type_name((mp_value_type)seq->type), cap);
         seq->u.seq.items = items;
         seq->u.seq.cap = cap;
     }
@@ -418,7 +423,8 @@ int mp_value_list_append(mp_value *seq, mp_value *item) {
     if (!seq || (seq->type != MP_VALUE_LIST && seq->type != MP_VALUE_TUPLE)) {
         mp_value_free(item);
         if (seq && is_set(seq))
-            return mp__err(MP_EINVAL, "mp_value_list_append: a %s takes items with mp_value_set_add",
+            return mp__err(MP_EINVAL,
+                           "mp_value_list_append: a %s takes items with mp_value_set_add",
                            mp_value_type_name((mp_value_type)seq->type));
         return mp__err(MP_EINVAL, "mp_value_list_append: not a list or tuple");
     }
@@ -476,12 +482,15 @@ static bool is_number(const mp_value *v) {
 
 /* The int64 a number equals exactly, if there is one (2.0 -> 2, -0.0 -> 0, 2.5 none). */
 static bool number_as_int(const mp_value *v, int64_t *out) {
-    if (v->type == MP_VALUE_BOOL) *out = v->u.b;
-    else if (v->type == MP_VALUE_INT) *out = v->u.i;
+    if (v->type == MP_VALUE_BOOL)
+        *out = v->u.b;
+    else if (v->type == MP_VALUE_INT)
+        *out = v->u.i;
     else if (v->u.f >= -9223372036854775808.0 && v->u.f < 9223372036854775808.0 &&
              (double)(int64_t)v->u.f == v->u.f)
         *out = (int64_t)v->u.f;
-    else return false;
+    else
+        return false;
     return true;
 }
 
@@ -511,7 +520,8 @@ static uint64_t key_hash_in(const mp_value *v, unsigned depth, bool in_object) {
     h = fnv(h, &v->type, 1);
     switch (v->type) {
     case MP_VALUE_STR:
-    case MP_VALUE_BYTES: return fnv(h, v->u.s.p, v->u.s.n);
+    case MP_VALUE_BYTES:
+        return fnv(h, v->u.s.p, v->u.s.n);
     case MP_VALUE_TUPLE:
     case MP_VALUE_LIST:
         h = fnv(h, &v->u.seq.n, sizeof v->u.seq.n);
@@ -530,7 +540,8 @@ static uint64_t key_hash_in(const mp_value *v, unsigned depth, bool in_object) {
                 sum += mix(key_hash_in(v->u.d.kv[i], depth + 1, in_object));
         return fnv(fnv(h, &v->u.d.n, sizeof v->u.d.n), &sum, sizeof sum);
     }
-    case MP_VALUE_DICT: return fnv(h, &v->u.d.n, sizeof v->u.d.n); /* never a key */
+    case MP_VALUE_DICT:
+        return fnv(h, &v->u.d.n, sizeof v->u.d.n); /* never a key */
     case MP_VALUE_OBJECT: {
         /* the args too, so that keys like date(2020, 1, n) do not all collide */
         const char *name = mp__obj_name(v);
@@ -539,7 +550,8 @@ static uint64_t key_hash_in(const mp_value *v, unsigned depth, bool in_object) {
         uint64_t c = key_hash_in(v->u.o.args, depth + 1, true);
         return fnv(h, &c, sizeof c);
     }
-    default: return h;
+    default:
+        return h;
     }
 }
 
@@ -551,10 +563,14 @@ static bool equal_rec(const mp_value *a, const mp_value *b, unsigned depth) {
     if (!a || !b || a->type != b->type) return false;
     if (depth > RECURSION_MAX) return false;
     switch (a->type) {
-    case MP_VALUE_NONE: return true;
-    case MP_VALUE_BOOL: return a->u.b == b->u.b;
-    case MP_VALUE_INT: return a->u.i == b->u.i;
-    case MP_VALUE_FLOAT: return a->u.f == b->u.f || (isnan(a->u.f) && isnan(b->u.f));
+    case MP_VALUE_NONE:
+        return true;
+    case MP_VALUE_BOOL:
+        return a->u.b == b->u.b;
+    case MP_VALUE_INT:
+        return a->u.i == b->u.i;
+    case MP_VALUE_FLOAT:
+        return a->u.f == b->u.f || (isnan(a->u.f) && isnan(b->u.f));
     case MP_VALUE_STR:
     case MP_VALUE_BYTES:
         return a->u.s.n == b->u.s.n && memcmp(a->u.s.p, b->u.s.p, a->u.s.n) == 0;
@@ -578,7 +594,8 @@ static bool equal_rec(const mp_value *a, const mp_value *b, unsigned depth) {
                equal_rec(a->u.o.state, b->u.o.state, depth + 1) &&
                equal_rec(a->u.o.items, b->u.o.items, depth + 1) &&
                equal_rec(a->u.o.ditems, b->u.o.ditems, depth + 1);
-    default: return false;
+    default:
+        return false;
     }
 }
 
@@ -610,7 +627,8 @@ static bool key_equal(const mp_value *a, const mp_value *b, unsigned depth) {
             if (table_find(b, x, h, depth + 1) == SIZE_MAX) return false;
         }
         return true;
-    default: return equal_rec(a, b, depth);
+    default:
+        return equal_rec(a, b, depth);
     }
 }
 
@@ -618,7 +636,9 @@ static bool hashable_rec(const mp_value *v, unsigned depth, const mp_value **bad
     switch (v->type) {
     case MP_VALUE_LIST:
     case MP_VALUE_DICT:
-    case MP_VALUE_SET: *bad = v; return false;
+    case MP_VALUE_SET:
+        *bad = v;
+        return false;
     case MP_VALUE_TUPLE:
         for (size_t i = 0; i < v->u.seq.n && depth < RECURSION_MAX; i++)
             if (!hashable_rec(v->u.seq.items[i], depth + 1, bad)) return false;
@@ -627,7 +647,8 @@ static bool hashable_rec(const mp_value *v, unsigned depth, const mp_value **bad
         for (size_t i = 0; i < v->u.d.n && depth < RECURSION_MAX; i++)
             if (!hashable_rec(v->u.d.kv[i], depth + 1, bad)) return false;
         return true;
-    default: return true; /* an object: only Python can tell, so it may try */
+    default:
+        return true; /* an object: only Python can tell, so it may try */
     }
 }
 
@@ -670,8 +691,9 @@ static int index_rebuild(mp_value *t, size_t need) {
         icap *= 2;
     }
     uint32_t *index = mp__calloc(icap, sizeof *index);
-    if (!index) return mp__err(MP_ENOMEM, "out of memory indexing a %s of %zu",
-                               mp_value_type_name((mp_value_type)t->type), need);
+    if (!index)
+        return mp__err(MP_ENOMEM, "out of memory indexing a %s of %zu",
+                       mp_value_type_name((mp_value_type)t->type), need);
     mp__free(t->u.d.index);
     t->u.d.index = index;
     t->u.d.icap = icap;
@@ -699,7 +721,8 @@ static int table_put(mp_value *t, mp_value *key, mp_value *val, mp_value **dup,
     if (t->u.d.n >= UINT32_MAX - 1) return mp__err(MP_ENOMEM, "%s too big", what);
     if (t->u.d.n == t->u.d.cap) {
         size_t cap = t->u.d.cap ? t->u.d.cap * 2 : 4;
-        if (cap > SIZE_MAX / (st * sizeof(mp_value *))) return mp__err(MP_ENOMEM, "%s too big", what);
+        if (cap > SIZE_MAX / (st * sizeof(mp_value *)))
+            return mp__err(MP_ENOMEM, "%s too big", what);
         mp_value **kv = mp__realloc(t->u.d.kv, st * cap * sizeof *kv);
         if (!kv) return mp__err(MP_ENOMEM, "out of memory growing a %s to %zu entries", what, cap);
         t->u.d.kv = kv;
@@ -731,7 +754,8 @@ static int unhashable(const char *fn, const mp_value *key) {
     const mp_value *bad;
     if (mp__value_hashable(key, &bad)) return 0;
     return mp__err(MP_EINVAL, "%s: unhashable type: '%s'%s", fn,
-                   mp_value_type_name((mp_value_type)bad->type), bad == key ? "" : " (inside the key)");
+                   mp_value_type_name((mp_value_type)bad->type),
+                   bad == key ? "" : " (inside the key)");
 }
 
 int mp_value_dict_set(mp_value *dict, mp_value *key, mp_value *val) {
@@ -861,11 +885,9 @@ static mp_value *copy_rec(const mp_value *v, unsigned depth, size_t *items, size
         c->u.o.newobj = v->u.o.newobj;
         if (v->u.o.args && !(c->u.o.args = copy_rec(v->u.o.args, depth + 1, items, bytes, err)))
             goto fail;
-        if (v->u.o.state &&
-            !(c->u.o.state = copy_rec(v->u.o.state, depth + 1, items, bytes, err)))
+        if (v->u.o.state && !(c->u.o.state = copy_rec(v->u.o.state, depth + 1, items, bytes, err)))
             goto fail;
-        if (v->u.o.items &&
-            !(c->u.o.items = copy_rec(v->u.o.items, depth + 1, items, bytes, err)))
+        if (v->u.o.items && !(c->u.o.items = copy_rec(v->u.o.items, depth + 1, items, bytes, err)))
             goto fail;
         if (v->u.o.ditems &&
             !(c->u.o.ditems = copy_rec(v->u.o.ditems, depth + 1, items, bytes, err)))
@@ -959,19 +981,32 @@ mp_value_type mp_value_get_type(const mp_value *v) {
 
 const char *mp_value_type_name(mp_value_type t) {
     switch (t) {
-    case MP_VALUE_NONE: return "NoneType";
-    case MP_VALUE_BOOL: return "bool";
-    case MP_VALUE_INT: return "int";
-    case MP_VALUE_FLOAT: return "float";
-    case MP_VALUE_STR: return "str";
-    case MP_VALUE_BYTES: return "bytes";
-    case MP_VALUE_TUPLE: return "tuple";
-    case MP_VALUE_LIST: return "list";
-    case MP_VALUE_DICT: return "dict";
-    case MP_VALUE_OBJECT: return "object";
-    case MP_VALUE_SET: return "set";
-    case MP_VALUE_FROZENSET: return "frozenset";
-    default: return "unknown";
+    case MP_VALUE_NONE:
+        return "NoneType";
+    case MP_VALUE_BOOL:
+        return "bool";
+    case MP_VALUE_INT:
+        return "int";
+    case MP_VALUE_FLOAT:
+        return "float";
+    case MP_VALUE_STR:
+        return "str";
+    case MP_VALUE_BYTES:
+        return "bytes";
+    case MP_VALUE_TUPLE:
+        return "tuple";
+    case MP_VALUE_LIST:
+        return "list";
+    case MP_VALUE_DICT:
+        return "dict";
+    case MP_VALUE_OBJECT:
+        return "object";
+    case MP_VALUE_SET:
+        return "set";
+    case MP_VALUE_FROZENSET:
+        return "frozenset";
+    default:
+        return "unknown";
     }
 }
 
@@ -993,18 +1028,26 @@ double mp_value_as_float(const mp_value *v) {
 bool mp_value_as_bool(const mp_value *v) {
     if (!v) return false;
     switch (v->type) {
-    case MP_VALUE_NONE: return false;
-    case MP_VALUE_BOOL: return v->u.b;
-    case MP_VALUE_INT: return v->u.i != 0;
-    case MP_VALUE_FLOAT: return v->u.f != 0.0;
+    case MP_VALUE_NONE:
+        return false;
+    case MP_VALUE_BOOL:
+        return v->u.b;
+    case MP_VALUE_INT:
+        return v->u.i != 0;
+    case MP_VALUE_FLOAT:
+        return v->u.f != 0.0;
     case MP_VALUE_STR:
-    case MP_VALUE_BYTES: return v->u.s.n != 0;
+    case MP_VALUE_BYTES:
+        return v->u.s.n != 0;
     case MP_VALUE_TUPLE:
-    case MP_VALUE_LIST: return v->u.seq.n != 0;
+    case MP_VALUE_LIST:
+        return v->u.seq.n != 0;
     case MP_VALUE_DICT:
     case MP_VALUE_SET:
-    case MP_VALUE_FROZENSET: return v->u.d.n != 0;
-    default: return true;
+    case MP_VALUE_FROZENSET:
+        return v->u.d.n != 0;
+    default:
+        return true;
     }
 }
 
@@ -1024,13 +1067,17 @@ size_t mp_value_len(const mp_value *v) {
     if (!v) return 0;
     switch (v->type) {
     case MP_VALUE_STR:
-    case MP_VALUE_BYTES: return v->u.s.n;
+    case MP_VALUE_BYTES:
+        return v->u.s.n;
     case MP_VALUE_TUPLE:
-    case MP_VALUE_LIST: return v->u.seq.n;
+    case MP_VALUE_LIST:
+        return v->u.seq.n;
     case MP_VALUE_DICT:
     case MP_VALUE_SET:
-    case MP_VALUE_FROZENSET: return v->u.d.n;
-    default: return 0;
+    case MP_VALUE_FROZENSET:
+        return v->u.d.n;
+    default:
+        return 0;
     }
 }
 
@@ -1093,10 +1140,20 @@ static bool utf8_valid(const char *s, size_t n, bool surrogates) {
         }
         size_t len;
         uint32_t cp, min;
-        if ((c & 0xE0) == 0xC0) { len = 2; cp = c & 0x1F; min = 0x80; }
-        else if ((c & 0xF0) == 0xE0) { len = 3; cp = c & 0x0F; min = 0x800; }
-        else if ((c & 0xF8) == 0xF0) { len = 4; cp = c & 0x07; min = 0x10000; }
-        else return false;
+        if ((c & 0xE0) == 0xC0) {
+            len = 2;
+            cp = c & 0x1F;
+            min = 0x80;
+        } else if ((c & 0xF0) == 0xE0) {
+            len = 3;
+            cp = c & 0x0F;
+            min = 0x800;
+        } else if ((c & 0xF8) == 0xF0) {
+            len = 4;
+            cp = c & 0x07;
+            min = 0x10000;
+        } else
+            return false;
         if (n - i < len) return false;
         for (size_t k = 1; k < len; k++) {
             if ((p[i + k] & 0xC0) != 0x80) return false;

@@ -23,14 +23,17 @@ struct mp_value {
         bool b;
         int64_t i;
         double f;
-        struct { char *p; size_t n; } s; /* str, bytes: p[n] == 0 */
+        struct {
+            char *p;
+            size_t n;
+        } s; /* str, bytes: p[n] == 0 */
         struct {
             mp_value **items;
             size_t n, cap;
             void *slabs; /* blocks of MP__VF_SLAB items, chained by their first word */
         } seq;
-        struct {             /* dict, and set/frozenset (keys only) */
-            mp_value **kv;   /* dict: key, value, key, value... (2n used of 2cap);
+        struct {           /* dict, and set/frozenset (keys only) */
+            mp_value **kv; /* dict: key, value, key, value... (2n used of 2cap);
                                 set: item, item... (n used of cap) */
             size_t n, cap;
             uint32_t *index; /* open addressing over entries (entry + 1; 0 empty) */

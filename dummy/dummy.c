@@ -18,9 +18,9 @@
 typedef struct dummy_child {
     mp__thread *thread;
     mp__launch launch;
-    void *payload;            /* the launch points into it */
-    mp_args *args;            /* rebuilt, handed to the thread */
-    mp_os_handle sentinel;    /* the parent's, the child's own duplicate */
+    void *payload;         /* the launch points into it */
+    mp_args *args;         /* rebuilt, handed to the thread */
+    mp_os_handle sentinel; /* the parent's, the child's own duplicate */
     int code;
 } dummy_child;
 

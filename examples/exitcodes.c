@@ -38,25 +38,22 @@
 
 #include "multiproc.h"
 
-static int fail(const char *what, int rc)
-{
+static int fail(const char *what, int rc) {
     fprintf(stderr, "exitcodes: %s: %s (%s)\n", what, mp_strerror(rc), mp_last_error_message());
     return 1;
 }
 
 /* For a check of ours that failed, where the library reported nothing. */
-static int fail_check(const char *what)
-{
+static int fail_check(const char *what) {
     fprintf(stderr, "exitcodes: check failed: %s\n", what);
     return 1;
 }
 
-static void sleep_ms(unsigned ms)
-{
+static void sleep_ms(unsigned ms) {
 #ifdef _WIN32
     Sleep(ms);
 #else
-    struct timespec ts = { (time_t)(ms / 1000), (long)(ms % 1000) * 1000000L };
+    struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
     nanosleep(&ts, NULL);
 #endif
 }
@@ -66,8 +63,7 @@ static void sleep_ms(unsigned ms)
 static atomic_bool stop_requested;
 
 /* time.sleep(args[0]) in 10 ms slices, so a dummy child notices stop_requested. */
-static int sleeper(mp_args *args)
-{
+static int sleeper(mp_args *args) {
     double seconds = mp_args_double(args, 0);
     for (double slept = 0; slept < seconds && !atomic_load(&stop_requested); slept += 0.01)
         sleep_ms(10);
@@ -75,15 +71,13 @@ static int sleeper(mp_args *args)
 }
 
 /* sys.exit(3) */
-static int exit3(mp_args *args)
-{
+static int exit3(mp_args *args) {
     (void)args;
     return 3;
 }
 
 /* Prints the process as Python's repr does: its state, then is_alive(). */
-static void show(mp_process *p)
-{
+static void show(mp_process *p) {
     int code;
     bool alive = mp_process_is_alive(p);
     printf("<Process name='%s' pid=%" PRId64, mp_process_name(p), mp_process_pid(p));
@@ -96,34 +90,29 @@ static void show(mp_process *p)
 }
 
 /* Creates a process running target(args = [seconds]) on ctx. */
-static int make(mp_context *ctx, mp_target_fn target, double seconds, mp_process **out)
-{
-    mp_process_opts opts = { .target = target };
+static int make(mp_context *ctx, mp_target_fn target, double seconds, mp_process **out) {
+    mp_process_opts opts = {.target = target};
     mp_args *args = NULL;
     int rc = mp_args_new(&args);
-    if (rc == 0)
-        rc = mp_args_add_double(args, seconds);
+    if (rc == 0) rc = mp_args_add_double(args, seconds);
     opts.args = args;
-    if (rc == 0)
-        rc = mp_process_new(ctx, &opts, out);
+    if (rc == 0) rc = mp_process_new(ctx, &opts, out);
     mp_args_free(args); /* mp_process_new copied them */
     return rc;
 }
 
 /* Starts a 1000 s sleeper, stops it with stop_fn ("terminate" or "kill") and checks
  * that is_alive and the exit code say what Python's would. Returns 0 or 1. */
-static int stop_demo(mp_context *ctx, const char *verb, int (*stop_fn)(mp_process *), int expected)
-{
+static int stop_demo(mp_context *ctx, const char *verb, int (*stop_fn)(mp_process *),
+                     int expected) {
     mp_process *p = NULL;
     int code = 0, failed = 0;
     bool stopped_by_flag = false;
     int rc = make(ctx, sleeper, 1000.0, &p);
-    if (rc < 0)
-        return fail("mp_process_new", rc);
+    if (rc < 0) return fail("mp_process_new", rc);
     printf("-- %s\n", verb);
     show(p);
-    if (mp_process_is_alive(p))
-        failed |= fail_check("is_alive before start");
+    if (mp_process_is_alive(p)) failed |= fail_check("is_alive before start");
     fflush(stdout); /* a fork child must not inherit unwritten output */
     atomic_store(&stop_requested, false);
     if ((rc = mp_process_start(p)) < 0) {
@@ -131,8 +120,7 @@ static int stop_demo(mp_context *ctx, const char *verb, int (*stop_fn)(mp_proces
         goto out;
     }
     show(p);
-    if (!mp_process_is_alive(p))
-        failed |= fail_check("is_alive after start");
+    if (!mp_process_is_alive(p)) failed |= fail_check("is_alive after start");
 
     rc = stop_fn(p);
     if (rc == MP_ENOTSUP) {
@@ -152,32 +140,27 @@ static int stop_demo(mp_context *ctx, const char *verb, int (*stop_fn)(mp_proces
         goto out;
     }
     show(p);
-    if (mp_process_is_alive(p))
-        failed |= fail_check("is_alive after join");
+    if (mp_process_is_alive(p)) failed |= fail_check("is_alive after join");
     if ((rc = mp_process_exitcode(p, &code)) < 0) {
         failed |= fail("mp_process_exitcode", rc);
         goto out;
     }
     if (stopped_by_flag) {
-        if (code != 0)
-            failed |= fail_check("the stopped thread's exit code is 0");
+        if (code != 0) failed |= fail_check("the stopped thread's exit code is 0");
     } else {
         printf("exitcode == %d: %s\n", expected, code == expected ? "True" : "False");
-        if (code != expected)
-            failed |= fail_check("exit code after stopping");
+        if (code != expected) failed |= fail_check("exit code after stopping");
     }
 out:
     mp_process_free(p);
     return failed;
 }
 
-static int return_demo(mp_context *ctx)
-{
+static int return_demo(mp_context *ctx) {
     mp_process *p = NULL;
     int code = 0, failed = 0;
     int rc = make(ctx, exit3, 0.0, &p);
-    if (rc < 0)
-        return fail("mp_process_new", rc);
+    if (rc < 0) return fail("mp_process_new", rc);
     printf("-- return 3 (sys.exit(3))\n");
     fflush(stdout);
     if ((rc = mp_process_start(p)) < 0 || (rc = mp_process_join(p, 30.0)) < 0 ||
@@ -187,21 +170,17 @@ static int return_demo(mp_context *ctx)
     }
     show(p);
     printf("exitcode == 3: %s\n", code == 3 ? "True" : "False");
-    if (code != 3)
-        failed = fail_check("exitcode == 3");
+    if (code != 3) failed = fail_check("exitcode == 3");
 out:
     mp_process_free(p);
     return failed;
 }
 
-int main(int argc, char **argv)
-{
+int main(int argc, char **argv) {
     int rc = mp_init(&argc, &argv);
-    if (rc < 0)
-        return fail("mp_init", rc);
+    if (rc < 0) return fail("mp_init", rc);
     mp_context *ctx = mp_get_context(argc > 1 ? argv[1] : NULL);
-    if (!ctx)
-        return fail("mp_get_context", MP_EINVAL);
+    if (!ctx) return fail("mp_get_context", MP_EINVAL);
     printf("start method: %s\n", mp_context_name(ctx));
 
     int failed = stop_demo(ctx, "terminate", mp_process_terminate, -SIGTERM);

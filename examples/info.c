@@ -26,14 +26,12 @@
 
 #include "multiproc.h"
 
-static int fail(const char *what, int rc)
-{
+static int fail(const char *what, int rc) {
     fprintf(stderr, "info: %s: %s (%s)\n", what, mp_strerror(rc), mp_last_error_message());
     return 1;
 }
 
-static void info(const char *title)
-{
+static void info(const char *title) {
     mp_process *parent = mp_parent_process();
     printf("%s\n", title);
     printf("  start method:   %s\n", mp_get_start_method(false));
@@ -49,8 +47,7 @@ static void info(const char *title)
 
 /* args: the name to greet, and the main process's pid so the child can check that
  * the library reports the right parent (a dummy child is a thread: same pid). */
-static int f(mp_args *args)
-{
+static int f(mp_args *args) {
     const char *name = mp_args_str(args, 0);
     info("function f");
     printf("hello %s\n", name ? name : "(no name given)");
@@ -63,17 +60,15 @@ static int f(mp_args *args)
     return 0;
 }
 
-int main(int argc, char **argv)
-{
+int main(int argc, char **argv) {
     int rc = mp_init(&argc, &argv);
-    if (rc < 0)
-        return fail("mp_init", rc);
+    if (rc < 0) return fail("mp_init", rc);
     if (argc > 1 && (rc = mp_set_start_method(argv[1], false)) < 0)
         return fail("mp_set_start_method", rc);
 
     info("main line");
 
-    mp_process_opts opts = { .target = f };
+    mp_process_opts opts = {.target = f};
     mp_args *args = NULL;
     mp_process *p = NULL;
     int code = -1;
@@ -101,10 +96,9 @@ int main(int argc, char **argv)
         fail("mp_process_exitcode", rc);
         goto out;
     }
-    printf("%s ran on %s and exited with code %d\n", mp_process_name(p),
-           mp_process_start_method(p), code);
-    if (code != 0)
-        rc = MP_ECHILD;
+    printf("%s ran on %s and exited with code %d\n", mp_process_name(p), mp_process_start_method(p),
+           code);
+    if (code != 0) rc = MP_ECHILD;
 
 out:
     mp_process_free(p);

@@ -23,39 +23,31 @@
 
 #define NPROC 10
 
-static int fail(const char *what, int rc)
-{
+static int fail(const char *what, int rc) {
     fprintf(stderr, "locks: %s: %s (%s)\n", what, mp_strerror(rc), mp_last_error_message());
     return 1;
 }
 
-static int f(mp_args *args)
-{
+static int f(mp_args *args) {
     mp_lock *l = mp_args_lock(args, 0);
-    if (!l)
-        return 2;
+    if (!l) return 2;
     int rc = mp_lock_acquire(l, MP_FOREVER);
-    if (rc < 0 && rc != MP_EOWNERDEAD)
-        return 1;
+    if (rc < 0 && rc != MP_EOWNERDEAD) return 1;
     printf("hello world %lld\n", (long long)mp_args_int(args, 1));
     fflush(stdout);
     return mp_lock_release(l) < 0 ? 1 : 0;
 }
 
-int main(int argc, char **argv)
-{
+int main(int argc, char **argv) {
     int rc = mp_init(&argc, &argv);
-    if (rc < 0)
-        return fail("mp_init", rc);
+    if (rc < 0) return fail("mp_init", rc);
     mp_context *ctx = mp_get_context(argc > 1 ? argv[1] : NULL);
-    if (!ctx)
-        return fail("mp_get_context", MP_EINVAL);
+    if (!ctx) return fail("mp_get_context", MP_EINVAL);
 
     mp_lock *lock = NULL;
-    mp_process *procs[NPROC] = { 0 };
+    mp_process *procs[NPROC] = {0};
     int failed = 0;
-    if ((rc = mp_lock_new(ctx, &lock)) < 0)
-        return fail("mp_lock_new", rc);
+    if ((rc = mp_lock_new(ctx, &lock)) < 0) return fail("mp_lock_new", rc);
     fflush(stdout);
     for (int num = 0; num < NPROC; num++) {
         mp_args *args = NULL;
@@ -65,7 +57,7 @@ int main(int argc, char **argv)
             failed = fail("args", rc);
             break;
         }
-        mp_process_opts opts = { .target = f, .args = args };
+        mp_process_opts opts = {.target = f, .args = args};
         rc = mp_process_new(ctx, &opts, &procs[num]);
         mp_args_free(args); /* copied by mp_process_new */
         if (rc < 0 || (rc = mp_process_start(procs[num])) < 0) {
@@ -75,8 +67,7 @@ int main(int argc, char **argv)
     }
     for (int num = 0; num < NPROC; num++) {
         int code = -1;
-        if (!procs[num])
-            continue;
+        if (!procs[num]) continue;
         if (mp_process_join(procs[num], MP_FOREVER) == 0 &&
             mp_process_exitcode(procs[num], &code) == 0 && code != 0) {
             fprintf(stderr, "locks: child %d exited with %d\n", num, code);

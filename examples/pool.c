@@ -42,14 +42,12 @@
 
 #include "multiproc.h"
 
-static int fail(const char *what, int rc)
-{
+static int fail(const char *what, int rc) {
     fprintf(stderr, "pool: %s: %s (%s)\n", what, mp_strerror(rc), mp_last_error_message());
     return 1;
 }
 
-static void sleep_ms(int ms)
-{
+static void sleep_ms(int ms) {
 #ifdef _WIN32
     Sleep((DWORD)ms);
 #else
@@ -59,56 +57,47 @@ static void sleep_ms(int ms)
 }
 
 /* map and imap call f with the item; apply with the argument tuple, as f(*args). */
-static int f(const mp_value *x, mp_value **result)
-{
+static int f(const mp_value *x, mp_value **result) {
     int64_t v = mp_value_as_int(x);
     *result = mp_value_int(v * v);
     return 0;
 }
 
-static int f_args(const mp_value *args, mp_value **result)
-{
+static int f_args(const mp_value *args, mp_value **result) {
     return f(mp_value_item(args, 0), result);
 }
 
-static int getpid_task(const mp_value *args, mp_value **result)
-{
+static int getpid_task(const mp_value *args, mp_value **result) {
     (void)args;
     *result = mp_value_int(mp_getpid());
     return 0;
 }
 
-static int sleep_task(const mp_value *args, mp_value **result)
-{
+static int sleep_task(const mp_value *args, mp_value **result) {
     sleep_ms((int)(mp_value_as_float(mp_value_item(args, 0)) * 1000));
     *result = NULL;
     return 0;
 }
 
-static int one_ms(const mp_value *x, mp_value **result)
-{
+static int one_ms(const mp_value *x, mp_value **result) {
     sleep_ms(1);
     *result = mp_value_int(mp_value_as_int(x));
     return 0;
 }
 
-static mp_value *range(int n)
-{
+static mp_value *range(int n) {
     mp_value *l = mp_value_list_new();
-    for (int i = 0; i < n; i++)
-        mp_value_list_append(l, mp_value_int(i));
+    for (int i = 0; i < n; i++) mp_value_list_append(l, mp_value_int(i));
     return l;
 }
 
-static mp_value *args1(mp_value *v)
-{
+static mp_value *args1(mp_value *v) {
     mp_value *t = mp_value_tuple_new();
     mp_value_list_append(t, v);
     return t;
 }
 
-static void print_ints(const mp_value *l)
-{
+static void print_ints(const mp_value *l) {
     printf("[");
     for (size_t i = 0; i < mp_value_len(l); i++)
         printf("%s%lld", i ? ", " : "", (long long)mp_value_as_int(mp_value_item(l, i)));
@@ -116,39 +105,31 @@ static void print_ints(const mp_value *l)
 }
 
 /* A progress bar: redrawn in place on a terminal, one line per tenth otherwise. */
-static void progress(void *ctx, size_t done, size_t total, size_t failed)
-{
+static void progress(void *ctx, size_t done, size_t total, size_t failed) {
     int *last_tenth = ctx;
     int tenth = total ? (int)(done * 10 / total) : 0;
-    if (tenth == *last_tenth && done != total)
-        return;
+    if (tenth == *last_tenth && done != total) return;
     *last_tenth = tenth;
     char bar[41];
     int fill = total ? (int)(done * 40 / total) : 0;
-    for (int i = 0; i < 40; i++)
-        bar[i] = i < fill ? '#' : '.';
+    for (int i = 0; i < 40; i++) bar[i] = i < fill ? '#' : '.';
     bar[40] = '\0';
     printf("  [%s] %zu/%zu done, %zu failed\n", bar, done, total, failed);
     fflush(stdout);
 }
 
-int main(int argc, char **argv)
-{
+int main(int argc, char **argv) {
     int rc = mp_init(&argc, &argv);
-    if (rc < 0)
-        return fail("mp_init", rc);
+    if (rc < 0) return fail("mp_init", rc);
     mp_context *ctx = mp_get_context(argc > 1 ? argv[1] : NULL);
-    if (!ctx)
-        return fail("mp_get_context", MP_EINVAL);
+    if (!ctx) return fail("mp_get_context", MP_EINVAL);
 
     mp_pool *pool;
     mp_pool_opts po = {.processes = 4};
-    if ((rc = mp_pool_new(ctx, &po, &pool)) < 0)
-        return fail("mp_pool_new", rc);
+    if ((rc = mp_pool_new(ctx, &po, &pool)) < 0) return fail("mp_pool_new", rc);
 
     mp_value *ten = range(10), *out = NULL;
-    if ((rc = mp_pool_map(pool, f, ten, NULL, &out)) < 0)
-        return fail("map", rc);
+    if ((rc = mp_pool_map(pool, f, ten, NULL, &out)) < 0) return fail("map", rc);
     print_ints(out);
     mp_value_free(out);
 
@@ -161,8 +142,7 @@ int main(int argc, char **argv)
         mp_value_free(item);
     }
     mp_imap_free(it);
-    if (rc != MP_EOF)
-        return fail("imap_next", rc);
+    if (rc != MP_EOF) return fail("imap_next", rc);
 
     mp_value *a20 = args1(mp_value_int(20)), *none = mp_value_tuple_new();
     mp_async_result *res;
@@ -185,8 +165,7 @@ int main(int argc, char **argv)
             return fail("apply_async getpid", rc);
     printf("[");
     for (int i = 0; i < 4; i++) {
-        if ((rc = mp_async_result_get(multiple[i], 1, &v)) < 0)
-            return fail("get", rc);
+        if ((rc = mp_async_result_get(multiple[i], 1, &v)) < 0) return fail("get", rc);
         printf("%s%lld", i ? ", " : "", (long long)mp_value_as_int(v));
         mp_async_result_free(multiple[i]);
     }
@@ -208,8 +187,7 @@ int main(int argc, char **argv)
     int last = -1;
     mp_call_opts co = {.progress = progress, .ctx = &last};
     mp_value *many = range(2000);
-    if ((rc = mp_pool_map(pool, one_ms, many, &co, &out)) < 0)
-        return fail("map with progress", rc);
+    if ((rc = mp_pool_map(pool, one_ms, many, &co, &out)) < 0) return fail("map with progress", rc);
     printf("  %zu results\n", mp_value_len(out));
     mp_value_free(out);
 

@@ -18,38 +18,41 @@
 
 #include "multiproc.h"
 
-static int fail(const char *what, int rc)
-{
+static int fail(const char *what, int rc) {
     fprintf(stderr, "queues: %s: %s (%s)\n", what, mp_strerror(rc), mp_last_error_message());
     return 1;
 }
 
 /* Prints the small values this example sends, the way Python's print shows them. */
-static void print_value(const mp_value *v)
-{
+static void print_value(const mp_value *v) {
     switch (mp_value_get_type(v)) {
-    case MP_VALUE_NONE: printf("None"); break;
-    case MP_VALUE_INT: printf("%lld", (long long)mp_value_as_int(v)); break;
-    case MP_VALUE_STR: printf("'%s'", mp_value_as_str(v, NULL)); break;
+    case MP_VALUE_NONE:
+        printf("None");
+        break;
+    case MP_VALUE_INT:
+        printf("%lld", (long long)mp_value_as_int(v));
+        break;
+    case MP_VALUE_STR:
+        printf("'%s'", mp_value_as_str(v, NULL));
+        break;
     case MP_VALUE_LIST:
         printf("[");
         for (size_t i = 0; i < mp_value_len(v); i++) {
-            if (i)
-                printf(", ");
+            if (i) printf(", ");
             print_value(mp_value_item(v, i));
         }
         printf("]");
         break;
-    default: printf("<%s>", mp_value_type_name(mp_value_get_type(v))); break;
+    default:
+        printf("<%s>", mp_value_type_name(mp_value_get_type(v)));
+        break;
     }
 }
 
-static int f(mp_args *args)
-{
+static int f(mp_args *args) {
     mp_queue *q = mp_args_queue(args, 0);
     mp_value *msg = mp_value_list_new();
-    if (!q || !msg)
-        return 2;
+    if (!q || !msg) return 2;
     mp_value_list_append(msg, mp_value_int(42));
     mp_value_list_append(msg, mp_value_none());
     mp_value_list_append(msg, mp_value_str("hello"));
@@ -58,14 +61,11 @@ static int f(mp_args *args)
     return rc < 0 ? 1 : 0;
 }
 
-int main(int argc, char **argv)
-{
+int main(int argc, char **argv) {
     int rc = mp_init(&argc, &argv);
-    if (rc < 0)
-        return fail("mp_init", rc);
+    if (rc < 0) return fail("mp_init", rc);
     mp_context *ctx = mp_get_context(argc > 1 ? argv[1] : NULL);
-    if (!ctx)
-        return fail("mp_get_context", MP_EINVAL);
+    if (!ctx) return fail("mp_get_context", MP_EINVAL);
 
     mp_queue *q = NULL;
     mp_args *args = NULL;
@@ -80,7 +80,7 @@ int main(int argc, char **argv)
         fail("args", rc);
         goto out;
     }
-    mp_process_opts opts = { .target = f, .args = args };
+    mp_process_opts opts = {.target = f, .args = args};
     if ((rc = mp_process_new(ctx, &opts, &p)) < 0) {
         fail("mp_process_new", rc);
         goto out;

@@ -25,21 +25,17 @@
 
 #include "multiproc.h"
 
-static int fail(const char *what, int rc)
-{
-    fprintf(stderr, "shared_memory: %s: %s (%s)\n", what, mp_strerror(rc),
-            mp_last_error_message());
+static int fail(const char *what, int rc) {
+    fprintf(stderr, "shared_memory: %s: %s (%s)\n", what, mp_strerror(rc), mp_last_error_message());
     return 1;
 }
 
 /* The child's part: attach both blocks by name, read and write them. */
-static int child(mp_args *args)
-{
-    mp_shm_opts o = { .name = mp_args_str(args, 0) };
+static int child(mp_args *args) {
+    mp_shm_opts o = {.name = mp_args_str(args, 0)};
     mp_shm *shm_b = NULL;
     int rc = mp_shm_open(&o, &shm_b);
-    if (rc < 0)
-        return fail("child: attach", rc);
+    if (rc < 0) return fail("child: attach", rc);
     const signed char *b = mp_shm_buf(shm_b);
     printf("child sees array('b', [%d, %d, %d, %d, %d])\n", b[0], b[1], b[2], b[3], b[4]);
     fflush(stdout);
@@ -63,32 +59,40 @@ static int child(mp_args *args)
     return failed;
 }
 
-static void print_value(const mp_value *v)
-{
+static void print_value(const mp_value *v) {
     size_t n;
     switch (mp_value_get_type(v)) {
-    case MP_VALUE_STR: printf("'%s'", mp_value_as_str(v, NULL)); break;
+    case MP_VALUE_STR:
+        printf("'%s'", mp_value_as_str(v, NULL));
+        break;
     case MP_VALUE_BYTES: {
         const char *p = mp_value_as_bytes(v, &n);
         printf("b'%.*s'", (int)n, p);
         break;
     }
-    case MP_VALUE_FLOAT: printf("%g", mp_value_as_float(v)); break;
-    case MP_VALUE_INT: printf("%lld", (long long)mp_value_as_int(v)); break;
-    case MP_VALUE_BOOL: printf("%s", mp_value_as_bool(v) ? "True" : "False"); break;
-    case MP_VALUE_NONE: printf("None"); break;
-    default: printf("<%s>", mp_value_type_name(mp_value_get_type(v))); break;
+    case MP_VALUE_FLOAT:
+        printf("%g", mp_value_as_float(v));
+        break;
+    case MP_VALUE_INT:
+        printf("%lld", (long long)mp_value_as_int(v));
+        break;
+    case MP_VALUE_BOOL:
+        printf("%s", mp_value_as_bool(v) ? "True" : "False");
+        break;
+    case MP_VALUE_NONE:
+        printf("None");
+        break;
+    default:
+        printf("<%s>", mp_value_type_name(mp_value_get_type(v)));
+        break;
     }
 }
 
-int main(int argc, char **argv)
-{
+int main(int argc, char **argv) {
     int rc = mp_init(&argc, &argv);
-    if (rc < 0)
-        return fail("mp_init", rc);
+    if (rc < 0) return fail("mp_init", rc);
     mp_context *ctx = mp_get_context(argc > 1 ? argv[1] : NULL);
-    if (!ctx)
-        return fail("mp_get_context", MP_EINVAL);
+    if (!ctx) return fail("mp_get_context", MP_EINVAL);
 
     mp_shm *shm_a = NULL;
     mp_shareable_list *a = NULL;
@@ -97,12 +101,12 @@ int main(int argc, char **argv)
     mp_process *p = NULL;
     int code = -1;
 
-    mp_shm_opts o = { .create = true, .size = 10 };
+    mp_shm_opts o = {.create = true, .size = 10};
     if ((rc = mp_shm_open(&o, &shm_a)) < 0) {
         fail("create", rc);
         goto out;
     }
-    memcpy(mp_shm_buf(shm_a), (unsigned char[]){ 22, 33, 44, 55 }, 4);
+    memcpy(mp_shm_buf(shm_a), (unsigned char[]){22, 33, 44, 55}, 4);
 
     mp_value_list_append(items, mp_value_str("howdy"));
     mp_value_list_append(items, mp_value_bytes("HoWdY", 5));
@@ -121,7 +125,7 @@ int main(int argc, char **argv)
         fail("args", rc);
         goto out;
     }
-    mp_process_opts opts = { .target = child, .args = args };
+    mp_process_opts opts = {.target = child, .args = args};
     fflush(stdout);
     if ((rc = mp_process_new(ctx, &opts, &p)) < 0 || (rc = mp_process_start(p)) < 0 ||
         (rc = mp_process_join(p, MP_FOREVER)) < 0 || (rc = mp_process_exitcode(p, &code)) < 0) {

@@ -22,21 +22,16 @@
 
 #include "multiproc.h"
 
-static int fail(const char *what, int rc)
-{
-    fprintf(stderr, "shared_state: %s: %s (%s)\n", what, mp_strerror(rc),
-            mp_last_error_message());
+static int fail(const char *what, int rc) {
+    fprintf(stderr, "shared_state: %s: %s (%s)\n", what, mp_strerror(rc), mp_last_error_message());
     return 1;
 }
 
-static int f(mp_args *args)
-{
+static int f(mp_args *args) {
     mp_shared_array *n = mp_args_shared_array(args, 0);
     mp_shared_array *a = mp_args_shared_array(args, 1);
-    if (!n || !a)
-        return 2;
-    if (mp_shared_array_set_double(n, 0, 3.1415927) < 0)
-        return 1;
+    if (!n || !a) return 2;
+    if (mp_shared_array_set_double(n, 0, 3.1415927) < 0) return 1;
     for (size_t i = 0; i < mp_shared_array_len(a); i++) {
         int64_t x;
         if (mp_shared_array_get_int(a, i, &x) < 0 || mp_shared_array_set_int(a, i, -x) < 0)
@@ -45,14 +40,11 @@ static int f(mp_args *args)
     return 0;
 }
 
-int main(int argc, char **argv)
-{
+int main(int argc, char **argv) {
     int rc = mp_init(&argc, &argv);
-    if (rc < 0)
-        return fail("mp_init", rc);
+    if (rc < 0) return fail("mp_init", rc);
     mp_context *ctx = mp_get_context(argc > 1 ? argv[1] : NULL);
-    if (!ctx)
-        return fail("mp_get_context", MP_EINVAL);
+    if (!ctx) return fail("mp_get_context", MP_EINVAL);
 
     mp_shared_array *num = NULL, *arr = NULL;
     mp_args *args = NULL;
@@ -60,8 +52,7 @@ int main(int argc, char **argv)
     int code = -1;
     double zero = 0.0;
     int init[10];
-    for (int i = 0; i < 10; i++)
-        init[i] = i;
+    for (int i = 0; i < 10; i++) init[i] = i;
     if ((rc = mp_shared_value_new(ctx, 'd', &zero, MP_LOCK_NEW, NULL, &num)) < 0 ||
         (rc = mp_shared_array_new(ctx, 'i', 10, init, MP_LOCK_NEW, NULL, &arr)) < 0) {
         fail("Value/Array", rc);
@@ -72,7 +63,7 @@ int main(int argc, char **argv)
         fail("args", rc);
         goto out;
     }
-    mp_process_opts opts = { .target = f, .args = args };
+    mp_process_opts opts = {.target = f, .args = args};
     if ((rc = mp_process_new(ctx, &opts, &p)) < 0) {
         fail("mp_process_new", rc);
         goto out;
@@ -96,8 +87,7 @@ int main(int argc, char **argv)
         goto out;
     }
     printf("%.7f\n[", v);
-    for (int i = 0; i < 10; i++)
-        printf("%s%d", i ? ", " : "", got[i]);
+    for (int i = 0; i < 10; i++) printf("%s%d", i ? ", " : "", got[i]);
     printf("]\n");
 out:
     mp_process_free(p);

@@ -23,15 +23,13 @@
 
 #include "multiproc.h"
 
-static int fail(const char *what, int rc)
-{
+static int fail(const char *what, int rc) {
     fprintf(stderr, "start_methods: %s: %s (%s)\n", what, mp_strerror(rc), mp_last_error_message());
     return 1;
 }
 
 /* args: the start method the parent used. Exit code 3 when the child disagrees. */
-static int foo(mp_args *args)
-{
+static int foo(mp_args *args) {
     const char *expected = mp_args_str(args, 0);
     const char *actual = mp_process_start_method(mp_current_process());
     mp_process *parent = mp_parent_process();
@@ -40,21 +38,20 @@ static int foo(mp_args *args)
            parent ? mp_process_pid(parent) : (int64_t)0);
     fflush(stdout);
     if (!expected || !actual || strcmp(expected, actual) != 0) {
-        fprintf(stderr, "start_methods: child expected %s, runs on %s\n",
-                expected ? expected : "?", actual ? actual : "?");
+        fprintf(stderr, "start_methods: child expected %s, runs on %s\n", expected ? expected : "?",
+                actual ? actual : "?");
         return 3;
     }
     return 0;
 }
 
 /* Runs foo on ctx (NULL: the global start method) and waits for it. 0 or 1. */
-static int run_child(mp_context *ctx)
-{
+static int run_child(mp_context *ctx) {
     /* Ask the context, not mp_get_start_method: on Windows "spawn" names win32, and
      * the child reports the backend's own name. */
     mp_context *c = ctx ? ctx : mp_get_context(NULL);
     const char *method = c ? mp_context_name(c) : mp_get_start_method(false);
-    mp_process_opts opts = { .target = foo };
+    mp_process_opts opts = {.target = foo};
     mp_args *args = NULL;
     mp_process *p = NULL;
     int code = -1;
@@ -82,19 +79,16 @@ static int run_child(mp_context *ctx)
         goto out;
     }
     printf("%-10s -> %s exited with code %d\n", method, mp_process_name(p), code);
-    if (code != 0)
-        rc = MP_ECHILD;
+    if (code != 0) rc = MP_ECHILD;
 out:
     mp_process_free(p);
     mp_args_free(args);
     return rc < 0 ? 1 : 0;
 }
 
-int main(int argc, char **argv)
-{
+int main(int argc, char **argv) {
     int rc = mp_init(&argc, &argv);
-    if (rc < 0)
-        return fail("mp_init", rc);
+    if (rc < 0) return fail("mp_init", rc);
 
     const char *const *methods = mp_get_all_start_methods();
     if (!methods || !methods[0]) {
@@ -102,16 +96,14 @@ int main(int argc, char **argv)
         return 1;
     }
     if (argc > 1 && !strcmp(argv[1], "--list")) {
-        for (size_t i = 0; methods[i]; i++)
-            printf("%s\n", methods[i]);
+        for (size_t i = 0; methods[i]; i++) printf("%s\n", methods[i]);
         return 0;
     }
     if (argc > 1 && (rc = mp_set_start_method(argv[1], false)) < 0)
         return fail("mp_set_start_method", rc);
 
     printf("available start methods:");
-    for (size_t i = 0; methods[i]; i++)
-        printf(" %s%s", methods[i], i == 0 ? " (default)" : "");
+    for (size_t i = 0; methods[i]; i++) printf(" %s%s", methods[i], i == 0 ? " (default)" : "");
     printf("\nglobal start method: %s\n", mp_get_start_method(false));
 
     int failed = run_child(NULL);

@@ -24,34 +24,34 @@ extern "C" {
 /* ---- errors ------------------------------------------------------------------ */
 
 /* X(name, value, message): the one list behind the enum, mp_strerror, mp_err_name. */
-#define MP_ERRNO_MAP(X)                                                            \
-    X(EINVAL, -1, "invalid argument")                                              \
-    X(ENOMEM, -2, "out of memory")                                                 \
-    X(ETIMEDOUT, -3, "timed out")                                                  \
-    X(ENOTSUP, -4, "operation not supported by this start method or platform")    \
-    X(ESTATE, -5, "object is in the wrong state for this operation")              \
-    X(ECLOSED, -6, "object is closed")                                             \
-    X(ENOENT, -7, "no such object")                                                \
-    X(EEXIST, -8, "object already exists")                                         \
-    X(ERESOLVE, -9, "target function cannot be resolved in the child")            \
-    X(ECHILD, -10, "child process failed to start")                                \
-    X(EAGAIN, -11, "not ready yet")                                                \
-    X(EPERM, -12, "operation not permitted")                                       \
-    X(EPIPE, -13, "broken pipe")                                                   \
-    X(EOF, -14, "end of file")                                                     \
-    X(EIO, -15, "input/output error")                                              \
-    X(EOWNERDEAD, -16, "previous owner died")                                      \
-    X(EAUTH, -17, "authentication failed")                                         \
-    X(EFULL, -18, "full")                                                          \
-    X(EEMPTY, -19, "empty")                                                        \
-    X(ETOOBIG, -20, "message too big")                                             \
-    X(EPROTO, -21, "protocol error")                                               \
-    X(EBADF, -22, "bad handle")                                                    \
-    X(EINTR, -23, "interrupted")                                                   \
-    X(ESYS, -24, "operating system error")                                         \
-    X(EWORKERDIED, -25, "a pool worker died while running the task")               \
-    X(ECANCELED, -26, "canceled")                                                  \
-    X(EBROKEN, -27, "barrier is broken")                                           \
+#define MP_ERRNO_MAP(X)                                                        \
+    X(EINVAL, -1, "invalid argument")                                          \
+    X(ENOMEM, -2, "out of memory")                                             \
+    X(ETIMEDOUT, -3, "timed out")                                              \
+    X(ENOTSUP, -4, "operation not supported by this start method or platform") \
+    X(ESTATE, -5, "object is in the wrong state for this operation")           \
+    X(ECLOSED, -6, "object is closed")                                         \
+    X(ENOENT, -7, "no such object")                                            \
+    X(EEXIST, -8, "object already exists")                                     \
+    X(ERESOLVE, -9, "target function cannot be resolved in the child")         \
+    X(ECHILD, -10, "child process failed to start")                            \
+    X(EAGAIN, -11, "not ready yet")                                            \
+    X(EPERM, -12, "operation not permitted")                                   \
+    X(EPIPE, -13, "broken pipe")                                               \
+    X(EOF, -14, "end of file")                                                 \
+    X(EIO, -15, "input/output error")                                          \
+    X(EOWNERDEAD, -16, "previous owner died")                                  \
+    X(EAUTH, -17, "authentication failed")                                     \
+    X(EFULL, -18, "full")                                                      \
+    X(EEMPTY, -19, "empty")                                                    \
+    X(ETOOBIG, -20, "message too big")                                         \
+    X(EPROTO, -21, "protocol error")                                           \
+    X(EBADF, -22, "bad handle")                                                \
+    X(EINTR, -23, "interrupted")                                               \
+    X(ESYS, -24, "operating system error")                                     \
+    X(EWORKERDIED, -25, "a pool worker died while running the task")           \
+    X(ECANCELED, -26, "canceled")                                              \
+    X(EBROKEN, -27, "barrier is broken")                                       \
     X(ESHUTDOWN, -28, "queue is shut down")
 
 #define MP__ERR_ENUM(name, value, msg) MP_##name = value,

@@ -102,9 +102,10 @@ static int writev_all(int fd, int kind, struct iovec *iov, int cnt) {
                 poll(&p, 1, -1);
                 continue;
             }
-            return errno == EPIPE || errno == ECONNRESET ? mp__err(MP_EPIPE, "connection: send: the "
-                                                                   "peer has closed the connection")
-                                                         : mp__os_err("connection: send");
+            return errno == EPIPE || errno == ECONNRESET
+                       ? mp__err(MP_EPIPE, "connection: send: the "
+                                           "peer has closed the connection")
+                       : mp__os_err("connection: send");
         }
         size_t k = (size_t)w;
         while (cnt > 0 && k >= iov->iov_len) {
@@ -129,7 +130,8 @@ static pthread_once_t g_sigpipe_once = PTHREAD_ONCE_INIT;
 
 static void sigpipe_ignore(void) {
     struct sigaction sa;
-    if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL && !(sa.sa_flags & SA_SIGINFO)) {
+    if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL &&
+        !(sa.sa_flags & SA_SIGINFO)) {
         sa.sa_handler = SIG_IGN;
         sigaction(SIGPIPE, &sa, NULL);
     }
@@ -258,7 +260,8 @@ int mp__os_wait(const mp__oswait *items, size_t n, double timeout, bool *ready) 
     for (size_t i = 0; i < n; i++) p[i] = (struct pollfd){.fd = (int)items[i].h, .events = POLLIN};
     int rc = poll_loop(p, n, timeout);
     for (size_t i = 0; !rc && i < n; i++) {
-        if (p[i].revents & POLLNVAL) rc = mp__err(MP_EBADF, "wait: object %zu is not a valid handle", i);
+        if (p[i].revents & POLLNVAL)
+            rc = mp__err(MP_EBADF, "wait: object %zu is not a valid handle", i);
         ready[i] = p[i].revents != 0;
     }
     if (p != small) free(p);
@@ -271,9 +274,11 @@ int mp__os_conn_xfer_mode(mp_os_handle h, int kind) {
     if (kind != MP__CONN_SOCKET) return MP__XFER_NONE;
     int v = 0;
     socklen_t n = sizeof v;
-    if (getsockopt((int)h, SOL_SOCKET, SO_DOMAIN, &v, &n) != 0 || v != AF_UNIX) return MP__XFER_NONE;
+    if (getsockopt((int)h, SOL_SOCKET, SO_DOMAIN, &v, &n) != 0 || v != AF_UNIX)
+        return MP__XFER_NONE;
     n = sizeof v;
-    if (getsockopt((int)h, SOL_SOCKET, SO_TYPE, &v, &n) != 0 || v != SOCK_STREAM) return MP__XFER_NONE;
+    if (getsockopt((int)h, SOL_SOCKET, SO_TYPE, &v, &n) != 0 || v != SOCK_STREAM)
+        return MP__XFER_NONE;
     return MP__XFER_INBAND;
 }
 
@@ -282,7 +287,8 @@ int mp__os_conn_xfer_mode(mp_os_handle h, int kind) {
 int mp__os_conn_side_pair(mp_os_handle s[2]) {
     int sv[2];
     s[0] = s[1] = MP_INVALID_OS_HANDLE;
-    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) return mp__os_err("socketpair");
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
+        return mp__os_err("socketpair");
     s[0] = sv[0];
     s[1] = sv[1];
     return 0;
@@ -310,7 +316,8 @@ int mp__os_conn_send_fds(mp_os_handle s, const void *data, size_t len, const mp_
     c->cmsg_len = CMSG_LEN(sizeof(int) * n);
     for (size_t i = 0; i < n; i++) {
         int fd = (int)fds[i];
-        if (fds[i] < 0 || fds[i] > INT_MAX) return mp__err(MP_EBADF, "send handles: invalid handle");
+        if (fds[i] < 0 || fds[i] > INT_MAX)
+            return mp__err(MP_EBADF, "send handles: invalid handle");
         memcpy(CMSG_DATA(c) + i * sizeof fd, &fd, sizeof fd);
     }
     for (;;) {
@@ -331,8 +338,9 @@ int mp__os_conn_send_fds(mp_os_handle s, const void *data, size_t len, const mp_
             return mp__err(MP_EPIPE, "send handles: the peer has closed the connection");
         if (errno == EBADF) {
             /* Which one: the socket or a handle being sent. */
-            if (fcntl((int)s, F_GETFD) < 0) return mp__err(MP_EBADF, "send handles: the connection's "
-                                                                      "handle is not open");
+            if (fcntl((int)s, F_GETFD) < 0)
+                return mp__err(MP_EBADF, "send handles: the connection's "
+                                         "handle is not open");
             return mp__err(MP_EBADF, "send handles: a handle to send is not an open descriptor");
         }
         return mp__os_err("send handles: sendmsg");
@@ -381,8 +389,9 @@ int mp__os_conn_recv_fds(mp_os_handle s, bool wait, void *data, size_t cap, size
     if (r == 0 && ngot == 0) return mp__err(MP_EOF, "receive handles: end of file");
     if ((m.msg_flags & (MSG_CTRUNC | MSG_TRUNC)) || ngot > max) {
         for (size_t i = 0; i < ngot; i++) close(got[i]);
-        return mp__err(MP_EPROTO, "receive handles: %s", (m.msg_flags & MSG_TRUNC) ? "message cut short"
-                                                        : "more handles than expected");
+        return mp__err(MP_EPROTO, "receive handles: %s",
+                       (m.msg_flags & MSG_TRUNC) ? "message cut short"
+                                                 : "more handles than expected");
     }
     for (size_t i = 0; i < ngot; i++) fds[i] = got[i];
     *n = ngot;

@@ -33,12 +33,17 @@ struct mp__os_listener {
 static int net_err(const char *what) {
     int e = errno;
     switch (e) {
-    case EADDRINUSE: return mp__err_os(MP_EEXIST, e, "%s: %s", what, strerror(e));
-    case ECONNREFUSED: return mp__err_os(MP_ENOENT, e, "%s: nobody listens there (%s)", what, strerror(e));
-    case EADDRNOTAVAIL: return mp__err_os(MP_EINVAL, e, "%s: %s", what, strerror(e));
+    case EADDRINUSE:
+        return mp__err_os(MP_EEXIST, e, "%s: %s", what, strerror(e));
+    case ECONNREFUSED:
+        return mp__err_os(MP_ENOENT, e, "%s: nobody listens there (%s)", what, strerror(e));
+    case EADDRNOTAVAIL:
+        return mp__err_os(MP_EINVAL, e, "%s: %s", what, strerror(e));
     case ENOTCONN:
-    case ECONNABORTED: return mp__err_os(MP_EPIPE, e, "%s: %s", what, strerror(e));
-    default: return mp__os_err(what);
+    case ECONNABORTED:
+        return mp__err_os(MP_EPIPE, e, "%s: %s", what, strerror(e));
+    default:
+        return mp__os_err(what);
     }
 }
 
@@ -70,8 +75,7 @@ static int wait_fd(int fd, short events, double deadline, const char *what) {
         int r = poll(&p, 1, mp__linux_poll_ms(deadline));
         if (r > 0) return 0;
         if (r == 0) {
-            if (mp__left(deadline) == 0)
-                return mp__err(MP_ETIMEDOUT, "%s: timed out", what);
+            if (mp__left(deadline) == 0) return mp__err(MP_ETIMEDOUT, "%s: timed out", what);
             continue;
         }
         if (errno != EINTR) return net_err("poll");
@@ -99,8 +103,7 @@ static int resolve_inet(const char *host, int port, bool passive, struct sockadd
     struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_STREAM};
     struct addrinfo *res = NULL;
     int r = getaddrinfo(host, NULL, &hints, &res);
-    if (r != 0 || !res)
-        return mp__err(MP_ENOENT, "cannot resolve '%s': %s", host, gai_strerror(r));
+    if (r != 0 || !res) return mp__err(MP_ENOENT, "cannot resolve '%s': %s", host, gai_strerror(r));
     sa->sin_addr = ((struct sockaddr_in *)res->ai_addr)->sin_addr;
     freeaddrinfo(res);
     return 0;
@@ -218,8 +221,7 @@ fail:
     return rc;
 }
 
-int mp__os_net_accept(mp__os_listener *l, double timeout, mp_os_handle *h, int *kind,
-                      char **peer) {
+int mp__os_net_accept(mp__os_listener *l, double timeout, mp_os_handle *h, int *kind, char **peer) {
     *h = MP_INVALID_OS_HANDLE;
     *peer = NULL;
     double deadline = mp__deadline(timeout);
@@ -261,8 +263,8 @@ void mp__os_net_listener_close(mp__os_listener *l) {
 
 /* ---- connecting ---- */
 
-int mp__os_net_connect(int family, const char *host, int port, const char *path,
-                       double deadline, mp_os_handle *h, int *kind) {
+int mp__os_net_connect(int family, const char *host, int port, const char *path, double deadline,
+                       mp_os_handle *h, int *kind) {
     *h = MP_INVALID_OS_HANDLE;
     struct sockaddr_storage ss;
     socklen_t len;
@@ -344,9 +346,8 @@ int mp__os_net_socketpair(mp_os_handle h[2]) {
 int mp__os_net_write(mp_os_handle h, int kind, const void *buf, size_t n, double deadline) {
     const char *p = buf;
     while (n) {
-        ssize_t w = kind == MP__CONN_SOCKET
-                        ? send((int)h, p, n, MSG_NOSIGNAL | MSG_DONTWAIT)
-                        : write((int)h, p, n);
+        ssize_t w = kind == MP__CONN_SOCKET ? send((int)h, p, n, MSG_NOSIGNAL | MSG_DONTWAIT)
+                                            : write((int)h, p, n);
         if (w > 0) {
             p += w;
             n -= (size_t)w;
@@ -391,11 +392,21 @@ int mp__os_hmac(int alg, const void *key, size_t keylen, const void *data, size_
     *outlen = 0;
     const EVP_MD *md = NULL;
     switch (alg) {
-    case MP__HMAC_MD5: md = EVP_md5(); break;
-    case MP__HMAC_SHA256: md = EVP_sha256(); break;
-    case MP__HMAC_SHA384: md = EVP_sha384(); break;
-    case MP__HMAC_SHA3_256: md = EVP_sha3_256(); break;
-    case MP__HMAC_SHA3_384: md = EVP_sha3_384(); break;
+    case MP__HMAC_MD5:
+        md = EVP_md5();
+        break;
+    case MP__HMAC_SHA256:
+        md = EVP_sha256();
+        break;
+    case MP__HMAC_SHA384:
+        md = EVP_sha384();
+        break;
+    case MP__HMAC_SHA3_256:
+        md = EVP_sha3_256();
+        break;
+    case MP__HMAC_SHA3_384:
+        md = EVP_sha3_384();
+        break;
     }
     if (!md) return mp__err(MP_ENOTSUP, "HMAC: unknown digest %d", alg);
     if (keylen > INT_MAX) return mp__err(MP_EINVAL, "HMAC: key too long");
@@ -414,8 +425,7 @@ bool mp__os_net_message_mode(int kind) {
     return false;
 }
 
-int mp__os_net_write_message(mp_os_handle h, int kind, const void *buf, size_t n,
-                             double deadline) {
+int mp__os_net_write_message(mp_os_handle h, int kind, const void *buf, size_t n, double deadline) {
     (void)h, (void)kind, (void)buf, (void)n, (void)deadline;
     return mp__err(MP_ENOTSUP, "write: no message-mode handles on posix");
 }

@@ -116,23 +116,53 @@ int mp__os_err(const char *what) {
     int e = errno;
     int code;
     switch (e) {
-    case EINVAL: code = MP_EINVAL; break;
-    case ENOMEM: code = MP_ENOMEM; break;
-    case ETIMEDOUT: code = MP_ETIMEDOUT; break;
-    case ENOENT: code = MP_ENOENT; break;
-    case EEXIST: code = MP_EEXIST; break;
-    case EAGAIN: code = MP_EAGAIN; break;
+    case EINVAL:
+        code = MP_EINVAL;
+        break;
+    case ENOMEM:
+        code = MP_ENOMEM;
+        break;
+    case ETIMEDOUT:
+        code = MP_ETIMEDOUT;
+        break;
+    case ENOENT:
+        code = MP_ENOENT;
+        break;
+    case EEXIST:
+        code = MP_EEXIST;
+        break;
+    case EAGAIN:
+        code = MP_EAGAIN;
+        break;
     case EPERM:
-    case EACCES: code = MP_EPERM; break;
+    case EACCES:
+        code = MP_EPERM;
+        break;
     case EPIPE:
-    case ECONNRESET: code = MP_EPIPE; break;
-    case EBADF: code = MP_EBADF; break;
-    case EINTR: code = MP_EINTR; break;
-    case EIO: code = MP_EIO; break;
-    case ENOTSUP: code = MP_ENOTSUP; break;
-    case ECHILD: code = MP_ECHILD; break;
-    case EOWNERDEAD: code = MP_EOWNERDEAD; break;
-    default: code = MP_ESYS; break;
+    case ECONNRESET:
+        code = MP_EPIPE;
+        break;
+    case EBADF:
+        code = MP_EBADF;
+        break;
+    case EINTR:
+        code = MP_EINTR;
+        break;
+    case EIO:
+        code = MP_EIO;
+        break;
+    case ENOTSUP:
+        code = MP_ENOTSUP;
+        break;
+    case ECHILD:
+        code = MP_ECHILD;
+        break;
+    case EOWNERDEAD:
+        code = MP_EOWNERDEAD;
+        break;
+    default:
+        code = MP_ESYS;
+        break;
     }
     if (code == MP_ESYS) return mp__err_os(code, e, "%s: %s (errno %d)", what, strerror(e), e);
     return mp__err_os(code, e, "%s: %s", what, strerror(e));
@@ -173,7 +203,9 @@ int mp__linux_poll_in(int fd, double timeout) {
     }
 }
 
-int mp__os_handle_wait(mp_os_handle h, double timeout) { return mp__linux_poll_in((int)h, timeout); }
+int mp__os_handle_wait(mp_os_handle h, double timeout) {
+    return mp__linux_poll_in((int)h, timeout);
+}
 
 int mp__os_write_all(mp_os_handle h, const void *buf, size_t n) {
     const char *p = buf;

@@ -56,9 +56,9 @@ typedef struct map_cache {
 struct mp__qspill {
     int fd[2];
     _Atomic uint32_t *free_count;
-    int put_fd;          /* the block between take and cancel */
+    int put_fd;             /* the block between take and cancel */
     unsigned char *put_map; /* its mapping, or NULL: pwrite */
-    int get_fd;          /* the block between recv and done */
+    int get_fd;             /* the block between recv and done */
     unsigned char *get_map;
     map_cache put_c, get_c;
 };
@@ -125,7 +125,8 @@ static unsigned char *cache_map(map_cache *c, int fd, bool populate) {
     map_ent *victim = &c->e[0];
     for (int i = 0; i < CACHE_N; i++) {
         map_ent *e = &c->e[i];
-        if (e->used && e->dev == st.st_dev && e->ino == st.st_ino && e->size == (size_t)st.st_size) {
+        if (e->used && e->dev == st.st_dev && e->ino == st.st_ino &&
+            e->size == (size_t)st.st_size) {
             e->used = c->tick;
             return e->base;
         }
@@ -172,8 +173,8 @@ static int recv_block(int sock, wire_msg *m, int *fd) {
         char buf[CMSG_SPACE(sizeof(int))];
     } ctl;
     struct iovec iov = {.iov_base = m, .iov_len = sizeof *m};
-    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
-                        .msg_controllen = sizeof ctl.buf};
+    struct msghdr mh = {
+        .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf, .msg_controllen = sizeof ctl.buf};
     /* Receiving takes the message even when no descriptor is free for its fd (the
      * kernel then drops the fd and sets MSG_CTRUNC): make sure one is free first, so an
      * item is not lost to a full descriptor table. */
@@ -183,12 +184,14 @@ static int recv_block(int sock, wire_msg *m, int *fd) {
     ssize_t n;
     do n = recvmsg(sock, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
     while (n < 0 && errno == EINTR);
-    if (n < 0) return errno == EAGAIN || errno == EWOULDBLOCK ? MP_EAGAIN : mp__os_err("queue: recvmsg");
+    if (n < 0)
+        return errno == EAGAIN || errno == EWOULDBLOCK ? MP_EAGAIN : mp__os_err("queue: recvmsg");
     if (mh.msg_flags & MSG_CTRUNC)
         return mp__err(MP_ESYS, "queue: a big item's block was lost: no descriptor was free "
                                 "to receive it");
     for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c))
-        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS && c->cmsg_len == CMSG_LEN(sizeof(int)))
+        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS &&
+            c->cmsg_len == CMSG_LEN(sizeof(int)))
             memcpy(fd, CMSG_DATA(c), sizeof(int));
     if (n != (ssize_t)sizeof *m) return MP_EPROTO;
     return 0;
@@ -201,8 +204,8 @@ static int send_block(int sock, const wire_msg *m, int fd) {
     } ctl;
     memset(&ctl, 0, sizeof ctl);
     struct iovec iov = {.iov_base = (void *)m, .iov_len = sizeof *m};
-    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
-                        .msg_controllen = sizeof ctl.buf};
+    struct msghdr mh = {
+        .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf, .msg_controllen = sizeof ctl.buf};
     struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
     c->cmsg_level = SOL_SOCKET;
     c->cmsg_type = SCM_RIGHTS;
@@ -237,8 +240,9 @@ int mp__os_qspill_take(mp__qspill *s, uint64_t size) {
         if (want > (uint64_t)INT64_MAX || want > SIZE_MAX)
             return mp__err(MP_ENOMEM, "queue: an item of %llu bytes", (unsigned long long)size);
         if (want > fsize_limit())
-            return mp__err(MP_ENOMEM, "queue: an item of %llu bytes is over the file size limit "
-                                      "(ulimit -f) a shared block may have",
+            return mp__err(MP_ENOMEM,
+                           "queue: an item of %llu bytes is over the file size limit "
+                           "(ulimit -f) a shared block may have",
                            (unsigned long long)size);
         fd = memfd_create("multiproc-queue", MFD_CLOEXEC);
         if (fd < 0) return mp__os_err("queue: memfd_create");
@@ -294,7 +298,8 @@ void mp__os_qspill_cancel(mp__qspill *s) {
     s->put_map = NULL;
 }
 
-int mp__os_qspill_send(mp__qspill *s, uint64_t seq, uint64_t size, uint64_t rec[2], double timeout) {
+int mp__os_qspill_send(mp__qspill *s, uint64_t seq, uint64_t size, uint64_t rec[2],
+                       double timeout) {
     rec[0] = rec[1] = 0;
     wire_msg m = {.seq = seq, .size = size};
     double deadline = mp__deadline(timeout);
@@ -394,10 +399,11 @@ int mp__os_qarena_map(mp_os_handle h, uint64_t size, void **base) {
     struct stat st;
     if (fstat((int)h, &st) != 0) return mp__os_err("queue: fstat");
     if (st.st_size < 0 || (uint64_t)st.st_size < size || size > SIZE_MAX)
-        return mp__err(MP_EPROTO, "queue: the arena has %lld bytes, expected %llu", (long long)st.st_size,
-                       (unsigned long long)size);
+        return mp__err(MP_EPROTO, "queue: the arena has %lld bytes, expected %llu",
+                       (long long)st.st_size, (unsigned long long)size);
     /* MAP_NORESERVE: address space only; pages come as the arena fills. */
-    void *p = mmap(NULL, (size_t)size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, (int)h, 0);
+    void *p =
+        mmap(NULL, (size_t)size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, (int)h, 0);
     if (p == MAP_FAILED) return mp__os_err("queue: mmap");
     *base = p;
     return 0;
@@ -411,5 +417,7 @@ void mp__os_qarena_discard(mp_os_handle h, void *base, uint64_t off, uint64_t le
     (void)base;
     uint64_t page = 4096;
     uint64_t from = (off + page - 1) & ~(page - 1), to = (off + len) & ~(page - 1);
-    if (to > from) fallocate((int)h, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)from, (off_t)(to - from));
+    if (to > from)
+        fallocate((int)h, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)from,
+                  (off_t)(to - from));
 }

@@ -52,7 +52,8 @@ int mp__os_shm_named_create(const char *name, size_t size, mp_os_handle *h, void
     *mapped = 0;
     char path[MP__SHM_NAME_MAX + 2];
     full_name(name, path);
-    if ((uint64_t)size > (uint64_t)INT64_MAX) return mp__err(MP_EINVAL, "shared memory: size too big");
+    if ((uint64_t)size > (uint64_t)INT64_MAX)
+        return mp__err(MP_EINVAL, "shared memory: size too big");
     int fd = shm_open(path, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600);
     if (fd < 0) {
         if (errno == EEXIST) return mp__err(MP_EEXIST, "shared memory: '%s' exists", name);

@@ -45,7 +45,8 @@ int mp__os_shm_map(mp_os_handle h, size_t size, void **base) {
     if (fstat((int)h, &st) != 0) return mp__os_err("fstat");
     /* Touching a mapping past the end of the file would be SIGBUS, not an error. */
     if (st.st_size < 0 || (size_t)st.st_size < size)
-        return mp__err(MP_EPROTO, "shared block: %lld bytes, expected %zu", (long long)st.st_size, size);
+        return mp__err(MP_EPROTO, "shared block: %lld bytes, expected %zu", (long long)st.st_size,
+                       size);
     void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, (int)h, 0);
     if (p == MAP_FAILED) return mp__os_err("mmap");
     *base = p;
@@ -56,9 +57,7 @@ void mp__os_shm_unmap(void *base, size_t size) {
     if (base) munmap(base, size);
 }
 
-void mp__os_futex_init(mp__futex *f, uint64_t key) {
-    f->key = key;
-}
+void mp__os_futex_init(mp__futex *f, uint64_t key) { f->key = key; }
 
 int mp__os_futex_wait(mp__futex *f, uint32_t expect, double timeout) {
     struct timespec ts, *tp = NULL;

@@ -95,7 +95,8 @@ static int trk_find(const char *name, bool add) {
 static void trk_drop_block(int bi, bool unlink_it) {
     trk_block *b = &t_blocks[bi];
     uint64_t dev, ino;
-    if (unlink_it && b->owned && trk_identity(b->name, &dev, &ino) && dev == b->dev && ino == b->ino) {
+    if (unlink_it && b->owned && trk_identity(b->name, &dev, &ino) && dev == b->dev &&
+        ino == b->ino) {
         char path[sizeof b->name + 1];
         path[0] = '/';
         memcpy(path + 1, b->name, sizeof b->name);
@@ -160,7 +161,8 @@ static int32_t trk_handle(int client, trk_msg *m) {
     int bi;
     switch (m->op) {
     case OP_CREATED:
-    case OP_ATTACHED: return trk_register(client, m);
+    case OP_ATTACHED:
+        return trk_register(client, m);
     case OP_UNTRACK:
         if ((bi = trk_find(m->name, false)) >= 0) trk_unregister(client, bi, false);
         return 0;
@@ -171,7 +173,8 @@ static int32_t trk_handle(int client, trk_msg *m) {
              (t_blocks[bi].dev == m->dev && t_blocks[bi].ino == m->ino)))
             trk_drop_block(bi, false);
         return 0;
-    default: return -1;
+    default:
+        return -1;
     }
 }
 
@@ -256,7 +259,8 @@ static void trk_daemon_main(int lfd) {
             if (n == (ssize_t)sizeof m) {
                 int32_t status = trk_handle(fd, &m);
                 /* Never blocks: a client that does not read its answers is treated as gone. */
-                if (send(fd, &status, sizeof status, MSG_NOSIGNAL | MSG_DONTWAIT) == (ssize_t)sizeof status)
+                if (send(fd, &status, sizeof status, MSG_NOSIGNAL | MSG_DONTWAIT) ==
+                    (ssize_t)sizeof status)
                     continue;
             }
             /* End of file, an error or a malformed message: the process is done. */
@@ -283,7 +287,8 @@ static void trk_daemon_main(int lfd) {
 
 static long trk_parse_num(const char **v) {
     long x = -1;
-    for (; **v >= '0' && **v <= '9' && x < 100000000; (*v)++) x = (x < 0 ? 0 : x * 10) + (**v - '0');
+    for (; **v >= '0' && **v <= '9' && x < 100000000; (*v)++)
+        x = (x < 0 ? 0 : x * 10) + (**v - '0');
     return x;
 }
 
@@ -358,7 +363,8 @@ static void trk_exec_prepare(trk_exec *x) {
 static char *trk_put_num(char *p, unsigned long v) {
     char d[24];
     int n = 0;
-    do d[n++] = (char)('0' + v % 10); while ((v /= 10) != 0);
+    do d[n++] = (char)('0' + v % 10);
+    while ((v /= 10) != 0);
     while (n) *p++ = d[--n];
     return p;
 }

@@ -22,8 +22,12 @@ std::string expect_double(double d) {
     snprintf(buf, sizeof buf, "%016" PRIx64, bits);
     return std::string("double:") + buf + "\n";
 }
-std::string expect_str(const std::string &s) { return "str:" + describe_blob(s.data(), s.size()) + "\n"; }
-std::string expect_bytes(const std::string &s) { return "bytes:" + describe_blob(s.data(), s.size()) + "\n"; }
+std::string expect_str(const std::string &s) {
+    return "str:" + describe_blob(s.data(), s.size()) + "\n";
+}
+std::string expect_bytes(const std::string &s) {
+    return "bytes:" + describe_blob(s.data(), s.size()) + "\n";
+}
 
 int tgt_count_args(mp_args *a) { return a ? 40 + (int)mp_args_count(a) : 80; }
 
@@ -34,8 +38,7 @@ TEST_P(ProcessTest, ArgumentsRoundTrip) {
     Pipe &h1 = pipe();
     Pipe &h2 = pipe();
     std::string big(200000, '\0');
-    for (size_t i = 0; i < big.size(); i++)
-        big[i] = (char)((i * 2654435761u) >> 13);
+    for (size_t i = 0; i < big.size(); i++) big[i] = (char)((i * 2654435761u) >> 13);
     const std::string nuls("\0\1\2\xff\0", 5);
     const std::string utf8 = "h\xc3\xa9llo w\xc3\xb6rld \xe2\x9c\x93";
     const std::string long_str(10000, 'x');

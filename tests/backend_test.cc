@@ -39,8 +39,7 @@ long open_handles() {
 #else
     long n = 0;
     if (DIR *d = opendir("/proc/self/fd")) {
-        while (readdir(d))
-            n++;
+        while (readdir(d)) n++;
         closedir(d);
     }
     return n;
@@ -52,8 +51,8 @@ TEST(BackendRegistry, RefusesDuplicatesAndBadTables) {
     ASSERT_TRUE(names && names[0]);
     // Registered ops must outlive the process (contexts point at them).
     static mp_backend_ops ops;
-    ops = {MP_BACKEND_OPS_VERSION, names[0], 0, dummy_start, dummy_wait,
-           nullptr, dummy_release, nullptr, nullptr};
+    ops = {MP_BACKEND_OPS_VERSION, names[0], 0,      dummy_start, dummy_wait, nullptr,
+           dummy_release,          nullptr,  nullptr};
     EXPECT_EQ(MP_EEXIST, mp__backend_register(&ops, false)) << "a builtin's name";
     EXPECT_NE(nullptr, strstr(mp_last_error_message(), names[0])) << mp_last_error_message();
 
@@ -75,7 +74,8 @@ TEST(BackendRegistry, RefusesDuplicatesAndBadTables) {
     ASSERT_NE(nullptr, ctx) << err();
     EXPECT_STREQ("test-registry", mp_context_name(ctx));
     EXPECT_EQ(MP_EEXIST, mp__backend_register(&ops, false)) << "the same name twice";
-    EXPECT_EQ(MP_EEXIST, mp__backend_alias("test-registry", names[0])) << "an alias shadowing a name";
+    EXPECT_EQ(MP_EEXIST, mp__backend_alias("test-registry", names[0]))
+        << "an alias shadowing a name";
     ASSERT_EQ(0, mp__backend_alias("test-alias", "test-registry")) << err();
     EXPECT_EQ(ctx, mp_get_context("test-alias"));
 
@@ -95,12 +95,11 @@ TEST(BackendRegistry, RefusesDuplicatesAndBadTables) {
     EXPECT_EQ(nullptr, mp_get_context("test-registry"));
     EXPECT_EQ(nullptr, mp_get_context("test-alias")) << "its alias goes with it";
     EXPECT_EQ(MP_ENOENT, mp__backend_unregister(&ops));
-    for (size_t i = 0; names[i]; i++)
-        EXPECT_STRNE("test-registry", names[i]);
+    for (size_t i = 0; names[i]; i++) EXPECT_STRNE("test-registry", names[i]);
 }
 
 class FaultTest : public ProcessTest {
-protected:
+  protected:
     void TearDown() override {
         fault_open_gate();
         ProcessTest::TearDown();
@@ -187,8 +186,7 @@ TEST_P(FaultTest, FailureAfterTheChildStartedReapsIt) {
 
 // A child killed the moment it started: start succeeds, join reports the kill.
 TEST_P(FaultTest, ChildKilledAtStart) {
-    if (dummy())
-        GTEST_SKIP() << "dummy: a thread cannot be killed";
+    if (dummy()) GTEST_SKIP() << "dummy: a thread cannot be killed";
     FaultPlan plan;
     plan.fault = Fault::kKillAtStart;
     mp_context *ctx = fault(plan);

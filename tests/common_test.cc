@@ -34,8 +34,7 @@ namespace {
 std::vector<std::string> method_list() {
     std::vector<std::string> v;
     const char *const *m = mp_get_all_start_methods();
-    for (size_t i = 0; m && m[i]; i++)
-        v.push_back(m[i]);
+    for (size_t i = 0; m && m[i]; i++) v.push_back(m[i]);
     return v;
 }
 
@@ -46,11 +45,10 @@ bool env_method_set() {
 
 // Restores the global start method a test changes.
 class StartMethodGuard {
-public:
+  public:
     StartMethodGuard() {
         const char *m = mp_get_start_method(true);
-        if (m)
-            saved_ = m;
+        if (m) saved_ = m;
         had_ = m != nullptr;
     }
     ~StartMethodGuard() {
@@ -60,7 +58,7 @@ public:
             mp_set_start_method(nullptr, true);
     }
 
-private:
+  private:
     std::string saved_;
     bool had_ = false;
 };
@@ -72,12 +70,12 @@ private:
 TEST(Errors, StrerrorAndNameForEveryCode) {
     std::set<std::string> names, messages;
     int count = 0;
-#define CHECK_CODE(name, value, msg)                                      \
-    EXPECT_EQ(value, (int)MP_##name);                                     \
-    EXPECT_STREQ(msg, mp_strerror(MP_##name));                            \
-    EXPECT_STREQ("MP_" #name, mp_err_name(MP_##name));                    \
-    names.insert(mp_err_name(MP_##name));                                 \
-    messages.insert(mp_strerror(MP_##name));                              \
+#define CHECK_CODE(name, value, msg)                   \
+    EXPECT_EQ(value, (int)MP_##name);                  \
+    EXPECT_STREQ(msg, mp_strerror(MP_##name));         \
+    EXPECT_STREQ("MP_" #name, mp_err_name(MP_##name)); \
+    names.insert(mp_err_name(MP_##name));              \
+    messages.insert(mp_strerror(MP_##name));           \
     count++;
     MP_ERRNO_MAP(CHECK_CODE)
 #undef CHECK_CODE
@@ -126,8 +124,7 @@ TEST(Version, LibraryMatchesTheHeaders) {
     ASSERT_NE(nullptr, v);
     EXPECT_STREQ(MP_VERSION_STRING, v);
     char want[64];
-    snprintf(want, sizeof want, "%d.%d.%d", MP_VERSION_MAJOR, MP_VERSION_MINOR,
-             MP_VERSION_PATCH);
+    snprintf(want, sizeof want, "%d.%d.%d", MP_VERSION_MAJOR, MP_VERSION_MINOR, MP_VERSION_PATCH);
     EXPECT_STREQ(want, v) << "MP_VERSION_STRING agrees with MAJOR.MINOR.PATCH";
 }
 
@@ -186,8 +183,7 @@ TEST(StartMethods, UnavailableNames) {
 }
 
 TEST(StartMethods, DefaultContext) {
-    if (env_method_set())
-        GTEST_SKIP() << "MP_START_METHOD is set in the environment";
+    if (env_method_set()) GTEST_SKIP() << "MP_START_METHOD is set in the environment";
     StartMethodGuard guard;
     ASSERT_EQ(0, mp_set_start_method(nullptr, true));
     mp_context *c = mp_get_context(nullptr);
@@ -239,8 +235,8 @@ TEST(StartMethods, EnvironmentVariableSetsTheDefault) {
                                  : std::string("/tmp/")) +
                        "mp_tests_env_" + std::to_string((long long)mp_getpid()) + ".txt";
     remove(path.c_str());
-    int rc = run_self_with_env({{"MP_START_METHOD", "dummy"}, {"MP_TEST_REPORT_START_METHOD", path}},
-                               kWait);
+    int rc = run_self_with_env(
+        {{"MP_START_METHOD", "dummy"}, {"MP_TEST_REPORT_START_METHOD", path}}, kWait);
     ASSERT_EQ(0, rc) << "the copy of this program failed";
     std::string got = read_file(path);
     remove(path.c_str());
@@ -294,8 +290,7 @@ TEST(System, CpuCounts) {
                     CPU_SET(i, &one);
                     break;
                 }
-            if (sched_setaffinity(0, sizeof one, &one) == 0)
-                seen = mp_process_cpu_count();
+            if (sched_setaffinity(0, sizeof one, &one) == 0) seen = mp_process_cpu_count();
         });
         t.join();
         EXPECT_EQ(1, seen);

@@ -25,8 +25,9 @@ namespace {
 // [0] out: writes "method=<mp_get_start_method(true)>".
 int tgt_report_method(mp_args *a) {
     const char *m = mp_get_start_method(true);
-    return write_msg(mp_args_os_handle(a, 0), std::string("method=") + (m ? m : "(none)")) ? 0
-                                                                                         : kTgtIoError;
+    return write_msg(mp_args_os_handle(a, 0), std::string("method=") + (m ? m : "(none)"))
+               ? 0
+               : kTgtIoError;
 }
 
 // [0] out: makes (without starting) a process with daemon = false and writes its flag.
@@ -34,8 +35,7 @@ int tgt_report_default_daemon(mp_args *a) {
     mp_process_opts o = {};
     o.target = tgt_return_arg;
     mp_process *p = nullptr;
-    if (mp_process_new(nullptr, &o, &p) != 0)
-        return kTgtNewFailed;
+    if (mp_process_new(nullptr, &o, &p) != 0) return kTgtNewFailed;
     std::string s = std::string("daemon=") + (mp_process_daemon(p) ? "1" : "0");
     mp_process_free(p);
     return write_msg(mp_args_os_handle(a, 0), s) ? 0 : kTgtIoError;
@@ -45,22 +45,20 @@ int tgt_report_default_daemon(mp_args *a) {
 // the result and whether the parent reads as alive.
 int tgt_join_parent_briefly(mp_args *a) {
     mp_process *par = mp_parent_process();
-    if (!par)
-        return kTgtNoContext;
+    if (!par) return kTgtNoContext;
     int rc = mp_process_join(par, 0.2);
-    std::string s = std::string("join=") + mp_err_name(rc) +
-                    " alive=" + (mp_process_is_alive(par) ? "1" : "0");
+    std::string s =
+        std::string("join=") + mp_err_name(rc) + " alive=" + (mp_process_is_alive(par) ? "1" : "0");
     return write_msg(mp_args_os_handle(a, 0), s) ? 0 : kTgtIoError;
 }
 
 // [0] out, [1] ready: writes "waiting" to ready, joins the parent (up to 30 s), then
 // writes "join=<rc>" to out.
 int tgt_join_parent(mp_args *a) {
-    if (!write_msg(mp_args_os_handle(a, 1), "waiting"))
-        return kTgtIoError;
+    if (!write_msg(mp_args_os_handle(a, 1), "waiting")) return kTgtIoError;
     int rc = mp_process_join(mp_parent_process(), 30);
     return write_msg(mp_args_os_handle(a, 0), std::string("join=") + mp_err_name(rc)) ? 0
-                                                                                       : kTgtIoError;
+                                                                                      : kTgtIoError;
 }
 
 // [0] out, [1] backend: starts tgt_join_parent, waits until it is waiting, writes its
@@ -69,23 +67,18 @@ int tgt_start_joiner_then_vanish(mp_args *a) {
     mp_os_handle out = mp_args_os_handle(a, 0);
     mp_context *ctx = mp_get_context(mp_args_str(a, 1));
     Pipe ready;
-    if (!ctx || !pipe_open(&ready))
-        return kTgtNoContext;
+    if (!ctx || !pipe_open(&ready)) return kTgtNoContext;
     Args ga;
     ga.h(out).h(ready.w);
     mp_process_opts o = {};
     o.target = tgt_join_parent;
     o.args = ga.get();
     mp_process *g = nullptr;
-    if (mp_process_new(ctx, &o, &g) != 0)
-        return kTgtNewFailed;
-    if (mp_process_start(g) != 0)
-        return kTgtStartFailed;
+    if (mp_process_new(ctx, &o, &g) != 0) return kTgtNewFailed;
+    if (mp_process_start(g) != 0) return kTgtStartFailed;
     std::string msg;
-    if (!read_msg(ready.r, &msg, kWait) || msg != "waiting")
-        return kTgtIoError;
-    if (!write_msg(out, "pid=" + std::to_string((long long)mp_process_pid(g))))
-        return kTgtIoError;
+    if (!read_msg(ready.r, &msg, kWait) || msg != "waiting") return kTgtIoError;
+    if (!write_msg(out, "pid=" + std::to_string((long long)mp_process_pid(g)))) return kTgtIoError;
     fflush(nullptr);
     _Exit(0);
 }
@@ -93,12 +86,10 @@ int tgt_start_joiner_then_vanish(mp_args *a) {
 // Handlers the tests register: each writes a line to the pipe in g_probe_fd.
 mp_os_handle g_probe_fd = MP_INVALID_OS_HANDLE;
 void parent_handler() {
-    if (g_probe_fd != MP_INVALID_OS_HANDLE)
-        write_msg(g_probe_fd, "parent-handler");
+    if (g_probe_fd != MP_INVALID_OS_HANDLE) write_msg(g_probe_fd, "parent-handler");
 }
 void target_handler() {
-    if (g_probe_fd != MP_INVALID_OS_HANDLE)
-        write_msg(g_probe_fd, "target-handler");
+    if (g_probe_fd != MP_INVALID_OS_HANDLE) write_msg(g_probe_fd, "target-handler");
 }
 
 // [0] out, [1] int how: registers target_handler, then returns 4 (how 0) or calls
@@ -106,8 +97,7 @@ void target_handler() {
 int tgt_register_atexit(mp_args *a) {
     g_probe_fd = mp_args_os_handle(a, 0);
     atexit(target_handler);
-    if (mp_args_int(a, 1) == 1)
-        exit(6);
+    if (mp_args_int(a, 1) == 1) exit(6);
     return 4;
 }
 
@@ -123,8 +113,7 @@ TEST_P(ConformanceTest, ChildReportsItsContextsStartMethod) {
     std::string saved = before ? before : "";
     std::string other;
     for (const std::string &b : all_backends())
-        if (b != backend())
-            other = b;
+        if (b != backend()) other = b;
     ASSERT_FALSE(other.empty());
     ASSERT_EQ(0, mp_set_start_method(other.c_str(), true)) << err();
     Pipe &out = pipe();
@@ -166,13 +155,13 @@ TEST_P(ConformanceTest, JoiningTheParentWaitsWithTheTimeout) {
     EXPECT_TRUE(read_msg(out.r, &msg, kWait));
     EXPECT_EQ(0, join_code(p));
     EXPECT_EQ("join=MP_ETIMEDOUT alive=1", msg);
-    EXPECT_EQ(MP_ESTATE, mp_process_join(mp_current_process(), 0)) << "a process cannot join itself";
+    EXPECT_EQ(MP_ESTATE, mp_process_join(mp_current_process(), 0))
+        << "a process cannot join itself";
 }
 
 // ... and returns once the parent has ended.
 TEST_P(ConformanceTest, JoiningTheParentReturnsWhenItEnds) {
-    if (dummy())
-        GTEST_SKIP() << "dummy: a thread's parent is this process, which does not end";
+    if (dummy()) GTEST_SKIP() << "dummy: a thread's parent is this process, which does not end";
     Pipe &out = pipe();
     Args a;
     a.h(out.w).s(backend().c_str());
@@ -211,15 +200,15 @@ TEST_P(ConformanceTest, TargetAtexitHandlersRunAndInheritedOnesDoNot) {
         std::string msg;
         EXPECT_TRUE(read_msg(out.r, &msg, kWait)) << "no handler ran (how " << how << ")";
         EXPECT_EQ("target-handler", msg);
-        EXPECT_EQ(0, wait_readable(out.r, 0.2)) << "a second handler wrote: " << (read_msg(out.r, &msg, 1) ? msg : "?");
+        EXPECT_EQ(0, wait_readable(out.r, 0.2))
+            << "a second handler wrote: " << (read_msg(out.r, &msg, 1) ? msg : "?");
     }
 }
 
 // The same bootstrap failure fails mp_process_start on every method (a SharedMemory
 // argument whose name was unlinked before the start cannot be attached in the child).
 TEST_P(ConformanceTest, BootstrapFailureFailsTheStart) {
-    if (kWindows)
-        GTEST_SKIP() << "Windows: a named mapping cannot be removed while it is held";
+    if (kWindows) GTEST_SKIP() << "Windows: a named mapping cannot be removed while it is held";
     mp_shm_opts so = {};
     so.create = true;
     so.size = 4096;
@@ -248,25 +237,18 @@ namespace {
 // so; 0, or the number of the first check that failed.
 int tgt_query_closed_queue(mp_args *a) {
     mp_queue *q = mp_args_queue(a, 0);
-    if (!q)
-        return kTgtBadArgs;
-    if (mp_queue_close(q) != 0)
-        return 10;
+    if (!q) return kTgtBadArgs;
+    if (mp_queue_close(q) != 0) return 10;
     bool b = true;
     size_t n = 7;
-    if (mp_queue_empty(q) || mp_queue_full(q))
-        return 11;
-    if (mp_queue_is_empty(q, &b) != MP_ECLOSED || b)
-        return 12;
+    if (mp_queue_empty(q) || mp_queue_full(q)) return 11;
+    if (mp_queue_is_empty(q, &b) != MP_ECLOSED || b) return 12;
     b = true;
-    if (mp_queue_is_full(q, &b) != MP_ECLOSED || b)
-        return 13;
-    if (mp_queue_qsize(q, &n) != MP_ECLOSED || n != 0)
-        return 14;
+    if (mp_queue_is_full(q, &b) != MP_ECLOSED || b) return 13;
+    if (mp_queue_qsize(q, &n) != MP_ECLOSED || n != 0) return 14;
     void *item = nullptr;
     size_t len = 0;
-    if (mp_queue_get_bytes(q, &item, &len, 0) != MP_ECLOSED)
-        return 15;
+    if (mp_queue_get_bytes(q, &item, &len, 0) != MP_ECLOSED) return 15;
     return 0;
 }
 
@@ -382,8 +364,7 @@ TEST_P(ConformanceTest, PredicatesKeepTheLastError) {
     EXPECT_EQ(MP_ETIMEDOUT, mp_process_join(p, 0.01));
     std::string before = mp_last_error_message();
     EXPECT_NE(std::string::npos, before.find("timed out")) << before;
-    for (int i = 0; i < 100; i++)
-        EXPECT_TRUE(mp_process_is_alive(p));
+    for (int i = 0; i < 100; i++) EXPECT_TRUE(mp_process_is_alive(p));
     EXPECT_EQ(before, mp_last_error_message()) << "is_alive overwrote the last error";
     int code = 0;
     EXPECT_EQ(MP_EAGAIN, mp_process_exitcode(p, &code));
@@ -525,7 +506,8 @@ TEST_P(ConformanceTest, NegativeTimeoutsDoNotWait) {
 
         mp_barrier *br = nullptr;
         ASSERT_EQ(0, mp_barrier_new(ctx(), 2, nullptr, nullptr, MP_FOREVER, &br));
-        EXPECT_EQ(MP_EBROKEN, mp_barrier_wait_timeout(br, t, nullptr)) << "Python: BrokenBarrierError";
+        EXPECT_EQ(MP_EBROKEN, mp_barrier_wait_timeout(br, t, nullptr))
+            << "Python: BrokenBarrierError";
         mp_barrier_free(br);
 
         mp_queue *q = nullptr;

@@ -158,8 +158,10 @@ TEST(ConnectionBuffered, MixedReceivesKeepEveryMessage) {
                     got.assign(small.data() + 10, len);
                 } else {
                     ASSERT_EQ(MP_ETOOBIG, rc) << err();
-                    if (whole) got.assign(static_cast<const char *>(whole), len);
-                    else got = want; // dropped as asked; the next message checks the boundary
+                    if (whole)
+                        got.assign(static_cast<const char *>(whole), len);
+                    else
+                        got = want; // dropped as asked; the next message checks the boundary
                     mp_connection_free_bytes(whole);
                 }
             }

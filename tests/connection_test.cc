@@ -26,9 +26,7 @@ constexpr int kPipeKind = 2; // MP__CONN_PIPE
 // Both ends of an mp_pipe, freed with the scope.
 struct PipePair {
     mp_connection *a = nullptr, *b = nullptr;
-    explicit PipePair(bool duplex = true) {
-        EXPECT_EQ(0, mp_pipe(duplex, &a, &b)) << err();
-    }
+    explicit PipePair(bool duplex = true) { EXPECT_EQ(0, mp_pipe(duplex, &a, &b)) << err(); }
     ~PipePair() {
         mp_connection_free(a);
         mp_connection_free(b);
@@ -122,7 +120,8 @@ TEST(ConnectionFrame, DecodeRoundTripsAndAsksForMore) {
 TEST(ConnectionFrame, NegativeLengthIsAProtocolError) {
     uint64_t n;
     size_t hl;
-    EXPECT_EQ(MP_EPROTO, mp__conn_frame_decode((const unsigned char *)"\xff\xff\xff\xfe", 4, &n, &hl));
+    EXPECT_EQ(MP_EPROTO,
+              mp__conn_frame_decode((const unsigned char *)"\xff\xff\xff\xfe", 4, &n, &hl));
     EXPECT_EQ(MP_EPROTO, mp__conn_frame_decode((const unsigned char *)"\x80\0\0\0", 4, &n, &hl));
 }
 
@@ -138,7 +137,11 @@ TEST(ConnectionFrame, WireBytesAreCPythons) {
     ASSERT_EQ(0, mp_connection_send_bytes(w, nullptr, 0)) << err();
     char buf[11] = {0};
     ASSERT_TRUE(read_exact(p.r, buf, 11, kWait));
-    EXPECT_EQ(0, memcmp(buf, "\0\0\0\x03" "abc" "\0\0\0\0", 11));
+    EXPECT_EQ(0, memcmp(buf,
+                        "\0\0\0\x03"
+                        "abc"
+                        "\0\0\0\0",
+                        11));
     mp_connection_free(w);
     pipe_close(&p);
 }
@@ -212,7 +215,8 @@ TEST(Connection, SendBytesRange) {
     EXPECT_EQ(MP_EINVAL, mp_connection_send_bytes_range(pp.a, m, 10, -1, 2));
     EXPECT_EQ(MP_EINVAL, mp_connection_send_bytes_range(pp.a, m, 10, 11, -1));
     EXPECT_EQ(MP_EINVAL, mp_connection_send_bytes_range(pp.a, m, 10, 5, 6));
-    EXPECT_EQ(MP_EINVAL, mp_connection_send_bytes_range(pp.a, m, 10, 0, -2 - (int64_t)1e12 + (int64_t)1e12 + 1 + 100));
+    EXPECT_EQ(MP_EINVAL, mp_connection_send_bytes_range(
+                             pp.a, m, 10, 0, -2 - (int64_t)1e12 + (int64_t)1e12 + 1 + 100));
     EXPECT_EQ(MP_EINVAL, mp_connection_send_bytes_range(pp.a, nullptr, 10, 0, 1));
     // Only -1 means "to the end" (Python's None); any other negative size is refused.
     EXPECT_EQ(MP_EINVAL, mp_connection_send_bytes_range(pp.a, m, 10, 0, -2));
@@ -238,7 +242,8 @@ static void large_message(bool duplex, size_t size) {
     mp_connection *peer = duplex ? pp.b : nullptr;
     std::string big = pattern(size, 7);
     int send_rc = -999;
-    std::thread t([&] { send_rc = mp_connection_send_bytes(duplex ? peer : wr, big.data(), big.size()); });
+    std::thread t(
+        [&] { send_rc = mp_connection_send_bytes(duplex ? peer : wr, big.data(), big.size()); });
     std::string got;
     int rc = recv_str(rd, &got);
     t.join();
@@ -285,7 +290,8 @@ TEST(Connection, MaxlengthExceededEndsReceivingOnADuplexEnd) {
     EXPECT_FALSE(mp_connection_closed(pp.b));
     EXPECT_FALSE(mp_connection_readable(pp.b));
     EXPECT_TRUE(mp_connection_writable(pp.b));
-    EXPECT_EQ(MP_EPERM, mp_connection_recv_bytes(pp.b, 0, &p, &n)) << "receiving after a bad length";
+    EXPECT_EQ(MP_EPERM, mp_connection_recv_bytes(pp.b, 0, &p, &n))
+        << "receiving after a bad length";
     ASSERT_EQ(0, send_str(pp.b, "still writable")) << err();
     std::string s;
     ASSERT_EQ(0, recv_str(pp.a, &s)) << err();
@@ -301,7 +307,8 @@ TEST(Connection, MaxlengthExceededClosesAReadOnlyEnd) {
     bool ready = false;
     ASSERT_EQ(0, mp_connection_poll(pp.a, kWait, &ready));
     EXPECT_EQ(MP_ETOOBIG, mp_connection_recv_bytes(pp.a, 99, &p, &n));
-    EXPECT_TRUE(mp_connection_closed(pp.a)) << "Python closes a read-only end on a bad message length";
+    EXPECT_TRUE(mp_connection_closed(pp.a))
+        << "Python closes a read-only end on a bad message length";
     EXPECT_EQ(MP_ECLOSED, mp_connection_recv_bytes(pp.a, 0, &p, &n));
 }
 
@@ -354,7 +361,10 @@ TEST(Connection, QueriesOnAClosedEnd) {
         mp_connection *c = nullptr;
         ASSERT_EQ(0, mp__connection_from_os_handle(raw.r, kPipeKind, true, true, &c)) << err();
         raw.r = MP_INVALID_OS_HANDLE; // owned by c
-        ASSERT_TRUE(write_all(raw.w, "\0\0\0\x64" "abc", 7)); // announces 100 bytes, sends 3
+        ASSERT_TRUE(write_all(raw.w,
+                              "\0\0\0\x64"
+                              "abc",
+                              7)); // announces 100 bytes, sends 3
         handle_close(raw.w);
         raw.w = MP_INVALID_OS_HANDLE;
         EXPECT_TRUE(mp_connection_writable(c));
@@ -441,7 +451,10 @@ TEST(Connection, NegativeHeaderIsProtocolError) {
 
 TEST(Connection, PeerGoneMidMessageIsEof) {
     RawReader r;
-    ASSERT_TRUE(write_all(r.p.w, "\0\0\0\x64" "0123456789", 14));
+    ASSERT_TRUE(write_all(r.p.w,
+                          "\0\0\0\x64"
+                          "0123456789",
+                          14));
     handle_close(r.p.w);
     r.p.w = MP_INVALID_OS_HANDLE;
     void *p = nullptr;
@@ -569,7 +582,8 @@ TEST(Connection, NullAndBadArguments) {
     EXPECT_EQ(MP_EINVAL, mp_wait(&w, 1, 0, &ready, nullptr));
     w = mp_waitable_handle(MP_INVALID_OS_HANDLE);
     EXPECT_EQ(MP_EBADF, mp_wait(&w, 1, 0, &ready, nullptr));
-    EXPECT_EQ(MP_EBADF, mp__connection_from_os_handle(MP_INVALID_OS_HANDLE, kPipeKind, true, true, &c));
+    EXPECT_EQ(MP_EBADF,
+              mp__connection_from_os_handle(MP_INVALID_OS_HANDLE, kPipeKind, true, true, &c));
     EXPECT_EQ(MP_EINVAL, mp_wait(nullptr, 0, MP_FOREVER, nullptr, nullptr));
 }
 

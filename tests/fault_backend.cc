@@ -45,19 +45,16 @@ int f_start(const mp__start_req *req, mp__started *out) {
     lk.unlock();
     mp__started st;
     int rc = inner->start(req, &st);
-    if (rc)
-        return rc;
+    if (rc) return rc;
     if (plan.fault == Fault::kFailAfterStart) {
         // The child exists; make sure it is gone before saying start failed.
         int code = 0;
-        if (inner->signal)
-            inner->signal(st.state, MP__SIG_KILL);
+        if (inner->signal) inner->signal(st.state, MP__SIG_KILL);
         inner->wait(st.state, MP_FOREVER, &code);
         inner->release(st.state);
         return mp__err(plan.error, "fault: injected failure after the child started");
     }
-    if (plan.fault == Fault::kKillAtStart && inner->signal)
-        inner->signal(st.state, MP__SIG_KILL);
+    if (plan.fault == Fault::kKillAtStart && inner->signal) inner->signal(st.state, MP__SIG_KILL);
     out->pid = st.pid;
     out->sentinel = st.sentinel;
     out->state = new Wrapped{inner, st.state};
@@ -78,15 +75,14 @@ int f_signal(void *state, int sig) {
 
 void f_release(void *state) {
     auto *w = static_cast<Wrapped *>(state);
-    if (!w)
-        return;
+    if (!w) return;
     w->inner->release(w->state);
     delete w;
 }
 
 // Not const: its flags follow the wrapped backend's, which the launch carries.
-mp_backend_ops g_ops = {MP_BACKEND_OPS_VERSION, "fault", 0, f_start, f_wait, f_signal,
-                        f_release, nullptr, nullptr};
+mp_backend_ops g_ops = {
+    MP_BACKEND_OPS_VERSION, "fault", 0, f_start, f_wait, f_signal, f_release, nullptr, nullptr};
 
 } // namespace
 
@@ -121,8 +117,7 @@ void fault_set_plan(FaultPlan plan) {
 }
 
 void fault_unregister() {
-    if (!g_registered)
-        return;
+    if (!g_registered) return;
     EXPECT_EQ(0, mp__backend_unregister(&g_ops)) << mp_last_error_message();
     g_registered = false;
 }

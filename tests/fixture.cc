@@ -16,8 +16,7 @@ namespace mpt {
 std::vector<std::string> all_backends() {
     std::vector<std::string> out;
     const char *const *names = mp_get_all_start_methods();
-    for (size_t i = 0; names && names[i]; i++)
-        out.push_back(names[i]);
+    for (size_t i = 0; names && names[i]; i++) out.push_back(names[i]);
     return out;
 }
 
@@ -29,7 +28,8 @@ struct ProcessTest::Watchdog {
     explicit Watchdog(std::string name) {
         t = std::thread([this, name] {
             std::unique_lock<std::mutex> lk(mu);
-            if (!cv.wait_for(lk, std::chrono::duration<double>(kTestLimit), [this] { return done; })) {
+            if (!cv.wait_for(lk, std::chrono::duration<double>(kTestLimit),
+                             [this] { return done; })) {
                 fprintf(stderr, "\n*** %s did not finish within %.0f s: a call blocks forever\n",
                         name.c_str(), kTestLimit);
                 fflush(stderr);
@@ -49,31 +49,27 @@ struct ProcessTest::Watchdog {
 
 ProcessTest::ProcessTest() {
     const ::testing::TestInfo *ti = ::testing::UnitTest::GetInstance()->current_test_info();
-    watchdog_.reset(new Watchdog(ti ? std::string(ti->test_suite_name()) + "." + ti->name() : "a test"));
+    watchdog_.reset(
+        new Watchdog(ti ? std::string(ti->test_suite_name()) + "." + ti->name() : "a test"));
 }
 
 ProcessTest::~ProcessTest() = default;
 
 void ProcessTest::SetUp() {
-    for (const auto &c : running_children())
-        children_before_.insert(c.first);
+    for (const auto &c : running_children()) children_before_.insert(c.first);
     ctx_ = mp_get_context(backend().c_str());
     ASSERT_NE(nullptr, ctx_) << backend() << " " << err();
 }
 
 void ProcessTest::TearDown() {
-    for (auto &b : blockers_)
-        b->release_now();
+    for (auto &b : blockers_) b->release_now();
     for (mp_process *p : procs_) {
-        if (!mp_process_is_alive(p))
-            continue;
-        if (!dummy())
-            mp_process_kill(p);
+        if (!mp_process_is_alive(p)) continue;
+        if (!dummy()) mp_process_kill(p);
         EXPECT_EQ(0, mp_process_join(p, kWait))
             << "a child did not end at teardown: " << mp_process_name(p) << " " << err();
     }
-    for (mp_process *p : procs_)
-        mp_process_free(p);
+    for (mp_process *p : procs_) mp_process_free(p);
     procs_.clear();
     for (int64_t pid : strays_) {
         if (process_running(pid)) {
@@ -83,8 +79,7 @@ void ProcessTest::TearDown() {
         }
     }
     blockers_.clear();
-    for (auto &p : pipes_)
-        pipe_close(p.get());
+    for (auto &p : pipes_) pipe_close(p.get());
     pipes_.clear();
 
     // Nothing left behind: no live child known to the library, no zombie, no child
@@ -99,8 +94,7 @@ void ProcessTest::TearDown() {
         z = zombie_children();
     }
     std::ostringstream zs;
-    for (int64_t pid : z)
-        zs << pid << " ";
+    for (int64_t pid : z) zs << pid << " ";
     EXPECT_TRUE(z.empty()) << "zombie children left: " << zs.str();
     std::ostringstream rs;
     for (const auto &c : running_children()) {
@@ -123,8 +117,7 @@ Blocker &ProcessTest::blocker() {
     return *blockers_.back();
 }
 
-mp_process *ProcessTest::make(mp_target_fn fn, const mp_args *args, const char *name,
-                              bool daemon) {
+mp_process *ProcessTest::make(mp_target_fn fn, const mp_args *args, const char *name, bool daemon) {
     mp_process_opts o = {};
     o.target = fn;
     o.name = name;
@@ -143,8 +136,7 @@ mp_process *ProcessTest::make(mp_target_fn fn, const mp_args *args, const char *
 mp_process *ProcessTest::start(mp_target_fn fn, const mp_args *args, const char *name,
                                bool daemon) {
     mp_process *p = make(fn, args, name, daemon);
-    if (!p)
-        return nullptr;
+    if (!p) return nullptr;
     int rc = mp_process_start(p);
     if (rc != 0) {
         ADD_FAILURE() << "mp_process_start: " << mp_err_name(rc) << " " << err();
@@ -153,15 +145,13 @@ mp_process *ProcessTest::start(mp_target_fn fn, const mp_args *args, const char 
     return p;
 }
 
-mp_process *ProcessTest::start_blocked(Blocker **out, int code, const char *name,
-                                       bool daemon) {
+mp_process *ProcessTest::start_blocked(Blocker **out, int code, const char *name, bool daemon) {
     Blocker &b = blocker();
     *out = &b;
     Args a;
     b.add_args(a, code);
     mp_process *p = start(tgt_block, a.get(), name, daemon);
-    if (!p)
-        return nullptr;
+    if (!p) return nullptr;
     if (!b.wait_ready()) {
         ADD_FAILURE() << "the child did not reach its target within " << kWait << " s";
         return nullptr;

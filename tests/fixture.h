@@ -32,23 +32,38 @@ constexpr bool kWindows =
 
 // An argument list that is freed with the scope; adds report failures.
 class Args {
-public:
+  public:
     Args() { EXPECT_EQ(0, mp_args_new(&a_)) << err(); }
     ~Args() { mp_args_free(a_); }
     Args(const Args &) = delete;
     Args &operator=(const Args &) = delete;
-    Args &i(int64_t v) { EXPECT_EQ(0, mp_args_add_int(a_, v)) << err(); return *this; }
-    Args &d(double v) { EXPECT_EQ(0, mp_args_add_double(a_, v)) << err(); return *this; }
-    Args &s(const char *v) { EXPECT_EQ(0, mp_args_add_str(a_, v)) << err(); return *this; }
+    Args &i(int64_t v) {
+        EXPECT_EQ(0, mp_args_add_int(a_, v)) << err();
+        return *this;
+    }
+    Args &d(double v) {
+        EXPECT_EQ(0, mp_args_add_double(a_, v)) << err();
+        return *this;
+    }
+    Args &s(const char *v) {
+        EXPECT_EQ(0, mp_args_add_str(a_, v)) << err();
+        return *this;
+    }
     Args &b(const void *p, size_t n) {
         EXPECT_EQ(0, mp_args_add_bytes(a_, p, n)) << err();
         return *this;
     }
-    Args &h(mp_os_handle v) { EXPECT_EQ(0, mp_args_add_os_handle(a_, v)) << err(); return *this; }
+    Args &h(mp_os_handle v) {
+        EXPECT_EQ(0, mp_args_add_os_handle(a_, v)) << err();
+        return *this;
+    }
     mp_args *get() const { return a_; }
-    void reset() { mp_args_free(a_); a_ = nullptr; }
+    void reset() {
+        mp_args_free(a_);
+        a_ = nullptr;
+    }
 
-private:
+  private:
     mp_args *a_ = nullptr;
 };
 
@@ -79,7 +94,7 @@ struct Blocker {
 };
 
 class ProcessTest : public ::testing::TestWithParam<std::string> {
-protected:
+  protected:
     ProcessTest();
     ~ProcessTest() override;
     void SetUp() override;
@@ -94,11 +109,11 @@ protected:
     Blocker &blocker();
     // A new process object on this backend, owned by the fixture (killed if still
     // running, joined and freed at teardown). nullptr (and a failure) on error.
-    mp_process *make(mp_target_fn fn, const mp_args *args = nullptr,
-                     const char *name = nullptr, bool daemon = false);
+    mp_process *make(mp_target_fn fn, const mp_args *args = nullptr, const char *name = nullptr,
+                     bool daemon = false);
     // make + start; nullptr (and a failure) on error.
-    mp_process *start(mp_target_fn fn, const mp_args *args = nullptr,
-                      const char *name = nullptr, bool daemon = false);
+    mp_process *start(mp_target_fn fn, const mp_args *args = nullptr, const char *name = nullptr,
+                      bool daemon = false);
     // A blocked child: started and known to be running its target.
     mp_process *start_blocked(Blocker **b, int code = 0, const char *name = nullptr,
                               bool daemon = false);
@@ -107,7 +122,7 @@ protected:
     // A pid to SIGKILL at teardown if it still runs (grandchildren).
     void kill_at_teardown(int64_t pid) { strays_.push_back(pid); }
 
-private:
+  private:
     mp_context *ctx_ = nullptr;
     std::vector<mp_process *> procs_;
     std::vector<std::unique_ptr<Pipe>> pipes_;

@@ -43,8 +43,7 @@ const char kProbe[] = MP_TEST_PRELOAD_PROBE;
 int tgt_probe_loaded(mp_args *a) {
     mp_os_handle out = mp_args_os_handle(a, 0);
     const char *path = mp_args_str(a, 1);
-    if (out == MP_INVALID_OS_HANDLE || !path)
-        return kTgtBadArgs;
+    if (out == MP_INVALID_OS_HANDLE || !path) return kTgtBadArgs;
     std::vector<std::pair<std::string, std::string>> r;
     r.emplace_back("pid", std::to_string((long long)getpid()));
     r.emplace_back("ppid", std::to_string((long long)getppid()));
@@ -63,8 +62,7 @@ int tgt_probe_loaded(mp_args *a) {
 // Sets the preload list; an empty list resets it.
 void set_preload(const std::vector<std::string> &libs) {
     std::vector<const char *> v;
-    for (const auto &s : libs)
-        v.push_back(s.c_str());
+    for (const auto &s : libs) v.push_back(s.c_str());
     ASSERT_EQ(0, mp_set_forkserver_preload(v.empty() ? nullptr : v.data(), v.size())) << err();
 }
 
@@ -79,8 +77,7 @@ struct UnixSock {
 };
 bool unix_sockets(std::map<uint32_t, UnixSock> *out) {
     int nl = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
-    if (nl < 0)
-        return false;
+    if (nl < 0) return false;
     struct {
         nlmsghdr nlh;
         unix_diag_req udr;
@@ -132,11 +129,9 @@ std::map<int, std::string> fds_of(int64_t pid) {
     std::map<int, std::string> m;
     std::string dir = "/proc/" + str_pid(pid) + "/fd";
     DIR *d = opendir(dir.c_str());
-    if (!d)
-        return m;
+    if (!d) return m;
     while (struct dirent *e = readdir(d)) {
-        if (e->d_name[0] == '.')
-            continue;
+        if (e->d_name[0] == '.') continue;
         char buf[512];
         ssize_t n = readlink((dir + "/" + e->d_name).c_str(), buf, sizeof buf - 1);
         m[atoi(e->d_name)] = n > 0 ? std::string(buf, (size_t)n) : "?";
@@ -146,8 +141,7 @@ std::map<int, std::string> fds_of(int64_t pid) {
 }
 
 uint32_t socket_inode(const std::string &target) {
-    if (target.compare(0, 8, "socket:[") != 0)
-        return 0;
+    if (target.compare(0, 8, "socket:[") != 0) return 0;
     return (uint32_t)strtoul(target.c_str() + 8, nullptr, 10);
 }
 
@@ -189,17 +183,16 @@ TEST_P(ForkserverTest, StartRightAfterTheServerWasKilled) {
     for (int round = 0; round < 50; round++) {
         SCOPED_TRACE("round " + std::to_string(round));
         std::vector<int64_t> servers = forkserver_pids();
-        for (int64_t pid : servers)
-            kill((pid_t)pid, SIGKILL);
+        for (int64_t pid : servers) kill((pid_t)pid, SIGKILL);
         Args a;
         a.i(round % 7);
         mp_process *p = make(tgt_return_arg, a.get());
         ASSERT_NE(nullptr, p);
         int rc = mp_process_start(p);
-        ASSERT_EQ(0, rc) << "start after the server was killed: " << mp_err_name(rc) << " " << err();
+        ASSERT_EQ(0, rc) << "start after the server was killed: " << mp_err_name(rc) << " "
+                         << err();
         EXPECT_EQ(round % 7, join_code(p));
-        for (int64_t pid : servers)
-            EXPECT_TRUE(wait_process_gone(pid, kWait));
+        for (int64_t pid : servers) EXPECT_TRUE(wait_process_gone(pid, kWait));
     }
 }
 
@@ -275,26 +268,22 @@ TEST_P(ForkserverTest, ServerTalksOnlyToItsParent) {
     ASSERT_FALSE(server_fds.empty()) << "cannot read /proc/" << servers[0] << "/fd";
     std::set<uint32_t> mine;
     for (const auto &f : fds_of(getpid()))
-        if (uint32_t ino = socket_inode(f.second))
-            mine.insert(ino);
+        if (uint32_t ino = socket_inode(f.second)) mine.insert(ino);
     std::map<uint32_t, UnixSock> socks;
     bool diag = unix_sockets(&socks);
     std::ostringstream all;
-    for (const auto &f : server_fds)
-        all << f.first << " " << f.second << "\n";
+    for (const auto &f : server_fds) all << f.first << " " << f.second << "\n";
     SCOPED_TRACE("the server's descriptors:\n" + all.str());
     size_t nsock = 0;
     for (const auto &f : server_fds) {
-        if (f.first <= 2)
-            continue; // stdio is the parent's, whatever it is
+        if (f.first <= 2) continue; // stdio is the parent's, whatever it is
         uint32_t ino = socket_inode(f.second);
         if (!ino) {
             EXPECT_EQ(0u, f.second.find("anon_inode:")) << "fd " << f.first << ": " << f.second;
             continue;
         }
         nsock++;
-        if (!diag)
-            continue;
+        if (!diag) continue;
         auto it = socks.find(ino);
         if (it == socks.end()) {
             ADD_FAILURE() << "fd " << f.first << " is a socket but not an AF_UNIX one";
@@ -309,8 +298,7 @@ TEST_P(ForkserverTest, ServerTalksOnlyToItsParent) {
     EXPECT_GE(nsock, 2u) << "the control socket and the running child's status socket";
     b->release_now();
     EXPECT_EQ(0, join_code(p));
-    if (!diag)
-        GTEST_SKIP() << "sock_diag unavailable: peers and addresses not checked";
+    if (!diag) GTEST_SKIP() << "sock_diag unavailable: peers and addresses not checked";
 }
 
 #endif

@@ -109,7 +109,8 @@ long open_handles() {
 // A received socket, closed the right way on every system (closesocket on Windows).
 void socket_close(mp_os_handle s) {
     mp_connection *c = nullptr;
-    if (s != MP_INVALID_OS_HANDLE && mp__connection_from_os_handle(s, kSocketKind, true, true, &c) == 0)
+    if (s != MP_INVALID_OS_HANDLE &&
+        mp__connection_from_os_handle(s, kSocketKind, true, true, &c) == 0)
         mp_connection_free(c);
 }
 
@@ -587,7 +588,7 @@ TEST(Handle, NoHandleLeaks) {
 namespace {
 
 class HandleProcess : public ProcessTest {
-protected:
+  protected:
     // The receiving child's pid as the library wants it (on dummy a thread id, which
     // names this process).
     static int64_t dest(mp_process *p) { return mp_process_pid(p); }
@@ -749,7 +750,8 @@ TEST_P(HandleProcess, SocketConnectionSentToAChild) {
                 ASSERT_EQ(0, mp_connection_fileno(sp.server.c, &fd));
                 ASSERT_EQ(0, mp_connection_send_socket(carrier.a, fd, dest(p))) << err();
             } else {
-                ASSERT_EQ(0, mp_connection_send_connection(carrier.a, sp.server.c, dest(p))) << err();
+                ASSERT_EQ(0, mp_connection_send_connection(carrier.a, sp.server.c, dest(p)))
+                    << err();
             }
             ASSERT_EQ(0, mp_connection_close(sp.server.c));
             std::string s;

@@ -74,8 +74,7 @@ bool kill_forkservers(std::vector<int64_t> *killed = nullptr);
 std::string self_exe();
 // Runs this executable with extra environment variables and no arguments; its exit
 // code, or -1000 when it could not be run or did not end within timeout.
-int run_self_with_env(const std::vector<std::pair<std::string, std::string>> &env,
-                      double timeout);
+int run_self_with_env(const std::vector<std::pair<std::string, std::string>> &env, double timeout);
 
 // In a child about to crash on purpose: no core file, no crash dialog.
 void disable_crash_reports();

@@ -30,11 +30,9 @@ namespace {
 std::string check_handle(intptr_t v, const char *name) {
     HANDLE h = (HANDLE)v;
     DWORD flags = 0;
-    if (!GetHandleInformation(h, &flags))
-        return "absent";
+    if (!GetHandleInformation(h, &flags)) return "absent";
     HANDLE named = OpenEventA(SYNCHRONIZE | EVENT_MODIFY_STATE, FALSE, name);
-    if (!named)
-        return "error:OpenEvent " + std::to_string((unsigned long)GetLastError());
+    if (!named) return "error:OpenEvent " + std::to_string((unsigned long)GetLastError());
     std::string r;
     typedef BOOL(WINAPI * compare_fn)(HANDLE, HANDLE);
     HMODULE kb = GetModuleHandleA("kernelbase.dll");
@@ -67,8 +65,8 @@ int tgt_check_handle(mp_args *a) {
 
 std::string fd_target(int fd, int pid = 0) {
     char buf[512];
-    std::string path = (pid ? "/proc/" + std::to_string(pid) : std::string("/proc/self")) +
-                       "/fd/" + std::to_string(fd);
+    std::string path = (pid ? "/proc/" + std::to_string(pid) : std::string("/proc/self")) + "/fd/" +
+                       std::to_string(fd);
     ssize_t n = readlink(path.c_str(), buf, sizeof buf - 1);
     return n > 0 ? std::string(buf, (size_t)n) : std::string("?");
 }
@@ -78,30 +76,23 @@ std::string fd_target(int fd, int pid = 0) {
 // keeps that one, for mp_parent_process). Excludes the directory it lists with.
 int tgt_list_fds(mp_args *a) {
     mp_os_handle out = mp_args_os_handle(a, 0);
-    if (out == MP_INVALID_OS_HANDLE)
-        return kTgtBadArgs;
+    if (out == MP_INVALID_OS_HANDLE) return kTgtBadArgs;
     std::vector<int> known = {0, 1, 2};
     for (size_t i = 0; i < mp_args_count(a); i++)
-        if (mp_args_type(a, i) == MP_ARG_OS_HANDLE)
-            known.push_back((int)mp_args_os_handle(a, i));
+        if (mp_args_type(a, i) == MP_ARG_OS_HANDLE) known.push_back((int)mp_args_os_handle(a, i));
     mp_os_handle ps = MP_INVALID_OS_HANDLE;
     if (mp_parent_process() && mp_process_sentinel(mp_parent_process(), &ps) == 0)
         known.push_back((int)ps);
     DIR *d = opendir("/proc/self/fd");
-    if (!d)
-        return kTgtIoError;
+    if (!d) return kTgtIoError;
     std::string s;
     while (struct dirent *e = readdir(d)) {
-        if (e->d_name[0] == '.')
-            continue;
+        if (e->d_name[0] == '.') continue;
         int fd = atoi(e->d_name);
-        if (fd == dirfd(d))
-            continue;
+        if (fd == dirfd(d)) continue;
         bool k = false;
-        for (int x : known)
-            k |= x == fd;
-        if (!k)
-            s += std::to_string(fd) + " " + fd_target(fd) + "\n";
+        for (int x : known) k |= x == fd;
+        if (!k) s += std::to_string(fd) + " " + fd_target(fd) + "\n";
     }
     closedir(d);
     return write_msg(out, s) ? 0 : kTgtIoError;
@@ -113,29 +104,23 @@ struct Leaky {
     Leaky() {
         int p[2], s[2];
         fds.push_back(open("/dev/null", O_RDONLY));
-        if (pipe(p) == 0)
-            fds.insert(fds.end(), {p[0], p[1]});
-        if (socketpair(AF_UNIX, SOCK_STREAM, 0, s) == 0)
-            fds.insert(fds.end(), {s[0], s[1]});
-        if (fds[0] >= 0)
-            fds.push_back(fcntl(fds[0], F_DUPFD, 300)); // F_DUPFD: no close-on-exec
+        if (pipe(p) == 0) fds.insert(fds.end(), {p[0], p[1]});
+        if (socketpair(AF_UNIX, SOCK_STREAM, 0, s) == 0) fds.insert(fds.end(), {s[0], s[1]});
+        if (fds[0] >= 0) fds.push_back(fcntl(fds[0], F_DUPFD, 300)); // F_DUPFD: no close-on-exec
     }
     ~Leaky() {
         for (int fd : fds)
-            if (fd >= 0)
-                close(fd);
+            if (fd >= 0) close(fd);
     }
     bool ok() const {
         for (int fd : fds)
-            if (fd < 0 || (fcntl(fd, F_GETFD) & FD_CLOEXEC))
-                return false;
+            if (fd < 0 || (fcntl(fd, F_GETFD) & FD_CLOEXEC)) return false;
         return fds.size() == 6;
     }
     // "<fd> <target>" lines as tgt_list_fds would write them.
     std::vector<std::string> lines() const {
         std::vector<std::string> v;
-        for (int fd : fds)
-            v.push_back(std::to_string(fd) + " " + fd_target(fd));
+        for (int fd : fds) v.push_back(std::to_string(fd) + " " + fd_target(fd));
         return v;
     }
 };
@@ -145,8 +130,7 @@ struct Leaky {
 } // namespace
 
 TEST_P(ProcessTest, InheritsOnlyStdioAndPassedHandles) {
-    if (dummy())
-        GTEST_SKIP() << "dummy children are threads: they share every handle";
+    if (dummy()) GTEST_SKIP() << "dummy children are threads: they share every handle";
 #ifdef _WIN32
     std::string name = "mp_tests_isolation_" + std::to_string((long long)mp_getpid());
     SECURITY_ATTRIBUTES sa = {(DWORD)sizeof sa, nullptr, TRUE};
@@ -169,7 +153,8 @@ TEST_P(ProcessTest, InheritsOnlyStdioAndPassedHandles) {
     ASSERT_TRUE(read_msg(out.r, &verdict, kWait)) << "no report from the child";
     EXPECT_EQ(0, join_code(p));
     EXPECT_NE("inherited", verdict)
-        << "an inheritable handle the child was not given reached it (value " << (intptr_t)ev << ")";
+        << "an inheritable handle the child was not given reached it (value " << (intptr_t)ev
+        << ")";
     EXPECT_EQ(std::string::npos, verdict.find("error")) << verdict;
 #else
     Leaky leaky;

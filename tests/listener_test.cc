@@ -84,16 +84,14 @@ struct ClientThread {
     void start(const std::string &addr, const mp_listener_opts *o, double timeout = kWait) {
         mp_listener_opts copy;
         bool have = o != nullptr;
-        if (have)
-            copy = *o;
+        if (have) copy = *o;
         t = std::thread([this, addr, copy, have, timeout] {
             rc = mp_client_connect(addr.c_str(), have ? &copy : nullptr, timeout, &c);
             msg = mp_last_error_message();
         });
     }
     void join() {
-        if (t.joinable())
-            t.join();
+        if (t.joinable()) t.join();
     }
     ~ClientThread() {
         join();
@@ -156,8 +154,7 @@ int pair_once(mp_listener *l, const mp_listener_opts *copts, int *client_rc,
     std::string smsg = mp_last_error_message();
     ct.join();
     *client_rc = ct.rc;
-    if (client_msg)
-        *client_msg = ct.msg;
+    if (client_msg) *client_msg = ct.msg;
     if (rc == 0 && ct.rc == 0) {
         send_str(s.c, "hello client");
         EXPECT_EQ("hello client", recv_str(ct.c));
@@ -244,8 +241,7 @@ TEST(Listener, InetReportsTheRealPortAndPeer) {
 
 TEST(Listener, SecondListenerOnTheSameAddressIsRefused) {
     for (auto &a : test_addresses()) {
-        if (a.second == MP_AF_INET)
-            continue;
+        if (a.second == MP_AF_INET) continue;
         SCOPED_TRACE(a.first);
         Lst l1, l2;
         mp_listener_opts o = key_opts("k");
@@ -330,8 +326,7 @@ TEST(Listener, DefaultKeyIsTheProcessAuthkey) {
 TEST(Listener, SetAuthkeyChangesTheDefault) {
     unsigned char old[MP_AUTHKEY_LEN], key[MP_AUTHKEY_LEN], back[MP_AUTHKEY_LEN];
     ASSERT_EQ(0, mp_get_authkey(old));
-    for (size_t i = 0; i < sizeof key; i++)
-        key[i] = static_cast<unsigned char>(i * 7 + 1);
+    for (size_t i = 0; i < sizeof key; i++) key[i] = static_cast<unsigned char>(i * 7 + 1);
     ASSERT_EQ(0, mp_set_authkey(key));
     ASSERT_EQ(0, mp_get_authkey(back));
     EXPECT_EQ(0, memcmp(key, back, sizeof key));
@@ -479,10 +474,15 @@ TEST(Listener, GarbageInsteadOfAnAnswerIsRefused) {
     Lst l;
     mp_listener_opts o = key_opts("k");
     ASSERT_EQ(0, mp_listener_new("127.0.0.1:0", &o, &l.l)) << err();
-    const std::vector<std::string> answers = {
-        "", "x", std::string(16, 'a'), std::string(20, 'a'), "{sha256}short",
-        "{sha1}" + std::string(20, 'a'), "{nosuchdigest}" + std::string(32, 'a'),
-        "{sha256" + std::string(40, 'a'), std::string(256, '{')};
+    const std::vector<std::string> answers = {"",
+                                              "x",
+                                              std::string(16, 'a'),
+                                              std::string(20, 'a'),
+                                              "{sha256}short",
+                                              "{sha1}" + std::string(20, 'a'),
+                                              "{nosuchdigest}" + std::string(32, 'a'),
+                                              "{sha256" + std::string(40, 'a'),
+                                              std::string(256, '{')};
     for (auto &ans : answers) {
         mp_listener_opts none = no_auth_opts();
         ClientThread ct;
@@ -511,8 +511,7 @@ struct FakeServer {
         key = k;
         mp_listener_opts none = no_auth_opts();
         EXPECT_EQ(0, mp_listener_new("127.0.0.1:0", &none, &l.l)) << err();
-        if (!l.l)
-            return false;
+        if (!l.l) return false;
         mp_listener_opts o = key_opts(key);
         ct.start(mp_listener_address(l.l), &o);
         EXPECT_EQ(0, mp_listener_accept(l.l, kWait, &s.c)) << err();
@@ -531,10 +530,12 @@ TEST(Listener, ClientRefusesAHugeChallenge) {
 }
 
 TEST(Listener, ClientRefusesBadChallenges) {
-    const std::vector<std::string> challenges = {
-        "hello", "#CHALLENGE#", "#CHALLENGE#" + std::string(19, 'x'),
-        "#CHALLENGE#{md4}" + std::string(40, 'x'), "#CHALLENGE#" + std::string(41, 'x'),
-        "#WELCOME#"};
+    const std::vector<std::string> challenges = {"hello",
+                                                 "#CHALLENGE#",
+                                                 "#CHALLENGE#" + std::string(19, 'x'),
+                                                 "#CHALLENGE#{md4}" + std::string(40, 'x'),
+                                                 "#CHALLENGE#" + std::string(41, 'x'),
+                                                 "#WELCOME#"};
     for (auto &c : challenges) {
         SCOPED_TRACE(c);
         FakeServer f;
@@ -560,7 +561,8 @@ TEST(Listener, ClientRefusesAServerThatDoesNotWelcome) {
 std::string hmac_of(int alg, const std::string &key, const std::string &msg) {
     unsigned char out[MP__HMAC_MAX];
     size_t n = 0;
-    EXPECT_EQ(0, mp__os_hmac(alg, key.data(), key.size(), msg.data(), msg.size(), out, &n)) << err();
+    EXPECT_EQ(0, mp__os_hmac(alg, key.data(), key.size(), msg.data(), msg.size(), out, &n))
+        << err();
     return std::string(reinterpret_cast<char *>(out), n);
 }
 
@@ -593,8 +595,7 @@ TEST(Listener, LegacyClientIsAccepted) {
     std::thread fake([&] {
         mp_listener_opts none = no_auth_opts();
         mp_connection *c = nullptr;
-        if (mp_client_connect(mp_listener_address(l.l), &none, kWait, &c) != 0)
-            return;
+        if (mp_client_connect(mp_listener_address(l.l), &none, kWait, &c) != 0) return;
         std::string ch = recv_str(c);
         if (ch.compare(0, 11, "#CHALLENGE#") == 0) {
             send_str(c, hmac_of(MP__HMAC_MD5, key, ch.substr(11)));
@@ -666,12 +667,10 @@ TEST(Listener, DeliverAndAnswerOverAPipe) {
         int arc = 1, brc = 1;
         std::thread t([&] {
             arc = mp_deliver_challenge(a, "key", 3);
-            if (arc == 0)
-                arc = mp_answer_challenge(a, "key", 3);
+            if (arc == 0) arc = mp_answer_challenge(a, "key", 3);
         });
         brc = mp_answer_challenge(b, right ? "key" : "kez", 3);
-        if (brc == 0)
-            brc = mp_deliver_challenge(b, "key", 3);
+        if (brc == 0) brc = mp_deliver_challenge(b, "key", 3);
         t.join();
         EXPECT_EQ(right ? 0 : MP_EAUTH, arc);
         EXPECT_EQ(right ? 0 : MP_EAUTH, brc);
@@ -699,8 +698,7 @@ INSTANTIATE_TEST_SUITE_P(Backends, ListenerProcess, ::testing::ValuesIn(all_back
 int tgt_listener_client(mp_args *a) {
     mp_connection *c = nullptr;
     int rc = mp_client_connect(mp_args_str(a, 0), nullptr, 60.0, &c);
-    if (rc)
-        return 10 - rc; // 10 + the error's magnitude
+    if (rc) return 10 - rc; // 10 + the error's magnitude
     int code = 0;
     bool ready = false;
     void *p = nullptr;
@@ -758,27 +756,23 @@ struct Py {
             kill(pid, SIGKILL);
             waitpid(pid, nullptr, 0);
         }
-        if (out >= 0)
-            close(out);
+        if (out >= 0) close(out);
     }
     bool start(const std::vector<std::string> &args) {
         int fds[2];
-        if (pipe2(fds, O_CLOEXEC) != 0)
-            return false;
+        if (pipe2(fds, O_CLOEXEC) != 0) return false;
         posix_spawn_file_actions_t fa;
         posix_spawn_file_actions_init(&fa);
         posix_spawn_file_actions_adddup2(&fa, fds[1], 1);
         std::vector<char *> argv;
         argv.push_back(const_cast<char *>("python3"));
-        for (auto &s : args)
-            argv.push_back(const_cast<char *>(s.c_str()));
+        for (auto &s : args) argv.push_back(const_cast<char *>(s.c_str()));
         argv.push_back(nullptr);
         int rc = posix_spawnp(&pid, "python3", &fa, nullptr, argv.data(), environ);
         posix_spawn_file_actions_destroy(&fa);
         close(fds[1]);
         out = fds[0];
-        if (rc != 0)
-            pid = -1;
+        if (rc != 0) pid = -1;
         return rc == 0;
     }
     // One line of its stdout within timeout.
@@ -792,15 +786,12 @@ struct Py {
                 return true;
             }
             double left = end - now();
-            if (left <= 0)
-                return false;
+            if (left <= 0) return false;
             struct pollfd p = {out, POLLIN, 0};
-            if (poll(&p, 1, static_cast<int>(left * 1000) + 1) <= 0)
-                continue;
+            if (poll(&p, 1, static_cast<int>(left * 1000) + 1) <= 0) continue;
             char buf[256];
             ssize_t n = read(out, buf, sizeof buf);
-            if (n <= 0)
-                return false;
+            if (n <= 0) return false;
             buffered.append(buf, static_cast<size_t>(n));
         }
     }
@@ -830,17 +821,17 @@ bool python_usable(std::string *why) {
     static int state = 0; // 0 unknown, 1 yes, 2 no
     if (state == 0) {
         Py py;
-        state = py.start({"-c", "import multiprocessing.connection"}) && py.wait(kWait) == 0 ? 1 : 2;
+        state =
+            py.start({"-c", "import multiprocessing.connection"}) && py.wait(kWait) == 0 ? 1 : 2;
     }
     *why = "python3 with multiprocessing.connection is not available";
     return state == 1;
 }
 
-#define REQUIRE_PYTHON()                                                                   \
-    do {                                                                                   \
-        std::string why_;                                                                  \
-        if (!python_usable(&why_))                                                         \
-            GTEST_SKIP() << why_;                                                          \
+#define REQUIRE_PYTHON()                                 \
+    do {                                                 \
+        std::string why_;                                \
+        if (!python_usable(&why_)) GTEST_SKIP() << why_; \
     } while (0)
 
 std::string hex_of(const std::string &s) {
@@ -856,8 +847,7 @@ std::string hex_of(const std::string &s) {
 std::vector<std::pair<std::string, mp_family>> interop_addresses() {
     std::vector<std::pair<std::string, mp_family>> v;
     for (auto &a : test_addresses())
-        if (a.second == MP_AF_INET || a.second == MP_AF_UNIX)
-            v.push_back(a);
+        if (a.second == MP_AF_INET || a.second == MP_AF_UNIX) v.push_back(a);
     return v;
 }
 
@@ -866,8 +856,7 @@ void exchange_bytes(mp_connection *c) {
     send_str(c, "abc");
     EXPECT_EQ("py:abc", recv_str(c));
     std::string big(300000, '\0');
-    for (size_t i = 0; i < big.size(); i++)
-        big[i] = static_cast<char>(i * 31 + 7);
+    for (size_t i = 0; i < big.size(); i++) big[i] = static_cast<char>(i * 31 + 7);
     send_str(c, big);
     EXPECT_EQ("py:" + big, recv_str(c));
     send_str(c, "");
@@ -931,7 +920,8 @@ void exchange_values(mp_connection *c) {
     EXPECT_EQ(65536, mp_value_as_int(mp_value_item(ints, 6)));
     EXPECT_EQ(INT64_MIN, mp_value_as_int(mp_value_item(ints, 10)));
     EXPECT_EQ(int64_t(1) << 62, mp_value_as_int(mp_value_item(ints, 9)));
-    EXPECT_STREQ("h\xc3\xa9llo \xe2\x98\x83", mp_value_as_str(mp_value_dict_get_str(s, "str"), nullptr));
+    EXPECT_STREQ("h\xc3\xa9llo \xe2\x98\x83",
+                 mp_value_as_str(mp_value_dict_get_str(s, "str"), nullptr));
     size_t bn = 0;
     const void *bp = mp_value_as_bytes(mp_value_dict_get_str(s, "bytes"), &bn);
     ASSERT_EQ(3u, bn);
@@ -940,7 +930,8 @@ void exchange_values(mp_connection *c) {
     mp_value *flags = mp_value_dict_get_str(s, "flags");
     EXPECT_EQ(MP_VALUE_TUPLE, mp_value_get_type(flags));
     EXPECT_EQ(MP_VALUE_NONE, mp_value_get_type(mp_value_item(flags, 2)));
-    EXPECT_EQ(MP_VALUE_DICT, mp_value_get_type(mp_value_item(mp_value_dict_get_str(s, "nested"), 0)));
+    EXPECT_EQ(MP_VALUE_DICT,
+              mp_value_get_type(mp_value_item(mp_value_dict_get_str(s, "nested"), 0)));
     mp_value_free(s);
 
     mp_value *q = mp_value_str("quit");
@@ -981,8 +972,8 @@ void python_listener(const std::string &address, mp_family fam, const std::strin
                      const std::string &pykey, const char *mode) {
     SCOPED_TRACE(address + " mode " + mode);
     Py py;
-    ASSERT_TRUE(py.start({MP_TEST_INTEROP_PEER, "listen", mp_family_name(fam), address,
-                          hex_of(pykey), mode}));
+    ASSERT_TRUE(py.start(
+        {MP_TEST_INTEROP_PEER, "listen", mp_family_name(fam), address, hex_of(pykey), mode}));
     std::string line;
     ASSERT_TRUE(py.line(&line, kWait)) << "the python listener did not start";
     ASSERT_EQ(0u, line.find("ADDRESS ")) << line;
@@ -1016,8 +1007,7 @@ TEST(ListenerInterop, OurClientToPythonListener) {
     REQUIRE_PYTHON();
     for (auto &a : interop_addresses()) {
         std::string addr = a.first;
-        if (a.second == MP_AF_INET)
-            addr = "127.0.0.1:0";
+        if (a.second == MP_AF_INET) addr = "127.0.0.1:0";
         python_listener(addr, a.second, "shared key", "shared key", "bytes");
         python_listener(addr, a.second, "shared key", "shared key", "values");
         python_listener(addr, a.second, "other key", "shared key", "bytes");
@@ -1032,8 +1022,8 @@ TEST(ListenerInterop, ProcessAuthkeyGivenToPython) {
     Lst l;
     ASSERT_EQ(0, mp_listener_new("127.0.0.1:0", nullptr, &l.l)) << err();
     Py py;
-    ASSERT_TRUE(py.start({MP_TEST_INTEROP_PEER, "client", "AF_INET", mp_listener_address(l.l),
-                          hex_of(k), "bytes"}));
+    ASSERT_TRUE(py.start(
+        {MP_TEST_INTEROP_PEER, "client", "AF_INET", mp_listener_address(l.l), hex_of(k), "bytes"}));
     Conn s;
     ASSERT_EQ(0, mp_listener_accept(l.l, kWait, &s.c)) << err();
     exchange_bytes(s.c);
@@ -1046,8 +1036,8 @@ TEST(ListenerInterop, NoAuthWithPython) {
     mp_listener_opts none = no_auth_opts();
     ASSERT_EQ(0, mp_listener_new("127.0.0.1:0", &none, &l.l)) << err();
     Py py;
-    ASSERT_TRUE(py.start({MP_TEST_INTEROP_PEER, "client", "AF_INET", mp_listener_address(l.l),
-                          "none", "bytes"}));
+    ASSERT_TRUE(py.start(
+        {MP_TEST_INTEROP_PEER, "client", "AF_INET", mp_listener_address(l.l), "none", "bytes"}));
     Conn s;
     ASSERT_EQ(0, mp_listener_accept(l.l, kWait, &s.c)) << err();
     exchange_bytes(s.c);

@@ -25,11 +25,10 @@ int main(int argc, char **argv) {
     if (const char *path = getenv("MP_TEST_REPORT_START_METHOD")) {
         const char *method = mp_get_start_method(false);
         mp_context *ctx = mp_get_context(NULL);
-        std::string s = std::string(method ? method : "(null)") + " " +
-                        (ctx ? mp_context_name(ctx) : "(null)");
+        std::string s =
+            std::string(method ? method : "(null)") + " " + (ctx ? mp_context_name(ctx) : "(null)");
         FILE *f = fopen(path, "wb");
-        if (!f)
-            return 3;
+        if (!f) return 3;
         fputs(s.c_str(), f);
         fclose(f);
         return 0;
@@ -38,8 +37,7 @@ int main(int argc, char **argv) {
     // ctest learns the cases from --gtest_list_tests (CMake's gtest_discover_tests), and
     // its parser takes a "\r" before each newline for part of the suite's name.
     for (int i = 1; i < argc; i++)
-        if (strcmp(argv[i], "--gtest_list_tests") == 0)
-            _setmode(_fileno(stdout), _O_BINARY);
+        if (strcmp(argv[i], "--gtest_list_tests") == 0) _setmode(_fileno(stdout), _O_BINARY);
 #endif
     ::testing::InitGoogleTest(&argc, argv);
     return RUN_ALL_TESTS();

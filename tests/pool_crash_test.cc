@@ -116,8 +116,7 @@ void PoolCrashTest::expect_pool_works(mp_pool *p, int round) {
     const mp_value *r = nullptr;
     ASSERT_EQ(0, mp_async_result_get(ar, kWait, &r)) << "a later map " << err();
     std::vector<int64_t> want;
-    for (int64_t i = 0; i < 20; i++)
-        want.push_back(affine(round * 1000 + i));
+    for (int64_t i = 0; i < 20; i++) want.push_back(affine(round * 1000 + i));
     EXPECT_EQ("", diff_ints(r, want)) << "a later map";
 }
 
@@ -128,8 +127,7 @@ int64_t PoolCrashTest::crashed_worker(PoolHolder &pool, int kind, int64_t x) {
         return 0;
     }
     pool.note_pid(rep.pid);
-    if (kind == kCrashKilled)
-        kill_worker(rep.pid);
+    if (kind == kCrashKilled) kill_worker(rep.pid);
     return rep.pid;
 }
 
@@ -200,8 +198,7 @@ void PoolCrashTest::check_crash_in_detail(int kind) {
             rc = mp_pool_map(p, task_crash, items.get(), &o, &r);
             msg = mp_last_error_message();
             EXPECT_EQ(nullptr, r);
-            if (rc == 0)
-                mp_value_free(r);
+            if (rc == 0) mp_value_free(r);
             EXPECT_NE(0, crashed_worker(pool, kind, 4));
         }
         EXPECT_EQ(MP_EWORKERDIED, rc) << mp_err_name(rc) << " " << msg;
@@ -255,54 +252,44 @@ void PoolCrashTest::check_crash_repeated(int kind) {
 }
 
 TEST_P(PoolCrashTest, SegfaultInATask) {
-    if (dummy())
-        GTEST_SKIP() << kThreadsCannotCrash;
+    if (dummy()) GTEST_SKIP() << kThreadsCannotCrash;
     check_crash_in_detail(kCrashSegv);
 }
 TEST_P(PoolCrashTest, AbortInATask) {
-    if (dummy())
-        GTEST_SKIP() << kThreadsCannotCrash;
+    if (dummy()) GTEST_SKIP() << kThreadsCannotCrash;
     check_crash_in_detail(kCrashAbort);
 }
 TEST_P(PoolCrashTest, ExitInATask) {
-    if (dummy())
-        GTEST_SKIP() << kThreadsCannotCrash;
+    if (dummy()) GTEST_SKIP() << kThreadsCannotCrash;
     check_crash_in_detail(kCrashExit);
 }
 TEST_P(PoolCrashTest, WorkerKilledMidTask) {
-    if (dummy())
-        GTEST_SKIP() << "the workers are threads: nothing to kill";
+    if (dummy()) GTEST_SKIP() << "the workers are threads: nothing to kill";
     check_crash_in_detail(kCrashKilled);
 }
 TEST_P(PoolCrashTest, OomKillInATask) {
-    if (dummy())
-        GTEST_SKIP() << kThreadsCannotCrash;
+    if (dummy()) GTEST_SKIP() << kThreadsCannotCrash;
     check_crash_in_detail(kCrashOom);
 }
 
 TEST_P(PoolCrashTest, SegfaultRepeated) {
-    if (dummy())
-        GTEST_SKIP() << kThreadsCannotCrash;
+    if (dummy()) GTEST_SKIP() << kThreadsCannotCrash;
     check_crash_repeated(kCrashSegv);
 }
 TEST_P(PoolCrashTest, AbortRepeated) {
-    if (dummy())
-        GTEST_SKIP() << kThreadsCannotCrash;
+    if (dummy()) GTEST_SKIP() << kThreadsCannotCrash;
     check_crash_repeated(kCrashAbort);
 }
 TEST_P(PoolCrashTest, ExitRepeated) {
-    if (dummy())
-        GTEST_SKIP() << kThreadsCannotCrash;
+    if (dummy()) GTEST_SKIP() << kThreadsCannotCrash;
     check_crash_repeated(kCrashExit);
 }
 TEST_P(PoolCrashTest, WorkerKilledRepeated) {
-    if (dummy())
-        GTEST_SKIP() << "the workers are threads: nothing to kill";
+    if (dummy()) GTEST_SKIP() << "the workers are threads: nothing to kill";
     check_crash_repeated(kCrashKilled);
 }
 TEST_P(PoolCrashTest, OomKillRepeated) {
-    if (dummy())
-        GTEST_SKIP() << kThreadsCannotCrash;
+    if (dummy()) GTEST_SKIP() << kThreadsCannotCrash;
     check_crash_repeated(kCrashOom);
 }
 
@@ -310,8 +297,7 @@ TEST_P(PoolCrashTest, OomKillRepeated) {
 // in order, the crashed chunk gives MP_EWORKERDIED (once or per item; items its task
 // finished before the crash may keep their values).
 TEST_P(PoolCrashTest, CrashInAChunk) {
-    if (dummy())
-        GTEST_SKIP() << kThreadsCannotCrash;
+    if (dummy()) GTEST_SKIP() << kThreadsCannotCrash;
     PoolHolder pool = make_env_pool(kProcs);
     ASSERT_TRUE(pool);
     Value items = crash_items(16, kCrashSegv, 0, 5); // chunks of 4: the second one crashes
@@ -329,8 +315,7 @@ TEST_P(PoolCrashTest, CrashInAChunk) {
         int rc = mp_imap_next(it, kWait, &v);
         std::string msg = mp_last_error_message();
         Value hv(v);
-        if (rc == MP_EOF)
-            break;
+        if (rc == MP_EOF) break;
         ASSERT_NE(MP_ETIMEDOUT, rc) << "a call hangs on a dead worker";
         if (rc != 0) {
             EXPECT_EQ(MP_EWORKERDIED, rc) << msg;
@@ -356,13 +341,11 @@ TEST_P(PoolCrashTest, CrashInAChunk) {
 }
 
 TEST_P(PoolCrashTest, CrashInARecordTask) {
-    if (dummy())
-        GTEST_SKIP() << kThreadsCannotCrash;
+    if (dummy()) GTEST_SKIP() << kThreadsCannotCrash;
     PoolHolder pool = make_env_pool(kProcs);
     ASSERT_TRUE(pool);
     std::vector<Rec> in(64);
-    for (size_t i = 0; i < in.size(); i++)
-        in[i].x = (int64_t)i;
+    for (size_t i = 0; i < in.size(); i++) in[i].x = (int64_t)i;
     in[20].salt = kCrashSalt;
     std::vector<int64_t> out(in.size(), INT64_MIN);
     mp_call_opts o = {};
@@ -387,8 +370,7 @@ TEST_P(PoolCrashTest, CrashInARecordTask) {
 
 // A worker that dies between tasks is replaced; no task fails.
 TEST_P(PoolCrashTest, IdleWorkerKilled) {
-    if (dummy())
-        GTEST_SKIP() << "the workers are threads: nothing to kill";
+    if (dummy()) GTEST_SKIP() << "the workers are threads: nothing to kill";
     PoolHolder pool = make_pool(kProcs);
     ASSERT_TRUE(pool);
     std::vector<int64_t> pids = worker_pids(pool.get());
@@ -453,8 +435,7 @@ TEST_P(PoolCrashTest, TaskTimeoutOfTheCall) {
     PoolHolder pool = make_env_pool(kProcs); // no limit of its own
     ASSERT_TRUE(pool);
     timeout_round(pool, kTaskLimit, 3, 0);
-    if (HasFatalFailure())
-        return;
+    if (HasFatalFailure()) return;
     // imap with the call's limit: the timed-out item's error, then the others.
     Value items(mp_value_list_new());
     for (int64_t i = 0; i < 6; i++)

@@ -21,8 +21,7 @@ std::atomic<int> g_in_callback{0};
 // Marks a callback running; two at once (of any call) set g_callbacks_overlapped.
 struct InCallback {
     InCallback() {
-        if (g_in_callback.fetch_add(1) != 0)
-            g_callbacks_overlapped = true;
+        if (g_in_callback.fetch_add(1) != 0) g_callbacks_overlapped = true;
     }
     ~InCallback() { g_in_callback.fetch_sub(1); }
 };
@@ -70,8 +69,7 @@ mp_call_opts CallLog::opts(size_t chunksize, bool with_progress) {
 bool CallLog::wait_calls(int n) {
     double deadline = now() + kWait;
     while (calls() < n) {
-        if (now() > deadline)
-            return false;
+        if (now() > deadline) return false;
         sleep_for(0.005);
     }
     return true;
@@ -84,20 +82,17 @@ bool CallLog::wait_progress_end() {
             std::lock_guard<std::mutex> lk(mu);
             if (!progress.empty()) {
                 const Progress &p = progress.back();
-                if (p.total > 0 && (p.done == p.total || p.done + p.failed == p.total))
-                    return true;
+                if (p.total > 0 && (p.done == p.total || p.done + p.failed == p.total)) return true;
             }
         }
-        if (now() > deadline)
-            return false;
+        if (now() > deadline) return false;
         sleep_for(0.005);
     }
 }
 
 int counting_source(void *ctx, mp_value **item) {
     CountingSource *s = static_cast<CountingSource *>(ctx);
-    if (s->inside.fetch_add(1) != 0)
-        s->overlapped = true;
+    if (s->inside.fetch_add(1) != 0) s->overlapped = true;
     {
         std::lock_guard<std::mutex> lk(s->mu);
         s->threads.insert(current_thread_id());
@@ -133,10 +128,8 @@ const std::vector<size_t> &all_sizes() {
 }
 
 std::string chunk_name(size_t c) {
-    if (c == MP_CHUNKSIZE_PYTHON)
-        return "MP_CHUNKSIZE_PYTHON";
-    if (c == 0)
-        return "0 (adaptive)";
+    if (c == MP_CHUNKSIZE_PYTHON) return "MP_CHUNKSIZE_PYTHON";
+    if (c == 0) return "0 (adaptive)";
     return std::to_string(c);
 }
 
@@ -176,8 +169,7 @@ bool names_number(const std::string &msg, long long n) {
         bool digit_before = at > 0 && isdigit((unsigned char)msg[at - 1]);
         size_t end = at + d.size();
         bool digit_after = end < msg.size() && isdigit((unsigned char)msg[end]);
-        if (!digit_before && !digit_after)
-            return true;
+        if (!digit_before && !digit_after) return true;
     }
     return false;
 }
@@ -263,24 +255,20 @@ PoolHolder &PoolHolder::operator=(PoolHolder &&o) noexcept {
 }
 
 void PoolHolder::note_pid(int64_t pid) {
-    if (processes_ && pid > 0)
-        seen_.insert(pid);
+    if (processes_ && pid > 0) seen_.insert(pid);
 }
 
 void PoolHolder::reset(bool open_gate) {
-    if (!p_)
-        return;
+    if (!p_) return;
     mp_pool *p = p_;
     p_ = nullptr;
     if (processes_) {
         int64_t pids[256];
         size_t n = 0;
         if (mp_pool_worker_pids(p, pids, 256, &n) == 0)
-            for (size_t i = 0; i < std::min<size_t>(n, 256); i++)
-                seen_.insert(pids[i]);
+            for (size_t i = 0; i < std::min<size_t>(n, 256); i++) seen_.insert(pids[i]);
     }
-    if (open_gate && before_free_)
-        before_free_();
+    if (open_gate && before_free_) before_free_();
     mp_pool_free(p);
     for (int64_t pid : seen_) {
         if (pid == mp_getpid()) { // never kill ourselves, whatever the pool said
@@ -370,8 +358,7 @@ mp_lock *PoolTest::env_lock() {
 
 void PoolTest::open_gate() {
     set_sleep_release(true);
-    if (gate_)
-        mp_event_set(gate_);
+    if (gate_) mp_event_set(gate_);
 }
 
 namespace {
@@ -379,11 +366,9 @@ namespace {
 int64_t int_at(const mp_value *v, size_t i) { return mp_value_as_int(mp_value_item(v, i)); }
 
 bool parse_report(const mp_value *v, Report *r) {
-    if (mp_value_get_type(v) != MP_VALUE_LIST || mp_value_len(v) != 5)
-        return false;
+    if (mp_value_get_type(v) != MP_VALUE_LIST || mp_value_len(v) != 5) return false;
     const char *k = mp_value_as_str(mp_value_item(v, 0), nullptr);
-    if (!k)
-        return false;
+    if (!k) return false;
     r->kind = k;
     r->item = int_at(v, 1);
     r->pid = int_at(v, 2);
@@ -411,8 +396,7 @@ bool PoolTest::take_report(const std::string &kind, int64_t item, Report *out, d
         mp_value *v = nullptr;
         int rc = mp_queue_get(report_queue(), &v, std::max(0.0, deadline - now()));
         Value hold(v);
-        if (rc == MP_EEMPTY)
-            return false;
+        if (rc == MP_EEMPTY) return false;
         if (rc != 0) {
             ADD_FAILURE() << "reading the report queue: " << mp_err_name(rc) << " " << err();
             return false;
@@ -454,8 +438,7 @@ std::vector<int64_t> PoolTest::worker_pids(mp_pool *p) {
     size_t n = 12345;
     int rc = mp_pool_worker_pids(p, buf, 256, &n);
     EXPECT_EQ(0, rc) << err();
-    if (rc != 0)
-        return {};
+    if (rc != 0) return {};
     EXPECT_LE(n, 256u);
     return std::vector<int64_t>(buf, buf + std::min<size_t>(n, 256));
 }
@@ -476,10 +459,8 @@ std::string PoolTest::wait_workers(mp_pool *p, int n, const std::vector<int64_t>
             else if (process_workers() && !process_running(pid))
                 why = "worker " + std::to_string(pid) + " does not run";
         }
-        if (why.empty())
-            return "";
-        if (now() > deadline)
-            return why + " (still after " + std::to_string((int)kWait) + " s)";
+        if (why.empty()) return "";
+        if (now() > deadline) return why + " (still after " + std::to_string((int)kWait) + " s)";
         sleep_for(0.01);
     }
 }
@@ -520,16 +501,14 @@ void PoolTest::check_method(mp_pool *p, Method m, size_t n, size_t chunksize) {
     mp_call_opts o = {};
     o.chunksize = chunksize;
     std::vector<int64_t> want(n);
-    for (size_t i = 0; i < n; i++)
-        want[i] = affine((int64_t)i);
+    for (size_t i = 0; i < n; i++) want[i] = affine((int64_t)i);
     switch (m) {
     case Method::Map:
     case Method::Starmap: {
         bool star = m == Method::Starmap;
         Value items = star ? starmap_args(n) : int_list(n);
         if (star)
-            for (size_t i = 0; i < n; i++)
-                want[i] = starmap_expected(i);
+            for (size_t i = 0; i < n; i++) want[i] = starmap_expected(i);
         mp_value *r = bogus<mp_value>();
         int rc = star ? mp_pool_starmap(p, task_weighted, items.get(), &o, &r)
                       : mp_pool_map(p, task_affine, items.get(), &o, &r);
@@ -546,8 +525,7 @@ void PoolTest::check_method(mp_pool *p, Method m, size_t n, size_t chunksize) {
         bool star = m == Method::StarmapAsync;
         Value items = star ? starmap_args(n) : int_list(n);
         if (star)
-            for (size_t i = 0; i < n; i++)
-                want[i] = starmap_expected(i);
+            for (size_t i = 0; i < n; i++) want[i] = starmap_expected(i);
         mp_async_result *ar = nullptr;
         int rc = star ? mp_pool_starmap_async(p, task_weighted, items.get(), &o, &ar)
                       : mp_pool_map_async(p, task_affine, items.get(), &o, &ar);
@@ -644,11 +622,9 @@ void PoolTest::check_matrix(Method m) {
         m == Method::MapSource || m == Method::ImapSource || m == Method::ImapSourceUnordered;
     for (size_t n : all_sizes()) {
         for (size_t c : all_chunksizes()) {
-            if (source && c == MP_CHUNKSIZE_PYTHON)
-                continue;
+            if (source && c == MP_CHUNKSIZE_PYTHON) continue;
             check_method(pool.get(), m, n, c);
-            if (HasFatalFailure())
-                return;
+            if (HasFatalFailure()) return;
         }
     }
 }

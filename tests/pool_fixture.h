@@ -76,8 +76,7 @@ void expect_fails(std::initializer_list<int> codes, T **out, void (*free_fn)(T *
         << what << ": " << mp_err_name(rc) << " (" << msg << "), want "
         << mp_err_name(*codes.begin());
     EXPECT_EQ(nullptr, *out) << what << ": the out pointer is NULL on failure";
-    if (*out && *out != bogus<T>())
-        free_fn(*out);
+    if (*out && *out != bogus<T>()) free_fn(*out);
     *out = nullptr;
 }
 

@@ -19,8 +19,7 @@ TEST_P(PoolTest, MapRecordsWithoutOutput) {
     PoolHolder pool = make_pool(2);
     ASSERT_TRUE(pool);
     std::vector<Rec> in(100);
-    for (size_t i = 0; i < in.size(); i++)
-        in[i].x = (int64_t)i;
+    for (size_t i = 0; i < in.size(); i++) in[i].x = (int64_t)i;
     int64_t dummy_out = 5;
     for (size_t chunk : {(size_t)1, (size_t)7, (size_t)0}) {
         mp_call_opts o = {};
@@ -75,8 +74,7 @@ TEST_P(PoolTest, MapRecordsOfBigRecords) {
     ASSERT_TRUE(pool);
     const size_t n = 40; // 2.5 MiB in all
     std::vector<uint8_t> in(n * kBigRec);
-    for (size_t i = 0; i < in.size(); i++)
-        in[i] = (uint8_t)(i * 2654435761u >> 13);
+    for (size_t i = 0; i < in.size(); i++) in[i] = (uint8_t)(i * 2654435761u >> 13);
     for (size_t chunk : {(size_t)1, (size_t)3, (size_t)0}) {
         SCOPED_TRACE("chunksize " + chunk_name(chunk));
         std::vector<uint64_t> out(n, 0);
@@ -130,8 +128,7 @@ TEST_P(PoolTest, ImapOverAFailingSource) {
             mp_value *v = nullptr;
             rc = mp_imap_next(it, kWait, &v);
             Value hv(v);
-            if (rc != 0)
-                break;
+            if (rc != 0) break;
             int64_t x = mp_value_as_int(v);
             if (ordered) {
                 EXPECT_EQ(affine((int64_t)got.size()), x) << "result " << got.size();
@@ -140,8 +137,7 @@ TEST_P(PoolTest, ImapOverAFailingSource) {
         }
         EXPECT_EQ(MP_EIO, rc) << "the source's error ends the iteration, not " << mp_err_name(rc);
         EXPECT_LE(got.size(), 10u);
-        for (int64_t x : got)
-            EXPECT_TRUE((x - 3) % 7 == 0 && (x - 3) / 7 < 10) << x;
+        for (int64_t x : got) EXPECT_TRUE((x - 3) % 7 == 0 && (x - 3) / 7 < 10) << x;
         ih.reset();
         pool.reset();
     }
@@ -267,8 +263,7 @@ TEST_P(PoolTest, CallsFromManyThreads) {
             int64_t first = t * 100000;
             Value items = int_list(300, first);
             std::vector<int64_t> want;
-            for (int64_t i = 0; i < 300; i++)
-                want.push_back(affine(first + i));
+            for (int64_t i = 0; i < 300; i++) want.push_back(affine(first + i));
             for (int round = 0; round < 3 && e.empty(); round++) {
                 mp_value *r = nullptr;
                 int rc = mp_pool_map(p, task_affine, items.get(), nullptr, &r);
@@ -286,15 +281,13 @@ TEST_P(PoolTest, CallsFromManyThreads) {
                         e = "imap: item " + std::to_string(i);
                     mp_value_free(v);
                 }
-                if (rc != 0 && e.empty())
-                    e = std::string("imap: ") + mp_err_name(rc);
+                if (rc != 0 && e.empty()) e = std::string("imap: ") + mp_err_name(rc);
                 mp_imap_free(it);
                 Value args = ints({first + round});
                 mp_async_result *ar = nullptr;
                 rc = mp_pool_apply_async(p, task_affine, args.get(), nullptr, &ar);
                 const mp_value *cr = nullptr;
-                if (rc == 0)
-                    rc = mp_async_result_get(ar, kWait, &cr);
+                if (rc == 0) rc = mp_async_result_get(ar, kWait, &cr);
                 if (rc != 0 && e.empty())
                     e = std::string("apply_async: ") + mp_err_name(rc);
                 else if (e.empty() && mp_value_as_int(cr) != affine(first + round))
@@ -303,10 +296,8 @@ TEST_P(PoolTest, CallsFromManyThreads) {
             }
         });
     }
-    for (std::thread &t : ts)
-        t.join();
-    for (int t = 0; t < nthreads; t++)
-        EXPECT_EQ("", errors[t]) << "thread " << t;
+    for (std::thread &t : ts) t.join();
+    for (int t = 0; t < nthreads; t++) EXPECT_EQ("", errors[t]) << "thread " << t;
 }
 
 // ---- clean-up ----

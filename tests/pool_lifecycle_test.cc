@@ -98,8 +98,7 @@ void expect_every_call_refused(mp_pool *p, std::initializer_list<int> codes, Cou
 // (or done) ends at want_total with want_failed failures. "" or what is wrong.
 std::string progress_problem(CallLog &log, size_t want_total, size_t want_failed) {
     std::lock_guard<std::mutex> lk(log.mu);
-    if (log.progress.empty())
-        return "no progress call";
+    if (log.progress.empty()) return "no progress call";
     for (size_t i = 1; i < log.progress.size(); i++) {
         const CallLog::Progress &a = log.progress[i - 1], &b = log.progress[i];
         if (b.done < a.done || b.failed < a.failed)
@@ -108,8 +107,7 @@ std::string progress_problem(CallLog &log, size_t want_total, size_t want_failed
             return "the total changed at call " + std::to_string(i);
     }
     for (const CallLog::Progress &p : log.progress)
-        if (p.done > want_total || p.failed > want_total)
-            return "more done than the total";
+        if (p.done > want_total || p.failed > want_total) return "more done than the total";
     const CallLog::Progress &last = log.progress.back();
     if (last.total != want_total)
         return "final total " + std::to_string(last.total) + ", want " + std::to_string(want_total);
@@ -230,8 +228,7 @@ TEST_P(PoolTest, CancelBeforeStart) {
     EXPECT_EQ(0, mp_pool_join(p, kWait)) << err();
     std::set<int64_t> ran;
     for (const Report &x : drain_reports())
-        if (x.kind == "ran")
-            ran.insert(x.item);
+        if (x.kind == "ran") ran.insert(x.item);
     EXPECT_EQ(std::set<int64_t>({3}), ran) << "a canceled task ran";
     EXPECT_EQ(0, log_b.callbacks);
     EXPECT_EQ(0, log_m.callbacks);
@@ -346,8 +343,7 @@ TEST_P(PoolTest, FreeAPendingResult) {
 TEST_P(PoolTest, CallbackOncePerResultOnTheHandlerThread) {
     const int n = 20;
     std::vector<std::unique_ptr<CallLog>> logs;
-    for (int i = 0; i < n; i++)
-        logs.emplace_back(new CallLog);
+    for (int i = 0; i < n; i++) logs.emplace_back(new CallLog);
     PoolHolder pool = make_pool(3);
     ASSERT_TRUE(pool);
     std::vector<Async> rs;
@@ -376,8 +372,7 @@ TEST_P(PoolTest, CallbackOncePerResultOnTheHandlerThread) {
     // Still once each when the pool has ended.
     EXPECT_EQ(0, mp_pool_close(pool.get()));
     EXPECT_EQ(0, mp_pool_join(pool.get(), kWait)) << err();
-    for (int i = 0; i < n; i++)
-        EXPECT_EQ(1, logs[i]->calls()) << "result " << i;
+    for (int i = 0; i < n; i++) EXPECT_EQ(1, logs[i]->calls()) << "result " << i;
 }
 
 TEST_P(PoolTest, ErrorCallbackOnce) {
@@ -393,8 +388,7 @@ TEST_P(PoolTest, ErrorCallbackOnce) {
     ASSERT_EQ(0, mp_pool_map_async(p, task_fail_some, items.get(), &om, &m)) << err();
     Async mh(m);
     std::vector<Rec> recs(30);
-    for (size_t i = 0; i < recs.size(); i++)
-        recs[i].x = (int64_t)i; // 13 fails
+    for (size_t i = 0; i < recs.size(); i++) recs[i].x = (int64_t)i; // 13 fails
     std::vector<int64_t> out(recs.size());
     ASSERT_EQ(0, mp_pool_map_records_async(p, rec_fail, recs.data(), sizeof(Rec), out.data(),
                                            sizeof(int64_t), recs.size(), &orr, &rr))
@@ -404,8 +398,7 @@ TEST_P(PoolTest, ErrorCallbackOnce) {
         const mp_value *r = nullptr;
         EXPECT_EQ(MP_EINVAL, mp_async_result_get(x, kWait, &r));
     }
-    for (CallLog *l : {&la, &lm, &lr})
-        ASSERT_TRUE(l->wait_calls(1)) << "no error callback";
+    for (CallLog *l : {&la, &lm, &lr}) ASSERT_TRUE(l->wait_calls(1)) << "no error callback";
     EXPECT_EQ(0, mp_pool_close(p));
     EXPECT_EQ(0, mp_pool_join(p, kWait)) << err();
     for (CallLog *l : {&la, &lm, &lr}) {
@@ -464,8 +457,7 @@ TEST_P(PoolTest, RecordsCallbackGetsNull) {
     PoolHolder pool = make_pool(2);
     ASSERT_TRUE(pool);
     std::vector<Rec> in(50);
-    for (size_t i = 0; i < in.size(); i++)
-        in[i].x = (int64_t)i;
+    for (size_t i = 0; i < in.size(); i++) in[i].x = (int64_t)i;
     std::vector<int64_t> out(in.size());
     mp_call_opts o = log.opts(4);
     mp_async_result *ar = nullptr;
@@ -482,8 +474,7 @@ TEST_P(PoolTest, RecordsCallbackGetsNull) {
     std::lock_guard<std::mutex> lk(log.mu);
     EXPECT_EQ(1, log.callbacks);
     EXPECT_EQ(nullptr, log.result) << "records have no result value";
-    for (size_t i = 0; i < in.size(); i++)
-        EXPECT_EQ(rec_expected(in[i]), out[i]) << "record " << i;
+    for (size_t i = 0; i < in.size(); i++) EXPECT_EQ(rec_expected(in[i]), out[i]) << "record " << i;
 }
 
 // ---- progress ----
@@ -753,8 +744,7 @@ TEST_P(PoolTest, FreeWithResultsPending) {
         freed = true;
     });
     double deadline = now() + kWait;
-    while (!freed && now() < deadline)
-        sleep_for(0.01);
+    while (!freed && now() < deadline) sleep_for(0.01);
     EXPECT_TRUE(freed) << "mp_pool_free waited for the running tasks";
     open_gate();
     t.join();
@@ -788,8 +778,7 @@ TEST_P(PoolTest, ImapFreedWithTasksInFlight) {
         freed = true;
     });
     double deadline = now() + kWait;
-    while (!freed && now() < deadline)
-        sleep_for(0.01);
+    while (!freed && now() < deadline) sleep_for(0.01);
     EXPECT_TRUE(freed) << "mp_imap_free waited for the tasks in flight";
     open_gate();
     t.join();

@@ -124,8 +124,7 @@ void die(int kind) {
         const size_t n = (size_t)64 << 20;
         char *p = (char *)malloc(n);
         if (p)
-            for (size_t i = 0; i < n; i += 4096)
-                p[i] = 1;
+            for (size_t i = 0; i < n; i += 4096) p[i] = 1;
         g_sink = p;
 #ifdef _WIN32
         TerminateProcess(GetCurrentProcess(), 0xC0000017u); // STATUS_NO_MEMORY
@@ -159,8 +158,7 @@ int init_env(mp_args *a) {
         mp_value *v = report_value("init", raw->tag, raw->tag);
         int rc = mp_queue_put(raw->report, v, kWait);
         mp_value_free(v);
-        if (rc != 0)
-            return rc;
+        if (rc != 0) return rc;
     }
     return 0;
 }
@@ -216,10 +214,8 @@ int task_argc(const mp_value *arg, mp_value **result) {
 
 int task_fail_some(const mp_value *arg, mp_value **result) {
     int64_t x = 0;
-    if (!item_of(arg, &x))
-        return mp_task_error(MP_EINVAL, "task_fail_some: not an int");
-    if (fails(x))
-        return mp_task_error(MP_EINVAL, "bad item %lld", (long long)x);
+    if (!item_of(arg, &x)) return mp_task_error(MP_EINVAL, "task_fail_some: not an int");
+    if (fails(x)) return mp_task_error(MP_EINVAL, "bad item %lld", (long long)x);
     return set_int(result, affine(x));
 }
 
@@ -244,43 +240,36 @@ int task_where(const mp_value *arg, mp_value **result) {
 
 int task_gated(const mp_value *arg, mp_value **result) {
     int64_t x = 0;
-    if (!item_of(arg, &x))
-        return mp_task_error(MP_EINVAL, "task_gated: not an int");
+    if (!item_of(arg, &x)) return mp_task_error(MP_EINVAL, "task_gated: not an int");
     WorkerEnv *e = env();
     if (!e || !e->gate)
         return mp_task_error(MP_ESTATE, "task_gated: no gate: the pool needs init_env");
     int rc = report("started", x);
-    if (rc != 0)
-        return rc;
+    if (rc != 0) return rc;
     rc = mp_event_wait(e->gate, kCap);
-    if (rc != 0)
-        return mp_task_error(rc, "task_gated %lld: the gate did not open", (long long)x);
+    if (rc != 0) return mp_task_error(rc, "task_gated %lld: the gate did not open", (long long)x);
     return set_int(result, affine(x));
 }
 
 int task_report(const mp_value *arg, mp_value **result) {
     int64_t x = 0;
-    if (!item_of(arg, &x))
-        return mp_task_error(MP_EINVAL, "task_report: not an int");
+    if (!item_of(arg, &x)) return mp_task_error(MP_EINVAL, "task_report: not an int");
     int rc = report("ran", x);
     return rc != 0 ? rc : set_int(result, affine(x));
 }
 
 int task_lock(const mp_value *arg, mp_value **result) {
     int64_t mode = 0;
-    if (!item_of(arg, &mode))
-        return mp_task_error(MP_EINVAL, "task_lock: not an int");
+    if (!item_of(arg, &mode)) return mp_task_error(MP_EINVAL, "task_lock: not an int");
     WorkerEnv *e = env();
     if (!e || !e->lock)
         return mp_task_error(MP_ESTATE, "task_lock: no lock: the pool needs init_env");
     int rc = mp_lock_acquire(e->lock, mode == 0 ? 0.0 : kWait);
-    if (rc == MP_ETIMEDOUT && mode == 0)
-        return set_int(result, 0);
+    if (rc == MP_ETIMEDOUT && mode == 0) return set_int(result, 0);
     if (rc != 0 && rc != MP_EOWNERDEAD)
         return mp_task_error(rc, "task_lock: acquire: %s", mp_err_name(rc));
     rc = mp_lock_release(e->lock);
-    if (rc != 0)
-        return mp_task_error(rc, "task_lock: release: %s", mp_err_name(rc));
+    if (rc != 0) return mp_task_error(rc, "task_lock: release: %s", mp_err_name(rc));
     return set_int(result, 1);
 }
 
@@ -288,11 +277,9 @@ int task_sleep(const mp_value *arg, mp_value **result) {
     int64_t x = int_at(arg, 0);
     double seconds = mp_value_as_float(mp_value_item(arg, 1));
     int rc = report("sleep", x);
-    if (rc != 0)
-        return rc;
+    if (rc != 0) return rc;
     double end = now() + seconds;
-    while (now() < end && !released())
-        sleep_for(0.01);
+    while (now() < end && !released()) sleep_for(0.01);
     return set_int(result, affine(x));
 }
 
@@ -300,15 +287,12 @@ int task_crash(const mp_value *arg, mp_value **result) {
     int64_t x = int_at(arg, 0);
     int kind = (int)int_at(arg, 1);
     int64_t target = int_at(arg, 2);
-    if (x != target)
-        return set_int(result, affine(x));
+    if (x != target) return set_int(result, affine(x));
     int rc = report("crash", x);
-    if (rc != 0)
-        return rc;
+    if (rc != 0) return rc;
     if (kind == kCrashKilled) {
         WorkerEnv *e = env();
-        if (e && e->gate)
-            mp_event_wait(e->gate, kCap);
+        if (e && e->gate) mp_event_wait(e->gate, kCap);
         return mp_task_error(MP_ESTATE, "task_crash %lld: was not killed", (long long)x);
     }
     die(kind);
@@ -345,8 +329,7 @@ uint64_t fnv1a(const void *p, size_t n) {
 }
 
 int rec_affine(const void *in, void *out) {
-    if (!in || !out)
-        return MP_EINVAL;
+    if (!in || !out) return MP_EINVAL;
     Rec r;
     memcpy(&r, in, sizeof r); // records need not be aligned
     int64_t v = rec_expected(r);
@@ -357,8 +340,7 @@ int rec_affine(const void *in, void *out) {
 int rec_fail(const void *in, void *out) {
     Rec r;
     memcpy(&r, in, sizeof r);
-    if (r.x == 13)
-        return MP_EINVAL;
+    if (r.x == 13) return MP_EINVAL;
     return rec_affine(in, out);
 }
 
@@ -385,15 +367,13 @@ int rec_crash(const void *in, void *out) {
 
 int64_t weighted(const std::vector<int64_t> &args) {
     int64_t s = 0;
-    for (size_t i = 0; i < args.size(); i++)
-        s += (int64_t)(i + 1) * args[i];
+    for (size_t i = 0; i < args.size(); i++) s += (int64_t)(i + 1) * args[i];
     return s;
 }
 
 Value int_list(size_t n, int64_t first) {
     mp_value *l = mp_value_list_new();
-    for (size_t i = 0; i < n; i++)
-        mp_value_list_append(l, mp_value_int(first + (int64_t)i));
+    for (size_t i = 0; i < n; i++) mp_value_list_append(l, mp_value_int(first + (int64_t)i));
     return Value(l);
 }
 
@@ -413,8 +393,7 @@ int64_t starmap_expected(size_t i) { return weighted({(int64_t)i, (int64_t)((i *
 
 Value ints(std::initializer_list<int64_t> v, bool tuple) {
     mp_value *l = tuple ? mp_value_tuple_new() : mp_value_list_new();
-    for (int64_t x : v)
-        mp_value_list_append(l, mp_value_int(x));
+    for (int64_t x : v) mp_value_list_append(l, mp_value_int(x));
     return Value(l);
 }
 

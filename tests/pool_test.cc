@@ -38,8 +38,7 @@ int64_t item_int(const mp_value *list, size_t i) { return mp_value_as_int(mp_val
 // The item "bad item <n>" names, -1 when the message names none.
 int64_t bad_item_in(const std::string &msg) {
     size_t at = msg.find("bad item ");
-    if (at == std::string::npos)
-        return -1;
+    if (at == std::string::npos) return -1;
     return std::strtoll(msg.c_str() + at + 9, nullptr, 10);
 }
 
@@ -67,8 +66,7 @@ Value mixed_values(bool tuple, bool big) {
     mp_value_list_append(v, d);
     if (big) {
         std::vector<uint8_t> b(1 << 20);
-        for (size_t i = 0; i < b.size(); i++)
-            b[i] = (uint8_t)(i * 131 + (i >> 12));
+        for (size_t i = 0; i < b.size(); i++) b[i] = (uint8_t)(i * 131 + (i >> 12));
         mp_value_list_append(v, mp_value_bytes(b.data(), b.size()));
     }
     return Value(v);
@@ -365,8 +363,7 @@ TEST_P(PoolTest, ImapWithAFailedChunk) {
         mp_value *v = nullptr;
         int rc = mp_imap_next(it, kWait, &v);
         Value hv(v);
-        if (rc == MP_EOF)
-            break;
+        if (rc == MP_EOF) break;
         ASSERT_NE(MP_ETIMEDOUT, rc);
         if (rc != 0) {
             EXPECT_EQ(MP_EINVAL, rc) << err();
@@ -644,8 +641,7 @@ TEST_P(PoolTest, InitializerSeesItsArgsInEachWorker) {
     // any of its tasks ran); no worker was replaced, so at most 3 of them.
     std::set<int64_t> inits;
     for (const Report &rep : drain_reports()) {
-        if (rep.kind != "init")
-            continue;
+        if (rep.kind != "init") continue;
         EXPECT_EQ(4242, rep.tag);
         EXPECT_TRUE(inits.insert(process_workers() ? rep.pid : rep.tid).second)
             << "the initializer ran twice in worker " << rep.pid << "/" << rep.tid;
@@ -666,8 +662,7 @@ TEST_P(PoolTest, InitializerQueueIsUsedByTasks) {
     ASSERT_EQ(0, mp_pool_map(pool.get(), task_report, items.get(), &o, &r)) << err();
     Value hold(r);
     std::vector<int64_t> want;
-    for (int64_t x = 100; x < 150; x++)
-        want.push_back(affine(x));
+    for (int64_t x = 100; x < 150; x++) want.push_back(affine(x));
     EXPECT_EQ("", diff_ints(r, want));
     std::multiset<int64_t> ran;
     for (const Report &rep : drain_reports()) {
@@ -677,8 +672,7 @@ TEST_P(PoolTest, InitializerQueueIsUsedByTasks) {
         }
     }
     std::multiset<int64_t> all;
-    for (int64_t x = 100; x < 150; x++)
-        all.insert(x);
+    for (int64_t x = 100; x < 150; x++) all.insert(x);
     EXPECT_TRUE(ran == all) << "each task puts its item on the queue once; got " << ran.size();
 }
 
@@ -727,8 +721,7 @@ TEST_P(PoolTest, InitializerFailureFailsEveryCall) {
     auto expect_async = [&](int rc, mp_async_result *ar, const char *what) {
         Async hold(ar);
         std::string msg = mp_last_error_message();
-        if (rc != 0)
-            return expect_init_error(rc, msg, what);
+        if (rc != 0) return expect_init_error(rc, msg, what);
         const mp_value *r = bogus<const mp_value>();
         rc = mp_async_result_get(ar, kWait, &r);
         expect_init_error(rc, mp_last_error_message(), what);
@@ -737,8 +730,7 @@ TEST_P(PoolTest, InitializerFailureFailsEveryCall) {
     auto expect_imap = [&](int rc, mp_imap *it, const char *what) {
         Imap hold(it);
         std::string msg = mp_last_error_message();
-        if (rc != 0)
-            return expect_init_error(rc, msg, what);
+        if (rc != 0) return expect_init_error(rc, msg, what);
         mp_value *v = bogus<mp_value>();
         rc = mp_imap_next(it, kWait, &v);
         expect_init_error(rc, mp_last_error_message(), what);

@@ -4,6 +4,8 @@
 
 __attribute__((visibility("default"))) long mp_preload_probe_init_pid;
 
-__attribute__((constructor)) static void probe_init(void) { mp_preload_probe_init_pid = (long)getpid(); }
+__attribute__((constructor)) static void probe_init(void) {
+    mp_preload_probe_init_pid = (long)getpid();
+}
 
 __attribute__((visibility("default"))) int mp_preload_probe_magic(void) { return 0x5eed; }

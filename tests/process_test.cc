@@ -41,8 +41,7 @@ TEST_P(ProcessTest, ExitCodeIsTargetReturnValue) {
         ASSERT_NE(nullptr, p);
         ps.push_back(p);
     }
-    for (size_t i = 0; i < ps.size(); i++)
-        EXPECT_EQ(codes[i], join_code(ps[i])) << "child " << i;
+    for (size_t i = 0; i < ps.size(); i++) EXPECT_EQ(codes[i], join_code(ps[i])) << "child " << i;
 }
 
 TEST_P(ProcessTest, ManyChildrenAtOnce) {
@@ -54,8 +53,7 @@ TEST_P(ProcessTest, ManyChildrenAtOnce) {
         ASSERT_NE(nullptr, p);
         ps.push_back(p);
     }
-    for (int i = 0; i < 8; i++)
-        EXPECT_EQ(10 + i, join_code(ps[i]));
+    for (int i = 0; i < 8; i++) EXPECT_EQ(10 + i, join_code(ps[i]));
 }
 
 TEST_P(ProcessTest, StartMethodOfProcess) {
@@ -114,8 +112,7 @@ TEST_P(ProcessTest, JoinForever) {
     b->release_now();
     if (fut.wait_for(std::chrono::duration<double>(kWait)) != std::future_status::ready) {
         ADD_FAILURE() << "join(MP_FOREVER) did not return after the child ended";
-        if (!dummy())
-            mp_process_kill(p);
+        if (!dummy()) mp_process_kill(p);
     }
     EXPECT_EQ(0, fut.get());
     int code = -1;
@@ -200,8 +197,7 @@ TEST_P(ProcessTest, Terminate) {
 }
 
 TEST_P(ProcessTest, TerminateRightAfterStart) {
-    if (dummy())
-        GTEST_SKIP() << "dummy cannot terminate a thread";
+    if (dummy()) GTEST_SKIP() << "dummy cannot terminate a thread";
     Blocker &b = blocker();
     Args a;
     b.add_args(a, 0);
@@ -213,8 +209,7 @@ TEST_P(ProcessTest, TerminateRightAfterStart) {
 }
 
 TEST_P(ProcessTest, TerminateAfterEndIsNoop) {
-    if (dummy())
-        GTEST_SKIP() << "dummy cannot terminate a thread";
+    if (dummy()) GTEST_SKIP() << "dummy cannot terminate a thread";
     Args a;
     a.i(6);
     mp_process *p = start(tgt_return_arg, a.get());
@@ -262,8 +257,7 @@ TEST_P(ProcessTest, SignalDeath) {
 #ifdef _WIN32
     GTEST_SKIP() << "no signals on Windows";
 #else
-    if (dummy())
-        GTEST_SKIP() << "a signal would kill the test process itself on dummy";
+    if (dummy()) GTEST_SKIP() << "a signal would kill the test process itself on dummy";
     for (int sig : {SIGUSR1, SIGKILL, SIGABRT}) {
         Args a;
         a.i(sig);
@@ -275,8 +269,7 @@ TEST_P(ProcessTest, SignalDeath) {
 }
 
 TEST_P(ProcessTest, SegfaultingTarget) {
-    if (dummy())
-        GTEST_SKIP() << "a segfault would kill the test process itself on dummy";
+    if (dummy()) GTEST_SKIP() << "a segfault would kill the test process itself on dummy";
     mp_process *p = start(tgt_segv);
     ASSERT_NE(nullptr, p);
     EXPECT_EQ(exitcode_segfault(), join_code(p));
@@ -356,7 +349,8 @@ TEST_P(ProcessTest, DefaultAndExplicitNames) {
     std::string n2 = mp_process_name(p2) ? mp_process_name(p2) : "(null)";
     ASSERT_TRUE(std::regex_match(n1, m1, re)) << n1;
     ASSERT_TRUE(std::regex_match(n2, m2, re)) << n2;
-    EXPECT_EQ(std::stol(m1[1]) + 1, std::stol(m2[1])) << "consecutive objects: " << n1 << ", " << n2;
+    EXPECT_EQ(std::stol(m1[1]) + 1, std::stol(m2[1]))
+        << "consecutive objects: " << n1 << ", " << n2;
     EXPECT_STREQ("my-worker", mp_process_name(p3));
     EXPECT_EQ(0, mp_process_set_name(p3, "renamed"));
     EXPECT_STREQ("renamed", mp_process_name(p3));
@@ -416,8 +410,7 @@ TEST_P(ProcessTest, UnresolvableTarget) {
     EXPECT_EQ(MP_ERESOLVE, rc) << mp_err_name(rc) << " " << msg;
     EXPECT_NE("", msg);
     EXPECT_FALSE(mp_process_is_alive(p));
-    if (rc == 0)
-        mp_process_join(p, kWait);
+    if (rc == 0) mp_process_join(p, kWait);
     mp_process_free(p);
 }
 
@@ -439,8 +432,7 @@ TEST_P(ProcessTest, ActiveChildren) {
     double deadline = now() + kWait;
     for (;;) {
         ASSERT_EQ(0, mp_active_children(list, 8, &n)) << err();
-        if (n <= 2 || now() > deadline)
-            break;
+        if (n <= 2 || now() > deadline) break;
         sleep_for(0.01);
     }
     ASSERT_EQ(2u, n);
@@ -475,8 +467,7 @@ TEST_P(ProcessTest, FreeWhileRunningStillReaped) {
     ASSERT_EQ(0, mp_process_new(ctx(), &o, &p)) << err();
     ASSERT_EQ(0, mp_process_start(p)) << err();
     int64_t pid = mp_process_pid(p);
-    if (!dummy())
-        kill_at_teardown(pid);
+    if (!dummy()) kill_at_teardown(pid);
     ASSERT_TRUE(b.wait_ready());
     mp_process_free(p); // the child is left to run; the library keeps track of it
     // Still a child of this process, as in Python, until it is reaped.
@@ -490,10 +481,8 @@ TEST_P(ProcessTest, FreeWhileRunningStillReaped) {
     do {
         ASSERT_EQ(0, mp_active_children(nullptr, 0, &n)) << err();
         std::vector<int64_t> z = zombie_children();
-        gone = n == 0 && !process_running(pid) &&
-               std::find(z.begin(), z.end(), pid) == z.end();
-        if (!gone)
-            sleep_for(0.01);
+        gone = n == 0 && !process_running(pid) && std::find(z.begin(), z.end(), pid) == z.end();
+        if (!gone) sleep_for(0.01);
     } while (!gone && now() < deadline);
     EXPECT_TRUE(gone) << "the freed child " << pid << " was not reaped (n=" << n << ")";
 }
@@ -516,7 +505,8 @@ TEST_P(ProcessTest, SetExecutable) {
         EXPECT_EQ(21, join_code(warm));
         execs = false;
     }
-    const char *missing = kWindows ? "C:\\no\\such\\dir\\mp_missing.exe" : "/no/such/dir/mp_missing";
+    const char *missing =
+        kWindows ? "C:\\no\\such\\dir\\mp_missing.exe" : "/no/such/dir/mp_missing";
     ASSERT_EQ(0, mp_set_executable(missing)) << err();
     mp_process *p = make(tgt_return_arg, a.get());
     ASSERT_NE(nullptr, p);

@@ -32,8 +32,8 @@ namespace {
 
 // ---- the dying child (not on dummy: the hook is per process) ----
 
-int g_fault_point;                                   // the point to die at
-mp_os_handle g_fault_ready = MP_INVALID_OS_HANDLE;   // hold mode: 'R' here, then wait
+int g_fault_point;                                 // the point to die at
+mp_os_handle g_fault_ready = MP_INVALID_OS_HANDLE; // hold mode: 'R' here, then wait
 
 void die_now() {
     disable_crash_reports();
@@ -45,10 +45,8 @@ void die_now() {
 }
 
 void fault_hook(int point) {
-    if (point != g_fault_point)
-        return;
-    if (g_fault_ready == MP_INVALID_OS_HANDLE)
-        die_now();
+    if (point != g_fault_point) return;
+    if (g_fault_ready == MP_INVALID_OS_HANDLE) die_now();
     // Hold the queue's put or get side until the test kills this process.
     char c = 'R';
     write_all(g_fault_ready, &c, 1);
@@ -62,13 +60,11 @@ void fault_hook(int point) {
 // killed. kHookNotReached when the call returned instead.
 int tgt_die_at(mp_args *a) {
     mp_queue *q = mp_args_queue(a, 0);
-    if (!q)
-        return kBad;
+    if (!q) return kBad;
     g_fault_point = (int)mp_args_int(a, 1);
     size_t len = (size_t)mp_args_int(a, 2);
     uint64_t seq = (uint64_t)mp_args_int(a, 3);
-    if (mp_args_type(a, 4) == MP_ARG_OS_HANDLE)
-        g_fault_ready = mp_args_os_handle(a, 4);
+    if (mp_args_type(a, 4) == MP_ARG_OS_HANDLE) g_fault_ready = mp_args_os_handle(a, 4);
     mp__queue_fault_hook = fault_hook;
     int rc;
     if (g_fault_point == MP__QFAULT_GET_PARTIAL) {
@@ -81,8 +77,8 @@ int tgt_die_at(mp_args *a) {
         rc = mp_queue_put_bytes(q, it.data(), it.size(), kWait);
     }
     mp__queue_fault_hook = nullptr;
-    fprintf(stderr, "[queue child] fault point %d not reached (the call gave %s)\n",
-            g_fault_point, mp_err_name(rc));
+    fprintf(stderr, "[queue child] fault point %d not reached (the call gave %s)\n", g_fault_point,
+            mp_err_name(rc));
     return kHookNotReached;
 }
 
@@ -100,8 +96,7 @@ void QueueTest::owner_death(int point, size_t len, bool hold) {
     ASSERT_NE(nullptr, q);
     bool get = point == MP__QFAULT_GET_PARTIAL;
     put_item(q, 1, 0, len); // the item a dying consumer takes, or one before the dying put
-    if (get)
-        put_item(q, 1, 1, 100);
+    if (get) put_item(q, 1, 1, 100);
     Pipe &ready = pipe();
     Args a;
     ASSERT_EQ(0, mp_args_add_queue(a.get(), q)) << err();
@@ -115,7 +110,8 @@ void QueueTest::owner_death(int point, size_t len, bool hold) {
     std::atomic<int> wrc{1};
     if (hold) {
         char c = 0;
-        ASSERT_TRUE(read_exact(ready.r, &c, 1, kWait)) << "the child did not reach fault point " << point;
+        ASSERT_TRUE(read_exact(ready.r, &c, 1, kWait))
+            << "the child did not reach fault point " << point;
         // Another putter waits on the side the child holds when it is killed.
         std::thread t([&] {
             std::vector<uint8_t> it = make_item(1, 2, 300);
@@ -129,14 +125,14 @@ void QueueTest::owner_death(int point, size_t len, bool hold) {
     } else {
         int code = join_code(p);
         ASSERT_NE(kHookNotReached, code) << "fault point " << point << " was never reached";
-        EXPECT_EQ(self_killed_code(), code) << "the child should have died at fault point " << point;
+        EXPECT_EQ(self_killed_code(), code)
+            << "the child should have died at fault point " << point;
     }
     // Survivors: a child puts a small and a big item, we put one.
     EXPECT_EQ(0, child_put(q, 2, 0, 2, {64, kSmallRing * 2})) << "a put after the death";
     put_item(q, 1, 3, 200);
     std::string want = get ? "1:1" : "1:0";
-    if (hold)
-        want += " 1:2";
+    if (hold) want += " 1:2";
     want += " 2:0 2:1 1:3";
     size_t count = (size_t)std::count(want.begin(), want.end(), ' ') + 1;
     size_t before = 99;
@@ -163,31 +159,36 @@ void QueueTest::owner_death(int point, size_t len, bool hold) {
 
 TEST_P(QueueTest, ProducerKilledInTheMiddleOfAPut) {
     if (dummy())
-        GTEST_SKIP() << "a dummy child is a thread: the fault hook is per process and a thread cannot be killed";
+        GTEST_SKIP() << "a dummy child is a thread: the fault hook is per process and a thread "
+                        "cannot be killed";
     owner_death(MP__QFAULT_PUT_PARTIAL, 3000, false);
 }
 
 TEST_P(QueueTest, ProducerKilledInTheMiddleOfAPutWhileAnotherWaits) {
     if (dummy())
-        GTEST_SKIP() << "a dummy child is a thread: the fault hook is per process and a thread cannot be killed";
+        GTEST_SKIP() << "a dummy child is a thread: the fault hook is per process and a thread "
+                        "cannot be killed";
     owner_death(MP__QFAULT_PUT_PARTIAL, 3000, true);
 }
 
 TEST_P(QueueTest, ProducerKilledPlacingAnItemBiggerThanTheRing) {
     if (dummy())
-        GTEST_SKIP() << "a dummy child is a thread: the fault hook is per process and a thread cannot be killed";
+        GTEST_SKIP() << "a dummy child is a thread: the fault hook is per process and a thread "
+                        "cannot be killed";
     owner_death(MP__QFAULT_PUT_SPILL, kSmallRing * 4, false);
 }
 
 TEST_P(QueueTest, ConsumerKilledInTheMiddleOfAGet) {
     if (dummy())
-        GTEST_SKIP() << "a dummy child is a thread: the fault hook is per process and a thread cannot be killed";
+        GTEST_SKIP() << "a dummy child is a thread: the fault hook is per process and a thread "
+                        "cannot be killed";
     owner_death(MP__QFAULT_GET_PARTIAL, 3000, false);
 }
 
 TEST_P(QueueTest, ConsumerKilledInTheMiddleOfAGetOfABigItem) {
     if (dummy())
-        GTEST_SKIP() << "a dummy child is a thread: the fault hook is per process and a thread cannot be killed";
+        GTEST_SKIP() << "a dummy child is a thread: the fault hook is per process and a thread "
+                        "cannot be killed";
     owner_death(MP__QFAULT_GET_PARTIAL, kSmallRing * 4, false);
 }
 
@@ -195,9 +196,11 @@ TEST_P(QueueTest, ConsumerKilledInTheMiddleOfAGetOfABigItem) {
 // task: join must not wait for it forever.
 TEST_P(QueueTest, JoinableJoinReturnsAfterAProducerDied) {
     if (dummy())
-        GTEST_SKIP() << "a dummy child is a thread: the fault hook is per process and a thread cannot be killed";
+        GTEST_SKIP() << "a dummy child is a thread: the fault hook is per process and a thread "
+                        "cannot be killed";
     for (int point : {(int)MP__QFAULT_PUT_PARTIAL, (int)MP__QFAULT_PUT_SPILL}) {
-        SCOPED_TRACE(point == MP__QFAULT_PUT_SPILL ? "killed placing a big item" : "killed mid-put");
+        SCOPED_TRACE(point == MP__QFAULT_PUT_SPILL ? "killed placing a big item"
+                                                   : "killed mid-put");
         size_t len = point == MP__QFAULT_PUT_SPILL ? kSmallRing * 4 : 3000;
         mp_queue *q = make_queue(MP_JOINABLE_QUEUE, 0, kSmallRing);
         ASSERT_NE(nullptr, q);
@@ -211,7 +214,8 @@ TEST_P(QueueTest, JoinableJoinReturnsAfterAProducerDied) {
         put_item(q, 1, 0, 100);
         expect_item(q, 1, 0, 100); // passes (drops) the dead producer's item if it shows
         EXPECT_EQ(0, mp_queue_task_done(q)) << err();
-        EXPECT_EQ(0, mp_queue_join(q, kWait)) << "the dead producer's item counted as a task " << err();
+        EXPECT_EQ(0, mp_queue_join(q, kWait))
+            << "the dead producer's item counted as a task " << err();
         EXPECT_EQ(MP_ESTATE, mp_queue_task_done(q)) << "one task was put, one is done";
     }
 }

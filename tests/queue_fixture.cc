@@ -41,15 +41,13 @@ size_t pattern_mismatch(uint64_t seed, const uint8_t *p, size_t n) {
     size_t i = 0;
     for (; i + 8 <= n; i += 8) {
         uint64_t w = splitmix(&s);
-        if (memcmp(p + i, &w, 8) != 0)
-            break;
+        if (memcmp(p + i, &w, 8) != 0) break;
     }
     for (; i < n; i += 8) { // the first differing word, or the tail
         uint64_t w = splitmix(&s);
         const uint8_t *e = (const uint8_t *)&w;
         for (size_t k = 0; k < 8 && i + k < n; k++)
-            if (p[i + k] != e[k])
-                return i + k;
+            if (p[i + k] != e[k]) return i + k;
     }
     return n;
 }
@@ -105,8 +103,7 @@ std::vector<uint64_t> unpack_sizes(const mp_args *a, size_t i) {
     size_t n = 0;
     const void *p = mp_args_bytes(a, i, &n);
     std::vector<uint64_t> v(n / sizeof(uint64_t));
-    if (p && n)
-        memcpy(v.data(), p, v.size() * sizeof(uint64_t));
+    if (p && n) memcpy(v.data(), p, v.size() * sizeof(uint64_t));
     return v;
 }
 
@@ -142,8 +139,7 @@ std::vector<uint8_t> make_item(uint32_t producer, uint64_t seq, size_t len) {
 }
 
 std::string item_diff(const void *p, size_t n, uint32_t producer, uint64_t seq, size_t len) {
-    if (n != len)
-        return "length " + std::to_string(n) + ", expected " + std::to_string(len);
+    if (n != len) return "length " + std::to_string(n) + ", expected " + std::to_string(len);
     if (len < sizeof(Hdr)) {
         size_t bad = pattern_mismatch(seed_of(producer, seq, len), (const uint8_t *)p, n);
         return bad == n ? "" : "differs at byte " + std::to_string(bad);
@@ -151,8 +147,7 @@ std::string item_diff(const void *p, size_t n, uint32_t producer, uint64_t seq, 
     uint32_t pr = 0;
     uint64_t sq = 0;
     std::string why;
-    if (!parse_item(p, n, &pr, &sq, &why))
-        return why;
+    if (!parse_item(p, n, &pr, &sq, &why)) return why;
     if (pr != producer || sq != seq)
         return "item p" + std::to_string(pr) + "/" + std::to_string(sq) + ", expected p" +
                std::to_string(producer) + "/" + std::to_string(seq);
@@ -208,14 +203,13 @@ int tgt_put_items(mp_args *a) {
     uint32_t producer = (uint32_t)mp_args_int(a, 1);
     int64_t first = mp_args_int(a, 2), count = mp_args_int(a, 3);
     std::vector<uint64_t> sizes = unpack_sizes(a, 4);
-    if (!q || sizes.empty())
-        return kBad;
+    if (!q || sizes.empty()) return kBad;
     sleep_for(mp_args_double(a, 5));
     for (int64_t i = 0; i < count; i++) {
-        std::vector<uint8_t> it = make_item(producer, (uint64_t)(first + i), sizes[(size_t)i % sizes.size()]);
+        std::vector<uint8_t> it =
+            make_item(producer, (uint64_t)(first + i), sizes[(size_t)i % sizes.size()]);
         int rc = mp_queue_put_bytes(q, it.data(), it.size(), kWait);
-        if (rc != 0)
-            return child_fail(kFail, "put", rc);
+        if (rc != 0) return child_fail(kFail, "put", rc);
     }
     return kOk;
 }
@@ -224,8 +218,7 @@ int tgt_get_items(mp_args *a) {
     mp_queue *q = mp_args_queue(a, 0);
     int64_t count = mp_args_int(a, 1);
     mp_os_handle out = mp_args_os_handle(a, 2);
-    if (!q || out == MP_INVALID_OS_HANDLE)
-        return kBad;
+    if (!q || out == MP_INVALID_OS_HANDLE) return kBad;
     sleep_for(mp_args_double(a, 3));
     std::string report;
     for (int64_t i = 0; i < count; i++) {
@@ -243,8 +236,7 @@ int tgt_get_items(mp_args *a) {
         bool ok = parse_item(p, n, &pr, &sq, &why);
         mp_queue_free_bytes(p);
         report += (report.empty() ? "" : " ") + (ok ? id_str(pr, sq) : "bad: " + why);
-        if (!ok)
-            break;
+        if (!ok) break;
     }
     return write_msg(out, report) ? (int)kOk : (int)kTgtIoError;
 }
@@ -253,18 +245,15 @@ int tgt_get_sizes(mp_args *a) {
     mp_queue *q = mp_args_queue(a, 0);
     std::vector<uint64_t> sizes = unpack_sizes(a, 1);
     uint32_t producer = (uint32_t)mp_args_int(a, 2);
-    if (!q || sizes.empty())
-        return kBad;
+    if (!q || sizes.empty()) return kBad;
     for (size_t i = 0; i < sizes.size(); i++) {
         void *p = nullptr;
         size_t n = 0;
         int rc = mp_queue_get_bytes(q, &p, &n, kWait);
-        if (rc != 0)
-            return child_fail(kFail, "get", rc);
+        if (rc != 0) return child_fail(kFail, "get", rc);
         std::string d = item_diff(p, n, producer, i, sizes[i]);
         mp_queue_free_bytes(p);
-        if (!d.empty())
-            return child_fail(2, ("item " + std::to_string(i) + ": " + d).c_str());
+        if (!d.empty()) return child_fail(2, ("item " + std::to_string(i) + ": " + d).c_str());
     }
     return kOk;
 }
@@ -272,14 +261,12 @@ int tgt_get_sizes(mp_args *a) {
 int tgt_consume_until_stop(mp_args *a) {
     mp_queue *q = mp_args_queue(a, 0), *res = mp_args_queue(a, 1);
     int64_t me = mp_args_int(a, 2);
-    if (!q || !res)
-        return kBad;
+    if (!q || !res) return kBad;
     for (;;) {
         void *p = nullptr;
         size_t n = 0;
         int rc = mp_queue_get_bytes(q, &p, &n, kWait);
-        if (rc != 0)
-            return child_fail(kFail, "get", rc);
+        if (rc != 0) return child_fail(kFail, "get", rc);
         if (n == 0) {
             mp_queue_free_bytes(p);
             return kOk;
@@ -295,26 +282,22 @@ int tgt_consume_until_stop(mp_args *a) {
         mp_value_list_append(t, ok ? mp_value_int((int64_t)sq) : mp_value_str(why.c_str()));
         rc = mp_queue_put(res, t, kWait);
         mp_value_free(t);
-        if (rc != 0)
-            return child_fail(kFail, "put result", rc);
+        if (rc != 0) return child_fail(kFail, "put result", rc);
     }
 }
 
 int tgt_value_echo(mp_args *a) {
     mp_queue *in = mp_args_queue(a, 0), *out = mp_args_queue(a, 1);
     int64_t tag = mp_args_int(a, 2);
-    if (!in || !out)
-        return kBad;
+    if (!in || !out) return kBad;
     mp_value *v = nullptr;
     int rc = mp_queue_get(in, &v, kWait);
-    if (rc != 0)
-        return child_fail(kFail, "get value", rc);
+    if (rc != 0) return child_fail(kFail, "get value", rc);
     mp_value *want = nested_value(tag);
     bool same = mp_value_equal(v, want);
     mp_value_free(v);
     mp_value_free(want);
-    if (!same)
-        return child_fail(2, "the value differs");
+    if (!same) return child_fail(2, "the value differs");
     mp_value *reply = nested_value(tag + 1);
     rc = mp_queue_put(out, reply, kWait);
     mp_value_free(reply);
@@ -325,13 +308,11 @@ int tgt_put_on_go(mp_args *a) {
     mp_queue *q = mp_args_queue(a, 0);
     uint32_t producer = (uint32_t)mp_args_int(a, 1);
     int64_t count = mp_args_int(a, 2);
-    if (!q || !ready_set_go(mp_args_os_handle(a, 3), mp_args_os_handle(a, 4)))
-        return kBad;
+    if (!q || !ready_set_go(mp_args_os_handle(a, 3), mp_args_os_handle(a, 4))) return kBad;
     for (int64_t i = 0; i < count; i++) {
         std::vector<uint8_t> it = make_item(producer, (uint64_t)i, 32 + (size_t)(i * 37 % 200));
         int rc = mp_queue_put_bytes(q, it.data(), it.size(), kWait);
-        if (rc != 0)
-            return child_fail(kFail, "put", rc);
+        if (rc != 0) return child_fail(kFail, "put", rc);
     }
     return kOk;
 }
@@ -339,7 +320,8 @@ int tgt_put_on_go(mp_args *a) {
 int tgt_drain_on_go(mp_args *a) {
     mp_queue *q = mp_args_queue(a, 0);
     mp_os_handle out = mp_args_os_handle(a, 1);
-    if (!q || out == MP_INVALID_OS_HANDLE || !ready_set_go(mp_args_os_handle(a, 2), mp_args_os_handle(a, 3)))
+    if (!q || out == MP_INVALID_OS_HANDLE ||
+        !ready_set_go(mp_args_os_handle(a, 2), mp_args_os_handle(a, 3)))
         return kBad;
     std::vector<uint32_t> got;
     int code = kOk;
@@ -356,10 +338,8 @@ int tgt_drain_on_go(mp_args *a) {
         std::string why;
         bool stop = n == 0, ok = stop || parse_item(p, n, &pr, &sq, &why);
         mp_queue_free_bytes(p);
-        if (stop)
-            break;
-        if (!ok)
-            child_fail(0, why.c_str());
+        if (stop) break;
+        if (!ok) child_fail(0, why.c_str());
         got.push_back(ok ? pr : 0xffffffffu);
         got.push_back(ok ? (uint32_t)sq : 0);
     }
@@ -370,22 +350,19 @@ int tgt_drain_on_go(mp_args *a) {
 int tgt_take(mp_args *a) {
     mp_queue *q = mp_args_queue(a, 0);
     int64_t count = mp_args_int(a, 1);
-    if (!q)
-        return kBad;
+    if (!q) return kBad;
     sleep_for(mp_args_double(a, 2));
     for (int64_t i = 0; i < count; i++) {
         void *p = nullptr;
         size_t n = 0;
         int rc = mp_queue_get_bytes(q, &p, &n, kWait);
-        if (rc != 0)
-            return child_fail(kFail, "get", rc);
+        if (rc != 0) return child_fail(kFail, "get", rc);
         uint32_t pr = 0;
         uint64_t sq = 0;
         std::string why;
         bool ok = parse_item(p, n, &pr, &sq, &why);
         mp_queue_free_bytes(p);
-        if (!ok)
-            return child_fail(2, why.c_str());
+        if (!ok) return child_fail(2, why.c_str());
     }
     return kOk;
 }
@@ -403,16 +380,13 @@ int tgt_joinable_worker(mp_args *a) {
         size_t n = 0;
         int rc = mp_queue_get_bytes(q, &p, &n, kWait);
         mp_queue_free_bytes(p);
-        if (rc != 0)
-            return child_fail(kFail, "get", rc);
+        if (rc != 0) return child_fail(kFail, "get", rc);
         if (i + 1 < count && (rc = mp_queue_task_done(q)) != 0)
             return child_fail(kFail, "task_done", rc);
     }
     char c = 'R';
-    if (!write_all(ready, &c, 1))
-        return kTgtIoError;
-    if (!read_exact(rel, &c, 1, kCap))
-        return kTgtCapReached;
+    if (!write_all(ready, &c, 1)) return kTgtIoError;
+    if (!read_exact(rel, &c, 1, kCap)) return kTgtCapReached;
     int rc = mp_queue_task_done(q);
     return rc == 0 ? kOk : child_fail(kFail, "last task_done", rc);
 }
@@ -420,8 +394,7 @@ int tgt_joinable_worker(mp_args *a) {
 int tgt_kind(mp_args *a) {
     mp_queue *q = mp_args_queue(a, 0);
     const char *t = mp_args_object_type(a, 0);
-    if (!q)
-        return kBad;
+    if (!q) return kBad;
     return (int)mp_queue_get_kind(q) + (t && strcmp(t, "queue") == 0 ? 10 : 0);
 }
 

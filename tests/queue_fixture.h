@@ -69,7 +69,7 @@ int tgt_kind(mp_args *a);
 
 // Every queue test, once per backend: the queues it makes are freed at teardown.
 class QueueTest : public ProcessTest {
-protected:
+  protected:
     mp_queue *make_queue(mp_queue_kind kind, int64_t maxsize = 0, size_t ring = 0) {
         mp_queue_opts o = {};
         o.kind = kind;
@@ -79,14 +79,12 @@ protected:
         int rc = mp_queue_new_opts(ctx(), &o, &q);
         EXPECT_EQ(0, rc) << "kind " << kind << " maxsize " << maxsize << " ring " << ring << " "
                          << err();
-        if (q)
-            queues_.push_back(q);
+        if (q) queues_.push_back(q);
         return q;
     }
     void TearDown() override {
         ProcessTest::TearDown();
-        for (mp_queue *q : queues_)
-            mp_queue_free(q);
+        for (mp_queue *q : queues_) mp_queue_free(q);
         queues_.clear();
     }
     // Puts make_item(producer, seq, len) from this process.
@@ -109,7 +107,8 @@ protected:
     void expect_empty_now(mp_queue *q) {
         void *p = nullptr;
         size_t n = 0;
-        EXPECT_EQ(MP_EEMPTY, mp_queue_get_bytes(q, &p, &n, 0)) << "an item is left, of " << n << " bytes";
+        EXPECT_EQ(MP_EEMPTY, mp_queue_get_bytes(q, &p, &n, 0))
+            << "an item is left, of " << n << " bytes";
         mp_queue_free_bytes(p);
     }
     // A child that gets count items and reports them; the report (read before the join,
@@ -120,8 +119,7 @@ protected:
         EXPECT_EQ(0, mp_args_add_queue(a.get(), q)) << err();
         a.i(count).h(out.w).d(0.0);
         mp_process *p = start(tgt_get_items, a.get());
-        if (!p)
-            return "start failed";
+        if (!p) return "start failed";
         std::string report = "(no report)";
         read_msg(out.r, &report, kWait);
         *code = join_code(p);

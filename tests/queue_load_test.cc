@@ -49,7 +49,7 @@ struct Tally {
     std::atomic<uint64_t> seq_sum[kProducers];
     std::atomic<uint64_t> bytes;
     std::atomic<int> why_taken;
-    char why[240]; // the first bad item, for the failure message
+    char why[240];                 // the first bad item, for the failure message
     std::atomic<uint64_t> seen[1]; // bitmap: kProducers * items bits
 };
 
@@ -68,35 +68,29 @@ struct Shm {
 #ifdef _WIN32
         HANDLE m = CreateFileMappingW(INVALID_HANDLE_VALUE, nullptr, PAGE_READWRITE,
                                       (DWORD)((uint64_t)n >> 32), (DWORD)n, nullptr);
-        if (!m)
-            return;
+        if (!m) return;
         h = (mp_os_handle)m;
 #else
         int fd = memfd_create("queue-load-test", MFD_CLOEXEC);
-        if (fd < 0)
-            return;
+        if (fd < 0) return;
         h = fd;
-        if (ftruncate(fd, (off_t)n) != 0)
-            return;
+        if (ftruncate(fd, (off_t)n) != 0) return;
 #endif
         map();
     }
     Shm(mp_os_handle hh, size_t n) : h(hh), size(n) { map(); }
     ~Shm() {
 #ifdef _WIN32
-        if (t)
-            UnmapViewOfFile(t);
+        if (t) UnmapViewOfFile(t);
 #else
-        if (t)
-            munmap(t, size);
+        if (t) munmap(t, size);
 #endif
-        if (owner && h != MP_INVALID_OS_HANDLE)
-            handle_close(h);
+        if (owner && h != MP_INVALID_OS_HANDLE) handle_close(h);
     }
     Shm(const Shm &) = delete;
     Shm &operator=(const Shm &) = delete;
 
-private:
+  private:
     void map() {
 #ifdef _WIN32
         t = (Tally *)MapViewOfFile((HANDLE)h, FILE_MAP_ALL_ACCESS, 0, 0, size);
@@ -130,8 +124,7 @@ uint64_t seed_of(uint64_t producer, uint64_t seq) {
 size_t item_len(uint64_t producer, uint64_t seq) {
     uint64_t s = seed_of(producer, seq);
     uint64_t r = splitmix(&s);
-    if (seq % 4096 == 4095)
-        return 256 * 1024 + (size_t)(r % 65536);
+    if (seq % 4096 == 4095) return 256 * 1024 + (size_t)(r % 65536);
     return sizeof(Hdr) + (size_t)(r % 480);
 }
 
@@ -151,22 +144,22 @@ void make_item(uint64_t producer, uint64_t seq, std::vector<uint8_t> *out) {
 }
 
 // "" for a whole item (and its producer and seq), else what is wrong.
-std::string check_item(const uint8_t *p, size_t n, uint64_t items, uint64_t *producer, uint64_t *seq) {
+std::string check_item(const uint8_t *p, size_t n, uint64_t items, uint64_t *producer,
+                       uint64_t *seq) {
     Hdr h;
-    if (n < sizeof h)
-        return "an item of " + std::to_string(n) + " bytes";
+    if (n < sizeof h) return "an item of " + std::to_string(n) + " bytes";
     memcpy(&h, p, sizeof h);
     if (h.magic != kMagic || h.producer >= (uint64_t)kProducers || h.seq >= items)
         return "bad header";
     if (h.len != n || item_len(h.producer, h.seq) != n)
         return "item " + std::to_string(h.producer) + "/" + std::to_string(h.seq) + " has " +
-               std::to_string(n) + " bytes, expected " + std::to_string(item_len(h.producer, h.seq));
+               std::to_string(n) + " bytes, expected " +
+               std::to_string(item_len(h.producer, h.seq));
     uint64_t s = seed_of(h.producer, h.seq) ^ n;
     size_t i = sizeof h;
     for (; i + 8 <= n; i += 8) {
         uint64_t w = splitmix(&s);
-        if (memcmp(p + i, &w, 8) != 0)
-            break;
+        if (memcmp(p + i, &w, 8) != 0) break;
     }
     if (i < n) {
         uint64_t w = splitmix(&s);
@@ -185,8 +178,7 @@ std::string check_item(const uint8_t *p, size_t n, uint64_t items, uint64_t *pro
 int tgt_load_producer(mp_args *a) {
     mp_queue *q = mp_args_queue(a, 0);
     int64_t me = mp_args_int(a, 1), items = mp_args_int(a, 2);
-    if (!q || me < 0 || me >= kProducers)
-        return 90;
+    if (!q || me < 0 || me >= kProducers) return 90;
     std::vector<uint8_t> it;
     for (int64_t s = 0; s < items; s++) {
         make_item((uint64_t)me, (uint64_t)s, &it);
@@ -202,8 +194,7 @@ int tgt_load_producer(mp_args *a) {
 
 void record_bad(Tally *t, const std::string &why) {
     t->bad++;
-    if (t->why_taken.exchange(1) == 0)
-        snprintf(t->why, sizeof t->why, "%s", why.c_str());
+    if (t->why_taken.exchange(1) == 0) snprintf(t->why, sizeof t->why, "%s", why.c_str());
 }
 
 // [0] queue, [1] shm, [2] shm size, [3] int consumer, [4] int items: takes items until
@@ -213,8 +204,7 @@ int tgt_load_consumer(mp_args *a) {
     Shm shm(mp_args_os_handle(a, 1), (size_t)mp_args_int(a, 2));
     int64_t me = mp_args_int(a, 3), items = mp_args_int(a, 4);
     Tally *t = shm.t;
-    if (!q || !t || me < 0 || me >= kConsumers)
-        return 90;
+    if (!q || !t || me < 0 || me >= kConsumers) return 90;
     bool into = me % 2 == 1;
     std::vector<uint8_t> buf(256);
     for (;;) {
@@ -252,8 +242,7 @@ int tgt_load_consumer(mp_args *a) {
         }
         uint64_t bit = pr * (uint64_t)items + sq;
         uint64_t mask = 1ull << (bit % 64);
-        if (t->seen[bit / 64].fetch_or(mask) & mask)
-            t->dup++;
+        if (t->seen[bit / 64].fetch_or(mask) & mask) t->dup++;
         t->got[me][pr]++;
         t->seq_sum[pr] += sq;
         t->bytes += n;
@@ -261,8 +250,7 @@ int tgt_load_consumer(mp_args *a) {
 }
 
 bool join_within(mp_process *p, double timeout, int *code) {
-    if (mp_process_join(p, timeout) != 0 || mp_process_is_alive(p))
-        return false;
+    if (mp_process_join(p, timeout) != 0 || mp_process_is_alive(p)) return false;
     return mp_process_exitcode(p, code) == 0;
 }
 
@@ -271,7 +259,9 @@ bool join_within(mp_process *p, double timeout, int *code) {
 class QueueLoadTest : public ProcessTest {};
 
 INSTANTIATE_TEST_SUITE_P(Backends, QueueLoadTest, ::testing::ValuesIn(all_backends()),
-                         [](const ::testing::TestParamInfo<std::string> &info) { return info.param; });
+                         [](const ::testing::TestParamInfo<std::string> &info) {
+                             return info.param;
+                         });
 
 TEST_P(QueueLoadTest, EightProducersEightConsumers) {
     const int64_t items = items_per_producer();
@@ -307,14 +297,16 @@ TEST_P(QueueLoadTest, EightProducersEightConsumers) {
     const double limit = kTestLimit - 10;
     for (mp_process *p : prods) {
         int code = -1;
-        EXPECT_TRUE(join_within(p, limit - (now() - t0), &code)) << "a producer did not finish " << err();
+        EXPECT_TRUE(join_within(p, limit - (now() - t0), &code))
+            << "a producer did not finish " << err();
         EXPECT_EQ(0, code) << "producer exit code";
     }
     for (int c = 0; c < kConsumers; c++)
         EXPECT_EQ(0, mp_queue_put_bytes(q, nullptr, 0, kWait)) << "stop item " << err();
     for (mp_process *p : cons) {
         int code = -1;
-        EXPECT_TRUE(join_within(p, limit - (now() - t0), &code)) << "a consumer did not finish " << err();
+        EXPECT_TRUE(join_within(p, limit - (now() - t0), &code))
+            << "a consumer did not finish " << err();
         EXPECT_EQ(0, code) << "consumer exit code";
     }
     double secs = now() - t0;
@@ -325,8 +317,7 @@ TEST_P(QueueLoadTest, EightProducersEightConsumers) {
     const uint64_t want_sum = (uint64_t)items * (uint64_t)(items - 1) / 2;
     for (int pi = 0; pi < kProducers; pi++) {
         uint64_t n = 0;
-        for (int c = 0; c < kConsumers; c++)
-            n += t->got[c][pi].load();
+        for (int c = 0; c < kConsumers; c++) n += t->got[c][pi].load();
         total += n;
         EXPECT_EQ((uint64_t)items, n) << "items of producer " << pi;
         EXPECT_EQ(want_sum, t->seq_sum[pi].load()) << "sum of producer " << pi << "'s sequence ids";
@@ -348,12 +339,12 @@ TEST_P(QueueLoadTest, EightProducersEightConsumers) {
     std::string spread;
     for (int c = 0; c < kConsumers; c++) {
         uint64_t k = 0;
-        for (int pi = 0; pi < kProducers; pi++)
-            k += t->got[c][pi].load();
+        for (int pi = 0; pi < kProducers; pi++) k += t->got[c][pi].load();
         spread += (c ? " " : "") + std::to_string(k);
     }
-    printf("[ load     ] %s: %d x %d x %" PRId64 " items, %.1f MiB in %.2f s (%.0f items/s); per consumer: %s\n",
-           backend().c_str(), kProducers, kConsumers, items, (double)t->bytes.load() / (1 << 20), secs,
-           (double)total / secs, spread.c_str());
+    printf("[ load     ] %s: %d x %d x %" PRId64
+           " items, %.1f MiB in %.2f s (%.0f items/s); per consumer: %s\n",
+           backend().c_str(), kProducers, kConsumers, items, (double)t->bytes.load() / (1 << 20),
+           secs, (double)total / secs, spread.c_str());
     mp_queue_free(q);
 }

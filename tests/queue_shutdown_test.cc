@@ -17,8 +17,7 @@ namespace {
 template <class F> bool eventually(F pred, double timeout = kWait) {
     double end = now() + timeout;
     while (!pred()) {
-        if (now() > end)
-            return false;
+        if (now() > end) return false;
         sleep_for(0.005);
     }
     return true;
@@ -35,19 +34,16 @@ int tgt_call_after_ready(mp_args *a) {
     mp_queue *q = mp_args_queue(a, 0);
     mp_os_handle ready = mp_args_os_handle(a, 1);
     int64_t what = mp_args_int(a, 2), want = mp_args_int(a, 3);
-    if (!q || ready == MP_INVALID_OS_HANDLE)
-        return kBad;
+    if (!q || ready == MP_INVALID_OS_HANDLE) return kBad;
     char c = 'R';
-    if (!write_all(ready, &c, 1))
-        return kTgtIoError;
+    if (!write_all(ready, &c, 1)) return kTgtIoError;
     int rc;
     if (what == 0) {
         void *p = nullptr;
         size_t n = 0;
         rc = mp_queue_get_bytes(q, &p, &n, kCap);
         mp_queue_free_bytes(p);
-        if (rc == 0 && want != 0)
-            return kGotItem;
+        if (rc == 0 && want != 0) return kGotItem;
     } else if (what == 1) {
         rc = mp_queue_put_bytes(q, "late", 4, kCap);
     } else {
@@ -59,25 +55,22 @@ int tgt_call_after_ready(mp_args *a) {
 // [0] queue, [1] int immediate: shuts the queue down from this process.
 int tgt_shutdown(mp_args *a) {
     mp_queue *q = mp_args_queue(a, 0);
-    if (!q)
-        return kBad;
+    if (!q) return kBad;
     return mp_queue_shutdown(q, mp_args_int(a, 1) != 0) == 0 ? kOk : kFail;
 }
 
 // [0] queue: a put must give MP_ESHUTDOWN, and the queue says it is shut down.
 int tgt_put_refused(mp_args *a) {
     mp_queue *q = mp_args_queue(a, 0);
-    if (!q)
-        return kBad;
-    if (!mp_queue_is_shutdown(q))
-        return kFail;
+    if (!q) return kBad;
+    if (!mp_queue_is_shutdown(q)) return kFail;
     return mp_queue_put_bytes(q, "x", 1, 0) == MP_ESHUTDOWN ? kOk : kGotOther;
 }
 
 } // namespace
 
 class QueueShutdownTest : public QueueTest {
-protected:
+  protected:
     // A child that makes one call once it has said it is about to; returns it.
     mp_process *start_call(mp_queue *q, int what, int want) {
         Blocker &b = blocker();
@@ -108,7 +101,9 @@ protected:
 };
 
 INSTANTIATE_TEST_SUITE_P(Backends, QueueShutdownTest, ::testing::ValuesIn(all_backends()),
-                         [](const ::testing::TestParamInfo<std::string> &info) { return info.param; });
+                         [](const ::testing::TestParamInfo<std::string> &info) {
+                             return info.param;
+                         });
 
 // After shutdown: puts are refused (here and in a child); gets deliver what is left,
 // ring, overflow area and big items alike, and then give MP_ESHUTDOWN at once instead
@@ -120,8 +115,7 @@ TEST_P(QueueShutdownTest, PutsRefusedGetsDrainThenShutDown) {
         ASSERT_NE(nullptr, q);
         EXPECT_FALSE(mp_queue_is_shutdown(q));
         const int count = 400; // x 300 bytes: past the ring, into the overflow area
-        for (int i = 0; i < count; i++)
-            put_item(q, 1, (uint64_t)i, 300, 0);
+        for (int i = 0; i < count; i++) put_item(q, 1, (uint64_t)i, 300, 0);
         put_item(q, 1, count, kSmallRing * 2, 0); // a big item
         ASSERT_EQ(0, mp_queue_shutdown(q, false)) << err();
         EXPECT_TRUE(mp_queue_is_shutdown(q));
@@ -140,12 +134,10 @@ TEST_P(QueueShutdownTest, PutsRefusedGetsDrainThenShutDown) {
         EXPECT_EQ((size_t)count + 1, n) << "the items stay";
         int code = 0;
         std::string want;
-        for (int i = 0; i < count / 2; i++)
-            want += (i ? " " : "") + id_str(1, (uint64_t)i);
+        for (int i = 0; i < count / 2; i++) want += (i ? " " : "") + id_str(1, (uint64_t)i);
         EXPECT_EQ(want, child_get_report(q, count / 2, &code)) << "a child gets what is left";
         EXPECT_EQ(0, code);
-        for (int i = count / 2; i < count; i++)
-            expect_item(q, 1, (uint64_t)i, 300);
+        for (int i = count / 2; i < count; i++) expect_item(q, 1, (uint64_t)i, 300);
         expect_item(q, 1, count, kSmallRing * 2);
         expect_shut_down_get(q, 0);
         expect_shut_down_get(q, kWait); // at once, not after kWait
@@ -209,10 +201,9 @@ TEST_P(QueueShutdownTest, ShutdownFromAChildWakesThisProcess) {
 TEST_P(QueueShutdownTest, ImmediateDropsItemsAndReleasesJoin) {
     mp_queue *q = make_queue(MP_JOINABLE_QUEUE, 0, kSmallRing);
     ASSERT_NE(nullptr, q);
-    for (int i = 0; i < 300; i++)
-        put_item(q, 1, (uint64_t)i, 300, 0); // into the overflow area too
-    put_item(q, 1, 300, kSmallRing * 2, 0);  // a big item, dropped with its block
-    expect_item(q, 1, 0, 300);               // taken, not yet done
+    for (int i = 0; i < 300; i++) put_item(q, 1, (uint64_t)i, 300, 0); // into the overflow area too
+    put_item(q, 1, 300, kSmallRing * 2, 0); // a big item, dropped with its block
+    expect_item(q, 1, 0, 300);              // taken, not yet done
     mp_process *joiner = start_call(q, 2, 0);
     ASSERT_NE(nullptr, joiner);
     ASSERT_EQ(0, child_shutdown(q, true));
@@ -237,8 +228,7 @@ TEST_P(QueueShutdownTest, ImmediateFromAChild) {
     mp_queue *q = make_queue(MP_QUEUE, 0);
     mp_queue *e = make_queue(MP_QUEUE, 0);
     ASSERT_TRUE(q && e);
-    for (int i = 0; i < 5; i++)
-        put_item(q, 1, (uint64_t)i, 64, 0);
+    for (int i = 0; i < 5; i++) put_item(q, 1, (uint64_t)i, 64, 0);
     std::atomic<int> rc{1};
     std::atomic<bool> done{false};
     std::thread t([&] {

@@ -17,7 +17,9 @@
 using namespace mpt;
 
 INSTANTIATE_TEST_SUITE_P(Backends, QueueTest, ::testing::ValuesIn(all_backends()),
-                         [](const ::testing::TestParamInfo<std::string> &info) { return info.param; });
+                         [](const ::testing::TestParamInfo<std::string> &info) {
+                             return info.param;
+                         });
 
 // ---- creation and bad input ----
 
@@ -32,12 +34,12 @@ TEST_P(QueueTest, KindsAndConstructors) {
     EXPECT_EQ(MP_JOINABLE_QUEUE, mp_queue_get_kind(j));
     EXPECT_EQ(MP_QUEUE, mp_queue_get_kind(d)) << "opts NULL is a Queue";
     mp_queue *dflt = nullptr;
-    ASSERT_EQ(0, mp_queue_new(nullptr, -3, &dflt)) << "ctx NULL = default; maxsize < 0 = unbounded " << err();
+    ASSERT_EQ(0, mp_queue_new(nullptr, -3, &dflt))
+        << "ctx NULL = default; maxsize < 0 = unbounded " << err();
     for (int i = 0; i < 20; i++)
         EXPECT_EQ(0, mp_queue_put_bytes(dflt, "x", 1, 0)) << "an unbounded queue is never full";
     EXPECT_FALSE(mp_queue_full(dflt));
-    for (mp_queue *x : {q, s, j, d, dflt})
-        mp_queue_free(x);
+    for (mp_queue *x : {q, s, j, d, dflt}) mp_queue_free(x);
     mp_queue_free(nullptr);
 }
 
@@ -53,8 +55,7 @@ TEST_P(QueueTest, BadInput) {
         q = (mp_queue *)&o; // must be reset to NULL on failure
         EXPECT_EQ(MP_EINVAL, mp_queue_new_opts(ctx(), &o, &q)) << "kind " << kind;
         EXPECT_EQ(nullptr, q) << "the out pointer is NULL on failure";
-        if (q && q != (mp_queue *)&o)
-            mp_queue_free(q);
+        if (q && q != (mp_queue *)&o) mp_queue_free(q);
     }
 
     // A NULL queue.
@@ -134,8 +135,7 @@ TEST_P(QueueTest, BytesRoundTripFifo) {
     mp_queue *q = make_queue(MP_QUEUE, 0, kSmallRing);
     ASSERT_NE(nullptr, q);
     std::vector<size_t> sizes = {32, 100, 1, 0, 5000, kSmallRing / 2, 33, kSmallRing * 3, 64, 7};
-    for (size_t i = 0; i < sizes.size(); i++)
-        put_item(q, 1, i, sizes[i], 0);
+    for (size_t i = 0; i < sizes.size(); i++) put_item(q, 1, i, sizes[i], 0);
     size_t n = 0;
     EXPECT_EQ(0, mp_queue_qsize(q, &n)) << err();
     EXPECT_EQ(sizes.size(), n);
@@ -181,7 +181,8 @@ TEST_P(QueueTest, EmptyItems) {
     mp_queue_free_bytes(p);
     char buf[1];
     len = 99;
-    ASSERT_EQ(0, mp_queue_get_bytes_into(q, buf, 0, &len, kWait)) << "an empty item fits in 0 bytes " << err();
+    ASSERT_EQ(0, mp_queue_get_bytes_into(q, buf, 0, &len, kWait))
+        << "an empty item fits in 0 bytes " << err();
     EXPECT_EQ(0u, len);
     expect_item(q, 2, 1, 40);
     mp_value *v = nullptr;
@@ -278,7 +279,8 @@ TEST_P(QueueTest, NowaitAndTimeouts) {
     put_item(q, 3, 1, 50, 0);
     std::vector<uint8_t> it = make_item(3, 2, 50);
     EXPECT_EQ(MP_EFULL, mp_queue_put_bytes(q, it.data(), it.size(), 0)) << "put_nowait on full";
-    EXPECT_EQ(MP_EFULL, mp_queue_put_bytes(q, it.data(), it.size(), 0.1)) << "a timed put that expires";
+    EXPECT_EQ(MP_EFULL, mp_queue_put_bytes(q, it.data(), it.size(), 0.1))
+        << "a timed put that expires";
     mp_value *iv = mp_value_int(1);
     EXPECT_EQ(MP_EFULL, mp_queue_put(q, iv, 0));
     mp_value_free(iv);
@@ -342,8 +344,7 @@ TEST_P(QueueTest, UnboundedQueuePutNeverWaits) {
     std::string r = child_get_report(q, count, &code);
     EXPECT_EQ(0, code);
     std::string want;
-    for (int i = 0; i < count; i++)
-        want += (i ? " " : "") + id_str(6, (uint64_t)i);
+    for (int i = 0; i < count; i++) want += (i ? " " : "") + id_str(6, (uint64_t)i);
     EXPECT_TRUE(r == want) << "the child saw: " << r.substr(0, 300);
     expect_empty_now(q);
 }
@@ -445,8 +446,7 @@ TEST_P(QueueTest, JoinableTaskDoneAndJoin) {
     EXPECT_EQ(0, mp_queue_join(q, 0)) << "nothing put: nothing to wait for";
     EXPECT_EQ(MP_ESTATE, mp_queue_task_done(q)) << "task_done with nothing put";
     const int count = 3;
-    for (int i = 0; i < count; i++)
-        put_item(q, 1, (uint64_t)i, 64, 0);
+    for (int i = 0; i < count; i++) put_item(q, 1, (uint64_t)i, 64, 0);
     EXPECT_EQ(MP_ETIMEDOUT, mp_queue_join(q, 0.1)) << "three unfinished tasks";
     Blocker &b = blocker();
     Args a;
@@ -489,9 +489,11 @@ TEST_P(QueueTest, GetBytesIntoTooSmallKeepsTheItemFirst) {
     EXPECT_EQ(1000u, len) << "ETOOBIG gives the size needed";
     EXPECT_EQ(MP_ETOOBIG, mp_queue_get_bytes_into(q, buf.data(), 0, &len, 0));
     EXPECT_EQ(1000u, len);
-    ASSERT_EQ(0, mp_queue_get_bytes_into(q, buf.data(), 1000, &len, 0)) << "exactly the size " << err();
+    ASSERT_EQ(0, mp_queue_get_bytes_into(q, buf.data(), 1000, &len, 0))
+        << "exactly the size " << err();
     EXPECT_EQ("", item_diff(buf.data(), len, 1, 0, 1000));
-    EXPECT_EQ(MP_ETOOBIG, mp_queue_get_bytes_into(q, buf.data(), big - 1, &len, 0)) << "an item bigger than the ring";
+    EXPECT_EQ(MP_ETOOBIG, mp_queue_get_bytes_into(q, buf.data(), big - 1, &len, 0))
+        << "an item bigger than the ring";
     EXPECT_EQ(big, len);
     size_t n = 0;
     EXPECT_EQ(0, mp_queue_qsize(q, &n));
@@ -579,17 +581,14 @@ TEST_P(QueueTest, QueuesAsArgsManyProducersAndConsumers) {
         } else {
             std::string id = id_str((uint32_t)pr, (uint64_t)mp_value_as_int(mp_value_item(v, 2)));
             dups += !seen.insert(id).second;
-            if (c >= 0 && c < consumers)
-                per_consumer[(size_t)c]++;
+            if (c >= 0 && c < consumers) per_consumer[(size_t)c]++;
         }
         mp_value_free(v);
     }
-    for (mp_process *p : prods)
-        EXPECT_EQ(0, join_code(p));
+    for (mp_process *p : prods) EXPECT_EQ(0, join_code(p));
     for (int c = 0; c < consumers; c++)
         EXPECT_EQ(0, mp_queue_put_bytes(work, nullptr, 0, kWait)) << err(); // stop
-    for (mp_process *p : cons)
-        EXPECT_EQ(0, join_code(p));
+    for (mp_process *p : cons) EXPECT_EQ(0, join_code(p));
     EXPECT_EQ(0, dups) << "items delivered twice";
     EXPECT_EQ((size_t)total, seen.size()) << "items lost";
     for (int pi = 0; pi < producers; pi++)
@@ -626,8 +625,7 @@ TEST_P(QueueTest, PuttersContendThenGettersContend) {
         ASSERT_NE(nullptr, prods.back());
     }
     start_all(prods);
-    for (mp_process *p : prods)
-        EXPECT_EQ(0, join_code(p));
+    for (mp_process *p : prods) EXPECT_EQ(0, join_code(p));
     size_t n = 0;
     EXPECT_EQ(0, mp_queue_qsize(q, &n)) << err();
     EXPECT_EQ((size_t)(nproc * per), n);
@@ -647,10 +645,10 @@ TEST_P(QueueTest, PuttersContendThenGettersContend) {
     int bad = 0, foreign = 0;
     for (int i = 0; i < nproc; i++) {
         std::string m;
-        EXPECT_TRUE(read_msg(outs[(size_t)i]->r, &m, kWait)) << "consumer " << i << " reported nothing";
+        EXPECT_TRUE(read_msg(outs[(size_t)i]->r, &m, kWait))
+            << "consumer " << i << " reported nothing";
         std::vector<uint32_t> v(m.size() / sizeof(uint32_t));
-        if (!v.empty())
-            memcpy(v.data(), m.data(), v.size() * sizeof(uint32_t));
+        if (!v.empty()) memcpy(v.data(), m.data(), v.size() * sizeof(uint32_t));
         for (size_t k = 0; k + 1 < v.size(); k += 2) {
             if (v[k] == 0xffffffffu)
                 bad++;
@@ -660,8 +658,7 @@ TEST_P(QueueTest, PuttersContendThenGettersContend) {
                 seen[v[k] - 20][v[k + 1]]++;
         }
     }
-    for (mp_process *p : cons)
-        EXPECT_EQ(0, join_code(p));
+    for (mp_process *p : cons) EXPECT_EQ(0, join_code(p));
     EXPECT_EQ(0, bad) << "torn items";
     EXPECT_EQ(0, foreign) << "items nobody put";
     int lost = 0, dup = 0;
@@ -683,7 +680,8 @@ TEST_P(QueueTest, QueueKeepsItsKindInAChild) {
         ASSERT_EQ(0, mp_args_add_queue(a.get(), q)) << err();
         mp_process *p = start(tgt_kind, a.get());
         ASSERT_NE(nullptr, p);
-        EXPECT_EQ(10 + (int)k, join_code(p)) << "kind " << k << " (10 + kind: the child saw a \"queue\")";
+        EXPECT_EQ(10 + (int)k, join_code(p))
+            << "kind " << k << " (10 + kind: the child saw a \"queue\")";
     }
 }
 
@@ -693,8 +691,7 @@ TEST_P(QueueTest, ItemSizesUpToBeyondTheRing) {
     ASSERT_NE(nullptr, q);
     std::vector<uint64_t> sizes = {1, 2, 7, 8, 9, 31, 32, 33, 63, 64, 65, 4095, 4096, 4097};
     for (int64_t d = -72; d <= 72; d += 8)
-        for (int64_t e : {-1, 0, 1})
-            sizes.push_back((uint64_t)((int64_t)kSmallRing + d + e));
+        for (int64_t e : {-1, 0, 1}) sizes.push_back((uint64_t)((int64_t)kSmallRing + d + e));
     for (uint64_t s : {kSmallRing / 2, kSmallRing * 2, kSmallRing * 2 + 1, MiB + 3, 8 * MiB})
         sizes.push_back(s);
     // Child -> parent.
@@ -706,14 +703,12 @@ TEST_P(QueueTest, ItemSizesUpToBeyondTheRing) {
         a.i(4).i(0).i((int64_t)sizes.size()).b(s.data(), s.size()).d(0.0);
         mp_process *p = start(tgt_put_items, a.get());
         ASSERT_NE(nullptr, p);
-        for (size_t i = 0; i < sizes.size(); i++)
-            expect_item(q, 4, i, sizes[i]);
+        for (size_t i = 0; i < sizes.size(); i++) expect_item(q, 4, i, sizes[i]);
         EXPECT_EQ(0, join_code(p));
     }
     // Parent -> child.
     {
-        for (size_t i = 0; i < sizes.size(); i++)
-            put_item(q, 5, i, sizes[i]);
+        for (size_t i = 0; i < sizes.size(); i++) put_item(q, 5, i, sizes[i]);
         Args a;
         ASSERT_EQ(0, mp_args_add_queue(a.get(), q)) << err();
         std::string s = pack_sizes(sizes);
@@ -735,8 +730,7 @@ TEST_P(QueueTest, HugeItemsWithTheDefaultRing) {
     a.b(s.data(), s.size()).i(6);
     mp_process *p = start(tgt_get_sizes, a.get());
     ASSERT_NE(nullptr, p);
-    for (size_t i = 0; i < sizes.size(); i++)
-        put_item(q, 6, i, sizes[i]);
+    for (size_t i = 0; i < sizes.size(); i++) put_item(q, 6, i, sizes[i]);
     EXPECT_EQ(0, join_code(p));
     expect_empty_now(q);
 }

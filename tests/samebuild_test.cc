@@ -21,8 +21,7 @@ struct RestoreExecutable {
     bool forkserver;
     ~RestoreExecutable() {
         mp_set_executable(nullptr);
-        if (!forkserver)
-            return;
+        if (!forkserver) return;
         EXPECT_TRUE(kill_forkservers()) << "the forkserver did not die";
         mp_args *a = nullptr;
         mp_args_new(&a);
@@ -76,12 +75,12 @@ TEST_P(ProcessTest, ExecutableOfAnotherBuildIsRefused) {
     EXPECT_FALSE(mp_process_is_alive(p));
     if (rc == 0) {
         // The child ran the target at a foreign address: end it before the teardown.
-        if (mp_process_join(p, kWait) != 0)
-            mp_process_kill(p);
+        if (mp_process_join(p, kWait) != 0) mp_process_kill(p);
     } else {
         // Nothing was left behind; the fixture's teardown also checks for any process.
         int code = 777;
-        EXPECT_NE(0, mp_process_exitcode(p, &code)) << "a process that never started has no exit code";
+        EXPECT_NE(0, mp_process_exitcode(p, &code))
+            << "a process that never started has no exit code";
         size_t n = 12345;
         EXPECT_EQ(0, mp_active_children(nullptr, 0, &n)) << err();
         EXPECT_EQ(0u, n) << "the refused child is still counted as alive";

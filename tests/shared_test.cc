@@ -52,23 +52,74 @@ std::vector<unsigned char> sample(const Code &k, size_t n, int salt = 0) {
     std::vector<unsigned char> out(n * k.size);
     for (size_t i = 0; i < n; i++) {
         int64_t v = (int64_t)(i * 3 + 1 + salt * 11);
-        if (k.lo < 0 && (i % 2))
-            v = -v;
+        if (k.lo < 0 && (i % 2)) v = -v;
         unsigned char *p = out.data() + i * k.size;
         switch (k.c) {
-        case 'c': { char x = (char)('A' + v % 26 + (v < 0 ? 26 : 0)); memcpy(p, &x, 1); break; }
-        case 'b': { signed char x = (signed char)v; memcpy(p, &x, sizeof x); break; }
-        case 'B': { unsigned char x = (unsigned char)v; memcpy(p, &x, sizeof x); break; }
-        case 'h': { short x = (short)(v * 100); memcpy(p, &x, sizeof x); break; }
-        case 'H': { unsigned short x = (unsigned short)(v * 100); memcpy(p, &x, sizeof x); break; }
-        case 'i': { int x = (int)(v * 100000); memcpy(p, &x, sizeof x); break; }
-        case 'I': { unsigned x = (unsigned)(v * 100000); memcpy(p, &x, sizeof x); break; }
-        case 'l': { long x = (long)(v * 100000); memcpy(p, &x, sizeof x); break; }
-        case 'L': { unsigned long x = (unsigned long)(v * 100000); memcpy(p, &x, sizeof x); break; }
-        case 'q': { long long x = v * 10000000000LL; memcpy(p, &x, sizeof x); break; }
-        case 'Q': { unsigned long long x = (unsigned long long)v * 10000000000ULL; memcpy(p, &x, sizeof x); break; }
-        case 'f': { float x = (float)v + 0.25f; memcpy(p, &x, sizeof x); break; }
-        case 'd': { double x = (double)v + 0.1; memcpy(p, &x, sizeof x); break; }
+        case 'c': {
+            char x = (char)('A' + v % 26 + (v < 0 ? 26 : 0));
+            memcpy(p, &x, 1);
+            break;
+        }
+        case 'b': {
+            signed char x = (signed char)v;
+            memcpy(p, &x, sizeof x);
+            break;
+        }
+        case 'B': {
+            unsigned char x = (unsigned char)v;
+            memcpy(p, &x, sizeof x);
+            break;
+        }
+        case 'h': {
+            short x = (short)(v * 100);
+            memcpy(p, &x, sizeof x);
+            break;
+        }
+        case 'H': {
+            unsigned short x = (unsigned short)(v * 100);
+            memcpy(p, &x, sizeof x);
+            break;
+        }
+        case 'i': {
+            int x = (int)(v * 100000);
+            memcpy(p, &x, sizeof x);
+            break;
+        }
+        case 'I': {
+            unsigned x = (unsigned)(v * 100000);
+            memcpy(p, &x, sizeof x);
+            break;
+        }
+        case 'l': {
+            long x = (long)(v * 100000);
+            memcpy(p, &x, sizeof x);
+            break;
+        }
+        case 'L': {
+            unsigned long x = (unsigned long)(v * 100000);
+            memcpy(p, &x, sizeof x);
+            break;
+        }
+        case 'q': {
+            long long x = v * 10000000000LL;
+            memcpy(p, &x, sizeof x);
+            break;
+        }
+        case 'Q': {
+            unsigned long long x = (unsigned long long)v * 10000000000ULL;
+            memcpy(p, &x, sizeof x);
+            break;
+        }
+        case 'f': {
+            float x = (float)v + 0.25f;
+            memcpy(p, &x, sizeof x);
+            break;
+        }
+        case 'd': {
+            double x = (double)v + 0.1;
+            memcpy(p, &x, sizeof x);
+            break;
+        }
         }
     }
     return out;
@@ -109,22 +160,17 @@ int tgt_increment(mp_args *a) {
     mp_shared_array *v = mp_args_shared_array(a, 0);
     int64_t n = mp_args_int(a, 1);
     bool raw = mp_args_int(a, 2) != 0;
-    if (!v || mp_shared_array_typecode(v) != 'q' || mp_shared_array_len(v) != 1)
-        return kBad;
+    if (!v || mp_shared_array_typecode(v) != 'q' || mp_shared_array_len(v) != 1) return kBad;
     if (mp_args_count(a) > 3) {
         mp_event *go = mp_args_event(a, 3);
-        if (!go || mp_event_wait(go, kWait) != 0)
-            return kBad + 3;
+        if (!go || mp_event_wait(go, kWait) != 0) return kBad + 3;
     }
     mp_lock *l = mp_shared_array_get_lock(v);
-    if (!l)
-        return kBad + 1;
+    if (!l) return kBad + 1;
     volatile long long *obj = static_cast<volatile long long *>(mp_shared_array_get_obj(v));
-    if (!obj)
-        return kBad + 2;
+    if (!obj) return kBad + 2;
     for (int64_t i = 0; i < n; i++) {
-        if (mp_lock_acquire(l, kWait) != 0)
-            return kFail;
+        if (mp_lock_acquire(l, kWait) != 0) return kFail;
         if (raw) {
             long long x = *obj;
             if ((i & 63) == 0)
@@ -132,15 +178,11 @@ int tgt_increment(mp_args *a) {
             *obj = x + 1;
         } else {
             int64_t x = 0;
-            if (mp_shared_array_get_int(v, 0, &x) != 0)
-                return kFail + 1;
-            if ((i & 63) == 0)
-                std::this_thread::yield();
-            if (mp_shared_array_set_int(v, 0, x + 1) != 0)
-                return kFail + 2;
+            if (mp_shared_array_get_int(v, 0, &x) != 0) return kFail + 1;
+            if ((i & 63) == 0) std::this_thread::yield();
+            if (mp_shared_array_set_int(v, 0, x + 1) != 0) return kFail + 2;
         }
-        if (mp_lock_release(l) != 0)
-            return kFail + 3;
+        if (mp_lock_release(l) != 0) return kFail + 3;
     }
     return kOk;
 }
@@ -152,14 +194,11 @@ int tgt_write_slice(mp_args *a) {
     size_t start = (size_t)mp_args_int(a, 1), stop = (size_t)mp_args_int(a, 2);
     if (!v || mp_shared_array_typecode(v) != 'i' || mp_shared_array_len(v) != 10 || stop < start)
         return kBad;
-    if (mp_shared_array_get_lock(v) != nullptr)
-        return kBad + 1;
+    if (mp_shared_array_get_lock(v) != nullptr) return kBad + 1;
     int first = 0;
-    if (mp_shared_array_get(v, 0, &first) != 0 || first != 77)
-        return kFail;
+    if (mp_shared_array_get(v, 0, &first) != 0 || first != 77) return kFail;
     std::vector<int> items;
-    for (size_t j = start; j < stop; j++)
-        items.push_back(1000 + (int)j);
+    for (size_t j = start; j < stop; j++) items.push_back(1000 + (int)j);
     return mp_shared_array_set_slice(v, start, stop, items.data()) == 0 ? kOk : kFail + 1;
 }
 
@@ -172,9 +211,9 @@ int tgt_relay_increment(mp_args *a) {
     int64_t n = mp_args_int(a, 2);
     mp_context *ctx = backend ? mp_get_context(backend) : nullptr;
     mp_args *ga = nullptr;
-    if (!ctx || !v || mp_args_new(&ga) != 0)
-        return 80;
-    if (mp_args_add_shared_array(ga, v) != 0 || mp_args_add_int(ga, n) != 0 || mp_args_add_int(ga, 0) != 0) {
+    if (!ctx || !v || mp_args_new(&ga) != 0) return 80;
+    if (mp_args_add_shared_array(ga, v) != 0 || mp_args_add_int(ga, n) != 0 ||
+        mp_args_add_int(ga, 0) != 0) {
         mp_args_free(ga);
         return 81;
     }
@@ -189,8 +228,8 @@ int tgt_relay_increment(mp_args *a) {
     }
     mp_args *mine = nullptr;
     int rc = 83;
-    if (mp_args_new(&mine) == 0 && mp_args_add_shared_array(mine, v) == 0 && mp_args_add_int(mine, n) == 0 &&
-        mp_args_add_int(mine, 0) == 0)
+    if (mp_args_new(&mine) == 0 && mp_args_add_shared_array(mine, v) == 0 &&
+        mp_args_add_int(mine, n) == 0 && mp_args_add_int(mine, 0) == 0)
         rc = tgt_increment(mine);
     int code = -1;
     if (mp_process_join(g, kWait) != 0 || mp_process_exitcode(g, &code) != 0)
@@ -206,7 +245,7 @@ int tgt_relay_increment(mp_args *a) {
 } // namespace
 
 class SharedArrayTest : public ShmFixture {
-protected:
+  protected:
     // 4 children increment the Value v 1000 times each under its lock (raw: through
     // get_obj, else with the accessors); the parent must see the exact sum.
     void children_increment(mp_shared_array *v, bool raw) {
@@ -221,8 +260,7 @@ protected:
             a.i(iters).i(raw ? 1 : 0);
             EXPECT_EQ(0, mp_args_add_event(a.get(), go)) << err();
             mp_process *p = start(tgt_increment, a.get());
-            if (!p)
-                break;
+            if (!p) break;
             ps.push_back(p);
         }
         // All start counting together: a lock that does not exclude loses increments.
@@ -239,11 +277,12 @@ protected:
 };
 
 INSTANTIATE_TEST_SUITE_P(Backends, SharedArrayTest, ::testing::ValuesIn(all_backends()),
-                         [](const ::testing::TestParamInfo<std::string> &info) { return info.param; });
+                         [](const ::testing::TestParamInfo<std::string> &info) {
+                             return info.param;
+                         });
 
 TEST(SharedTypes, TypecodeSizesAreTheCTypes) {
-    for (const Code &k : codes())
-        EXPECT_EQ(k.size, mp_typecode_size(k.c)) << "typecode " << k.c;
+    for (const Code &k : codes()) EXPECT_EQ(k.size, mp_typecode_size(k.c)) << "typecode " << k.c;
     for (char bad : {'x', 'u', 'C', 'D', 'F', '\0', '?', 'n', 'N', 'P', 'e'})
         EXPECT_EQ(0u, mp_typecode_size(bad)) << "code " << (int)bad;
 }
@@ -257,7 +296,9 @@ TEST_P(SharedArrayTest, ValueEveryTypecode) {
             if (raw)
                 ASSERT_EQ(0, mp_raw_value_new(ctx(), k.c, init.data(), &v.a)) << err();
             else
-                ASSERT_EQ(0, mp_shared_value_new(ctx(), k.c, init.data(), MP_LOCK_NEW, nullptr, &v.a)) << err();
+                ASSERT_EQ(0,
+                          mp_shared_value_new(ctx(), k.c, init.data(), MP_LOCK_NEW, nullptr, &v.a))
+                    << err();
             EXPECT_EQ(k.c, mp_shared_array_typecode(v.a));
             EXPECT_EQ(1u, mp_shared_array_len(v.a));
             EXPECT_EQ(raw != 0, mp_shared_array_get_lock(v.a) == nullptr);
@@ -268,14 +309,16 @@ TEST_P(SharedArrayTest, ValueEveryTypecode) {
             EXPECT_EQ(0, mp_shared_array_get(v.a, 0, got)) << err();
             EXPECT_EQ(hex(init.data(), k.size), hex(got, k.size));
             EXPECT_EQ(0, mp_shared_array_set(v.a, 0, other.data())) << err();
-            EXPECT_EQ(hex(other.data(), k.size), hex(obj, k.size)) << "set writes the shared memory";
+            EXPECT_EQ(hex(other.data(), k.size), hex(obj, k.size))
+                << "set writes the shared memory";
             EXPECT_EQ(MP_EINVAL, mp_shared_array_get(v.a, 1, got)) << "index 1 of a Value";
             EXPECT_EQ(MP_EINVAL, mp_shared_array_set(v.a, 1, other.data()));
             EXPECT_EQ(hex(other.data(), k.size), hex(obj, k.size)) << "a refused set wrote";
         }
         // No initialiser: zero.
         SA z;
-        ASSERT_EQ(0, mp_shared_value_new(ctx(), k.c, nullptr, MP_LOCK_NONE, nullptr, &z.a)) << err();
+        ASSERT_EQ(0, mp_shared_value_new(ctx(), k.c, nullptr, MP_LOCK_NONE, nullptr, &z.a))
+            << err();
         std::vector<unsigned char> zero(k.size, 0);
         EXPECT_EQ(hex(zero.data(), k.size), hex(mp_shared_array_get_obj(z.a), k.size));
     }
@@ -293,7 +336,9 @@ TEST_P(SharedArrayTest, ArrayEveryTypecodeAndSlices) {
             if (raw)
                 ASSERT_EQ(0, mp_raw_array_new(ctx(), k.c, n, init.data(), &v.a)) << err();
             else
-                ASSERT_EQ(0, mp_shared_array_new(ctx(), k.c, n, init.data(), MP_LOCK_NEW, nullptr, &v.a)) << err();
+                ASSERT_EQ(
+                    0, mp_shared_array_new(ctx(), k.c, n, init.data(), MP_LOCK_NEW, nullptr, &v.a))
+                    << err();
             EXPECT_EQ(k.c, mp_shared_array_typecode(v.a));
             EXPECT_EQ(n, mp_shared_array_len(v.a));
             unsigned char *obj = static_cast<unsigned char *>(mp_shared_array_get_obj(v.a));
@@ -315,22 +360,27 @@ TEST_P(SharedArrayTest, ArrayEveryTypecodeAndSlices) {
             ASSERT_EQ(0, mp_shared_array_get_slice(v.a, 4, 7, part.data())) << err();
             EXPECT_EQ(hex(want.data() + 4 * k.size, 3 * k.size), hex(part.data(), part.size()));
             EXPECT_EQ(0, mp_shared_array_get_slice(v.a, 3, 3, part.data())) << "an empty slice";
-            EXPECT_EQ(0, mp_shared_array_set_slice(v.a, n, n, part.data())) << "an empty slice at the end";
+            EXPECT_EQ(0, mp_shared_array_set_slice(v.a, n, n, part.data()))
+                << "an empty slice at the end";
             // Errors: nothing is written.
             EXPECT_EQ(MP_EINVAL, mp_shared_array_get(v.a, n, item));
             EXPECT_EQ(MP_EINVAL, mp_shared_array_set(v.a, n, item));
             EXPECT_EQ(MP_EINVAL, mp_shared_array_set(v.a, SIZE_MAX, item));
-            EXPECT_EQ(MP_EINVAL, mp_shared_array_get_slice(v.a, 5, 4, all.data())) << "start > stop";
-            EXPECT_EQ(MP_EINVAL, mp_shared_array_get_slice(v.a, 0, n + 1, all.data())) << "stop > len";
+            EXPECT_EQ(MP_EINVAL, mp_shared_array_get_slice(v.a, 5, 4, all.data()))
+                << "start > stop";
+            EXPECT_EQ(MP_EINVAL, mp_shared_array_get_slice(v.a, 0, n + 1, all.data()))
+                << "stop > len";
             EXPECT_EQ(MP_EINVAL, mp_shared_array_set_slice(v.a, 6, 2, other.data()));
             EXPECT_EQ(MP_EINVAL, mp_shared_array_set_slice(v.a, 1, n + 1, other.data()));
-            EXPECT_EQ(MP_EINVAL, mp_shared_array_set_slice(v.a, SIZE_MAX - 1, SIZE_MAX, other.data()))
+            EXPECT_EQ(MP_EINVAL,
+                      mp_shared_array_set_slice(v.a, SIZE_MAX - 1, SIZE_MAX, other.data()))
                 << "stop far past len (an overflow of stop * size must not pass the check)";
             EXPECT_EQ(MP_EINVAL, mp_shared_array_get_slice(v.a, 0, 2, nullptr)) << "NULL buffer";
             EXPECT_EQ(MP_EINVAL, mp_shared_array_set_slice(v.a, 0, 2, nullptr)) << "NULL buffer";
             EXPECT_EQ(MP_EINVAL, mp_shared_array_get(v.a, 0, nullptr));
             EXPECT_EQ(MP_EINVAL, mp_shared_array_set(v.a, 0, nullptr));
-            EXPECT_EQ(hex(want.data(), want.size()), hex(obj, want.size())) << "a refused call wrote";
+            EXPECT_EQ(hex(want.data(), want.size()), hex(obj, want.size()))
+                << "a refused call wrote";
         }
         // No initialiser: n zeros.
         SA z;
@@ -349,8 +399,7 @@ TEST_P(SharedArrayTest, BigArrayIsWholeAndZeroed) {
     double *d = static_cast<double *>(mp_shared_array_get_obj(v.a));
     ASSERT_NE(nullptr, d);
     double sum = 0;
-    for (size_t i = 0; i < n; i++)
-        sum += d[i];
+    for (size_t i = 0; i < n; i++) sum += d[i];
     EXPECT_EQ(0.0, sum);
     d[n - 1] = 2.5;
     double last = 0;
@@ -360,18 +409,19 @@ TEST_P(SharedArrayTest, BigArrayIsWholeAndZeroed) {
 
 TEST_P(SharedArrayTest, IntAccessorsCheckTheRange) {
     for (const Code &k : codes()) {
-        if (k.is_float || k.c == 'c')
-            continue;
+        if (k.is_float || k.c == 'c') continue;
         SCOPED_TRACE(std::string("typecode ") + k.c);
         SA v;
-        ASSERT_EQ(0, mp_shared_array_new(ctx(), k.c, 2, nullptr, MP_LOCK_NEW, nullptr, &v.a)) << err();
+        ASSERT_EQ(0, mp_shared_array_new(ctx(), k.c, 2, nullptr, MP_LOCK_NEW, nullptr, &v.a))
+            << err();
         int64_t got = 12345;
         // The smallest value.
         ASSERT_EQ(0, mp_shared_array_set_int(v.a, 1, k.lo)) << err();
         ASSERT_EQ(0, mp_shared_array_get_int(v.a, 1, &got)) << err();
         EXPECT_EQ(k.lo, got);
         if (k.lo > INT64_MIN) {
-            EXPECT_EQ(MP_EINVAL, mp_shared_array_set_int(v.a, 1, k.lo - 1)) << "below the type's range";
+            EXPECT_EQ(MP_EINVAL, mp_shared_array_set_int(v.a, 1, k.lo - 1))
+                << "below the type's range";
             EXPECT_EQ(0, mp_shared_array_get_int(v.a, 1, &got));
             EXPECT_EQ(k.lo, got) << "a refused set changed the item";
         }
@@ -381,7 +431,8 @@ TEST_P(SharedArrayTest, IntAccessorsCheckTheRange) {
         ASSERT_EQ(0, mp_shared_array_get_int(v.a, 0, &got)) << err();
         EXPECT_EQ(top, got);
         if (k.hi < (uint64_t)INT64_MAX) {
-            EXPECT_EQ(MP_EINVAL, mp_shared_array_set_int(v.a, 0, (int64_t)k.hi + 1)) << "above the type's range";
+            EXPECT_EQ(MP_EINVAL, mp_shared_array_set_int(v.a, 0, (int64_t)k.hi + 1))
+                << "above the type's range";
             EXPECT_EQ(MP_EINVAL, mp_shared_array_set_int(v.a, 0, INT64_MAX));
             EXPECT_EQ(0, mp_shared_array_get_int(v.a, 0, &got));
             EXPECT_EQ(top, got) << "a refused set changed the item";
@@ -451,7 +502,8 @@ TEST_P(SharedArrayTest, WrongTypecodeOrSize) {
         mp_shared_array *a = nullptr;
         EXPECT_EQ(MP_EINVAL, mp_shared_value_new(ctx(), bad, nullptr, MP_LOCK_NEW, nullptr, &a));
         EXPECT_EQ(MP_EINVAL, mp_raw_value_new(ctx(), bad, nullptr, &a));
-        EXPECT_EQ(MP_EINVAL, mp_shared_array_new(ctx(), bad, 4, nullptr, MP_LOCK_NONE, nullptr, &a));
+        EXPECT_EQ(MP_EINVAL,
+                  mp_shared_array_new(ctx(), bad, 4, nullptr, MP_LOCK_NONE, nullptr, &a));
         EXPECT_EQ(MP_EINVAL, mp_raw_array_new(ctx(), bad, 4, nullptr, &a));
         EXPECT_EQ(nullptr, a) << "a failed call stored a pointer";
     }
@@ -459,7 +511,8 @@ TEST_P(SharedArrayTest, WrongTypecodeOrSize) {
     mp_shared_array *a = nullptr;
     EXPECT_EQ(MP_EINVAL, mp_raw_array_new(ctx(), 'q', SIZE_MAX / 4, nullptr, &a));
     EXPECT_EQ(nullptr, a);
-    EXPECT_EQ(MP_EINVAL, mp_shared_array_new(ctx(), 'd', SIZE_MAX, nullptr, MP_LOCK_NEW, nullptr, &a));
+    EXPECT_EQ(MP_EINVAL,
+              mp_shared_array_new(ctx(), 'd', SIZE_MAX, nullptr, MP_LOCK_NEW, nullptr, &a));
     EXPECT_EQ(nullptr, a);
     // An empty array is Python's Array('i', 0): allowed or refused, but never a crash.
     int rc = mp_raw_array_new(ctx(), 'i', 0, nullptr, &a);
@@ -493,7 +546,8 @@ TEST_P(SharedArrayTest, LockModes) {
         SA v, w;
         ASSERT_EQ(0, mp_shared_value_new(ctx(), 'i', &init, MP_LOCK_NONE, nullptr, &v.a)) << err();
         EXPECT_EQ(nullptr, mp_shared_array_get_lock(v.a)) << "lock=False is raw";
-        ASSERT_EQ(0, mp_shared_array_new(ctx(), 'i', 3, nullptr, MP_LOCK_NONE, nullptr, &w.a)) << err();
+        ASSERT_EQ(0, mp_shared_array_new(ctx(), 'i', 3, nullptr, MP_LOCK_NONE, nullptr, &w.a))
+            << err();
         EXPECT_EQ(nullptr, mp_shared_array_get_lock(w.a));
     }
     {
@@ -509,7 +563,8 @@ TEST_P(SharedArrayTest, LockModes) {
         ASSERT_EQ(0, recursive ? mp_rlock_new(ctx(), &given) : mp_lock_new(ctx(), &given)) << err();
         SA v, a;
         ASSERT_EQ(0, mp_shared_value_new(ctx(), 'd', nullptr, MP_LOCK_GIVEN, given, &v.a)) << err();
-        ASSERT_EQ(0, mp_shared_array_new(ctx(), 'd', 4, nullptr, MP_LOCK_GIVEN, given, &a.a)) << err();
+        ASSERT_EQ(0, mp_shared_array_new(ctx(), 'd', 4, nullptr, MP_LOCK_GIVEN, given, &a.a))
+            << err();
         EXPECT_EQ(given, mp_shared_array_get_lock(v.a)) << "get_lock returns the given lock";
         EXPECT_EQ(given, mp_shared_array_get_lock(a.a));
         // Held by us: a plain Lock must not be taken again by a thread of this process
@@ -605,7 +660,8 @@ TEST_P(SharedArrayTest, NullArguments) {
     mp_shared_array *a = nullptr;
     EXPECT_EQ(MP_EINVAL, mp_shared_value_new(ctx(), 'i', nullptr, MP_LOCK_NEW, nullptr, nullptr));
     EXPECT_EQ(MP_EINVAL, mp_raw_value_new(ctx(), 'i', nullptr, nullptr));
-    EXPECT_EQ(MP_EINVAL, mp_shared_array_new(ctx(), 'i', 2, nullptr, MP_LOCK_NEW, nullptr, nullptr));
+    EXPECT_EQ(MP_EINVAL,
+              mp_shared_array_new(ctx(), 'i', 2, nullptr, MP_LOCK_NEW, nullptr, nullptr));
     EXPECT_EQ(MP_EINVAL, mp_raw_array_new(ctx(), 'i', 2, nullptr, nullptr));
     int x = 0;
     int64_t i = 0;
@@ -733,7 +789,8 @@ TEST_P(SharedArrayTest, ConversionsAcrossKindsAndLimits) {
     // At most 1 GiB of items.
     mp_shared_array *big = nullptr;
     EXPECT_EQ(MP_EINVAL, mp_raw_array_new(ctx(), 'B', ((size_t)1 << 30) + 1, nullptr, &big));
-    EXPECT_EQ(MP_EINVAL, mp_shared_array_new(ctx(), 'd', ((size_t)1 << 27) + 1, nullptr, MP_LOCK_NEW, nullptr, &big));
+    EXPECT_EQ(MP_EINVAL, mp_shared_array_new(ctx(), 'd', ((size_t)1 << 27) + 1, nullptr,
+                                             MP_LOCK_NEW, nullptr, &big));
     EXPECT_EQ(nullptr, big);
 }
 
@@ -758,5 +815,6 @@ TEST_P(SharedArrayTest, AHeldPlainLockIsAnErrorNotADeadlock) {
     EXPECT_EQ(0, mp_lock_release(l.l)) << "an accessor released the caller's lock";
     EXPECT_EQ(0, mp_shared_array_set_int(v.a, 0, 5)) << err();
     const int zero[4] = {5, 0, 0, 0};
-    EXPECT_EQ(hex(zero, sizeof zero), hex(mp_shared_array_get_obj(v.a), sizeof zero)) << "a refused call wrote";
+    EXPECT_EQ(hex(zero, sizeof zero), hex(mp_shared_array_get_obj(v.a), sizeof zero))
+        << "a refused call wrote";
 }

@@ -35,8 +35,7 @@ constexpr double kLeakWait = 15.0;
 template <class F> bool eventually(F pred, double timeout = kWait) {
     double end = now() + timeout;
     while (!pred()) {
-        if (now() > end)
-            return false;
+        if (now() > end) return false;
         sleep_for(0.01);
     }
     return true;
@@ -48,8 +47,7 @@ inline std::set<std::string> dev_shm_entries() {
     std::set<std::string> out;
     if (DIR *d = opendir("/dev/shm")) {
         while (struct dirent *e = readdir(d))
-            if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0)
-                out.insert(e->d_name);
+            if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0) out.insert(e->d_name);
         closedir(d);
     }
     return out;
@@ -83,15 +81,14 @@ inline std::vector<std::string> self_dev_shm_mappings() { return {}; }
 inline std::string shm_prefix() { return "mpt" + std::to_string((long long)mp_getpid()) + "_"; }
 
 class ShmFixture : public ProcessTest {
-protected:
+  protected:
     void SetUp() override {
         ProcessTest::SetUp();
         before_ = dev_shm_entries();
     }
     void TearDown() override {
         ProcessTest::TearDown(); // children first: they may still hold blocks
-        if (!kPosixShm)
-            return;
+        if (!kPosixShm) return;
         std::set<std::string> now_ = dev_shm_entries();
         std::string prefix = shm_prefix();
         std::string leaked, unknown;
@@ -107,7 +104,8 @@ protected:
         EXPECT_EQ("", leaked) << "blocks of this test left in /dev/shm (removed now)";
         if (!unknown.empty())
             printf("[ note ] new /dev/shm entries of unknown origin (another program or "
-                   "backend running in parallel?): %s\n", unknown.c_str());
+                   "backend running in parallel?): %s\n",
+                   unknown.c_str());
     }
 
     // A name for a block created under a given name: unique to this process and test.
@@ -122,7 +120,7 @@ protected:
         return name;
     }
 
-private:
+  private:
     std::set<std::string> before_, known_;
     int counter_ = 0;
 };

@@ -36,16 +36,22 @@ const char kCText[] = "written by C";
 class ShmInteropTest : public ShmFixture {};
 
 INSTANTIATE_TEST_SUITE_P(Backends, ShmInteropTest, ::testing::ValuesIn(all_backends()),
-                         [](const ::testing::TestParamInfo<std::string> &info) { return info.param; });
+                         [](const ::testing::TestParamInfo<std::string> &info) {
+                             return info.param;
+                         });
 
 #ifndef _WIN32
 
 std::string shown(const mp_value *v) {
     switch (mp_value_get_type(v)) {
-    case MP_VALUE_NONE: return "None";
-    case MP_VALUE_BOOL: return mp_value_as_bool(v) ? "True" : "False";
-    case MP_VALUE_INT: return "int:" + std::to_string((long long)mp_value_as_int(v));
-    case MP_VALUE_FLOAT: return "float:" + std::to_string(mp_value_as_float(v));
+    case MP_VALUE_NONE:
+        return "None";
+    case MP_VALUE_BOOL:
+        return mp_value_as_bool(v) ? "True" : "False";
+    case MP_VALUE_INT:
+        return "int:" + std::to_string((long long)mp_value_as_int(v));
+    case MP_VALUE_FLOAT:
+        return "float:" + std::to_string(mp_value_as_float(v));
     case MP_VALUE_STR: {
         size_t n = 0;
         const char *s = mp_value_as_str(v, &n);
@@ -55,11 +61,11 @@ std::string shown(const mp_value *v) {
         size_t n = 0;
         const char *p = static_cast<const char *>(mp_value_as_bytes(v, &n));
         std::string h = "bytes:";
-        for (size_t i = 0; i < n; i++)
-            h += std::to_string((unsigned char)p[i]) + ",";
+        for (size_t i = 0; i < n; i++) h += std::to_string((unsigned char)p[i]) + ",";
         return h;
     }
-    default: return "other";
+    default:
+        return "other";
     }
 }
 
@@ -80,8 +86,8 @@ std::string list_diff(mp_shareable_list *l, const std::vector<std::string> &want
 
 // PY_ITEMS of the peer, and with the C side's changes (C_CHANGES).
 const std::vector<std::string> kPyItems = {
-    "int:-5", "float:1.250000", "False", "str:snow \xe2\x98\x83", "bytes:0,1,", "None",
-    "int:4611686018427387904", "str:py"};
+    "int:-5", "float:1.250000",          "False", "str:snow \xe2\x98\x83", "bytes:0,1,",
+    "None",   "int:4611686018427387904", "str:py"};
 std::vector<std::string> py_items_changed() {
     std::vector<std::string> v = kPyItems;
     v[0] = "int:42";
@@ -107,23 +113,28 @@ mp_value *c_items() {
     mp_value_list_append(l, mp_value_bool(false));
     return l;
 }
-const std::vector<std::string> kCItemsChanged = {
-    "int:99", "float:-1.500000", "True", "str:Py!", "bytes:98,0,121,", "int:3",
-    "str:h\xc3\xa9llo", "int:" + std::to_string((long long)INT64_MIN),
-    "int:" + std::to_string((long long)INT64_MAX), "str:", "False"};
+const std::vector<std::string> kCItemsChanged = {"int:99",
+                                                 "float:-1.500000",
+                                                 "True",
+                                                 "str:Py!",
+                                                 "bytes:98,0,121,",
+                                                 "int:3",
+                                                 "str:h\xc3\xa9llo",
+                                                 "int:" + std::to_string((long long)INT64_MIN),
+                                                 "int:" + std::to_string((long long)INT64_MAX),
+                                                 "str:",
+                                                 "False"};
 
 // [0] str python's block, [1] str python's list: checks PY_TEXT and PY_ITEMS, writes
 // C_TEXT at 1000 and C_CHANGES (also one that does not fit its slot: MP_ETOOBIG).
 int tgt_use_python_blocks(mp_args *a) {
     const char *ns = mp_args_str(a, 0), *nl = mp_args_str(a, 1);
-    if (!ns || !nl)
-        return kBad;
+    if (!ns || !nl) return kBad;
     mp_shm_opts o = {};
     o.name = ns;
     mp_shm *s = nullptr;
     mp_shareable_list *l = nullptr;
-    if (mp_shm_open(&o, &s) != 0)
-        return 20;
+    if (mp_shm_open(&o, &s) != 0) return 20;
     if (mp_shareable_list_attach(nl, &l) != 0) {
         mp_shm_free(s);
         return 21;
@@ -160,9 +171,10 @@ int tgt_check_python_wrote(mp_args *a) {
     mp_shm_opts o = {};
     o.name = mp_args_str(a, 0);
     mp_shm *s = nullptr;
-    if (!o.name || mp_shm_open(&o, &s) != 0)
-        return kBad;
-    int rc = memcmp(static_cast<char *>(mp_shm_buf(s)) + 1000, kPyText, sizeof kPyText - 1) == 0 ? kOk : kFail;
+    if (!o.name || mp_shm_open(&o, &s) != 0) return kBad;
+    int rc = memcmp(static_cast<char *>(mp_shm_buf(s)) + 1000, kPyText, sizeof kPyText - 1) == 0
+                 ? kOk
+                 : kFail;
     mp_shm_free(s);
     return rc;
 }
@@ -172,10 +184,10 @@ int tgt_attach_write_c_text(mp_args *a) {
     mp_shm_opts o = {};
     o.name = mp_args_str(a, 0);
     mp_shm *s = nullptr;
-    if (!o.name || mp_shm_open(&o, &s) != 0)
-        return 20;
+    if (!o.name || mp_shm_open(&o, &s) != 0) return 20;
     int rc = kOk;
-    if (strcmp(mp_shm_name(s), o.name) != 0 || memcmp(mp_shm_buf(s), kPyText, sizeof kPyText - 1) != 0)
+    if (strcmp(mp_shm_name(s), o.name) != 0 ||
+        memcmp(mp_shm_buf(s), kPyText, sizeof kPyText - 1) != 0)
         rc = 22;
     else
         memcpy(static_cast<char *>(mp_shm_buf(s)) + 1000, kCText, sizeof kCText - 1);
@@ -193,15 +205,12 @@ struct PyPeer {
             kill(pid, SIGKILL);
             waitpid(pid, nullptr, 0);
         }
-        if (in >= 0)
-            close(in);
-        if (out >= 0)
-            close(out);
+        if (in >= 0) close(in);
+        if (out >= 0) close(out);
     }
     bool start(const std::vector<std::string> &args) {
         int i[2], o[2];
-        if (pipe2(i, O_CLOEXEC) != 0)
-            return false;
+        if (pipe2(i, O_CLOEXEC) != 0) return false;
         if (pipe2(o, O_CLOEXEC) != 0) {
             close(i[0]);
             close(i[1]);
@@ -213,8 +222,7 @@ struct PyPeer {
         posix_spawn_file_actions_adddup2(&fa, o[1], 1);
         std::vector<char *> argv;
         argv.push_back(const_cast<char *>("python3"));
-        for (auto &s : args)
-            argv.push_back(const_cast<char *>(s.c_str()));
+        for (auto &s : args) argv.push_back(const_cast<char *>(s.c_str()));
         argv.push_back(nullptr);
         int rc = posix_spawnp(&pid, "python3", &fa, nullptr, argv.data(), environ);
         posix_spawn_file_actions_destroy(&fa);
@@ -222,8 +230,7 @@ struct PyPeer {
         close(o[1]);
         in = i[1];
         out = o[0];
-        if (rc != 0)
-            pid = -1;
+        if (rc != 0) pid = -1;
         return rc == 0;
     }
     bool send(const std::string &s) { return write_all(in, s.data(), s.size()); }
@@ -237,15 +244,12 @@ struct PyPeer {
                 return true;
             }
             double left = end - now();
-            if (left <= 0)
-                return false;
+            if (left <= 0) return false;
             struct pollfd p = {out, POLLIN, 0};
-            if (poll(&p, 1, static_cast<int>(left * 1000) + 1) <= 0)
-                continue;
+            if (poll(&p, 1, static_cast<int>(left * 1000) + 1) <= 0) continue;
             char buf[512];
             ssize_t n = read(out, buf, sizeof buf);
-            if (n <= 0)
-                return false;
+            if (n <= 0) return false;
             buffered.append(buf, static_cast<size_t>(n));
         }
     }
@@ -274,20 +278,21 @@ bool python_shm_usable(std::string *why) {
     static int state = 0; // 0 unknown, 1 yes, 2 no
     if (state == 0) {
         PyPeer py;
-        state = py.start({"-c", "import multiprocessing.shared_memory, multiprocessing.resource_tracker"}) &&
-                        py.wait(kWait) == 0
-                    ? 1
-                    : 2;
+        state =
+            py.start(
+                {"-c", "import multiprocessing.shared_memory, multiprocessing.resource_tracker"}) &&
+                    py.wait(kWait) == 0
+                ? 1
+                : 2;
     }
     *why = "python3 with multiprocessing.shared_memory is not available";
     return state == 1;
 }
 
-#define REQUIRE_PYTHON_SHM()                                                               \
-    do {                                                                                   \
-        std::string why_;                                                                  \
-        if (!python_shm_usable(&why_))                                                     \
-            GTEST_SKIP() << why_;                                                          \
+#define REQUIRE_PYTHON_SHM()                                 \
+    do {                                                     \
+        std::string why_;                                    \
+        if (!python_shm_usable(&why_)) GTEST_SKIP() << why_; \
     } while (0)
 
 } // namespace
@@ -307,9 +312,10 @@ TEST_P(ShmInteropTest, PythonCreatesWeAttach) {
     a.s(ns.c_str()).s(nl.c_str());
     mp_process *p = start(tgt_use_python_blocks, a.get());
     ASSERT_NE(nullptr, p);
-    EXPECT_EQ(0, join_code(p)) << "20/21: attach failed; 22: the block's size or text; 23: the list's "
-                                  "items; 24: a set; 25: no MP_ETOOBIG past Python's slot; 26: a "
-                                  "str that fits its slot was refused";
+    EXPECT_EQ(0, join_code(p))
+        << "20/21: attach failed; 22: the block's size or text; 23: the list's "
+           "items; 24: a set; 25: no MP_ETOOBIG past Python's slot; 26: a "
+           "str that fits its slot was refused";
     // Our child attached (tracked) and ended: Python's blocks must still be there.
     EXPECT_TRUE(dev_shm_has(ns) && dev_shm_has(nl)) << "our child's exit unlinked Python's blocks";
     // Here too: the parent attaches the list and sees the child's changes.
@@ -345,7 +351,8 @@ TEST_P(ShmInteropTest, WeCreatePythonAttaches) {
     }
     EXPECT_TRUE(dev_shm_has(ns) && dev_shm_has(nl))
         << "python's exit unlinked our blocks (its unregister failed: gh-82300)";
-    EXPECT_EQ(0, memcmp(s.buf() + 1000, kPyText, sizeof kPyText - 1)) << "python's write is not visible";
+    EXPECT_EQ(0, memcmp(s.buf() + 1000, kPyText, sizeof kPyText - 1))
+        << "python's write is not visible";
     EXPECT_EQ("", list_diff(l, kCItemsChanged)) << "python's list changes are not visible";
     // A child of this backend sees Python's write by name too.
     Args a;
@@ -399,7 +406,8 @@ TEST_P(ShmInteropTest, LongNamesBothWays) {
             EXPECT_EQ("OK", line);
             EXPECT_EQ(0, py.wait(kWait));
         }
-        EXPECT_EQ(0, memcmp(s.buf() + 1000, kPyText, sizeof kPyText - 1)) << "python's write is not visible";
+        EXPECT_EQ(0, memcmp(s.buf() + 1000, kPyText, sizeof kPyText - 1))
+            << "python's write is not visible";
         EXPECT_EQ(0, mp_shm_unlink(s.s)) << err();
     }
 }

@@ -27,8 +27,7 @@ int tgt_create(mp_args *a) {
     mp_os_handle out = mp_args_os_handle(a, 0);
     bool untracked = mp_args_int(a, 1) != 0;
     int64_t how = mp_args_int(a, 2);
-    if (out == MP_INVALID_OS_HANDLE)
-        return kBad;
+    if (out == MP_INVALID_OS_HANDLE) return kBad;
     mp_shm_opts o = {};
     o.create = true;
     o.size = 4096;
@@ -41,14 +40,11 @@ int tgt_create(mp_args *a) {
         return kFail;
     }
     strcpy(static_cast<char *>(mp_shm_buf(s)), "alive");
-    if (!write_msg(out, std::string("name=") + mp_shm_name(s)))
-        return kBad + 1;
-    if (how == 1)
-        return kOk; // the block's object is never freed: the exit must not care
+    if (!write_msg(out, std::string("name=") + mp_shm_name(s))) return kBad + 1;
+    if (how == 1) return kOk; // the block's object is never freed: the exit must not care
     if (how == 2) {
         mp_os_handle rel = mp_args_os_handle(a, 3);
-        if (wait_readable(rel, kCap) != 1)
-            return kTgtCapReached;
+        if (wait_readable(rel, kCap) != 1) return kTgtCapReached;
     }
     mp_shm_free(s);
     return kOk;
@@ -66,8 +62,7 @@ int attach_quietly(const char *name, mp_shm **out) {
 int tgt_tree_grandchild(mp_args *a) {
     mp_os_handle out = mp_args_os_handle(a, 0);
     const char *na = mp_args_str(a, 1), *nt = mp_args_str(a, 2);
-    if (out == MP_INVALID_OS_HANDLE || !na || !nt)
-        return kBad;
+    if (out == MP_INVALID_OS_HANDLE || !na || !nt) return kBad;
     mp_shm *sa = nullptr, *st = nullptr, *sb = nullptr;
     if (attach_quietly(na, &sa) != 0 || attach_quietly(nt, &st) != 0) {
         write_msg(out, "g error=attach");
@@ -91,8 +86,7 @@ int tgt_tree_grandchild(mp_args *a) {
 int tgt_tree_child(mp_args *a) {
     mp_os_handle out = mp_args_os_handle(a, 0);
     const char *backend = mp_args_str(a, 1), *nt = mp_args_str(a, 2);
-    if (out == MP_INVALID_OS_HANDLE || !backend || !nt)
-        return kBad;
+    if (out == MP_INVALID_OS_HANDLE || !backend || !nt) return kBad;
     mp_shm *sa = nullptr, *sa2 = nullptr, *st = nullptr;
     mp_shm_opts o = {};
     o.create = true;
@@ -129,10 +123,8 @@ std::map<std::string, std::string> fields(const std::string &m) {
         size_t sp = m.find(' ', pos);
         std::string w = m.substr(pos, sp == std::string::npos ? std::string::npos : sp - pos);
         size_t eq = w.find('=');
-        if (eq != std::string::npos)
-            out[w.substr(0, eq)] = w.substr(eq + 1);
-        if (sp == std::string::npos)
-            break;
+        if (eq != std::string::npos) out[w.substr(0, eq)] = w.substr(eq + 1);
+        if (sp == std::string::npos) break;
         pos = sp + 1;
     }
     return out;
@@ -141,10 +133,11 @@ std::map<std::string, std::string> fields(const std::string &m) {
 } // namespace
 
 class ShmLifetimeTest : public ShmFixture {
-protected:
+  protected:
     bool skip_unless_processes(std::string *why) {
         if (!kPosixShm) {
-            *why = "posix names outlive processes; Windows is checked by NamedMappingVanishesWithItsLastHandle";
+            *why = "posix names outlive processes; Windows is checked by "
+                   "NamedMappingVanishesWithItsLastHandle";
             return true;
         }
         if (dummy()) {
@@ -164,10 +157,8 @@ protected:
             a.h((*b)->release.r);
         }
         mp_process *p = start(tgt_create, a.get());
-        if (pp)
-            *pp = p;
-        if (!p)
-            return "";
+        if (pp) *pp = p;
+        if (!p) return "";
         std::string m;
         if (!read_msg(out.r, &m, kWait) || m.compare(0, 5, "name=") != 0) {
             ADD_FAILURE() << "the child reported no name: " << m;
@@ -190,13 +181,14 @@ protected:
 };
 
 INSTANTIATE_TEST_SUITE_P(Backends, ShmLifetimeTest, ::testing::ValuesIn(all_backends()),
-                         [](const ::testing::TestParamInfo<std::string> &info) { return info.param; });
+                         [](const ::testing::TestParamInfo<std::string> &info) {
+                             return info.param;
+                         });
 
 // (a) A child creates a tracked block and ends without unlinking it: the block goes.
 TEST_P(ShmLifetimeTest, TrackedBlockOfAnEndedChildIsUnlinked) {
     std::string why;
-    if (skip_unless_processes(&why))
-        GTEST_SKIP() << why;
+    if (skip_unless_processes(&why)) GTEST_SKIP() << why;
     for (int how = 0; how < 2; how++) {
         SCOPED_TRACE(how == 0 ? "the child closed it" : "the child never closed it");
         mp_process *p = nullptr;
@@ -212,8 +204,7 @@ TEST_P(ShmLifetimeTest, TrackedBlockOfAnEndedChildIsUnlinked) {
 // tracked): the block must stay until the parent is done with it.
 TEST_P(ShmLifetimeTest, BlockStaysWhileAnotherProcessHoldsIt) {
     std::string why;
-    if (skip_unless_processes(&why))
-        GTEST_SKIP() << why;
+    if (skip_unless_processes(&why)) GTEST_SKIP() << why;
     for (int killed = 0; killed < 2; killed++) {
         SCOPED_TRACE(killed ? "the creator is SIGKILLed" : "the creator returns");
         mp_process *p = nullptr;
@@ -231,7 +222,8 @@ TEST_P(ShmLifetimeTest, BlockStaysWhileAnotherProcessHoldsIt) {
             EXPECT_EQ(0, join_code(p));
         }
         sync_with_tracker();
-        EXPECT_TRUE(dev_shm_has(name)) << "the tracker unlinked a block this process still holds (gh-82300)";
+        EXPECT_TRUE(dev_shm_has(name))
+            << "the tracker unlinked a block this process still holds (gh-82300)";
         Shm again;
         EXPECT_EQ(0, shm_attach(name, &again)) << "a second attach by name " << err();
         strcpy(mine.buf(), "still mine");
@@ -247,8 +239,7 @@ TEST_P(ShmLifetimeTest, BlockStaysWhileAnotherProcessHoldsIt) {
 // tracking creator ends, the name goes; the mapping stays valid.
 TEST_P(ShmLifetimeTest, AnUntrackedAttachDoesNotKeepTheBlock) {
     std::string why;
-    if (skip_unless_processes(&why))
-        GTEST_SKIP() << why;
+    if (skip_unless_processes(&why)) GTEST_SKIP() << why;
     mp_process *p = nullptr;
     Blocker *b = nullptr;
     std::string name = child_creates(false, 2, &p, &b);
@@ -267,14 +258,12 @@ TEST_P(ShmLifetimeTest, AnUntrackedAttachDoesNotKeepTheBlock) {
 
 // (c) An untracked block outlives its creator; the test unlinks it.
 TEST_P(ShmLifetimeTest, UntrackedBlockOutlivesItsCreator) {
-    if (!kPosixShm)
-        GTEST_SKIP() << "posix only: on Windows a block lives only as long as a handle";
+    if (!kPosixShm) GTEST_SKIP() << "posix only: on Windows a block lives only as long as a handle";
     mp_process *p = nullptr;
     std::string name = child_creates(true, 0, &p);
     ASSERT_FALSE(name.empty());
     EXPECT_EQ(0, join_code(p));
-    if (!dummy())
-        sync_with_tracker();
+    if (!dummy()) sync_with_tracker();
     EXPECT_TRUE(dev_shm_has(name)) << "an untracked block was unlinked";
     Shm s;
     ASSERT_EQ(0, shm_attach(name, &s)) << err();
@@ -287,11 +276,10 @@ TEST_P(ShmLifetimeTest, UntrackedBlockOutlivesItsCreator) {
 // Python, or `rm /dev/shm/...`) and the new block is untracked, so only the block
 // itself (not the tracker's record) can tell that it is another one.
 class ShmReuseTest : public ShmLifetimeTest {
-protected:
+  protected:
     void run(bool foreign) {
         std::string why;
-        if (skip_unless_processes(&why))
-            GTEST_SKIP() << why;
+        if (skip_unless_processes(&why)) GTEST_SKIP() << why;
         std::string name = fresh_name(foreign ? "reuse_f" : "reuse");
         Pipe &out = pipe();
         Blocker &b = blocker();
@@ -326,7 +314,9 @@ protected:
 };
 
 INSTANTIATE_TEST_SUITE_P(Backends, ShmReuseTest, ::testing::ValuesIn(all_backends()),
-                         [](const ::testing::TestParamInfo<std::string> &info) { return info.param; });
+                         [](const ::testing::TestParamInfo<std::string> &info) {
+                             return info.param;
+                         });
 
 TEST_P(ShmReuseTest, NameReusedAfterUnlink) { run(false); }
 TEST_P(ShmReuseTest, NameReusedAfterAForeignUnlink) { run(true); }
@@ -342,11 +332,10 @@ TEST_P(ShmReuseTest, NameReusedAfterAForeignUnlink) { run(true); }
 enum KillOrder { kAtOnce, kGrandFirst, kChildFirst };
 
 class ShmKillTest : public ShmLifetimeTest {
-protected:
+  protected:
     void run(KillOrder order) {
         std::string why;
-        if (skip_unless_processes(&why))
-            GTEST_SKIP() << why;
+        if (skip_unless_processes(&why)) GTEST_SKIP() << why;
         std::string tname = fresh_name("tree");
         Shm t;
         ASSERT_EQ(0, shm_create(tname, 4096, &t)) << err();
@@ -363,27 +352,32 @@ protected:
             (m[0] == 'g' ? g : c) = fields(m);
             ASSERT_EQ(0u, fields(m).count("error")) << m;
         }
-        ASSERT_TRUE(c.count("a") && c.count("a2") && g.count("b") && c.count("pid") && g.count("pid"));
+        ASSERT_TRUE(c.count("a") && c.count("a2") && g.count("b") && c.count("pid") &&
+                    g.count("pid"));
         std::string na = learn(c["a"]), na2 = learn(c["a2"]), nb = learn(g["b"]);
         int64_t gpid = to_i64(g["pid"]);
         kill_at_teardown(gpid);
         EXPECT_EQ(mp_process_pid(p), to_i64(c["pid"]));
-        EXPECT_TRUE(dev_shm_has(na) && dev_shm_has(na2) && dev_shm_has(nb)) << na << " " << na2 << " " << nb;
+        EXPECT_TRUE(dev_shm_has(na) && dev_shm_has(na2) && dev_shm_has(nb))
+            << na << " " << na2 << " " << nb;
         auto gone = [](const std::string &n) { return !dev_shm_has(n); };
         if (order == kGrandFirst) {
             force_kill(gpid);
             ASSERT_TRUE(wait_process_gone(gpid, kWait));
             EXPECT_TRUE(eventually([&] { return gone(nb); }, kLeakWait))
                 << "the killed grandchild's block " << nb << " remains while its parent lives";
-            EXPECT_TRUE(dev_shm_has(na) && dev_shm_has(na2)) << "the child still lives and holds them";
+            EXPECT_TRUE(dev_shm_has(na) && dev_shm_has(na2))
+                << "the child still lives and holds them";
             ASSERT_EQ(0, mp_process_kill(p)) << err();
         } else if (order == kChildFirst) {
             ASSERT_EQ(0, mp_process_kill(p)) << err();
             EXPECT_EQ(exitcode_killed(), join_code(p));
             EXPECT_TRUE(eventually([&] { return gone(na2); }, kLeakWait))
-                << "the killed child's own block " << na2 << " remains while its child lives "
+                << "the killed child's own block " << na2
+                << " remains while its child lives "
                    "(did the grandchild inherit the child's tracker registration?)";
-            EXPECT_TRUE(dev_shm_has(na)) << "the grandchild still lives and holds " << na << " (gh-82300)";
+            EXPECT_TRUE(dev_shm_has(na))
+                << "the grandchild still lives and holds " << na << " (gh-82300)";
             EXPECT_TRUE(dev_shm_has(nb)) << "the grandchild still lives and holds " << nb;
             force_kill(gpid);
         } else {
@@ -395,8 +389,9 @@ protected:
             EXPECT_EQ(exitcode_killed(), join_code(p));
         }
         EXPECT_TRUE(eventually([&] { return gone(na) && gone(na2) && gone(nb); }, kLeakWait))
-            << "left in /dev/shm " << kLeakWait << " s after kill -9 of the tree: "
-            << (gone(na) ? "" : na + " ") << (gone(na2) ? "" : na2 + " ") << (gone(nb) ? "" : nb);
+            << "left in /dev/shm " << kLeakWait
+            << " s after kill -9 of the tree: " << (gone(na) ? "" : na + " ")
+            << (gone(na2) ? "" : na2 + " ") << (gone(nb) ? "" : nb);
         EXPECT_TRUE(dev_shm_has(tname)) << "the killed tree took the live test's block with it";
         EXPECT_STREQ("the test's", t.buf());
         EXPECT_EQ(0, mp_shm_unlink(t.s)) << err();
@@ -404,7 +399,9 @@ protected:
 };
 
 INSTANTIATE_TEST_SUITE_P(Backends, ShmKillTest, ::testing::ValuesIn(all_backends()),
-                         [](const ::testing::TestParamInfo<std::string> &info) { return info.param; });
+                         [](const ::testing::TestParamInfo<std::string> &info) {
+                             return info.param;
+                         });
 
 TEST_P(ShmKillTest, KillNineOfTheWholeTreeLeavesNothing) { run(kAtOnce); }
 TEST_P(ShmKillTest, KillNineGrandchildThenChild) { run(kGrandFirst); }
@@ -413,8 +410,7 @@ TEST_P(ShmKillTest, KillNineChildThenGrandchild) { run(kChildFirst); }
 // Windows: a named mapping has no life of its own: once its last handle is closed,
 // attaching by name is MP_ENOENT (posix: the name stays until unlinked or tracked).
 TEST_P(ShmLifetimeTest, NamedMappingVanishesWithItsLastHandle) {
-    if (kPosixShm)
-        GTEST_SKIP() << "Windows semantics; posix is checked by the tracker tests above";
+    if (kPosixShm) GTEST_SKIP() << "Windows semantics; posix is checked by the tracker tests above";
     mp_process *p = nullptr;
     std::string name = child_creates(false, 0, &p);
     ASSERT_FALSE(name.empty());
@@ -466,8 +462,7 @@ namespace {
 // still exist while it lives. Reports "late=<n> names=<a,b,...>" or "error=...".
 int tgt_late_answers(mp_args *a) {
     mp_os_handle out = mp_args_os_handle(a, 0);
-    if (out == MP_INVALID_OS_HANDLE)
-        return kBad;
+    if (out == MP_INVALID_OS_HANDLE) return kBad;
     mp_shm_opts o = {};
     o.create = true;
     o.size = 4096;
@@ -527,8 +522,7 @@ int tgt_late_answers(mp_args *a) {
 // the blocks it still uses.
 TEST_P(ShmLifetimeTest, LateTrackerAnswersKeepTheRegistrations) {
     std::string why;
-    if (skip_unless_processes(&why))
-        GTEST_SKIP() << why;
+    if (skip_unless_processes(&why)) GTEST_SKIP() << why;
     Pipe &out = pipe();
     Args a;
     a.h(out.w);
@@ -540,7 +534,8 @@ TEST_P(ShmLifetimeTest, LateTrackerAnswersKeepTheRegistrations) {
     std::vector<std::string> names;
     for (size_t pos = 0; pos < kv["names"].size();) {
         size_t c = kv["names"].find(',', pos);
-        names.push_back(learn(kv["names"].substr(pos, c == std::string::npos ? std::string::npos : c - pos)));
+        names.push_back(
+            learn(kv["names"].substr(pos, c == std::string::npos ? std::string::npos : c - pos)));
         pos = c == std::string::npos ? kv["names"].size() : c + 1;
     }
     EXPECT_EQ(0, join_code(p));
@@ -561,15 +556,15 @@ namespace {
 // would name the daemon's short-lived parent, which called listen.)
 int64_t tracker_daemon_pid() {
     struct stat st;
-    if (stat("/dev/shm", &st) != 0)
-        memset(&st, 0, sizeof st);
+    if (stat("/dev/shm", &st) != 0) memset(&st, 0, sizeof st);
     char name[128];
     snprintf(name, sizeof name, "@multiproc-tracker-2-%lu-%llx-%llx", (unsigned long)geteuid(),
              (unsigned long long)st.st_dev, (unsigned long long)st.st_ino);
     std::string table = read_file("/proc/net/unix"), inode;
     for (size_t pos = 0; pos < table.size() && inode.empty();) {
         size_t end = table.find('\n', pos);
-        std::string line = table.substr(pos, end == std::string::npos ? std::string::npos : end - pos);
+        std::string line =
+            table.substr(pos, end == std::string::npos ? std::string::npos : end - pos);
         pos = end == std::string::npos ? table.size() : end + 1;
         // Num RefCount Protocol Flags Type St Inode Path; the listener has __SO_ACCEPTCON.
         char flags[16] = "", path[160] = "";
@@ -578,32 +573,26 @@ int64_t tracker_daemon_pid() {
             strcmp(path, name) == 0 && strcmp(flags, "00010000") == 0)
             inode = "socket:[" + std::to_string(ino) + "]";
     }
-    if (inode.empty())
-        return -1;
+    if (inode.empty()) return -1;
     int64_t found = -1;
     DIR *proc = opendir("/proc");
     while (proc && found < 0) {
         struct dirent *e = readdir(proc);
-        if (!e)
-            break;
-        if (e->d_name[0] < '1' || e->d_name[0] > '9')
-            continue;
+        if (!e) break;
+        if (e->d_name[0] < '1' || e->d_name[0] > '9') continue;
         std::string fds = std::string("/proc/") + e->d_name + "/fd";
         DIR *d = opendir(fds.c_str());
         while (d && found < 0) {
             struct dirent *f = readdir(d);
-            if (!f)
-                break;
+            if (!f) break;
             char link[64];
             ssize_t n = readlink((fds + "/" + f->d_name).c_str(), link, sizeof link - 1);
             if (n > 0 && std::string(link, (size_t)n) == inode)
                 found = strtoll(e->d_name, nullptr, 10);
         }
-        if (d)
-            closedir(d);
+        if (d) closedir(d);
     }
-    if (proc)
-        closedir(proc);
+    if (proc) closedir(proc);
     return found;
 }
 
@@ -622,8 +611,7 @@ uint64_t ignored_signals(int64_t pid) {
 // SIGKILL it here: other test processes use it at the same time.)
 TEST_P(ShmLifetimeTest, TrackerDaemonIgnoresTermAndInt) {
     std::string why;
-    if (skip_unless_processes(&why))
-        GTEST_SKIP() << why;
+    if (skip_unless_processes(&why)) GTEST_SKIP() << why;
     // A tracked block of our own keeps us a client, so the daemon stays.
     Shm mine;
     ASSERT_EQ(0, shm_create(fresh_name("sig"), 4096, &mine)) << err();
@@ -636,7 +624,8 @@ TEST_P(ShmLifetimeTest, TrackerDaemonIgnoresTermAndInt) {
     ASSERT_EQ(0, stat("/proc/self/exe", &self_st));
     if (stat(("/proc/" + std::to_string((long long)pid) + "/exe").c_str(), &daemon_st) != 0 ||
         daemon_st.st_dev != self_st.st_dev || daemon_st.st_ino != self_st.st_ino)
-        GTEST_SKIP() << "the tracker daemon serving now (pid " << pid << ") was started by another program";
+        GTEST_SKIP() << "the tracker daemon serving now (pid " << pid
+                     << ") was started by another program";
     EXPECT_EQ(0, kill((pid_t)pid, SIGTERM));
     EXPECT_EQ(0, kill((pid_t)pid, SIGINT));
     uint64_t ign = ignored_signals(pid);
@@ -666,12 +655,14 @@ TEST(ShmTrackerEnv, AForeignTrackerVariableIsIgnored) {
     struct sockaddr_un addr = {};
     addr.sun_family = AF_UNIX;
     snprintf(addr.sun_path + 1, sizeof addr.sun_path - 1, "mp-test-env-%d", (int)getpid());
-    socklen_t alen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + strlen(addr.sun_path + 1));
+    socklen_t alen =
+        (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + strlen(addr.sun_path + 1));
     ASSERT_EQ(0, bind(lfd, (struct sockaddr *)&addr, alen));
     ASSERT_EQ(0, listen(lfd, 4));
     const std::string fd = std::to_string(lfd);
     // The parent's pid, pid 1, no pid, junk: none is the program's own pid.
-    for (const std::string &v : {std::to_string(getpid()) + ":" + fd, "1:" + fd, fd, std::string("x")}) {
+    for (const std::string &v :
+         {std::to_string(getpid()) + ":" + fd, "1:" + fd, fd, std::string("x")}) {
         SCOPED_TRACE("MP__SHM_TRACKER_FD=" + v);
         int po[2];
         ASSERT_EQ(0, ::pipe(po));
@@ -694,11 +685,9 @@ TEST(ShmTrackerEnv, AForeignTrackerVariableIsIgnored) {
         while (!ended && std::chrono::steady_clock::now() < until) {
             char buf[512];
             ssize_t n;
-            while ((n = read(po[0], buf, sizeof buf)) > 0)
-                got.append(buf, (size_t)n);
+            while ((n = read(po[0], buf, sizeof buf)) > 0) got.append(buf, (size_t)n);
             ended = waitpid(c, &st, WNOHANG) == c;
-            if (!ended)
-                usleep(10000);
+            if (!ended) usleep(10000);
         }
         if (!ended) {
             kill(c, SIGKILL);
@@ -706,12 +695,13 @@ TEST(ShmTrackerEnv, AForeignTrackerVariableIsIgnored) {
         }
         char buf[512];
         ssize_t n;
-        while ((n = read(po[0], buf, sizeof buf)) > 0)
-            got.append(buf, (size_t)n);
+        while ((n = read(po[0], buf, sizeof buf)) > 0) got.append(buf, (size_t)n);
         close(po[0]);
-        EXPECT_TRUE(ended) << "the program did not end within " << kWait << " s (serving as a tracker?)";
+        EXPECT_TRUE(ended) << "the program did not end within " << kWait
+                           << " s (serving as a tracker?)";
         EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << "status " << st;
-        EXPECT_NE(std::string::npos, got.find("AForeignTrackerVariableIsIgnored")) << "main() did not run: " << got;
+        EXPECT_NE(std::string::npos, got.find("AForeignTrackerVariableIsIgnored"))
+            << "main() did not run: " << got;
     }
     close(lfd);
 }
@@ -739,8 +729,7 @@ TEST(ShmTrackerSecure, InsideASetuidProgram) {
 }
 
 TEST(ShmTrackerSecure, SetuidProgramRefusesTracking) {
-    if (geteuid() != 0)
-        GTEST_SKIP() << "needs root to make a setuid-root copy of this program";
+    if (geteuid() != 0) GTEST_SKIP() << "needs root to make a setuid-root copy of this program";
     char dir[] = "/tmp/mp-setuid-XXXXXX";
     ASSERT_NE(nullptr, mkdtemp(dir));
     const std::string copy = std::string(dir) + "/mp_tests";
@@ -751,8 +740,7 @@ TEST(ShmTrackerSecure, SetuidProgramRefusesTracking) {
         ASSERT_GE(outf, 0);
         char buf[1 << 16];
         ssize_t n;
-        while ((n = read(in, buf, sizeof buf)) > 0)
-            ASSERT_EQ(n, write(outf, buf, (size_t)n));
+        while ((n = read(in, buf, sizeof buf)) > 0) ASSERT_EQ(n, write(outf, buf, (size_t)n));
         close(in);
         close(outf);
     }
@@ -765,8 +753,7 @@ TEST(ShmTrackerSecure, SetuidProgramRefusesTracking) {
     if (c == 0) {
         dup2(po[1], 1);
         dup2(po[1], 2);
-        if (setgroups(0, nullptr) != 0 || setgid(65534) != 0 || setuid(65534) != 0)
-            _exit(126);
+        if (setgroups(0, nullptr) != 0 || setgid(65534) != 0 || setuid(65534) != 0) _exit(126);
         setenv("MP_TEST_SETUID_CHILD", "1", 1);
         execl(copy.c_str(), "mp_tests", "--gtest_filter=ShmTrackerSecure.InsideASetuidProgram",
               (char *)nullptr);
@@ -781,18 +768,15 @@ TEST(ShmTrackerSecure, SetuidProgramRefusesTracking) {
     char buf[512];
     ssize_t n;
     while (!ended && std::chrono::steady_clock::now() < until) {
-        while ((n = read(po[0], buf, sizeof buf)) > 0)
-            got.append(buf, (size_t)n);
+        while ((n = read(po[0], buf, sizeof buf)) > 0) got.append(buf, (size_t)n);
         ended = waitpid(c, &st, WNOHANG) == c;
-        if (!ended)
-            usleep(10000);
+        if (!ended) usleep(10000);
     }
     if (!ended) {
         kill(c, SIGKILL);
         waitpid(c, &st, 0);
     }
-    while ((n = read(po[0], buf, sizeof buf)) > 0)
-        got.append(buf, (size_t)n);
+    while ((n = read(po[0], buf, sizeof buf)) > 0) got.append(buf, (size_t)n);
     close(po[0]);
     unlink(copy.c_str());
     rmdir(dir);
@@ -802,6 +786,7 @@ TEST(ShmTrackerSecure, SetuidProgramRefusesTracking) {
         GTEST_SKIP() << "/tmp does not honour setuid bits (mounted nosuid?)";
     EXPECT_TRUE(ended) << "the setuid copy did not end within " << kWait << " s";
     EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << "status " << st << ": " << got;
-    EXPECT_NE(std::string::npos, got.find("[       OK ] ShmTrackerSecure.InsideASetuidProgram")) << got;
+    EXPECT_NE(std::string::npos, got.find("[       OK ] ShmTrackerSecure.InsideASetuidProgram"))
+        << got;
 }
 #endif

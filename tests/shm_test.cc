@@ -20,10 +20,14 @@ enum { kOk = 0, kBad = 90, kFail = 1 };
 // A readable form of a value for failure messages and comparisons: "int:7", "str:py"...
 std::string show(const mp_value *v) {
     switch (mp_value_get_type(v)) {
-    case MP_VALUE_NONE: return "None";
-    case MP_VALUE_BOOL: return mp_value_as_bool(v) ? "True" : "False";
-    case MP_VALUE_INT: return "int:" + std::to_string((long long)mp_value_as_int(v));
-    case MP_VALUE_FLOAT: return "float:" + std::to_string(mp_value_as_float(v));
+    case MP_VALUE_NONE:
+        return "None";
+    case MP_VALUE_BOOL:
+        return mp_value_as_bool(v) ? "True" : "False";
+    case MP_VALUE_INT:
+        return "int:" + std::to_string((long long)mp_value_as_int(v));
+    case MP_VALUE_FLOAT:
+        return "float:" + std::to_string(mp_value_as_float(v));
     case MP_VALUE_STR: {
         size_t n = 0;
         const char *s = mp_value_as_str(v, &n);
@@ -40,7 +44,8 @@ std::string show(const mp_value *v) {
         }
         return h;
     }
-    default: return std::string("other:") + mp_value_type_name(mp_value_get_type(v));
+    default:
+        return std::string("other:") + mp_value_type_name(mp_value_get_type(v));
     }
 }
 
@@ -71,10 +76,18 @@ mp_value *sample_items() {
     return l;
 }
 const std::vector<std::string> &sample_shown() {
-    static const std::vector<std::string> v = {
-        "int:7", "float:2.500000", "True", "str:py", "bytes:620079", "None",
-        std::string("str:") + kHello, "int:" + std::to_string((long long)INT64_MIN),
-        "int:" + std::to_string((long long)INT64_MAX), "str:", "False", "str:py"};
+    static const std::vector<std::string> v = {"int:7",
+                                               "float:2.500000",
+                                               "True",
+                                               "str:py",
+                                               "bytes:620079",
+                                               "None",
+                                               std::string("str:") + kHello,
+                                               "int:" + std::to_string((long long)INT64_MIN),
+                                               "int:" + std::to_string((long long)INT64_MAX),
+                                               "str:",
+                                               "False",
+                                               "str:py"};
     return v;
 }
 
@@ -98,12 +111,10 @@ std::string check_items(mp_shareable_list *l, const std::vector<std::string> &wa
 
 // Checks the parent's text at 0 and writes "child was here" at 1000 of a block.
 int check_and_reply(mp_shm *s, const char *name) {
-    if (!s || !mp_shm_buf(s) || mp_shm_size(s) < 2048)
-        return kBad + 1;
+    if (!s || !mp_shm_buf(s) || mp_shm_size(s) < 2048) return kBad + 1;
     const char *buf = static_cast<const char *>(mp_shm_buf(s));
     std::string want = std::string("parent:") + name;
-    if (memcmp(buf, want.c_str(), want.size() + 1) != 0)
-        return kFail;
+    if (memcmp(buf, want.c_str(), want.size() + 1) != 0) return kFail;
     memcpy(static_cast<char *>(mp_shm_buf(s)) + 1000, "child was here", 15);
     return kOk;
 }
@@ -111,21 +122,18 @@ int check_and_reply(mp_shm *s, const char *name) {
 // [0] str name: attaches by name, check_and_reply, closes.
 int tgt_attach_by_name(mp_args *a) {
     const char *name = mp_args_str(a, 0);
-    if (!name)
-        return kBad;
+    if (!name) return kBad;
     mp_shm_opts o = {};
     o.name = name;
     mp_shm *s = nullptr;
     int rc = mp_shm_open(&o, &s);
-    if (rc != 0)
-        return 10 - rc; // 17: MP_ENOENT
+    if (rc != 0) return 10 - rc; // 17: MP_ENOENT
     if (strcmp(mp_shm_name(s), name) != 0) {
         mp_shm_free(s);
         return kBad + 2;
     }
     rc = check_and_reply(s, name);
-    if (mp_shm_close(s) != 0)
-        rc = kFail + 1;
+    if (mp_shm_close(s) != 0) rc = kFail + 1;
     mp_shm_free(s);
     return rc;
 }
@@ -134,10 +142,8 @@ int tgt_attach_by_name(mp_args *a) {
 int tgt_shm_arg(mp_args *a) {
     mp_shm *s = mp_args_shm(a, 0);
     const char *name = mp_args_str(a, 1);
-    if (!s || !name)
-        return kBad;
-    if (!mp_shm_name(s) || strcmp(mp_shm_name(s), name) != 0)
-        return kBad + 2;
+    if (!s || !name) return kBad;
+    if (!mp_shm_name(s) || strcmp(mp_shm_name(s), name) != 0) return kBad + 2;
     return check_and_reply(s, name);
 }
 
@@ -148,8 +154,7 @@ int tgt_relay_shm(mp_args *a) {
     mp_shm *s = mp_args_shm(a, 1);
     mp_context *ctx = backend ? mp_get_context(backend) : nullptr;
     mp_args *ga = nullptr;
-    if (!ctx || !s || !name || mp_args_new(&ga) != 0)
-        return 80;
+    if (!ctx || !s || !name || mp_args_new(&ga) != 0) return 80;
     int rc = 81;
     mp_process *g = nullptr;
     mp_process_opts o = {};
@@ -172,15 +177,14 @@ int tgt_relay_shm(mp_args *a) {
 // [0] str list name: attaches, checks the sample, sets [0] = 42, [3] = "cc".
 int tgt_list_attach(mp_args *a) {
     const char *name = mp_args_str(a, 0);
-    if (!name)
-        return kBad;
+    if (!name) return kBad;
     mp_shareable_list *l = nullptr;
     int rc = mp_shareable_list_attach(name, &l);
-    if (rc != 0)
-        return 10 - rc;
+    if (rc != 0) return 10 - rc;
     rc = check_items(l, sample_shown()).empty() ? kOk : kFail;
     Val i42(mp_value_int(42)), cc(mp_value_str("cc"));
-    if (rc == kOk && (mp_shareable_list_set(l, 0, i42.v) != 0 || mp_shareable_list_set(l, 3, cc.v) != 0))
+    if (rc == kOk &&
+        (mp_shareable_list_set(l, 0, i42.v) != 0 || mp_shareable_list_set(l, 3, cc.v) != 0))
         rc = kFail + 1;
     mp_shareable_list_free(l);
     return rc;
@@ -191,7 +195,9 @@ int tgt_list_attach(mp_args *a) {
 class ShmTest : public ShmFixture {};
 
 INSTANTIATE_TEST_SUITE_P(Backends, ShmTest, ::testing::ValuesIn(all_backends()),
-                         [](const ::testing::TestParamInfo<std::string> &info) { return info.param; });
+                         [](const ::testing::TestParamInfo<std::string> &info) {
+                             return info.param;
+                         });
 
 // ---- SharedMemory ----------------------------------------------------------------------
 
@@ -212,8 +218,7 @@ TEST_P(ShmTest, CreateWithAGeneratedName) {
     char *p = a.buf();
     ASSERT_NE(nullptr, p);
     bool zero = true;
-    for (size_t i = 0; i < 4096; i++)
-        zero = zero && p[i] == 0;
+    for (size_t i = 0; i < 4096; i++) zero = zero && p[i] == 0;
     EXPECT_TRUE(zero) << "a new block is zero-filled";
     p[0] = 'x';
     p[4095] = 'y';
@@ -305,7 +310,8 @@ TEST_P(ShmTest, RequestedAndRealSize) {
     std::string huge = fresh_name("huge");
     Shm h;
     int rc = shm_create(huge, SIZE_MAX / 2, &h);
-    EXPECT_TRUE(rc == MP_EINVAL || rc == MP_ENOMEM || rc == MP_ESYS) << mp_err_name(rc) << " " << err();
+    EXPECT_TRUE(rc == MP_EINVAL || rc == MP_ENOMEM || rc == MP_ESYS)
+        << mp_err_name(rc) << " " << err();
     EXPECT_EQ(nullptr, h.s);
     EXPECT_FALSE(dev_shm_has(huge)) << "a failed create left its name";
 }
@@ -348,7 +354,8 @@ TEST_P(ShmTest, ChildAttachesByName) {
     EXPECT_EQ(0, join_code(p)) << "1: the child did not see the parent's data; 17: MP_ENOENT";
     EXPECT_STREQ("child was here", c.buf() + 1000) << "the child's write is not visible";
     if (kPosixShm) {
-        EXPECT_TRUE(dev_shm_has(name)) << "the child's (tracked) attach unlinked our block at its exit";
+        EXPECT_TRUE(dev_shm_has(name))
+            << "the child's (tracked) attach unlinked our block at its exit";
     }
     EXPECT_EQ(0, mp_shm_unlink(c.s)) << err();
     // Attaching after the unlink: MP_ENOENT in the child too.
@@ -434,8 +441,7 @@ TEST_P(ShmTest, BadInput) {
     // '/' is refused on every platform, so that a name that works here works everywhere
     // (posix: a path separator; Windows: '\\' is the namespace separator).
     std::vector<const char *> bads = {"a/b", "/leading", "trailing/", "/", ""};
-    if (kWindows)
-        bads.push_back("a\\b");
+    if (kWindows) bads.push_back("a\\b");
     for (const char *bad : bads) {
         SCOPED_TRACE(std::string("name '") + bad + "'");
         o = {};
@@ -553,10 +559,14 @@ TEST_P(ShmTest, ShareableListItemsOfEveryKind) {
     EXPECT_EQ("", check_items(l, sample_shown()));
     // Replacing items: same kind, another kind, str and bytes within their slot.
     std::vector<std::string> want = sample_shown();
-    struct Set { size_t i; mp_value *v; const char *shown; };
+    struct Set {
+        size_t i;
+        mp_value *v;
+        const char *shown;
+    };
     const Set sets[] = {
         {0, mp_value_int(-123456789012345LL), "int:-123456789012345"},
-        {1, mp_value_int(5), "int:5"},              // float slot takes an int
+        {1, mp_value_int(5), "int:5"},                // float slot takes an int
         {5, mp_value_float(-0.5), "float:-0.500000"}, // None slot takes a float
         {2, mp_value_none(), "None"},
         {10, mp_value_bool(true), "True"},
@@ -572,7 +582,8 @@ TEST_P(ShmTest, ShareableListItemsOfEveryKind) {
     }
     EXPECT_EQ("", check_items(l, want));
     // Growing past the slot: MP_ETOOBIG and the item unchanged.
-    Val big(mp_value_str(std::string(64, 'x').c_str())), bigb(mp_value_bytes(std::string(64, 'y').data(), 64));
+    Val big(mp_value_str(std::string(64, 'x').c_str())),
+        bigb(mp_value_bytes(std::string(64, 'y').data(), 64));
     EXPECT_EQ(MP_ETOOBIG, mp_shareable_list_set(l, 3, big.v));
     EXPECT_EQ(MP_ETOOBIG, mp_shareable_list_set(l, 4, bigb.v));
     Val nine(mp_value_str("123456789"));
@@ -597,9 +608,9 @@ TEST_P(ShmTest, ShareableListCountAndIndex) {
     Val items(sample_items());
     mp_shareable_list *l = nullptr;
     ASSERT_EQ(0, mp_shareable_list_new(items.v, fresh_name("ci").c_str(), &l)) << err();
-    Val py(mp_value_str("py")), none(mp_value_none()), seven(mp_value_int(7)), t(mp_value_bool(true)),
-        absent(mp_value_str("zz")), f(mp_value_float(2.5)), b(mp_value_bytes("b\0y", 3)),
-        n99(mp_value_int(99));
+    Val py(mp_value_str("py")), none(mp_value_none()), seven(mp_value_int(7)),
+        t(mp_value_bool(true)), absent(mp_value_str("zz")), f(mp_value_float(2.5)),
+        b(mp_value_bytes("b\0y", 3)), n99(mp_value_int(99));
     size_t n = 99, i = 99;
     EXPECT_EQ(0, mp_shareable_list_count(l, py.v, &n)) << err();
     EXPECT_EQ(2u, n);
@@ -662,7 +673,8 @@ TEST_P(ShmTest, ShareableListEmptyTupleAndBadInput) {
     EXPECT_EQ(nullptr, l);
     EXPECT_FALSE(dev_shm_has(bad)) << "a refused list left its block";
     Val scalar(mp_value_int(3));
-    EXPECT_EQ(MP_EINVAL, mp_shareable_list_new(scalar.v, bad.c_str(), &l)) << "an int is no sequence";
+    EXPECT_EQ(MP_EINVAL, mp_shareable_list_new(scalar.v, bad.c_str(), &l))
+        << "an int is no sequence";
     EXPECT_EQ(MP_EINVAL, mp_shareable_list_new(nullptr, nullptr, &l));
     EXPECT_EQ(MP_EINVAL, mp_shareable_list_new(empty.v, nullptr, nullptr));
     EXPECT_EQ(MP_EINVAL, mp_shareable_list_new(empty.v, "a/b", &l)) << "a name with '/'";
@@ -689,12 +701,17 @@ TEST_P(ShmTest, ShareableListStrSlotMustBeUtf8) {
     mp_shareable_list *l = nullptr;
     ASSERT_EQ(0, mp_shareable_list_new(items.v, fresh_name("utf8").c_str(), &l)) << err();
     // Two items: the data area starts after the count and three offsets.
-    unsigned char *slot0 = static_cast<unsigned char *>(mp_shm_buf(mp_shareable_list_shm(l))) + 4 * 8;
+    unsigned char *slot0 =
+        static_cast<unsigned char *>(mp_shm_buf(mp_shareable_list_shm(l))) + 4 * 8;
     unsigned char *slot1 = slot0 + 8;
     ASSERT_EQ(0, memcmp(slot0, "abcd", 4));
-    const std::vector<std::string> bad = {
-        "ab\xff", "\xc3", "ab\xc3", "\xed\xa0\x80" /* U+D800 */, "\xc0\x80" /* overlong NUL */,
-        "\xf4\x90\x80\x80" /* above U+10FFFF */, "\x80x"};
+    const std::vector<std::string> bad = {"ab\xff",
+                                          "\xc3",
+                                          "ab\xc3",
+                                          "\xed\xa0\x80" /* U+D800 */,
+                                          "\xc0\x80" /* overlong NUL */,
+                                          "\xf4\x90\x80\x80" /* above U+10FFFF */,
+                                          "\x80x"};
     for (const std::string &b : bad) {
         SCOPED_TRACE("bytes " + show(Val(mp_value_bytes(b.data(), b.size())).v));
         memset(slot0, 0, 8);
@@ -720,7 +737,8 @@ TEST_P(ShmTest, ShareableListStrSlotMustBeUtf8) {
     // Valid UTF-8 of every length reads back, and repairs the slot.
     Val good(mp_value_str("\xf0\x9f\x98\x80"));
     ASSERT_EQ(0, mp_shareable_list_set(l, 0, good.v)) << err();
-    EXPECT_EQ("", check_items(l, {"str:\xf0\x9f\x98\x80", show(Val(mp_value_bytes("\x80x", 2)).v)}));
+    EXPECT_EQ("",
+              check_items(l, {"str:\xf0\x9f\x98\x80", show(Val(mp_value_bytes("\x80x", 2)).v)}));
     EXPECT_EQ(0, mp_shm_unlink(mp_shareable_list_shm(l))) << err();
     mp_shareable_list_free(l);
     // Creating a list with such a str: refused, nothing left behind.

@@ -30,7 +30,7 @@ namespace {
 // ---- plain shared memory for counters the tests check (Value comes later) ----
 
 struct Counters {
-    volatile int64_t plain;  // incremented under a lock, without atomics
+    volatile int64_t plain; // incremented under a lock, without atomics
     std::atomic<int64_t> ready, woke, actions, inside, max_inside;
     std::atomic<int64_t> idx[8];
     volatile int64_t flag;
@@ -40,12 +40,12 @@ constexpr size_t kShmSize = 4096;
 
 mp_os_handle shm_create() {
 #ifdef _WIN32
-    HANDLE h = CreateFileMappingW(INVALID_HANDLE_VALUE, nullptr, PAGE_READWRITE, 0, kShmSize, nullptr);
+    HANDLE h =
+        CreateFileMappingW(INVALID_HANDLE_VALUE, nullptr, PAGE_READWRITE, 0, kShmSize, nullptr);
     return h ? (mp_os_handle)h : MP_INVALID_OS_HANDLE;
 #else
     int fd = memfd_create("sync-test", MFD_CLOEXEC);
-    if (fd < 0 || ftruncate(fd, kShmSize) != 0)
-        return MP_INVALID_OS_HANDLE;
+    if (fd < 0 || ftruncate(fd, kShmSize) != 0) return MP_INVALID_OS_HANDLE;
     return fd;
 #endif
 }
@@ -73,13 +73,11 @@ struct Shared {
     Counters *c = nullptr;
     Shared() {
         h = shm_create();
-        if (h != MP_INVALID_OS_HANDLE)
-            c = shm_map(h);
+        if (h != MP_INVALID_OS_HANDLE) c = shm_map(h);
     }
     ~Shared() {
         shm_unmap(c);
-        if (h != MP_INVALID_OS_HANDLE)
-            handle_close(h);
+        if (h != MP_INVALID_OS_HANDLE) handle_close(h);
     }
 };
 
@@ -87,8 +85,7 @@ struct Shared {
 template <class F> bool eventually(F pred, double timeout = kWait) {
     double end = now() + timeout;
     while (!pred()) {
-        if (now() > end)
-            return false;
+        if (now() > end) return false;
         sleep_for(0.005);
     }
     return true;
@@ -104,12 +101,10 @@ std::string open_fds() {
     if (DIR *d = opendir("/proc/self/fd")) {
         int self = dirfd(d);
         while (struct dirent *e = readdir(d))
-            if (e->d_name[0] != '.' && atoi(e->d_name) != self)
-                fds.insert(atoi(e->d_name));
+            if (e->d_name[0] != '.' && atoi(e->d_name) != self) fds.insert(atoi(e->d_name));
         closedir(d);
     }
-    for (int fd : fds)
-        out += std::to_string(fd) + " ";
+    for (int fd : fds) out += std::to_string(fd) + " ";
 #endif
     return out;
 }
@@ -121,8 +116,7 @@ int tgt_count_under_lock(mp_args *a) {
     mp_lock *l = mp_args_lock(a, 0);
     Counters *c = shm_map(mp_args_os_handle(a, 1));
     int64_t n = mp_args_int(a, 2);
-    if (!l || !c)
-        return kBad;
+    if (!l || !c) return kBad;
     int rc = kOk;
     for (int64_t i = 0; i < n && rc == kOk; i++) {
         if (mp_lock_acquire(l, kWait) != 0) {
@@ -130,15 +124,12 @@ int tgt_count_under_lock(mp_args *a) {
             break;
         }
         int64_t v = c->plain;
-        if ((i & 63) == 0)
-            std::this_thread::yield(); // widen the window a broken lock would show
+        if ((i & 63) == 0) std::this_thread::yield(); // widen the window a broken lock would show
         c->plain = v + 1;
         if (mp_lock_is_recursive(l)) { // a nested level must not change anything
-            if (mp_lock_acquire(l, 0) != 0 || mp_lock_release(l) != 0)
-                rc = kFail;
+            if (mp_lock_acquire(l, 0) != 0 || mp_lock_release(l) != 0) rc = kFail;
         }
-        if (mp_lock_release(l) != 0)
-            rc = kFail;
+        if (mp_lock_release(l) != 0) rc = kFail;
     }
     shm_unmap(c);
     return rc;
@@ -149,8 +140,7 @@ int tgt_count_under_semaphore(mp_args *a) {
     mp_semaphore *s = mp_args_semaphore(a, 0);
     Counters *c = shm_map(mp_args_os_handle(a, 1));
     int64_t n = mp_args_int(a, 2);
-    if (!s || !c)
-        return kBad;
+    if (!s || !c) return kBad;
     int rc = kOk;
     for (int64_t i = 0; i < n; i++) {
         if (mp_semaphore_acquire(s, kWait) != 0) {
@@ -159,12 +149,10 @@ int tgt_count_under_semaphore(mp_args *a) {
         }
         int64_t in = ++c->inside;
         int64_t m = c->max_inside.load();
-        while (in > m && !c->max_inside.compare_exchange_weak(m, in)) {
-        }
+        while (in > m && !c->max_inside.compare_exchange_weak(m, in)) {}
         std::this_thread::yield();
         --c->inside;
-        if (mp_semaphore_release(s) != 0)
-            rc = kFail;
+        if (mp_semaphore_release(s) != 0) rc = kFail;
     }
     shm_unmap(c);
     return rc;
@@ -174,19 +162,16 @@ int tgt_count_under_semaphore(mp_args *a) {
 // 2 (timed out), 3 (owner dead), 4 other.
 int tgt_try_acquire(mp_args *a) {
     mp_lock *l = mp_args_lock(a, 0);
-    if (!l)
-        return kBad;
+    if (!l) return kBad;
     int rc = mp_lock_acquire(l, mp_args_double(a, 1));
-    if (rc == 0)
-        return mp_lock_release(l) == 0 ? 0 : 4;
+    if (rc == 0) return mp_lock_release(l) == 0 ? 0 : 4;
     return rc == MP_ETIMEDOUT ? 2 : rc == MP_EOWNERDEAD ? 3 : 4;
 }
 
 // [0] lock: releases it; 0, or 10 + the error's code negated.
 int tgt_release(mp_args *a) {
     mp_lock *l = mp_args_lock(a, 0);
-    if (!l)
-        return kBad;
+    if (!l) return kBad;
     int rc = mp_lock_release(l);
     return rc == 0 ? 0 : 10 - rc;
 }
@@ -195,12 +180,9 @@ int tgt_release(mp_args *a) {
 int tgt_hold_forever(mp_args *a) {
     mp_lock *l = mp_args_lock(a, 0);
     mp_os_handle ready = mp_args_os_handle(a, 1);
-    if (!l || ready == MP_INVALID_OS_HANDLE)
-        return kBad;
-    if (mp_lock_acquire(l, kWait) != 0)
-        return kFail;
-    if (mp_lock_is_recursive(l) && mp_lock_acquire(l, 0) != 0)
-        return kFail;
+    if (!l || ready == MP_INVALID_OS_HANDLE) return kBad;
+    if (mp_lock_acquire(l, kWait) != 0) return kFail;
+    if (mp_lock_is_recursive(l) && mp_lock_acquire(l, 0) != 0) return kFail;
     char c = 'R';
     write_all(ready, &c, 1);
     sleep_for(kCap);
@@ -211,26 +193,22 @@ int tgt_hold_forever(mp_args *a) {
 // not this thread's.
 int tgt_lock_locked(mp_args *a) {
     mp_lock *l = mp_args_lock(a, 0);
-    if (!l)
-        return kBad;
-    if (mp_lock_is_mine(l))
-        return 2;
+    if (!l) return kBad;
+    if (mp_lock_is_mine(l)) return 2;
     return mp_lock_is_locked(l) == (mp_args_int(a, 1) != 0) ? 0 : kFail;
 }
 
 // [0] semaphore: releases it once.
 int tgt_sem_release(mp_args *a) {
     mp_semaphore *s = mp_args_semaphore(a, 0);
-    if (!s)
-        return kBad;
+    if (!s) return kBad;
     return mp_semaphore_release(s) == 0 ? 0 : kFail;
 }
 
 // [0] event, [1] double delay: sleeps, sets the event.
 int tgt_event_set(mp_args *a) {
     mp_event *e = mp_args_event(a, 0);
-    if (!e)
-        return kBad;
+    if (!e) return kBad;
     sleep_for(mp_args_double(a, 1));
     return mp_event_set(e) == 0 ? 0 : kFail;
 }
@@ -238,8 +216,7 @@ int tgt_event_set(mp_args *a) {
 // [0] event: waits for it (kWait).
 int tgt_event_wait(mp_args *a) {
     mp_event *e = mp_args_event(a, 0);
-    if (!e)
-        return kBad;
+    if (!e) return kBad;
     return mp_event_wait(e, kWait) == 0 ? 0 : kFail;
 }
 
@@ -247,10 +224,8 @@ int tgt_event_wait(mp_args *a) {
 int tgt_cond_waiter(mp_args *a) {
     mp_condition *cv = mp_args_condition(a, 0);
     Counters *c = shm_map(mp_args_os_handle(a, 1));
-    if (!cv || !c)
-        return kBad;
-    if (mp_condition_acquire(cv, kWait) != 0)
-        return kFail;
+    if (!cv || !c) return kBad;
+    if (mp_condition_acquire(cv, kWait) != 0) return kFail;
     c->ready++;
     int rc = mp_condition_wait(cv, kWait);
     c->woke++;
@@ -269,11 +244,9 @@ bool flag_is_set_never(void *) { return false; }
 int tgt_cond_setter(mp_args *a) {
     mp_condition *cv = mp_args_condition(a, 0);
     Counters *c = shm_map(mp_args_os_handle(a, 1));
-    if (!cv || !c)
-        return kBad;
+    if (!cv || !c) return kBad;
     sleep_for(0.05);
-    if (mp_condition_acquire(cv, kWait) != 0)
-        return kFail;
+    if (mp_condition_acquire(cv, kWait) != 0) return kFail;
     c->flag = 1;
     int rc = mp_condition_notify_all(cv);
     mp_condition_release(cv);
@@ -285,8 +258,7 @@ int tgt_cond_setter(mp_args *a) {
 // travels in the arguments: each process's action has its own copy of the handle).
 int barrier_action(mp_args *a) {
     Counters *c = shm_map(mp_args_os_handle(a, 0));
-    if (!c)
-        return 1;
+    if (!c) return 1;
     c->actions++;
     shm_unmap(c);
     return 0;
@@ -305,17 +277,17 @@ struct BarrierReport {
     int64_t pid, tag;
 };
 
-bool put_report(mp_queue *q, const BarrierReport &r) { return mp_queue_put_bytes(q, &r, sizeof r, kWait) == 0; }
+bool put_report(mp_queue *q, const BarrierReport &r) {
+    return mp_queue_put_bytes(q, &r, sizeof r, kWait) == 0;
+}
 
 // The action's arguments: [0] queue, [1] int tag, [2] lock. Takes the lock and
 // reports where it runs.
 int reporting_action(mp_args *a) {
     mp_queue *q = mp_args_queue(a, 0);
     mp_lock *l = mp_args_lock(a, 2);
-    if (!q || !l || mp_args_count(a) != 3)
-        return 1;
-    if (mp_lock_acquire(l, kWait) != 0 || mp_lock_release(l) != 0)
-        return 1;
+    if (!q || !l || mp_args_count(a) != 3) return 1;
+    if (mp_lock_acquire(l, kWait) != 0 || mp_lock_release(l) != 0) return 1;
     BarrierReport r = {2, -1, -1, -1, mp_getpid(), mp_args_int(a, 1)};
     return put_report(q, r) ? 0 : 1;
 }
@@ -327,16 +299,12 @@ int tgt_barrier_rounds(mp_args *a) {
     mp_queue *q = mp_args_queue(a, 1);
     int64_t id = mp_args_int(a, 2), rounds = mp_args_int(a, 3);
     mp_event *e = mp_args_event(a, 4);
-    if (!b || !q || !e)
-        return kBad;
+    if (!b || !q || !e) return kBad;
     for (int64_t r = 0; r < rounds; r++) {
-        if (id == 1 && r == 1 && mp_event_wait(e, kWait) != 0)
-            return kFail;
+        if (id == 1 && r == 1 && mp_event_wait(e, kWait) != 0) return kFail;
         int idx = -1;
-        if (mp_barrier_wait_timeout(b, kWait, &idx) != 0)
-            return kFail;
-        if (!put_report(q, {1, (int32_t)id, (int32_t)r, idx, mp_getpid(), 0}))
-            return kFail;
+        if (mp_barrier_wait_timeout(b, kWait, &idx) != 0) return kFail;
+        if (!put_report(q, {1, (int32_t)id, (int32_t)r, idx, mp_getpid(), 0})) return kFail;
     }
     return kOk;
 }
@@ -346,33 +314,29 @@ int tgt_barrier_wait(mp_args *a) {
     mp_barrier *b = mp_args_barrier(a, 0);
     Counters *c = shm_map(mp_args_os_handle(a, 1));
     int64_t slot = mp_args_int(a, 2);
-    if (!b || !c || slot < 0 || slot >= 8)
-        return kBad;
+    if (!b || !c || slot < 0 || slot >= 8) return kBad;
     int idx = -1;
     int rc = mp_barrier_wait_timeout(b, kWait, &idx);
     c->idx[slot] = idx;
     shm_unmap(c);
-    if (rc == MP_EBROKEN)
-        return 2;
+    if (rc == MP_EBROKEN) return 2;
     return rc == 0 ? 0 : kFail;
 }
 
 // [0] barrier: waits (kWait); 2 when broken (MP_EBROKEN, index -1), 3 timed out.
 int tgt_barrier_expect_broken(mp_args *a) {
     mp_barrier *b = mp_args_barrier(a, 0);
-    if (!b)
-        return kBad;
+    if (!b) return kBad;
     int idx = 5;
     int rc = mp_barrier_wait_timeout(b, kWait, &idx);
-    if (idx != -1)
-        return kFail;
+    if (idx != -1) return kFail;
     return rc == MP_EBROKEN ? 2 : rc == MP_ETIMEDOUT ? 3 : kFail;
 }
 
 } // namespace
 
 class SyncTest : public ProcessTest {
-public:
+  public:
     // For the helpers shared by several tests.
     mp_process *start_public(mp_target_fn f, const mp_args *a) { return start(f, a); }
     int join_public(mp_process *p) { return join_code(p); }
@@ -381,7 +345,9 @@ public:
 };
 
 INSTANTIATE_TEST_SUITE_P(Backends, SyncTest, ::testing::ValuesIn(all_backends()),
-                         [](const ::testing::TestParamInfo<std::string> &info) { return info.param; });
+                         [](const ::testing::TestParamInfo<std::string> &info) {
+                             return info.param;
+                         });
 
 // ---- Lock ----
 
@@ -529,8 +495,7 @@ static void contend(SyncTest *t, mp_lock *l, int nchildren, int64_t iters) {
         ASSERT_NE(nullptr, p);
         ps.push_back(p);
     }
-    for (mp_process *p : ps)
-        EXPECT_EQ(0, t->join_public(p));
+    for (mp_process *p : ps) EXPECT_EQ(0, t->join_public(p));
     EXPECT_EQ(nchildren * iters, sh.c->plain) << "increments were lost: the lock did not exclude";
 }
 
@@ -582,8 +547,7 @@ TEST_P(SyncTest, RLockMethodsAndErrors) {
     EXPECT_EQ(MP_ESTATE, mp_lock_release(l));
     std::thread t2([&] {
         rc_acquire = mp_lock_acquire(l, kWait);
-        if (rc_acquire == 0)
-            rc_release = mp_lock_release(l);
+        if (rc_acquire == 0) rc_release = mp_lock_release(l);
     });
     t2.join();
     EXPECT_EQ(0, rc_acquire);
@@ -630,26 +594,22 @@ static void owner_death(SyncTest *t, bool recursive, bool waiting_first) {
 }
 
 TEST_P(SyncTest, LockOwnerDeath) {
-    if (dummy())
-        GTEST_SKIP() << "a dummy child is a thread: it cannot be killed";
+    if (dummy()) GTEST_SKIP() << "a dummy child is a thread: it cannot be killed";
     owner_death(this, false, false);
 }
 
 TEST_P(SyncTest, LockOwnerDeathWhileWaiting) {
-    if (dummy())
-        GTEST_SKIP() << "a dummy child is a thread: it cannot be killed";
+    if (dummy()) GTEST_SKIP() << "a dummy child is a thread: it cannot be killed";
     owner_death(this, false, true);
 }
 
 TEST_P(SyncTest, RLockOwnerDeath) {
-    if (dummy())
-        GTEST_SKIP() << "a dummy child is a thread: it cannot be killed";
+    if (dummy()) GTEST_SKIP() << "a dummy child is a thread: it cannot be killed";
     owner_death(this, true, false);
 }
 
 TEST_P(SyncTest, ConditionLockOwnerDeath) {
-    if (dummy())
-        GTEST_SKIP() << "a dummy child is a thread: it cannot be killed";
+    if (dummy()) GTEST_SKIP() << "a dummy child is a thread: it cannot be killed";
     mp_condition *cv = nullptr;
     ASSERT_EQ(0, mp_condition_new(ctx(), nullptr, &cv)) << err();
     Pipe &ready = pipe();
@@ -737,8 +697,7 @@ TEST_P(SyncTest, SemaphoreAcrossProcesses) {
         ASSERT_NE(nullptr, p);
         ps.push_back(p);
     }
-    for (mp_process *p : ps)
-        EXPECT_EQ(0, join_code(p));
+    for (mp_process *p : ps) EXPECT_EQ(0, join_code(p));
     EXPECT_LE(sh.c->max_inside.load(), 2) << "more holders than the value allows";
     int v = -1;
     EXPECT_EQ(0, mp_semaphore_get_value(s, &v));
@@ -801,8 +760,7 @@ TEST_P(SyncTest, EventAcrossProcesses) {
     ASSERT_NE(nullptr, setter);
     EXPECT_EQ(0, mp_event_wait(e, kWait));
     EXPECT_EQ(0, join_code(setter));
-    for (mp_process *p : waiters)
-        EXPECT_EQ(0, join_code(p));
+    for (mp_process *p : waiters) EXPECT_EQ(0, join_code(p));
     mp_event_free(e);
 }
 
@@ -878,8 +836,7 @@ TEST_P(SyncTest, ConditionNotifyCountsAcrossProcesses) {
     }
     // Waiting means: counted ready under the lock, and the lock is free again.
     ASSERT_TRUE(eventually([&] {
-        if (mp_condition_acquire(cv, kWait) != 0)
-            return false;
+        if (mp_condition_acquire(cv, kWait) != 0) return false;
         bool all = sh.c->ready.load() == 3;
         mp_condition_release(cv);
         return all;
@@ -893,8 +850,7 @@ TEST_P(SyncTest, ConditionNotifyCountsAcrossProcesses) {
     ASSERT_EQ(0, mp_condition_acquire(cv, kWait));
     EXPECT_EQ(0, mp_condition_notify_all(cv));
     EXPECT_EQ(0, mp_condition_release(cv));
-    for (mp_process *p : ps)
-        EXPECT_EQ(0, join_code(p));
+    for (mp_process *p : ps) EXPECT_EQ(0, join_code(p));
     EXPECT_EQ(3, sh.c->woke.load());
     mp_condition_free(cv);
 }
@@ -949,8 +905,7 @@ TEST_P(SyncTest, BarrierAcrossProcesses) {
         }
         int idx = -1;
         EXPECT_EQ(0, mp_barrier_wait_timeout(b, kWait, &idx)) << err();
-        for (mp_process *p : ps)
-            EXPECT_EQ(0, join_code(p));
+        for (mp_process *p : ps) EXPECT_EQ(0, join_code(p));
         std::set<int64_t> seen = {idx, sh.c->idx[0].load(), sh.c->idx[1].load()};
         EXPECT_EQ((std::set<int64_t>{0, 1, 2}), seen) << "arrival indexes";
         EXPECT_EQ(round + 1, sh.c->actions.load()) << "the action runs once per round";
@@ -975,7 +930,8 @@ TEST_P(SyncTest, BarrierActionRunsWhereTheLastPartyArrived) {
         EXPECT_EQ(0, mp_args_add_queue(act.get(), q)) << err();
         act.i(42);
         EXPECT_EQ(0, mp_args_add_lock(act.get(), l)) << err();
-        ASSERT_EQ(0, mp_barrier_new(ctx(), 3, reporting_action, act.get(), MP_FOREVER, &b)) << err();
+        ASSERT_EQ(0, mp_barrier_new(ctx(), 3, reporting_action, act.get(), MP_FOREVER, &b))
+            << err();
     }
     mp_lock_free(l); // the barrier's copy has a lock object of its own
     std::vector<mp_process *> ps;
@@ -991,7 +947,8 @@ TEST_P(SyncTest, BarrierActionRunsWhereTheLastPartyArrived) {
     }
     std::vector<BarrierReport> reports;
     // Round 0: this process arrives last (both children wait already).
-    ASSERT_TRUE(eventually([&] { return mp_barrier_n_waiting(b) == 2; })) << "the children did not arrive";
+    ASSERT_TRUE(eventually([&] { return mp_barrier_n_waiting(b) == 2; }))
+        << "the children did not arrive";
     int idx = -1;
     ASSERT_EQ(0, mp_barrier_wait_timeout(b, kWait, &idx)) << err();
     EXPECT_EQ(2, idx);
@@ -1005,8 +962,7 @@ TEST_P(SyncTest, BarrierActionRunsWhereTheLastPartyArrived) {
     EXPECT_EQ(0, mp_barrier_wait_timeout(b, kWait, &idx)) << err();
     setter.join();
     reports.push_back({1, 2, 1, idx, mp_getpid(), 0});
-    for (mp_process *p : ps)
-        EXPECT_EQ(0, join_code(p));
+    for (mp_process *p : ps) EXPECT_EQ(0, join_code(p));
     // 2 rounds x (2 children + the action); the action reports no round: it runs
     // before anyone of its round is released, so it comes first among that round's.
     std::vector<BarrierReport> actions;
@@ -1021,15 +977,13 @@ TEST_P(SyncTest, BarrierActionRunsWhereTheLastPartyArrived) {
     for (int round = 0; round < 2; round++) {
         const BarrierReport *last = nullptr;
         for (const BarrierReport &r : reports)
-            if (r.round == round && r.idx == 2)
-                last = &r;
+            if (r.round == round && r.idx == 2) last = &r;
         ASSERT_NE(nullptr, last) << "round " << round << " has no last party";
         EXPECT_EQ(round == 0 ? 2 : 1, last->id) << "round " << round;
         EXPECT_EQ(42, actions[round].tag);
         // Each round's action ran in the process of its last party.
         bool where = false;
-        for (const BarrierReport &a : actions)
-            where |= a.pid == last->pid;
+        for (const BarrierReport &a : actions) where |= a.pid == last->pid;
         EXPECT_TRUE(where) << "round " << round << ": no action ran in pid " << last->pid;
     }
     if (!dummy()) {
@@ -1056,7 +1010,8 @@ TEST_P(SyncTest, BarrierBrokenIsEBrokenForEveryParty) {
     }
     ASSERT_TRUE(eventually([&] { return mp_barrier_n_waiting(b) == 2; }));
     int idx = 9;
-    EXPECT_EQ(MP_EBROKEN, mp_barrier_wait_timeout(b, 0.05, &idx)) << "the party whose timeout expired";
+    EXPECT_EQ(MP_EBROKEN, mp_barrier_wait_timeout(b, 0.05, &idx))
+        << "the party whose timeout expired";
     EXPECT_EQ(-1, idx);
     for (mp_process *p : ps)
         EXPECT_EQ(2, join_code(p)) << "a party waiting when another's timeout broke the barrier";
@@ -1138,8 +1093,7 @@ TEST_P(SyncTest, BarrierAbortResetTimeout) {
 // start), the start fails with that error, on every method, and every handle the
 // barrier brought is closed once (dummy: nothing is left open in this process).
 TEST_P(SyncTest, BarrierActionArgumentsThatCannotBeRebuiltFailTheStart) {
-    if (kWindows)
-        GTEST_SKIP() << "Windows: a named mapping cannot be removed while it is held";
+    if (kWindows) GTEST_SKIP() << "Windows: a named mapping cannot be removed while it is held";
     mp_shm_opts so = {};
     so.create = true;
     so.size = 4096;
@@ -1173,7 +1127,8 @@ TEST_P(SyncTest, BarrierActionArgumentsThatCannotBeRebuiltFailTheStart) {
     EXPECT_EQ(MP_ENOENT, mp_process_start(p)) << err();
     EXPECT_NE(nullptr, strstr(mp_last_error_message(), mp_shm_name(s))) << err();
     if (dummy()) {
-        EXPECT_EQ(fds_before, open_fds()) << "descriptors the failed rebuild left open (or closed twice)";
+        EXPECT_EQ(fds_before, open_fds())
+            << "descriptors the failed rebuild left open (or closed twice)";
     }
     mp_barrier_free(b);
     mp_lock_free(l);
@@ -1189,16 +1144,13 @@ TEST_P(SyncTest, BarrierThreads) {
         ts.emplace_back([&, i] {
             for (int round = 0; round < 20 && rc[i] != 99; round++) {
                 rc[i] = mp_barrier_wait_timeout(b, kWait, &idx[i]);
-                if (rc[i] != 0)
-                    rc[i] = 99;
+                if (rc[i] != 0) rc[i] = 99;
             }
         });
-    for (auto &t : ts)
-        t.join();
+    for (auto &t : ts) t.join();
     std::set<int> seen(idx.begin(), idx.end());
     EXPECT_EQ((std::set<int>{0, 1, 2, 3}), seen);
-    for (int r : rc)
-        EXPECT_EQ(0, r);
+    for (int r : rc) EXPECT_EQ(0, r);
     mp_barrier_free(b);
 }
 
@@ -1234,7 +1186,6 @@ TEST_P(SyncTest, ArgumentTypes) {
     mp_semaphore_free(s);
     mp_event_free(e);
 }
-
 
 TEST_P(SyncTest, NothingLeftInDevShm) {
 #ifdef _WIN32

@@ -21,12 +21,9 @@ int tgt_block(mp_args *a) {
     if (rel == MP_INVALID_OS_HANDLE || ready == MP_INVALID_OS_HANDLE || cap <= 0)
         return kTgtBadArgs;
     char c = 'R';
-    if (!write_all(ready, &c, 1))
-        return kTgtIoError;
-    if (wait_readable(rel, cap) != 1)
-        return kTgtCapReached;
-    if (!read_exact(rel, &c, 1, 1.0))
-        return kTgtIoError;
+    if (!write_all(ready, &c, 1)) return kTgtIoError;
+    if (wait_readable(rel, cap) != 1) return kTgtCapReached;
+    if (!read_exact(rel, &c, 1, 1.0)) return kTgtIoError;
     return code;
 }
 
@@ -64,8 +61,7 @@ std::string self_report() {
 
 int tgt_report_self(mp_args *a) {
     mp_os_handle out = mp_args_os_handle(a, 0);
-    if (out == MP_INVALID_OS_HANDLE)
-        return kTgtBadArgs;
+    if (out == MP_INVALID_OS_HANDLE) return kTgtBadArgs;
     return write_msg(out, self_report()) ? 0 : kTgtIoError;
 }
 
@@ -153,12 +149,10 @@ std::string describe_args(const mp_args *a, size_t from) {
 
 int tgt_echo_args(mp_args *a) {
     mp_os_handle out = mp_args_os_handle(a, 0);
-    if (out == MP_INVALID_OS_HANDLE)
-        return kTgtBadArgs;
+    if (out == MP_INVALID_OS_HANDLE) return kTgtBadArgs;
     size_t n = mp_args_count(a);
     for (size_t i = 1; i < n; i++) {
-        if (mp_args_type(a, i) != MP_ARG_OS_HANDLE)
-            continue;
+        if (mp_args_type(a, i) != MP_ARG_OS_HANDLE) continue;
         mp_os_handle h = mp_args_os_handle(a, i);
         if (h == MP_INVALID_OS_HANDLE || !write_msg(h, "hello " + std::to_string(i)))
             return kTgtIoError;
@@ -170,11 +164,9 @@ int tgt_echo_args(mp_args *a) {
 
 int tgt_relay(mp_args *a) {
     mp_os_handle in = mp_args_os_handle(a, 0), out = mp_args_os_handle(a, 1);
-    if (in == MP_INVALID_OS_HANDLE || out == MP_INVALID_OS_HANDLE)
-        return kTgtBadArgs;
+    if (in == MP_INVALID_OS_HANDLE || out == MP_INVALID_OS_HANDLE) return kTgtBadArgs;
     std::string m;
-    if (!read_msg(in, &m, kWait))
-        return kTgtIoError;
+    if (!read_msg(in, &m, kWait)) return kTgtIoError;
     return write_msg(out, "echo:" + m) ? 0 : kTgtIoError;
 }
 
@@ -183,14 +175,12 @@ static int start_child(const char *backend, mp_target_fn fn, mp_args *args, bool
                        mp_process **out) {
     *out = nullptr;
     mp_context *ctx = mp_get_context(backend);
-    if (!ctx)
-        return kTgtNoContext;
+    if (!ctx) return kTgtNoContext;
     mp_process_opts o = {};
     o.target = fn;
     o.args = args;
     o.daemon = daemon;
-    if (mp_process_new(ctx, &o, out) != 0)
-        return kTgtNewFailed;
+    if (mp_process_new(ctx, &o, out) != 0) return kTgtNewFailed;
     if (mp_process_start(*out) != 0) {
         mp_process_free(*out);
         *out = nullptr;
@@ -207,8 +197,7 @@ int tgt_nested(mp_args *a) {
     mp_process *g = nullptr;
     int rc = start_child(backend, tgt_return_arg, ga, false, &g);
     mp_args_free(ga);
-    if (rc != 0)
-        return rc;
+    if (rc != 0) return rc;
     int code = -1;
     if (mp_process_join(g, kWait) != 0)
         rc = kTgtJoinFailed;
@@ -223,16 +212,12 @@ int tgt_nested(mp_args *a) {
 int tgt_name_children(mp_args *a) {
     mp_os_handle out = mp_args_os_handle(a, 0);
     const char *backend = mp_args_str(a, 1);
-    if (out == MP_INVALID_OS_HANDLE || !backend)
-        return kTgtBadArgs;
+    if (out == MP_INVALID_OS_HANDLE || !backend) return kTgtBadArgs;
     mp_context *ctx = mp_get_context(backend);
-    if (!ctx)
-        return kTgtNoContext;
-    if (!write_msg(out, self_report()))
-        return kTgtIoError;
+    if (!ctx) return kTgtNoContext;
+    if (!write_msg(out, self_report())) return kTgtIoError;
     mp_args *ga = nullptr;
-    if (mp_args_new(&ga) != 0 || mp_args_add_os_handle(ga, out) != 0)
-        return kTgtBadArgs;
+    if (mp_args_new(&ga) != 0 || mp_args_add_os_handle(ga, out) != 0) return kTgtBadArgs;
     mp_process_opts o = {};
     o.target = tgt_report_self;
     o.args = ga;
@@ -253,8 +238,7 @@ int tgt_name_children(mp_args *a) {
         rc = kTgtJoinFailed;
     else {
         int code = -1;
-        if (mp_process_exitcode(g1, &code) != 0 || code != 0)
-            rc = kTgtExitcodeFailed;
+        if (mp_process_exitcode(g1, &code) != 0 || code != 0) rc = kTgtExitcodeFailed;
     }
 done:
     mp_process_free(g1);
@@ -265,14 +249,11 @@ done:
 
 int tgt_sleeper(mp_args *a) {
     mp_os_handle out = mp_args_os_handle(a, 0);
-    if (out == MP_INVALID_OS_HANDLE)
-        return kTgtBadArgs;
-    if (!write_msg(out, "pid=" + i64(mp_getpid())))
-        return kTgtIoError;
+    if (out == MP_INVALID_OS_HANDLE) return kTgtBadArgs;
+    if (!write_msg(out, "pid=" + i64(mp_getpid()))) return kTgtIoError;
     if (mp_args_type(a, 1) == MP_ARG_OS_HANDLE) {
         char c = 'R';
-        if (!write_all(mp_args_os_handle(a, 1), &c, 1))
-            return kTgtIoError;
+        if (!write_all(mp_args_os_handle(a, 1), &c, 1)) return kTgtIoError;
     }
     sleep_for(kCap);
     write_msg(out, "finished");
@@ -290,8 +271,7 @@ int tgt_start_sleeper_then_sleep(mp_args *a) {
     mp_process *g = nullptr;
     int rc = start_child(backend, tgt_sleeper, ga, daemon, &g);
     mp_args_free(ga);
-    if (rc != 0)
-        return rc;
+    if (rc != 0) return rc;
     sleep_for(kCap);
     mp_process_free(g);
     return kTgtCapReached;
@@ -299,11 +279,9 @@ int tgt_start_sleeper_then_sleep(mp_args *a) {
 
 int tgt_watch_parent(mp_args *a) {
     mp_os_handle out = mp_args_os_handle(a, 0);
-    if (out == MP_INVALID_OS_HANDLE)
-        return kTgtBadArgs;
+    if (out == MP_INVALID_OS_HANDLE) return kTgtBadArgs;
     mp_process *par = mp_parent_process();
-    if (!par)
-        return write_msg(out, "error:no parent") ? 1 : kTgtIoError;
+    if (!par) return write_msg(out, "error:no parent") ? 1 : kTgtIoError;
     mp_os_handle h = MP_INVALID_OS_HANDLE;
     int rc = mp_process_sentinel(par, &h);
     if (rc != 0)
@@ -325,8 +303,7 @@ int tgt_start_watcher_then_sleep(mp_args *a) {
     mp_process *g = nullptr;
     int rc = start_child(backend, tgt_watch_parent, ga, false, &g);
     mp_args_free(ga);
-    if (rc != 0)
-        return rc;
+    if (rc != 0) return rc;
     sleep_for(kCap);
     mp_process_join(g, kWait);
     mp_process_free(g);
@@ -335,8 +312,7 @@ int tgt_start_watcher_then_sleep(mp_args *a) {
 
 int tgt_slow_worker(mp_args *a) {
     mp_os_handle out = mp_args_os_handle(a, 0);
-    if (out == MP_INVALID_OS_HANDLE)
-        return kTgtBadArgs;
+    if (out == MP_INVALID_OS_HANDLE) return kTgtBadArgs;
     sleep_for(mp_args_double(a, 1));
     return write_msg(out, "done pid=" + i64(mp_getpid())) ? 0 : kTgtIoError;
 }
@@ -345,14 +321,12 @@ int tgt_daemon_cleanup(mp_args *a) {
     mp_os_handle out = mp_args_os_handle(a, 0);
     const char *backend = mp_args_str(a, 1);
     bool with_daemon = mp_args_int(a, 2) != 0;
-    if (out == MP_INVALID_OS_HANDLE || !backend)
-        return kTgtBadArgs;
+    if (out == MP_INVALID_OS_HANDLE || !backend) return kTgtBadArgs;
     int rc = 0;
     mp_process *d = nullptr, *w = nullptr;
     mp_args *da = nullptr, *wa = nullptr;
     Pipe ready;
-    if (!pipe_open(&ready))
-        return kTgtIoError;
+    if (!pipe_open(&ready)) return kTgtIoError;
     if (with_daemon) {
         if (mp_args_new(&da) != 0 || mp_args_add_os_handle(da, out) != 0 ||
             mp_args_add_os_handle(da, ready.w) != 0) {
@@ -360,8 +334,7 @@ int tgt_daemon_cleanup(mp_args *a) {
             goto done;
         }
         rc = start_child(backend, tgt_sleeper, da, true, &d);
-        if (rc != 0)
-            goto done;
+        if (rc != 0) goto done;
         char c = 0;
         if (!read_exact(ready.r, &c, 1, kWait) || c != 'R') {
             rc = kTgtNotReady;

@@ -87,8 +87,7 @@ TEST_P(ProcessTest, DaemonCleanupWhenChildEnds) {
 }
 
 TEST_P(ProcessTest, DaemonicGrandchildDiesWithKilledParent) {
-    if (dummy())
-        GTEST_SKIP() << "dummy children are threads: nothing to kill";
+    if (dummy()) GTEST_SKIP() << "dummy children are threads: nothing to kill";
     // A child starts a daemonic grandchild that sleeps long; SIGKILL (TerminateProcess)
     // on the child gives it no chance to clean up, yet the grandchild must die.
     Pipe &out = pipe();
@@ -110,8 +109,7 @@ TEST_P(ProcessTest, DaemonicGrandchildDiesWithKilledParent) {
 }
 
 TEST_P(ProcessTest, ParentSentinelReadyWhenParentDies) {
-    if (dummy())
-        GTEST_SKIP() << "dummy children are threads: their parent cannot die";
+    if (dummy()) GTEST_SKIP() << "dummy children are threads: their parent cannot die";
     // A non-daemonic grandchild watches its parent's sentinel; killing the parent makes
     // it ready (and the grandchild, not daemonic, lives on to report it).
     Pipe &out = pipe();

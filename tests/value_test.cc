@@ -117,8 +117,8 @@ mp_value *sample() {
               {S("str"), S(std::string("h\xc3\xa9llo\0x", 8))},
               {S("bytes"), Y(std::string("\0\x01\xff", 3))},
               {I(7), T({})},
-              {T({I(1), S("k")}), L({T({I(1)}), T({I(1), I(2)}), T({I(1), I(2), I(3)}),
-                                    T({I(1), I(2), I(3), I(4)})})},
+              {T({I(1), S("k")}),
+               L({T({I(1)}), T({I(1), I(2)}), T({I(1), I(2), I(3)}), T({I(1), I(2), I(3), I(4)})})},
               {S("nested"), L({L({L({D({})})})})},
               {S("obj"), O("datetime", "date", T({I(2020), I(1), I(2)}))}});
 }
@@ -128,7 +128,8 @@ mp_value *sample() {
 // ---- the value API ---------------------------------------------------------------
 
 TEST(Value, ScalarsAndAccessors) {
-    VP n(N()), b(B(true)), i(I(-42)), f(F(2.5)), s(mp_value_str("abc")), y(Y(std::string("a\0b", 3)));
+    VP n(N()), b(B(true)), i(I(-42)), f(F(2.5)), s(mp_value_str("abc")),
+        y(Y(std::string("a\0b", 3)));
     EXPECT_EQ(MP_VALUE_NONE, mp_value_get_type(n.get()));
     EXPECT_EQ(MP_VALUE_BOOL, mp_value_get_type(b.get()));
     EXPECT_EQ(MP_VALUE_INT, mp_value_get_type(i.get()));
@@ -215,7 +216,8 @@ TEST(Value, DictKeysCompareAsPython) {
     VP z(D({{F(-0.0), S("a")}, {I(0), S("b")}, {B(false), S("c")}, {F(0.0), S("d")}}));
     ASSERT_EQ(1u, mp_value_len(z.get()));
     EXPECT_EQ(MP_VALUE_FLOAT, mp_value_get_type(mp_value_dict_key(z.get(), 0)));
-    EXPECT_TRUE(std::signbit(mp_value_as_float(mp_value_dict_key(z.get(), 0)))) << "the first key stays";
+    EXPECT_TRUE(std::signbit(mp_value_as_float(mp_value_dict_key(z.get(), 0))))
+        << "the first key stays";
     EXPECT_STREQ("d", mp_value_as_str(mp_value_dict_value(z.get(), 0), nullptr));
     // Lookups cross the number types both ways.
     VP t(D({{B(true), S("t")}, {F(2.0), S("two")}, {I(3), S("three")}, {F(2.5), S("half")}}));
@@ -227,8 +229,13 @@ TEST(Value, DictKeysCompareAsPython) {
     EXPECT_STREQ("half", mp_value_as_str(mp_value_dict_get(t.get(), half.get()), nullptr));
     EXPECT_EQ(4u, mp_value_len(t.get()));
     // Exactly, as Python: 2**63 - 1 is not the float 2**63; str is never bytes.
-    VP x(D({{I(INT64_MAX), S("i")}, {F(9223372036854775807.0), S("f")}, {I(INT64_MIN), S("m")},
-            {F(-9223372036854775808.0), S("mf")}, {S("a"), N()}, {Y("a"), N()}, {F(INFINITY), N()}}));
+    VP x(D({{I(INT64_MAX), S("i")},
+            {F(9223372036854775807.0), S("f")},
+            {I(INT64_MIN), S("m")},
+            {F(-9223372036854775808.0), S("mf")},
+            {S("a"), N()},
+            {Y("a"), N()},
+            {F(INFINITY), N()}}));
     EXPECT_EQ(6u, mp_value_len(x.get())) << "INT64_MIN == -2.0**63 exactly";
     // NaN equals no other NaN (Python: a key is found only as the same object).
     VP nan(D({{F(NAN), I(1)}, {F(NAN), I(2)}}));
@@ -249,16 +256,22 @@ TEST(Value, DictKeysCompareAsPython) {
     // as mp_value_equal does (Python would ask the class).
     VP dates(mp_value_dict_new());
     for (int i = 0; i < 50000; i++)
-        ASSERT_EQ(0, mp_value_dict_set(dates.get(), O("datetime", "date", T({I(2000), I(1), I(i)})), I(i)));
-    ASSERT_EQ(0, mp_value_dict_set(dates.get(), O("datetime", "date", T({I(2000), I(1), I(7)})), I(-7)));
+        ASSERT_EQ(0, mp_value_dict_set(dates.get(), O("datetime", "date", T({I(2000), I(1), I(i)})),
+                                       I(i)));
+    ASSERT_EQ(
+        0, mp_value_dict_set(dates.get(), O("datetime", "date", T({I(2000), I(1), I(7)})), I(-7)));
     EXPECT_EQ(50000u, mp_value_len(dates.get()));
     VP d7(O("datetime", "date", T({I(2000), I(1), I(7)})));
     EXPECT_EQ(-7, mp_value_as_int(mp_value_dict_get(dates.get(), d7.get())));
     // Tuples compare item by item, frozensets as sets (in any order).
-    VP tk(D({{T({I(1), F(2.0)}), S("a")}, {T({F(1.0), I(2)}), S("b")}, {T({I(1), I(2), I(3)}), S("c")}}));
+    VP tk(D({{T({I(1), F(2.0)}), S("a")},
+             {T({F(1.0), I(2)}), S("b")},
+             {T({I(1), I(2), I(3)}), S("c")}}));
     EXPECT_EQ(2u, mp_value_len(tk.get()));
     EXPECT_STREQ("b", mp_value_as_str(mp_value_dict_value(tk.get(), 0), nullptr));
-    VP fk(D({{FS({I(1), S("x"), T({})}), S("a")}, {FS({T({}), F(1.0), S("x")}), S("b")}, {FS({}), S("e")}}));
+    VP fk(D({{FS({I(1), S("x"), T({})}), S("a")},
+             {FS({T({}), F(1.0), S("x")}), S("b")},
+             {FS({}), S("e")}}));
     ASSERT_EQ(2u, mp_value_len(fk.get()));
     EXPECT_STREQ("b", mp_value_as_str(mp_value_dict_value(fk.get(), 0), nullptr));
     VP probe(FS({S("x"), T({}), B(true)}));
@@ -287,7 +300,8 @@ TEST(Value, DictKeysCompareAsPython) {
 TEST(Value, UnhashableKeysAreRefused) {
     VP d(mp_value_dict_new());
     EXPECT_EQ(MP_EINVAL, mp_value_dict_set(d.get(), L({}), I(1)));
-    EXPECT_NE(nullptr, strstr(mp_last_error_message(), "unhashable type: 'list'")) << mp_last_error_message();
+    EXPECT_NE(nullptr, strstr(mp_last_error_message(), "unhashable type: 'list'"))
+        << mp_last_error_message();
     EXPECT_EQ(MP_EINVAL, mp_value_dict_set(d.get(), D({}), I(1)));
     EXPECT_EQ(MP_EINVAL, mp_value_dict_set(d.get(), SET({}), I(1)));
     EXPECT_EQ(MP_EINVAL, mp_value_dict_set(d.get(), T({I(1), T({L({})})}), I(1)));
@@ -301,7 +315,8 @@ TEST(Value, UnhashableKeysAreRefused) {
     EXPECT_EQ(nullptr, mp_value_dict_get(d.get(), lk.get()));
     EXPECT_FALSE(mp_value_set_contains(s.get(), lk.get()));
     // Hashable: scalars, tuples and frozensets of them, objects (Python decides).
-    ASSERT_EQ(0, mp_value_dict_set(d.get(), T({N(), FS({T({S("x")})}), O("m", "C", T({L({})}))}), I(1)));
+    ASSERT_EQ(
+        0, mp_value_dict_set(d.get(), T({N(), FS({T({S("x")})}), O("m", "C", T({L({})}))}), I(1)));
     ASSERT_EQ(0, mp_value_set_add(s.get(), FS({FS({})})));
     // A key changed through a borrowed pointer after it went in: dumps refuses it.
     ASSERT_EQ(0, mp_value_dict_set(d.get(), T({I(5)}), I(2)));
@@ -327,7 +342,8 @@ TEST(Value, UnhashableKeysAreRefused) {
     ASSERT_EQ(0, mp_value_set_add(fz2, T({})));
     ASSERT_EQ(0, mp_value_set_add(outer.get(), fz2));
     ASSERT_EQ(0, mp_value_list_append(mp_value_item(fz2, 0), L({})));
-    EXPECT_EQ(MP_EINVAL, mp_value_dumps(outer.get(), &buf, &len)) << "a list in a frozenset in a set";
+    EXPECT_EQ(MP_EINVAL, mp_value_dumps(outer.get(), &buf, &len))
+        << "a list in a frozenset in a set";
 }
 
 TEST(Value, SetsAndFrozensets) {
@@ -453,31 +469,59 @@ TEST(Value, DeepValuesFreeWithoutRecursion) {
 // ---- the codec: our own round trips ----------------------------------------------
 
 TEST(ValueCodec, RoundTripsEveryType) {
-    std::vector<mp_value *> vals = {N(), B(true), B(false), I(0), I(-1), I(255), I(256),
-                                    I(65535), I(65536), I(INT32_MAX), I(INT32_MIN),
-                                    I((int64_t)INT32_MIN - 1), I((int64_t)1 << 40),
-                                    I(-((int64_t)1 << 40)), I(INT64_MAX), I(INT64_MIN),
-                                    F(0.1), F(-0.0), F(INFINITY), F(-INFINITY), F(NAN),
-                                    S(""), S("x"), S(std::string(255, 'a')),
-                                    S(std::string(256, 'b')), S(std::string(70000, 'c')),
-                                    S(std::string("nul\0inside", 10)), S("\xed\xa0\x80"),
-                                    Y(""), Y(std::string(300, '\xff')),
-                                    Y(std::string(100000, '\0')), T({}), T({N()}),
-                                    L({}), D({}), sample(),
+    std::vector<mp_value *> vals = {N(),
+                                    B(true),
+                                    B(false),
+                                    I(0),
+                                    I(-1),
+                                    I(255),
+                                    I(256),
+                                    I(65535),
+                                    I(65536),
+                                    I(INT32_MAX),
+                                    I(INT32_MIN),
+                                    I((int64_t)INT32_MIN - 1),
+                                    I((int64_t)1 << 40),
+                                    I(-((int64_t)1 << 40)),
+                                    I(INT64_MAX),
+                                    I(INT64_MIN),
+                                    F(0.1),
+                                    F(-0.0),
+                                    F(INFINITY),
+                                    F(-INFINITY),
+                                    F(NAN),
+                                    S(""),
+                                    S("x"),
+                                    S(std::string(255, 'a')),
+                                    S(std::string(256, 'b')),
+                                    S(std::string(70000, 'c')),
+                                    S(std::string("nul\0inside", 10)),
+                                    S("\xed\xa0\x80"),
+                                    Y(""),
+                                    Y(std::string(300, '\xff')),
+                                    Y(std::string(100000, '\0')),
+                                    T({}),
+                                    T({N()}),
+                                    L({}),
+                                    D({}),
+                                    sample(),
                                     O("collections", "OrderedDict", nullptr)};
     for (mp_value *v : vals) {
         VP owned(v);
         VP back = roundtrip(v);
-        EXPECT_TRUE(mp_value_equal(v, back.get())) << "type " << mp_value_type_name(mp_value_get_type(v));
+        EXPECT_TRUE(mp_value_equal(v, back.get()))
+            << "type " << mp_value_type_name(mp_value_get_type(v));
     }
 }
 
 TEST(ValueCodec, BigContainersAndFrames) {
     VP l(mp_value_list_new());
-    for (int i = 0; i < 20000; i++) ASSERT_EQ(0, mp_value_list_append(l.get(), I((int64_t)i * 1000003)));
+    for (int i = 0; i < 20000; i++)
+        ASSERT_EQ(0, mp_value_list_append(l.get(), I((int64_t)i * 1000003)));
     VP d(mp_value_dict_new());
     for (int i = 0; i < 3000; i++)
-        ASSERT_EQ(0, mp_value_dict_set(d.get(), S("key" + std::to_string(i)), L({I(i), S(std::string(50, 'v'))})));
+        ASSERT_EQ(0, mp_value_dict_set(d.get(), S("key" + std::to_string(i)),
+                                       L({I(i), S(std::string(50, 'v'))})));
     VP big(L({mp_value_copy(l.get()), mp_value_copy(d.get()), Y(std::string(200000, 'z')), I(1)}));
     for (mp_value *v : {l.get(), d.get(), big.get()}) {
         std::string p = dumps(v);
@@ -553,8 +597,9 @@ TEST(ValueCodec, EveryTruncationFails) {
     VP s(sample());
     std::vector<std::string> pickles = {dumps(s.get())};
     // Hand-made: memo ops, GET, MARK/TUPLE, LONG1, SETITEM, set ops, a frame.
-    std::string body = P({']', '(', 'K', 1, 0x94, 0x8a, 2, 0x34, 0x12, 'h', 0, 0x8f, 0x94, '(', 'K', 9,
-                          0x90, '(', 'N', 't', 'e', '}', 'N', 'N', 's', 'a', '.'});
+    std::string body =
+        P({']', '(', 'K',  1,   0x94, 0x8a, 2,   0x34, 0x12, 'h', 0,   0x8f, 0x94, '(',
+           'K', 9,   0x90, '(', 'N',  't',  'e', '}',  'N',  'N', 's', 'a',  '.'});
     pickles.push_back(with_proto(P({0x95, (int)body.size(), 0, 0, 0, 0, 0, 0, 0}) + body));
     for (const std::string &p : pickles) {
         VP v;
@@ -613,9 +658,13 @@ TEST(ValueCodec, MalformedInputGivesPreciseErrors) {
         {"S'caf\xe9'\n.", MP_EPROTO, "non-ASCII"},
         {"S'a\\x4'\n.", MP_EPROTO, "\\x escape"},
         {"S'a\\'\n.", MP_EPROTO, "lone backslash"},
-        {"U\x02\x80" "a.", MP_EPROTO, "non-ASCII"},
+        {"U\x02\x80"
+         "a.",
+         MP_EPROTO, "non-ASCII"},
         {"T\xff\xff\xff\xff.", MP_EPROTO, "negative BINSTRING"},
-        {LIT("T\x05\x00\x00\x00" "abc"), MP_EPROTO, "truncated"},
+        {LIT("T\x05\x00\x00\x00"
+             "abc"),
+         MP_EPROTO, "truncated"},
         {"Vabc", MP_EPROTO, "truncated"},
         {"Vab\\u12\n.", MP_EPROTO, "\\u escape"},
         {"Vab\\u12g4\n.", MP_EPROTO, "\\u escape"},
@@ -646,10 +695,18 @@ TEST(ValueCodec, MalformedInputGivesPreciseErrors) {
         {with_proto("(]\x91."), MP_EPROTO, "unhashable"},
         {with_proto("\x8f(}\x90."), MP_EPROTO, "unhashable"},
         {with_proto("(\x8f\x85\x91."), MP_EPROTO, "unhashable"},
-        {"\x80\x02" "c__builtin__\nfrozenset\n]]a\x85R.", MP_EPROTO, "unhashable"},
+        {"\x80\x02"
+         "c__builtin__\nfrozenset\n]]a\x85R.",
+         MP_EPROTO, "unhashable"},
         // a memo reference to the arguments of set() after they became the set
-        {LIT("\x80\x02" "c__builtin__\nset\n]q\x00K\x01" "a\x85Rh\x00."), MP_EPROTO, "constructor"},
-        {LIT("\x80\x02" "c__builtin__\nset\n]K\x01" "a\x85q\x00Rh\x00."), MP_EPROTO, "constructor"},
+        {LIT("\x80\x02"
+             "c__builtin__\nset\n]q\x00K\x01"
+             "a\x85Rh\x00."),
+         MP_EPROTO, "constructor"},
+        {LIT("\x80\x02"
+             "c__builtin__\nset\n]K\x01"
+             "a\x85q\x00Rh\x00."),
+         MP_EPROTO, "constructor"},
         {with_proto("K\x01K\x02\x93."), MP_EPROTO, "two str"},
         {with_proto(P({0x8f, '(', 'K', 1, 'e', '.'})), MP_EPROTO, "APPENDS to a set"},
         {with_proto(P({']', '(', 'K', 1, 0x90, '.'})), MP_EPROTO, "ADDITEMS to a list"},
@@ -660,7 +717,8 @@ TEST(ValueCodec, MalformedInputGivesPreciseErrors) {
         int rc = loads(c.pickle, &v);
         EXPECT_EQ(c.rc, rc) << hex(c.pickle) << ": " << mp_last_error_message();
         EXPECT_NE(nullptr, strstr(mp_last_error_message(), c.needle))
-            << hex(c.pickle) << ": \"" << mp_last_error_message() << "\" lacks \"" << c.needle << "\"";
+            << hex(c.pickle) << ": \"" << mp_last_error_message() << "\" lacks \"" << c.needle
+            << "\"";
     }
     mp_value *v = nullptr;
     EXPECT_EQ(MP_EINVAL, mp_value_loads(nullptr, 3, nullptr, &v));
@@ -709,8 +767,10 @@ TEST(ValueCodec, LimitsAreEnforced) {
 
 TEST(ValueCodec, MemoBombIsBounded) {
     // l0 = [s]; l1 = [l0, l0]; l2 = [l1, l1] ... doubles each step through GET copies.
-    std::string p = "\x80\x05" "\x8c\x04" "abcd";
-    p += P({']', 'h', 0});  // the str is never memoized: expect an error
+    std::string p = "\x80\x05"
+                    "\x8c\x04"
+                    "abcd";
+    p += P({']', 'h', 0}); // the str is never memoized: expect an error
     VP v;
     EXPECT_EQ(MP_EPROTO, loads(p + "a.", &v));
     p = with_proto(P({0x8c, 4, 'a', 'b', 'c', 'd', 0x94}));
@@ -723,7 +783,8 @@ TEST(ValueCodec, MemoBombIsBounded) {
     lim.max_items = 100000;
     int rc = loads(p, &v, &lim);
     EXPECT_EQ(MP_ETOOBIG, rc) << mp_last_error_message();
-    EXPECT_NE(nullptr, strstr(mp_last_error_message(), "memo copies count")) << mp_last_error_message();
+    EXPECT_NE(nullptr, strstr(mp_last_error_message(), "memo copies count"))
+        << mp_last_error_message();
     lim.max_size = 1 << 16;
     lim.max_items = SIZE_MAX;
     rc = loads(p, &v, &lim);
@@ -732,19 +793,23 @@ TEST(ValueCodec, MemoBombIsBounded) {
 
 TEST(ValueCodec, SharedReferencesAreCopied) {
     // a = [1]; [a, a, {'k': a}] as CPython lays it out (memo, then GETs)
-    std::string p = with_proto(P({']', 0x94, '(', ']', 0x94, 'K', 1, 'a', 'h', 1, '}', 0x94, 0x8c, 1, 'k', 0x94,
-                      'h', 1, 's', 'e', '.'}));
+    std::string p = with_proto(P({']',  0x94, '(', ']', 0x94, 'K', 1, 'a', 'h', 1,  '}',
+                                  0x94, 0x8c, 1,   'k', 0x94, 'h', 1, 's', 'e', '.'}));
     VP v;
     ASSERT_EQ(0, loads(p, &v)) << mp_last_error_message();
     VP want(L({L({I(1)}), L({I(1)}), D({{S("k"), L({I(1)})}})}));
     EXPECT_TRUE(mp_value_equal(want.get(), v.get()));
     // A memoized global is reused after REDUCE consumed it (no use after free).
-    p = LIT("\x80\x02" "c__builtin__\nset\nq\x00]\x85R" "h\x00)R" "\x86.");
+    p = LIT("\x80\x02"
+            "c__builtin__\nset\nq\x00]\x85R"
+            "h\x00)R"
+            "\x86.");
     ASSERT_EQ(0, loads(p, &v)) << mp_last_error_message();
     VP want2(T({SET({}), SET({})}));
     EXPECT_TRUE(mp_value_equal(want2.get(), v.get()));
     // A dict value replaced by a duplicate key stays valid for a later GET.
-    p = with_proto(P({'}', 'K', 1, ']', 0x94, 'K', 7, 'a', 's', 'K', 1, 'N', 's', 'K', 2, 'h', 0, 's', '.'}));
+    p = with_proto(
+        P({'}', 'K', 1, ']', 0x94, 'K', 7, 'a', 's', 'K', 1, 'N', 's', 'K', 2, 'h', 0, 's', '.'}));
     ASSERT_EQ(0, loads(p, &v)) << mp_last_error_message();
     VP want3(D({{I(1), N()}, {I(2), L({I(7)})}}));
     EXPECT_TRUE(mp_value_equal(want3.get(), v.get()));
@@ -752,7 +817,8 @@ TEST(ValueCodec, SharedReferencesAreCopied) {
 
 TEST(ValueCodec, ObjectsAreInertOrRefused) {
     // pickle.dumps(datetime.date(2020,1,2), 2) shape: GLOBAL, args, REDUCE, then BUILD.
-    std::string p = LIT("\x80\x02" "cos\nsystem\nq\x00X\x02\x00\x00\x00lsq\x01\x85q\x02Rq\x03}b.");
+    std::string p = LIT("\x80\x02"
+                        "cos\nsystem\nq\x00X\x02\x00\x00\x00lsq\x01\x85q\x02Rq\x03}b.");
     VP v;
     ASSERT_EQ(0, loads(p, &v)) << mp_last_error_message();
     ASSERT_EQ(MP_VALUE_OBJECT, mp_value_get_type(v.get()));
@@ -768,17 +834,24 @@ TEST(ValueCodec, ObjectsAreInertOrRefused) {
     p = with_proto(P({0x8c, 1, 'm', 0x8c, 1, 'C', 0x93, 'K', 1, 0x85, 0x81, '.'}));
     ASSERT_EQ(0, loads(p, &v)) << mp_last_error_message();
     EXPECT_TRUE(mp_value_object_is_newobj(v.get()));
-    ASSERT_EQ(0, loads("\x80\x02" "c__builtin__\nlong\n.", &v));
+    ASSERT_EQ(0, loads("\x80\x02"
+                       "c__builtin__\nlong\n.",
+                       &v));
     EXPECT_STREQ("builtins", mp_value_object_module(v.get()));
     EXPECT_STREQ("int", mp_value_object_name(v.get()));
     EXPECT_EQ(nullptr, mp_value_object_args(v.get()));
     // Protocol 2's constructors for bytes and sets are data, also with objects refused.
-    p = LIT("\x80\x02" "c_codecs\nencode\nq\x00X\x04\x00\x00\x00" "a\xc3\xbf\x00"
+    p = LIT("\x80\x02"
+            "c_codecs\nencode\nq\x00X\x04\x00\x00\x00"
+            "a\xc3\xbf\x00"
             "q\x01X\x06\x00\x00\x00latin1q\x02\x86q\x03Rq\x04.");
     ASSERT_EQ(0, loads(p, &v, &lim)) << mp_last_error_message();
     VP want(Y(std::string("a\xff\0", 3)));
     EXPECT_TRUE(mp_value_equal(want.get(), v.get()));
-    ASSERT_EQ(0, loads("\x80\x02" "c__builtin__\nbytes\n)R.", &v, &lim)) << mp_last_error_message();
+    ASSERT_EQ(0, loads("\x80\x02"
+                       "c__builtin__\nbytes\n)R.",
+                       &v, &lim))
+        << mp_last_error_message();
     EXPECT_EQ(MP_VALUE_BYTES, mp_value_get_type(v.get()));
 }
 
@@ -799,9 +872,15 @@ TEST(ValueCodec, StressRandomMutationsNeverCrash) {
         for (int e = 0; e < edits; e++) {
             size_t at = rnd() % m.size();
             switch (rnd() % 3) {
-            case 0: m[at] = (char)rnd(); break;
-            case 1: m.erase(at, 1 + rnd() % 8); break;
-            default: m.insert(at, 1, (char)rnd()); break;
+            case 0:
+                m[at] = (char)rnd();
+                break;
+            case 1:
+                m.erase(at, 1 + rnd() % 8);
+                break;
+            default:
+                m.insert(at, 1, (char)rnd());
+                break;
             }
             if (m.empty()) m = "N";
         }
@@ -830,28 +909,62 @@ TEST(ValueCodec, TextProtocolsAndPython2Strings) {
         mp_value *want;
     };
     const Case cases[] = {
-        {"I0\n.", I(0)}, {"I-0\n.", I(0)}, {"I+7\n.", I(7)}, {"I000\n.", I(0)}, {"I00\n.", B(false)},
-        {"I01\n.", B(true)}, {"I9223372036854775807\n.", I(INT64_MAX)},
-        {"I-9223372036854775808\n.", I(INT64_MIN)}, {"L5\n.", I(5)}, {"L5L\n.", I(5)}, {"L0L\n.", I(0)},
-        {"L-9223372036854775808L\n.", I(INT64_MIN)}, {"L00L\n.", I(0)},
-        {"F0.10000000000000001\n.", F(0.1)}, {"F1.1000000000000001\n.", F(1.1)}, {"F1.\n.", F(1.0)},
-        {"F.5\n.", F(0.5)}, {"F+1.5\n.", F(1.5)}, {"F1E5\n.", F(1e5)}, {"F1e-5\n.", F(1e-5)},
-        {"F-0.0\n.", F(-0.0)}, {"F5e-324\n.", F(5e-324)}, {"F1e-400\n.", F(0.0)},
-        {"F1.7976931348623157e+308\n.", F(1.7976931348623157e308)}, {"F2.2250738585072011e-308\n.", F(2.2250738585072011e-308)},
-        {"Finf\n.", F(INFINITY)}, {"F-Infinity\n.", F(-INFINITY)}, {"FNaN\n.", F(NAN)}, {"F-nan\n.", F(-NAN)},
-        {"V\n.", S("")}, {"Vabc\n.", S("abc")}, {"V\xe9\xff\x01\n.", S("\xc3\xa9\xc3\xbf\x01")},
-        {LIT("Va\x00" "b\n."), S(LIT("a\0b"))}, // Python 2 leaves NUL raw
+        {"I0\n.", I(0)},
+        {"I-0\n.", I(0)},
+        {"I+7\n.", I(7)},
+        {"I000\n.", I(0)},
+        {"I00\n.", B(false)},
+        {"I01\n.", B(true)},
+        {"I9223372036854775807\n.", I(INT64_MAX)},
+        {"I-9223372036854775808\n.", I(INT64_MIN)},
+        {"L5\n.", I(5)},
+        {"L5L\n.", I(5)},
+        {"L0L\n.", I(0)},
+        {"L-9223372036854775808L\n.", I(INT64_MIN)},
+        {"L00L\n.", I(0)},
+        {"F0.10000000000000001\n.", F(0.1)},
+        {"F1.1000000000000001\n.", F(1.1)},
+        {"F1.\n.", F(1.0)},
+        {"F.5\n.", F(0.5)},
+        {"F+1.5\n.", F(1.5)},
+        {"F1E5\n.", F(1e5)},
+        {"F1e-5\n.", F(1e-5)},
+        {"F-0.0\n.", F(-0.0)},
+        {"F5e-324\n.", F(5e-324)},
+        {"F1e-400\n.", F(0.0)},
+        {"F1.7976931348623157e+308\n.", F(1.7976931348623157e308)},
+        {"F2.2250738585072011e-308\n.", F(2.2250738585072011e-308)},
+        {"Finf\n.", F(INFINITY)},
+        {"F-Infinity\n.", F(-INFINITY)},
+        {"FNaN\n.", F(NAN)},
+        {"F-nan\n.", F(-NAN)},
+        {"V\n.", S("")},
+        {"Vabc\n.", S("abc")},
+        {"V\xe9\xff\x01\n.", S("\xc3\xa9\xc3\xbf\x01")},
+        {LIT("Va\x00"
+             "b\n."),
+         S(LIT("a\0b"))}, // Python 2 leaves NUL raw
         {"V\\u20ac\\U0001F600\\u005c\n.", S("\xe2\x82\xac\xf0\x9f\x98\x80\\")},
         {"V\\ud83d\\ude00\n.", S("\xed\xa0\xbd\xed\xb8\x80")}, // two lone surrogates, as Python 3
-        {"V\\x\\\\u0041\\\n.", S("\\x\\\\u0041\\")}, // only \u and \U escape; "\\" is two backslashes
-        {"S''\n.", S("")}, {"S\"it's\"\n.", S("it's")},
+        {"V\\x\\\\u0041\\\n.",
+         S("\\x\\\\u0041\\")}, // only \u and \U escape; "\\" is two backslashes
+        {"S''\n.", S("")},
+        {"S\"it's\"\n.", S("it's")},
         {"S'\\\\ \\' \\\" \\a\\b\\f\\n\\r\\t\\v'\n.", S("\\ ' \" \a\b\f\n\r\t\v")},
         {"S'\\0\\101\\1010\\x41\\x7f \\q \\8'\n.", S(LIT("\0AA0A\x7f \\q \\8"))},
         {"S'\\501'\n.", S("A")}, // octal beyond 0377 is taken modulo 256
-        {"U\x03" "abc.", S("abc")}, {LIT("T\x02\x00\x00\x00hi."), S("hi")}, {LIT("T\x00\x00\x00\x00."), S("")},
+        {"U\x03"
+         "abc.",
+         S("abc")},
+        {LIT("T\x02\x00\x00\x00hi."), S("hi")},
+        {LIT("T\x00\x00\x00\x00."), S("")},
         // Python 2's cPickle numbers its memo from 1
         {"((lp1\nI1\naI2\nag1\nt.", T({L({I(1), I(2)}), L({I(1), I(2)})})},
-        {"(]q\x01" "K\x01" "ah\x01" "t.", T({L({I(1)}), L({I(1)})})},
+        {"(]q\x01"
+         "K\x01"
+         "ah\x01"
+         "t.",
+         T({L({I(1)}), L({I(1)})})},
         // Python 2's bytearray(u'...', 'latin-1'), and Python 3's _codecs.encode
         {"c__builtin__\nbytearray\np1\n(V\xff\nS'latin-1'\ntRp2\n.", Y("\xff")},
         {"c_codecs\nencode\np0\n(Vab\xff\np1\nVlatin1\np2\ntp3\nRp4\n.", Y("ab\xff")},
@@ -861,7 +974,8 @@ TEST(ValueCodec, TextProtocolsAndPython2Strings) {
         ASSERT_EQ(0, loads(c.pickle, &v)) << hex(c.pickle) << ": " << mp_last_error_message();
         EXPECT_TRUE(mp_value_equal(want.get(), v.get())) << hex(c.pickle);
         if (mp_value_get_type(want.get()) == MP_VALUE_FLOAT) {
-            EXPECT_EQ(std::signbit(mp_value_as_float(want.get())), std::signbit(mp_value_as_float(v.get())))
+            EXPECT_EQ(std::signbit(mp_value_as_float(want.get())),
+                      std::signbit(mp_value_as_float(v.get())))
                 << hex(c.pickle) << " " << mp_value_as_float(v.get());
         }
     }
@@ -890,7 +1004,8 @@ TEST(ValueCodec, TextProtocolsAndPython2Strings) {
     std::string saved = old ? old : "C";
     bool comma = setlocale(LC_NUMERIC, "de_DE.UTF-8") || setlocale(LC_NUMERIC, "fr_FR.UTF-8");
     ASSERT_EQ(0, loads("F2.5\n.", &v)) << mp_last_error_message();
-    EXPECT_EQ(2.5, mp_value_as_float(v.get())) << (comma ? "with a decimal-comma locale" : "C locale");
+    EXPECT_EQ(2.5, mp_value_as_float(v.get()))
+        << (comma ? "with a decimal-comma locale" : "C locale");
     EXPECT_EQ(MP_EPROTO, loads("F2,5\n.", &v));
     setlocale(LC_NUMERIC, saved.c_str());
 }
@@ -978,12 +1093,12 @@ TEST(ValueInterop, PythonPicklesDecode) {
 
     std::string exprs;
     for (auto &c : cases) exprs += c.first + "\n";
-    std::string out = run_python(
-        "import pickle, sys\n"
-        "for e in sys.stdin.read().splitlines():\n"
-        "    o = eval(e)\n"
-        "    print(' '.join(pickle.dumps(o, p).hex() for p in (0, 1, 2, 3, 4, 5)))\n",
-        exprs);
+    std::string out =
+        run_python("import pickle, sys\n"
+                   "for e in sys.stdin.read().splitlines():\n"
+                   "    o = eval(e)\n"
+                   "    print(' '.join(pickle.dumps(o, p).hex() for p in (0, 1, 2, 3, 4, 5)))\n",
+                   exprs);
     std::istringstream lines(out);
     for (auto &c : cases) {
         std::string line;
@@ -993,7 +1108,8 @@ TEST(ValueInterop, PythonPicklesDecode) {
             std::string h;
             ASSERT_TRUE(hx >> h);
             VP v;
-            ASSERT_EQ(0, loads(unhex(h), &v)) << c.first << " protocol " << proto << ": " << mp_last_error_message();
+            ASSERT_EQ(0, loads(unhex(h), &v))
+                << c.first << " protocol " << proto << ": " << mp_last_error_message();
             EXPECT_TRUE(mp_value_equal(c.second, v.get())) << c.first << " protocol " << proto;
         }
         mp_value_free(c.second);
@@ -1007,11 +1123,11 @@ TEST(ValueInterop, PythonHugeIntsAreTooBig) {
     GTEST_SKIP() << "no python3 beside the Windows build (Wine)";
 #else
     if (!have_python()) GTEST_SKIP() << "python3 not found";
-    std::string out = run_python(
-        "import pickle, sys\n"
-        "for e in sys.stdin.read().splitlines():\n"
-        "    print(' '.join(pickle.dumps(eval(e), p).hex() for p in range(6)))\n",
-        "2**63\n-2**63-1\n2**64\n10**30\n-10**100\n[1, 2**70]\n{'k': 2**2000}\n");
+    std::string out =
+        run_python("import pickle, sys\n"
+                   "for e in sys.stdin.read().splitlines():\n"
+                   "    print(' '.join(pickle.dumps(eval(e), p).hex() for p in range(6)))\n",
+                   "2**63\n-2**63-1\n2**64\n10**30\n-10**100\n[1, 2**70]\n{'k': 2**2000}\n");
     std::istringstream lines(out);
     std::string line;
     int n = 0;
@@ -1021,7 +1137,8 @@ TEST(ValueInterop, PythonHugeIntsAreTooBig) {
         for (int proto = 0; hx >> h; proto++) {
             VP v;
             EXPECT_EQ(MP_ETOOBIG, loads(unhex(h), &v)) << "line " << n << " protocol " << proto;
-            EXPECT_NE(nullptr, strstr(mp_last_error_message(), "64 bits")) << mp_last_error_message();
+            EXPECT_NE(nullptr, strstr(mp_last_error_message(), "64 bits"))
+                << mp_last_error_message();
         }
         n++;
     }
@@ -1040,20 +1157,22 @@ TEST(ValueInterop, PythonRoundTripsThroughUs) {
     const char *exprs[] = {
         "{frozenset([1, 2]): 'a', frozenset(): 'b', (1, frozenset([(2,)])): [3]}",
         "{1: 'x', 2.5: 'y', True: 'z', 0: 'n', -0.0: 'm'}",
-        "[{1, 2, 3}, frozenset(['a', 'b']), {frozenset([frozenset([1])]): set()}, set(), frozenset()]",
+        "[{1, 2, 3}, frozenset(['a', 'b']), {frozenset([frozenset([1])]): set()}, set(), "
+        "frozenset()]",
         "{(1, 2.0, 'x', b'y', None, True): frozenset([0.5, -1, 'z', b'z', ()])}",
         "{float('inf'): 1, -0.0: 2, 2**62: 3, -2**63: 4, 'k': {frozenset({('t', 1.5)}): None}}",
         "{frozenset(range(i, i + 20)): i for i in range(0, 400, 10)}",
         "set(range(3000)) | {frozenset([i]) for i in range(100)}",
-        "[1, 1.5, 'str \\u20ac \\ud800', b'\\x00\\xff', (), [[]], {}, None, True, False, 2**62, -2**63]",
+        "[1, 1.5, 'str \\u20ac \\ud800', b'\\x00\\xff', (), [[]], {}, None, True, False, 2**62, "
+        "-2**63]",
     };
     std::string in;
     for (const char *e : exprs) in += std::string(e) + "\n";
-    std::string out = run_python(
-        "import pickle, sys\n"
-        "for e in sys.stdin.read().splitlines():\n"
-        "    print(' '.join(pickle.dumps(eval(e), p).hex() for p in range(6)))\n",
-        in);
+    std::string out =
+        run_python("import pickle, sys\n"
+                   "for e in sys.stdin.read().splitlines():\n"
+                   "    print(' '.join(pickle.dumps(eval(e), p).hex() for p in range(6)))\n",
+                   in);
     std::istringstream lines(out);
     std::string back, line;
     size_t n = 0;
@@ -1062,8 +1181,10 @@ TEST(ValueInterop, PythonRoundTripsThroughUs) {
         std::string h;
         for (int proto = 0; hx >> h; proto++) {
             VP v;
-            ASSERT_EQ(0, loads(unhex(h), &v)) << exprs[n] << " protocol " << proto << ": " << mp_last_error_message();
-            back += std::to_string(n) + " " + std::to_string(proto) + " " + hex(dumps(v.get())) + "\n";
+            ASSERT_EQ(0, loads(unhex(h), &v))
+                << exprs[n] << " protocol " << proto << ": " << mp_last_error_message();
+            back +=
+                std::to_string(n) + " " + std::to_string(proto) + " " + hex(dumps(v.get())) + "\n";
         }
         n++;
     }
@@ -1074,16 +1195,19 @@ TEST(ValueInterop, PythonRoundTripsThroughUs) {
         "import pickle, sys\n"
         "def sig(o):\n"
         "    t = type(o).__name__\n"
-        "    if isinstance(o, dict): return (t, frozenset((sig(k), sig(v)) for k, v in o.items()), len(o))\n"
+        "    if isinstance(o, dict): return (t, frozenset((sig(k), sig(v)) for k, v in o.items()), "
+        "len(o))\n"
         "    if isinstance(o, (set, frozenset)): return (t, frozenset(sig(x) for x in o), len(o))\n"
         "    if isinstance(o, (list, tuple)): return (t, tuple(sig(x) for x in o))\n"
         "    if isinstance(o, float): return (t, o.hex())\n"
         "    return (t, o)\n"
-        "exprs = " + [&] {
+        "exprs = " +
+        [&] {
             std::string l = "[";
             for (const char *e : exprs) l += std::string(e) + ", ";
             return l + "]";
-        }() + "\n"
+        }() +
+        "\n"
         "for line in sys.stdin.read().splitlines():\n"
         "    i, p, h = line.split()\n"
         "    got = pickle.loads(bytes.fromhex(h))\n"
@@ -1108,39 +1232,73 @@ TEST(ValueInterop, Python2PicklesDecode) {
 #else
     // on PATH, or a pyenv 2.7 (as tests/CMakeLists.txt finds the 3.12/3.13 ones)
     std::string py2;
-    if (FILE *f = popen("for p in python2.7 python2 \"$HOME\"/.pyenv/versions/2.7*/bin/python2.7; do "
-                        "$p -c 'import cPickle' 2>/dev/null && { echo \"$p\"; break; }; done", "r")) {
+    if (FILE *f =
+            popen("for p in python2.7 python2 \"$HOME\"/.pyenv/versions/2.7*/bin/python2.7; do "
+                  "$p -c 'import cPickle' 2>/dev/null && { echo \"$p\"; break; }; done",
+                  "r")) {
         char buf[512] = {0};
         if (fgets(buf, sizeof buf, f)) py2 = std::string(buf, strcspn(buf, "\n"));
         pclose(f);
     }
     if (py2.empty()) GTEST_SKIP() << "no python2 here";
     std::vector<std::pair<std::string, mp_value *>> cases = {
-        {"None", N()}, {"True", B(true)}, {"False", B(false)}, {"0", I(0)}, {"-1", I(-1)}, {"300", I(300)},
-        {"2**31", I((int64_t)1 << 31)}, {"-2**31-1", I((int64_t)INT32_MIN - 1)}, {"2**62", I((int64_t)1 << 62)},
-        {"2**63-1", I(INT64_MAX)}, {"-2**63", I(INT64_MIN)}, {"5L", I(5)}, {"-(2L**40)", I(-((int64_t)1 << 40))},
-        {"0.1", F(0.1)}, {"1.1", F(1.1)}, {"-0.0", F(-0.0)}, {"float('inf')", F(INFINITY)}, {"1e300", F(1e300)},
-        {"5e-324", F(5e-324)}, {"1.0/3", F(1.0 / 3)},
-        {"u'h\\xe9\\u20ac\\U0001F600\\\\ \\n \\x00 \\r'", S(LIT("h\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\\ \n \0 \r"))},
-        {"u''", S("")}, {"'abc'", S("abc")}, {"''", S("")}, {"'it\\'s \"q\" \\t\\n\\x01\\\\'", S("it's \"q\" \t\n\x01\\")},
-        {"'x' * 300", S(std::string(300, 'x'))}, {"u'y' * 70000", S(std::string(70000, 'y'))},
-        {"()", T({})}, {"(1, 'a', u'b')", T({I(1), S("a"), S("b")})}, {"[]", L({})},
+        {"None", N()},
+        {"True", B(true)},
+        {"False", B(false)},
+        {"0", I(0)},
+        {"-1", I(-1)},
+        {"300", I(300)},
+        {"2**31", I((int64_t)1 << 31)},
+        {"-2**31-1", I((int64_t)INT32_MIN - 1)},
+        {"2**62", I((int64_t)1 << 62)},
+        {"2**63-1", I(INT64_MAX)},
+        {"-2**63", I(INT64_MIN)},
+        {"5L", I(5)},
+        {"-(2L**40)", I(-((int64_t)1 << 40))},
+        {"0.1", F(0.1)},
+        {"1.1", F(1.1)},
+        {"-0.0", F(-0.0)},
+        {"float('inf')", F(INFINITY)},
+        {"1e300", F(1e300)},
+        {"5e-324", F(5e-324)},
+        {"1.0/3", F(1.0 / 3)},
+        {"u'h\\xe9\\u20ac\\U0001F600\\\\ \\n \\x00 \\r'",
+         S(LIT("h\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\\ \n \0 \r"))},
+        {"u''", S("")},
+        {"'abc'", S("abc")},
+        {"''", S("")},
+        {"'it\\'s \"q\" \\t\\n\\x01\\\\'", S("it's \"q\" \t\n\x01\\")},
+        {"'x' * 300", S(std::string(300, 'x'))},
+        {"u'y' * 70000", S(std::string(70000, 'y'))},
+        {"()", T({})},
+        {"(1, 'a', u'b')", T({I(1), S("a"), S("b")})},
+        {"[]", L({})},
         {"[[1, [2]], {}]", L({L({I(1), L({I(2)})}), D({})})},
-        {"[{'a': 1}, {u'b': 2.5}, {3: None}, {(4,): [5]}]",  // Python 2 dicts have no order
-         L({D({{S("a"), I(1)}}), D({{S("b"), F(2.5)}}), D({{I(3), N()}}), D({{T({I(4)}), L({I(5)})}})})},
-        {"set([1])", SET({I(1)})}, {"frozenset([2])", FS({I(2)})}, {"set()", SET({})},
-        {"{frozenset([1]): 2}", D({{FS({I(1)}), I(2)}})}, {"bytearray('x\\xff')", Y("x\xff")},
-        {"(lambda a: (a, a, [a]))({'k': [1]})", T({D({{S("k"), L({I(1)})}}), D({{S("k"), L({I(1)})}}), L({D({{S("k"), L({I(1)})}})})})},
-        {"range(1500)", [] { mp_value *l = mp_value_list_new(); for (int i = 0; i < 1500; i++) mp_value_list_append(l, I(i)); return l; }()},
+        {"[{'a': 1}, {u'b': 2.5}, {3: None}, {(4,): [5]}]", // Python 2 dicts have no order
+         L({D({{S("a"), I(1)}}), D({{S("b"), F(2.5)}}), D({{I(3), N()}}),
+            D({{T({I(4)}), L({I(5)})}})})},
+        {"set([1])", SET({I(1)})},
+        {"frozenset([2])", FS({I(2)})},
+        {"set()", SET({})},
+        {"{frozenset([1]): 2}", D({{FS({I(1)}), I(2)}})},
+        {"bytearray('x\\xff')", Y("x\xff")},
+        {"(lambda a: (a, a, [a]))({'k': [1]})",
+         T({D({{S("k"), L({I(1)})}}), D({{S("k"), L({I(1)})}}), L({D({{S("k"), L({I(1)})}})})})},
+        {"range(1500)",
+         [] {
+             mp_value *l = mp_value_list_new();
+             for (int i = 0; i < 1500; i++) mp_value_list_append(l, I(i));
+             return l;
+         }()},
     };
     std::string exprs;
     for (auto &c : cases) exprs += c.first + "\n";
-    std::string out = run_python(
-        "import pickle, cPickle, sys, binascii\n"
-        "for e in sys.stdin.read().splitlines():\n"
-        "    o = eval(e)\n"
-        "    sys.stdout.write(' '.join(binascii.hexlify(m.dumps(o, p)) for m in (pickle, cPickle) for p in (0, 1, 2)) + '\\n')\n",
-        exprs, py2);
+    std::string out = run_python("import pickle, cPickle, sys, binascii\n"
+                                 "for e in sys.stdin.read().splitlines():\n"
+                                 "    o = eval(e)\n"
+                                 "    sys.stdout.write(' '.join(binascii.hexlify(m.dumps(o, p)) "
+                                 "for m in (pickle, cPickle) for p in (0, 1, 2)) + '\\n')\n",
+                                 exprs, py2);
     std::istringstream lines(out);
     for (auto &c : cases) {
         std::string line;
@@ -1150,14 +1308,17 @@ TEST(ValueInterop, Python2PicklesDecode) {
         for (int k = 0; hx >> h; k++) {
             VP v;
             const char *how = k < 3 ? "pickle" : "cPickle";
-            ASSERT_EQ(0, loads(unhex(h), &v)) << c.first << " " << how << " protocol " << k % 3 << ": " << mp_last_error_message();
-            EXPECT_TRUE(mp_value_equal(c.second, v.get())) << c.first << " " << how << " protocol " << k % 3;
+            ASSERT_EQ(0, loads(unhex(h), &v)) << c.first << " " << how << " protocol " << k % 3
+                                              << ": " << mp_last_error_message();
+            EXPECT_TRUE(mp_value_equal(c.second, v.get()))
+                << c.first << " " << how << " protocol " << k % 3;
         }
         mp_value_free(c.second);
     }
     // A Python 2 str that is not ASCII: Python 3 refuses it (without an encoding), so do we.
     out = run_python("import cPickle, binascii, sys\n"
-                     "sys.stdout.write(' '.join(binascii.hexlify(cPickle.dumps('caf\\xe9', p)) for p in (0, 1, 2)))\n",
+                     "sys.stdout.write(' '.join(binascii.hexlify(cPickle.dumps('caf\\xe9', p)) for "
+                     "p in (0, 1, 2)))\n",
                      "", py2);
     std::istringstream hx(out);
     std::string h;
@@ -1177,25 +1338,45 @@ TEST(ValueInterop, PythonLoadsOurPickles) {
 #else
     if (!have_python()) GTEST_SKIP() << "python3 not found";
     std::vector<std::pair<mp_value *, std::string>> cases = {
-        {N(), "None"}, {B(true), "True"}, {B(false), "False"}, {I(0), "0"}, {I(-5), "-5"},
-        {I(65536), "65536"}, {I(INT64_MAX), "9223372036854775807"}, {I(INT64_MIN), "-9223372036854775808"},
-        {I((int64_t)1 << 32), "4294967296"}, {F(0.1), "0.1"}, {F(-INFINITY), "-inf"},
-        {S("h\xc3\xa9llo"), "'h\\xe9llo'"}, {S(std::string("a\0b", 3)), "'a\\x00b'"},
-        {Y(std::string("\0\xff", 2)), "b'\\x00\\xff'"}, {T({}), "()"}, {T({I(1)}), "(1,)"},
-        {T({I(1), I(2), I(3), I(4), I(5)}), "(1, 2, 3, 4, 5)"}, {L({}), "[]"},
+        {N(), "None"},
+        {B(true), "True"},
+        {B(false), "False"},
+        {I(0), "0"},
+        {I(-5), "-5"},
+        {I(65536), "65536"},
+        {I(INT64_MAX), "9223372036854775807"},
+        {I(INT64_MIN), "-9223372036854775808"},
+        {I((int64_t)1 << 32), "4294967296"},
+        {F(0.1), "0.1"},
+        {F(-INFINITY), "-inf"},
+        {S("h\xc3\xa9llo"), "'h\\xe9llo'"},
+        {S(std::string("a\0b", 3)), "'a\\x00b'"},
+        {Y(std::string("\0\xff", 2)), "b'\\x00\\xff'"},
+        {T({}), "()"},
+        {T({I(1)}), "(1,)"},
+        {T({I(1), I(2), I(3), I(4), I(5)}), "(1, 2, 3, 4, 5)"},
+        {L({}), "[]"},
         {L({N(), L({S("x")}), T({I(1), I(2)})}), "[None, ['x'], (1, 2)]"},
         {D({{S("a"), I(1)}, {I(2), S("b")}, {T({I(3)}), D({})}}), "{'a': 1, 2: 'b', (3,): {}}"},
         {O("datetime", "date", T({I(2020), I(1), I(2)})), "datetime.date(2020, 1, 2)"},
         {O("collections", "OrderedDict", T({})), "OrderedDict []"},
         {O("builtins", "int", nullptr), "<class 'int'>"},
-        {S(std::string(70000, 'q')), "70000"}, {Y(std::string(100000, 'w')), "100000"},
-        {SET({I(1), I(2)}), "{1, 2}"}, {SET({}), "set()"}, {FS({I(3)}), "frozenset({3})"},
+        {S(std::string(70000, 'q')), "70000"},
+        {Y(std::string(100000, 'w')), "100000"},
+        {SET({I(1), I(2)}), "{1, 2}"},
+        {SET({}), "set()"},
+        {FS({I(3)}), "frozenset({3})"},
         {D({{FS({I(1)}), SET({FS({})})}}), "{frozenset({1}): {frozenset()}}"},
         {D({{T({FS({}), F(0.5)}), N()}}), "{(frozenset(), 0.5): None}"},
     };
     // Keys equal by Python's == are one key here too: Python reads as many as we hold.
-    mp_value *keys = D({{I(1), S("int")}, {F(1.0), S("float")}, {B(true), S("bool")}, {F(-0.0), S("negzero")},
-                        {I(0), S("zero")}, {B(false), S("false")}, {F(0.5), S("half")}});
+    mp_value *keys = D({{I(1), S("int")},
+                        {F(1.0), S("float")},
+                        {B(true), S("bool")},
+                        {F(-0.0), S("negzero")},
+                        {I(0), S("zero")},
+                        {B(false), S("false")},
+                        {F(0.5), S("half")}});
     EXPECT_EQ(3u, mp_value_len(keys));
     cases.push_back({keys, "{1: 'bool', -0.0: 'false', 0.5: 'half'}"});
     mp_value *big = mp_value_list_new();
@@ -1217,7 +1398,8 @@ TEST(ValueInterop, PythonLoadsOurPickles) {
         "    o = pickle.loads(bytes.fromhex(h))\n"
         "    if type(o).__name__ == 'OrderedDict': print('OrderedDict', ascii(list(o.items())))\n"
         "    elif type(o).__name__ == 'UserList': print('UserList', ascii(o.data))\n"
-        "    else: print(len(o) if isinstance(o, (str, bytes, list)) and len(o) > 1000 else ascii(o))\n",
+        "    else: print(len(o) if isinstance(o, (str, bytes, list)) and len(o) > 1000 else "
+        "ascii(o))\n",
         in);
     std::istringstream lines(out);
     for (auto &c : cases) {

@@ -56,7 +56,8 @@ void mp__osconn_free(mp__osconn *s) {
 
 int mp__os_conn_close(mp_os_handle h, int kind) {
     if (kind == MP__CONN_SOCKET) {
-        if (closesocket((SOCKET)h) != 0) return mp__win_err((DWORD)WSAGetLastError(), "closesocket");
+        if (closesocket((SOCKET)h) != 0)
+            return mp__win_err((DWORD)WSAGetLastError(), "closesocket");
         return 0;
     }
     return mp__os_handle_close(h);
@@ -71,7 +72,8 @@ int mp__os_conn_pipe(bool duplex, mp_os_handle h[2], mp_os_handle hw[2], int *ki
     int rc = mp__os_random(rnd, sizeof rnd);
     if (rc) return rc;
     wchar_t name[128];
-    _snwprintf(name, sizeof name / sizeof name[0], L"\\\\.\\pipe\\multiproc-%lu-%ld-%02x%02x%02x%02x%02x%02x%02x%02x",
+    _snwprintf(name, sizeof name / sizeof name[0],
+               L"\\\\.\\pipe\\multiproc-%lu-%ld-%02x%02x%02x%02x%02x%02x%02x%02x",
                (unsigned long)GetCurrentProcessId(), (long)InterlockedIncrement(&g_pipe_counter),
                rnd[0], rnd[1], rnd[2], rnd[3], rnd[4], rnd[5], rnd[6], rnd[7]);
     name[sizeof name / sizeof name[0] - 1] = 0;
@@ -79,8 +81,9 @@ int mp__os_conn_pipe(bool duplex, mp_os_handle h[2], mp_os_handle hw[2], int *ki
     DWORD open_mode = (duplex ? PIPE_ACCESS_DUPLEX : PIPE_ACCESS_INBOUND) |
                       FILE_FLAG_FIRST_PIPE_INSTANCE | FILE_FLAG_OVERLAPPED;
     const DWORD bufsize = 64 * 1024;
-    HANDLE srv = CreateNamedPipeW(name, open_mode, PIPE_TYPE_MESSAGE | PIPE_READMODE_MESSAGE | PIPE_WAIT,
-                                  1, duplex ? bufsize : 0, bufsize, 0, NULL);
+    HANDLE srv =
+        CreateNamedPipeW(name, open_mode, PIPE_TYPE_MESSAGE | PIPE_READMODE_MESSAGE | PIPE_WAIT, 1,
+                         duplex ? bufsize : 0, bufsize, 0, NULL);
     if (srv == INVALID_HANDLE_VALUE) return mp__os_err("CreateNamedPipe");
     DWORD access = duplex ? (GENERIC_READ | GENERIC_WRITE) : (GENERIC_WRITE | FILE_READ_ATTRIBUTES);
     HANDLE cli = CreateFileW(name, access, 0, NULL, OPEN_EXISTING, FILE_FLAG_OVERLAPPED, NULL);
@@ -104,8 +107,10 @@ int mp__os_conn_pipe(bool duplex, mp_os_handle h[2], mp_os_handle hw[2], int *ki
     if (!ConnectNamedPipe(srv, &ov)) {
         DWORD e = GetLastError(), n;
         if (e == ERROR_IO_PENDING) {
-            if (!GetOverlappedResult(srv, &ov, &n, TRUE)) e = GetLastError();
-            else e = ERROR_PIPE_CONNECTED;
+            if (!GetOverlappedResult(srv, &ov, &n, TRUE))
+                e = GetLastError();
+            else
+                e = ERROR_PIPE_CONNECTED;
         }
         if (e != ERROR_PIPE_CONNECTED) {
             CloseHandle(ov.hEvent);
@@ -214,9 +219,12 @@ int mp__os_conn_read_exact(mp_os_handle h, int kind, mp__osconn *s, void *buf, s
         int rc = 0;
         if (kind == MP__CONN_SOCKET) {
             int r = recv((SOCKET)h, p + done, (int)chunk, 0);
-            if (r == SOCKET_ERROR) rc = sock_err("recv", true);
-            else if (r == 0) rc = mp__err(MP_EOF, "connection: end of file");
-            else k = (DWORD)r;
+            if (r == SOCKET_ERROR)
+                rc = sock_err("recv", true);
+            else if (r == 0)
+                rc = mp__err(MP_EOF, "connection: end of file");
+            else
+                k = (DWORD)r;
         } else {
             rc = pipe_io(MP__H(h), s, p + done, chunk, &k, true);
             if (!rc && k == 0) continue; /* a zero-length write on the other side */
@@ -259,8 +267,10 @@ int mp__os_conn_write_message(mp_os_handle h, int kind, mp__osconn *s, const voi
     static char none;
     if (!s || !s->message) return mp__err(MP_ENOTSUP, "connection: not a message-mode pipe");
     if (n > MAXDWORD)
-        return mp__err(MP_ETOOBIG, "connection: a pipe message on Windows is at most 4 GiB - 1 "
-                                   "bytes (%llu given)", (unsigned long long)n);
+        return mp__err(MP_ETOOBIG,
+                       "connection: a pipe message on Windows is at most 4 GiB - 1 "
+                       "bytes (%llu given)",
+                       (unsigned long long)n);
     /* One WriteFile is one message, whatever the pipe's buffer size: a longer one waits
      * until the reader has taken it. */
     DWORD done = 0;
@@ -325,9 +335,9 @@ int mp__os_conn_poll(mp_os_handle h, int kind, mp__osconn *s, double timeout) {
 
 /* What one item of a wait set up, to be undone afterwards. */
 typedef struct wslot {
-    HANDLE ev;      /* event we created (zero-byte read or WSAEventSelect), or NULL */
-    bool pending;   /* a zero-byte read is in flight */
-    bool selected;  /* WSAEventSelect is active */
+    HANDLE ev;     /* event we created (zero-byte read or WSAEventSelect), or NULL */
+    bool pending;  /* a zero-byte read is in flight */
+    bool selected; /* WSAEventSelect is active */
     OVERLAPPED ov;
 } wslot;
 
@@ -393,10 +403,13 @@ int mp__os_wait(const mp__oswait *items, size_t n, double timeout, bool *ready) 
             SetEvent(sl->ev);
         } else {
             DWORD e = GetLastError();
-            if (e == ERROR_IO_PENDING) sl->pending = true;
-            else if (e == ERROR_BROKEN_PIPE || e == ERROR_MORE_DATA || e == ERROR_PIPE_NOT_CONNECTED)
+            if (e == ERROR_IO_PENDING)
+                sl->pending = true;
+            else if (e == ERROR_BROKEN_PIPE || e == ERROR_MORE_DATA ||
+                     e == ERROR_PIPE_NOT_CONNECTED)
                 SetEvent(sl->ev);
-            else rc = mp__win_err(e, "ReadFile(0)");
+            else
+                rc = mp__win_err(e, "ReadFile(0)");
         }
     }
     if (!rc) {
@@ -558,8 +571,8 @@ int mp__os_handle_export(mp_os_handle h, bool sock, int64_t dest_pid, mp__buf *b
     int rc = open_for_dup(holder, "send handle: OpenProcess", &proc);
     if (rc) return rc;
     HANDLE dup = NULL;
-    BOOL ok = DuplicateHandle(GetCurrentProcess(), MP__H(h), proc, &dup, 0, FALSE,
-                              DUPLICATE_SAME_ACCESS);
+    BOOL ok =
+        DuplicateHandle(GetCurrentProcess(), MP__H(h), proc, &dup, 0, FALSE, DUPLICATE_SAME_ACCESS);
     DWORD e = ok ? 0 : GetLastError();
     close_proc(proc);
     if (!ok) {
@@ -583,8 +596,10 @@ int mp__os_handle_import(mp__rd *r, bool sock, int64_t src_pid, int64_t dest_pid
         if (r->err || tag != EXP_SOCKET || n != sizeof(WSAPROTOCOL_INFOW))
             return mp__err(MP_EPROTO, "receive socket: malformed");
         if (target_pid(dest_pid) != self)
-            return mp__err(MP_EPROTO, "receive socket: it was shared with process %lld, not "
-                                      "this one", (long long)dest_pid);
+            return mp__err(MP_EPROTO,
+                           "receive socket: it was shared with process %lld, not "
+                           "this one",
+                           (long long)dest_pid);
         int rc = wsa();
         if (rc) return rc;
         WSAPROTOCOL_INFOW info;
@@ -604,8 +619,10 @@ int mp__os_handle_import(mp__rd *r, bool sock, int64_t src_pid, int64_t dest_pid
     if (r->err || tag != EXP_HANDLE) return mp__err(MP_EPROTO, "receive handle: malformed");
     if (dest_pid) {
         if (target_pid(dest_pid) != self)
-            return mp__err(MP_EPROTO, "receive handle: it was sent to process %lld, not this "
-                                      "one", (long long)dest_pid);
+            return mp__err(MP_EPROTO,
+                           "receive handle: it was sent to process %lld, not this "
+                           "one",
+                           (long long)dest_pid);
         *out = (mp_os_handle)(uintptr_t)v;
         return 0;
     }
@@ -616,8 +633,10 @@ int mp__os_handle_import(mp__rd *r, bool sock, int64_t src_pid, int64_t dest_pid
         return 0;
     }
     HANDLE proc;
-    int rc = open_for_dup(src, "receive handle: the sender (which keeps a handle sent without "
-                               "a pid until taken) is gone: OpenProcess", &proc);
+    int rc = open_for_dup(src,
+                          "receive handle: the sender (which keeps a handle sent without "
+                          "a pid until taken) is gone: OpenProcess",
+                          &proc);
     if (rc) return rc;
     HANDLE h = NULL;
     BOOL ok = DuplicateHandle(proc, (HANDLE)(uintptr_t)v, GetCurrentProcess(), &h, 0, FALSE,
@@ -654,7 +673,8 @@ void mp__os_handle_discard(mp__rd *r, bool sock, int64_t src_pid, int64_t dest_p
         if (proc == GetCurrentProcess())
             CloseHandle((HANDLE)(uintptr_t)v);
         else if (proc)
-            DuplicateHandle(proc, (HANDLE)(uintptr_t)v, NULL, NULL, 0, FALSE, DUPLICATE_CLOSE_SOURCE);
+            DuplicateHandle(proc, (HANDLE)(uintptr_t)v, NULL, NULL, 0, FALSE,
+                            DUPLICATE_CLOSE_SOURCE);
         close_proc(proc);
     }
     mp__err_unmute();

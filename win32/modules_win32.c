@@ -13,15 +13,14 @@ struct pe_info {
     DWORD stamp;      /* TimeDateStamp: 0 for deterministic links, hence the rest */
     DWORD image_size; /* SizeOfImage */
     DWORD checksum;
-    DWORD entry;      /* AddressOfEntryPoint */
+    DWORD entry; /* AddressOfEntryPoint */
     bool is_dll;
     uint64_t sections_hash; /* FNV-1a of the section table */
     WORD nsections;
     const IMAGE_SECTION_HEADER *sections;
 };
 
-static uint64_t fnv1a(uint64_t h, const void *p, size_t n)
-{
+static uint64_t fnv1a(uint64_t h, const void *p, size_t n) {
     const unsigned char *b = p;
     for (size_t i = 0; i < n; i++) {
         h ^= b[i];
@@ -32,23 +31,19 @@ static uint64_t fnv1a(uint64_t h, const void *p, size_t n)
 
 /* Parses PE headers held in n readable bytes at p; false when they are not a PE
  * image for this architecture. */
-static bool pe_parse(const unsigned char *p, size_t n, struct pe_info *out)
-{
+static bool pe_parse(const unsigned char *p, size_t n, struct pe_info *out) {
     const IMAGE_DOS_HEADER *dos = (const IMAGE_DOS_HEADER *)p;
-    if (n < sizeof *dos || dos->e_magic != IMAGE_DOS_SIGNATURE || dos->e_lfanew <= 0)
-        return false;
+    if (n < sizeof *dos || dos->e_magic != IMAGE_DOS_SIGNATURE || dos->e_lfanew <= 0) return false;
     size_t off = (size_t)dos->e_lfanew;
-    if (off > n || n - off < sizeof(IMAGE_NT_HEADERS))
-        return false;
+    if (off > n || n - off < sizeof(IMAGE_NT_HEADERS)) return false;
     const IMAGE_NT_HEADERS *nt = (const IMAGE_NT_HEADERS *)(p + off);
     if (nt->Signature != IMAGE_NT_SIGNATURE ||
         nt->OptionalHeader.Magic != IMAGE_NT_OPTIONAL_HDR_MAGIC)
         return false;
-    size_t sec_off = off + offsetof(IMAGE_NT_HEADERS, OptionalHeader) +
-                     nt->FileHeader.SizeOfOptionalHeader;
+    size_t sec_off =
+        off + offsetof(IMAGE_NT_HEADERS, OptionalHeader) + nt->FileHeader.SizeOfOptionalHeader;
     size_t nsec = nt->FileHeader.NumberOfSections;
-    if (sec_off > n || (n - sec_off) / sizeof(IMAGE_SECTION_HEADER) < nsec)
-        return false;
+    if (sec_off > n || (n - sec_off) / sizeof(IMAGE_SECTION_HEADER) < nsec) return false;
 
     memset(out, 0, sizeof *out);
     out->stamp = nt->FileHeader.TimeDateStamp;
@@ -61,8 +56,8 @@ static bool pe_parse(const unsigned char *p, size_t n, struct pe_info *out)
     uint64_t h = 0xcbf29ce484222325ull;
     for (size_t i = 0; i < nsec; i++) {
         const IMAGE_SECTION_HEADER *s = &out->sections[i];
-        DWORD f[6] = {s->VirtualAddress, s->Misc.VirtualSize, s->SizeOfRawData,
-                      s->PointerToRawData, s->Characteristics, 0};
+        DWORD f[6] = {s->VirtualAddress,   s->Misc.VirtualSize, s->SizeOfRawData,
+                      s->PointerToRawData, s->Characteristics,  0};
         h = fnv1a(h, s->Name, sizeof s->Name);
         h = fnv1a(h, f, sizeof f);
     }
@@ -72,24 +67,20 @@ static bool pe_parse(const unsigned char *p, size_t n, struct pe_info *out)
 
 /* The headers of a mapped module: bounded by SizeOfHeaders, which the loader maps
  * in full. */
-static bool pe_parse_module(HMODULE mod, struct pe_info *out)
-{
+static bool pe_parse_module(HMODULE mod, struct pe_info *out) {
     const unsigned char *base = (const unsigned char *)mod;
     const IMAGE_DOS_HEADER *dos = (const IMAGE_DOS_HEADER *)base;
     if (dos->e_magic != IMAGE_DOS_SIGNATURE || dos->e_lfanew <= 0 || dos->e_lfanew > 0x10000)
         return false;
     const IMAGE_NT_HEADERS *nt = (const IMAGE_NT_HEADERS *)(base + dos->e_lfanew);
-    if (nt->Signature != IMAGE_NT_SIGNATURE)
-        return false;
+    if (nt->Signature != IMAGE_NT_SIGNATURE) return false;
     return pe_parse(base, nt->OptionalHeader.SizeOfHeaders, out);
 }
 
 /* Is [offset, offset+1) inside an executable section? Guards against data
  * addresses and against an offset that a different build would place elsewhere. */
-static bool pe_offset_is_code(const struct pe_info *pe, uint64_t offset)
-{
-    if (offset >= pe->image_size)
-        return false;
+static bool pe_offset_is_code(const struct pe_info *pe, uint64_t offset) {
+    if (offset >= pe->image_size) return false;
     for (WORD i = 0; i < pe->nsections; i++) {
         const IMAGE_SECTION_HEADER *s = &pe->sections[i];
         DWORD size = s->Misc.VirtualSize ? s->Misc.VirtualSize : s->SizeOfRawData;
@@ -103,35 +94,31 @@ static bool pe_offset_is_code(const struct pe_info *pe, uint64_t offset)
 /* "pe:<stamp>:<image size>:<checksum>:<entry>:<sections hash>:<file size>:<mtime>".
  * The file's size and write time catch rebuilds that a deterministic link would
  * otherwise hide behind identical headers. */
-static int build_identity(const struct pe_info *pe, const wchar_t *path, char **out)
-{
+static int build_identity(const struct pe_info *pe, const wchar_t *path, char **out) {
     WIN32_FILE_ATTRIBUTE_DATA fa;
     *out = NULL;
     if (!GetFileAttributesExW(path, GetFileExInfoStandard, &fa))
         return mp__os_err("GetFileAttributesExW(module)");
     uint64_t size = ((uint64_t)fa.nFileSizeHigh << 32) | fa.nFileSizeLow;
-    uint64_t mtime = ((uint64_t)fa.ftLastWriteTime.dwHighDateTime << 32) |
-                     fa.ftLastWriteTime.dwLowDateTime;
+    uint64_t mtime =
+        ((uint64_t)fa.ftLastWriteTime.dwHighDateTime << 32) | fa.ftLastWriteTime.dwLowDateTime;
     char buf[160];
-    snprintf(buf, sizeof buf, "pe:%08lx:%lx:%lx:%lx:%016llx:%llu:%llu",
-             (unsigned long)pe->stamp, (unsigned long)pe->image_size,
-             (unsigned long)pe->checksum, (unsigned long)pe->entry,
+    snprintf(buf, sizeof buf, "pe:%08lx:%lx:%lx:%lx:%016llx:%llu:%llu", (unsigned long)pe->stamp,
+             (unsigned long)pe->image_size, (unsigned long)pe->checksum, (unsigned long)pe->entry,
              (unsigned long long)pe->sections_hash, (unsigned long long)size,
              (unsigned long long)mtime);
     *out = mp__strdup(buf);
     return *out ? 0 : mp__err(MP_ENOMEM, "out of memory for a module identity");
 }
 
-int mp__os_fn_to_ref(void *fn, mp__fnref *out)
-{
+int mp__os_fn_to_ref(void *fn, mp__fnref *out) {
     HMODULE mod = NULL;
     wchar_t *wpath = NULL;
     struct pe_info pe;
     int rc;
 
     memset(out, 0, sizeof *out);
-    if (fn == NULL)
-        return mp__err(MP_ERESOLVE, "target is NULL");
+    if (fn == NULL) return mp__err(MP_ERESOLVE, "target is NULL");
     /* UNCHANGED_REFCOUNT: the caller's module stays loaded while its function is
      * being started, so there is no reference to take or leak. */
     if (!GetModuleHandleExW(GET_MODULE_HANDLE_EX_FLAG_FROM_ADDRESS |
@@ -147,8 +134,7 @@ int mp__os_fn_to_ref(void *fn, mp__fnref *out)
     }
     uint64_t offset = (uint64_t)((uintptr_t)fn - (uintptr_t)mod);
     if (!pe_offset_is_code(&pe, offset)) {
-        rc = mp__err(MP_ERESOLVE, "target %p is not in an executable section of its module",
-                     fn);
+        rc = mp__err(MP_ERESOLVE, "target %p is not in an executable section of its module", fn);
         goto fail;
     }
     wpath = mp__win_module_path(mod);
@@ -162,8 +148,7 @@ int mp__os_fn_to_ref(void *fn, mp__fnref *out)
         goto fail;
     }
     rc = build_identity(&pe, wpath, &out->build);
-    if (rc < 0)
-        goto fail;
+    if (rc < 0) goto fail;
     out->offset = offset;
     mp__free(wpath);
     return 0;
@@ -176,20 +161,17 @@ fail:
 }
 
 /* Re-records the current error under code with a prefix. */
-static int rewrap(int code, const char *prefix, const char *module)
-{
+static int rewrap(int code, const char *prefix, const char *module) {
     return mp__err_wrap(code, "target module %s %s", module, prefix);
 }
 
 /* Reads the first bytes of a module file, enough for its headers, so a module that
  * is not loaded yet can be checked before LoadLibrary runs any of its code. */
-static int read_file_head(const wchar_t *path, unsigned char *buf, size_t cap, size_t *n)
-{
+static int read_file_head(const wchar_t *path, unsigned char *buf, size_t cap, size_t *n) {
     *n = 0;
     HANDLE f = CreateFileW(path, GENERIC_READ, FILE_SHARE_READ | FILE_SHARE_DELETE, NULL,
                            OPEN_EXISTING, FILE_ATTRIBUTE_NORMAL, NULL);
-    if (f == INVALID_HANDLE_VALUE)
-        return mp__os_err("CreateFileW(module)");
+    if (f == INVALID_HANDLE_VALUE) return mp__os_err("CreateFileW(module)");
     while (*n < cap) {
         DWORD got = 0;
         if (!ReadFile(f, buf + *n, (DWORD)(cap - *n), &got, NULL)) {
@@ -197,20 +179,17 @@ static int read_file_head(const wchar_t *path, unsigned char *buf, size_t cap, s
             CloseHandle(f);
             return rc;
         }
-        if (got == 0)
-            break;
+        if (got == 0) break;
         *n += got;
     }
     CloseHandle(f);
     return 0;
 }
 
-static bool file_id(const wchar_t *path, BY_HANDLE_FILE_INFORMATION *out)
-{
-    HANDLE f = CreateFileW(path, 0, FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE,
-                           NULL, OPEN_EXISTING, 0, NULL);
-    if (f == INVALID_HANDLE_VALUE)
-        return false;
+static bool file_id(const wchar_t *path, BY_HANDLE_FILE_INFORMATION *out) {
+    HANDLE f = CreateFileW(path, 0, FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE, NULL,
+                           OPEN_EXISTING, 0, NULL);
+    if (f == INVALID_HANDLE_VALUE) return false;
     BOOL ok = GetFileInformationByHandle(f, out);
     CloseHandle(f);
     return ok != 0;
@@ -219,8 +198,7 @@ static bool file_id(const wchar_t *path, BY_HANDLE_FILE_INFORMATION *out)
 /* The main module when path names this program's file under another spelling (a
  * hard link, a short name, another drive mapping): the child was started through
  * mp_set_executable with an alias of the parent's program. NULL otherwise. */
-static HMODULE main_module_alias(const wchar_t *path)
-{
+static HMODULE main_module_alias(const wchar_t *path) {
     BY_HANDLE_FILE_INFORMATION a, b;
     wchar_t *self = mp__win_module_path(NULL);
     bool same = self != NULL && file_id(self, &a) && file_id(path, &b) &&
@@ -231,8 +209,7 @@ static HMODULE main_module_alias(const wchar_t *path)
 }
 
 /* Checks that a module not loaded here is a DLL of the same build, from its file. */
-static int check_unloaded(const mp__fnref *ref, const wchar_t *wpath)
-{
+static int check_unloaded(const mp__fnref *ref, const wchar_t *wpath) {
     enum { HEAD = 64 * 1024 };
     unsigned char *head = mp__malloc(HEAD);
     struct pe_info pe;
@@ -240,8 +217,7 @@ static int check_unloaded(const mp__fnref *ref, const wchar_t *wpath)
     size_t n;
     int rc;
 
-    if (head == NULL)
-        return mp__err(MP_ENOMEM, "out of memory reading a module");
+    if (head == NULL) return mp__err(MP_ENOMEM, "out of memory reading a module");
     rc = read_file_head(wpath, head, HEAD, &n);
     if (rc < 0) {
         rc = rewrap(MP_ERESOLVE, "cannot be opened in the child", ref->module);
@@ -262,8 +238,7 @@ static int check_unloaded(const mp__fnref *ref, const wchar_t *wpath)
         goto done;
     }
     rc = build_identity(&pe, wpath, &ident);
-    if (rc < 0)
-        goto done;
+    if (rc < 0) goto done;
     if (strcmp(ident, ref->build) != 0)
         rc = mp__err(MP_ERESOLVE,
                      "target module %s is a different build in the child "
@@ -275,8 +250,7 @@ done:
     return rc;
 }
 
-int mp__os_ref_to_fn(const mp__fnref *ref, void **out)
-{
+int mp__os_ref_to_fn(const mp__fnref *ref, void **out) {
     wchar_t *wpath = NULL;
     char *ident = NULL;
     struct pe_info pe;
@@ -291,12 +265,10 @@ int mp__os_ref_to_fn(const mp__fnref *ref, void **out)
         goto fail;
     }
     HMODULE mod = GetModuleHandleW(wpath);
-    if (mod == NULL)
-        mod = main_module_alias(wpath);
+    if (mod == NULL) mod = main_module_alias(wpath);
     if (mod == NULL) {
         rc = check_unloaded(ref, wpath);
-        if (rc < 0)
-            goto fail;
+        if (rc < 0) goto fail;
         /* Stays loaded: the target runs from it for the rest of the child's life. */
         mod = LoadLibraryExW(wpath, NULL, LOAD_WITH_ALTERED_SEARCH_PATH);
         if (mod == NULL) {
@@ -325,8 +297,7 @@ int mp__os_ref_to_fn(const mp__fnref *ref, void **out)
         goto fail;
     }
     if (!pe_offset_is_code(&pe, ref->offset)) {
-        rc = mp__err(MP_ERESOLVE,
-                     "target offset 0x%llx is outside the code of module %s",
+        rc = mp__err(MP_ERESOLVE, "target offset 0x%llx is outside the code of module %s",
                      (unsigned long long)ref->offset, ref->module);
         goto fail;
     }

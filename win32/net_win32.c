@@ -25,24 +25,30 @@
 
 struct mp__os_listener {
     int family;
-    SOCKET s;       /* AF_INET */
-    wchar_t *name;  /* AF_PIPE */
-    HANDLE cur;     /* the instance accept connects next */
-    HANDLE spare;   /* made before waiting, so a client always finds an instance */
+    SOCKET s;      /* AF_INET */
+    wchar_t *name; /* AF_PIPE */
+    HANDLE cur;    /* the instance accept connects next */
+    HANDLE spare;  /* made before waiting, so a client always finds an instance */
 };
 
 static int wsa_err(int code, const char *what) {
     switch (code) {
-    case WSAEADDRINUSE: return mp__err_os(MP_EEXIST, code, "%s: address in use (WSA error %d)", what, code);
-    case WSAECONNREFUSED: return mp__err_os(MP_ENOENT, code, "%s: nobody listens there (WSA error %d)", what, code);
+    case WSAEADDRINUSE:
+        return mp__err_os(MP_EEXIST, code, "%s: address in use (WSA error %d)", what, code);
+    case WSAECONNREFUSED:
+        return mp__err_os(MP_ENOENT, code, "%s: nobody listens there (WSA error %d)", what, code);
     case WSAECONNRESET:
     case WSAECONNABORTED:
     case WSAESHUTDOWN:
-    case WSAENOTCONN: return mp__err_os(MP_EPIPE, code, "%s: connection lost (WSA error %d)", what, code);
-    case WSAETIMEDOUT: return mp__err_os(MP_ETIMEDOUT, code, "%s: timed out (WSA error %d)", what, code);
+    case WSAENOTCONN:
+        return mp__err_os(MP_EPIPE, code, "%s: connection lost (WSA error %d)", what, code);
+    case WSAETIMEDOUT:
+        return mp__err_os(MP_ETIMEDOUT, code, "%s: timed out (WSA error %d)", what, code);
     case WSAEADDRNOTAVAIL:
-    case WSAEINVAL: return mp__err_os(MP_EINVAL, code, "%s: invalid address (WSA error %d)", what, code);
-    default: return mp__win_err((DWORD)code, what);
+    case WSAEINVAL:
+        return mp__err_os(MP_EINVAL, code, "%s: invalid address (WSA error %d)", what, code);
+    default:
+        return mp__win_err((DWORD)code, what);
     }
 }
 
@@ -104,8 +110,7 @@ static int wait_socket(SOCKET s, bool write, double deadline, const char *what) 
         int r = select(0, write ? NULL : &set, write ? &set : NULL, &eset, &tv);
         if (r > 0) return 0;
         if (r == SOCKET_ERROR) return wsa_err(WSAGetLastError(), "select");
-        if (mp__left(deadline) == 0)
-            return mp__err(MP_ETIMEDOUT, "%s: timed out", what);
+        if (mp__left(deadline) == 0) return mp__err(MP_ETIMEDOUT, "%s: timed out", what);
     }
 }
 
@@ -156,11 +161,12 @@ static char *format_inet(const struct sockaddr_in *in) {
 }
 
 static HANDLE new_pipe_instance(const wchar_t *name, bool first) {
-    DWORD open = PIPE_ACCESS_DUPLEX | FILE_FLAG_OVERLAPPED | (first ? FILE_FLAG_FIRST_PIPE_INSTANCE : 0);
+    DWORD open =
+        PIPE_ACCESS_DUPLEX | FILE_FLAG_OVERLAPPED | (first ? FILE_FLAG_FIRST_PIPE_INSTANCE : 0);
     /* Message mode, as CPython's PipeListener: a message is one write, no length header. */
     DWORD mode = PIPE_TYPE_MESSAGE | PIPE_READMODE_MESSAGE | PIPE_WAIT | PIPE_REJECT_REMOTE_CLIENTS;
-    return CreateNamedPipeW(name, open, mode, PIPE_UNLIMITED_INSTANCES, PIPE_BUFSIZE,
-                            PIPE_BUFSIZE, 0, NULL);
+    return CreateNamedPipeW(name, open, mode, PIPE_UNLIMITED_INSTANCES, PIPE_BUFSIZE, PIPE_BUFSIZE,
+                            0, NULL);
 }
 
 /* ---- listening ---- */
@@ -192,8 +198,9 @@ int mp__os_net_listen(int family, const char *host, int port, const char *path, 
         l->cur = new_pipe_instance(l->name, true);
         if (l->cur == INVALID_HANDLE_VALUE) {
             DWORD e = GetLastError();
-            rc = e == ERROR_ACCESS_DENIED ? mp__err(MP_EEXIST, "listen: pipe %s already exists", path)
-                                          : mp__win_err(e, "CreateNamedPipe");
+            rc = e == ERROR_ACCESS_DENIED
+                     ? mp__err(MP_EEXIST, "listen: pipe %s already exists", path)
+                     : mp__win_err(e, "CreateNamedPipe");
             goto fail;
         }
         *bound = mp__strdup(path);
@@ -315,8 +322,7 @@ static int accept_pipe(mp__os_listener *l, double timeout, mp_os_handle *h) {
     return 0;
 }
 
-int mp__os_net_accept(mp__os_listener *l, double timeout, mp_os_handle *h, int *kind,
-                      char **peer) {
+int mp__os_net_accept(mp__os_listener *l, double timeout, mp_os_handle *h, int *kind, char **peer) {
     *h = MP_INVALID_OS_HANDLE;
     *peer = NULL;
     if (l->family == MP_AF_PIPE) {
@@ -410,14 +416,15 @@ fail:
     return rc;
 }
 
-int mp__os_net_connect(int family, const char *host, int port, const char *path,
-                       double deadline, mp_os_handle *h, int *kind) {
+int mp__os_net_connect(int family, const char *host, int port, const char *path, double deadline,
+                       mp_os_handle *h, int *kind) {
     *h = MP_INVALID_OS_HANDLE;
     if (family == MP_AF_PIPE) {
         *kind = MP__CONN_PIPE;
         return connect_pipe(path, deadline, h);
     }
-    if (family != MP_AF_INET) return mp__err(MP_ENOTSUP, "connect: family not available on Windows");
+    if (family != MP_AF_INET)
+        return mp__err(MP_ENOTSUP, "connect: family not available on Windows");
     *kind = MP__CONN_SOCKET;
     return connect_socket(host, port, deadline, h);
 }
@@ -493,8 +500,7 @@ static int pipe_io(HANDLE p, bool write, void *buf, DWORD len, double deadline, 
                        : mp__err(MP_EOF, "ReadFile: the peer closed the pipe");
         else if (e == ERROR_MORE_DATA) {
             if (more) *more = true;
-        }
-        else
+        } else
             rc = mp__win_err(e, write ? "WriteFile" : "ReadFile");
     }
     CloseHandle(ov.hEvent);
@@ -560,8 +566,7 @@ int mp__os_net_read(mp_os_handle h, int kind, void *buf, size_t n, double deadli
 
 bool mp__os_net_message_mode(int kind) { return kind == MP__CONN_PIPE; }
 
-int mp__os_net_write_message(mp_os_handle h, int kind, const void *buf, size_t n,
-                             double deadline) {
+int mp__os_net_write_message(mp_os_handle h, int kind, const void *buf, size_t n, double deadline) {
     static char none;
     if (kind != MP__CONN_PIPE) return mp__err(MP_ENOTSUP, "WriteFile: not a message-mode pipe");
     if (n > (1u << 30)) return mp__err(MP_ETOOBIG, "WriteFile: message too long");
@@ -595,10 +600,20 @@ int mp__os_hmac(int alg, const void *key, size_t keylen, const void *data, size_
     LPCWSTR name = NULL;
     ULONG len = 0;
     switch (alg) {
-    case MP__HMAC_MD5: name = BCRYPT_MD5_ALGORITHM; len = 16; break;
-    case MP__HMAC_SHA256: name = BCRYPT_SHA256_ALGORITHM; len = 32; break;
-    case MP__HMAC_SHA384: name = BCRYPT_SHA384_ALGORITHM; len = 48; break;
-    default: return mp__err(MP_ENOTSUP, "HMAC: digest %d is not available on Windows", alg);
+    case MP__HMAC_MD5:
+        name = BCRYPT_MD5_ALGORITHM;
+        len = 16;
+        break;
+    case MP__HMAC_SHA256:
+        name = BCRYPT_SHA256_ALGORITHM;
+        len = 32;
+        break;
+    case MP__HMAC_SHA384:
+        name = BCRYPT_SHA384_ALGORITHM;
+        len = 48;
+        break;
+    default:
+        return mp__err(MP_ENOTSUP, "HMAC: digest %d is not available on Windows", alg);
     }
     if (keylen > 0xffffffffu || n > 0xffffffffu) return mp__err(MP_EINVAL, "HMAC: input too long");
     static unsigned char empty;

@@ -11,8 +11,7 @@
 
 /* ---- small helpers shared through win32.h ------------------------------------ */
 
-wchar_t *mp__win_to_wide(const char *s)
-{
+wchar_t *mp__win_to_wide(const char *s) {
     if (s == NULL) {
         mp__err(MP_EINVAL, "NULL string");
         return NULL;
@@ -35,8 +34,7 @@ wchar_t *mp__win_to_wide(const char *s)
     return w;
 }
 
-char *mp__win_to_utf8(const wchar_t *w)
-{
+char *mp__win_to_utf8(const wchar_t *w) {
     if (w == NULL) {
         mp__err(MP_EINVAL, "NULL string");
         return NULL;
@@ -59,8 +57,7 @@ char *mp__win_to_utf8(const wchar_t *w)
     return s;
 }
 
-wchar_t *mp__win_module_path(HMODULE mod)
-{
+wchar_t *mp__win_module_path(HMODULE mod) {
     /* GetModuleFileNameW truncates silently on old systems, so grow until the
      * result is shorter than the buffer; long paths reach 32767 characters. */
     for (DWORD cap = MAX_PATH; cap <= 65536; cap *= 2) {
@@ -77,29 +74,24 @@ wchar_t *mp__win_module_path(HMODULE mod)
             mp__win_err(e, "GetModuleFileNameW");
             return NULL;
         }
-        if (n < cap - 1 && e != ERROR_INSUFFICIENT_BUFFER)
-            return buf;
+        if (n < cap - 1 && e != ERROR_INSUFFICIENT_BUFFER) return buf;
         mp__free(buf);
     }
     mp__err(MP_ETOOBIG, "GetModuleFileNameW: path too long");
     return NULL;
 }
 
-DWORD mp__win_timeout_ms(double seconds)
-{
-    if (mp__forever(seconds))
-        return INFINITE;
+DWORD mp__win_timeout_ms(double seconds) {
+    if (mp__forever(seconds)) return INFINITE;
     double ms = mp__timeout(seconds) * 1000.0;
-    if (ms >= (double)(INFINITE - 1))
-        return INFINITE - 1;
+    if (ms >= (double)(INFINITE - 1)) return INFINITE - 1;
     DWORD whole = (DWORD)ms;
     return (double)whole < ms ? whole + 1 : whole;
 }
 
 /* ---- errors ------------------------------------------------------------------ */
 
-static int map_win_error(DWORD code)
-{
+static int map_win_error(DWORD code) {
     switch (code) {
     case ERROR_FILE_NOT_FOUND:
     case ERROR_PATH_NOT_FOUND:
@@ -163,8 +155,7 @@ static int map_win_error(DWORD code)
     }
 }
 
-int mp__win_err(unsigned long code, const char *what)
-{
+int mp__win_err(unsigned long code, const char *what) {
     char text[512];
     wchar_t *wmsg = NULL;
     DWORD n = FormatMessageW(FORMAT_MESSAGE_ALLOCATE_BUFFER | FORMAT_MESSAGE_FROM_SYSTEM |
@@ -172,39 +163,36 @@ int mp__win_err(unsigned long code, const char *what)
                              NULL, code, 0, (LPWSTR)&wmsg, 0, NULL);
     text[0] = '\0';
     if (n > 0 && wmsg != NULL) {
-        int len = WideCharToMultiByte(CP_UTF8, 0, wmsg, (int)n, text, (int)sizeof text - 1,
-                                      NULL, NULL);
+        int len =
+            WideCharToMultiByte(CP_UTF8, 0, wmsg, (int)n, text, (int)sizeof text - 1, NULL, NULL);
         text[len > 0 ? len : 0] = '\0';
     }
-    if (wmsg != NULL)
-        LocalFree(wmsg);
+    if (wmsg != NULL) LocalFree(wmsg);
     /* System messages end in ".\r\n", which reads badly inside a longer sentence. */
     size_t len = strlen(text);
-    while (len > 0 && (text[len - 1] == '\n' || text[len - 1] == '\r' ||
-                       text[len - 1] == ' ' || text[len - 1] == '.'))
+    while (len > 0 && (text[len - 1] == '\n' || text[len - 1] == '\r' || text[len - 1] == ' ' ||
+                       text[len - 1] == '.'))
         text[--len] = '\0';
-    if (len == 0)
-        snprintf(text, sizeof text, "unknown error");
+    if (len == 0) snprintf(text, sizeof text, "unknown error");
     return mp__err_os(map_win_error(code), (int)code, "%s: %s (error %lu)",
                       what ? what : "system call", text, (unsigned long)code);
 }
 
-int mp__os_err(const char *what)
-{
+int mp__os_err(const char *what) {
     DWORD code = GetLastError();
     if (code == ERROR_SUCCESS && errno != 0) {
         /* A C runtime call failed without touching GetLastError. */
         int e = errno;
-        int rc = e == ENOMEM ? MP_ENOMEM
-                 : e == EINVAL ? MP_EINVAL
-                 : e == ENOENT ? MP_ENOENT
+        int rc = e == ENOMEM                 ? MP_ENOMEM
+                 : e == EINVAL               ? MP_EINVAL
+                 : e == ENOENT               ? MP_ENOENT
                  : e == EACCES || e == EPERM ? MP_EPERM
-                 : e == EBADF ? MP_EBADF
-                 : e == EAGAIN ? MP_EAGAIN
-                 : e == EPIPE ? MP_EPIPE
-                 : e == EEXIST ? MP_EEXIST
-                 : e == EINTR ? MP_EINTR
-                 : MP_ESYS;
+                 : e == EBADF                ? MP_EBADF
+                 : e == EAGAIN               ? MP_EAGAIN
+                 : e == EPIPE                ? MP_EPIPE
+                 : e == EEXIST               ? MP_EEXIST
+                 : e == EINTR                ? MP_EINTR
+                                             : MP_ESYS;
         return mp__err_os(rc, e, "%s: %s", what ? what : "system call", strerror(e));
     }
     return mp__win_err(code, what);
@@ -212,8 +200,7 @@ int mp__os_err(const char *what)
 
 /* ---- time, ids, CPUs, randomness ---------------------------------------------- */
 
-double mp__os_monotonic(void)
-{
+double mp__os_monotonic(void) {
     LARGE_INTEGER now, qpc_freq;
     /* Both never fail since Windows XP; the frequency is a cheap shared-page read. */
     QueryPerformanceFrequency(&qpc_freq);
@@ -223,8 +210,7 @@ double mp__os_monotonic(void)
     return (double)(now.QuadPart / f) + (double)(now.QuadPart % f) / (double)f;
 }
 
-void mp__os_sleep(double seconds)
-{
+void mp__os_sleep(double seconds) {
     if (!(seconds > 0)) {
         Sleep(0);
         return;
@@ -234,24 +220,16 @@ void mp__os_sleep(double seconds)
     double deadline = mp__os_monotonic() + seconds;
     for (;;) {
         double left = deadline - mp__os_monotonic();
-        if (left <= 0)
-            return;
+        if (left <= 0) return;
         Sleep(mp__win_timeout_ms(left));
     }
 }
 
-int64_t mp__os_getpid(void)
-{
-    return (int64_t)GetCurrentProcessId();
-}
+int64_t mp__os_getpid(void) { return (int64_t)GetCurrentProcessId(); }
 
-int64_t mp__os_thread_id(void)
-{
-    return (int64_t)GetCurrentThreadId();
-}
+int64_t mp__os_thread_id(void) { return (int64_t)GetCurrentThreadId(); }
 
-int mp__os_cpu_count(void)
-{
+int mp__os_cpu_count(void) {
     DWORD n = GetActiveProcessorCount(ALL_PROCESSOR_GROUPS);
     if (n == 0) {
         SYSTEM_INFO si;
@@ -261,8 +239,7 @@ int mp__os_cpu_count(void)
     return n > 0 ? (int)n : 1;
 }
 
-int mp__os_process_cpu_count(void)
-{
+int mp__os_process_cpu_count(void) {
     DWORD_PTR proc = 0, sys = 0;
     /* The masks cover one processor group only: a process spanning groups gets
      * zeros, and an unrestricted one equals the system mask. In both cases every
@@ -270,20 +247,17 @@ int mp__os_process_cpu_count(void)
     if (!GetProcessAffinityMask(GetCurrentProcess(), &proc, &sys) || proc == 0 || proc == sys)
         return mp__os_cpu_count();
     int n = 0;
-    for (; proc != 0; proc &= proc - 1)
-        n++;
+    for (; proc != 0; proc &= proc - 1) n++;
     return n;
 }
 
-int mp__os_random(void *buf, size_t n)
-{
+int mp__os_random(void *buf, size_t n) {
     unsigned char *p = buf;
     while (n > 0) {
         ULONG chunk = n > 0x40000000u ? 0x40000000u : (ULONG)n;
         NTSTATUS st = BCryptGenRandom(NULL, p, chunk, BCRYPT_USE_SYSTEM_PREFERRED_RNG);
         if (st < 0)
-            return mp__err(MP_ESYS, "BCryptGenRandom failed (status 0x%08lx)",
-                           (unsigned long)st);
+            return mp__err(MP_ESYS, "BCryptGenRandom failed (status 0x%08lx)", (unsigned long)st);
         p += chunk;
         n -= chunk;
     }
@@ -293,8 +267,7 @@ int mp__os_random(void *buf, size_t n)
 static INIT_ONCE self_exe_once = INIT_ONCE_STATIC_INIT;
 static char *self_exe_path;
 
-static BOOL CALLBACK self_exe_init(PINIT_ONCE once, PVOID param, PVOID *ctx)
-{
+static BOOL CALLBACK self_exe_init(PINIT_ONCE once, PVOID param, PVOID *ctx) {
     (void)once;
     (void)param;
     (void)ctx;
@@ -306,35 +279,26 @@ static BOOL CALLBACK self_exe_init(PINIT_ONCE once, PVOID param, PVOID *ctx)
     return TRUE;
 }
 
-const char *mp__os_self_exe(void)
-{
+const char *mp__os_self_exe(void) {
     InitOnceExecuteOnce(&self_exe_once, self_exe_init, NULL, NULL);
     return self_exe_path;
 }
 
 /* ---- handles ----------------------------------------------------------------- */
 
-static bool handle_is_null(mp_os_handle h)
-{
-    return h == MP_INVALID_OS_HANDLE || h == 0;
-}
+static bool handle_is_null(mp_os_handle h) { return h == MP_INVALID_OS_HANDLE || h == 0; }
 
-int mp__os_handle_close(mp_os_handle h)
-{
-    if (handle_is_null(h))
-        return 0;
-    if (!CloseHandle(MP__H(h)))
-        return mp__os_err("CloseHandle");
+int mp__os_handle_close(mp_os_handle h) {
+    if (handle_is_null(h)) return 0;
+    if (!CloseHandle(MP__H(h))) return mp__os_err("CloseHandle");
     return 0;
 }
 
-int mp__os_handle_dup(mp_os_handle h, mp_os_handle *out)
-{
+int mp__os_handle_dup(mp_os_handle h, mp_os_handle *out) {
     HANDLE dup = NULL;
     *out = MP_INVALID_OS_HANDLE;
     /* (HANDLE)-1 is also the current-process pseudo handle: never duplicate it. */
-    if (handle_is_null(h))
-        return mp__err(MP_EBADF, "DuplicateHandle: invalid handle");
+    if (handle_is_null(h)) return mp__err(MP_EBADF, "DuplicateHandle: invalid handle");
     if (!DuplicateHandle(GetCurrentProcess(), MP__H(h), GetCurrentProcess(), &dup, 0, FALSE,
                          DUPLICATE_SAME_ACCESS))
         return mp__os_err("DuplicateHandle");
@@ -342,26 +306,20 @@ int mp__os_handle_dup(mp_os_handle h, mp_os_handle *out)
     return 0;
 }
 
-int mp__os_handle_wait(mp_os_handle h, double timeout)
-{
-    if (handle_is_null(h))
-        return mp__err(MP_EBADF, "WaitForSingleObject: invalid handle");
+int mp__os_handle_wait(mp_os_handle h, double timeout) {
+    if (handle_is_null(h)) return mp__err(MP_EBADF, "WaitForSingleObject: invalid handle");
     double deadline = mp__deadline(timeout);
     for (;;) {
         DWORD r = WaitForSingleObject(MP__H(h), mp__win_timeout_ms(mp__left(deadline)));
-        if (r == WAIT_OBJECT_0 || r == WAIT_ABANDONED)
-            return 0;
-        if (r == WAIT_FAILED)
-            return mp__os_err("WaitForSingleObject");
+        if (r == WAIT_OBJECT_0 || r == WAIT_ABANDONED) return 0;
+        if (r == WAIT_FAILED) return mp__os_err("WaitForSingleObject");
         /* Waits can end a tick early; only report expiry once it really passed. */
-        if (mp__left(deadline) == 0)
-            return MP_ETIMEDOUT;
+        if (mp__left(deadline) == 0) return MP_ETIMEDOUT;
     }
 }
 
 /* Pipes and files opened for synchronous I/O. */
-int mp__os_write_all(mp_os_handle h, const void *buf, size_t n)
-{
+int mp__os_write_all(mp_os_handle h, const void *buf, size_t n) {
     const char *p = buf;
     while (n > 0) {
         DWORD chunk = n > 0x10000000u ? 0x10000000u : (DWORD)n, done = 0;
@@ -377,8 +335,7 @@ int mp__os_write_all(mp_os_handle h, const void *buf, size_t n)
     return 0;
 }
 
-int mp__os_read_all(mp_os_handle h, void *buf, size_t n)
-{
+int mp__os_read_all(mp_os_handle h, void *buf, size_t n) {
     char *p = buf;
     while (n > 0) {
         DWORD chunk = n > 0x10000000u ? 0x10000000u : (DWORD)n, got = 0;
@@ -388,23 +345,20 @@ int mp__os_read_all(mp_os_handle h, void *buf, size_t n)
                 return mp__err(MP_EOF, "read: the other end closed");
             return mp__win_err(e, "ReadFile");
         }
-        if (got == 0)
-            return mp__err(MP_EOF, "read: the other end closed");
+        if (got == 0) return mp__err(MP_EOF, "read: the other end closed");
         p += got;
         n -= got;
     }
     return 0;
 }
 
-int mp__os_self_sentinel(mp_os_handle *out)
-{
+int mp__os_self_sentinel(mp_os_handle *out) {
     *out = MP_INVALID_OS_HANDLE;
     /* A real handle (not the pseudo one) so it can be duplicated into children;
      * query rights let them read our pid and exit code, nothing more. */
-    HANDLE h = OpenProcess(SYNCHRONIZE | PROCESS_QUERY_LIMITED_INFORMATION, FALSE,
-                           GetCurrentProcessId());
-    if (h == NULL)
-        return mp__os_err("OpenProcess(self)");
+    HANDLE h =
+        OpenProcess(SYNCHRONIZE | PROCESS_QUERY_LIMITED_INFORMATION, FALSE, GetCurrentProcessId());
+    if (h == NULL) return mp__os_err("OpenProcess(self)");
     *out = MP__OSH(h);
     return 0;
 }
@@ -414,8 +368,7 @@ int mp__os_self_sentinel(mp_os_handle *out)
 static INIT_ONCE lock_once = INIT_ONCE_STATIC_INIT;
 static CRITICAL_SECTION global_lock;
 
-static BOOL CALLBACK lock_init(PINIT_ONCE once, PVOID param, PVOID *ctx)
-{
+static BOOL CALLBACK lock_init(PINIT_ONCE once, PVOID param, PVOID *ctx) {
     (void)once;
     (void)param;
     (void)ctx;
@@ -423,37 +376,44 @@ static BOOL CALLBACK lock_init(PINIT_ONCE once, PVOID param, PVOID *ctx)
     return TRUE;
 }
 
-void mp__os_global_lock(void)
-{
+void mp__os_global_lock(void) {
     InitOnceExecuteOnce(&lock_once, lock_init, NULL, NULL);
     EnterCriticalSection(&global_lock);
 }
 
-void mp__os_global_unlock(void)
-{
-    LeaveCriticalSection(&global_lock);
-}
+void mp__os_global_unlock(void) { LeaveCriticalSection(&global_lock); }
 
 /* ---- exit ------------------------------------------------------------------- */
 
-void mp__os_exit(int code)
-{
+void mp__os_exit(int code) {
     fflush(NULL);
     ExitProcess((UINT)code);
 }
 
-void mp__os_describe_exit(int exitcode, char *buf, size_t n)
-{
+void mp__os_describe_exit(int exitcode, char *buf, size_t n) {
     DWORD code = (DWORD)exitcode;
     const char *what = NULL;
     switch (code) {
-    case 0xC0000005u: what = "access violation"; break;
-    case 0xC000001Du: what = "illegal instruction"; break;
-    case 0xC0000094u: what = "integer division by zero"; break;
-    case 0xC00000FDu: what = "stack overflow"; break;
-    case 0xC0000409u: what = "stack buffer overrun (abort)"; break;
-    case 0xC0000017u: what = "out of memory"; break;
-    default: break;
+    case 0xC0000005u:
+        what = "access violation";
+        break;
+    case 0xC000001Du:
+        what = "illegal instruction";
+        break;
+    case 0xC0000094u:
+        what = "integer division by zero";
+        break;
+    case 0xC00000FDu:
+        what = "stack overflow";
+        break;
+    case 0xC0000409u:
+        what = "stack buffer overrun (abort)";
+        break;
+    case 0xC0000017u:
+        what = "out of memory";
+        break;
+    default:
+        break;
     }
     if (what != NULL)
         snprintf(buf, n, "ended with exception 0x%08lx (%s)", (unsigned long)code, what);
@@ -469,22 +429,16 @@ void mp__os_describe_exit(int exitcode, char *buf, size_t n)
  * target's (registered later) first, then before_exit. */
 static void (*g_before_exit)(void);
 
-static void run_before_exit(void)
-{
-    if (g_before_exit != NULL)
-        g_before_exit();
+static void run_before_exit(void) {
+    if (g_before_exit != NULL) g_before_exit();
 }
 
-void mp__os_exit_mark(void (*before_exit)(void))
-{
+void mp__os_exit_mark(void (*before_exit)(void)) {
     g_before_exit = before_exit;
     atexit(run_before_exit);
 }
 
-void mp__os_exit_handlers(int code)
-{
-    exit(code);
-}
+void mp__os_exit_handlers(int code) { exit(code); }
 
 /* ---- thread-local keys ----------------------------------------------------------- */
 
@@ -492,11 +446,9 @@ struct mp__tls {
     DWORD slot;
 };
 
-int mp__os_tls_new(void (*dtor)(void *), mp__tls **out)
-{
+int mp__os_tls_new(void (*dtor)(void *), mp__tls **out) {
     *out = mp__malloc(sizeof **out);
-    if (*out == NULL)
-        return mp__err(MP_ENOMEM, "tls: out of memory");
+    if (*out == NULL) return mp__err(MP_ENOMEM, "tls: out of memory");
     /* A fiber-local slot: its callback runs at each thread's exit, as a pthread key's. */
     (*out)->slot = FlsAlloc((PFLS_CALLBACK_FUNCTION)(void (*)(void))dtor);
     if ((*out)->slot == FLS_OUT_OF_INDEXES) {
@@ -508,10 +460,8 @@ int mp__os_tls_new(void (*dtor)(void *), mp__tls **out)
     return 0;
 }
 
-int mp__os_tls_set(mp__tls *k, void *v)
-{
-    if (!FlsSetValue(k->slot, v))
-        return mp__os_err("FlsSetValue");
+int mp__os_tls_set(mp__tls *k, void *v) {
+    if (!FlsSetValue(k->slot, v)) return mp__os_err("FlsSetValue");
     return 0;
 }
 
@@ -525,60 +475,37 @@ struct mp__cond {
     CONDITION_VARIABLE c;
 };
 
-int mp__os_mutex_new(mp__mutex **out)
-{
+int mp__os_mutex_new(mp__mutex **out) {
     *out = mp__malloc(sizeof **out);
-    if (*out == NULL)
-        return mp__err(MP_ENOMEM, "mutex: out of memory");
+    if (*out == NULL) return mp__err(MP_ENOMEM, "mutex: out of memory");
     InitializeSRWLock(&(*out)->l);
     return 0;
 }
 
-void mp__os_mutex_free(mp__mutex *m)
-{
-    mp__free(m);
-}
+void mp__os_mutex_free(mp__mutex *m) { mp__free(m); }
 
-void mp__os_mutex_lock(mp__mutex *m)
-{
-    AcquireSRWLockExclusive(&m->l);
-}
+void mp__os_mutex_lock(mp__mutex *m) { AcquireSRWLockExclusive(&m->l); }
 
-void mp__os_mutex_unlock(mp__mutex *m)
-{
-    ReleaseSRWLockExclusive(&m->l);
-}
+void mp__os_mutex_unlock(mp__mutex *m) { ReleaseSRWLockExclusive(&m->l); }
 
-int mp__os_cond_new(mp__cond **out)
-{
+int mp__os_cond_new(mp__cond **out) {
     *out = mp__malloc(sizeof **out);
-    if (*out == NULL)
-        return mp__err(MP_ENOMEM, "condition variable: out of memory");
+    if (*out == NULL) return mp__err(MP_ENOMEM, "condition variable: out of memory");
     InitializeConditionVariable(&(*out)->c);
     return 0;
 }
 
-void mp__os_cond_free(mp__cond *c)
-{
-    mp__free(c);
-}
+void mp__os_cond_free(mp__cond *c) { mp__free(c); }
 
-int mp__os_cond_wait(mp__cond *c, mp__mutex *m, double timeout)
-{
+int mp__os_cond_wait(mp__cond *c, mp__mutex *m, double timeout) {
     if (!SleepConditionVariableSRW(&c->c, &m->l, mp__win_timeout_ms(timeout), 0))
         return GetLastError() == ERROR_TIMEOUT ? MP_ETIMEDOUT : 0;
     return 0;
 }
 
-void mp__os_cond_signal(mp__cond *c)
-{
-    WakeConditionVariable(&c->c);
-}
+void mp__os_cond_signal(mp__cond *c) { WakeConditionVariable(&c->c); }
 
-void mp__os_cond_broadcast(mp__cond *c)
-{
-    WakeAllConditionVariable(&c->c);
-}
+void mp__os_cond_broadcast(mp__cond *c) { WakeAllConditionVariable(&c->c); }
 
 /* ---- threads (the dummy backend) ---------------------------------------------- */
 
@@ -594,16 +521,14 @@ struct thread_boot {
     void *arg;
 };
 
-static unsigned __stdcall thread_trampoline(void *p)
-{
+static unsigned __stdcall thread_trampoline(void *p) {
     struct thread_boot boot = *(struct thread_boot *)p;
     mp__free(p);
     boot.fn(boot.arg);
     return 0;
 }
 
-int mp__os_thread_start(void (*fn)(void *), void *arg, mp__thread **out)
-{
+int mp__os_thread_start(void (*fn)(void *), void *arg, mp__thread **out) {
     *out = NULL;
     mp__thread *t = mp__calloc(1, sizeof *t);
     struct thread_boot *boot = mp__malloc(sizeof *boot);
@@ -627,27 +552,19 @@ int mp__os_thread_start(void (*fn)(void *), void *arg, mp__thread **out)
     return 0;
 }
 
-mp_os_handle mp__os_thread_sentinel(const mp__thread *t)
-{
+mp_os_handle mp__os_thread_sentinel(const mp__thread *t) {
     return t ? MP__OSH(t->h) : MP_INVALID_OS_HANDLE;
 }
 
-int mp__os_thread_join(mp__thread *t, double timeout)
-{
-    if (t == NULL)
-        return mp__err(MP_EINVAL, "thread join: NULL thread");
+int mp__os_thread_join(mp__thread *t, double timeout) {
+    if (t == NULL) return mp__err(MP_EINVAL, "thread join: NULL thread");
     return mp__os_handle_wait(MP__OSH(t->h), timeout);
 }
 
-int64_t mp__os_thread_native_id(const mp__thread *t)
-{
-    return t ? (int64_t)t->tid : 0;
-}
+int64_t mp__os_thread_native_id(const mp__thread *t) { return t ? (int64_t)t->tid : 0; }
 
-void mp__os_thread_free(mp__thread *t)
-{
-    if (t == NULL)
-        return;
+void mp__os_thread_free(mp__thread *t) {
+    if (t == NULL) return;
     /* Closing the handle of a running thread detaches it; it keeps running. */
     CloseHandle(t->h);
     mp__free(t);
@@ -655,8 +572,7 @@ void mp__os_thread_free(mp__thread *t)
 
 /* ---- daemonic children ----------------------------------------------------- */
 
-int mp__os_die_with_parent(mp_os_handle parent_sentinel)
-{
+int mp__os_die_with_parent(mp_os_handle parent_sentinel) {
     (void)parent_sentinel;
     /* Nothing to do here: the win32 backend put this process in its parent's
      * kill-on-close job before it ran, so the kernel ends it with the parent. */
@@ -665,11 +581,9 @@ int mp__os_die_with_parent(mp_os_handle parent_sentinel)
 
 /* ---- libraries, init ----------------------------------------------------------- */
 
-int mp__os_dlopen(const char *path)
-{
+int mp__os_dlopen(const char *path) {
     wchar_t *w = mp__win_to_wide(path);
-    if (w == NULL)
-        return mp__err(MP_EINVAL, "dlopen: bad path");
+    if (w == NULL) return mp__err(MP_EINVAL, "dlopen: bad path");
     /* The altered search path finds a library's dependencies next to it. */
     HMODULE m = LoadLibraryExW(w, NULL, LOAD_WITH_ALTERED_SEARCH_PATH);
     int rc = 0;
@@ -683,8 +597,7 @@ int mp__os_dlopen(const char *path)
     return rc; /* the library stays loaded for the life of the process */
 }
 
-int mp__os_init(void)
-{
+int mp__os_init(void) {
     InitOnceExecuteOnce(&lock_once, lock_init, NULL, NULL);
     if (mp__os_self_exe() == NULL)
         return mp__err(MP_ESYS, "cannot find the path of this executable");

@@ -95,9 +95,12 @@ static uint32_t proc_stamp(HANDLE p) {
     return (uint32_t)(t / 10000);
 }
 
-static uint64_t keeper_id(DWORD pid, HANDLE p) { return (uint64_t)pid | (uint64_t)proc_stamp(p) << 32; }
+static uint64_t keeper_id(DWORD pid, HANDLE p) {
+    return (uint64_t)pid | (uint64_t)proc_stamp(p) << 32;
+}
 
-int mp__os_qspill_send(mp__qspill *s, uint64_t seq, uint64_t size, uint64_t rec[2], double timeout) {
+int mp__os_qspill_send(mp__qspill *s, uint64_t seq, uint64_t size, uint64_t rec[2],
+                       double timeout) {
     (void)seq;
     (void)size;
     (void)timeout;
@@ -106,10 +109,11 @@ int mp__os_qspill_send(mp__qspill *s, uint64_t seq, uint64_t size, uint64_t rec[
     HANDLE moved = NULL;
     if (s->creator != me) {
         if (!s->creator_h)
-            s->creator_h = OpenProcess(PROCESS_DUP_HANDLE | PROCESS_QUERY_LIMITED_INFORMATION, FALSE, s->creator);
+            s->creator_h = OpenProcess(PROCESS_DUP_HANDLE | PROCESS_QUERY_LIMITED_INFORMATION,
+                                       FALSE, s->creator);
         /* Without DUPLICATE_CLOSE_SOURCE, which closes the source even on failure. */
-        if (s->creator_h && !DuplicateHandle(GetCurrentProcess(), s->put_sec, s->creator_h, &moved, 0,
-                                             FALSE, DUPLICATE_SAME_ACCESS))
+        if (s->creator_h && !DuplicateHandle(GetCurrentProcess(), s->put_sec, s->creator_h, &moved,
+                                             0, FALSE, DUPLICATE_SAME_ACCESS))
             moved = NULL;
     }
     if (moved) {
@@ -135,14 +139,15 @@ int mp__os_qspill_recv(mp__qspill *s, uint64_t seq, uint64_t size, const uint64_
     } else if (pid == GetCurrentProcessId()) {
         return MP_ENOENT; /* kept by a dead process whose pid this one now has */
     } else {
-        HANDLE keeper = OpenProcess(PROCESS_DUP_HANDLE | PROCESS_QUERY_LIMITED_INFORMATION, FALSE, pid);
+        HANDLE keeper =
+            OpenProcess(PROCESS_DUP_HANDLE | PROCESS_QUERY_LIMITED_INFORMATION, FALSE, pid);
         if (!keeper) return MP_ENOENT;
         if (keeper_id(pid, keeper) != rec[0]) { /* the keeper is gone; its pid was reused */
             CloseHandle(keeper);
             return MP_ENOENT;
         }
-        BOOL ok = DuplicateHandle(keeper, (HANDLE)(uintptr_t)rec[1], GetCurrentProcess(), &h, 0, FALSE,
-                                  DUPLICATE_SAME_ACCESS | DUPLICATE_CLOSE_SOURCE);
+        BOOL ok = DuplicateHandle(keeper, (HANDLE)(uintptr_t)rec[1], GetCurrentProcess(), &h, 0,
+                                  FALSE, DUPLICATE_SAME_ACCESS | DUPLICATE_CLOSE_SOURCE);
         CloseHandle(keeper);
         if (!ok) return MP_ENOENT;
     }
@@ -172,8 +177,8 @@ void mp__os_qspill_done(mp__qspill *s, bool recycle) {
 
 int mp__os_qarena_new(uint64_t *size, mp_os_handle *h) {
     *h = MP_INVALID_OS_HANDLE;
-    HANDLE s = CreateFileMappingW(INVALID_HANDLE_VALUE, NULL, PAGE_READWRITE, (DWORD)(ARENA_SIZE >> 32),
-                                  (DWORD)ARENA_SIZE, NULL);
+    HANDLE s = CreateFileMappingW(INVALID_HANDLE_VALUE, NULL, PAGE_READWRITE,
+                                  (DWORD)(ARENA_SIZE >> 32), (DWORD)ARENA_SIZE, NULL);
     if (!s) return mp__os_err("queue: CreateFileMapping");
     *size = ARENA_SIZE;
     *h = MP__OSH(s);

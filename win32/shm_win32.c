@@ -10,30 +10,28 @@
 
 const char *mp__os_shm_prefix(void) { return "wnsm_"; }
 
-int mp__os_shm_check_name(const char *name)
-{
+int mp__os_shm_check_name(const char *name) {
     size_t n = strlen(name);
-    if (n == 0)
-        return mp__err(MP_EINVAL, "shared memory: empty name");
+    if (n == 0) return mp__err(MP_EINVAL, "shared memory: empty name");
     if (n > MP__SHM_NAME_MAX)
         return mp__err(MP_EINVAL, "shared memory: a name of %zu bytes is longer than %d", n,
                        MP__SHM_NAME_MAX);
     /* Windows would take it, posix cannot: a name that works here works everywhere. */
-    if (strchr(name, '/'))
-        return mp__err(MP_EINVAL, "shared memory: name '%s' contains '/'", name);
+    if (strchr(name, '/')) return mp__err(MP_EINVAL, "shared memory: name '%s' contains '/'", name);
     /* '\' separates a kernel namespace: only "Local\name" and "Global\name" work. */
     const char *bs = strchr(name, '\\');
     if (bs) {
         size_t pre = (size_t)(bs - name);
-        bool ns = (pre == 5 && !strncmp(name, "Local", 5)) || (pre == 6 && !strncmp(name, "Global", 6));
+        bool ns =
+            (pre == 5 && !strncmp(name, "Local", 5)) || (pre == 6 && !strncmp(name, "Global", 6));
         if (!ns || !bs[1] || strchr(bs + 1, '\\'))
-            return mp__err(MP_EINVAL, "shared memory: name '%s': '\\' only after Local or Global", name);
+            return mp__err(MP_EINVAL, "shared memory: name '%s': '\\' only after Local or Global",
+                           name);
     }
     return 0;
 }
 
-static int wide_name(const char *name, wchar_t *out, int cap)
-{
+static int wide_name(const char *name, wchar_t *out, int cap) {
     if (MultiByteToWideChar(CP_UTF8, MB_ERR_INVALID_CHARS, name, -1, out, cap) == 0)
         return mp__err(MP_EINVAL, "shared memory: name '%s' is not valid UTF-8", name);
     return 0;
@@ -41,11 +39,9 @@ static int wide_name(const char *name, wchar_t *out, int cap)
 
 /* Maps the whole section; its size is the view's, whole pages (Python's
  * VirtualQuerySize), since Windows does not tell a section's requested size. */
-static int map_all(HANDLE s, void **base, size_t *mapped)
-{
+static int map_all(HANDLE s, void **base, size_t *mapped) {
     void *p = MapViewOfFile(s, FILE_MAP_ALL_ACCESS, 0, 0, 0);
-    if (!p)
-        return mp__os_err("shared memory: MapViewOfFile");
+    if (!p) return mp__os_err("shared memory: MapViewOfFile");
     MEMORY_BASIC_INFORMATION mi;
     if (VirtualQuery(p, &mi, sizeof mi) == 0) {
         int rc = mp__os_err("shared memory: VirtualQuery");
@@ -58,20 +54,17 @@ static int map_all(HANDLE s, void **base, size_t *mapped)
 }
 
 int mp__os_shm_named_create(const char *name, size_t size, mp_os_handle *h, void **base,
-                            size_t *mapped)
-{
+                            size_t *mapped) {
     *h = MP_INVALID_OS_HANDLE;
     *base = NULL;
     *mapped = 0;
     wchar_t w[MP__SHM_NAME_MAX + 1];
     int rc = wide_name(name, w, MP__SHM_NAME_MAX + 1);
-    if (rc)
-        return rc;
+    if (rc) return rc;
     uint64_t sz = size;
     HANDLE s = CreateFileMappingW(INVALID_HANDLE_VALUE, NULL, PAGE_READWRITE, (DWORD)(sz >> 32),
                                   (DWORD)sz, w);
-    if (!s)
-        return mp__os_err("shared memory: CreateFileMapping");
+    if (!s) return mp__os_err("shared memory: CreateFileMapping");
     if (GetLastError() == ERROR_ALREADY_EXISTS) {
         CloseHandle(s);
         return mp__err(MP_EEXIST, "shared memory: '%s' exists", name);
@@ -86,15 +79,13 @@ int mp__os_shm_named_create(const char *name, size_t size, mp_os_handle *h, void
     return rc;
 }
 
-int mp__os_shm_named_open(const char *name, mp_os_handle *h, void **base, size_t *mapped)
-{
+int mp__os_shm_named_open(const char *name, mp_os_handle *h, void **base, size_t *mapped) {
     *h = MP_INVALID_OS_HANDLE;
     *base = NULL;
     *mapped = 0;
     wchar_t w[MP__SHM_NAME_MAX + 1];
     int rc = wide_name(name, w, MP__SHM_NAME_MAX + 1);
-    if (rc)
-        return rc;
+    if (rc) return rc;
     HANDLE s = OpenFileMappingW(FILE_MAP_ALL_ACCESS, FALSE, w);
     if (!s) {
         if (GetLastError() == ERROR_FILE_NOT_FOUND)
@@ -109,23 +100,18 @@ int mp__os_shm_named_open(const char *name, mp_os_handle *h, void **base, size_t
     return rc;
 }
 
-void mp__os_shm_named_unmap(mp_os_handle h, void *base, size_t mapped)
-{
+void mp__os_shm_named_unmap(mp_os_handle h, void *base, size_t mapped) {
     (void)mapped;
-    if (base)
-        UnmapViewOfFile(base);
-    if (h != MP_INVALID_OS_HANDLE)
-        CloseHandle(MP__H(h));
+    if (base) UnmapViewOfFile(base);
+    if (h != MP_INVALID_OS_HANDLE) CloseHandle(MP__H(h));
 }
 
-int mp__os_shm_named_unlink(const char *name)
-{
+int mp__os_shm_named_unlink(const char *name) {
     (void)name;
     return 0;
 }
 
-int mp__os_shm_track(const char *name, bool created)
-{
+int mp__os_shm_track(const char *name, bool created) {
     (void)name;
     (void)created;
     return 0;
@@ -133,8 +119,7 @@ int mp__os_shm_track(const char *name, bool created)
 
 void mp__os_shm_untrack(const char *name) { (void)name; }
 
-void mp__os_shm_unlinked(const char *name, bool tracked)
-{
+void mp__os_shm_unlinked(const char *name, bool tracked) {
     (void)name;
     (void)tracked;
 }

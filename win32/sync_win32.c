@@ -48,9 +48,7 @@ static void futex_name(uint64_t key, wchar_t name[40]) {
     name[n] = 0;
 }
 
-void mp__os_futex_init(mp__futex *f, uint64_t key) {
-    f->key = key;
-}
+void mp__os_futex_init(mp__futex *f, uint64_t key) { f->key = key; }
 
 int mp__os_futex_wait(mp__futex *f, uint32_t expect, double timeout) {
     wchar_t name[40];

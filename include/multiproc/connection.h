@@ -183,8 +183,7 @@ MP_API int mp_connection_recv_socket(mp_connection *c, double timeout, mp_os_han
  *  caller's and open. MP_ECLOSED when obj is closed, MP_ESTATE while it holds read-ahead
  *  bytes, MP_EINVAL on Windows for a socket connection without dest_pid; else as
  *  mp_connection_send_handle. */
-MP_API int mp_connection_send_connection(mp_connection *c, mp_connection *obj,
-                                         int64_t dest_pid);
+MP_API int mp_connection_send_connection(mp_connection *c, mp_connection *obj, int64_t dest_pid);
 /** Receives a connection sent with mp_connection_send_connection, waiting up to timeout:
  *  *out is a new connection, the caller's (mp_connection_free). Errors as
  *  mp_connection_recv_handle; on failure *out is NULL. */
@@ -230,8 +229,7 @@ static inline mp_waitable mp_waitable_socket(mp_os_handle h) {
  *  0 and ready[i] set for each ready object (ready must have n entries; *nready, if
  *  not NULL, counts them); MP_ETIMEDOUT with every ready[i] false. A closed
  *  connection is MP_ECLOSED. n == 0 sleeps out the timeout (MP_EINVAL when forever). */
-MP_API int mp_wait(const mp_waitable *objs, size_t n, double timeout, bool *ready,
-                   size_t *nready);
+MP_API int mp_wait(const mp_waitable *objs, size_t n, double timeout, bool *ready, size_t *nready);
 
 #ifdef __cplusplus
 }

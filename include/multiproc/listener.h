@@ -33,7 +33,8 @@ extern "C" {
 typedef struct mp_connection mp_connection;
 
 typedef enum mp_family {
-    MP_AF_DEFAULT = 0, /* deduce from the address; without one: AF_UNIX (posix), AF_PIPE (Windows) */
+    MP_AF_DEFAULT =
+        0, /* deduce from the address; without one: AF_UNIX (posix), AF_PIPE (Windows) */
     MP_AF_INET = 1,
     MP_AF_UNIX = 2,
     MP_AF_PIPE = 3
@@ -75,8 +76,7 @@ typedef struct mp_listener mp_listener;
 /** Binds and listens on address (NULL: mp_arbitrary_address of the family). Errors:
  *  MP_EINVAL for a malformed address, MP_ENOTSUP for a family this platform lacks,
  *  MP_EEXIST when the address is in use. Free with mp_listener_free. */
-MP_API int mp_listener_new(const char *address, const mp_listener_opts *opts,
-                           mp_listener **out);
+MP_API int mp_listener_new(const char *address, const mp_listener_opts *opts, mp_listener **out);
 /** Waits up to timeout (MP_FOREVER: no limit) for a client, then authenticates it
  *  (unless no_auth): the listener challenges first, then answers the client's challenge.
  *  The timeout bounds the handshake too. 0 and a new connection (the caller's; free with

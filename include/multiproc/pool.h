@@ -78,7 +78,7 @@ typedef int (*mp_source_fn)(void *ctx, mp_value **item);
 
 /** Options; all-zero (or a NULL pointer) means Python's defaults. */
 typedef struct mp_pool_opts {
-    int processes;             /* workers; 0: mp_process_cpu_count() */
+    int processes; /* workers; 0: mp_process_cpu_count() */
     /** Run once in each worker before its first task, with its own copy of initargs
      *  (handles and library objects arrive as in a target's arguments; they live as
      *  long as the worker). Non-zero fails every call of the pool with that error
@@ -122,7 +122,7 @@ typedef struct mp_call_opts {
      *  and slow tasks run near full speed; MP_CHUNKSIZE_PYTHON is Python's rule for map;
      *  n sends n items per task (Python's chunksize; imap's default there is 1). */
     size_t chunksize;
-    double timeout;    /* per task; 0: the pool's task_timeout (MP_FOREVER: none) */
+    double timeout; /* per task; 0: the pool's task_timeout (MP_FOREVER: none) */
     /** On success: result borrowed (the async result keeps it; NULL for records). */
     void (*callback)(void *ctx, const mp_value *result);
     /** On failure: the first error and its detail. */
@@ -143,8 +143,8 @@ MP_API int mp_pool_apply_async(mp_pool *p, mp_task_fn fn, const mp_value *args,
                                const mp_call_opts *opts, mp_async_result **out);
 /** Python's map: fn(item) for every item of a list or tuple, in order. 0 and *results
  *  (a new list), or the first error of a task (the others are dropped). */
-MP_API int mp_pool_map(mp_pool *p, mp_task_fn fn, const mp_value *items,
-                       const mp_call_opts *opts, mp_value **results);
+MP_API int mp_pool_map(mp_pool *p, mp_task_fn fn, const mp_value *items, const mp_call_opts *opts,
+                       mp_value **results);
 MP_API int mp_pool_map_async(mp_pool *p, mp_task_fn fn, const mp_value *items,
                              const mp_call_opts *opts, mp_async_result **out);
 /** Python's starmap: each item is the argument tuple (or list) of one call. */
@@ -158,8 +158,8 @@ MP_API int mp_pool_map_source(mp_pool *p, mp_task_fn fn, mp_source_fn src, void 
 
 /** Python's imap (ordered) and imap_unordered (in completion order) over a list or
  *  tuple; read with mp_imap_next. */
-MP_API int mp_pool_imap(mp_pool *p, mp_task_fn fn, const mp_value *items,
-                        const mp_call_opts *opts, mp_imap **out);
+MP_API int mp_pool_imap(mp_pool *p, mp_task_fn fn, const mp_value *items, const mp_call_opts *opts,
+                        mp_imap **out);
 MP_API int mp_pool_imap_unordered(mp_pool *p, mp_task_fn fn, const mp_value *items,
                                   const mp_call_opts *opts, mp_imap **out);
 /** imap over a source: its items are pulled only as results are taken, so an endless
@@ -184,9 +184,9 @@ MP_API int mp_pool_map_records(mp_pool *p, mp_record_fn fn, const void *in, size
                                void *out, size_t out_size, size_t n, const mp_call_opts *opts);
 /** The same, asynchronously: in and out must stay valid until the result is ready
  *  (freeing the result early does not end the call: they are still used). */
-MP_API int mp_pool_map_records_async(mp_pool *p, mp_record_fn fn, const void *in,
-                                     size_t in_size, void *out, size_t out_size, size_t n,
-                                     const mp_call_opts *opts, mp_async_result **out_result);
+MP_API int mp_pool_map_records_async(mp_pool *p, mp_record_fn fn, const void *in, size_t in_size,
+                                     void *out, size_t out_size, size_t n, const mp_call_opts *opts,
+                                     mp_async_result **out_result);
 
 /* ---- async results (Python's AsyncResult / MapResult) ----------------------------- */
 

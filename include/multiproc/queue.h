@@ -52,16 +52,16 @@ typedef struct mp_context mp_context;
 typedef struct mp_queue mp_queue;
 
 typedef enum mp_queue_kind {
-    MP_QUEUE = 1,          /* Python's Queue */
-    MP_SIMPLE_QUEUE = 2,   /* SimpleQueue: unbounded; put, get, empty, close */
-    MP_JOINABLE_QUEUE = 3  /* JoinableQueue: Queue plus task_done and join */
+    MP_QUEUE = 1,         /* Python's Queue */
+    MP_SIMPLE_QUEUE = 2,  /* SimpleQueue: unbounded; put, get, empty, close */
+    MP_JOINABLE_QUEUE = 3 /* JoinableQueue: Queue plus task_done and join */
 } mp_queue_kind;
 
 /** Options for mp_queue_new_opts; all-zero means Python's defaults. */
 typedef struct mp_queue_opts {
-    mp_queue_kind kind;  /* 0 means MP_QUEUE */
-    int64_t maxsize;     /* most items in the queue at once; <= 0 unbounded (Python) */
-    size_t ring_bytes;   /* size of the shared ring; 0 picks the default */
+    mp_queue_kind kind; /* 0 means MP_QUEUE */
+    int64_t maxsize;    /* most items in the queue at once; <= 0 unbounded (Python) */
+    size_t ring_bytes;  /* size of the shared ring; 0 picks the default */
 } mp_queue_opts;
 
 /** Python's Queue(maxsize): maxsize <= 0 is unbounded. ctx NULL = the default context.
@@ -93,8 +93,7 @@ MP_API int mp_queue_get_bytes(mp_queue *q, void **out, size_t *len, double timeo
 /** Takes the next item into buf[0 .. cap): 0 and *len its size. When it does not fit:
  *  MP_ETOOBIG, *len its size, and the item stays first in the queue (retry with a
  *  bigger buffer). Nothing is allocated. */
-MP_API int mp_queue_get_bytes_into(mp_queue *q, void *buf, size_t cap, size_t *len,
-                                   double timeout);
+MP_API int mp_queue_get_bytes_into(mp_queue *q, void *buf, size_t cap, size_t *len, double timeout);
 /** Takes the next item as a value (free with mp_value_free): a bytes item gives a
  *  bytes value. An item that does not decode is consumed and reported (MP_EPROTO). */
 MP_API int mp_queue_get(mp_queue *q, mp_value **out, double timeout);

@@ -54,9 +54,9 @@ MP_API size_t mp_typecode_size(char typecode);
 
 /** How a Value or Array is synchronised: Python's lock argument. */
 typedef enum mp_lock_mode {
-    MP_LOCK_NEW = 0,   /* lock=True: a new RLock (the default) */
-    MP_LOCK_NONE = 1,  /* lock=False: raw, no lock (as RawValue / RawArray) */
-    MP_LOCK_GIVEN = 2  /* lock=<Lock or RLock>: the given one (kept alive by the object) */
+    MP_LOCK_NEW = 0,  /* lock=True: a new RLock (the default) */
+    MP_LOCK_NONE = 1, /* lock=False: raw, no lock (as RawValue / RawArray) */
+    MP_LOCK_GIVEN = 2 /* lock=<Lock or RLock>: the given one (kept alive by the object) */
 } mp_lock_mode;
 
 /** A shared array of items of one typecode; a Value is an array of one item. */
@@ -65,8 +65,8 @@ typedef struct mp_shared_array mp_shared_array;
 /** Python's Value(typecode, init, lock): init points to one item of the typecode's C
  *  type (NULL: zero). lock is used only with MP_LOCK_GIVEN. Free with
  *  mp_shared_array_free. */
-MP_API int mp_shared_value_new(mp_context *ctx, char typecode, const void *init,
-                               mp_lock_mode mode, mp_lock *lock, mp_shared_array **out);
+MP_API int mp_shared_value_new(mp_context *ctx, char typecode, const void *init, mp_lock_mode mode,
+                               mp_lock *lock, mp_shared_array **out);
 /** Python's RawValue(typecode, init). */
 MP_API int mp_raw_value_new(mp_context *ctx, char typecode, const void *init,
                             mp_shared_array **out);
@@ -82,8 +82,7 @@ MP_API int mp_raw_array_new(mp_context *ctx, char typecode, size_t n, const void
 MP_API int mp_shared_array_copy(mp_shared_array *a, mp_shared_array **out);
 /** sharedctypes.synchronized(obj, lock): a new object over the same memory with the
  *  given lock (NULL: a new RLock). */
-MP_API int mp_shared_array_synchronized(mp_shared_array *a, mp_lock *lock,
-                                        mp_shared_array **out);
+MP_API int mp_shared_array_synchronized(mp_shared_array *a, mp_lock *lock, mp_shared_array **out);
 /** NULL is fine; the memory lives on in the other processes that hold it. */
 MP_API void mp_shared_array_free(mp_shared_array *a);
 
@@ -103,8 +102,7 @@ MP_API int mp_shared_array_set(mp_shared_array *a, size_t i, const void *in);
 /** Items [start, stop) into out / from in (stop - start items), under the lock.
  *  MP_EINVAL when start > stop or stop > len. */
 MP_API int mp_shared_array_get_slice(mp_shared_array *a, size_t start, size_t stop, void *out);
-MP_API int mp_shared_array_set_slice(mp_shared_array *a, size_t start, size_t stop,
-                                     const void *in);
+MP_API int mp_shared_array_set_slice(mp_shared_array *a, size_t start, size_t stop, const void *in);
 /** Item i converted, as Python's int / float view of it: integer codes and 'c' give
  *  int64 (an unsigned 64-bit item above INT64_MAX is MP_EINVAL; 'c' is its byte value
  *  0..255), float codes double. Setting checks the range of the typecode (MP_EINVAL
@@ -129,11 +127,11 @@ typedef struct mp_shm mp_shm;
 /** Options for mp_shm_open; all-zero means Python's defaults (attach by name,
  *  tracked). */
 typedef struct mp_shm_opts {
-    const char *name;  /* 1..255 bytes (Linux's NAME_MAX, as Python), no '/' anywhere
+    const char *name; /* 1..255 bytes (Linux's NAME_MAX, as Python), no '/' anywhere
                           (MP_EINVAL otherwise); NULL with create: a new "psm_..." name */
-    bool create;       /* create a new block (MP_EEXIST when the name exists) */
-    size_t size;       /* with create: > 0 (MP_EINVAL otherwise); ignored when attaching */
-    bool untracked;    /* Python's track=False: never unlinked for you */
+    bool create;      /* create a new block (MP_EEXIST when the name exists) */
+    size_t size;      /* with create: > 0 (MP_EINVAL otherwise); ignored when attaching */
+    bool untracked;   /* Python's track=False: never unlinked for you */
 } mp_shm_opts;
 
 /** Python's SharedMemory(name, create, size, track): attaching a name that does not
@@ -168,8 +166,7 @@ typedef struct mp_shareable_list mp_shareable_list;
 /** Creates one from a list or tuple value (items of the kinds above; MP_ENOTSUP for
  *  others; MP_EINVAL for a str that is not UTF-8 Python's codec takes, surrogates
  *  included), in a new block named name (NULL: generated). */
-MP_API int mp_shareable_list_new(const mp_value *items, const char *name,
-                                 mp_shareable_list **out);
+MP_API int mp_shareable_list_new(const mp_value *items, const char *name, mp_shareable_list **out);
 /** Attaches an existing one by name. */
 MP_API int mp_shareable_list_attach(const char *name, mp_shareable_list **out);
 MP_API size_t mp_shareable_list_len(const mp_shareable_list *l);

@@ -108,8 +108,7 @@ typedef bool (*mp_predicate_fn)(void *arg);
 /** Waits until pred(arg) is true (checked first, then after each wakeup): 0, or
  *  MP_ETIMEDOUT when it is still false at the timeout; errors as mp_condition_wait.
  *  The lock is held on return. */
-MP_API int mp_condition_wait_for(mp_condition *c, mp_predicate_fn pred, void *arg,
-                                 double timeout);
+MP_API int mp_condition_wait_for(mp_condition *c, mp_predicate_fn pred, void *arg, double timeout);
 /** Wakes up to n of the threads waiting (the longest waiting first); MP_EPERM when the
  *  caller does not hold the lock. A waiter whose process died does not use up one of
  *  the n. */

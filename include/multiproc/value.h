@@ -45,15 +45,15 @@ typedef struct mp_value mp_value;
 typedef enum mp_value_type {
     MP_VALUE_NONE = 0, /* also what mp_value_get_type says for NULL */
     MP_VALUE_BOOL,
-    MP_VALUE_INT,    /* int64 */
-    MP_VALUE_FLOAT,  /* double */
-    MP_VALUE_STR,    /* UTF-8, length-aware (may contain NUL), always NUL-terminated */
+    MP_VALUE_INT,   /* int64 */
+    MP_VALUE_FLOAT, /* double */
+    MP_VALUE_STR,   /* UTF-8, length-aware (may contain NUL), always NUL-terminated */
     MP_VALUE_BYTES,
     MP_VALUE_TUPLE,
     MP_VALUE_LIST,
-    MP_VALUE_DICT,   /* hashable keys, insertion order kept, a key appears once */
-    MP_VALUE_OBJECT, /* inert: a global "module"."name", optional args/state; never run */
-    MP_VALUE_SET,    /* hashable items, each once, insertion order kept */
+    MP_VALUE_DICT,     /* hashable keys, insertion order kept, a key appears once */
+    MP_VALUE_OBJECT,   /* inert: a global "module"."name", optional args/state; never run */
+    MP_VALUE_SET,      /* hashable items, each once, insertion order kept */
     MP_VALUE_FROZENSET /* a set that is hashable itself: a dict key, a set item */
 } mp_value_type;
 
@@ -182,10 +182,11 @@ MP_API bool mp_value_equal(const mp_value *a, const mp_value *b);
 
 /** Bounds for mp_value_loads. A zero field means its default; NULL means all defaults. */
 typedef struct mp_value_limits {
-    size_t max_size;  /* input bytes, and total str/bytes payload decoded; 1 GiB */
-    size_t max_depth; /* container nesting ([] is 1, [[]] is 2); MP_VALUE_MAX_DEPTH, also the most */
-    size_t max_items; /* values created in all (memo copies and MARKs count); 1 << 22 */
-    size_t max_str;   /* bytes in one str or bytes value; max_size */
+    size_t max_size; /* input bytes, and total str/bytes payload decoded; 1 GiB */
+    size_t
+        max_depth; /* container nesting ([] is 1, [[]] is 2); MP_VALUE_MAX_DEPTH, also the most */
+    size_t max_items;    /* values created in all (memo copies and MARKs count); 1 << 22 */
+    size_t max_str;      /* bytes in one str or bytes value; max_size */
     bool refuse_objects; /* GLOBAL/STACK_GLOBAL: MP_EPROTO instead of inert objects */
 } mp_value_limits;
 
@@ -237,8 +238,7 @@ MP_API void mp_value_buf_free(void *buf);
  *  buffers), unknown opcodes, and bytes after STOP. Text arguments must end in '\n'
  *  within the input (and within their frame, if in one); module, global and memo
  *  index arguments are at most 256 bytes. */
-MP_API int mp_value_loads(const void *buf, size_t len, const mp_value_limits *lim,
-                          mp_value **out);
+MP_API int mp_value_loads(const void *buf, size_t len, const mp_value_limits *lim, mp_value **out);
 
 #ifdef __cplusplus
 }

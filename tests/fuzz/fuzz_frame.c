@@ -37,8 +37,8 @@
 int mp__connection_from_os_handle(mp_os_handle h, int kind, bool readable, bool writable,
                                   mp_connection **out);
 
-#define PIPE_KIND 2          /* MP__CONN_PIPE */
-#define MAX_STREAM 60000     /* fits a fresh pipe's buffer: written whole before reading */
+#define PIPE_KIND 2      /* MP__CONN_PIPE */
+#define MAX_STREAM 60000 /* fits a fresh pipe's buffer: written whole before reading */
 #define ALLOC_BOUND (((size_t)4 << 20) + 65536) /* the reader's first chunk for a body */
 
 static void die(const char *what, int rc) {
@@ -297,8 +297,8 @@ static uint64_t rnd(void) {
 }
 
 /* Bytes that matter to a frame reader: the edges of the length fields. */
-static const unsigned char interesting[] = {0x00, 0x01, 0x04, 0x0c, 0x3f, 0x40, 0x7f,
-                                            0x80, 0xfe, 0xff, 0x10, 0x20};
+static const unsigned char interesting[] = {0x00, 0x01, 0x04, 0x0c, 0x3f, 0x40,
+                                            0x7f, 0x80, 0xfe, 0xff, 0x10, 0x20};
 
 /* Mutates m (capacity cap) in place; returns the new length. */
 static size_t mutate(unsigned char *m, size_t n, size_t cap) {
@@ -317,10 +317,14 @@ static size_t mutate(unsigned char *m, size_t n, size_t cap) {
             break;
         case 3: { /* a header: small, large, -1 + 8 bytes, or negative */
             static const unsigned char hdrs[][12] = {
-                {0, 0, 0, 3}, {0, 0, 0x10, 0}, {0x7f, 0xff, 0xff, 0xff},
+                {0, 0, 0, 3},
+                {0, 0, 0x10, 0},
+                {0x7f, 0xff, 0xff, 0xff},
                 {0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 5},
                 {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff},
-                {0xff, 0xff, 0xff, 0xfe}, {0x80, 0, 0, 0}, {0, 0, 0, 0}};
+                {0xff, 0xff, 0xff, 0xfe},
+                {0x80, 0, 0, 0},
+                {0, 0, 0, 0}};
             const unsigned char *h = hdrs[rnd() % 8];
             size_t k = (h[0] == 0xff && h[3] == 0xff) ? 12 : 4;
             if (n + k <= cap) {

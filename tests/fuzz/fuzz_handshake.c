@@ -49,7 +49,8 @@ static void put_frame(script *s, const void *p, size_t n) {
 
 /* A plausible message: what a correct peer might send at some step. */
 static size_t plausible(unsigned char *m) {
-    static const char *digests[] = {"{sha256}", "{md5}", "{sha384}", "{sha3_256}", "{sha1}", "{", "{}"};
+    static const char *digests[] = {"{sha256}", "{md5}", "{sha384}", "{sha3_256}",
+                                    "{sha1}",   "{",     "{}"};
     size_t n = 0;
     switch (below(6)) {
     case 0: /* a modern challenge */
@@ -134,8 +135,12 @@ static void build(script *s) {
         switch (below(8)) {
         case 0: /* a raw header announcing a huge or negative length */ {
             static const unsigned char heads[][12] = {
-                {0x7f, 0xff, 0xff, 0xff}, {0x80, 0, 0, 0}, {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff},
-                {0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 5}, {0, 0, 1, 1}, {0, 0, 1, 0}};
+                {0x7f, 0xff, 0xff, 0xff},
+                {0x80, 0, 0, 0},
+                {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff},
+                {0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 5},
+                {0, 0, 1, 1},
+                {0, 0, 1, 0}};
             size_t i = below(sizeof heads / sizeof heads[0]);
             put(s, heads[i], i == 2 || i == 3 ? 12 : 4);
             break;
@@ -180,7 +185,8 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--verbose"))
             verbose = true;
         else {
-            fprintf(stderr, "usage: %s [--seconds S] [--iterations N] [--seed X] [--verbose]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--seconds S] [--iterations N] [--seed X] [--verbose]\n",
+                    argv[0]);
             return 2;
         }
     }
@@ -222,11 +228,13 @@ int main(int argc, char **argv) {
         if (client_role) {
             /* Client: answer the listener's challenge, then challenge it. */
             rc1 = mp__auth_answer(h[0], MP__CONN_SOCKET, key, sizeof key - 1, deadline);
-            if (rc1 == 0) rc2 = mp__auth_deliver(h[0], MP__CONN_SOCKET, key, sizeof key - 1, deadline);
+            if (rc1 == 0)
+                rc2 = mp__auth_deliver(h[0], MP__CONN_SOCKET, key, sizeof key - 1, deadline);
         } else {
             /* Listener: challenge first, then answer. */
             rc1 = mp__auth_deliver(h[0], MP__CONN_SOCKET, key, sizeof key - 1, deadline);
-            if (rc1 == 0) rc2 = mp__auth_answer(h[0], MP__CONN_SOCKET, key, sizeof key - 1, deadline);
+            if (rc1 == 0)
+                rc2 = mp__auth_answer(h[0], MP__CONN_SOCKET, key, sizeof key - 1, deadline);
         }
         mp__os_net_close(h[0], MP__CONN_SOCKET);
         if (h[1] != MP_INVALID_OS_HANDLE) mp__os_net_close(h[1], MP__CONN_SOCKET);

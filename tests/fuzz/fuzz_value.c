@@ -33,7 +33,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     int rc = mp_value_loads(data, size, &lim, &v);
     if (rc) {
         if (v) die("loads failed but set *out", rc);
-        if (rc != MP_EPROTO && rc != MP_ETOOBIG && rc != MP_ENOMEM) die("loads: unexpected code", rc);
+        if (rc != MP_EPROTO && rc != MP_ETOOBIG && rc != MP_ENOMEM)
+            die("loads: unexpected code", rc);
         return 0;
     }
     n_decoded++;
@@ -150,13 +151,11 @@ static uint64_t rnd(void) {
 
 /* Values that tend to matter to a pickle reader: length bytes, opcode bytes, and what
  * the text opcodes of protocols 0-1 read (newlines, digits, escapes, quotes). */
-static const unsigned char interesting[] = {0x00, 0x01, 0x02, 0x7f, 0x80, 0xff, 0xfe,
-                                            '(', '.', 'N', ']', '}', ')', 'a', 'e', 's',
-                                            'u', 't', 'h', 'j', 'q', 'r', 0x94, 0x95,
-                                            0x93, 0x8c, 0x8d, 0x8e, 0x8a, 0x8b, 'R', 'b',
-                                            0x8f, 0x90, 0x91, 'I', 'L', 'F', 'V', 'S', 'T',
-                                            'U', 'l', 'd', 'p', 'g', '\n', '\\', '\'',
-                                            '0', '9', '-', 'e', 'x', 'u'};
+static const unsigned char interesting[] = {
+    0x00, 0x01, 0x02, 0x7f, 0x80, 0xff, 0xfe, '(', '.',  'N',  ']',  '}',  ')',  'a',
+    'e',  's',  'u',  't',  'h',  'j',  'q',  'r', 0x94, 0x95, 0x93, 0x8c, 0x8d, 0x8e,
+    0x8a, 0x8b, 'R',  'b',  0x8f, 0x90, 0x91, 'I', 'L',  'F',  'V',  'S',  'T',  'U',
+    'l',  'd',  'p',  'g',  '\n', '\\', '\'', '0', '9',  '-',  'e',  'x',  'u'};
 
 /* Mutates m (capacity cap) in place; returns the new length. */
 static size_t mutate(unsigned char *m, size_t n, size_t cap) {
