@@ -173,4 +173,13 @@ const char *mp__executable(void);
 const unsigned char *mp__authkey(void);
 void mp__set_authkey(const unsigned char key[32]);
 
+/** One pause in a spin-wait: lets the other hyperthread run, costs no system call. */
+static inline void mp__cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
 #endif

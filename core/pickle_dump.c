@@ -4,44 +4,8 @@
  * has nothing to share, and the output stays a pure function of the value. */
 #include <string.h>
 
+#include "pickle_ops.h"
 #include "value_internal.h"
-
-enum {
-    OP_MARK = '(',
-    OP_STOP = '.',
-    OP_NONE = 'N',
-    OP_BININT = 'J',
-    OP_BININT1 = 'K',
-    OP_BININT2 = 'M',
-    OP_BINFLOAT = 'G',
-    OP_BINUNICODE = 'X',
-    OP_BINBYTES = 'B',
-    OP_SHORT_BINBYTES = 'C',
-    OP_EMPTY_TUPLE = ')',
-    OP_TUPLE = 't',
-    OP_EMPTY_LIST = ']',
-    OP_APPEND = 'a',
-    OP_APPENDS = 'e',
-    OP_EMPTY_DICT = '}',
-    OP_SETITEM = 's',
-    OP_SETITEMS = 'u',
-    OP_REDUCE = 'R',
-    OP_BUILD = 'b',
-    OP_PROTO = 0x80,
-    OP_NEWOBJ = 0x81,
-    OP_TUPLE1 = 0x85,
-    OP_NEWTRUE = 0x88,
-    OP_NEWFALSE = 0x89,
-    OP_LONG1 = 0x8a,
-    OP_SHORT_BINUNICODE = 0x8c,
-    OP_BINUNICODE8 = 0x8d,
-    OP_BINBYTES8 = 0x8e,
-    OP_EMPTY_SET = 0x8f,
-    OP_ADDITEMS = 0x90,
-    OP_FROZENSET = 0x91,
-    OP_STACK_GLOBAL = 0x93,
-    OP_FRAME = 0x95
-};
 
 #define FRAME_TARGET (64 * 1024) /* CPython's _FRAME_SIZE_TARGET */
 #define FRAME_MIN 4              /* smaller frames are written without a header */

@@ -124,6 +124,8 @@ typedef struct mp__pool_w {
 typedef struct mp__pool_fn {
     void *ptr;
     mp__fnref ref;
+    double est_ns; /* its time per item, as last measured: where its next call's chunk
+                      sizes start (0: not known, they probe) */
 } mp__pool_fn;
 
 struct mp_pool {

@@ -14,6 +14,7 @@
 #define AUTO_TARGET_NS 1e6  /* adaptive chunks aim at about 1 ms of work... */
 #define AUTO_MIN_NS 1e5     /* ...and the tail's pieces at no less than 0.1 ms */
 #define CHUNK_MAX 65536     /* items in one chunk, at most */
+#define WAIT_SPINS 2000     /* looks at a result before sleeping on it (some µs) */
 #define SOURCE_AHEAD 512    /* items read from a source ahead of what was taken... */
 #define SOURCE_AHEAD_PER 16 /* ...plus this many per worker */
 
@@ -66,13 +67,15 @@ struct mp__pool_job {
     /* outcome, under the job's mutex */
     mp__mutex *mu;
     mp__cond *cv;
-    bool ready; /* finished and notified (callbacks ran) */
+    bool ready;              /* finished and notified (callbacks ran) */
+    _Atomic bool ready_hint; /* ready, read without mu by a waiter that spins first */
     int rc;
     char *msg;
     size_t done, failed; /* items answered, of them failed */
     mp_value **items;    /* map: results by item index (placed by the handler) */
     size_t nitems;
     void *slabs;      /* map: the blocks its raw results' nodes live in */
+    mp_value *rnodes; /* a list's map: the nodes of all its raw results, in one block */
     mp_value *value;  /* apply: the result; map: the list (made when ready) */
     answer *answers;  /* imap: answered chunks not fully taken */
     size_t next_item; /* imap: the next item to yield (ordered) */
@@ -250,13 +253,16 @@ static void job_notify(mp__pool_job *j) {
         j->opts.callback(j->opts.ctx, j->value);
     mp__os_mutex_lock(j->mu);
     j->ready = true;
-    mp__os_cond_broadcast(j->cv);
+    atomic_store_explicit(&j->ready_hint, true, memory_order_release);
     if (j->wait_w) {
         mp__err_mute();
         mp_connection_send_bytes(j->wait_w, "r", 1);
         mp__err_unmute();
     }
     mp__os_mutex_unlock(j->mu);
+    /* After the unlock, so a woken waiter does not wake only to wait for mu (the
+     * notify list's reference keeps j alive). */
+    mp__os_cond_broadcast(j->cv);
 }
 
 void mp__pool_run_deferred(mp_pool *p) {
@@ -520,8 +526,8 @@ void mp__pool_chunk_taken_locked(mp_pool *p, mp__pool_chunk *c, uint64_t ns) {
     if (c->n && ns) {
         double x = (double)ns / (double)c->n;
         j->est_ns = j->est_ns > 0 ? 0.5 * j->est_ns + 0.5 * x : x;
+        p->fns[j->fn].est_ns = j->est_ns;
     }
-    (void)p;
 }
 
 /* A list of the n raw numbers of an answer. NULL with an error recorded on failure. */
@@ -554,6 +560,8 @@ static int grow_items(mp__pool_job *j, size_t need) {
     if (need > j->nitems) {
         size_t cap = j->nitems ? j->nitems : 16;
         while (cap < need) cap *= 2;
+        /* A list's length is known (and fixed) from the start: room for all at once. */
+        if (!j->src && j->total >= need) cap = j->total;
         mp_value **it = mp__realloc(j->items, cap * sizeof *it);
         if (!it) return mp__err(MP_ENOMEM, "pool: out of memory for the results");
         memset(it + j->nitems, 0, (cap - j->nitems) * sizeof *it);
@@ -567,10 +575,26 @@ static int grow_items(mp__pool_job *j, size_t need) {
 static int place_raw(mp__pool_job *j, const unsigned char *p, size_t n, int enc, size_t first) {
     mp_value *nodes;
     int rc = grow_items(j, first + n);
-    void *slab = rc ? NULL : mp__value_slab_new(n, &nodes);
-    if (!slab) return rc ? rc : MP_ENOMEM;
+    if (rc) return rc;
+    if (!j->src) {
+        /* A list's length is known: one block for all, the same size at each call, so
+         * the one the last call's results gave back is reused whole. */
+        if (!j->rnodes) {
+            void *slab = mp__value_slab_new(j->total, &j->rnodes);
+            if (!slab) return MP_ENOMEM;
+            mp__value_slab_chain(&j->slabs, slab);
+        }
+        nodes = j->rnodes + first;
+    } else {
+        void *slab = mp__value_slab_new(n, &nodes);
+        if (!slab) return MP_ENOMEM;
+        mp__value_slab_chain(&j->slabs, slab);
+    }
     for (size_t i = 0; i < n; i++) {
         mp_value *v = &nodes[i];
+        v->flags = MP__VF_SLAB;
+        v->height = 0;
+        v->next = NULL;
         if (enc == MP__PK_I64) {
             v->type = MP_VALUE_INT;
             memcpy(&v->u.i, p + 8 * i, 8);
@@ -580,22 +604,14 @@ static int place_raw(mp__pool_job *j, const unsigned char *p, size_t n, int enc,
         }
         j->items[first + i] = v;
     }
-    mp__value_slab_chain(&j->slabs, slab);
     return 0;
 }
 
 /* Moves the items of a decoded list into the job's results from index first on. */
 static int place_items(mp__pool_job *j, mp_value *list, size_t first) {
     size_t n = list->u.seq.n;
-    if (first + n > j->nitems) {
-        size_t cap = j->nitems ? j->nitems : 16;
-        while (cap < first + n) cap *= 2;
-        mp_value **it = mp__realloc(j->items, cap * sizeof *it);
-        if (!it) return mp__err(MP_ENOMEM, "pool: out of memory for the results");
-        memset(it + j->nitems, 0, (cap - j->nitems) * sizeof *it);
-        j->items = it;
-        j->nitems = cap;
-    }
+    int rc = grow_items(j, first + n);
+    if (rc) return rc;
     memcpy(j->items + first, list->u.seq.items, n * sizeof *list->u.seq.items);
     list->u.seq.n = 0;
     return 0;
@@ -784,6 +800,7 @@ static int submit(mp_pool *p, mp__pool_job *j, void *fn, const char *who) {
                      p->broken_msg ? p->broken_msg : mp_strerror(p->broken));
     else
         rc = mp__pool_fn_id(p, fn, &j->fn);
+    if (!rc && !j->chunking) j->est_ns = p->fns[j->fn].est_ns; /* a known function: no probing */
     if (!rc) {
         atomic_fetch_add(&j->refs, 1); /* the pool's */
         mp__pool_job **pp = &p->jobs;
@@ -818,22 +835,21 @@ static int values_job(mp_pool *p, int mode, void *fn, const mp_value *items, boo
     } else {
         size_t n = items->u.seq.n;
         mp_value *const *it = items->u.seq.items;
-        /* All ints, or all floats: raw 8-byte numbers (nothing to pickle). */
+        /* All ints, or all floats: raw 8-byte numbers (nothing to pickle), copied in the
+         * pass that checks them (the nodes are read once). */
         int t = n ? it[0]->type : -1;
         bool same = t == MP_VALUE_INT || t == MP_VALUE_FLOAT;
-        for (size_t i = 1; i < n && same; i++) same = it[i]->type == t;
-        if (same) {
+        unsigned char *d = same ? mp__buf_reserve(&j->in, 8 * n) : NULL;
+        if (same && !d) rc = mp__err(MP_ENOMEM, "%s: out of memory for %zu items", who, n);
+        for (size_t i = 0; i < n && same && !rc; i++) {
+            const mp_value *v = it[i];
+            same = v->type == t;
+            memcpy(d + 8 * i, &v->u, 8); /* int64 and double: both 8 bytes at u */
+        }
+        if (same && !rc) {
             j->raw = t == MP_VALUE_INT ? MP__PK_I64 : MP__PK_F64;
-            unsigned char *d = mp__buf_reserve(&j->in, 8 * n);
-            if (!d) rc = mp__err(MP_ENOMEM, "%s: out of memory for %zu items", who, n);
-            for (size_t i = 0; i < n && !rc; i++) /* int64 and double: both 8 bytes at u */
-                memcpy(d + 8 * i,
-                       t == MP_VALUE_INT ? (const void *)&it[i]->u.i : (const void *)&it[i]->u.f,
-                       8);
-            if (!rc) {
-                j->in.len = 8 * n;
-                j->total = n;
-            }
+            j->in.len = 8 * n;
+            j->total = n;
         }
         for (size_t i = 0; i < n && !rc && !same; i++) rc = job_add_item(j, it[i]);
     }
@@ -868,6 +884,12 @@ static int source_job(mp_pool *p, int mode, mp_task_fn fn, mp_source_fn src, voi
 
 static int job_wait(mp__pool_job *j, double timeout) {
     double deadline = mp__deadline(timeout);
+    /* A short call (an apply) is often answered within microseconds: a while of
+     * looking saves the sleep and the wake-up, which cost more than the call. */
+    if (timeout > 0)
+        for (int i = 0;
+             i < WAIT_SPINS && !atomic_load_explicit(&j->ready_hint, memory_order_acquire); i++)
+            mp__cpu_relax();
     mp__os_mutex_lock(j->mu);
     int rc = 0;
     while (!j->ready && rc == 0) {

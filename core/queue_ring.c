@@ -19,14 +19,6 @@ enum { Q_SPIN = 400 };
 /* The getter gives consumed arena memory back once this much has piled up. */
 #define Q_CLEAN_MIN ((uint64_t)4 << 20)
 
-static inline void cpu_relax(void) {
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    __asm__ __volatile__("yield");
-#endif
-}
-
 static inline uint64_t round8(uint64_t n) { return (n + 7) & ~(uint64_t)7; }
 
 static inline _Atomic uint64_t *ovf_end(mp__qrec *r) { return (_Atomic uint64_t *)(void *)(r + 1); }
@@ -68,7 +60,7 @@ int mp__queue_wait(mp_queue *q, mp__qready_fn ready, void *arg, _Atomic uint32_t
     for (int i = 0; i < Q_SPIN; i++) {
         if (ready(q, arg)) return 0;
         if (c->timeout == 0) return MP_ETIMEDOUT;
-        cpu_relax();
+        mp__cpu_relax();
     }
     double deadline = qc_deadline(c);
     for (;;) {

@@ -45,6 +45,8 @@ static bool g_key_failed;
 static mp_value *g_depot[DEPOT_MAX]; /* chains of BATCH nodes, under depot_lock() */
 static _Atomic size_t g_ndepot;      /* read without the lock to skip an empty depot */
 static atomic_flag g_depot_busy = ATOMIC_FLAG_INIT;
+static struct slab *g_spare;         /* freed big slabs (below), under depot_lock() */
+static _Atomic size_t g_spare_bytes; /* their bytes, read without the lock too */
 
 /* The depot's own lock, held for a few instructions. Not the global lock: a
  * thread's exit gives its nodes back, and the thread joining it (a dummy
@@ -113,6 +115,8 @@ static node_cache *cache_get(void) {
 void mp__value_after_fork_child(void) {
 #if NODE_CACHE
     atomic_store_explicit(&g_ndepot, 0, memory_order_relaxed);
+    g_spare = NULL; /* the parent's memory, copied: forgotten, as the depot */
+    atomic_store_explicit(&g_spare_bytes, 0, memory_order_relaxed);
     atomic_flag_clear_explicit(&g_depot_busy, memory_order_release);
 #endif
 }
@@ -347,24 +351,79 @@ static void free_node(mp_value *v) {
     if (!(v->flags & MP__VF_SLAB)) node_put(v);
 }
 
-/* A slab: a word for the chain, then the nodes. */
+/* A slab: a word for the chain, its capacity, then the nodes. */
 typedef struct slab {
     struct slab *next;
+    size_t cap;
     mp_value nodes[];
 } slab;
 
+#define SPARE_MIN ((size_t)64 << 10) /* bytes: smaller slabs are malloc's business */
+#define SPARE_MAX ((size_t)32 << 20) /* bytes of freed slabs kept for the next ones */
+
+#if NODE_CACHE
+/* Freed big slabs, kept for reuse: a pool's map of numbers makes slabs of MiBs, which
+ * malloc maps and unmaps each time, and the page faults of touching them anew cost
+ * more than the rest of the map. Under depot_lock(); the byte count is read without it
+ * to skip an empty list. */
+/* The smallest spare of at least n nodes, taken out of the list; NULL if none. */
+static slab *spare_take(size_t n) {
+    if (!atomic_load_explicit(&g_spare_bytes, memory_order_relaxed)) return NULL;
+    depot_lock();
+    slab **best = NULL;
+    for (slab **pp = &g_spare; *pp; pp = &(*pp)->next)
+        if ((*pp)->cap >= n && (*pp)->cap / 4 <= n && (!best || (*pp)->cap < (*best)->cap))
+            best = pp;
+    slab *s = NULL;
+    if (best) {
+        s = *best;
+        *best = s->next;
+        atomic_fetch_sub_explicit(&g_spare_bytes, s->cap * sizeof(mp_value), memory_order_relaxed);
+    }
+    depot_unlock();
+    return s;
+}
+
+/* Keeps a freed slab if it is big and there is room: true then. */
+static bool spare_put(slab *s) {
+    size_t bytes = s->cap * sizeof(mp_value);
+    if (bytes < SPARE_MIN) return false;
+    depot_lock();
+    size_t have = atomic_load_explicit(&g_spare_bytes, memory_order_relaxed);
+    bool kept = have + bytes <= SPARE_MAX;
+    if (kept) {
+        s->next = g_spare;
+        g_spare = s;
+        atomic_store_explicit(&g_spare_bytes, have + bytes, memory_order_relaxed);
+    }
+    depot_unlock();
+    return kept;
+}
+#else
+static slab *spare_take(size_t n) {
+    (void)n;
+    return NULL;
+}
+static bool spare_put(slab *s) {
+    (void)s;
+    return false;
+}
+#endif
+
 void *mp__value_slab_new(size_t n, mp_value **nodes) {
-    slab *s = n > (SIZE_MAX - sizeof *s) / sizeof(mp_value)
-                  ? NULL
-                  : mp__malloc(sizeof *s + n * sizeof(mp_value));
+    slab *s = spare_take(n);
     if (!s) {
-        mp__err(MP_ENOMEM, "out of memory for %zu values", n);
-        return NULL;
+        s = n > (SIZE_MAX - sizeof *s) / sizeof(mp_value)
+                ? NULL
+                : mp__malloc(sizeof *s + n * sizeof(mp_value));
+        if (!s) {
+            mp__err(MP_ENOMEM, "out of memory for %zu values", n);
+            return NULL;
+        }
+        s->cap = n;
     }
     s->next = NULL;
-    memset(s->nodes, 0, n * sizeof(mp_value));
-    for (size_t i = 0; i < n; i++) s->nodes[i].flags = MP__VF_SLAB;
-    *nodes = s->nodes;
+    *nodes = s->nodes; /* set by the caller, in the one pass that writes them */
     return s;
 }
 
@@ -377,7 +436,7 @@ void mp__value_slab_chain(void **chain, void *sl) {
 void mp__value_slab_free(void *chain) {
     for (slab *s = chain, *nx; s; s = nx) {
         nx = s->next;
-        mp__free(s);
+        if (!spare_put(s)) mp__free(s);
     }
 }
 

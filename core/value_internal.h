@@ -61,8 +61,8 @@ mp_value *mp__value_alloc(mp_value_type t);
 /** Gives back a node mp__value_alloc made, its payload already freed (or never set). */
 void mp__value_node_free(mp_value *v);
 /** A block for n scalar items of one list (int, float, bool, none: no payload), so
- *  that making them costs no allocation each: *nodes gets the n nodes (zeroed, marked
- *  MP__VF_SLAB). Chain it onto the list's seq.slabs with mp__value_slab_chain; it is
+ *  that making them costs no allocation each: *nodes gets the n nodes, uninitialised:
+ *  the caller sets each one's type, payload, flags MP__VF_SLAB, height 0, next NULL. Chain it onto the list's seq.slabs with mp__value_slab_chain; it is
  *  freed with the list. NULL with MP_ENOMEM recorded. */
 void *mp__value_slab_new(size_t n, mp_value **nodes);
 /** Adds a block to a chain (*chain: a list's seq.slabs, or a chain on its way there). */

@@ -284,7 +284,15 @@ struct mp__cond {
 int mp__os_mutex_new(mp__mutex **out) {
     *out = mp__malloc(sizeof **out);
     if (!*out) return mp__err(MP_ENOMEM, "mutex: out of memory");
-    pthread_mutex_init(&(*out)->m, NULL);
+    /* Adaptive: held for a few instructions by threads on other CPUs, a short spin
+     * beats a futex sleep and wake (the pool's handler and its callers meet here). */
+    pthread_mutexattr_t a;
+    pthread_mutexattr_init(&a);
+#ifdef PTHREAD_ADAPTIVE_MUTEX_INITIALIZER_NP
+    pthread_mutexattr_settype(&a, PTHREAD_MUTEX_ADAPTIVE_NP);
+#endif
+    pthread_mutex_init(&(*out)->m, &a);
+    pthread_mutexattr_destroy(&a);
     return 0;
 }
 

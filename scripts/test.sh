@@ -14,6 +14,8 @@ failed=()
 
 # The include rule (docs/architecture.md): cheap, so it runs first, on every call.
 bash scripts/check_layers.sh || failed+=("layers")
+# The house style (.clang-format), as cheap.
+bash scripts/check_format.sh || failed+=("format")
 
 run_stage() { # name, build dir, ctest label regex ('' = all), cmake args...
   local name=$1 dir=$2 label=$3; shift 3

@@ -27,6 +27,38 @@
 
 namespace mpt {
 
+// A readable form of a value for failure messages and comparisons: "int:7", "str:py"...
+inline std::string show(const mp_value *v) {
+    switch (mp_value_get_type(v)) {
+    case MP_VALUE_NONE:
+        return "None";
+    case MP_VALUE_BOOL:
+        return mp_value_as_bool(v) ? "True" : "False";
+    case MP_VALUE_INT:
+        return "int:" + std::to_string((long long)mp_value_as_int(v));
+    case MP_VALUE_FLOAT:
+        return "float:" + std::to_string(mp_value_as_float(v));
+    case MP_VALUE_STR: {
+        size_t n = 0;
+        const char *s = mp_value_as_str(v, &n);
+        return "str:" + std::string(s ? s : "", n);
+    }
+    case MP_VALUE_BYTES: {
+        size_t n = 0;
+        const unsigned char *p = static_cast<const unsigned char *>(mp_value_as_bytes(v, &n));
+        std::string h = "bytes:";
+        for (size_t i = 0; i < n; i++) {
+            char b[4];
+            snprintf(b, sizeof b, "%02x", p[i]);
+            h += b;
+        }
+        return h;
+    }
+    default:
+        return std::string("other:") + mp_value_type_name(mp_value_get_type(v));
+    }
+}
+
 // Leftovers of a killed tree must be gone within this long (the brief says ~10 s; the
 // poll returns as soon as they are gone, so a generous bound costs a passing run nothing).
 constexpr double kLeakWait = 15.0;
