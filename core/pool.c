@@ -1,6 +1,6 @@
 /* The pool in the parent: its workers, the result-handler thread, and the dispatch of
- * chunks (core/pool_internal.h says how it is shaped). The calls, jobs and their
- * results are in core/pool_job.c.
+ * chunks (core/pool_shape.h says how it is shaped). The calls are in
+ * core/pool_call.c, the jobs and their chunks in core/pool_job.c.
  *
  * Locking: the pool's mutex guards the workers, the job lists and every chunk not
  * answered yet; a job's own mutex guards what its waiters read (its outcome, imap's
@@ -10,7 +10,7 @@
 #include <string.h>
 
 #include "backend.h"
-#include "pool_internal.h"
+#include "pool_shape.h"
 #include "value_internal.h"
 
 #define CHECK_EVERY 0.05 /* seconds between looks at the workers' lives and time limits */
@@ -422,7 +422,7 @@ static void handle(mp_pool *p, const unsigned char *msg, size_t len) {
 }
 
 /* Whether the handler's work is over: terminated, or closed with every worker gone. */
-static bool finished(mp_pool *p) {
+static bool handler_done(mp_pool *p) {
     if (p->state == MP__POOL_TERMINATE) return true;
     if (p->state != MP__POOL_CLOSE) return false;
     for (int i = 0; i < p->cap; i++)
@@ -471,11 +471,15 @@ static void handler_main(void *arg) {
         }
         close_workers(p);
         mp__pool_dispatch(p);
-        bool done = finished(p);
+        bool done = handler_done(p);
         mp__os_mutex_unlock(p->mu);
         mp__pool_run_deferred(p);
         if (done) break;
-        mp__pool_feed_sources(p);
+        while (mp__pool_feed_source(p)) { /* a batch of a source's items: to the workers */
+            mp__os_mutex_lock(p->mu);
+            mp__pool_dispatch(p);
+            mp__os_mutex_unlock(p->mu);
+        }
         int64_t len = next_result(p, CHECK_EVERY);
         if (len >= 0) handle(p, p->rbuf, (size_t)len);
     }
@@ -507,14 +511,6 @@ static void pool_stop(mp_pool *p) {
     mp__free(p->broken_msg);
     p->broken_msg = NULL;
     mp__os_mutex_unlock(p->mu);
-}
-
-void mp__pool_ref(mp_pool *p) { atomic_fetch_add(&p->refs, 1); }
-
-void mp__pool_unref(mp_pool *p) {
-    if (!p || atomic_fetch_sub(&p->refs, 1) != 1) return;
-    mp__os_mutex_free(p->mu);
-    mp__free(p);
 }
 
 static void pool_destroy(mp_pool *p) {

@@ -1,12 +1,12 @@
 /* A pool's worker process: reads its inbox, runs chunks, answers on the results queue
- * (core/pool_internal.h says how the messages look). It trusts its parent, which alone
+ * (core/pool_shape.h says how the messages look). It trusts its parent, which alone
  * writes its inbox, but not its task functions: an error in one is that task's error,
  * and a crash is the parent's to notice. */
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
-#include "pool_internal.h"
+#include "pool_shape.h"
 #include "value_internal.h"
 
 /* The task functions this worker knows, by id; NULL with an error for one it could

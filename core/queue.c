@@ -1,9 +1,9 @@
 /* Queue, SimpleQueue and JoinableQueue: the objects, the public calls, and how a queue
  * travels to a child. The ring itself is in queue_ring.c; the layout of the shared
- * block in queue_internal.h. */
+ * block in queue_layout.h. */
 #include <string.h>
 
-#include "queue_internal.h"
+#include "queue_layout.h"
 
 enum {
     Q_RING_DEFAULT = 1 << 20,

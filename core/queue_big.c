@@ -1,4 +1,4 @@
-/* The queue's big items (bodies above ring/4, queue_internal.h: mp__qspill_body): each
+/* The queue's big items (bodies above ring/4, queue_layout.h: mp__qspill_body): each
  * travels in a block of its own, handed over through the OS layer's spill channel
  * (core/os_queue.h) while the ring holds a record naming it. The putter publishes the
  * record first and then writes the item chunk by chunk; the getter copies each chunk
@@ -6,7 +6,7 @@
 #include <stddef.h>
 #include <string.h>
 
-#include "queue_internal.h"
+#include "queue_layout.h"
 
 static inline _Atomic uint64_t *spill_done(mp__qrec *r) {
     return (_Atomic uint64_t *)(void *)((char *)(r + 1) + offsetof(mp__qspill_body, done));

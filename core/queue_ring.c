@@ -1,21 +1,16 @@
-/* The queue's ring: putting and getting records, the overflow arena and waiting. Items
- * too big for the ring are handed over in blocks of their own (queue_big.c). Layout
- * and the overflow protocol: queue_internal.h.
+/* The queue's ring: putting and getting records and the overflow arena. Items too big
+ * for the ring are handed over in blocks of their own (queue_big.c); both wait the same
+ * way (queue_wait.c). Layout and the overflow protocol: queue_layout.h.
  *
  * Fast path, one item, no contention: the side's lock word (one CAS, one exchange),
  * the record copy, one release store of tail (or head), and one fence before looking
  * whether the other side sleeps. No system call unless somebody sleeps. */
 #include <string.h>
 
-#include "queue_internal.h"
+#include "queue_layout.h"
 
 void (*mp__queue_fault_hook)(int point);
 
-/* A waiter spins this many rounds before it sleeps: in a stream an item usually comes
- * within microseconds, and a sleep/wake pair costs two system calls and a scheduler
- * round trip. Short, because on a loaded machine the spinner takes the CPU from the
- * process it waits for. */
-enum { Q_SPIN = 400 };
 /* The getter gives consumed arena memory back once this much has piled up. */
 #define Q_CLEAN_MIN ((uint64_t)4 << 20)
 
@@ -25,60 +20,10 @@ static inline _Atomic uint64_t *ovf_end(mp__qrec *r) { return (_Atomic uint64_t 
 
 static uint64_t rec_need(const mp__qrec *r) { return sizeof(mp__qrec) + round8(r->len); }
 
-unsigned char *mp__queue_arena(mp_queue *q) {
-    unsigned char *a = atomic_load_explicit(&q->arena, memory_order_acquire);
-    if (a) return a;
-    void *p;
-    if (mp__os_qarena_map(q->arena_h, q->s->arena_size, &p) != 0) return NULL;
-    unsigned char *none = NULL;
-    if (!atomic_compare_exchange_strong(&q->arena, &none, (unsigned char *)p)) {
-        mp__os_qarena_unmap(p, q->s->arena_size); /* another thread of ours was first */
-        return none;
-    }
-    return p;
-}
-
-static double qc_deadline(mp__qclock *c) {
-    if (!c->set) {
-        c->deadline = mp__deadline(c->timeout);
-        c->set = true;
-    }
-    return c->deadline;
-}
-
 /* Takes a side's lock; the clock starts first only when the lock is busy. */
 static int side_lock(mp__lockw *w, mp__qclock *c) {
-    if (atomic_load_explicit(&w->f.val, memory_order_relaxed) != 0) qc_deadline(c);
+    if (atomic_load_explicit(&w->f.val, memory_order_relaxed) != 0) mp__qclock_deadline(c);
     return mp__lockw_acquire(w, c->set ? mp__left(c->deadline) : c->timeout);
-}
-
-/* Only the holder of a side's lock waits here, so one sleeper at a time per word:
- * it notes in sleep_val the value it sleeps on, and a waker makes the system call
- * only while val still equals it, i.e. once per sleep, not once per item. */
-int mp__queue_wait(mp_queue *q, mp__qready_fn ready, void *arg, _Atomic uint32_t *waiters,
-                   _Atomic uint32_t *sleep_val, mp__futex *f, mp__qclock *c) {
-    for (int i = 0; i < Q_SPIN; i++) {
-        if (ready(q, arg)) return 0;
-        if (c->timeout == 0) return MP_ETIMEDOUT;
-        mp__cpu_relax();
-    }
-    double deadline = qc_deadline(c);
-    for (;;) {
-        atomic_fetch_add(waiters, 1);
-        atomic_thread_fence(memory_order_seq_cst);
-        uint32_t v = atomic_load(&f->val);
-        atomic_store(sleep_val, v);
-        atomic_thread_fence(memory_order_seq_cst);
-        if (ready(q, arg)) {
-            atomic_fetch_sub(waiters, 1);
-            return 0;
-        }
-        double left = mp__left(deadline);
-        int r = left == 0 ? MP_ETIMEDOUT : mp__os_futex_wait(f, v, left);
-        atomic_fetch_sub(waiters, 1);
-        if (ready(q, arg)) return 0;
-        if (r == MP_ETIMEDOUT && mp__left(deadline) == 0) return MP_ETIMEDOUT;
-    }
 }
 
 static void copy_halves(void *dst, const void *src, size_t len, int point) {

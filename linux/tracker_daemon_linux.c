@@ -1,4 +1,4 @@
-/* The shared memory tracker's daemon (overview: tracker_linux.h): its tables, its
+/* The shared memory tracker's daemon (overview: tracker_proto_linux.h): its tables, its
  * loop, and how it starts: a fresh image of the program entered from the constructor
  * below when that is certain to work, else the forked copy. It may run in a fork of a
  * program with other threads, so it uses no malloc and no locks, only system calls and
@@ -25,7 +25,7 @@
 #include <unistd.h>
 
 #include "linux.h"
-#include "tracker_linux.h"
+#include "tracker_proto_linux.h"
 
 /* Milliseconds the daemon stays without clients, so back-to-back programs share it. */
 #define TRK_LINGER_MS 1000

@@ -1,4 +1,4 @@
-/* The shared memory tracker's client (overview: tracker_linux.h): the connection of
+/* The shared memory tracker's client (overview: tracker_proto_linux.h): the connection of
  * this process to the daemon, its requests and answers, and the blocks it tracks, to
  * register again with a daemon that replaced one that went away. */
 #include <errno.h>
@@ -16,7 +16,7 @@
 #include <unistd.h>
 
 #include "linux.h"
-#include "tracker_linux.h"
+#include "tracker_proto_linux.h"
 
 /* Seconds a client waits for an answer: a stopped daemon is an error, not a hang.
  * A variable so a test can make answers late without stopping a shared daemon. */

@@ -1,8 +1,8 @@
 /* Internals of the queues (core/queue.c: objects and API; core/queue_ring.c: the ring;
  * core/queue_big.c: items too big for the ring), the tests' fault injection points are
  * in core/queue_fault.h. */
-#ifndef MP_CORE_QUEUE_INTERNAL_H
-#define MP_CORE_QUEUE_INTERNAL_H
+#ifndef MP_CORE_QUEUE_LAYOUT_H
+#define MP_CORE_QUEUE_LAYOUT_H
 
 #include "block.h"
 #include "internal.h"
@@ -168,6 +168,17 @@ typedef struct mp__qclock {
     double timeout, deadline;
     bool set;
 } mp__qclock;
+
+/** The call's deadline, from the clock on first use. */
+static inline double mp__qclock_deadline(mp__qclock *c) {
+    if (!c->set) {
+        c->deadline = mp__deadline(c->timeout);
+        c->set = true;
+    }
+    return c->deadline;
+}
+
+/* ---- waiting and the arena (core/queue_wait.c) ---- */
 
 /** Spins a little, then sleeps on f until ready() or the deadline: 0 or MP_ETIMEDOUT. */
 int mp__queue_wait(mp_queue *q, mp__qready_fn ready, void *arg, _Atomic uint32_t *waiters,

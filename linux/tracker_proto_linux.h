@@ -1,4 +1,4 @@
-/* The shared memory tracker (posix): one daemon per user unlinks a named block once
+/* The shared memory tracker (Linux): one daemon per user unlinks a named block once
  * every process that tracks it has ended without unlinking it, however it ended.
  * Its two halves share what is here: linux/tracker_linux.c is the client (every
  * tracking process), linux/tracker_daemon_linux.c the daemon and how it starts.
@@ -38,8 +38,8 @@
  *   tables.
  * - A setuid/setgid program never starts nor uses a daemon (its euid is not its
  *   user's): tracked blocks are refused there (MP_EPERM). */
-#ifndef MP_LINUX_TRACKER_LINUX_H
-#define MP_LINUX_TRACKER_LINUX_H
+#ifndef MP_LINUX_TRACKER_PROTO_LINUX_H
+#define MP_LINUX_TRACKER_PROTO_LINUX_H
 
 #include <stdbool.h>
 #include <stdint.h>

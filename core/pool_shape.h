@@ -1,6 +1,6 @@
 /* The pool's insides, shared by core/pool.c (the pool, its workers and result-handler
- * thread), core/pool_job.c (calls, jobs, async results, imap) and core/pool_worker.c
- * (the worker process).
+ * thread), core/pool_job.c (jobs and their chunks), core/pool_call.c (the calls, async
+ * results, imap) and core/pool_worker.c (the worker process).
  *
  * Shape. Every worker has an inbox of its own (a SimpleQueue the parent alone puts
  * to); all workers put their answers on one results queue, which the parent's
@@ -14,8 +14,8 @@
  * A task is a chunk of a job's items. Value items are encoded one by one when the job
  * is submitted (or pulled from a source), so a chunk of any size is cut later by
  * copying a byte range; record items are cut from the caller's array. */
-#ifndef MP_CORE_POOL_INTERNAL_H
-#define MP_CORE_POOL_INTERNAL_H
+#ifndef MP_CORE_POOL_SHAPE_H
+#define MP_CORE_POOL_SHAPE_H
 
 #include <stdatomic.h>
 
@@ -82,7 +82,7 @@ static inline void mp__pool_list_end(mp__buf *b) {
     mp__buf_put(b, tail, sizeof tail);
 }
 
-/* ---- the parent (core/pool.c, core/pool_job.c) --------------------------------------- */
+/* ---- the parent (core/pool.c, pool_job.c, pool_call.c) --------------------------------------- */
 
 enum { MP__POOL_RUN, MP__POOL_CLOSE, MP__POOL_TERMINATE };
 
@@ -163,9 +163,6 @@ struct mp_pool {
 };
 
 /* core/pool.c */
-/** A job's hold on the pool (not on its workers: mp_pool_free stops those). */
-void mp__pool_ref(mp_pool *p);
-void mp__pool_unref(mp_pool *p);
 /** The id of task function fn in the pool's table (added on first use). Under mu. */
 int mp__pool_fn_id(mp_pool *p, void *fn, uint32_t *id);
 /** Revokes chunk c, in its worker's inbox: 0, or MP_ESTATE when it runs or may run
@@ -177,6 +174,9 @@ void mp__pool_dispatch(mp_pool *p);
 void mp__pool_wake(mp_pool *p);
 
 /* core/pool_job.c, called by core/pool.c */
+/** A job's hold on the pool (not on its workers: mp_pool_free stops those). */
+void mp__pool_ref(mp_pool *p);
+void mp__pool_unref(mp_pool *p);
 /** The next chunk to run, cut from the jobs in submission order; NULL if none. Under mu. */
 mp__pool_chunk *mp__pool_next_chunk(mp_pool *p);
 /** Chunk c failed with rc (detail recorded): its job learns it. Frees c. Under mu. */
@@ -195,8 +195,9 @@ void mp__pool_break_locked(mp_pool *p, int rc);
 void mp__pool_fail_all_locked(mp_pool *p, int rc);
 /** Notifies the jobs that finished under the lock (callbacks, waiters). Handler thread. */
 void mp__pool_run_deferred(mp_pool *p);
-/** Reads the sources of lazy jobs while they have room. Handler thread, no lock. */
-void mp__pool_feed_sources(mp_pool *p);
+/** Reads a batch of a lazy job's source if one has room: true then (the caller hands
+ *  the new items to workers and calls again). Handler thread, no lock. */
+bool mp__pool_feed_source(mp_pool *p);
 /** The pool goes away: its jobs (finished by now) stop pointing at it. Under mu. */
 void mp__pool_detach_jobs_locked(mp_pool *p);
 
