@@ -6,19 +6,9 @@
  * (mp_connection_set_buffered): a small message then costs one read, not two.
  * MP_BENCH_CONN_UNBUFFERED=1 in the environment measures the default (shareable) mode;
  * a forked child inherits it. */
-#if !defined(_WIN32) && !defined(_POSIX_C_SOURCE)
-#define _POSIX_C_SOURCE 200809L /* clock_gettime under -std=c11 */
-#endif
-
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#ifdef _WIN32
-#include <windows.h>
-#else
-#include <time.h>
-#endif
 
 #include "multiproc.h"
 #include "bench.h"

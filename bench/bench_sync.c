@@ -2,19 +2,9 @@
  * measured as ../shared/bench/cpython_baseline.py and os_floor.c do: a loop in this
  * process, then two children hammering one lock (the time includes their start and
  * join, amortised over the iterations; fork when available, as both baselines). */
-#if !defined(_WIN32) && !defined(_POSIX_C_SOURCE)
-#define _POSIX_C_SOURCE 200809L /* clock_gettime under -std=c11 */
-#endif
-
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
-
-#ifdef _WIN32
-#include <windows.h>
-#else
-#include <time.h>
-#endif
 
 #include "multiproc.h"
 #include "bench.h"

@@ -60,7 +60,7 @@ void mp__block_release(mp__block *b) {
     mp__os_global_unlock();
     if (!last) return;
     mp__os_shm_unmap(b->base, b->size);
-    mp__os_handle_close(b->h);
+    if (b->h != MP_INVALID_OS_HANDLE) mp__os_handle_close(b->h);
     mp__free(b);
 }
 
@@ -127,13 +127,6 @@ int mp__block_rebuild(mp__rd *r, uint32_t kind, mp_os_handle h, mp__block **out,
 
 void mp__block_unrebuild(mp__block *b, bool took) {
     if (!b) return;
-    if (took) b->h = MP_INVALID_OS_HANDLE;
-    mp__os_global_lock();
-    bool last = --b->refs == 0;
-    if (last) block_unlink(b);
-    mp__os_global_unlock();
-    if (!last) return;
-    mp__os_shm_unmap(b->base, b->size);
-    if (b->h != MP_INVALID_OS_HANDLE) mp__os_handle_close(b->h);
-    mp__free(b);
+    if (took) b->h = MP_INVALID_OS_HANDLE; /* the handle goes back to the caller */
+    mp__block_release(b);
 }

@@ -20,7 +20,8 @@
  *  "psm_" (posix) or "wnsm_" (Windows); 8 hex digits follow. */
 const char *mp__os_shm_prefix(void);
 
-/** MP_EINVAL (with a message) for a name this OS cannot use. */
+/** MP_EINVAL (with a message) for a name this OS cannot use, beyond what the core
+ *  checks for every OS (1..MP__SHM_NAME_MAX bytes, no '/'). */
 int mp__os_shm_check_name(const char *name);
 
 /** Creates block name (MP_EEXIST when it exists) of size bytes and maps it; *mapped is

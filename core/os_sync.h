@@ -57,7 +57,13 @@ int mp__os_proc_watch(uint32_t pid, mp_os_handle *out);
 bool mp__os_proc_watch_gone(mp_os_handle h);
 /** Ends a watch (MP_INVALID_OS_HANDLE is fine). */
 void mp__os_proc_watch_close(mp_os_handle h);
-/** True when process pid exists and has not ended. */
-bool mp__os_proc_alive(uint32_t pid);
+/** True when process pid exists and has not ended (a watch, looked at once). */
+static inline bool mp__os_proc_alive(uint32_t pid) {
+    mp_os_handle h;
+    if (mp__os_proc_watch(pid, &h) != 0) return false;
+    bool gone = mp__os_proc_watch_gone(h);
+    mp__os_proc_watch_close(h);
+    return !gone;
+}
 
 #endif

@@ -73,6 +73,22 @@ static int teach_fn(mp_pool *p, mp__pool_w *w, uint32_t id) {
     return rc;
 }
 
+/* Lets worker w go: its process (given grace seconds to end, then killed) and inbox. */
+static void worker_forget(mp__pool_w *w, double grace) {
+    mp__err_mute();
+    if (w->proc && mp_process_join(w->proc, grace) != 0) {
+        mp_process_kill(w->proc);
+        mp_process_join(w->proc, MP_FOREVER);
+    }
+    mp__err_unmute();
+    mp_process_free(w->proc);
+    w->proc = NULL;
+    mp_queue_free(w->inbox);
+    w->inbox = NULL;
+    w->head = w->tail = NULL;
+    w->inflight = 0;
+}
+
 /* Starts worker i (a new incarnation): its inbox, its process, its initialization. */
 static int worker_start(mp_pool *p, int i) {
     mp__pool_w *w = &p->w[i];
@@ -110,16 +126,7 @@ static int worker_start(mp_pool *p, int i) {
     }
     if (rc) {
         rc = mp__err_wrap(rc, "pool: cannot start a worker");
-        if (w->proc) {
-            mp__err_mute();
-            mp_process_kill(w->proc);
-            mp_process_join(w->proc, MP_FOREVER);
-            mp__err_unmute();
-        }
-        mp_process_free(w->proc);
-        w->proc = NULL;
-        mp_queue_free(w->inbox);
-        w->inbox = NULL;
+        worker_forget(w, 0);
         return rc;
     }
     w->pid = mp_process_pid(w->proc);
@@ -191,22 +198,6 @@ void mp__pool_dispatch(mp_pool *p) {
 
 /* ---- a worker's end ----------------------------------------------------------------- */
 
-static void worker_forget(mp_pool *p, mp__pool_w *w) {
-    mp__err_mute();
-    if (w->proc && mp_process_join(w->proc, 5.0) != 0) {
-        mp_process_kill(w->proc);
-        mp_process_join(w->proc, MP_FOREVER);
-    }
-    mp__err_unmute();
-    mp_process_free(w->proc);
-    w->proc = NULL;
-    mp_queue_free(w->inbox);
-    w->inbox = NULL;
-    w->head = w->tail = NULL;
-    w->inflight = 0;
-    (void)p;
-}
-
 /* Worker i has ended (crashed, killed, retired or quit): the task it was running fails,
  * those still waiting in its inbox go to the others, and a new worker takes its place
  * while the pool runs. Under the pool's mutex. */
@@ -244,7 +235,7 @@ static void worker_lost(mp_pool *p, int i) {
     bool died_starting = !w->ready && !w->retiring;
     bool zombie = w->zombie;
     w->zombie = false;
-    worker_forget(p, w);
+    worker_forget(w, 5.0);
     if (p->state != MP__POOL_RUN || zombie) return; /* a zombie was replaced already */
     if (died_starting && !p->broken) {
         mp__err(MP_EWORKERDIED, "pool: a worker (pid %lld) %s before it was ready",
@@ -491,7 +482,7 @@ static void handler_main(void *arg) {
 static void pool_stop(mp_pool *p) {
     mp__os_mutex_lock(p->mu);
     for (int i = 0; p->w && i < p->cap; i++) {
-        worker_forget(p, &p->w[i]);
+        worker_forget(&p->w[i], 5.0);
         mp__free(p->w[i].known);
         mp_shared_array_free(p->w[i].slot);
     }
@@ -627,7 +618,7 @@ int mp_pool_join(mp_pool *p, double timeout) {
     /* Workers a terminate stopped are reaped here; the handler let them go already
      * when it saw them end. */
     mp__os_mutex_lock(p->mu);
-    for (int i = 0; i < p->cap; i++) worker_forget(p, &p->w[i]);
+    for (int i = 0; i < p->cap; i++) worker_forget(&p->w[i], 5.0);
     mp__os_mutex_unlock(p->mu);
     return 0;
 }

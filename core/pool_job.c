@@ -398,27 +398,40 @@ mp__pool_chunk *mp__pool_next_chunk(mp_pool *p) {
     return NULL;
 }
 
+/* A new answer for chunk c (its items' list, or its error); NULL if out of memory. */
+static mp__pool_answer *answer_new(const mp__pool_chunk *c, int rc, const char *msg,
+                                   mp_value *list) {
+    mp__pool_answer *a = mp__calloc(1, sizeof *a);
+    if (!a) return NULL;
+    a->first = c->first;
+    a->n = c->n;
+    a->rc = rc;
+    a->msg = rc ? mp__strdup(msg) : NULL;
+    a->list = list;
+    return a;
+}
+
+/* Keeps answer a for the iterator: in item order for imap, as they come for
+ * imap_unordered. Under the job's mu. */
+static void answer_keep(mp__pool_job *j, mp__pool_answer *a) {
+    mp__pool_answer **pp = &j->answers;
+    if (j->mode == J_IMAP)
+        while (*pp && (*pp)->first < a->first) pp = &(*pp)->next;
+    else
+        while (*pp) pp = &(*pp)->next;
+    a->next = *pp;
+    *pp = a;
+}
+
 void mp__pool_chunk_failed_locked(mp_pool *p, mp__pool_chunk *c, int rc) {
     mp__pool_job *j = c->job;
     const char *msg = mp_last_error_message();
     j->chunks_out--;
     if (j->mode == J_IMAP || j->mode == J_IMAP_UNORDERED) {
         /* Each of its items reports the error; the iteration goes on. */
-        mp__pool_answer *a = mp__calloc(1, sizeof *a);
+        mp__pool_answer *a = answer_new(c, rc, msg, NULL);
         mp__os_mutex_lock(j->mu);
-        if (a) {
-            a->first = c->first;
-            a->n = c->n;
-            a->rc = rc;
-            a->msg = mp__strdup(msg);
-            mp__pool_answer **pp = &j->answers;
-            if (j->mode == J_IMAP)
-                while (*pp && (*pp)->first < a->first) pp = &(*pp)->next;
-            else
-                while (*pp) pp = &(*pp)->next;
-            a->next = *pp;
-            *pp = a;
-        }
+        if (a) answer_keep(j, a);
         j->done += c->n;
         j->failed += c->n;
         bool all = j->input_done && j->done == j->total;
@@ -594,25 +607,10 @@ void mp__pool_chunk_answered(mp_pool *p, mp__pool_chunk *c, int rc, int enc,
     mp__pool_answer *a = NULL;
     if (!rc && !imap && list) rc = place_items(j, list, c->first); /* no one reads them yet */
     if (rc && !msg[0]) snprintf(msg, sizeof msg, "%s", mp_last_error_message());
-    if (imap && (a = mp__calloc(1, sizeof *a))) {
-        a->first = c->first;
-        a->n = c->n;
-        a->rc = rc;
-        a->msg = rc ? mp__strdup(msg) : NULL;
-        a->list = list;
-        list = NULL;
-    }
+    if (imap && (a = answer_new(c, rc, msg, list))) list = NULL;
     mp_value_free(list);
     mp__os_mutex_lock(j->mu);
-    if (a) {
-        mp__pool_answer **pp = &j->answers;
-        if (j->mode == J_IMAP)
-            while (*pp && (*pp)->first < a->first) pp = &(*pp)->next;
-        else
-            while (*pp) pp = &(*pp)->next;
-        a->next = *pp;
-        *pp = a;
-    }
+    if (a) answer_keep(j, a);
     j->done += c->n;
     if (rc) j->failed += c->n;
     size_t done = j->done, failed = j->failed;

@@ -41,6 +41,20 @@ int mp__os_conn_write_message(mp_os_handle h, int kind, mp__osconn *s, const voi
     return mp__err(MP_ENOTSUP, "connection: no message-mode handles on posix");
 }
 
+/* After a read of fd that gave r <= 0: 1 to read again (interrupted, or nothing there
+ * yet: it waited until there is), else the error (MP_EOF at the end or on a reset). */
+static int read_failed(int fd, ssize_t r, const char *what) {
+    if (r == 0) return mp__err(MP_EOF, "connection: end of file");
+    if (errno == EINTR) return 1;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        struct pollfd pf = {.fd = fd, .events = POLLIN};
+        poll(&pf, 1, -1);
+        return 1;
+    }
+    if (errno == ECONNRESET) return mp__err(MP_EOF, "connection: reset by peer");
+    return mp__os_err(what);
+}
+
 int mp__os_conn_read_message(mp_os_handle h, int kind, mp__osconn *s, void *buf, size_t cap,
                              size_t *got, uint64_t *left) {
     (void)h, (void)kind, (void)s, (void)buf, (void)cap;
@@ -189,19 +203,11 @@ int mp__os_conn_read_exact(mp_os_handle h, int kind, mp__osconn *s, void *buf, s
             done += (size_t)r;
             continue;
         }
-        if (r == 0) {
+        int e = read_failed((int)h, r, "connection: recv");
+        if (e != 1) {
             *got = done;
-            return mp__err(MP_EOF, "connection: end of file");
+            return e;
         }
-        if (errno == EINTR) continue;
-        if (errno == EAGAIN || errno == EWOULDBLOCK) {
-            struct pollfd pf = {.fd = (int)h, .events = POLLIN};
-            poll(&pf, 1, -1);
-            continue;
-        }
-        *got = done;
-        if (errno == ECONNRESET) return mp__err(MP_EOF, "connection: reset by peer");
-        return mp__os_err("connection: recv");
     }
     *got = done;
     return 0;
@@ -219,15 +225,8 @@ int mp__os_conn_read_some(mp_os_handle h, int kind, mp__osconn *s, void *buf, si
             *got = (size_t)r;
             return 0;
         }
-        if (r == 0) return mp__err(MP_EOF, "connection: end of file");
-        if (errno == EINTR) continue;
-        if (errno == EAGAIN || errno == EWOULDBLOCK) {
-            struct pollfd pf = {.fd = (int)h, .events = POLLIN};
-            poll(&pf, 1, -1);
-            continue;
-        }
-        if (errno == ECONNRESET) return mp__err(MP_EOF, "connection: reset by peer");
-        return mp__os_err("connection: recv");
+        int e = read_failed((int)h, r, "connection: recv");
+        if (e != 1) return e;
     }
 }
 
@@ -417,15 +416,8 @@ int mp__os_conn_peek_fds(mp_os_handle s, unsigned char *byte, bool *has) {
             *byte = b;
             return 0;
         }
-        if (r == 0) return mp__err(MP_EOF, "connection: end of file");
-        if (errno == EINTR) continue;
-        if (errno == EAGAIN || errno == EWOULDBLOCK) {
-            struct pollfd p = {.fd = (int)s, .events = POLLIN};
-            poll(&p, 1, -1);
-            continue;
-        }
-        if (errno == ECONNRESET) return mp__err(MP_EOF, "connection: reset by peer");
-        return mp__os_err("connection: recvmsg(MSG_PEEK)");
+        int e = read_failed((int)s, r, "connection: recvmsg(MSG_PEEK)");
+        if (e != 1) return e;
     }
 }
 

@@ -11,13 +11,6 @@
 const char *mp__os_shm_prefix(void) { return "wnsm_"; }
 
 int mp__os_shm_check_name(const char *name) {
-    size_t n = strlen(name);
-    if (n == 0) return mp__err(MP_EINVAL, "shared memory: empty name");
-    if (n > MP__SHM_NAME_MAX)
-        return mp__err(MP_EINVAL, "shared memory: a name of %zu bytes is longer than %d", n,
-                       MP__SHM_NAME_MAX);
-    /* Windows would take it, posix cannot: a name that works here works everywhere. */
-    if (strchr(name, '/')) return mp__err(MP_EINVAL, "shared memory: name '%s' contains '/'", name);
     /* '\' separates a kernel namespace: only "Local\name" and "Global\name" work. */
     const char *bs = strchr(name, '\\');
     if (bs) {

@@ -109,11 +109,3 @@ bool mp__os_proc_watch_gone(mp_os_handle h) {
 void mp__os_proc_watch_close(mp_os_handle h) {
     if (h != MP_INVALID_OS_HANDLE) CloseHandle(MP__H(h));
 }
-
-bool mp__os_proc_alive(uint32_t pid) {
-    mp_os_handle h;
-    if (mp__os_proc_watch(pid, &h) != 0) return false;
-    bool gone = mp__os_proc_watch_gone(h);
-    mp__os_proc_watch_close(h);
-    return !gone;
-}
