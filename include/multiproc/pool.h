@@ -85,7 +85,8 @@ typedef struct mp_pool_opts {
      *  (CPython would start new workers forever). */
     int (*initializer)(mp_args *initargs);
     const mp_args *initargs;   /* copied by mp_pool_new */
-    unsigned maxtasksperchild; /* 0: none; else a worker is replaced after that many tasks */
+    unsigned maxtasksperchild; /* 0: none; else a worker is replaced after that many tasks
+                                  (a task is a chunk, as in Python) */
     double task_timeout;       /* 0 or MP_FOREVER: none; else a task running longer fails
                                   with MP_ETIMEDOUT and its worker is replaced */
 } mp_pool_opts;
@@ -134,6 +135,9 @@ typedef struct mp_call_opts {
 } mp_call_opts;
 
 /* ---- calls on values ---------------------------------------------------------- */
+/* Every call encodes its items before it returns: the caller may change or free them at
+ * once, also after an _async call. A map of an empty list succeeds at once with an empty
+ * list (its callback is called, as Python's). */
 
 /** Python's apply: fn(args) in a worker, waiting for it. 0 and *result (a new value,
  *  mp_value_free; NULL for None), or the task's error with its detail. args is a tuple
