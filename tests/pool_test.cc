@@ -154,6 +154,30 @@ TEST_P(PoolTest, ApplyAsyncGivesTheResult) {
     }
 }
 
+// An empty map is done at once and says so as Python's does: its callback gets the
+// empty list (no error callback), and the result is ready and successful.
+TEST_P(PoolTest, EmptyMapAsyncCallsItsCallback) {
+    PoolHolder pool = make_pool(1);
+    ASSERT_TRUE(pool);
+    CallLog log;
+    mp_call_opts o = log.opts(0, false);
+    Value none = ints({});
+    mp_async_result *ar = bogus<mp_async_result>();
+    ASSERT_EQ(0, mp_pool_map_async(pool.get(), task_echo, none.get(), &o, &ar)) << err();
+    Async hold(ar);
+    const mp_value *r = nullptr;
+    ASSERT_EQ(0, mp_async_result_get(ar, kWait, &r)) << err();
+    ASSERT_TRUE(log.wait_calls(1)) << "no callback for an empty map";
+    std::lock_guard<std::mutex> lk(log.mu);
+    EXPECT_EQ(1, log.callbacks);
+    EXPECT_EQ(0, log.errors);
+    ASSERT_NE(nullptr, log.result_copy.get());
+    EXPECT_EQ(MP_VALUE_LIST, mp_value_get_type(log.result_copy.get()));
+    EXPECT_EQ(0u, mp_value_len(log.result_copy.get()));
+    EXPECT_EQ(MP_VALUE_LIST, mp_value_get_type(r));
+    EXPECT_EQ(0u, mp_value_len(r));
+}
+
 // ---- every mapping call over every size and chunk size ----
 
 TEST_P(PoolTest, MapEverySizeAndChunksize) { check_matrix(Method::Map); }
