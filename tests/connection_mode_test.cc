@@ -7,7 +7,7 @@
 #include <thread>
 #include <vector>
 
-#include "fixture.h"
+#include "conn_helpers.h"
 #include "targets.h"
 
 #ifdef _WIN32
@@ -17,32 +17,13 @@
 #include <unistd.h>
 #endif
 
-extern "C" {
-int mp__connection_from_os_handle(mp_os_handle h, int kind, bool readable, bool writable,
-                                  mp_connection **out);
-int mp__os_net_socketpair(mp_os_handle h[2]);
-}
-
 using namespace mpt;
 
 namespace {
 
-constexpr int kSocketKind = 1; // MP__CONN_SOCKET
-
-struct Ends {
-    mp_connection *a = nullptr, *b = nullptr;
-    Ends() = default;
-    Ends(const Ends &) = delete;
-    Ends &operator=(const Ends &) = delete;
-    ~Ends() {
-        mp_connection_free(a);
-        mp_connection_free(b);
-    }
-};
-
 // A duplex pair: an mp_pipe, or a socket pair wrapped as connections (a byte stream on
 // every platform, so read-ahead is exercised on Windows too).
-void make_ends(bool socket, Ends *e) {
+void make_ends(bool socket, ConnPair *e) {
     if (!socket) {
         ASSERT_EQ(0, mp_pipe(true, &e->a, &e->b)) << err();
         return;
@@ -76,32 +57,6 @@ int wait_readable(mp_connection *c, double timeout = kWait) {
     return ready ? 0 : MP_ETIMEDOUT;
 }
 
-int recv_str(mp_connection *c, std::string *out) {
-    int rc = wait_readable(c);
-    if (rc) return rc;
-    void *p = nullptr;
-    size_t n = 0;
-    rc = mp_connection_recv_bytes(c, 0, &p, &n);
-    if (rc) return rc;
-    out->assign(static_cast<const char *>(p), n);
-    mp_connection_free_bytes(p);
-    return 0;
-}
-
-int send_str(mp_connection *c, const std::string &s) {
-    return mp_connection_send_bytes(c, s.data(), s.size());
-}
-
-std::string pattern(size_t n, unsigned seed) {
-    std::string s(n, '\0');
-    uint32_t x = seed * 2654435761u + 1;
-    for (size_t i = 0; i < n; i++) {
-        x = x * 1664525u + 1013904223u;
-        s[i] = static_cast<char>(x >> 24);
-    }
-    return s;
-}
-
 // Sizes that cross the read-ahead buffer's edges: empty, tiny, around 8 KiB, large.
 std::vector<size_t> mixed_sizes() {
     std::vector<size_t> v;
@@ -114,7 +69,7 @@ std::vector<size_t> mixed_sizes() {
 } // namespace
 
 TEST(ConnectionBuffered, OffByDefaultAndArgumentErrors) {
-    Ends e;
+    ConnPair e;
     make_ends(false, &e);
     EXPECT_FALSE(mp_connection_buffered(e.a));
     EXPECT_EQ(MP_EINVAL, mp_connection_set_buffered(nullptr, true));
@@ -131,7 +86,7 @@ TEST(ConnectionBuffered, OffByDefaultAndArgumentErrors) {
 TEST(ConnectionBuffered, MixedReceivesKeepEveryMessage) {
     for (bool socket : {false, true}) {
         SCOPED_TRACE(socket ? "socket pair" : "pipe");
-        Ends e;
+        ConnPair e;
         make_ends(socket, &e);
         ASSERT_EQ(0, mp_connection_set_buffered(e.b, true)) << err();
         const std::vector<size_t> sizes = mixed_sizes();
@@ -179,7 +134,7 @@ TEST(ConnectionBuffered, MixedReceivesKeepEveryMessage) {
 TEST(ConnectionBuffered, HeldBytesAreReadyAndPinTheConnection) {
     for (bool socket : {false, true}) {
         SCOPED_TRACE(socket ? "socket pair" : "pipe");
-        Ends e;
+        ConnPair e;
         make_ends(socket, &e);
         ASSERT_EQ(0, mp_connection_set_buffered(e.b, true));
         const bool stream = socket || !kWindows; // Windows pipes read one message a call
@@ -223,7 +178,7 @@ TEST(ConnectionBuffered, HeldBytesAreReadyAndPinTheConnection) {
 }
 
 TEST(ConnectionBuffered, PeerClosingMidMessageIsEof) {
-    Ends e;
+    ConnPair e;
     make_ends(true, &e);
     ASSERT_EQ(0, mp_connection_set_buffered(e.b, true));
     // The header announces 100 bytes; 10 come, then the peer goes.
@@ -271,7 +226,7 @@ INSTANTIATE_TEST_SUITE_P(Backends, ConnectionModeProcess, ::testing::ValuesIn(al
 // A buffered end holding nothing can be passed; the child's connection starts unbuffered
 // (the child turns it on) and the parent keeps its own end buffered while they talk.
 TEST_P(ConnectionModeProcess, BufferedEndsTalkToAChild) {
-    Ends e;
+    ConnPair e;
     make_ends(false, &e);
     ASSERT_EQ(0, mp_connection_set_buffered(e.a, true));
     ASSERT_EQ(0, mp_connection_set_buffered(e.b, true));
@@ -324,7 +279,7 @@ HANDLE handle_of(mp_connection *c) {
 // What a Windows Python peer reads and writes: one message per ReadFile/WriteFile,
 // with no length header.
 TEST(ConnectionWinPipe, RawMessagesCarryNoHeader) {
-    Ends e;
+    ConnPair e;
     make_ends(false, &e);
     DWORD flags = 0;
     ASSERT_TRUE(GetNamedPipeInfo(handle_of(e.a), &flags, nullptr, nullptr, nullptr));
@@ -354,7 +309,7 @@ TEST(ConnectionWinPipe, RawMessagesCarryNoHeader) {
 // A message longer than the pipe's buffer is still one message: a short raw read gets
 // ERROR_MORE_DATA and PeekNamedPipe sizes the rest; our receives do the same.
 TEST(ConnectionWinPipe, LongMessagesComeWithMoreData) {
-    Ends e;
+    ConnPair e;
     make_ends(false, &e);
     const std::string big = pattern(1u << 20, 7), mid = pattern(300000, 8), next = "next";
     int wrc = 0;
@@ -406,7 +361,7 @@ TEST(ConnectionWinPipe, LongMessagesComeWithMoreData) {
 // A zero-byte read consumes an empty message (CPython's _got_empty_message): poll and
 // wait see it, even with timeout 0, and the receive that follows returns it.
 TEST(ConnectionWinPipe, EmptyMessagesAreSeenByPollAndWait) {
-    Ends e;
+    ConnPair e;
     make_ends(false, &e);
     // Alone in the pipe, so PeekNamedPipe counts no bytes: only the zero-byte read sees it.
     ASSERT_EQ(0, send_str(e.a, ""));

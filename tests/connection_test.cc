@@ -6,61 +6,18 @@
 #include <thread>
 #include <vector>
 
-#include "fixture.h"
+#include "conn_helpers.h"
 #include "targets.h"
 
 extern "C" {
 // Internal framing helpers (core/connection_internal.h), linked from the static library.
 size_t mp__conn_frame_encode(uint64_t n, unsigned char hdr[12]);
 int mp__conn_frame_decode(const unsigned char *p, size_t avail, uint64_t *size, size_t *hdrlen);
-int mp__connection_from_os_handle(mp_os_handle h, int kind, bool readable, bool writable,
-                                  mp_connection **out);
 }
 
 using namespace mpt;
 
 namespace {
-
-constexpr int kPipeKind = 2; // MP__CONN_PIPE
-
-// Both ends of an mp_pipe, freed with the scope.
-struct PipePair {
-    mp_connection *a = nullptr, *b = nullptr;
-    explicit PipePair(bool duplex = true) { EXPECT_EQ(0, mp_pipe(duplex, &a, &b)) << err(); }
-    ~PipePair() {
-        mp_connection_free(a);
-        mp_connection_free(b);
-    }
-};
-
-// poll (bounded) then recv_bytes into a string; the error code otherwise.
-int recv_str(mp_connection *c, std::string *out, double timeout = kWait) {
-    bool ready = false;
-    int rc = mp_connection_poll(c, timeout, &ready);
-    if (rc) return rc;
-    if (!ready) return MP_ETIMEDOUT;
-    void *p = nullptr;
-    size_t n = 0;
-    rc = mp_connection_recv_bytes(c, 0, &p, &n);
-    if (rc) return rc;
-    out->assign(static_cast<const char *>(p), n);
-    mp_connection_free_bytes(p);
-    return 0;
-}
-
-int send_str(mp_connection *c, const std::string &s) {
-    return mp_connection_send_bytes(c, s.data(), s.size());
-}
-
-std::string pattern(size_t n, unsigned seed) {
-    std::string s(n, '\0');
-    uint32_t x = seed * 2654435761u + 1;
-    for (size_t i = 0; i < n; i++) {
-        x = x * 1664525u + 1013904223u;
-        s[i] = static_cast<char>(x >> 24);
-    }
-    return s;
-}
 
 // A connection reading the raw read end of an OS pipe, so a test can write crafted
 // bytes to p.w.

@@ -7,7 +7,7 @@
 #include <thread>
 #include <vector>
 
-#include "fixture.h"
+#include "conn_helpers.h"
 #include "targets.h"
 
 #ifdef _WIN32
@@ -26,30 +26,9 @@
 extern char **environ;
 #endif
 
-extern "C" {
-// Internal (core/connection_internal.h, core/os_net.h), linked from the static library.
-int mp__connection_from_os_handle(mp_os_handle h, int kind, bool readable, bool writable,
-                                  mp_connection **out);
-int mp__os_net_socketpair(mp_os_handle h[2]);
-}
-
 using namespace mpt;
 
 namespace {
-
-constexpr int kSocketKind = 1; // MP__CONN_SOCKET
-
-// Both ends of an mp_pipe, freed with the scope.
-struct PipePair {
-    mp_connection *a = nullptr, *b = nullptr;
-    explicit PipePair(bool duplex = true) { EXPECT_EQ(0, mp_pipe(duplex, &a, &b)) << err(); }
-    ~PipePair() {
-        mp_connection_free(a);
-        mp_connection_free(b);
-    }
-    PipePair(const PipePair &) = delete;
-    PipePair &operator=(const PipePair &) = delete;
-};
 
 struct Conn {
     mp_connection *c = nullptr;
@@ -58,25 +37,6 @@ struct Conn {
     Conn(const Conn &) = delete;
     Conn &operator=(const Conn &) = delete;
 };
-
-// poll (bounded) then recv_bytes into a string; the error code otherwise.
-int recv_str(mp_connection *c, std::string *out, double timeout = kWait) {
-    bool ready = false;
-    int rc = mp_connection_poll(c, timeout, &ready);
-    if (rc) return rc;
-    if (!ready) return MP_ETIMEDOUT;
-    void *p = nullptr;
-    size_t n = 0;
-    rc = mp_connection_recv_bytes(c, 0, &p, &n);
-    if (rc) return rc;
-    out->assign(static_cast<const char *>(p), n);
-    mp_connection_free_bytes(p);
-    return 0;
-}
-
-int send_str(mp_connection *c, const std::string &s) {
-    return mp_connection_send_bytes(c, s.data(), s.size());
-}
 
 // Reads exactly want.size() bytes from h and compares.
 bool read_is(mp_os_handle h, const std::string &want, double timeout = kWait) {

@@ -53,6 +53,16 @@ std::string kv(const std::vector<std::pair<std::string, std::string>> &items) {
     return s;
 }
 
+uint64_t fnv1a(const void *p, size_t n) {
+    const unsigned char *b = (const unsigned char *)p;
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < n; i++) {
+        h ^= b[i];
+        h *= 1099511628211ull;
+    }
+    return h;
+}
+
 std::map<std::string, std::string> parse_kv(const std::string &s) {
     std::map<std::string, std::string> m;
     std::istringstream in(s);

@@ -24,6 +24,16 @@ double now();
 int64_t current_thread_id();
 void sleep_for(double seconds);
 
+// Waits (polling) until pred holds; false at the deadline.
+template <class F> bool eventually(F pred, double timeout = kWait) {
+    double end = now() + timeout;
+    while (!pred()) {
+        if (now() > end) return false;
+        sleep_for(0.005);
+    }
+    return true;
+}
+
 // An anonymous pipe, both ends non-inheritable (the library transfers what it needs).
 struct Pipe {
     mp_os_handle r = MP_INVALID_OS_HANDLE;
@@ -42,6 +52,9 @@ bool read_exact(mp_os_handle h, void *buf, size_t n, double timeout);
 // when short (< PIPE_BUF).
 bool write_msg(mp_os_handle h, const std::string &s);
 bool read_msg(mp_os_handle h, std::string *out, double timeout);
+
+// The 64-bit FNV-1a hash of n bytes (children report it for the parent to compare).
+uint64_t fnv1a(const void *p, size_t n);
 
 // "k=v\n" lines, the format children report in.
 std::string kv(const std::vector<std::pair<std::string, std::string>> &items);

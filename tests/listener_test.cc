@@ -14,22 +14,13 @@
 #include <vector>
 
 #include "fixture.h"
+#include "python_peer.h"
 #include "targets.h"
 
 extern "C" {
 #include "../core/connection_internal.h"
 #include "../core/os_net.h"
 }
-
-#ifndef _WIN32
-#include <fcntl.h>
-#include <poll.h>
-#include <signal.h>
-#include <spawn.h>
-#include <sys/wait.h>
-#include <unistd.h>
-extern char **environ;
-#endif
 
 using namespace mpt;
 
@@ -120,6 +111,17 @@ bool send_str(mp_connection *c, const std::string &s) {
     int rc = mp_connection_send_bytes(c, s.data(), s.size());
     EXPECT_EQ(0, rc) << err();
     return rc == 0;
+}
+
+// Lower-case hex of the bytes of s.
+std::string hex_of(const std::string &s) {
+    std::string h;
+    char b[3];
+    for (unsigned char c : s) {
+        snprintf(b, sizeof b, "%02x", c);
+        h += b;
+    }
+    return h;
 }
 
 // Addresses to try on this platform: one per family (and abstract AF_UNIX on Linux).
@@ -569,18 +571,9 @@ std::string hmac_of(int alg, const std::string &key, const std::string &msg) {
 TEST(Listener, HmacKnownAnswers) {
     // RFC 2202 / RFC 4231 test case 2.
     const std::string key = "Jefe", msg = "what do ya want for nothing?";
-    auto hex = [](const std::string &s) {
-        std::string h;
-        char b[3];
-        for (unsigned char c : s) {
-            snprintf(b, sizeof b, "%02x", c);
-            h += b;
-        }
-        return h;
-    };
-    EXPECT_EQ("750c783e6ab0b503eaa86e310a5db738", hex(hmac_of(MP__HMAC_MD5, key, msg)));
+    EXPECT_EQ("750c783e6ab0b503eaa86e310a5db738", hex_of(hmac_of(MP__HMAC_MD5, key, msg)));
     EXPECT_EQ("5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843",
-              hex(hmac_of(MP__HMAC_SHA256, key, msg)));
+              hex_of(hmac_of(MP__HMAC_SHA256, key, msg)));
     EXPECT_EQ(48u, hmac_of(MP__HMAC_SHA384, key, msg).size());
     EXPECT_EQ(16u, hmac_of(MP__HMAC_MD5, "", "").size());
 }
@@ -747,83 +740,9 @@ TEST_P(ListenerProcess, ChildWithAnotherKeyIsRefused) {
 
 #ifndef _WIN32
 
-struct Py {
-    pid_t pid = -1;
-    int out = -1;
-    std::string buffered;
-    ~Py() {
-        if (pid > 0) {
-            kill(pid, SIGKILL);
-            waitpid(pid, nullptr, 0);
-        }
-        if (out >= 0) close(out);
-    }
-    bool start(const std::vector<std::string> &args) {
-        int fds[2];
-        if (pipe2(fds, O_CLOEXEC) != 0) return false;
-        posix_spawn_file_actions_t fa;
-        posix_spawn_file_actions_init(&fa);
-        posix_spawn_file_actions_adddup2(&fa, fds[1], 1);
-        std::vector<char *> argv;
-        argv.push_back(const_cast<char *>("python3"));
-        for (auto &s : args) argv.push_back(const_cast<char *>(s.c_str()));
-        argv.push_back(nullptr);
-        int rc = posix_spawnp(&pid, "python3", &fa, nullptr, argv.data(), environ);
-        posix_spawn_file_actions_destroy(&fa);
-        close(fds[1]);
-        out = fds[0];
-        if (rc != 0) pid = -1;
-        return rc == 0;
-    }
-    // One line of its stdout within timeout.
-    bool line(std::string *s, double timeout) {
-        double end = now() + timeout;
-        for (;;) {
-            size_t nl = buffered.find('\n');
-            if (nl != std::string::npos) {
-                *s = buffered.substr(0, nl);
-                buffered.erase(0, nl + 1);
-                return true;
-            }
-            double left = end - now();
-            if (left <= 0) return false;
-            struct pollfd p = {out, POLLIN, 0};
-            if (poll(&p, 1, static_cast<int>(left * 1000) + 1) <= 0) continue;
-            char buf[256];
-            ssize_t n = read(out, buf, sizeof buf);
-            if (n <= 0) return false;
-            buffered.append(buf, static_cast<size_t>(n));
-        }
-    }
-    // Its exit code; -1000 (and it is killed) when it does not end within timeout.
-    int wait(double timeout) {
-        double end = now() + timeout;
-        while (pid > 0) {
-            int st;
-            pid_t r = waitpid(pid, &st, WNOHANG);
-            if (r == pid) {
-                pid = -1;
-                return WIFEXITED(st) ? WEXITSTATUS(st) : -WTERMSIG(st);
-            }
-            if (now() > end) {
-                kill(pid, SIGKILL);
-                waitpid(pid, nullptr, 0);
-                pid = -1;
-                return -1000;
-            }
-            sleep_for(0.01);
-        }
-        return -1000;
-    }
-};
-
 bool python_usable(std::string *why) {
     static int state = 0; // 0 unknown, 1 yes, 2 no
-    if (state == 0) {
-        Py py;
-        state =
-            py.start({"-c", "import multiprocessing.connection"}) && py.wait(kWait) == 0 ? 1 : 2;
-    }
+    if (state == 0) state = python_runs("import multiprocessing.connection") ? 1 : 2;
     *why = "python3 with multiprocessing.connection is not available";
     return state == 1;
 }
@@ -833,16 +752,6 @@ bool python_usable(std::string *why) {
         std::string why_;                                \
         if (!python_usable(&why_)) GTEST_SKIP() << why_; \
     } while (0)
-
-std::string hex_of(const std::string &s) {
-    std::string h;
-    char b[3];
-    for (unsigned char c : s) {
-        snprintf(b, sizeof b, "%02x", c);
-        h += b;
-    }
-    return h;
-}
 
 std::vector<std::pair<std::string, mp_family>> interop_addresses() {
     std::vector<std::pair<std::string, mp_family>> v;
@@ -942,6 +851,22 @@ void exchange_values(mp_connection *c) {
     mp_value_free(bye);
 }
 
+// The end of a connection attempt with a python peer: refused when the keys differ (the
+// peer then exits 3), else the mode's exchange on c and a clean exit.
+void finish_exchange(PyPeer &py, int rc, mp_connection *c, bool same_key, const char *mode) {
+    if (!same_key) {
+        EXPECT_EQ(MP_EAUTH, rc) << err();
+        EXPECT_EQ(3, py.wait(kWait));
+        return;
+    }
+    ASSERT_EQ(0, rc) << err();
+    if (!strcmp(mode, "bytes"))
+        exchange_bytes(c);
+    else
+        exchange_values(c);
+    EXPECT_EQ(0, py.wait(kWait));
+}
+
 // A python Client against our Listener.
 void python_client(const std::string &address, mp_family fam, const std::string &ourkey,
                    const std::string &pykey, const char *mode) {
@@ -949,29 +874,19 @@ void python_client(const std::string &address, mp_family fam, const std::string 
     Lst l;
     mp_listener_opts o = key_opts(ourkey, fam);
     ASSERT_EQ(0, mp_listener_new(address.c_str(), &o, &l.l)) << err();
-    Py py;
+    PyPeer py;
     ASSERT_TRUE(py.start({MP_TEST_INTEROP_PEER, "client", mp_family_name(fam),
                           mp_listener_address(l.l), hex_of(pykey), mode}));
     Conn s;
     int rc = mp_listener_accept(l.l, kWait, &s.c);
-    if (ourkey != pykey) {
-        EXPECT_EQ(MP_EAUTH, rc) << err();
-        EXPECT_EQ(3, py.wait(kWait));
-        return;
-    }
-    ASSERT_EQ(0, rc) << err();
-    if (!strcmp(mode, "bytes"))
-        exchange_bytes(s.c);
-    else
-        exchange_values(s.c);
-    EXPECT_EQ(0, py.wait(kWait));
+    finish_exchange(py, rc, s.c, ourkey == pykey, mode);
 }
 
 // Our Client against a python Listener.
 void python_listener(const std::string &address, mp_family fam, const std::string &ourkey,
                      const std::string &pykey, const char *mode) {
     SCOPED_TRACE(address + " mode " + mode);
-    Py py;
+    PyPeer py;
     ASSERT_TRUE(py.start(
         {MP_TEST_INTEROP_PEER, "listen", mp_family_name(fam), address, hex_of(pykey), mode}));
     std::string line;
@@ -981,17 +896,7 @@ void python_listener(const std::string &address, mp_family fam, const std::strin
     mp_listener_opts o = key_opts(ourkey, fam);
     Conn c;
     int rc = mp_client_connect(bound.c_str(), &o, kWait, &c.c);
-    if (ourkey != pykey) {
-        EXPECT_EQ(MP_EAUTH, rc) << err();
-        EXPECT_EQ(3, py.wait(kWait));
-        return;
-    }
-    ASSERT_EQ(0, rc) << err();
-    if (!strcmp(mode, "bytes"))
-        exchange_bytes(c.c);
-    else
-        exchange_values(c.c);
-    EXPECT_EQ(0, py.wait(kWait));
+    finish_exchange(py, rc, c.c, ourkey == pykey, mode);
 }
 
 TEST(ListenerInterop, PythonClientToOurListener) {
@@ -1021,7 +926,7 @@ TEST(ListenerInterop, ProcessAuthkeyGivenToPython) {
     std::string k(reinterpret_cast<char *>(key), sizeof key);
     Lst l;
     ASSERT_EQ(0, mp_listener_new("127.0.0.1:0", nullptr, &l.l)) << err();
-    Py py;
+    PyPeer py;
     ASSERT_TRUE(py.start(
         {MP_TEST_INTEROP_PEER, "client", "AF_INET", mp_listener_address(l.l), hex_of(k), "bytes"}));
     Conn s;
@@ -1035,7 +940,7 @@ TEST(ListenerInterop, NoAuthWithPython) {
     Lst l;
     mp_listener_opts none = no_auth_opts();
     ASSERT_EQ(0, mp_listener_new("127.0.0.1:0", &none, &l.l)) << err();
-    Py py;
+    PyPeer py;
     ASSERT_TRUE(py.start(
         {MP_TEST_INTEROP_PEER, "client", "AF_INET", mp_listener_address(l.l), "none", "bytes"}));
     Conn s;

@@ -318,16 +318,6 @@ const char *crash_name(int kind) {
 
 // ---- records ----
 
-uint64_t fnv1a(const void *p, size_t n) {
-    const unsigned char *b = (const unsigned char *)p;
-    uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < n; i++) {
-        h ^= b[i];
-        h *= 1099511628211ull;
-    }
-    return h;
-}
-
 int rec_affine(const void *in, void *out) {
     if (!in || !out) return MP_EINVAL;
     Rec r;

@@ -111,7 +111,6 @@ int rec_no_out(const void *in, void *out);
 // 64 KiB in, 8 bytes out: the FNV-1a hash of the record.
 constexpr size_t kBigRec = 64 * 1024;
 int rec_hash64k(const void *in, void *out);
-uint64_t fnv1a(const void *p, size_t n);
 // salt == kCrashSalt: reports ("crash", x) and segfaults; else as rec_affine.
 int rec_crash(const void *in, void *out);
 

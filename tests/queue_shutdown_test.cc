@@ -13,16 +13,6 @@
 namespace mpt {
 namespace {
 
-// Waits (polling) until pred holds; false at the deadline.
-template <class F> bool eventually(F pred, double timeout = kWait) {
-    double end = now() + timeout;
-    while (!pred()) {
-        if (now() > end) return false;
-        sleep_for(0.005);
-    }
-    return true;
-}
-
 // Codes of the targets below: 0 when the call gave what was expected.
 constexpr int kGotOther = 2, kGotItem = 3;
 

@@ -59,19 +59,25 @@ inline std::string show(const mp_value *v) {
     }
 }
 
+// "" when list l holds the shown items, else what differs.
+inline std::string list_diff(mp_shareable_list *l, const std::vector<std::string> &want) {
+    if (mp_shareable_list_len(l) != want.size())
+        return "len " + std::to_string(mp_shareable_list_len(l));
+    std::string diff;
+    for (size_t i = 0; i < want.size(); i++) {
+        mp_value *v = nullptr;
+        int rc = mp_shareable_list_get(l, i, &v);
+        std::string got = rc == 0 ? show(v) : std::string("error ") + mp_err_name(rc);
+        mp_value_free(v);
+        if (got != want[i])
+            diff += "[" + std::to_string(i) + "] " + got + " (want " + want[i] + ") ";
+    }
+    return diff;
+}
+
 // Leftovers of a killed tree must be gone within this long (the brief says ~10 s; the
 // poll returns as soon as they are gone, so a generous bound costs a passing run nothing).
 constexpr double kLeakWait = 15.0;
-
-// Waits (polling) until pred holds; false at the deadline.
-template <class F> bool eventually(F pred, double timeout = kWait) {
-    double end = now() + timeout;
-    while (!pred()) {
-        if (now() > end) return false;
-        sleep_for(0.01);
-    }
-    return true;
-}
 
 #ifndef _WIN32
 constexpr bool kPosixShm = true;

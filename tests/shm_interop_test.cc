@@ -11,17 +11,8 @@
 #include <string>
 #include <vector>
 
+#include "python_peer.h"
 #include "shm_fixture.h"
-
-#ifndef _WIN32
-#include <fcntl.h>
-#include <poll.h>
-#include <signal.h>
-#include <spawn.h>
-#include <sys/wait.h>
-#include <unistd.h>
-extern char **environ;
-#endif
 
 using namespace mpt;
 
@@ -41,21 +32,6 @@ INSTANTIATE_TEST_SUITE_P(Backends, ShmInteropTest, ::testing::ValuesIn(all_backe
                          });
 
 #ifndef _WIN32
-
-std::string list_diff(mp_shareable_list *l, const std::vector<std::string> &want) {
-    if (mp_shareable_list_len(l) != want.size())
-        return "len " + std::to_string(mp_shareable_list_len(l));
-    std::string diff;
-    for (size_t i = 0; i < want.size(); i++) {
-        mp_value *v = nullptr;
-        int rc = mp_shareable_list_get(l, i, &v);
-        std::string got = rc == 0 ? show(v) : std::string("error ") + mp_err_name(rc);
-        mp_value_free(v);
-        if (got != want[i])
-            diff += "[" + std::to_string(i) + "] " + got + " (want " + want[i] + ") ";
-    }
-    return diff;
-}
 
 // PY_ITEMS of the peer, and with the C side's changes (C_CHANGES).
 const std::vector<std::string> kPyItems = {
@@ -168,96 +144,13 @@ int tgt_attach_write_c_text(mp_args *a) {
     return rc;
 }
 
-// A python3 process with a pipe to its stdin and one from its stdout.
-struct PyPeer {
-    pid_t pid = -1;
-    int in = -1, out = -1;
-    std::string buffered;
-    ~PyPeer() {
-        if (pid > 0) {
-            kill(pid, SIGKILL);
-            waitpid(pid, nullptr, 0);
-        }
-        if (in >= 0) close(in);
-        if (out >= 0) close(out);
-    }
-    bool start(const std::vector<std::string> &args) {
-        int i[2], o[2];
-        if (pipe2(i, O_CLOEXEC) != 0) return false;
-        if (pipe2(o, O_CLOEXEC) != 0) {
-            close(i[0]);
-            close(i[1]);
-            return false;
-        }
-        posix_spawn_file_actions_t fa;
-        posix_spawn_file_actions_init(&fa);
-        posix_spawn_file_actions_adddup2(&fa, i[0], 0);
-        posix_spawn_file_actions_adddup2(&fa, o[1], 1);
-        std::vector<char *> argv;
-        argv.push_back(const_cast<char *>("python3"));
-        for (auto &s : args) argv.push_back(const_cast<char *>(s.c_str()));
-        argv.push_back(nullptr);
-        int rc = posix_spawnp(&pid, "python3", &fa, nullptr, argv.data(), environ);
-        posix_spawn_file_actions_destroy(&fa);
-        close(i[0]);
-        close(o[1]);
-        in = i[1];
-        out = o[0];
-        if (rc != 0) pid = -1;
-        return rc == 0;
-    }
-    bool send(const std::string &s) { return write_all(in, s.data(), s.size()); }
-    bool line(std::string *s, double timeout) {
-        double end = now() + timeout;
-        for (;;) {
-            size_t nl = buffered.find('\n');
-            if (nl != std::string::npos) {
-                *s = buffered.substr(0, nl);
-                buffered.erase(0, nl + 1);
-                return true;
-            }
-            double left = end - now();
-            if (left <= 0) return false;
-            struct pollfd p = {out, POLLIN, 0};
-            if (poll(&p, 1, static_cast<int>(left * 1000) + 1) <= 0) continue;
-            char buf[512];
-            ssize_t n = read(out, buf, sizeof buf);
-            if (n <= 0) return false;
-            buffered.append(buf, static_cast<size_t>(n));
-        }
-    }
-    // Its exit code; -1000 (and it is killed) when it does not end within timeout.
-    int wait(double timeout) {
-        double end = now() + timeout;
-        while (pid > 0) {
-            int st;
-            if (waitpid(pid, &st, WNOHANG) == pid) {
-                pid = -1;
-                return WIFEXITED(st) ? WEXITSTATUS(st) : -WTERMSIG(st);
-            }
-            if (now() > end) {
-                kill(pid, SIGKILL);
-                waitpid(pid, nullptr, 0);
-                pid = -1;
-                return -1000;
-            }
-            sleep_for(0.01);
-        }
-        return -1000;
-    }
-};
-
 bool python_shm_usable(std::string *why) {
     static int state = 0; // 0 unknown, 1 yes, 2 no
-    if (state == 0) {
-        PyPeer py;
+    if (state == 0)
         state =
-            py.start(
-                {"-c", "import multiprocessing.shared_memory, multiprocessing.resource_tracker"}) &&
-                    py.wait(kWait) == 0
+            python_runs("import multiprocessing.shared_memory, multiprocessing.resource_tracker")
                 ? 1
                 : 2;
-    }
     *why = "python3 with multiprocessing.shared_memory is not available";
     return state == 1;
 }
@@ -273,7 +166,7 @@ bool python_shm_usable(std::string *why) {
 TEST_P(ShmInteropTest, PythonCreatesWeAttach) {
     REQUIRE_PYTHON_SHM();
     PyPeer py;
-    ASSERT_TRUE(py.start({MP_TEST_SHM_PEER, "create"}));
+    ASSERT_TRUE(py.start({MP_TEST_SHM_PEER, "create"}, true));
     std::string line;
     ASSERT_TRUE(py.line(&line, kWait)) << "the python peer did not start";
     ASSERT_EQ(0u, line.find("NAMES ")) << line;
@@ -316,7 +209,7 @@ TEST_P(ShmInteropTest, WeCreatePythonAttaches) {
     std::string nl = learn(mp_shm_name(mp_shareable_list_shm(l)));
     {
         PyPeer py;
-        ASSERT_TRUE(py.start({MP_TEST_SHM_PEER, "attach", ns, nl}));
+        ASSERT_TRUE(py.start({MP_TEST_SHM_PEER, "attach", ns, nl}, true));
         std::string line;
         ASSERT_TRUE(py.line(&line, kWait)) << "no verdict from python";
         EXPECT_EQ("OK", line) << "python read something else than we wrote";
@@ -349,7 +242,7 @@ TEST_P(ShmInteropTest, LongNamesBothWays) {
         learn(pyname);
         {
             PyPeer py;
-            ASSERT_TRUE(py.start({MP_TEST_SHM_PEER, "create_named", pyname}));
+            ASSERT_TRUE(py.start({MP_TEST_SHM_PEER, "create_named", pyname}, true));
             std::string line;
             ASSERT_TRUE(py.line(&line, kWait)) << "the python peer did not start";
             ASSERT_EQ("NAMES " + pyname, line);
@@ -373,7 +266,7 @@ TEST_P(ShmInteropTest, LongNamesBothWays) {
         memcpy(s.buf(), kCText, sizeof kCText - 1);
         {
             PyPeer py;
-            ASSERT_TRUE(py.start({MP_TEST_SHM_PEER, "attach_named", cname}));
+            ASSERT_TRUE(py.start({MP_TEST_SHM_PEER, "attach_named", cname}, true));
             std::string line;
             ASSERT_TRUE(py.line(&line, kWait)) << "no verdict from python";
             EXPECT_EQ("OK", line);

@@ -59,22 +59,6 @@ const std::vector<std::string> &sample_shown() {
     return v;
 }
 
-// "" when list l holds the shown items, else what differs.
-std::string check_items(mp_shareable_list *l, const std::vector<std::string> &want) {
-    if (mp_shareable_list_len(l) != want.size())
-        return "len " + std::to_string(mp_shareable_list_len(l));
-    std::string diff;
-    for (size_t i = 0; i < want.size(); i++) {
-        mp_value *v = nullptr;
-        int rc = mp_shareable_list_get(l, i, &v);
-        std::string got = rc == 0 ? show(v) : std::string("error ") + mp_err_name(rc);
-        mp_value_free(v);
-        if (got != want[i])
-            diff += "[" + std::to_string(i) + "] " + got + " (want " + want[i] + ") ";
-    }
-    return diff;
-}
-
 // ---- targets -------------------------------------------------------------------------
 
 // Checks the parent's text at 0 and writes "child was here" at 1000 of a block.
@@ -149,7 +133,7 @@ int tgt_list_attach(mp_args *a) {
     mp_shareable_list *l = nullptr;
     int rc = mp_shareable_list_attach(name, &l);
     if (rc != 0) return 10 - rc;
-    rc = check_items(l, sample_shown()).empty() ? kOk : kFail;
+    rc = list_diff(l, sample_shown()).empty() ? kOk : kFail;
     Val i42(mp_value_int(42)), cc(mp_value_str("cc"));
     if (rc == kOk &&
         (mp_shareable_list_set(l, 0, i42.v) != 0 || mp_shareable_list_set(l, 3, cc.v) != 0))
@@ -494,7 +478,7 @@ TEST_P(ShmTest, NamesOfUpTo255Bytes) {
             mp_shareable_list *l = nullptr, *view = nullptr;
             ASSERT_EQ(0, mp_shareable_list_new(items.v, ln.c_str(), &l)) << err();
             ASSERT_EQ(0, mp_shareable_list_attach(ln.c_str(), &view)) << err();
-            EXPECT_EQ("", check_items(view, sample_shown()));
+            EXPECT_EQ("", list_diff(view, sample_shown()));
             mp_shareable_list_free(view);
             EXPECT_EQ(0, mp_shm_unlink(mp_shareable_list_shm(l))) << err();
             mp_shareable_list_free(l);
@@ -524,7 +508,7 @@ TEST_P(ShmTest, ShareableListItemsOfEveryKind) {
         EXPECT_EQ(0u, name.find("psm_")) << name;
         EXPECT_TRUE(dev_shm_has(name));
     }
-    EXPECT_EQ("", check_items(l, sample_shown()));
+    EXPECT_EQ("", list_diff(l, sample_shown()));
     // Replacing items: same kind, another kind, str and bytes within their slot.
     std::vector<std::string> want = sample_shown();
     struct Set {
@@ -548,7 +532,7 @@ TEST_P(ShmTest, ShareableListItemsOfEveryKind) {
         EXPECT_EQ(0, mp_shareable_list_set(l, st.i, v.v)) << "item " << st.i << " " << err();
         want[st.i] = st.shown;
     }
-    EXPECT_EQ("", check_items(l, want));
+    EXPECT_EQ("", list_diff(l, want));
     // Growing past the slot: MP_ETOOBIG and the item unchanged.
     Val big(mp_value_str(std::string(64, 'x').c_str())),
         bigb(mp_value_bytes(std::string(64, 'y').data(), 64));
@@ -556,7 +540,7 @@ TEST_P(ShmTest, ShareableListItemsOfEveryKind) {
     EXPECT_EQ(MP_ETOOBIG, mp_shareable_list_set(l, 4, bigb.v));
     Val nine(mp_value_str("123456789"));
     EXPECT_EQ(MP_ETOOBIG, mp_shareable_list_set(l, 3, nine.v)) << "9 bytes in an 8-byte slot";
-    EXPECT_EQ("", check_items(l, want)) << "a refused set changed the list";
+    EXPECT_EQ("", list_diff(l, want)) << "a refused set changed the list";
     // Errors: index, unsupported kinds, NULL.
     mp_value *out = nullptr;
     EXPECT_EQ(MP_EINVAL, mp_shareable_list_get(l, want.size(), &out));
@@ -567,7 +551,7 @@ TEST_P(ShmTest, ShareableListItemsOfEveryKind) {
     EXPECT_EQ(MP_ENOTSUP, mp_shareable_list_set(l, 0, dct.v)) << "a dict is no item";
     EXPECT_EQ(MP_EINVAL, mp_shareable_list_set(l, 0, nullptr));
     EXPECT_EQ(MP_EINVAL, mp_shareable_list_get(l, 0, nullptr));
-    EXPECT_EQ("", check_items(l, want));
+    EXPECT_EQ("", list_diff(l, want));
     EXPECT_EQ(0, mp_shm_unlink(s)) << err();
     mp_shareable_list_free(l);
 }
@@ -623,7 +607,7 @@ TEST_P(ShmTest, ShareableListEmptyTupleAndBadInput) {
     mp_value_list_append(tup.v, mp_value_str("two"));
     std::string tname = fresh_name("tuple");
     ASSERT_EQ(0, mp_shareable_list_new(tup.v, tname.c_str(), &l)) << err();
-    EXPECT_EQ("", check_items(l, {"int:1", "str:two"}));
+    EXPECT_EQ("", list_diff(l, {"int:1", "str:two"}));
     EXPECT_EQ(tname, mp_shm_name(mp_shareable_list_shm(l)));
     // The same name again: the block exists.
     mp_shareable_list *dup = nullptr;
@@ -705,8 +689,7 @@ TEST_P(ShmTest, ShareableListStrSlotMustBeUtf8) {
     // Valid UTF-8 of every length reads back, and repairs the slot.
     Val good(mp_value_str("\xf0\x9f\x98\x80"));
     ASSERT_EQ(0, mp_shareable_list_set(l, 0, good.v)) << err();
-    EXPECT_EQ("",
-              check_items(l, {"str:\xf0\x9f\x98\x80", show(Val(mp_value_bytes("\x80x", 2)).v)}));
+    EXPECT_EQ("", list_diff(l, {"str:\xf0\x9f\x98\x80", show(Val(mp_value_bytes("\x80x", 2)).v)}));
     EXPECT_EQ(0, mp_shm_unlink(mp_shareable_list_shm(l))) << err();
     mp_shareable_list_free(l);
     // Creating a list with such a str: refused, nothing left behind.
@@ -726,7 +709,7 @@ TEST_P(ShmTest, ShareableListAttachedInAChild) {
     // A second view in this process sees the same items.
     mp_shareable_list *view = nullptr;
     ASSERT_EQ(0, mp_shareable_list_attach(name.c_str(), &view)) << err();
-    EXPECT_EQ("", check_items(view, sample_shown()));
+    EXPECT_EQ("", list_diff(view, sample_shown()));
     Args a;
     a.s(name.c_str());
     mp_process *p = start(tgt_list_attach, a.get());
@@ -735,8 +718,8 @@ TEST_P(ShmTest, ShareableListAttachedInAChild) {
     std::vector<std::string> want = sample_shown();
     want[0] = "int:42";
     want[3] = "str:cc";
-    EXPECT_EQ("", check_items(l, want)) << "the child's changes are not visible";
-    EXPECT_EQ("", check_items(view, want));
+    EXPECT_EQ("", list_diff(l, want)) << "the child's changes are not visible";
+    EXPECT_EQ("", list_diff(view, want));
     if (kPosixShm) {
         EXPECT_TRUE(dev_shm_has(name)) << "the child's attach unlinked the list";
     }

@@ -81,16 +81,6 @@ struct Shared {
     }
 };
 
-// Waits (polling) until pred holds; false at the deadline.
-template <class F> bool eventually(F pred, double timeout = kWait) {
-    double end = now() + timeout;
-    while (!pred()) {
-        if (now() > end) return false;
-        sleep_for(0.005);
-    }
-    return true;
-}
-
 enum { kOk = 0, kBad = 90, kFail = 1 };
 
 // This process's open descriptors, listed ("" on Windows).

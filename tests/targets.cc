@@ -81,16 +81,6 @@ int tgt_segv(mp_args *a) {
     return 100;
 }
 
-static uint64_t fnv1a(const void *p, size_t n) {
-    const unsigned char *b = (const unsigned char *)p;
-    uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < n; i++) {
-        h ^= b[i];
-        h *= 1099511628211ull;
-    }
-    return h;
-}
-
 std::string describe_blob(const void *p, size_t n) {
     char buf[64];
     std::string s = std::to_string(n) + ":";

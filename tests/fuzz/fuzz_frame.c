@@ -236,65 +236,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 
 #ifndef MP_FUZZ_LIBFUZZER
 
-#include <dirent.h>
-#include <sys/stat.h>
-#include <time.h>
-
-typedef struct blob {
-    unsigned char *p;
-    size_t n;
-} blob;
-
-static blob *corpus;
-static size_t n_corpus, cap_corpus;
-
-static void add_file(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return;
-    unsigned char buf[MAX_STREAM + 5];
-    size_t n = fread(buf, 1, sizeof buf, f);
-    fclose(f);
-    if (n_corpus == cap_corpus) {
-        cap_corpus = cap_corpus ? cap_corpus * 2 : 32;
-        blob *nc = realloc(corpus, cap_corpus * sizeof *corpus);
-        if (!nc) exit(2);
-        corpus = nc;
-    }
-    blob *b = &corpus[n_corpus++];
-    b->p = malloc(n ? n : 1);
-    if (!b->p) exit(2);
-    memcpy(b->p, buf, n);
-    b->n = n;
-}
-
-static void add_path(const char *path) {
-    struct stat st;
-    if (stat(path, &st) != 0) return;
-    if (!S_ISDIR(st.st_mode)) {
-        add_file(path);
-        return;
-    }
-    DIR *d = opendir(path);
-    if (!d) return;
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        if (e->d_name[0] == '.') continue;
-        char full[4096];
-        snprintf(full, sizeof full, "%s/%s", path, e->d_name);
-        add_file(full);
-    }
-    closedir(d);
-}
-
-static uint64_t rng_state;
-
-static uint64_t rnd(void) {
-    uint64_t x = rng_state;
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    return rng_state = x;
-}
+#include "fuzz_driver.h"
 
 /* Bytes that matter to a frame reader: the edges of the length fields. */
 static const unsigned char interesting[] = {0x00, 0x01, 0x04, 0x0c, 0x3f, 0x40,
@@ -334,31 +276,15 @@ static size_t mutate(unsigned char *m, size_t n, size_t cap) {
             }
             break;
         }
-        case 4: { /* delete a run */
-            size_t k = 1 + (size_t)(rnd() % 16);
-            if (at + k > n) k = n - at;
-            memmove(m + at, m + at + k, n - at - k);
-            n -= k;
+        case 4: /* delete a run */
+            n = fuzz_delete_run(m, n, at);
             break;
-        }
-        case 5: { /* duplicate a run */
-            size_t k = 1 + (size_t)(rnd() % 64);
-            if (at + k > n) k = n - at;
-            if (n + k <= cap) {
-                memmove(m + at + k, m + at, n - at);
-                n += k;
-            }
+        case 5: /* duplicate a run */
+            n = fuzz_duplicate_run(m, n, cap, at, 64);
             break;
-        }
-        case 6: { /* splice in a run of another corpus entry */
-            const blob *o = &corpus[rnd() % n_corpus];
-            if (!o->n) break;
-            size_t from = (size_t)(rnd() % o->n), k = 1 + (size_t)(rnd() % 64);
-            if (from + k > o->n) k = o->n - from;
-            if (at + k > n) k = n - at;
-            memcpy(m + at, o->p + from, k);
+        case 6: /* splice in a run of another corpus entry */
+            n = fuzz_splice(m, n, at, 64);
             break;
-        }
         default: /* truncate */
             n = at;
             break;
@@ -368,48 +294,13 @@ static size_t mutate(unsigned char *m, size_t n, size_t cap) {
 }
 
 int main(int argc, char **argv) {
-    double seconds = 20;
-    unsigned long long seed = 12345, max_iters = ~0ULL;
-    int npaths = 0;
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--seconds") == 0 && i + 1 < argc) {
-            seconds = atof(argv[++i]);
-        } else if (strcmp(argv[i], "--seed") == 0 && i + 1 < argc) {
-            seed = strtoull(argv[++i], NULL, 10);
-        } else if (strcmp(argv[i], "--max-iters") == 0 && i + 1 < argc) {
-            max_iters = strtoull(argv[++i], NULL, 10);
-        } else {
-            add_path(argv[i]);
-            npaths++;
-        }
-    }
-    if (!npaths || !n_corpus) {
-        fprintf(stderr, "usage: fuzz_frame [--seconds S] [--seed N] [--max-iters N] DIR|FILE...\n");
-        return 2;
-    }
-    rng_state = seed ? seed : 1;
-    size_t biggest = 0;
-    for (size_t i = 0; i < n_corpus; i++) {
-        LLVMFuzzerTestOneInput(corpus[i].p, corpus[i].n);
-        if (corpus[i].n > biggest) biggest = corpus[i].n;
-    }
+    fuzz_opts o = {.name = "fuzz_frame", .max_input = MAX_STREAM + 5, .strict = 0};
+    if (fuzz_parse_args(&o, argc, argv)) return 2;
+    size_t biggest = fuzz_run_corpus();
     unsigned long long corpus_msgs = n_messages;
-    size_t cap = biggest * 2 + 64;
-    if (cap > MAX_STREAM + 5) cap = MAX_STREAM + 5;
-    unsigned char *m = malloc(cap);
-    if (!m) return 2;
-    time_t t0 = time(NULL);
-    unsigned long long iters = 0;
-    while (iters < max_iters) {
-        if ((iters & 255) == 0 && difftime(time(NULL), t0) >= seconds) break;
-        const blob *b = &corpus[rnd() % n_corpus];
-        size_t n = b->n < cap ? b->n : cap;
-        memcpy(m, b->p, n);
-        n = mutate(m, n, cap);
-        LLVMFuzzerTestOneInput(m, n);
-        iters++;
-    }
-    double el = difftime(time(NULL), t0);
+    double el;
+    unsigned long long iters = fuzz_mutations(&o, biggest, mutate, &el);
+    if (iters == ~0ULL) return 2;
     printf("fuzz_frame: corpus %zu files (%llu messages), %llu mutations in %.0f s (%.0f/s), "
            "%llu messages received whole, allocation bound %s, seed %llu, no findings\n",
            n_corpus, corpus_msgs, iters, el, el > 0 ? iters / el : (double)iters, n_messages,
@@ -418,10 +309,8 @@ int main(int argc, char **argv) {
 #else
            "not checked (no malloc wrapping in this build)",
 #endif
-           seed);
-    free(m);
-    for (size_t i = 0; i < n_corpus; i++) free(corpus[i].p);
-    free(corpus);
+           o.seed);
+    fuzz_free_corpus();
     return 0;
 }
 
