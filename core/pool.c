@@ -14,6 +14,10 @@
 #include "value_internal.h"
 
 #define CHECK_EVERY 0.05 /* seconds between looks at the workers' lives and time limits */
+/* Workers that may die in a row before they are ready (killed from outside while they
+ * start, say) and still be replaced; one more breaks the pool, so an initializer that
+ * crashes fails the calls instead of starting workers forever (as CPython's does). */
+#define START_DEATHS_MAX 3
 
 /* ---- workers ----------------------------------------------------------------------- */
 
@@ -237,7 +241,7 @@ static void worker_lost(mp_pool *p, int i) {
     w->zombie = false;
     worker_forget(w, 5.0);
     if (p->state != MP__POOL_RUN || zombie) return; /* a zombie was replaced already */
-    if (died_starting && !p->broken) {
+    if (died_starting && !p->broken && ++p->start_deaths >= START_DEATHS_MAX) {
         mp__err(MP_EWORKERDIED, "pool: a worker (pid %lld) %s before it was ready",
                 (long long)w->pid, how);
         mp__pool_break_locked(p, MP_EWORKERDIED);
@@ -357,6 +361,7 @@ static void handle(mp_pool *p, const unsigned char *msg, size_t len) {
     switch (r.type) {
     case MP__PR_READY:
         w->ready = true;
+        p->start_deaths = 0;
         break;
     case MP__PR_INITFAIL:
         if (!p->broken) {

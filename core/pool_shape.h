@@ -143,9 +143,10 @@ struct mp_pool {
     size_t window;       /* chunks in flight per worker */
     unsigned started;    /* workers started, for their names */
 
-    mp__mutex *mu; /* everything below */
-    int state;     /* MP__POOL_* */
-    int broken;    /* 0, or why no task can run (the initializer failed...) */
+    mp__mutex *mu;    /* everything below */
+    int state;        /* MP__POOL_* */
+    int broken;       /* 0, or why no task can run (the initializer failed...) */
+    int start_deaths; /* workers that died before they were ready, in a row */
     char *broken_msg;
     mp__pool_w *w;
     mp_queue *results; /* workers -> the handler; also its wake-ups */

@@ -368,6 +368,48 @@ TEST_P(PoolCrashTest, CrashInARecordTask) {
     check_method(pool.get(), Method::MapRecords, 64, 4);
 }
 
+// An initializer that crashes: every worker dies before it is ready. A few such deaths
+// in a row are a start that cannot succeed, so the calls fail with MP_EWORKERDIED
+// instead of workers being started forever (CPython's pool respawns them endlessly).
+TEST_P(PoolCrashTest, InitializerThatCrashesFailsTheCalls) {
+    if (dummy()) GTEST_SKIP() << "the workers are threads: a crash would end the test";
+    Args a;
+    a.i(kCrashExit);
+    mp_pool_opts po = {};
+    po.initializer = init_crash;
+    po.initargs = a.get();
+    PoolHolder pool = make_pool(kProcs, po);
+    ASSERT_TRUE(pool);
+    Value items = int_list(10);
+    mp_value *res = bogus<mp_value>();
+    int rc = mp_pool_map(pool.get(), task_echo, items.get(), nullptr, &res);
+    std::string msg = mp_last_error_message();
+    EXPECT_EQ(MP_EWORKERDIED, rc) << mp_err_name(rc) << " " << msg;
+    EXPECT_NE(std::string::npos, msg.find("before it was ready")) << msg;
+    EXPECT_EQ(nullptr, res);
+    mp_value_free(rc == 0 ? res : nullptr);
+}
+
+// A worker killed while it starts (its initializer still running) is replaced as an
+// idle one is: one death before readiness is not yet a start that cannot succeed.
+TEST_P(PoolCrashTest, WorkerKilledWhileStartingIsReplaced) {
+    if (dummy()) GTEST_SKIP() << "the workers are threads: nothing to kill";
+    Args a;
+    ASSERT_EQ(0, mp_args_add_event(a.get(), gate())) << err();
+    mp_pool_opts po = {};
+    po.initializer = init_wait;
+    po.initargs = a.get();
+    PoolHolder pool = make_pool(kProcs, po);
+    ASSERT_TRUE(pool);
+    std::vector<int64_t> pids = worker_pids(pool.get());
+    ASSERT_EQ((size_t)kProcs, pids.size());
+    kill_worker(pids[0]);
+    EXPECT_TRUE(wait_process_gone(pids[0], kWait));
+    open_gate();
+    EXPECT_EQ("", wait_workers(pool.get(), kProcs, {pids[0]}));
+    check_method(pool.get(), Method::Map, 100, 1);
+}
+
 // A worker that dies between tasks is replaced; no task fails.
 TEST_P(PoolCrashTest, IdleWorkerKilled) {
     if (dummy()) GTEST_SKIP() << "the workers are threads: nothing to kill";

@@ -168,6 +168,16 @@ int init_fail(mp_args *a) {
     return mp_task_error(code, "init refused %d", code);
 }
 
+int init_wait(mp_args *a) {
+    mp_event *e = mp_args_event(a, 0);
+    return e ? mp_event_wait(e, kWait) : MP_EINVAL;
+}
+
+int init_crash(mp_args *a) {
+    die((int)mp_args_int(a, 0));
+    return 0;
+}
+
 // ---- tasks ----
 
 int task_affine(const mp_value *arg, mp_value **result) {

@@ -121,6 +121,10 @@ int rec_crash(const void *in, void *out);
 int init_env(mp_args *a);
 // [0] int code: fails with mp_task_error(code, "init refused <code>").
 int init_fail(mp_args *a);
+// [0] int kind: dies that way (die()), every time.
+int init_crash(mp_args *a);
+// [0] event: waits until it is set (kWait at most), then returns 0.
+int init_wait(mp_args *a);
 
 // ---- the test's side ----
 

@@ -82,7 +82,9 @@ typedef struct mp_pool_opts {
     /** Run once in each worker before its first task, with its own copy of initargs
      *  (handles and library objects arrive as in a target's arguments; they live as
      *  long as the worker). Non-zero fails every call of the pool with that error
-     *  (CPython would start new workers forever). */
+     *  (CPython would start new workers forever). A worker that dies before it is
+     *  ready is replaced; the third such death in a row (an initializer that crashes)
+     *  fails every call with MP_EWORKERDIED. */
     int (*initializer)(mp_args *initargs);
     const mp_args *initargs;   /* copied by mp_pool_new */
     unsigned maxtasksperchild; /* 0: none; else a worker is replaced after that many tasks
