@@ -180,6 +180,12 @@ const char *mp_args_object_type(const mp_args *a, size_t i) {
     return it ? it->u.o.t->name : NULL;
 }
 
+bool mp__args_has_objects(const mp_args *a) {
+    for (size_t i = 0; a && i < a->n; i++)
+        if (a->items[i].type == MP_ARG_OBJECT) return true;
+    return false;
+}
+
 size_t mp__args_handle_count(const mp_args *a) {
     size_t k = 0;
     for (size_t i = 0; a && i < a->n; i++) {

@@ -26,6 +26,9 @@ typedef struct mp__start_req {
     size_t nhandles;
     const char *executable; /* exec-based backends run this program */
     bool daemon;            /* the child must die with this process */
+    bool plain_args;        /* no library object among the arguments: a child of this
+                               very image (fork) cannot fail its bootstrap, so a backend
+                               may skip waiting for its report */
 } mp__start_req;
 
 /** What a backend tells the core about a child it started. */

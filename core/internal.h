@@ -129,6 +129,9 @@ int mp__args_encode(const mp_args *a, mp__buf *b, mp_os_handle *handles, size_t 
 /** Handles referenced by the args become theirs (closed by mp_args_free); on failure the
  *  ones referenced are closed. */
 int mp__args_decode(mp__rd *r, const mp_os_handle *handles, size_t nhandles, mp_args **out);
+/** Whether the args carry library objects, whose rebuild in a child may fail (a block
+ *  unlinked meanwhile); values and raw handles cannot. */
+bool mp__args_has_objects(const mp_args *a);
 /** OS handles the args will hand to a child (raw handles and objects' handles). */
 size_t mp__args_handle_count(const mp_args *a);
 /** A deep copy (OS handles are copied as values: not duplicated, not owned). */

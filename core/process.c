@@ -178,6 +178,7 @@ int mp_process_start(mp_process *p) {
             .nhandles = nh,
             .executable = mp__executable(),
             .daemon = p->daemon,
+            .plain_args = !mp__args_has_objects(p->args),
         };
         rc = mp__backend_start(p->ops, &req, &st);
     }
