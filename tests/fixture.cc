@@ -23,11 +23,13 @@ std::vector<std::string> all_backends() {
 struct ProcessTest::Watchdog {
     std::mutex mu;
     std::condition_variable cv;
-    bool done = false;
+    bool done = false, parked = false;
     std::thread t;
     explicit Watchdog(std::string name) {
         t = std::thread([this, name] {
             std::unique_lock<std::mutex> lk(mu);
+            parked = true;
+            cv.notify_all();
             if (!cv.wait_for(lk, std::chrono::duration<double>(kTestLimit),
                              [this] { return done; })) {
                 fprintf(stderr, "\n*** %s did not finish within %.0f s: a call blocks forever\n",
@@ -36,6 +38,11 @@ struct ProcessTest::Watchdog {
                 std::_Exit(3);
             }
         });
+        // The test forks next: not while this thread is still starting. A new thread's
+        // start allocates (under ASan, inside the sanitizer's allocator), and a fork
+        // child would inherit that allocator's lock held, forever.
+        std::unique_lock<std::mutex> lk(mu);
+        cv.wait(lk, [this] { return parked; });
     }
     ~Watchdog() {
         {
