@@ -188,6 +188,15 @@ static int bench_pool_10ms(const bench_opts *o) {
     return bench_pool_group(o, "pool_map_10ms_auto");
 }
 
+/* ---- manager_dict_setget: bench_manager.c ----------------------------------- */
+
+#include "bench_manager.h"
+
+static int bench_manager_dict(const bench_opts *o) {
+    const char *metric = "manager_dict_setget";
+    return bench_wanted(o, metric) ? bench_manager_metric(metric, o->quick, bench_report) : 0;
+}
+
 /* ---- shm_1GiB.create/attach/touch/unlink: bench_shm.c --------------------- */
 
 int bench_shm_1gib(bool quick);
@@ -216,6 +225,7 @@ static const bench_group groups[] = {
     {"pool_map_10ms_auto", bench_pool_10ms},
     {"lock_uncontended", bench_lock_uncontended},
     {"lock_contended_2proc", bench_lock_contended},
+    {"manager_dict_setget", bench_manager_dict},
     {"shm_1GiB", bench_shm},
 };
 

@@ -167,6 +167,10 @@ void mp__fnref_clear(mp__fnref *r);
 
 /** The OS layer and the authkey (mp_init; later calls do nothing). */
 int mp__runtime_init(void);
+/** Registers fn to run at the process's exit (mp__shutdown), once however often it is
+ *  added; before the daemonic children are stopped. */
+int mp__exit_hook_add(void (*fn)(void));
+void mp__exit_hooks_run(void);
 /** Global lock for process bookkeeping (recursive, re-made in a forked child). */
 void mp__lock(void);
 void mp__unlock(void);

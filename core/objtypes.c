@@ -2,6 +2,7 @@
  * module that makes a passable object adds its type here. */
 #include "internal.h"
 #include "connection_internal.h"
+#include "manager_internal.h"
 #include "shared_internal.h"
 
 /* core/queue.c */
@@ -22,5 +23,6 @@ const mp__objtype *const mp__objtypes[] = {
     &mp__objtype_queue,
     &mp__objtype_shared_array,
     &mp__objtype_shm,
+    &mp__objtype_proxy,
     NULL,
 };

@@ -457,6 +457,7 @@ static void cleanup_children_of(mp_process *owner) {
 }
 
 void mp__shutdown(void) {
+    mp__exit_hooks_run();
     mp_process *self = mp_current_process();
     if (self) cleanup_children_of(self);
     mp__backend_shutdown_all();

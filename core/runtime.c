@@ -11,6 +11,30 @@ static char *g_executable;
 void mp__lock(void) { mp__os_global_lock(); }
 void mp__unlock(void) { mp__os_global_unlock(); }
 
+/* What other modules let go at the process's exit (managers' proxies), under the lock. */
+static void (*g_exit_hooks[8])(void);
+
+int mp__exit_hook_add(void (*fn)(void)) {
+    int rc = mp__err(MP_ENOMEM, "too many exit hooks");
+    mp__lock();
+    for (size_t i = 0; i < sizeof g_exit_hooks / sizeof g_exit_hooks[0]; i++)
+        if (g_exit_hooks[i] == fn || !g_exit_hooks[i]) {
+            g_exit_hooks[i] = fn;
+            rc = 0;
+            break;
+        }
+    mp__unlock();
+    return rc;
+}
+
+void mp__exit_hooks_run(void) {
+    void (*hooks[8])(void);
+    mp__lock();
+    memcpy(hooks, g_exit_hooks, sizeof hooks);
+    mp__unlock();
+    for (size_t i = 0; i < sizeof hooks / sizeof hooks[0] && hooks[i]; i++) hooks[i]();
+}
+
 /* Random as Python's os.urandom(32). Under the lock. */
 static int make_authkey(void) {
     if (g_authkey_set) return 0;

@@ -7,4 +7,7 @@
 
 extern const mp__objtype mp__objtype_shared_array, mp__objtype_shm;
 
+/** MP_EINVAL unless name is a block name every system takes (1..255 bytes, no '/'). */
+int mp__shm_check_name(const char *name);
+
 #endif

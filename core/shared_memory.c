@@ -34,7 +34,7 @@ static int generated_create(size_t size, char *name, mp_os_handle *h, void **bas
 
 /* A name both systems take (1..255 bytes, no '/': Python on Linux adds the '/' itself),
  * so a name that works here works everywhere; then what this OS adds. */
-static int check_name(const char *name) {
+int mp__shm_check_name(const char *name) {
     size_t n = strlen(name);
     if (n == 0) return mp__err(MP_EINVAL, "shared memory: empty name");
     if (n > MP__SHM_NAME_MAX)
@@ -53,7 +53,7 @@ int mp_shm_open(const mp_shm_opts *opts, mp_shm **out) {
     if (opts->create && opts->size == 0)
         return mp__err(MP_EINVAL, "mp_shm_open: size must be > 0 to create a block");
     int rc;
-    if (opts->name && (rc = check_name(opts->name)) != 0) return rc;
+    if (opts->name && (rc = mp__shm_check_name(opts->name)) != 0) return rc;
 
     char name[MP__SHM_NAME_MAX + 1];
     mp_os_handle h = MP_INVALID_OS_HANDLE;

@@ -890,6 +890,24 @@ static size_t lookup(const mp_value *t, const mp_value *key) {
     return table_find(t, key, t->u.d.index ? key_hash(key, 0) : 0, 0);
 }
 
+int mp__value_dict_take(mp_value *d, const mp_value *key, mp_value **old_key, mp_value **old_val) {
+    *old_key = *old_val = NULL;
+    if (!d || d->type != MP_VALUE_DICT || !key) return 0;
+    size_t at = lookup(d, key);
+    if (at == SIZE_MAX) return 0;
+    *old_key = d->u.d.kv[2 * at];
+    *old_val = d->u.d.kv[2 * at + 1];
+    memmove(&d->u.d.kv[2 * at], &d->u.d.kv[2 * at + 2],
+            2 * (d->u.d.n - at - 1) * sizeof *d->u.d.kv);
+    d->u.d.n--;
+    if (d->u.d.index) {
+        /* Entries after it moved down one: the index is remade (in place: its size fits). */
+        memset(d->u.d.index, 0, d->u.d.icap * sizeof *d->u.d.index);
+        for (size_t i = 0; i < d->u.d.n; i++) index_insert(d, i, key_hash(table_key(d, i), 0));
+    }
+    return 1;
+}
+
 bool mp_value_set_contains(const mp_value *s, const mp_value *item) {
     return s && item && is_set(s) && lookup(s, item) != SIZE_MAX;
 }

@@ -77,6 +77,9 @@ int mp__value_seq_push(mp_value *seq, mp_value *item);
  *  the caller's. The key is not checked for hashability (mp__value_hashable). */
 int mp__value_dict_put(mp_value *d, mp_value *key, mp_value *val, mp_value **old_key,
                        mp_value **old_val);
+/** Removes d[key] (keys compared as Python does): 1 and what the dict let go in
+ *  *old_key and *old_val (the caller's now), or 0 and NULLs when absent. */
+int mp__value_dict_take(mp_value *d, const mp_value *key, mp_value **old_key, mp_value **old_val);
 /** Adds item to a set or frozenset s unless an equal item is there: then *dup is item
  *  (let go: the first one stays, as in Python), else NULL. On failure (MP_ENOMEM)
  *  nothing changed and item stays the caller's. Not checked for hashability. */

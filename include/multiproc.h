@@ -52,7 +52,8 @@ extern "C" {
     X(EWORKERDIED, -25, "a pool worker died while running the task")           \
     X(ECANCELED, -26, "canceled")                                              \
     X(EBROKEN, -27, "barrier is broken")                                       \
-    X(ESHUTDOWN, -28, "queue is shut down")
+    X(ESHUTDOWN, -28, "queue is shut down")                                    \
+    X(EREMOTE, -29, "the manager's method raised an error")
 
 #define MP__ERR_ENUM(name, value, msg) MP_##name = value,
 enum mp_errno { MP_OK = 0, MP_ERRNO_MAP(MP__ERR_ENUM) };
@@ -259,5 +260,6 @@ MP_API int mp_active_children(mp_process **list, size_t cap, size_t *n);
 #include "multiproc/queue.h"
 #include "multiproc/shared.h"
 #include "multiproc/pool.h"
+#include "multiproc/manager.h"
 
 #endif

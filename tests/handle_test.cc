@@ -535,8 +535,17 @@ TEST(Handle, NoHandleLeaks) {
     round(); // first use: lazily made state (WSAStartup, SIGPIPE) is not a leak
     long before = open_handles();
     ASSERT_GT(before, 0);
-    for (int i = 0; i < 10; i++) round();
-    EXPECT_EQ(before, open_handles());
+    // Wine opens and closes a handle of its own now and then (seen once in CI: one more
+    // after the rounds); a leak in a round would show as at least one per round.
+    long slack = 0;
+#ifdef _WIN32
+    slack = 2;
+#endif
+    const int rounds = 20;
+    for (int i = 0; i < rounds; i++) round();
+    long after = open_handles();
+    EXPECT_LE(after, before + slack) << "before " << before << ", after " << rounds << " rounds";
+    EXPECT_GE(after, before - slack);
     pipe_close(&p);
 }
 
