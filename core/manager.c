@@ -210,7 +210,8 @@ static int connect_to(const mp__mclient *cl, double deadline, mp_connection **ou
 static int roundtrip(mp_connection *c, const mp__buf *req, double deadline, mp_value **reply) {
     *reply = NULL;
     int rc = mp_connection_send_bytes(c, req->data, req->len);
-    bool ready = mp__forever(deadline); /* no limit: the receive waits (one call less) */
+    /* A quick answer is caught without sleeping; with no limit, the receive waits. */
+    bool ready = !rc && (mp__mspin(c, MP__MSPIN) || mp__forever(deadline));
     if (!rc && !ready) rc = mp_connection_poll(c, mp__left(deadline), &ready);
     if (!rc && !ready) rc = mp__err(MP_ETIMEDOUT, "manager: no reply in time");
     void *buf = NULL;

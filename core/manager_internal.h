@@ -63,6 +63,13 @@ mp_value *mp__mexc_new(int code, const char *exc, const char *msg);
 int mp__mexc_error(const mp_value *exc, const char *method);
 /** The exception class mp_manager_raise named in this thread, taken (NULL if none). */
 const char *mp__mraise_take(void);
+/** How long a client waits for an answer, and a server for the next request, by
+ *  polling before it sleeps: a round trip whose peer answers within it costs no wakeup
+ *  (the two context switches of a sleep are most of a round trip's time). */
+#define MP__MSPIN 50e-6
+/** Polls c without sleeping for at most budget seconds (not at all on one CPU): true
+ *  when it is readable (or failed: the read that follows says why). */
+bool mp__mspin(mp_connection *c, double budget);
 /** Arguments by position or keyword: args[i], else kwds[name], else NULL (borrowed). */
 const mp_value *mp__marg(const mp_value *args, const mp_value *kwds, size_t i, const char *name);
 /** Python's block/timeout pair as a deadline: MP_FOREVER, or an absolute time (block

@@ -87,8 +87,8 @@ struct mp__mserver {
 
 static MP__THREAD_LOCAL mp__mserver *tl_server;
 
-/* The servers running in this process (a dummy backend's, serve_forever's), under
- * mp__lock: a shutdown that cannot reach one stops it directly. */
+/* The servers of this process (a dummy backend's, serve_forever's), from new to free,
+ * under mp__lock: a shutdown that cannot reach one stops it directly. */
 static mp__mserver *g_running[16];
 
 bool mp__mserver_stop_local(const char *address) {
@@ -456,14 +456,14 @@ static int next_request(mconn *mc, double deadline, void **req, size_t *n) {
     mp__mserver *s = mc->s;
     *req = NULL;
     *n = 0;
-    for (;;) {
+    /* A client in a loop sends its next request at once: caught without sleeping. */
+    bool ready = mp__mspin(mc->c, MP__MSPIN);
+    while (!ready) {
         if (atomic_load(&s->stop) || atomic_load(&mc->evict)) return MP_ECLOSED;
         double left = mp__left(deadline);
         if (left <= 0) return MP_ETIMEDOUT;
-        bool ready = false;
         int rc = mp_connection_poll(mc->c, left < SLICE ? left : SLICE, &ready);
         if (rc) return rc;
-        if (ready) break;
     }
     return mp_connection_recv_bytes(mc->c, 0, req, n);
 }
@@ -917,6 +917,8 @@ int mp__mserver_new(const mp__mserver_cfg *cfg, mp__mreg *reg, mp__mserver **out
         mp__mserver_free(s);
         return rc;
     }
+    /* Known from here, not from run: a shutdown may come before run starts. */
+    running(s, true);
     *out = s;
     return 0;
 }
@@ -932,11 +934,9 @@ int mp__mserver_run(mp__mserver *s) {
     mp__thread *acceptor = NULL;
     int rc = mp__os_thread_start(accept_main, s, &acceptor);
     if (rc) return rc;
-    running(s, true);
     mp__os_mutex_lock(s->mu);
     while (!atomic_load(&s->stop)) mp__os_cond_wait(s->cv, s->mu, 1.0);
     mp__os_mutex_unlock(s->mu);
-    running(s, false);
     mp__os_thread_join(acceptor, MP_FOREVER);
     mp__os_thread_free(acceptor);
     mp_listener_close(s->l);
@@ -954,6 +954,7 @@ int mp__mserver_run(mp__mserver *s) {
 
 void mp__mserver_free(mp__mserver *s) {
     if (!s) return;
+    running(s, false);
     atomic_store(&s->stop, true);
     reap(s, true);
     for (size_t i = 0; i < s->nbuckets; i++)

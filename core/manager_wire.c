@@ -446,6 +446,22 @@ int mp__mexc_error(const mp_value *exc, const char *method) {
     return mp__err(code, "%s: %s: %s", method, name, s);
 }
 
+/* ---- waiting for an answer ---- */
+
+bool mp__mspin(mp_connection *c, double budget) {
+    static int cpus; /* 0: not known yet; racy reads see 0 or the same count */
+    if (!cpus) cpus = mp_cpu_count();
+    if (cpus < 2) return false; /* the peer needs this CPU to answer */
+    double end = mp__os_monotonic() + budget;
+    do {
+        bool ready = false;
+        if (mp_connection_poll(c, 0, &ready) != 0 || ready)
+            return true; /* an error: the
+                                                                            read says it */
+    } while (mp__os_monotonic() < end);
+    return false;
+}
+
 /* ---- arguments ---- */
 
 const mp_value *mp__marg(const mp_value *args, const mp_value *kwds, size_t i, const char *name) {

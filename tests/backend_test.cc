@@ -30,22 +30,6 @@ int dummy_start(const mp__start_req *, mp__started *) { return MP_ENOTSUP; }
 int dummy_wait(void *, double, int *) { return 0; }
 void dummy_release(void *) {}
 
-// Descriptors (posix) or handles (Windows) this process holds.
-long open_handles() {
-#ifdef _WIN32
-    DWORD n = 0;
-    GetProcessHandleCount(GetCurrentProcess(), &n);
-    return (long)n;
-#else
-    long n = 0;
-    if (DIR *d = opendir("/proc/self/fd")) {
-        while (readdir(d)) n++;
-        closedir(d);
-    }
-    return n;
-#endif
-}
-
 TEST(BackendRegistry, RefusesDuplicatesAndBadTables) {
     const char *const *names = mp_get_all_start_methods();
     ASSERT_TRUE(names && names[0]);

@@ -41,28 +41,6 @@ bool read_is(mp_os_handle h, const std::string &want, double timeout = kWait) {
     return read_exact(h, &got[0], got.size(), timeout) && got == want;
 }
 
-// The number of handles (posix: descriptors) this process has open.
-long open_handles() {
-#ifdef _WIN32
-    // GetProcessHandleCount says 0 under Wine: probe the handle values instead (they are
-    // multiples of 4, low ones first).
-    long n = 0;
-    for (uintptr_t v = 4; v < (1u << 18); v += 4) {
-        DWORD flags;
-        if (GetHandleInformation(reinterpret_cast<HANDLE>(v), &flags)) n++;
-    }
-    return n;
-#else
-    long n = 0;
-    DIR *d = opendir("/proc/self/fd");
-    if (!d) return -1;
-    while (struct dirent *e = readdir(d))
-        if (e->d_name[0] != '.') n++;
-    closedir(d);
-    return n - 1; // the directory's own descriptor
-#endif
-}
-
 // A received socket, closed the right way on every system (closesocket on Windows).
 void socket_close(mp_os_handle s) {
     mp_connection *c = nullptr;

@@ -9,26 +9,12 @@
 #include <string>
 #include <vector>
 
+#include "manager_fixture.h"
 #include "shm_fixture.h"
 
 using namespace mpt;
 
 namespace {
-
-struct ValFree {
-    void operator()(mp_value *v) const { mp_value_free(v); }
-};
-using Val = std::unique_ptr<mp_value, ValFree>;
-struct ProxyFree {
-    void operator()(mp_proxy *p) const { mp_proxy_free(p); }
-};
-using Proxy = std::unique_ptr<mp_proxy, ProxyFree>;
-struct ManagerFree {
-    void operator()(mp_manager *m) const { mp_manager_free(m); }
-};
-using Manager = std::unique_ptr<mp_manager, ManagerFree>;
-
-std::string err() { return mp_last_error_message(); }
 
 size_t objects(mp_manager *m) {
     size_t n = SIZE_MAX;

@@ -11,33 +11,11 @@
 #include <thread>
 #include <vector>
 
-#include "fixture.h"
+#include "manager_fixture.h"
 
 using namespace mpt;
 
 namespace {
-
-struct ValFree {
-    void operator()(mp_value *v) const { mp_value_free(v); }
-};
-using Val = std::unique_ptr<mp_value, ValFree>;
-struct ProxyFree {
-    void operator()(mp_proxy *p) const { mp_proxy_free(p); }
-};
-using Proxy = std::unique_ptr<mp_proxy, ProxyFree>;
-struct ManagerFree {
-    void operator()(mp_manager *m) const { mp_manager_free(m); }
-};
-using Manager = std::unique_ptr<mp_manager, ManagerFree>;
-
-std::string err() { return mp_last_error_message(); }
-
-// A tuple of new values, which it takes.
-Val tup(std::initializer_list<mp_value *> items) {
-    mp_value *t = mp_value_tuple_new();
-    for (mp_value *v : items) mp_value_list_append(t, v);
-    return Val(t);
-}
 
 // Calls method; the result's truth (false on error, which is recorded in *rc).
 bool call_bool(mp_proxy *p, const char *method, const mp_value *args, int *rc = nullptr) {

@@ -27,7 +27,7 @@
 #include <thread>
 #include <vector>
 
-#include "fixture.h"
+#include "manager_fixture.h"
 #include "shm_fixture.h"
 #include "targets.h"
 
@@ -42,22 +42,7 @@ using namespace mpt;
 
 namespace {
 
-// ---- owning wrappers and value helpers ----------------------------------------------
-
-struct ValFree {
-    void operator()(mp_value *v) const { mp_value_free(v); }
-};
-using Val = std::unique_ptr<mp_value, ValFree>;
-
-struct ProxyFree {
-    void operator()(mp_proxy *p) const { mp_proxy_free(p); }
-};
-using Proxy = std::unique_ptr<mp_proxy, ProxyFree>;
-
-struct ManagerFree {
-    void operator()(mp_manager *m) const { mp_manager_free(m); }
-};
-using Manager = std::unique_ptr<mp_manager, ManagerFree>;
+// ---- value helpers (the owners are in manager_fixture.h) ------------------------------
 
 // A non-NULL pointer for out-parameters that a failing call must reset to NULL.
 template <class T> T *junk() {
@@ -79,7 +64,6 @@ mp_value *list_of(std::initializer_list<mp_value *> items) {
     for (mp_value *v : items) mp_value_list_append(t, v);
     return t;
 }
-Val tup(std::initializer_list<mp_value *> items) { return Val(tuple_of(items)); }
 Val lst(std::initializer_list<mp_value *> items) { return Val(list_of(items)); }
 
 // Python's repr, near enough to compare values and to read in a failure message.
@@ -159,26 +143,6 @@ std::vector<mp_process *> active_list() {
     if (mp_active_children(v.data(), v.size(), &n) != 0) return {};
     v.resize(std::min(n, v.size()));
     return v;
-}
-
-// The number of handles (posix: descriptors) this process has open (as handle_test.cc).
-long open_handles() {
-#ifdef _WIN32
-    long n = 0;
-    for (uintptr_t v = 4; v < (1u << 18); v += 4) {
-        DWORD flags;
-        if (GetHandleInformation(reinterpret_cast<HANDLE>(v), &flags)) n++;
-    }
-    return n;
-#else
-    long n = 0;
-    DIR *d = opendir("/proc/self/fd");
-    if (!d) return -1;
-    while (struct dirent *e = readdir(d))
-        if (e->d_name[0] != '.') n++;
-    closedir(d);
-    return n - 1;
-#endif
 }
 
 // Linux: the /dev/shm names another process maps or holds open (empty elsewhere, or when
@@ -441,17 +405,6 @@ int tgt_remote(mp_args *a) {
     if ((rc = mp_proxy_setattr(ns.get(), "from_child", v3.get())) != 0)
         return r.fail(15, rc, "setattr");
     return r.ok();
-}
-
-// [0] ready (write end), [1] release (read end), [2] a proxy: holds the proxy (and its
-// reference), writes 'R', waits for a byte on release (at most kCap) and returns 0.
-int tgt_hold_proxy(mp_args *a) {
-    mp_os_handle ready = mp_args_os_handle(a, 0), release = mp_args_os_handle(a, 1);
-    if (!mp_args_proxy(a, 2)) return kTgtBadArgs;
-    char c = 'R';
-    if (!write_all(ready, &c, 1)) return kTgtIoError;
-    read_exact(release, &c, 1, kCap);
-    return 0;
 }
 
 // ---- the fixture --------------------------------------------------------------------
@@ -1788,113 +1741,7 @@ TEST_P(ManagerTest, NothingLeftBehind) {
     EXPECT_LE(after, before + slack) << "before " << before << ", after " << kRounds << " rounds";
 }
 
-// ---- a killed client, idle connections ------------------------------------------------
-
-TEST_P(ManagerTest, KilledChildDropsItsReferences) {
-    if (dummy()) GTEST_SKIP() << "a dummy child is a thread: it cannot be killed";
-    // The child's proxy holds a reference of its own; killed with -9 it cannot give it
-    // back, so the server must notice that the process is gone (issue 13, scope 3).
-    mp_manager *m = launch();
-    ASSERT_NE(nullptr, m);
-    Proxy d = dict(m);
-    ASSERT_TRUE(d);
-    Pipe &ready = pipe();
-    Pipe &release = pipe();
-    mp_process *p = nullptr;
-    {
-        Args a;
-        a.h(ready.w).h(release.r);
-        ASSERT_EQ(0, mp_args_add_proxy(a.get(), d.get())) << err();
-        p = start(tgt_hold_proxy, a.get());
-        ASSERT_NE(nullptr, p);
-    }
-    char c = 0;
-    ASSERT_TRUE(read_exact(ready.r, &c, 1, kWait)) << "the child did not get its proxy";
-    Proxy keep = dict(m); // a second object, so that the server is seen to keep counting
-    ASSERT_TRUE(keep);
-    d.reset(); // the child's reference alone keeps the dict now
-    EXPECT_EQ(2u, objects(m)) << "the child still holds the dict";
-    ASSERT_EQ(0, mp_process_kill(p)) << err();
-    EXPECT_EQ(exitcode_killed(), join_code(p));
-    EXPECT_EQ(1u, objects_become(m, 1)) << "the killed child's reference was never dropped";
-}
-
-TEST_P(ManagerTest, IdleConnectionFloodDoesNotStarveClients) {
-    // More idle (authenticated, silent) connections than the server serves at once: the
-    // longest idle ones make room, and real clients are still served.
-    mp_manager_opts o = opts();
-    o.max_connections = 4;
-    mp_manager *m = launch(o);
-    ASSERT_NE(nullptr, m);
-    Proxy d = dict(m);
-    ASSERT_TRUE(d);
-    ASSERT_EQ(0, mp_proxy_setitem(d.get(), S("before").get(), I(1).get())) << err();
-    const char *addr = mp_manager_address(m);
-    ASSERT_NE(nullptr, addr);
-    std::vector<mp_connection *> idle;
-    for (int i = 0; i < 12; i++) {
-        mp_connection *c = nullptr;
-        int rc = mp_client_connect(addr, nullptr, kWait, &c);
-        EXPECT_EQ(0, rc) << "idle connection " << i << ": " << why(rc);
-        if (c) idle.push_back(c);
-    }
-    // A thread of its own: a fresh connection, made after the flood.
-    std::string got;
-    std::thread t([&] {
-        Val k(mp_value_str("after")), v(mp_value_int(2));
-        int rc = mp_proxy_setitem(d.get(), k.get(), v.get());
-        got = rc ? std::string("setitem: ") + mp_err_name(rc) + " " + last_msg() : "";
-        if (rc == 0) {
-            size_t n = 0;
-            rc = mp_proxy_len(d.get(), &n);
-            got = rc ? std::string("len: ") + mp_err_name(rc) : std::to_string(n);
-        }
-    });
-    t.join();
-    EXPECT_EQ("2", got);
-    // And the thread that used the proxy before the flood (its connection may have made
-    // room for the flood: the call must still go through).
-    EXPECT_EQ("1", getitem(d.get(), S("before")));
-    Proxy l = list(m);
-    EXPECT_TRUE(l) << "public calls (create) are served too";
-    // The server closed the longest idle of the flood: at least one sees its end.
-    size_t closed = 0;
-    EXPECT_TRUE(eventually([&] {
-        closed = 0;
-        for (mp_connection *c : idle) {
-            bool readable = false;
-            if (mp_connection_poll(c, 0, &readable) != 0 || readable) closed++;
-        }
-        return closed >= idle.size() - 4;
-    })) << closed
-        << " of " << idle.size() << " idle connections closed, limit 4";
-    for (mp_connection *c : idle) mp_connection_free(c);
-}
-
-TEST_P(ManagerTest, IdleTimeoutClosesConnectionsNotProxies) {
-    mp_manager_opts o = opts();
-    o.idle_timeout = 0.2;
-    mp_manager *m = launch(o);
-    ASSERT_NE(nullptr, m);
-    Proxy d = dict(m);
-    ASSERT_TRUE(d);
-    ASSERT_EQ(0, mp_proxy_setitem(d.get(), S("k").get(), I(1).get())) << err();
-    mp_connection *c = nullptr;
-    ASSERT_EQ(0, mp_client_connect(mp_manager_address(m), nullptr, kWait, &c)) << err();
-    bool readable = false;
-    EXPECT_EQ(0, mp_connection_poll(c, kWait, &readable));
-    EXPECT_TRUE(readable) << "an idle connection is closed by the server";
-    void *buf = nullptr;
-    size_t n = 0;
-    int rc = mp_connection_recv_bytes(c, 0, &buf, &n);
-    EXPECT_NE(0, rc) << "the server sent something instead of closing";
-    mp_connection_free_bytes(buf);
-    mp_connection_free(c);
-    // The proxy's own connection idled out as well by now; its next call still works.
-    sleep_for(0.5);
-    EXPECT_EQ("1", getitem(d.get(), S("k")));
-    EXPECT_EQ(1u, objects(m)) << "idling closed connections, not references";
-}
+// (A killed client, idle connections and the connection limit: manager_life_test.cc.)
 
 // ---- serving in this process ------------------------------------------------------------
 
