@@ -2,6 +2,7 @@
  * requests and replies (CPython's shapes), addresses and tokens as Python writes them,
  * and exceptions both ways. */
 #include <inttypes.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -449,9 +450,10 @@ int mp__mexc_error(const mp_value *exc, const char *method) {
 /* ---- waiting for an answer ---- */
 
 bool mp__mspin(mp_connection *c, double budget) {
-    static int cpus; /* 0: not known yet; racy reads see 0 or the same count */
-    if (!cpus) cpus = mp_cpu_count();
-    if (cpus < 2) return false; /* the peer needs this CPU to answer */
+    static atomic_int cpus; /* 0: not known yet (threads may all ask: same answer) */
+    int n = atomic_load_explicit(&cpus, memory_order_relaxed);
+    if (!n) atomic_store_explicit(&cpus, n = mp_cpu_count(), memory_order_relaxed);
+    if (n < 2) return false; /* the peer needs this CPU to answer */
     double end = mp__os_monotonic() + budget;
     do {
         bool ready = false;
