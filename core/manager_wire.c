@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "manager_internal.h"
+#include "pickle_ops.h"
 #include "value_internal.h"
 
 /* ---- the registry ---- */
@@ -173,19 +174,6 @@ int mp__mreg_decode(mp__rd *rd, mp__mreg *r) {
 }
 
 /* ---- requests and replies ---- */
-
-enum {
-    OP_PROTO = 0x80,
-    OP_SHORT_BINUNICODE = 0x8c,
-    OP_BINUNICODE = 'X',
-    OP_NONE = 'N',
-    OP_EMPTY_TUPLE = ')',
-    OP_EMPTY_DICT = '}',
-    OP_MARK = '(',
-    OP_TUPLE = 't',
-    OP_TUPLE2 = 0x86,
-    OP_STOP = '.'
-};
 
 static void put_str(mp__buf *b, const char *s) {
     size_t n = strlen(s);
