@@ -26,7 +26,7 @@
 #include <unistd.h>
 #endif
 
-#include "fixture.h"
+#include "manager_fixture.h"
 #include "python_peer.h"
 
 using namespace mpt;
@@ -36,11 +36,6 @@ namespace {
 #ifndef _WIN32
 
 // ---- small owners -----------------------------------------------------------------
-
-struct ValueFree {
-    void operator()(mp_value *v) const { mp_value_free(v); }
-};
-using V = std::unique_ptr<mp_value, ValueFree>;
 
 struct Px {
     mp_proxy *p = nullptr;
@@ -57,21 +52,6 @@ struct Mgr {
     Mgr &operator=(const Mgr &) = delete;
     ~Mgr() { mp_manager_free(m); }
 };
-
-V str(const char *s) { return V(mp_value_str(s)); }
-V i64(int64_t x) { return V(mp_value_int(x)); }
-
-// A tuple of the given values (owned by the tuple from here on).
-V tup(std::initializer_list<mp_value *> items) {
-    mp_value *t = mp_value_tuple_new();
-    for (mp_value *i : items) mp_value_list_append(t, i);
-    return V(t);
-}
-V list_of(std::initializer_list<mp_value *> items) {
-    mp_value *l = mp_value_list_new();
-    for (mp_value *i : items) mp_value_list_append(l, i);
-    return V(l);
-}
 
 std::string hex_of(const void *p, size_t n) {
     std::string h;
@@ -188,35 +168,34 @@ const std::vector<std::pair<std::string, std::string>> kPythonSeesOurWrites = {
 void store_proxy(mp_proxy *root, const char *key, mp_proxy *p) {
     mp_value *pv = nullptr;
     ASSERT_EQ(0, mp_proxy_to_value(p, &pv)) << err();
-    V owned(pv);
+    Val owned(pv);
     EXPECT_TRUE(mp_value_is_proxy(pv));
-    EXPECT_EQ(0, mp_proxy_setitem(root, str(key).get(), pv)) << key << " " << err();
+    EXPECT_EQ(0, mp_proxy_setitem(root, S(key).get(), pv)) << key << " " << err();
 }
 
 // Uses the objects of the peer's server; leaves in root what the peer then checks.
 void use_python_objects(mp_manager *m, mp_proxy *root) {
     // What Python put in root.
     mp_value *v = nullptr;
-    ASSERT_EQ(0, mp_proxy_getitem(root, str("greeting").get(), &v)) << err();
+    ASSERT_EQ(0, mp_proxy_getitem(root, S("greeting").get(), &v)) << err();
     EXPECT_STREQ("hello from python", mp_value_as_str(v, nullptr)) << show(v);
     mp_value_free(v);
     v = nullptr;
-    ASSERT_EQ(0, mp_proxy_getitem(root, str("n").get(), &v)) << err();
+    ASSERT_EQ(0, mp_proxy_getitem(root, S("n").get(), &v)) << err();
     EXPECT_EQ(MP_VALUE_INT, mp_value_get_type(v));
     EXPECT_EQ(41, mp_value_as_int(v));
     mp_value_free(v);
     v = nullptr;
-    ASSERT_EQ(0, mp_proxy_getitem(root, str("nested").get(), &v)) << err();
-    V nested(v);
-    V want_a =
-        list_of({mp_value_int(1), mp_value_float(2.5), mp_value_none(), mp_value_bool(true)});
+    ASSERT_EQ(0, mp_proxy_getitem(root, S("nested").get(), &v)) << err();
+    Val nested(v);
+    Val want_a = lst({mp_value_int(1), mp_value_float(2.5), mp_value_none(), mp_value_bool(true)});
     EXPECT_TRUE(mp_value_equal(want_a.get(), mp_value_dict_get_str(v, "a"))) << show(v);
-    V want_b(mp_value_bytes("\0\1", 2));
+    Val want_b(mp_value_bytes("\0\1", 2));
     EXPECT_TRUE(mp_value_equal(want_b.get(), mp_value_dict_get_str(v, "b"))) << show(v);
 
     // Python's KeyError is our MP_ENOENT, with its name and the key in the detail.
     v = nullptr;
-    EXPECT_EQ(MP_ENOENT, mp_proxy_getitem(root, str("missing").get(), &v));
+    EXPECT_EQ(MP_ENOENT, mp_proxy_getitem(root, S("missing").get(), &v));
     std::string msg = last();
     EXPECT_NE(std::string::npos, msg.find("KeyError")) << msg;
     EXPECT_NE(std::string::npos, msg.find("missing")) << msg;
@@ -224,36 +203,36 @@ void use_python_objects(mp_manager *m, mp_proxy *root) {
     mp_value_free(v);
 
     // Values that Python checks by their repr.
-    V from_c = tup({mp_value_int(1), mp_value_str("two"), mp_value_float(3.5), mp_value_none(),
-                    mp_value_bool(true), mp_value_bytes("\0\xff", 2),
-                    list_of({mp_value_int(-7)}).release(), mp_value_dict_new()});
+    Val from_c = tup({mp_value_int(1), mp_value_str("two"), mp_value_float(3.5), mp_value_none(),
+                      mp_value_bool(true), mp_value_bytes("\0\xff", 2),
+                      lst({mp_value_int(-7)}).release(), mp_value_dict_new()});
     mp_value_dict_set_str(mp_value_item(from_c.get(), 7), "k", mp_value_str("v"));
-    EXPECT_EQ(0, mp_proxy_setitem(root, str("from_c").get(), from_c.get())) << err();
-    EXPECT_EQ(0, mp_proxy_setitem(root, str("big").get(), i64(INT64_MIN).get())) << err();
+    EXPECT_EQ(0, mp_proxy_setitem(root, S("from_c").get(), from_c.get())) << err();
+    EXPECT_EQ(0, mp_proxy_setitem(root, S("big").get(), I(INT64_MIN).get())) << err();
 
     // dict, and its iterator (a '#PROXY' answer of typeid "Iterator").
     Px d;
-    V init(mp_value_dict_new());
+    Val init(mp_value_dict_new());
     mp_value_dict_set_str(init.get(), "a", mp_value_int(1));
     ASSERT_EQ(0, mp_manager_dict(m, init.get(), &d.p)) << err();
     EXPECT_STREQ("dict", mp_proxy_typeid(d.p));
     v = nullptr;
-    EXPECT_EQ(0, mp_proxy_getitem(d.p, str("a").get(), &v)) << err();
+    EXPECT_EQ(0, mp_proxy_getitem(d.p, S("a").get(), &v)) << err();
     EXPECT_EQ(1, mp_value_as_int(v));
     mp_value_free(v);
-    EXPECT_EQ(0, mp_proxy_setitem(d.p, str("b").get(), i64(2).get())) << err();
-    EXPECT_EQ(0, mp_proxy_setitem(d.p, str("c").get(), list_of({mp_value_int(3)}).get())) << err();
-    EXPECT_EQ(0, mp_proxy_delitem(d.p, str("a").get())) << err();
-    EXPECT_EQ(MP_ENOENT, mp_proxy_delitem(d.p, str("a").get()));
+    EXPECT_EQ(0, mp_proxy_setitem(d.p, S("b").get(), I(2).get())) << err();
+    EXPECT_EQ(0, mp_proxy_setitem(d.p, S("c").get(), lst({mp_value_int(3)}).get())) << err();
+    EXPECT_EQ(0, mp_proxy_delitem(d.p, S("a").get())) << err();
+    EXPECT_EQ(MP_ENOENT, mp_proxy_delitem(d.p, S("a").get()));
     size_t n = 0;
     EXPECT_EQ(0, mp_proxy_len(d.p, &n)) << err();
     EXPECT_EQ(2u, n);
     v = nullptr;
     ASSERT_EQ(0, mp_proxy_getvalue(d.p, &v)) << err();
-    V dv(v);
-    V want_d(mp_value_dict_new());
+    Val dv(v);
+    Val want_d(mp_value_dict_new());
     mp_value_dict_set_str(want_d.get(), "b", mp_value_int(2));
-    mp_value_dict_set_str(want_d.get(), "c", list_of({mp_value_int(3)}).release());
+    mp_value_dict_set_str(want_d.get(), "c", lst({mp_value_int(3)}).release());
     EXPECT_TRUE(mp_value_equal(want_d.get(), v)) << show(v);
     {
         Px it;
@@ -275,37 +254,37 @@ void use_python_objects(mp_manager *m, mp_proxy *root) {
 
     // list
     Px l;
-    V linit = list_of({mp_value_int(1)});
+    Val linit = lst({mp_value_int(1)});
     ASSERT_EQ(0, mp_manager_list(m, linit.get(), &l.p)) << err();
     EXPECT_STREQ("list", mp_proxy_typeid(l.p));
-    EXPECT_EQ(0, mp_proxy_append(l.p, str("two").get())) << err();
-    V f35(mp_value_float(3.5));
+    EXPECT_EQ(0, mp_proxy_append(l.p, S("two").get())) << err();
+    Val f35(mp_value_float(3.5));
     EXPECT_EQ(0, mp_proxy_append(l.p, f35.get())) << err();
     n = 0;
     EXPECT_EQ(0, mp_proxy_len(l.p, &n)) << err();
     EXPECT_EQ(3u, n);
     v = nullptr;
-    EXPECT_EQ(0, mp_proxy_getitem(l.p, i64(1).get(), &v)) << err();
+    EXPECT_EQ(0, mp_proxy_getitem(l.p, I(1).get(), &v)) << err();
     EXPECT_STREQ("two", mp_value_as_str(v, nullptr)) << show(v);
     mp_value_free(v);
     v = nullptr;
-    EXPECT_EQ(0, mp_proxy_getitem(l.p, i64(-1).get(), &v)) << err();
+    EXPECT_EQ(0, mp_proxy_getitem(l.p, I(-1).get(), &v)) << err();
     EXPECT_EQ(3.5, mp_value_as_float(v)) << show(v);
     mp_value_free(v);
     v = nullptr;
-    EXPECT_EQ(MP_ENOENT, mp_proxy_getitem(l.p, i64(10).get(), &v));
+    EXPECT_EQ(MP_ENOENT, mp_proxy_getitem(l.p, I(10).get(), &v));
     msg = last();
     EXPECT_NE(std::string::npos, msg.find("IndexError")) << msg;
     EXPECT_EQ(nullptr, v);
     mp_value_free(v);
-    EXPECT_EQ(0, mp_proxy_setitem(l.p, i64(0).get(), i64(10).get())) << err();
+    EXPECT_EQ(0, mp_proxy_setitem(l.p, I(0).get(), I(10).get())) << err();
     store_proxy(root, "c_list", l.p);
 
     // Namespace
     Px ns;
     ASSERT_EQ(0, mp_manager_namespace(m, &ns.p)) << err();
-    EXPECT_EQ(0, mp_proxy_setattr(ns.p, "x", i64(1).get())) << err();
-    EXPECT_EQ(0, mp_proxy_setattr(ns.p, "name", str("c").get())) << err();
+    EXPECT_EQ(0, mp_proxy_setattr(ns.p, "x", I(1).get())) << err();
+    EXPECT_EQ(0, mp_proxy_setattr(ns.p, "name", S("c").get())) << err();
     v = nullptr;
     EXPECT_EQ(0, mp_proxy_getattr(ns.p, "x", &v)) << err();
     EXPECT_EQ(1, mp_value_as_int(v));
@@ -320,17 +299,17 @@ void use_python_objects(mp_manager *m, mp_proxy *root) {
 
     // Value
     Px val, vd;
-    ASSERT_EQ(0, mp_manager_value(m, "i", i64(7).get(), &val.p)) << err();
+    ASSERT_EQ(0, mp_manager_value(m, "i", I(7).get(), &val.p)) << err();
     v = nullptr;
     EXPECT_EQ(0, mp_proxy_get(val.p, &v)) << err();
     EXPECT_EQ(7, mp_value_as_int(v));
     mp_value_free(v);
-    EXPECT_EQ(0, mp_proxy_set(val.p, i64(42).get())) << err();
+    EXPECT_EQ(0, mp_proxy_set(val.p, I(42).get())) << err();
     v = nullptr;
     EXPECT_EQ(0, mp_proxy_get(val.p, &v)) << err();
     EXPECT_EQ(42, mp_value_as_int(v));
     mp_value_free(v);
-    V f25(mp_value_float(2.5));
+    Val f25(mp_value_float(2.5));
     ASSERT_EQ(0, mp_manager_value(m, "d", f25.get(), &vd.p)) << err();
     v = nullptr;
     EXPECT_EQ(0, mp_proxy_get(vd.p, &v)) << err();
@@ -342,8 +321,8 @@ void use_python_objects(mp_manager *m, mp_proxy *root) {
     // Queue: items in order, Empty and Full as our codes, one item left for Python.
     Px q, bq;
     ASSERT_EQ(0, mp_manager_queue(m, 0, false, &q.p)) << err();
-    EXPECT_EQ(0, mp_proxy_put(q.p, i64(1).get(), MP_FOREVER)) << err();
-    EXPECT_EQ(0, mp_proxy_put(q.p, str("two").get(), kWait)) << err();
+    EXPECT_EQ(0, mp_proxy_put(q.p, I(1).get(), MP_FOREVER)) << err();
+    EXPECT_EQ(0, mp_proxy_put(q.p, S("two").get(), kWait)) << err();
     v = nullptr;
     EXPECT_EQ(0, mp_proxy_get_item(q.p, kWait, &v)) << err();
     EXPECT_EQ(1, mp_value_as_int(v)) << show(v);
@@ -357,12 +336,12 @@ void use_python_objects(mp_manager *m, mp_proxy *root) {
     EXPECT_EQ(MP_EEMPTY, mp_proxy_get_item(q.p, -1, &v)) << err();
     EXPECT_EQ(nullptr, v);
     mp_value_free(v);
-    EXPECT_EQ(0, mp_proxy_put(q.p, str("left for python").get(), kWait)) << err();
+    EXPECT_EQ(0, mp_proxy_put(q.p, S("left for python").get(), kWait)) << err();
     store_proxy(root, "c_queue", q.p);
     ASSERT_EQ(0, mp_manager_queue(m, 1, false, &bq.p)) << err();
-    EXPECT_EQ(0, mp_proxy_put(bq.p, i64(1).get(), kWait)) << err();
-    EXPECT_EQ(MP_EFULL, mp_proxy_put(bq.p, i64(2).get(), 0.2)) << err();
-    EXPECT_EQ(MP_EFULL, mp_proxy_put(bq.p, i64(2).get(), -1)) << err();
+    EXPECT_EQ(0, mp_proxy_put(bq.p, I(1).get(), kWait)) << err();
+    EXPECT_EQ(MP_EFULL, mp_proxy_put(bq.p, I(2).get(), 0.2)) << err();
+    EXPECT_EQ(MP_EFULL, mp_proxy_put(bq.p, I(2).get(), -1)) << err();
 
     // Lock (not reentrant), and Python's RuntimeError as MP_EREMOTE; a Semaphore.
     Px lock, sem;
@@ -389,8 +368,8 @@ void use_python_objects(mp_manager *m, mp_proxy *root) {
 
     // Proxies Python made and stored in root: as a value (then rebuilt), and directly.
     v = nullptr;
-    ASSERT_EQ(0, mp_proxy_getitem(root, str("py_queue").get(), &v)) << err();
-    V pqv(v);
+    ASSERT_EQ(0, mp_proxy_getitem(root, S("py_queue").get(), &v)) << err();
+    Val pqv(v);
     ASSERT_TRUE(mp_value_is_proxy(v)) << show(v);
     Px pq;
     {
@@ -412,10 +391,10 @@ void use_python_objects(mp_manager *m, mp_proxy *root) {
     EXPECT_STREQ("from python", mp_value_as_str(v, nullptr)) << show(v);
     mp_value_free(v);
     Px pl;
-    V plargs = tup({mp_value_str("py_list")});
+    Val plargs = tup({mp_value_str("py_list")});
     ASSERT_EQ(0, mp_proxy_call_proxy(root, "__getitem__", plargs.get(), nullptr, &pl.p)) << err();
     EXPECT_STREQ("list", mp_proxy_typeid(pl.p));
-    EXPECT_EQ(0, mp_proxy_append(pl.p, str("from C").get())) << err();
+    EXPECT_EQ(0, mp_proxy_append(pl.p, S("from C").get())) << err();
     n = 0;
     EXPECT_EQ(0, mp_proxy_len(pl.p, &n)) << err();
     EXPECT_EQ(2u, n);
@@ -635,7 +614,7 @@ const std::vector<std::pair<std::string, std::string>> kPythonClientResults = {
 
 // d[key] as a proxy (Python stored its proxy there).
 void proxy_at(mp_proxy *d, const char *key, mp_proxy **out) {
-    V args = tup({mp_value_str(key)});
+    Val args = tup({mp_value_str(key)});
     ASSERT_EQ(0, mp_proxy_call_proxy(d, "__getitem__", args.get(), nullptr, out))
         << key << " " << err();
 }
@@ -649,7 +628,7 @@ void check_python_objects(mp_proxy *d) {
         EXPECT_STREQ("dict", mp_proxy_typeid(pd.p));
         v = nullptr;
         EXPECT_EQ(0, mp_proxy_getvalue(pd.p, &v)) << err();
-        V want(mp_value_dict_new());
+        Val want(mp_value_dict_new());
         mp_value_dict_set_str(want.get(), "k", mp_value_str("v"));
         mp_value_dict_set_str(want.get(), "k2", mp_value_int(2));
         EXPECT_TRUE(mp_value_equal(want.get(), v)) << show(v);
@@ -660,7 +639,7 @@ void check_python_objects(mp_proxy *d) {
         EXPECT_STREQ("list", mp_proxy_typeid(pl.p));
         v = nullptr;
         EXPECT_EQ(0, mp_proxy_getvalue(pl.p, &v)) << err();
-        V want = list_of({mp_value_int(1), mp_value_int(2), mp_value_int(3), mp_value_int(4)});
+        Val want = lst({mp_value_int(1), mp_value_int(2), mp_value_int(3), mp_value_int(4)});
         EXPECT_TRUE(mp_value_equal(want.get(), v)) << show(v);
         mp_value_free(v);
     }
@@ -713,33 +692,33 @@ void python_client_on_c(const char *bind) {
     std::string address = mp_manager_address(srv.m);
 
     Px d, l, c;
-    V init(mp_value_dict_new());
+    Val init(mp_value_dict_new());
     mp_value_dict_set_str(init.get(), "from_c", mp_value_str("hello from C"));
     mp_value_dict_set_str(init.get(), "n", mp_value_int(41));
-    V kv(mp_value_dict_new());
+    Val kv(mp_value_dict_new());
     mp_value_dict_set_str(kv.get(), "k", mp_value_str("v"));
     mp_value_dict_set_str(
         init.get(), "t",
         tup({mp_value_int(1), mp_value_float(2.5), mp_value_none(), mp_value_bool(true),
-             mp_value_bytes("\0\1", 2), list_of({mp_value_int(3)}).release(), kv.release()})
+             mp_value_bytes("\0\1", 2), lst({mp_value_int(3)}).release(), kv.release()})
             .release());
     ASSERT_EQ(0, mp_manager_dict(srv.m, init.get(), &d.p)) << err();
-    V linit = list_of({mp_value_int(1), mp_value_int(2)});
+    Val linit = lst({mp_value_int(1), mp_value_int(2)});
     ASSERT_EQ(0, mp_manager_list(srv.m, linit.get(), &l.p)) << err();
-    V cargs = tup({mp_value_int(100)});
+    Val cargs = tup({mp_value_int(100)});
     ASSERT_EQ(0, mp_manager_create(srv.m, "Counter", cargs.get(), nullptr, &c.p)) << err();
     EXPECT_STREQ("Counter", mp_proxy_typeid(c.p));
     mp_value *pv = nullptr;
     ASSERT_EQ(0, mp_proxy_to_value(l.p, &pv)) << err();
-    EXPECT_EQ(0, mp_proxy_setitem(d.p, str("inner").get(), V(pv).get())) << err();
+    EXPECT_EQ(0, mp_proxy_setitem(d.p, S("inner").get(), Val(pv).get())) << err();
     pv = nullptr;
     ASSERT_EQ(0, mp_proxy_to_value(c.p, &pv)) << err();
-    EXPECT_EQ(0, mp_proxy_setitem(d.p, str("c_counter").get(), V(pv).get())) << err();
+    EXPECT_EQ(0, mp_proxy_setitem(d.p, S("c_counter").get(), Val(pv).get())) << err();
 
     // The dict goes to Python as its pickled proxy.
     pv = nullptr;
     ASSERT_EQ(0, mp_proxy_to_value(d.p, &pv)) << err();
-    V dv(pv);
+    Val dv(pv);
     ASSERT_TRUE(mp_value_is_proxy(pv));
     void *buf = nullptr;
     size_t len = 0;
@@ -755,16 +734,15 @@ void python_client_on_c(const char *bind) {
     expect_results(got, kPythonClientResults);
     if (stored) {
         mp_value *v = nullptr;
-        EXPECT_EQ(0, mp_proxy_getitem(d.p, str("from_py").get(), &v)) << err();
-        V want(mp_value_dict_new());
-        mp_value_dict_set_str(want.get(), "a",
-                              list_of({mp_value_int(1), mp_value_int(2)}).release());
+        EXPECT_EQ(0, mp_proxy_getitem(d.p, S("from_py").get(), &v)) << err();
+        Val want(mp_value_dict_new());
+        mp_value_dict_set_str(want.get(), "a", lst({mp_value_int(1), mp_value_int(2)}).release());
         mp_value_dict_set_str(want.get(), "b", tup({mp_value_int(3)}).release());
         EXPECT_TRUE(mp_value_equal(want.get(), v)) << show(v);
         mp_value_free(v);
         v = nullptr;
         EXPECT_EQ(0, mp_proxy_getvalue(l.p, &v)) << err();
-        V lwant = list_of({mp_value_int(1), mp_value_int(2), mp_value_str("from python")});
+        Val lwant = lst({mp_value_int(1), mp_value_int(2), mp_value_str("from python")});
         EXPECT_TRUE(mp_value_equal(lwant.get(), v)) << show(v);
         mp_value_free(v);
         check_python_objects(d.p);
