@@ -180,6 +180,14 @@ const char *mp__executable(void);
 const unsigned char *mp__authkey(void);
 void mp__set_authkey(const unsigned char key[32]);
 
+/** Asks for the line at a to be brought in: a hint for loops that read (rw 0) or
+ *  write (rw 1) memory they reach through pointers, where the hardware cannot guess. */
+#if defined(__GNUC__) || defined(__clang__)
+#define MP__PREFETCH(a, rw) __builtin_prefetch((a), (rw))
+#else
+#define MP__PREFETCH(a, rw) ((void)(a))
+#endif
+
 /** One pause in a spin-wait: lets the other hyperthread run, costs no system call. */
 static inline void mp__cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)

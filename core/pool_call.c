@@ -7,7 +7,11 @@
 #include "pool_job.h"
 #include "value_internal.h"
 
-#define WAIT_SPINS 2000 /* looks at a result before sleeping on it (some µs) */
+#define PREFETCH_AHEAD 16 /* items: the numeric map's nodes are read this far ahead */
+#define FILL_MIN 16384    /* a list of numbers this long goes in while it is copied... */
+#define FILL_FIRST 2048   /* ...from its first this many on, in blocks that double... */
+#define FILL_MAX 32768    /* ...up to this many */
+#define WAIT_SPINS 2000   /* looks at a result before sleeping on it (some µs) */
 
 struct mp_async_result {
     mp__pool_job *j;
@@ -47,6 +51,62 @@ static int submit(mp_pool *p, mp__pool_job *j, void *fn, const char *who) {
     return rc;
 }
 
+/* Copies the numbers of items [from, to) (all of type t) to d, 8 bytes each: where it
+ * stopped, at the first item of another type or at to. */
+static size_t copy_numbers(unsigned char *d, mp_value *const *it, size_t from, size_t to, int t) {
+    for (size_t i = from; i < to; i++) {
+        const mp_value *v = it[i];
+        /* The nodes lie anywhere: their lines are asked for a little ahead. */
+        if (i + PREFETCH_AHEAD < to) MP__PREFETCH(it[i + PREFETCH_AHEAD], 0);
+        if (v->type != t) return i;
+        memcpy(d + 8 * i, &v->u, 8); /* int64 and double: both 8 bytes at u */
+    }
+    return to;
+}
+
+/* The rest of a list of numbers whose first ones went in with job j: block by block,
+ * each one handed to the workers as soon as it is copied. An item of another type
+ * turns what is not cut yet into pickled items (as if the list had been mixed from
+ * the start); one that cannot be pickled fails the job. The caller then waits for it. */
+static void fill_numbers(mp_pool *p, mp__pool_job *j, const mp_value *items) {
+    mp_value *const *it = items->u.seq.items;
+    size_t n = j->expected, k = j->total, block = FILL_FIRST;
+    int t = it[0]->type;
+    unsigned char *d = j->in.data; /* room for all n: the cutter reads below total only */
+    while (k < n) {
+        block = block * 2 < FILL_MAX ? block * 2 : FILL_MAX;
+        size_t end = n - k < block ? n : k + block;
+        size_t upto = copy_numbers(d, it, k, end, t);
+        mp__os_mutex_lock(p->mu);
+        if (upto == end) {
+            j->total = end;
+            j->in.len = 8 * end;
+        } else if (!j->stopped) {
+            /* Not all numbers: the chunks cut so far stay raw, the rest is pickled. */
+            j->raw = 0;
+            j->in.len = 0;
+            j->noff = 0;
+            j->base = j->total = j->cursor;
+            int rc = 0;
+            for (size_t i = j->cursor; i < n && !rc; i++) rc = mp__pool_job_add_item(j, it[i]);
+            if (rc) {
+                mp__pool_job_finish_locked(p, j, rc, mp_last_error_message());
+                mp__pool_job_stop_locked(j);
+            }
+            end = n;
+        } else {
+            end = n; /* stopped: nothing more is cut, so nothing more is copied */
+        }
+        if (end == n) {
+            j->input_done = true;
+            mp__pool_job_release_locked(p, j); /* finished meanwhile (a failure, a terminate) */
+        }
+        mp__pool_dispatch(p);
+        mp__os_mutex_unlock(p->mu);
+        k = end;
+    }
+}
+
 static int values_job(mp_pool *p, int mode, void *fn, const mp_value *items, bool apply,
                       const mp_call_opts *opts, const char *who, mp__pool_job **out) {
     *out = NULL;
@@ -67,29 +127,30 @@ static int values_job(mp_pool *p, int mode, void *fn, const mp_value *items, boo
         size_t n = items->u.seq.n;
         mp_value *const *it = items->u.seq.items;
         /* All ints, or all floats: raw 8-byte numbers (nothing to pickle), copied in the
-         * pass that checks them (the nodes are read once). */
+         * pass that checks them (the nodes are read once). A long list under adaptive
+         * chunks goes in as soon as its first numbers are copied: the first chunks run
+         * while the rest are (fill_numbers). */
         int t = n ? it[0]->type : -1;
         bool same = t == MP_VALUE_INT || t == MP_VALUE_FLOAT;
         unsigned char *d = same ? mp__buf_reserve(&j->in, 8 * n) : NULL;
         if (same && !d) rc = mp__err(MP_ENOMEM, "%s: out of memory for %zu items", who, n);
-        for (size_t i = 0; i < n && same && !rc; i++) {
-            const mp_value *v = it[i];
-            same = v->type == t;
-            memcpy(d + 8 * i, &v->u, 8); /* int64 and double: both 8 bytes at u */
-        }
+        size_t first = !j->opts.chunksize && n >= FILL_MIN ? FILL_FIRST : n;
+        if (same && !rc) same = copy_numbers(d, it, 0, first, t) == first;
         if (same && !rc) {
             j->raw = t == MP_VALUE_INT ? MP__PK_I64 : MP__PK_F64;
-            j->in.len = 8 * n;
-            j->total = n;
+            j->in.len = 8 * first;
+            j->total = first;
+            if (first < n) j->expected = n;
         }
         for (size_t i = 0; i < n && !rc && !same; i++) rc = mp__pool_job_add_item(j, it[i]);
     }
-    j->input_done = true;
+    j->input_done = !j->expected;
     if (!rc) rc = submit(p, j, fn, who);
     if (rc) {
         mp__pool_job_unref(j);
         return rc;
     }
+    if (j->expected) fill_numbers(p, j, items);
     *out = j;
     return 0;
 }

@@ -12,9 +12,13 @@
 #include "pool_job.h"
 #include "value_internal.h"
 
-#define AUTO_TARGET_NS 1e6  /* adaptive chunks aim at about 1 ms of work... */
-#define AUTO_MIN_NS 1e5     /* ...and the tail's pieces at no less than 0.1 ms */
-#define CHUNK_MAX 65536     /* items in one chunk, at most */
+#define AUTO_TARGET_NS 1e6 /* adaptive chunks aim at about 1 ms of work... */
+#define AUTO_MIN_NS 1e5    /* ...and the tail's pieces at no less than 0.1 ms */
+#define CHUNK_MAX 65536    /* items in one chunk, at most */
+/* ...and bytes in one adaptive chunk (either way): a queue's items up to a quarter of
+ * its 1 MiB ring travel inside the ring, bigger ones in a block of their own
+ * (core/queue_big.c), which costs more than one more chunk does. */
+#define CHUNK_BYTES_MAX ((size_t)192 << 10)
 #define SOURCE_AHEAD 512    /* items read from a source ahead of what was taken... */
 #define SOURCE_AHEAD_PER 16 /* ...plus this many per worker */
 
@@ -136,7 +140,7 @@ void mp__pool_job_finish_locked(mp_pool *p, mp__pool_job *j, int rc, const char 
  * is dropped by the handler, without the pool's lock. Under mu. */
 void mp__pool_job_release_locked(mp_pool *p, mp__pool_job *j) {
     if (!j->finished || j->chunks_out || (!j->stopped && j->cursor < j->total) ||
-        (!j->stopped && j->src && !j->input_done))
+        (!j->stopped && !j->input_done))
         return;
     for (mp__pool_job **pp = &p->jobs; *pp; pp = &(*pp)->next)
         if (*pp == j) {
@@ -317,8 +321,9 @@ static size_t chunk_size(mp_pool *p, mp__pool_job *j, size_t avail) {
         }
         /* Guided: the tail comes in smaller pieces, so no worker is left with a long one;
          * but not so small that a round trip costs more than the piece's work. */
-        if (j->input_done) {
-            size_t cap = (j->total - j->cursor + 2 * workers - 1) / (2 * workers);
+        size_t known = j->input_done ? j->total : j->expected;
+        if (known) {
+            size_t cap = (known - j->cursor + 2 * workers - 1) / (2 * workers);
             size_t least = j->est_ns > 0 ? (size_t)(AUTO_MIN_NS / j->est_ns) : 1;
             if (cap < least) cap = least;
             if (s > cap) s = cap;
@@ -326,6 +331,11 @@ static size_t chunk_size(mp_pool *p, mp__pool_job *j, size_t avail) {
             size_t cap = (SOURCE_AHEAD + SOURCE_AHEAD_PER * workers) / (2 * workers * p->window);
             if (s > cap) s = cap;
         }
+        size_t per = j->kind == MP__PK_RECORD
+                         ? (j->in_size > j->out_size ? j->in_size : j->out_size)
+                     : j->raw ? 8
+                              : 0; /* values: cut() looks at their bytes */
+        if (per && s > CHUNK_BYTES_MAX / per) s = CHUNK_BYTES_MAX / per;
     }
     if (s < 1) s = 1;
     return s < avail ? s : avail;
@@ -335,6 +345,21 @@ static mp__pool_chunk *cut(mp_pool *p, mp__pool_job *j) {
     size_t avail = j->total - j->cursor;
     if (!avail) return NULL;
     size_t k = chunk_size(p, j, avail);
+    if (!j->chunking && j->kind != MP__PK_RECORD && !j->raw) {
+        /* An adaptive chunk of encoded values stops at CHUNK_BYTES_MAX (one item at least). */
+        const size_t *o = j->off + (j->cursor - j->base);
+        if (o[k] - o[0] > CHUNK_BYTES_MAX) {
+            size_t lo = 1, hi = k; /* o[lo] - o[0] fits, or lo is 1; o[hi] - o[0] does not */
+            while (hi - lo > 1) {
+                size_t mid = lo + (hi - lo) / 2;
+                if (o[mid] - o[0] > CHUNK_BYTES_MAX)
+                    hi = mid;
+                else
+                    lo = mid;
+            }
+            k = lo;
+        }
+    }
     mp__pool_chunk *c = mp__calloc(1, sizeof *c);
     if (!c) return NULL;
     mp__pool_msg m = {.type = MP__PM_TASK,
@@ -506,12 +531,17 @@ static mp_value *raw_list(const unsigned char *p, size_t n, int enc) {
     return l;
 }
 
+/* A list job's final item count, read without the pool's lock (the handler's side):
+ * expected is fixed before submission, and total is once all items are in. */
+static size_t list_length(const mp__pool_job *j) { return j->expected ? j->expected : j->total; }
+
 static int grow_items(mp__pool_job *j, size_t need) {
     if (need > j->nitems) {
         size_t cap = j->nitems ? j->nitems : 16;
         while (cap < need) cap *= 2;
         /* A list's length is known (and fixed) from the start: room for all at once. */
-        if (!j->src && j->total >= need) cap = j->total;
+        size_t all = list_length(j);
+        if (!j->src && all >= need) cap = all;
         mp_value **it = mp__realloc(j->items, cap * sizeof *it);
         if (!it) return mp__err(MP_ENOMEM, "pool: out of memory for the results");
         memset(it + j->nitems, 0, (cap - j->nitems) * sizeof *it);
@@ -530,7 +560,7 @@ static int place_raw(mp__pool_job *j, const unsigned char *p, size_t n, int enc,
         /* A list's length is known: one block for all, the same size at each call, so
          * the one the last call's results gave back is reused whole. */
         if (!j->rnodes) {
-            void *slab = mp__value_slab_new(j->total, &j->rnodes);
+            void *slab = mp__value_slab_new(list_length(j), &j->rnodes);
             if (!slab) return MP_ENOMEM;
             mp__value_slab_chain(&j->slabs, slab);
         }

@@ -39,6 +39,9 @@ struct mp__pool_job {
     size_t base;     /* the item off[0] belongs to */
     size_t cursor;   /* the next item to cut */
     size_t total;    /* items known so far */
+    size_t expected; /* items there will be, when known before they all are (a list's
+                        numbers, encoded while the first chunks run); else 0. Set
+                        before the job is submitted, never changed after */
     bool input_done; /* no more items will come */
     mp_source_fn src;
     void *src_ctx;

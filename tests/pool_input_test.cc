@@ -7,6 +7,7 @@
 #include <set>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "pool_fixture.h"
@@ -298,6 +299,62 @@ TEST_P(PoolTest, CallsFromManyThreads) {
     }
     for (std::thread &t : ts) t.join();
     for (int t = 0; t < nthreads; t++) EXPECT_EQ("", errors[t]) << "thread " << t;
+}
+
+// ---- long lists of numbers ----
+
+// A long list of numbers under adaptive chunks goes to the workers while it is still
+// being copied (its first chunks run meanwhile): every kind of call over it gives every
+// result in its place, also when a later item turns out to be no number (the rest goes
+// pickled) or cannot be sent at all (the call fails and names it).
+TEST_P(PoolTest, LongListsOfNumbersGoInWhileTheyAreCopied) {
+    PoolHolder pool = make_pool(2);
+    ASSERT_TRUE(pool);
+    mp_pool *p = pool.get();
+    const size_t n = 100003; // well past the first blocks, and not a multiple of them
+    // The ints [0, n), with some of them replaced.
+    auto ints_but = [n](std::initializer_list<std::pair<size_t, mp_value *>> other) {
+        Value l(mp_value_list_new());
+        for (size_t i = 0; i < n; i++) {
+            mp_value *v = nullptr;
+            for (const auto &o : other)
+                if (o.first == i) v = o.second;
+            mp_value_list_append(l.get(), v ? v : mp_value_int((int64_t)i));
+        }
+        return l;
+    };
+
+    check_method(p, Method::Map, n, 0);
+    check_method(p, Method::MapAsync, n, 0);
+    check_method(p, Method::Imap, n, 0);
+    check_method(p, Method::ImapUnordered, n, 0);
+
+    Value floats(mp_value_list_new());
+    for (size_t i = 0; i < n; i++) mp_value_list_append(floats.get(), mp_value_float(0.5 * i));
+    mp_value *r = nullptr;
+    ASSERT_EQ(0, mp_pool_map(p, task_echo, floats.get(), nullptr, &r)) << err();
+    Value fr(r);
+    EXPECT_TRUE(mp_value_equal(floats.get(), r)) << "the floats came back changed";
+
+    // No longer all ints from item 50 001 on (a float, then a str): the same results.
+    Value mixed =
+        ints_but({{50001, mp_value_float(2.5)}, {70001, mp_value_str("seventy thousand")}});
+    for (int round = 0; round < 3; round++) {
+        SCOPED_TRACE("round " + std::to_string(round));
+        r = nullptr;
+        ASSERT_EQ(0, mp_pool_map(p, task_echo, mixed.get(), nullptr, &r)) << err();
+        Value mr(r);
+        EXPECT_TRUE(mp_value_equal(mixed.get(), r)) << "a mixed list came back changed";
+    }
+
+    // Item 60 001 cannot be pickled (a str that is not UTF-8): the call fails and says
+    // which item; no results; the pool goes on.
+    Value bad = ints_but({{60001, mp_value_strn("\xff\xfe", 2)}});
+    r = bogus<mp_value>();
+    EXPECT_EQ(MP_EINVAL, mp_pool_map(p, task_echo, bad.get(), nullptr, &r));
+    EXPECT_NE(std::string::npos, std::string(mp_last_error_message()).find("item 60001")) << err();
+    EXPECT_EQ(nullptr, r) << "no results on failure";
+    check_method(p, Method::Map, 2503, 0);
 }
 
 // ---- clean-up ----
