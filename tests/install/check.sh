@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs a build into a temporary prefix and builds and runs consumers against it:
-# one through find_package(multiproc) (shared and static), one through pkg-config.
+# one through find_package(multiproc) (shared and static), one through pkg-config, one
+# through a plain Makefile.
 # usage: check.sh <build dir> <consumer source dir> <cmake> <C compiler> [sanitizer flags]
 set -euo pipefail
 
@@ -79,5 +80,10 @@ done
 "$cc" $san -o "$tmp/consumer_pc_static" "$consumer/consumer.c" $pc_static || fail "build with pkg-config --static flags"
 LD_LIBRARY_PATH="$libdir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" "$tmp/consumer_pc_static" ||
     fail "consumer_pc_static (pkg-config --static) exited with $?"
+
+step "plain Makefile"
+make -s -C "$consumer" -f Makefile PREFIX="$prefix" LIBDIR="$libdir" OUT="$tmp" CC="$cc" CFLAGS="$san" ||
+    fail "build with the plain Makefile"
+"$tmp/consumer_make" || fail "consumer_make (plain Makefile) exited with $?"
 
 echo "install_consumer: OK"
