@@ -164,9 +164,12 @@ static int run_raw(worker *w, const mp__pool_msg *m, const fn_entry *f, const un
     int mode = 0, rc = 0;
     double t0 = mp__os_monotonic();
     /* One argument node for the whole chunk: only its number changes (building a
-     * whole struct per item costs more than the item's work). */
+     * whole struct per item costs more than the item's work). Room for every raw
+     * result up front: each is then one 8-byte store. */
     mp_value arg;
     memset(&arg, 0, sizeof arg);
+    if (m->n && !mp__buf_reserve(o, 8 * (size_t)m->n))
+        return mp__err(MP_ENOMEM, "pool worker: out of memory for %u results", m->n);
     for (size_t i = 0; i < m->n && !rc; i++) {
         mp_value *res = NULL;
         if (m->kind == MP__PK_I64) {
@@ -213,8 +216,8 @@ static int run_raw(worker *w, const mp__pool_msg *m, const fn_entry *f, const un
             rc = mp__pickle_dump_item(res ? res : &none, o);
             if (rc) rc = mp__err_wrap(rc, "pool: a task's result cannot be encoded");
         } else {
-            mp__buf_put(o, mode == MP__PK_I64 ? (const void *)&res->u.i : (const void *)&res->u.f,
-                        8);
+            memcpy(o->data + o->len, &res->u, 8); /* int64 or double: 8 bytes at u */
+            o->len += 8;
         }
         mp_value_free(res);
     }
