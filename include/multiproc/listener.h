@@ -108,7 +108,7 @@ MP_API int mp_client_connect(const char *address, const mp_listener_opts *opts, 
                              mp_connection **out);
 
 /** Challenges the peer on c (CPython's deliver_challenge): sends a {sha256} challenge,
- *  checks the answer (also a legacy HMAC-MD5 one) and sends #WELCOME# or #FAILURE#.
+ *  checks the answer (also a legacy HMAC-MD5 one) and sends `#WELCOME#` or `#FAILURE#`.
  *  MP_EAUTH when the peer failed. Blocks until the peer answers. */
 MP_API int mp_deliver_challenge(mp_connection *c, const void *key, size_t keylen);
 /** Answers the peer's challenge on c (CPython's answer_challenge): MP_EAUTH when the

@@ -208,7 +208,7 @@ MP_API int mp_manager_release_segment(mp_manager *m, const char *name);
  *  mp_proxy_call_proxy: here it is MP_EINVAL. */
 MP_API int mp_proxy_call(mp_proxy *p, const char *method, const mp_value *args,
                          const mp_value *kwds, mp_value **result);
-/** Calls a method that returns a proxy: a '#PROXY' answer, or a value that is a proxy
+/** Calls a method that returns a proxy: a `#PROXY` answer, or a value that is a proxy
  *  (a proxy stored in a managed dict: reached with p's authkey). MP_EINVAL when the
  *  answer is a plain value. */
 MP_API int mp_proxy_call_proxy(mp_proxy *p, const char *method, const mp_value *args,

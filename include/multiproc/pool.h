@@ -51,8 +51,8 @@ typedef struct mp_imap mp_imap;
 /* ---- task functions -------------------------------------------------------------- */
 
 /** A value task, run in a worker. arg (borrowed) is the item for map, imap and map over
- *  a source, the argument tuple for apply and starmap (Python's f(*args)). Returns 0
- *  and sets *result to a new value (NULL stands for None), or a negative MP_E* code:
+ *  a source, the argument tuple for apply and starmap (Python's `f(*args)`). Returns 0
+ *  and sets `*result` to a new value (NULL stands for None), or a negative MP_E* code:
  *  that task's error, with the detail given by mp_task_error (else the code's text). */
 typedef int (*mp_task_fn)(const mp_value *arg, mp_value **result);
 
