@@ -43,7 +43,9 @@ int mp__child_exec(mp__launch *l, mp_args *args, mp_os_handle parent_sentinel, m
      * the same whether the target returns or calls exit itself. */
     if (!thread) mp__os_exit_mark(mp__shutdown);
     mp_target_fn target = (mp_target_fn)l->target_ptr;
+    mp_log(MP_LOG_INFO, "child process calling its target");
     int code = target(args);
+    mp_log(MP_LOG_INFO, "process exiting with exitcode %d", code);
     mp__process_child_end(self, thread);
     /* A process keeps its arguments to the end, as Python's do: the target's exit
      * handlers may still use them. */

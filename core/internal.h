@@ -170,6 +170,11 @@ int mp__runtime_init(void);
 /** Registers fn to run at the process's exit (mp__shutdown), once however often it is
  *  added; before the daemonic children are stopped. */
 int mp__exit_hook_add(void (*fn)(void));
+/** The logging settings a child inherits (core/log.c), and their setting in the child. */
+void mp__log_settings(int *level, bool *to_stderr);
+void mp__log_inherit(int level, bool to_stderr);
+/** A fork child drops the finalizers it copied from its parent. */
+void mp__finalize_after_fork_child(void);
 void mp__exit_hooks_run(void);
 /** Global lock for process bookkeeping (recursive, re-made in a forked child). */
 void mp__lock(void);

@@ -33,6 +33,8 @@ int mp__launch_encode(mp__launch *l, const mp_args *args, mp_os_handle parent_se
     mp__buf_str(b, l->parent_name);
     mp__buf_str(b, l->start_method);
     mp__buf_u32(b, l->flags);
+    mp__buf_u32(b, (uint32_t)l->log_level);
+    mp__buf_u8(b, l->log_stderr);
     mp__buf_put(b, l->authkey, sizeof l->authkey);
     *nhandles = 0;
     handles[(*nhandles)++] = parent_sentinel;
@@ -64,6 +66,8 @@ int mp__launch_decode(const void *payload, size_t len, mp__launch *out) {
     out->parent_name = mp__rd_str(&r);
     out->start_method = mp__rd_str(&r);
     out->flags = mp__rd_u32(&r);
+    out->log_level = (int)mp__rd_u32(&r);
+    out->log_stderr = mp__rd_u8(&r) != 0;
     size_t keylen = 0;
     const unsigned char *key = NULL;
     if (r.left >= sizeof out->authkey && !r.err) {

@@ -26,6 +26,8 @@ typedef struct mp__launch {
     char *start_method; /* the backend that started the child: its global method there */
     unsigned flags;     /* that backend's MP_BACKEND_* flags */
     unsigned char authkey[32];
+    int log_level; /* the parent's logging settings (core/log.c) */
+    bool log_stderr;
     const unsigned char *args_wire; /* points into the payload */
     size_t args_len;
     size_t nhandles; /* handles[0] is the parent sentinel, args' handles follow */

@@ -690,6 +690,7 @@ static void serve_public(mp__mserver *s, mp__buf *c, const mp_value *req, mp__mc
         else
             send_reply(c, "#RETURN", NULL);
     } else if (strcmp(fn, "shutdown") == 0) {
+        mp_log(MP_LOG_INFO, "manager received shutdown message");
         send_reply(c, "#RETURN", NULL);
         mp__os_mutex_lock(s->mu);
         atomic_store(&s->stop, true);
@@ -934,6 +935,7 @@ int mp__mserver_run(mp__mserver *s) {
     mp__thread *acceptor = NULL;
     int rc = mp__os_thread_start(accept_main, s, &acceptor);
     if (rc) return rc;
+    mp_log(MP_LOG_INFO, "manager serving at '%s'", s->address ? s->address : "?");
     mp__os_mutex_lock(s->mu);
     while (!atomic_load(&s->stop)) mp__os_cond_wait(s->cv, s->mu, 1.0);
     mp__os_mutex_unlock(s->mu);
@@ -949,6 +951,7 @@ int mp__mserver_run(mp__mserver *s) {
     }
     s->nsegs = 0;
     mp__os_mutex_unlock(s->mu);
+    mp_log(MP_LOG_INFO, "manager exiting");
     return 0;
 }
 

@@ -437,18 +437,32 @@ int mp__mexc_error(const mp_value *exc, const char *method) {
 
 /* ---- waiting for an answer ---- */
 
+/* Adaptive, per thread: a look that came up empty makes the thread skip the next 1, 3,
+ * 7... (up to 63) looks, and one that found the answer makes it look every time again.
+ * On a quiet machine answers come within the budget and every call looks; on a loaded
+ * one (the peer waits for a CPU) they do not, and looking would only take the CPU the
+ * peer needs. */
+static MP__THREAD_LOCAL unsigned t_spin_skip, t_spin_fails;
+
 bool mp__mspin(mp_connection *c, double budget) {
     static atomic_int cpus; /* 0: not known yet (threads may all ask: same answer) */
     int n = atomic_load_explicit(&cpus, memory_order_relaxed);
     if (!n) atomic_store_explicit(&cpus, n = mp_cpu_count(), memory_order_relaxed);
     if (n < 2) return false; /* the peer needs this CPU to answer */
+    if (t_spin_skip) {
+        t_spin_skip--;
+        return false;
+    }
     double end = mp__os_monotonic() + budget;
     do {
         bool ready = false;
-        if (mp_connection_poll(c, 0, &ready) != 0 || ready)
-            return true; /* an error: the
-                                                                            read says it */
+        if (mp_connection_poll(c, 0, &ready) != 0 || ready) {
+            t_spin_fails = 0; /* an error counts as an answer: the read says it */
+            return true;
+        }
     } while (mp__os_monotonic() < end);
+    if (t_spin_fails < 6) t_spin_fails++;
+    t_spin_skip = (1u << t_spin_fails) - 1;
     return false;
 }
 

@@ -134,6 +134,7 @@ static int worker_start(mp_pool *p, int i) {
         return rc;
     }
     w->pid = mp_process_pid(w->proc);
+    mp_log(MP_LOG_DEBUG, "added worker %s (pid %lld)", mp_process_name(w->proc), (long long)w->pid);
     return 0;
 }
 
@@ -217,6 +218,11 @@ static void worker_lost(mp_pool *p, int i) {
     mp__err_unmute();
     char how[160];
     mp__os_describe_exit(code, how, sizeof how);
+    if (w->retiring || w->quit_sent)
+        mp_log(MP_LOG_DEBUG, "cleaning up worker %d (pid %lld)", i, (long long)w->pid);
+    else
+        mp_log(MP_LOG_WARNING, "pool worker %d (pid %lld) %s; it is replaced", i, (long long)w->pid,
+               how);
     mp__pool_chunk *c = w->head;
     if (c && (int64_t)c->seq == slot_read(p, i)) {
         w->head = c->next;

@@ -167,6 +167,7 @@ int mp_process_start(mp_process *p) {
         .flags = p->ops->flags,
     };
     memcpy(l.authkey, mp__authkey(), sizeof l.authkey);
+    mp__log_settings(&l.log_level, &l.log_stderr);
     rc = mp__launch_encode(&l, p->args, sentinel, &b, handles, &nh);
     mp__fnref_clear(&l.ref);
     mp__started st;
@@ -425,11 +426,13 @@ static void cleanup_children_of(mp_process *owner) {
             mp__unlock();
             if (!victim) break;
             if (pass == 0) {
+                mp_log(MP_LOG_INFO, "calling terminate() for daemon %s", victim->name);
                 victim->bk_terminated = true;
                 mp__err_mute();
                 mp__backend_signal(victim->ops, victim->bk, MP__SIG_TERM);
                 mp__err_unmute();
             } else {
+                mp_log(MP_LOG_INFO, "calling join() for process %s", victim->name);
                 mp__err_mute();
                 process_wait(victim, MP_FOREVER);
                 mp__err_unmute();
@@ -457,9 +460,14 @@ static void cleanup_children_of(mp_process *owner) {
 }
 
 void mp__shutdown(void) {
+    mp_log(MP_LOG_INFO, "process shutting down");
     mp__exit_hooks_run();
+    mp_log(MP_LOG_DEBUG, "running all \"atexit\" finalizers with priority >= 0");
+    mp_finalize_run_all(0);
     mp_process *self = mp_current_process();
     if (self) cleanup_children_of(self);
+    mp_log(MP_LOG_DEBUG, "running the remaining \"atexit\" finalizers");
+    mp_finalize_run_all(MP_FINALIZE_NOT_AT_EXIT);
     mp__backend_shutdown_all();
 }
 
@@ -471,6 +479,7 @@ void mp__process_after_fork_child(void) {
     t_parent = NULL;
     g_self_sentinel = MP_INVALID_OS_HANDLE;
     mp__value_after_fork_child();
+    mp__finalize_after_fork_child();
 }
 
 mp_process *mp__process_child_begin(const mp__launch *l, mp_os_handle parent_sentinel,
@@ -497,6 +506,7 @@ mp_process *mp__process_child_begin(const mp__launch *l, mp_os_handle parent_sen
         g_current = self;
         g_parent = parent;
         mp__set_authkey(l->authkey);
+        mp__log_inherit(l->log_level, l->log_stderr);
     }
     mp__backend_set_inherited(l->start_method, thread);
     return self;

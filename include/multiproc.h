@@ -261,5 +261,6 @@ MP_API int mp_active_children(mp_process **list, size_t cap, size_t *n);
 #include "multiproc/shared.h"
 #include "multiproc/pool.h"
 #include "multiproc/manager.h"
+#include "multiproc/log.h"
 
 #endif
