@@ -12,11 +12,13 @@
  *                  ahead; the child's copy of the passed end reads without)
  *   mp def. fork   the default mode over a plain fork(): both ends are inherited, so
  *                  both stop reading ahead (same as off)
+ *   mp on, spawn   as mp default, both ends forced on (the child turns its copy on):
+ *                  the same start, so only the child's read mode differs
  * Only the timed loop counts (a start is outside it).
  *
  *   mp_pipe_ab [rounds]      (default 15)
  *
- * MP_AB_ONLY=0..4 runs only that variant, e.g. under `perf stat -e
+ * MP_AB_ONLY=0..5 runs only that variant, e.g. under `perf stat -e
  * instructions:u,instructions:k`, whose counts the load does not skew. */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -37,9 +39,9 @@ static double bench_now(void) {
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-enum { RAW, FORCED, OFF, DEFAULT, DEFAULT_FORK, NVAR };
-static const char *const names[NVAR] = {"os pipe", "mp forced on", "mp off", "mp default",
-                                        "mp def. fork"};
+enum { RAW, FORCED, OFF, DEFAULT, DEFAULT_FORK, FORCED_SPAWN, NVAR };
+static const char *const names[NVAR] = {"os pipe",    "mp forced on", "mp off",
+                                        "mp default", "mp def. fork", "mp on, spawn"};
 
 #define RT_N 2000 /* round trips per batch */
 #define TP_N 40   /* 1 MiB messages per batch */
@@ -84,10 +86,12 @@ static int conn_child(mp_connection *c2, bool rt) {
     return 0;
 }
 
-/* [0] the child's end, [1] round trips (1) or throughput (0). */
+/* [0] the child's end, [1] round trips (1) or throughput (0), [2] force read-ahead on. */
 static int spawned_child(mp_args *a) {
     mp_connection *c = mp_args_connection(a, 0);
-    return c ? conn_child(c, mp_args_int(a, 1) != 0) : 8;
+    if (!c) return 8;
+    if (mp_args_int(a, 2) && mp_connection_set_read_ahead(c, MP_READ_AHEAD_ON)) return 9;
+    return conn_child(c, mp_args_int(a, 1) != 0);
 }
 
 /* One batch: microseconds per round trip (rt) or MiB/s (!rt); < 0 on failure. */
@@ -101,17 +105,18 @@ static double batch(int var, bool rt, char *big) {
         if (!rt) fcntl(a[1], F_SETPIPE_SZ, (int)MIB);
     } else {
         if (mp_pipe(true, &c1, &c2)) return -1;
-        mp_read_ahead mode = var == FORCED ? MP_READ_AHEAD_ON
-                             : var == OFF  ? MP_READ_AHEAD_OFF
-                                           : MP_READ_AHEAD_AUTO;
+        mp_read_ahead mode = var == FORCED || var == FORCED_SPAWN ? MP_READ_AHEAD_ON
+                             : var == OFF                         ? MP_READ_AHEAD_OFF
+                                                                  : MP_READ_AHEAD_AUTO;
         mp_connection_set_read_ahead(c1, mode);
         mp_connection_set_read_ahead(c2, mode);
     }
-    if (var == DEFAULT) {
+    if (var == DEFAULT || var == FORCED_SPAWN) {
         mp_args *args = NULL;
         int rc = mp_args_new(&args);
         if (!rc) rc = mp_args_add_connection(args, c2);
         if (!rc) rc = mp_args_add_int(args, rt);
+        if (!rc) rc = mp_args_add_int(args, var == FORCED_SPAWN);
         mp_process_opts po = {.target = spawned_child, .args = args};
         if (!rc) rc = mp_process_new(mp_get_context("spawn"), &po, &proc);
         if (!rc) rc = mp_process_start(proc);
