@@ -1,15 +1,25 @@
-/* mp_pipe_ab: the raw pipe, a buffered connection and a default (unbuffered) one
- * measured side by side, for a machine too busy for bench/compare's one-shot figures.
- * Each round runs one short batch of every variant in turn, so load hits them alike;
- * per variant it prints the minimum and the median batch and their ratio to the raw
- * pipe. Every variant forks a plain child over inherited descriptors, so only the
- * message path differs (the raw variant is os_floor.c's: two pipes, write 64 / read 64;
- * 1 MiB messages through a pipe grown to 1 MiB). posix only.
+/* mp_pipe_ab: the raw pipe and connections in each read-ahead state measured side by
+ * side, for a machine too busy for bench/compare's one-shot figures. Each round runs
+ * one short batch of every variant in turn, so load hits them alike; per variant it
+ * prints the minimum and the median batch and their ratio to the raw pipe (and the
+ * min-max of the per-round ratios). The raw variant is os_floor.c's: two pipes, write
+ * 64 / read 64; 1 MiB messages through a pipe grown to 1 MiB. posix only.
+ *   os pipe        a plain fork() over two raw pipes
+ *   mp forced on   a plain fork(), both ends MP_READ_AHEAD_ON
+ *   mp off         a plain fork(), both ends MP_READ_AHEAD_OFF (the old default)
+ *   mp default     the default mode with the end passed to a child started by the
+ *                  library (spawn: no fork, so the parent's own end keeps reading
+ *                  ahead; the child's copy of the passed end reads without)
+ *   mp def. fork   the default mode over a plain fork(): both ends are inherited, so
+ *                  both stop reading ahead (same as off)
+ *   mp on, spawn   as mp default, both ends forced on (the child turns its copy on):
+ *                  the same start, so only the child's read mode differs
+ * Only the timed loop counts (a start is outside it).
  *
  *   mp_pipe_ab [rounds]      (default 15)
  *
- * MP_AB_ONLY=0|1|2 runs only the raw, buffered or default variant, e.g. under
- * `perf stat -e instructions:u,instructions:k`, whose counts the load does not skew. */
+ * MP_AB_ONLY=0..5 runs only that variant, e.g. under `perf stat -e
+ * instructions:u,instructions:k`, whose counts the load does not skew. */
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <stdio.h>
@@ -29,8 +39,9 @@ static double bench_now(void) {
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-enum { RAW, BUFFERED, UNBUFFERED, NVAR };
-static const char *const names[NVAR] = {"os pipe", "mp buffered", "mp default"};
+enum { RAW, FORCED, OFF, DEFAULT, DEFAULT_FORK, FORCED_SPAWN, NVAR };
+static const char *const names[NVAR] = {"os pipe",    "mp forced on", "mp off",
+                                        "mp default", "mp def. fork", "mp on, spawn"};
 
 #define RT_N 2000 /* round trips per batch */
 #define TP_N 40   /* 1 MiB messages per batch */
@@ -54,48 +65,81 @@ static void full_read(int fd, char *p, size_t n) {
     }
 }
 
+/* The child's side over a connection: echoes RT_N messages, or sinks TP_N 1 MiB
+ * messages and answers "k". 0, or the exit code naming what failed. */
+static int conn_child(mp_connection *c2, bool rt) {
+    char m[64];
+    for (int i = 0; i < (rt ? RT_N : TP_N); i++) {
+        if (rt) {
+            size_t len;
+            if (mp_connection_recv_bytes_into(c2, m, sizeof m, 0, &len, NULL) ||
+                mp_connection_send_bytes(c2, m, len))
+                return 5;
+        } else {
+            void *p;
+            size_t len;
+            if (mp_connection_recv_bytes(c2, 0, &p, &len)) return 6;
+            mp_connection_free_bytes(p);
+        }
+    }
+    if (!rt && mp_connection_send_bytes(c2, "k", 1)) return 7;
+    return 0;
+}
+
+/* [0] the child's end, [1] round trips (1) or throughput (0), [2] force read-ahead on. */
+static int spawned_child(mp_args *a) {
+    mp_connection *c = mp_args_connection(a, 0);
+    if (!c) return 8;
+    if (mp_args_int(a, 2) && mp_connection_set_read_ahead(c, MP_READ_AHEAD_ON)) return 9;
+    return conn_child(c, mp_args_int(a, 1) != 0);
+}
+
 /* One batch: microseconds per round trip (rt) or MiB/s (!rt); < 0 on failure. */
 static double batch(int var, bool rt, char *big) {
     int a[2], b[2];
     mp_connection *c1 = NULL, *c2 = NULL;
+    mp_process *proc = NULL;
+    pid_t pid = -1;
     if (var == RAW) {
         if (pipe(a) || pipe(b)) return -1;
         if (!rt) fcntl(a[1], F_SETPIPE_SZ, (int)MIB);
     } else {
         if (mp_pipe(true, &c1, &c2)) return -1;
-        mp_connection_set_buffered(c1, var == BUFFERED);
-        mp_connection_set_buffered(c2, var == BUFFERED);
+        mp_read_ahead mode = var == FORCED || var == FORCED_SPAWN ? MP_READ_AHEAD_ON
+                             : var == OFF                         ? MP_READ_AHEAD_OFF
+                                                                  : MP_READ_AHEAD_AUTO;
+        mp_connection_set_read_ahead(c1, mode);
+        mp_connection_set_read_ahead(c2, mode);
     }
-    pid_t pid = fork();
-    if (pid < 0) return -1;
+    if (var == DEFAULT || var == FORCED_SPAWN) {
+        mp_args *args = NULL;
+        int rc = mp_args_new(&args);
+        if (!rc) rc = mp_args_add_connection(args, c2);
+        if (!rc) rc = mp_args_add_int(args, rt);
+        if (!rc) rc = mp_args_add_int(args, var == FORCED_SPAWN);
+        mp_process_opts po = {.target = spawned_child, .args = args};
+        if (!rc) rc = mp_process_new(mp_get_context("spawn"), &po, &proc);
+        if (!rc) rc = mp_process_start(proc);
+        mp_args_free(args);
+        mp_connection_free(c2); /* the child has its own */
+        c2 = NULL;
+        if (rc) return -1;
+    } else {
+        pid = fork();
+        if (pid < 0) return -1;
+    }
     if (pid == 0) {
+        if (var != RAW) _exit(conn_child(c2, rt));
         char m[64];
         for (int i = 0; i < (rt ? RT_N : TP_N); i++) {
-            if (var == RAW) {
-                if (rt) {
-                    full_read(a[0], m, sizeof m);
-                    full_write(b[1], m, sizeof m);
-                } else {
-                    full_read(a[0], big, MIB);
-                }
-            } else if (rt) {
-                size_t len;
-                if (mp_connection_recv_bytes_into(c2, m, sizeof m, 0, &len, NULL) ||
-                    mp_connection_send_bytes(c2, m, len))
-                    _exit(5);
+            if (rt) {
+                full_read(a[0], m, sizeof m);
+                full_write(b[1], m, sizeof m);
             } else {
-                void *p;
-                size_t len;
-                if (mp_connection_recv_bytes(c2, 0, &p, &len)) _exit(6);
-                mp_connection_free_bytes(p);
+                full_read(a[0], big, MIB);
             }
         }
-        if (!rt) {
-            if (var == RAW)
-                full_write(b[1], "k", 1);
-            else if (mp_connection_send_bytes(c2, "k", 1))
-                _exit(7);
-        }
+        if (!rt) full_write(b[1], "k", 1);
         _exit(0);
     }
     char m[64];
@@ -127,15 +171,23 @@ static double batch(int var, bool rt, char *big) {
         }
     }
     double dt = bench_now() - t;
-    int st = 0;
-    waitpid(pid, &st, 0);
+    bool ok;
+    if (proc) {
+        int code = -1;
+        ok = !mp_process_join(proc, 60.0) && !mp_process_exitcode(proc, &code) && code == 0;
+        mp_process_free(proc);
+    } else {
+        int st = 0;
+        waitpid(pid, &st, 0);
+        ok = WIFEXITED(st) && !WEXITSTATUS(st);
+    }
     if (var == RAW) {
         close(a[0]), close(a[1]), close(b[0]), close(b[1]);
     } else {
         mp_connection_free(c1);
         mp_connection_free(c2);
     }
-    if (!WIFEXITED(st) || WEXITSTATUS(st)) return -1;
+    if (!ok) return -1;
     return rt ? dt / RT_N * 1e6 : TP_N / dt;
 }
 
@@ -171,7 +223,20 @@ int main(int argc, char **argv) {
                 v[k][var][r] = x;
             }
     if (only >= 0) return 0; /* a single variant has no ratios to print */
+    double *ratio = calloc((size_t)rounds, sizeof(double));
+    if (!ratio) return 1;
     for (int k = 0; k < 2; k++) {
+        /* The ratio to the raw pipe within each round (the same load), then its median
+         * and range across rounds; for throughput, raw / variant, so above 1 is slower. */
+        double rmed[NVAR], rmin[NVAR], rmax[NVAR];
+        for (int j = 0; j < NVAR; j++) {
+            for (int r = 0; r < rounds; r++)
+                ratio[r] = k == 0 ? v[k][j][r] / v[k][RAW][r] : v[k][RAW][r] / v[k][j][r];
+            qsort(ratio, (size_t)rounds, sizeof(double), cmp);
+            rmed[j] = ratio[rounds / 2];
+            rmin[j] = ratio[0];
+            rmax[j] = ratio[rounds - 1];
+        }
         for (int j = 0; j < NVAR; j++) qsort(v[k][j], (size_t)rounds, sizeof(double), cmp);
         /* round trip: lower is better (best = min); throughput: higher (best = max) */
         double best0 = k == 0 ? v[k][RAW][0] : v[k][RAW][rounds - 1];
@@ -180,9 +245,11 @@ int main(int argc, char **argv) {
                k == 0 ? "pipe_roundtrip_64B (us)" : "pipe_throughput_1MiB (MiB/s)", rounds);
         for (int j = 0; j < NVAR; j++) {
             double best = k == 0 ? v[k][j][0] : v[k][j][rounds - 1], med = v[k][j][rounds / 2];
-            printf("  %-12s best %9.3f (%.3fx)  median %9.3f (%.3fx)\n", names[j], best,
-                   best / best0, med, med / med0);
+            printf("  %-12s best %9.3f (%.3fx)  median %9.3f (%.3fx)  per-round cost ratio "
+                   "median %.3f [%.3f-%.3f]\n",
+                   names[j], best, best / best0, med, med / med0, rmed[j], rmin[j], rmax[j]);
         }
     }
+    free(ratio);
     return 0;
 }

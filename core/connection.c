@@ -17,8 +17,13 @@ struct mp_connection {
     bool readable, writable, closed;
     mp__osconn *os;
     uint64_t max_message;
-    bool msgmode;        /* the OS delimits messages (Windows pipes): no length header */
-    bool buffered;       /* may read ahead (mp_connection_set_buffered) */
+    bool msgmode;   /* the OS delimits messages (Windows pipes): no length header */
+    bool inband;    /* an AF_UNIX stream socket: handles may come on it in-band */
+    int ra;         /* MP_READ_AHEAD_*: the mode set (AUTO by default) */
+    bool shared;    /* another process (or object) may read it too: AUTO reads no more ahead */
+    bool torn;      /* a fork child's copy whose parent held part of a message */
+    unsigned forks; /* mp__os_conn_forks as last seen: a new count means a fork */
+    unsigned child_forks;
     unsigned char *rbuf; /* read-ahead buffer of READ_AHEAD bytes, made on first use */
     size_t rpos, rend;   /* unread bytes: rbuf[rpos .. rend) */
 };
@@ -26,6 +31,103 @@ struct mp_connection {
 /* Large enough for a burst of small messages in one read, small enough that copying
  * it out of a large message's first read costs nothing measurable. */
 #define READ_AHEAD 8192
+
+/* ---- read-ahead and sharing -------------------------------------------------------
+ *
+ * A receive that may read ahead takes a small message in one read (header and payload
+ * together, and whatever follows); without, it reads the header, then exactly the
+ * payload, so the pipe is left at a message boundary for whoever reads next. Reading
+ * ahead is safe only while this object is the end's only reader, so in the default
+ * mode (AUTO) it stops for good, in every process that holds the end, the moment the
+ * end may have a second reader:
+ *   - passed to a child (mp_args_add_connection) or over a connection
+ *     (mp_connection_send_connection): the sender's object stops, the receiver's starts
+ *     stopped (conn_rebuild), on every start method, the dummy one included (its child
+ *     rebuilds its own object over duplicated handles);
+ *   - inherited by a fork (the fork start method, apr, a fork() of the program's own):
+ *     both processes see a new fork count (mp__os_conn_forks) at their next call;
+ *   - its handle given out (mp_connection_fileno): the caller may poll it with the OS,
+ *     duplicate or send it, and a poll would not see bytes held here.
+ * An AF_UNIX stream socket never reads ahead in AUTO: a handle sent on it (CPython's
+ * send_handle) travels with a byte of the stream, and a plain read would drop it.
+ * Bytes already held when an end is passed are not handed over: the pass is refused
+ * (MP_ESTATE) until they are received, after the read-ahead stopped, so the retry
+ * succeeds. Handing them over could lose them (a start that fails after the launch was
+ * encoded has no way back), and a trailing part of a message could be completed only
+ * by waiting on the peer. A fork child's inherited copy drops the bytes its parent held
+ * (the parent delivers them: nothing is lost or doubled); if they end inside a message,
+ * the rest of it is the parent's too, so the copy refuses to receive (MP_ESTATE). */
+
+/* Whether a receive may read ahead now. */
+static bool reads_ahead(const mp_connection *c) {
+    if (c->msgmode) return false;
+    if (c->ra == MP_READ_AHEAD_ON) return true;
+    return c->ra == MP_READ_AHEAD_AUTO && !c->shared && !c->inband;
+}
+
+/* Whether rbuf[rpos .. rend) holds whole messages only. */
+static bool held_whole(const mp_connection *c) {
+    size_t p = c->rpos;
+    while (p < c->rend) {
+        uint64_t size = 0;
+        size_t hl = 0;
+        mp__err_mute();
+        int rc = mp__conn_frame_decode(c->rbuf + p, c->rend - p, &size, &hl);
+        mp__err_unmute();
+        if (rc || size > c->rend - p - hl) return false;
+        p += hl + (size_t)size;
+    }
+    return true;
+}
+
+/* Catches up with forks since the last call: a new count marks the end shared; in a
+ * fork child, the bytes the parent held are the parent's. */
+static void fork_check(mp_connection *c) {
+    unsigned f, ch;
+    mp__os_conn_forks(&f, &ch);
+    if (f == c->forks) return;
+    c->forks = f;
+    c->shared = true;
+    if (ch == c->child_forks) return;
+    c->child_forks = ch;
+    if (c->rpos < c->rend && !held_whole(c)) c->torn = true;
+    c->rpos = c->rend = 0;
+}
+
+/* The checks every receive makes after check_open. */
+static int recv_ready(mp_connection *c, const char *fn) {
+    fork_check(c);
+    if (c->torn)
+        return mp__err(MP_ESTATE,
+                       "%s: this end was inherited by a fork while its parent held part of a "
+                       "message read ahead; the rest of that message is the parent's",
+                       fn);
+    return 0;
+}
+
+/* A pass to another process or object: no more reading ahead here (AUTO), and nothing
+ * held that the other would miss. */
+static int pass_check(mp_connection *c, const char *fn) {
+    fork_check(c);
+    c->shared = true;
+    if (c->torn)
+        return mp__err(MP_ESTATE,
+                       "%s: this end was inherited by a fork in the middle of a message its "
+                       "parent is reading",
+                       fn);
+    if (c->rpos < c->rend)
+        return mp__err(MP_ESTATE,
+                       "%s: the connection holds %zu bytes read ahead that another process "
+                       "would miss: receive them first (it reads no more ahead), or set "
+                       "MP_READ_AHEAD_OFF before receiving on an end you will pass",
+                       fn, c->rend - c->rpos);
+    if (mp__osconn_holds_message(c->os))
+        return mp__err(MP_ESTATE,
+                       "%s: the connection holds a message taken from the OS (an empty "
+                       "message a wait consumed) that another process would miss",
+                       fn);
+    return 0;
+}
 
 /* ---- framing ---------------------------------------------------------------- */
 
@@ -85,6 +187,9 @@ static int conn_make(mp_os_handle h, mp_os_handle hw, mp_os_handle hs, int kind,
     c->writable = writable;
     c->max_message = MP_CONNECTION_DEFAULT_MAX_MESSAGE;
     c->msgmode = mp__osconn_message_mode(c->os);
+    c->ra = MP_READ_AHEAD_AUTO;
+    c->inband = kind == MP__CONN_SOCKET && mp__os_conn_xfer_mode(h, kind) == MP__XFER_INBAND;
+    mp__os_conn_forks(&c->forks, &c->child_forks);
     *out = c;
     return 0;
 }
@@ -189,6 +294,10 @@ int mp_connection_fileno(const mp_connection *c, mp_os_handle *out) {
     if (out) *out = MP_INVALID_OS_HANDLE;
     if (!c || !out) return mp__err(MP_EINVAL, "mp_connection_fileno: NULL argument");
     if (c->closed) return mp__err(MP_ECLOSED, "mp_connection_fileno: connection is closed");
+    /* The handle may now be polled, duplicated or sent by the caller: read no more ahead.
+     * Connections are made by mp__calloc, never const, so the cast is sound; the
+     * signature stays const as it was before this side effect existed. */
+    ((mp_connection *)c)->shared = true;
     *out = c->h;
     return 0;
 }
@@ -201,19 +310,37 @@ int mp_connection_set_max_message(mp_connection *c, uint64_t max) {
 
 uint64_t mp_connection_max_message(const mp_connection *c) { return c ? c->max_message : 0; }
 
-int mp_connection_set_buffered(mp_connection *c, bool on) {
-    if (!c) return mp__err(MP_EINVAL, "mp_connection_set_buffered: connection is NULL");
-    if (c->closed) return mp__err(MP_ECLOSED, "mp_connection_set_buffered: connection is closed");
-    if (!on && c->rpos < c->rend)
-        return mp__err(MP_ESTATE,
-                       "mp_connection_set_buffered: %zu bytes read ahead are still "
-                       "unread",
-                       c->rend - c->rpos);
-    c->buffered = on;
+static int set_mode(mp_connection *c, int mode, const char *fn) {
+    if (!c) return mp__err(MP_EINVAL, "%s: connection is NULL", fn);
+    if (c->closed) return mp__err(MP_ECLOSED, "%s: connection is closed", fn);
+    if (mode != MP_READ_AHEAD_AUTO && mode != MP_READ_AHEAD_ON && mode != MP_READ_AHEAD_OFF)
+        return mp__err(MP_EINVAL, "%s: unknown read-ahead mode %d", fn, mode);
+    fork_check(c);
+    c->ra = mode; /* bytes already held are still received first */
     return 0;
 }
 
-bool mp_connection_buffered(const mp_connection *c) { return c && c->buffered; }
+int mp_connection_set_read_ahead(mp_connection *c, mp_read_ahead mode) {
+    return set_mode(c, (int)mode, "mp_connection_set_read_ahead");
+}
+
+mp_read_ahead mp_connection_read_ahead(const mp_connection *c) {
+    return c ? (mp_read_ahead)c->ra : MP_READ_AHEAD_AUTO;
+}
+
+int mp_connection_set_buffered(mp_connection *c, bool on) {
+    return set_mode(c, on ? MP_READ_AHEAD_ON : MP_READ_AHEAD_OFF, "mp_connection_set_buffered");
+}
+
+bool mp_connection_buffered(const mp_connection *c) {
+    if (!c || c->closed) return false;
+    if (c->ra == MP_READ_AHEAD_AUTO) {
+        unsigned f, ch;
+        mp__os_conn_forks(&f, &ch);
+        if (f != c->forks) return false; /* inherited by a fork: fork_check will say so */
+    }
+    return reads_ahead(c);
+}
 
 void mp_connection_free_bytes(void *p) { mp__free(p); }
 
@@ -293,8 +420,9 @@ static int stream_read(mp_connection *c, void *buf, size_t n, size_t *got) {
     }
     *got = done;
     if (done == n) return 0;
-    if (c->buffered && n - done < READ_AHEAD && !c->rbuf) c->rbuf = mp__malloc(READ_AHEAD);
-    if (!c->buffered || n - done >= READ_AHEAD || !c->rbuf) {
+    bool ahead = reads_ahead(c);
+    if (ahead && n - done < READ_AHEAD && !c->rbuf) c->rbuf = mp__malloc(READ_AHEAD);
+    if (!ahead || n - done >= READ_AHEAD || !c->rbuf) {
         size_t k = 0;
         int rc = mp__os_conn_read_exact(c->h, c->kind, c->os, p + done, n - done, &k);
         *got = done + k;
@@ -514,6 +642,7 @@ int mp_connection_recv_bytes(mp_connection *c, size_t maxlength, void **out, siz
     if (out) *out = NULL;
     if (len) *len = 0;
     int rc = check_open(c, true, "mp_connection_recv_bytes");
+    if (!rc) rc = recv_ready(c, "mp_connection_recv_bytes");
     if (rc) return rc;
     if (!out || !len) return mp__err(MP_EINVAL, "mp_connection_recv_bytes: out is NULL");
     if (c->msgmode) return msg_recv_bytes(c, maxlength, out, len);
@@ -532,6 +661,7 @@ int mp_connection_recv_bytes_into(mp_connection *c, void *buf, size_t cap, size_
     if (len) *len = 0;
     if (whole) *whole = NULL;
     int rc = check_open(c, true, "mp_connection_recv_bytes_into");
+    if (!rc) rc = recv_ready(c, "mp_connection_recv_bytes_into");
     if (rc) return rc;
     if (!len) return mp__err(MP_EINVAL, "mp_connection_recv_bytes_into: len is NULL");
     if (!buf && cap) return mp__err(MP_EINVAL, "mp_connection_recv_bytes_into: buffer is NULL");
@@ -573,6 +703,7 @@ int mp_connection_recv_bytes_into(mp_connection *c, void *buf, size_t cap, size_
 int mp_connection_poll(mp_connection *c, double timeout, bool *ready) {
     if (ready) *ready = false;
     int rc = check_open(c, true, "mp_connection_poll");
+    if (!rc) rc = recv_ready(c, "mp_connection_poll");
     if (rc) return rc;
     if (!ready) return mp__err(MP_EINVAL, "mp_connection_poll: ready is NULL");
     if (c->rpos < c->rend) {
@@ -607,14 +738,14 @@ int mp_wait(const mp_waitable *objs, size_t n, double timeout, bool *ready, size
         memset(&items[i], 0, sizeof items[i]);
         switch (objs[i].kind) {
         case MP_WAIT_CONNECTION: {
-            const mp_connection *c = objs[i].u.conn;
+            mp_connection *c = objs[i].u.conn;
             if (!c)
                 rc = mp__err(MP_EINVAL, "mp_wait: connection %zu is NULL", i);
             else if (c->closed)
                 rc = mp__err(MP_ECLOSED, "mp_wait: connection %zu is closed", i);
             else if (!c->readable)
                 rc = mp__err(MP_EPERM, "mp_wait: connection %zu is write-only", i);
-            else
+            else if (!(rc = recv_ready(c, "mp_wait")))
                 items[i] = (mp__oswait){c->h, MP__W_CONN, c->kind, c->os};
             if (!rc && c->rpos < c->rend) ahead = true;
             break;
@@ -662,7 +793,9 @@ static size_t conn_handle_count(const void *obj) {
 static int conn_reduce(const void *obj, mp__buf *b, mp_os_handle *handles, size_t *nh) {
     const mp_connection *c = obj;
     if (c->closed) return mp__err(MP_ECLOSED, "mp_args: a closed connection cannot be passed");
-    if (c->rpos < c->rend || mp__osconn_holds_message(c->os))
+    /* The caller ran pass_check; bytes may have come since (an end with read-ahead
+     * forced on, or received on between mp_args_add_connection and the start). */
+    if (c->torn || c->rpos < c->rend || mp__osconn_holds_message(c->os))
         return mp__err(MP_ESTATE,
                        "mp_args: a connection holding read-ahead bytes cannot be passed");
     mp__buf_u8(b, (uint8_t)c->kind);
@@ -690,6 +823,7 @@ static int conn_rebuild(mp__rd *r, const mp_os_handle *handles, size_t nh, void 
     int rc = conn_make(handles[0], hw, hs, kind, flags & 1, (flags & 2) != 0, &c);
     if (rc) return rc;
     c->max_message = max;
+    c->shared = true; /* the sender's object reads the same end */
     *out = c;
     return 0;
 }
@@ -707,9 +841,8 @@ const mp__objtype mp__connection_objtype = {
 int mp_args_add_connection(mp_args *a, mp_connection *c) {
     if (!a || !c) return mp__err(MP_EINVAL, "mp_args_add_connection: NULL argument");
     if (c->closed) return mp__err(MP_ECLOSED, "mp_args_add_connection: connection is closed");
-    if (c->rpos < c->rend || mp__osconn_holds_message(c->os))
-        return mp__err(MP_ESTATE, "mp_args_add_connection: the connection holds read-ahead bytes "
-                                  "another process would miss");
+    int rc = pass_check(c, "mp_args_add_connection");
+    if (rc) return rc;
     return mp__args_add_object(a, &mp__connection_objtype, c);
 }
 
@@ -901,15 +1034,12 @@ int mp_connection_send_connection(mp_connection *c, mp_connection *obj, int64_t 
     const char *fn = "mp_connection_send_connection";
     if (!obj) return mp__err(MP_EINVAL, "%s: the connection to send is NULL", fn);
     if (obj->closed) return mp__err(MP_ECLOSED, "%s: the connection to send is closed", fn);
-    if (obj->rpos < obj->rend || mp__osconn_holds_message(obj->os))
-        return mp__err(MP_ESTATE,
-                       "%s: the connection to send holds read-ahead bytes the "
-                       "receiver would miss",
-                       fn);
+    int rc = pass_check(obj, fn);
+    if (rc) return rc;
     mp__buf desc = {0};
     mp_os_handle hs[MP__XFER_MAX];
     size_t n = 0;
-    int rc = conn_reduce(obj, &desc, hs, &n);
+    rc = conn_reduce(obj, &desc, hs, &n);
     if (!rc) rc = xfer_send(c, WHAT_CONNECTION, hs, n, &desc, dest_pid, fn);
     mp__buf_free(&desc);
     return rc;
@@ -987,10 +1117,12 @@ static int xfer_recv(mp_connection *c, int what, double timeout, mp_os_handle *h
     if (rc) return rc;
     int mode = xfer_mode(c);
     if (mode == XF_NONE) return xfer_unsupported(c, fn);
-    if (mode == XF_INBAND && c->buffered)
+    rc = recv_ready(c, fn);
+    if (rc) return rc;
+    if (mode == XF_INBAND && reads_ahead(c))
         return mp__err(MP_ESTATE,
-                       "%s: a buffered AF_UNIX connection cannot receive handles "
-                       "(a read-ahead would take them)",
+                       "%s: an AF_UNIX connection with read-ahead forced on cannot "
+                       "receive handles (a read-ahead would drop them)",
                        fn);
     rc = xfer_wait(c, timeout, fn);
     if (rc) return rc;

@@ -21,6 +21,12 @@ bool mp__osconn_message_mode(const mp__osconn *s);
  *  an empty message a wait consumed), which another process given the handle would miss. */
 bool mp__osconn_holds_message(const mp__osconn *s);
 
+/** How many forks this process has seen, as the parent or as the child (*forks), and
+ *  how many of them made it, as the child (*as_child); posix counts them with an atfork
+ *  handler installed by the first mp__osconn_open, Windows has no fork (0 and 0). A
+ *  connection that sees a new count was inherited by a fork (core/connection.c). */
+void mp__os_conn_forks(unsigned *forks, unsigned *as_child);
+
 /** A new pipe, not inheritable: duplex (both ends read and write) or one-way (end 0
  *  reads, end 1 writes). End i is h[i], plus hw[i] when it writes through a separate
  *  handle (posix builds a duplex pipe from two pipes: a pipe's round trip is about half

@@ -16,10 +16,30 @@
 #include "../core/os_conn.h"
 #include "linux.h"
 
+/* Forks seen by this process (as the parent or as the child) and forks that made it
+ * (as the child): a connection compares them with what it saw last, so an end inherited
+ * by a fork stops reading ahead in both processes (core/connection.c). Counted from the
+ * first connection on; a fork before it leaves no connection to inherit. */
+static _Atomic unsigned g_forks, g_child_forks;
+static pthread_once_t g_fork_once = PTHREAD_ONCE_INIT;
+
+static void forks_parent(void) { g_forks++; }
+static void forks_child(void) {
+    g_forks++;
+    g_child_forks++;
+}
+static void forks_register(void) { pthread_atfork(NULL, forks_parent, forks_child); }
+
+void mp__os_conn_forks(unsigned *forks, unsigned *as_child) {
+    *forks = g_forks;
+    *as_child = g_child_forks;
+}
+
 int mp__osconn_open(mp_os_handle h, int kind, mp__osconn **out) {
     (void)h;
     (void)kind;
     *out = NULL;
+    pthread_once(&g_fork_once, forks_register);
     return 0;
 }
 

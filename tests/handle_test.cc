@@ -271,6 +271,10 @@ TEST(Handle, AfUnixCarriesHandlesInBandOnCPythonsWire) {
     std::string s;
     ASSERT_EQ(0, recv_str(x.a, &s)) << err();
     EXPECT_EQ("via unix", s);
+    // AF_UNIX reads no more ahead by default (a read would drop handles); forced on, a
+    // handle receive is refused.
+    EXPECT_FALSE(mp_connection_buffered(raw.c));
+    EXPECT_EQ(MP_READ_AHEAD_AUTO, mp_connection_read_ahead(raw.c));
     ASSERT_EQ(0, mp_connection_set_buffered(raw.c, true));
     EXPECT_EQ(MP_ESTATE, mp_connection_recv_handle(raw.c, 0, &h));
     pipe_close(&p);

@@ -18,6 +18,12 @@ struct mp__osconn {
                        receive returns it (CPython's _got_empty_message) */
 };
 
+/* No fork on Windows: an end is shared only by being passed. */
+void mp__os_conn_forks(unsigned *forks, unsigned *as_child) {
+    *forks = 0;
+    *as_child = 0;
+}
+
 int mp__osconn_open(mp_os_handle h, int kind, mp__osconn **out) {
     (void)h;
     *out = NULL;

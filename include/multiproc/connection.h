@@ -5,8 +5,9 @@
  * payload; above 0x7fffffff bytes, -1 and an 8-byte big-endian length. A message is
  * never torn or interleaved with another sent on the same connection. A connection is
  * meant for one thread at a time (as in Python); several processes may share one end
- * when they serialise their use (a lock), because by default nothing is read ahead.
- * mp_connection_set_buffered trades that for speed on an end with a single owner.
+ * when they serialise their use (a lock). By default an end reads ahead (a small
+ * message in one system call) until it may have a second reader, and then never again:
+ * see mp_connection_set_read_ahead.
  *
  * posix: the first write on a pipe connection sets SIGPIPE to ignored when it still
  * has the default disposition (as the Python interpreter does at startup), so a gone
@@ -69,7 +70,8 @@ MP_API bool mp_connection_writable(const mp_connection *c);
 MP_API int mp_connection_is_readable(const mp_connection *c, bool *out);
 MP_API int mp_connection_is_writable(const mp_connection *c, bool *out);
 /** The OS handle (owned by c) to wait on: the read end (a write-only end's handle);
- *  MP_ECLOSED once closed. */
+ *  MP_ECLOSED once closed. Stops c's automatic read-ahead (mp_connection_set_read_ahead):
+ *  an OS poll of the handle does not see bytes read ahead. */
 MP_API int mp_connection_fileno(const mp_connection *c, mp_os_handle *out);
 
 /** The largest message a receive accepts (0: no limit); default
@@ -77,14 +79,38 @@ MP_API int mp_connection_fileno(const mp_connection *c, mp_os_handle *out);
 MP_API int mp_connection_set_max_message(mp_connection *c, uint64_t max);
 MP_API uint64_t mp_connection_max_message(const mp_connection *c);
 
-/** Buffered receiving (off by default): a receive may read up to 8 KiB ahead, so a
- *  small message costs one read system call instead of two (header, then payload).
- *  Only for an end whose receiving side has one owner: bytes read ahead belong to this
- *  object, so another process sharing the end would miss them, and a connection
- *  holding some cannot be passed to a child (MP_ESTATE; a child's connection starts
- *  unbuffered). Turning it off while bytes are held is MP_ESTATE. No effect on
- *  Windows pipes, which read one message per call anyway. */
+/** Read-ahead: a receive may read up to 8 KiB ahead, so a small message costs one read
+ *  system call instead of two (header, then exactly the payload). Bytes read ahead
+ *  belong to this object: another reader of the same end would miss them, or get part
+ *  of a message. So in the default mode, AUTO, an end reads ahead only while this
+ *  object is its only reader, and stops for good (in both processes) once it may have
+ *  another: when passed to a child (mp_args_add_connection, any start method, dummy
+ *  included), sent over a connection (mp_connection_send_connection), inherited by a
+ *  fork (the fork start method, or a fork() of the program's own), or when its handle
+ *  is taken (mp_connection_fileno: the caller may poll or pass it). The copy a child or
+ *  receiver gets starts without read-ahead. An AF_UNIX socket connection does not read
+ *  ahead in AUTO (a handle sent on it would be dropped). ON reads ahead whatever
+ *  happens: for an end whose receiving side is known to have one reader (a child
+ *  whose parent freed its copy may turn it on). OFF never reads ahead. Bytes held when
+ *  an end is passed are not handed over: the pass is MP_ESTATE until they are
+ *  received (the read-ahead has stopped by then, so a retry succeeds). A fork child's
+ *  copy leaves the bytes its parent held to the parent; when they end inside a
+ *  message, the copy's receives are MP_ESTATE (the rest of it is the parent's).
+ *  Changing the mode keeps held bytes: they are received first. Windows pipes read one
+ *  whole message per call and never read ahead. MP_EINVAL for another mode,
+ *  MP_ECLOSED. */
+typedef enum mp_read_ahead {
+    MP_READ_AHEAD_AUTO = 0, /* default: until the end may have another reader */
+    MP_READ_AHEAD_ON = 1,   /* always: the caller vouches for a single reader */
+    MP_READ_AHEAD_OFF = 2   /* never: header, then payload */
+} mp_read_ahead;
+MP_API int mp_connection_set_read_ahead(mp_connection *c, mp_read_ahead mode);
+/** The mode set on c (MP_READ_AHEAD_AUTO for NULL). */
+MP_API mp_read_ahead mp_connection_read_ahead(const mp_connection *c);
+/** Shorthand: on is MP_READ_AHEAD_ON, off MP_READ_AHEAD_OFF. */
 MP_API int mp_connection_set_buffered(mp_connection *c, bool on);
+/** Whether a receive on c may read ahead now (the mode, and for AUTO whether the end is
+ *  still unshared); false for NULL, a closed c and Windows pipes. */
 MP_API bool mp_connection_buffered(const mp_connection *c);
 
 /** Sends len bytes of buf as one message (len 0 sends an empty message; buf may then
@@ -127,9 +153,10 @@ MP_API int mp_connection_recv(mp_connection *c, mp_value **out);
 MP_API int mp_connection_poll(mp_connection *c, double timeout, bool *ready);
 
 /** A connection passed to a child: it receives its own connection to the same pipe
- *  (c must stay open until the process has started). MP_ESTATE while c holds data read
- *  from the OS for its next receive (buffered read-ahead; on Windows an empty message
- *  that a wait consumed): the child would never see it. */
+ *  (c must stay open until the process has started), which starts without read-ahead;
+ *  c reads ahead no more unless forced on (mp_connection_set_read_ahead). MP_ESTATE
+ *  while c holds data read from the OS for its next receive (read-ahead; on Windows an
+ *  empty message that a wait consumed): the child would never see it. */
 MP_API int mp_args_add_connection(mp_args *a, mp_connection *c);
 /** In a child, the connection at i (NULL if i is not a connection): borrowed, owned
  *  by the child's args (freed when the target returns). */
@@ -167,8 +194,8 @@ MP_API int mp_connection_send_handle(mp_connection *c, mp_os_handle h, int64_t d
  *  handle sent with mp_connection_send_handle and stores in *out this process's own
  *  duplicate, the caller's to close (close / CloseHandle). MP_ETIMEDOUT (nothing taken),
  *  MP_EPROTO when something else came (dropped), MP_EOF when the peer closed, MP_ESTATE
- *  on a buffered AF_UNIX connection (its read-ahead could take a handle: turn buffering
- *  off for an end that receives handles). On failure *out is MP_INVALID_OS_HANDLE. */
+ *  on an AF_UNIX connection with read-ahead forced on (its read-ahead could drop a
+ *  handle; the default mode does not read ahead there). On failure *out is MP_INVALID_OS_HANDLE. */
 MP_API int mp_connection_recv_handle(mp_connection *c, double timeout, mp_os_handle *out);
 /** Sends a duplicate of the socket s (Python's socket pickling): posix as
  *  mp_connection_send_handle; Windows WSADuplicateSocket for dest_pid, which must be
@@ -180,8 +207,9 @@ MP_API int mp_connection_recv_socket(mp_connection *c, double timeout, mp_os_han
 /** Sends the connection obj (a pipe end, a Listener/Client connection; Python's
  *  pickling of a Connection): the receiver gets its own connection to the same pipe or
  *  socket, with obj's readable/writable flags and maximum message size. obj stays the
- *  caller's and open. MP_ECLOSED when obj is closed, MP_ESTATE while it holds read-ahead
- *  bytes, MP_EINVAL on Windows for a socket connection without dest_pid; else as
+ *  caller's and open; it reads ahead no more unless forced on, and the receiver's copy
+ *  starts without read-ahead. MP_ECLOSED when obj is closed, MP_ESTATE while it holds
+ *  read-ahead bytes, MP_EINVAL on Windows for a socket connection without dest_pid; else as
  *  mp_connection_send_handle. */
 MP_API int mp_connection_send_connection(mp_connection *c, mp_connection *obj, int64_t dest_pid);
 /** Receives a connection sent with mp_connection_send_connection, waiting up to timeout:
