@@ -2,10 +2,11 @@
  * ../shared/bench/cpython_baseline.py measures them: a duplex Pipe to a child on the
  * fork context; the child echoes n 64-byte messages, or sinks n 1 MiB messages and
  * answers with the byte count. bench.c lists the two metrics in its group table.
- * Each end has one owner, so both sides turn on buffered receiving
- * (mp_connection_set_buffered): a small message then costs one read, not two.
- * MP_BENCH_CONN_UNBUFFERED=1 in the environment measures the default (shareable) mode;
- * a forked child inherits it. */
+ * Each end has one owner, so both sides turn read-ahead on for good
+ * (mp_connection_set_buffered): a small message then costs one read, not two. The
+ * default (MP_READ_AHEAD_AUTO) would switch off at the fork, which copies every end.
+ * MP_BENCH_CONN_UNBUFFERED=1 in the environment measures read-ahead off (two reads per
+ * message); a forked child inherits it. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
