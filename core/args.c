@@ -1,6 +1,7 @@
 /* mp_args: the argument list of a target, and its wire form for the launch. */
 #include <string.h>
 
+#include "block.h"
 #include "os.h"
 
 typedef struct mp__arg {
@@ -186,8 +187,50 @@ bool mp__args_has_objects(const mp_args *a) {
     return false;
 }
 
+/* The arenas an argument list's objects are slots of, each once: they travel ahead of
+ * the items, so a child gets one handle per arena however many objects it gets. */
+typedef struct arena_set {
+    mp__arena **v;
+    size_t n, cap;
+    bool oom;
+} arena_set;
+
+static void arena_set_add(arena_set *s, mp__arena *ar) {
+    if (!ar || (s->n && s->v[s->n - 1] == ar)) return;
+    for (size_t i = 0; i < s->n; i++)
+        if (s->v[i] == ar) return;
+    if (s->n == s->cap) {
+        size_t cap = s->cap ? s->cap * 2 : 8;
+        mp__arena **v = mp__realloc(s->v, cap * sizeof *v);
+        if (!v) {
+            s->oom = true;
+            return;
+        }
+        s->v = v;
+        s->cap = cap;
+    }
+    s->v[s->n++] = ar;
+}
+
+/* Returns how many blocks the objects name (with s->oom, an upper bound of s->n). */
+static size_t arenas_collect(const mp_args *a, arena_set *s) {
+    size_t nb = 0;
+    for (size_t i = 0; a && i < a->n; i++) {
+        const mp__arg *it = &a->items[i];
+        if (it->type != MP_ARG_OBJECT || !it->u.o.t->blocks) continue;
+        mp__block *blk[2];
+        size_t k = it->u.o.t->blocks(it->u.o.obj, blk);
+        for (size_t j = 0; j < k && j < 2; j++, nb++) arena_set_add(s, mp__block_arena(blk[j]));
+    }
+    return nb;
+}
+
 size_t mp__args_handle_count(const mp_args *a) {
-    size_t k = 0;
+    arena_set s = {0};
+    size_t nb = arenas_collect(a, &s);
+    /* Out of memory: never fewer than encode appends (it fails then, or sends fewer). */
+    size_t k = s.oom ? nb : s.n;
+    mp__free(s.v);
     for (size_t i = 0; a && i < a->n; i++) {
         const mp__arg *it = &a->items[i];
         if (it->type == MP_ARG_OS_HANDLE) k++;
@@ -207,6 +250,18 @@ static const mp__objtype *objtype_find(const char *name) {
 int mp__args_encode(const mp_args *a, mp__buf *b, mp_os_handle *handles, size_t *nhandles) {
     size_t n = a ? a->n : 0;
     int rc = 0;
+    arena_set s = {0};
+    arenas_collect(a, &s);
+    if (s.oom) {
+        mp__free(s.v);
+        return mp__err(MP_ENOMEM, "mp_args: out of memory encoding arguments");
+    }
+    mp__buf_u32(b, (uint32_t)s.n);
+    for (size_t i = 0; i < s.n; i++) {
+        mp__buf_u32(b, (uint32_t)*nhandles);
+        mp__arena_reduce(s.v[i], b, handles, nhandles);
+    }
+    mp__free(s.v);
     mp__buf_u32(b, (uint32_t)n);
     for (size_t i = 0; i < n; i++) {
         const mp__arg *it = &a->items[i];
@@ -267,7 +322,25 @@ static int args_decode(mp__rd *r, const mp_os_handle *handles, size_t nhandles, 
         return rc;
     }
     a->owns_handles = true;
-    uint32_t n = mp__rd_u32(r);
+    /* The arenas first: held while the items are rebuilt, so their slots find them. */
+    uint32_t na = mp__rd_u32(r);
+    mp__arena **arenas = NULL;
+    if (r->err || na > nhandles)
+        r->err = MP_EPROTO;
+    else if (na && !(arenas = mp__calloc(na, sizeof *arenas)))
+        rc = mp__err(MP_ENOMEM, "mp_args: out of memory");
+    for (uint32_t i = 0; i < na && !rc && !r->err; i++) {
+        uint32_t idx = mp__rd_u32(r);
+        if (r->err || idx >= nhandles || (seen && seen[idx])) {
+            r->err = MP_EPROTO;
+            break;
+        }
+        if (seen) seen[idx] = true;
+        bool took;
+        rc = mp__arena_rebuild(r, handles[idx], &arenas[i], &took);
+        if (rc || !took) mp__os_handle_close(handles[idx]);
+    }
+    uint32_t n = rc ? 0 : mp__rd_u32(r);
     for (uint32_t i = 0; i < n && !r->err; i++) {
         uint8_t t = mp__rd_u8(r);
         switch (t) {
@@ -340,6 +413,8 @@ static int args_decode(mp__rd *r, const mp_os_handle *handles, size_t nhandles, 
         if (rc) break;
     }
     if (!rc && r->err) rc = mp__err(MP_EPROTO, "launch: malformed argument list");
+    for (uint32_t i = 0; arenas && i < na; i++) mp__arena_drop(arenas[i]);
+    mp__free(arenas);
     if (rc) {
         mp_args_free(a); /* closes what it took; the rest was closed where it failed */
         for (size_t i = 0; seen && i < nhandles; i++)

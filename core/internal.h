@@ -100,6 +100,7 @@ const void *mp__rd_blob(mp__rd *r, size_t *n);
  * the handles (fd passing, inheritance, DuplicateHandle, a dup on dummy); rebuild makes
  * the child's object from the bytes and its own handles. A type is listed once in
  * core/objtypes.c so a child can find it by name. */
+struct mp__block;
 typedef struct mp__objtype {
     const char *name;
     /** How many OS handles reduce will append for obj. */
@@ -114,6 +115,9 @@ typedef struct mp__objtype {
     /** rebuild closes all its handles when it fails (a type whose description nests
      *  an argument list: the nested objects may have closed theirs already). */
     bool closes_on_failure;
+    /** The shared blocks (core/block.h) reduce describes, at most 2, into out; NULL: none.
+     *  The argument list sends the arenas of arena slots once, ahead of its items. */
+    size_t (*blocks)(const void *obj, struct mp__block **out);
 } mp__objtype;
 
 /** The types children can rebuild (core/objtypes.c), NULL-terminated. */

@@ -6,7 +6,7 @@
 #include "launch.h"
 #include "os.h"
 
-static const char launch_magic[4] = {'M', 'P', 'L', '2'};
+static const char launch_magic[4] = {'M', 'P', 'L', '3'};
 
 void mp__fnref_clear(mp__fnref *r) {
     mp__free(r->module);

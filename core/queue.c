@@ -302,7 +302,7 @@ static int queue_rebuild(mp__rd *r, const mp_os_handle *handles, size_t nh, void
         return mp__err(MP_EPROTO, "queue: %zu handles, expected %zu", nh, queue_handle_count(NULL));
     mp__block *b;
     bool took;
-    int rc = mp__block_rebuild(r, MP__K_QUEUE, handles[0], &b, &took);
+    int rc = mp__block_rebuild(r, MP__K_QUEUE, handles, nh, &b, &took);
     if (rc) return rc;
     mp__qshared *s = b->base;
     uint64_t ring = s->ring_size;

@@ -115,7 +115,7 @@ static int array_create(mp_context *ctx, char typecode, size_t n, const void *in
     int rc = lock_for(ctx, mode, given, fn, &lock);
     if (rc) return rc;
     mp__block *b;
-    if ((rc = mp__block_new(MP__K_SHARED_ARRAY, ITEMS_OFF + n * t->size, &b)) != 0) {
+    if ((rc = mp__block_alloc(MP__K_SHARED_ARRAY, ITEMS_OFF + n * t->size, &b)) != 0) {
         mp_lock_free(lock);
         return rc;
     }
@@ -470,7 +470,16 @@ int mp_shared_array_set_double(mp_shared_array *a, size_t i, double v) {
 /* ---- as a process argument: the block's handle, and the lock's when there is one ---- */
 
 static size_t arr_handle_count(const void *obj) {
-    return ((const mp_shared_array *)obj)->lock ? 2 : 1;
+    const mp_shared_array *a = obj;
+    return (a->lock ? mp__lock_handle_count(a->lock) : 0) + mp__block_handle_count(a->blk);
+}
+
+static size_t arr_blocks(const void *obj, mp__block **out) {
+    const mp_shared_array *a = obj;
+    size_t n = 0;
+    if (a->lock) out[n++] = a->lock->blk;
+    out[n++] = a->blk;
+    return n;
 }
 
 static int arr_reduce(const void *obj, mp__buf *b, mp_os_handle *handles, size_t *nh) {
@@ -484,19 +493,22 @@ static int arr_reduce(const void *obj, mp__buf *b, mp_os_handle *handles, size_t
 static int arr_rebuild(mp__rd *r, const mp_os_handle *handles, size_t nh, void **out) {
     *out = NULL;
     uint8_t has_lock = mp__rd_u8(r);
-    if (r->err || has_lock > 1 || nh < (size_t)(1 + has_lock))
+    if (r->err || has_lock > 1)
         return mp__err(MP_EPROTO, "shared_array: malformed object description");
     mp_lock *lock = NULL;
     mp_os_handle spare = MP_INVALID_OS_HANDLE;
     int rc;
-    if (has_lock && (rc = mp__lock_rebuild_nested(r, handles, 1, &lock, &spare)) != 0) return rc;
-    mp_os_handle h = handles[has_lock];
+    if (has_lock && (rc = mp__lock_rebuild_nested(r, handles, nh, &lock, &spare)) != 0) return rc;
+    size_t k = lock ? mp__lock_handle_count(lock) : 0;
     mp__block *b;
     bool took;
-    rc = mp__block_rebuild(r, MP__K_SHARED_ARRAY, h, &b, &took);
+    rc = mp__block_rebuild(r, MP__K_SHARED_ARRAY, handles + k, nh - k, &b, &took);
     /* One read of the shared header: what is checked is what is used. */
     arr_shared hdr;
-    if (!rc) memcpy(&hdr, b->base, sizeof hdr);
+    /* Past the block header, whose use count other processes change meanwhile. */
+    if (!rc)
+        memcpy((char *)&hdr + sizeof hdr.hdr, (const char *)b->base + sizeof hdr.hdr,
+               sizeof hdr - sizeof hdr.hdr);
     const tinfo *t = rc ? NULL : type_of((char)hdr.typecode);
     if (!rc && (!t || hdr.typecode > 0x7f || hdr.itemsize != t->size ||
                 hdr.n > ITEMS_MAX / t->size || ITEMS_OFF + hdr.n * t->size > b->size)) {
@@ -516,7 +528,7 @@ static int arr_rebuild(mp__rd *r, const mp_os_handle *handles, size_t nh, void *
         return rc;
     }
     if (spare != MP_INVALID_OS_HANDLE) mp__os_handle_close(spare);
-    if (!took) mp__os_handle_close(h);
+    if (mp__block_handle_count(b) && !took) mp__os_handle_close(handles[k]);
     *out = a;
     return 0;
 }
@@ -529,6 +541,7 @@ const mp__objtype mp__objtype_shared_array = {
     .reduce = arr_reduce,
     .rebuild = arr_rebuild,
     .free = arr_objfree,
+    .blocks = arr_blocks,
 };
 
 int mp_args_add_shared_array(mp_args *a, mp_shared_array *s) {

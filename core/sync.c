@@ -145,7 +145,7 @@ static int lock_create(mp_context *ctx, bool recursive, mp_lock **out) {
     if (!out) return mp__err(MP_EINVAL, "mp_lock_new: out is NULL");
     *out = NULL;
     mp__block *b;
-    int rc = mp__block_new(MP__K_LOCK, sizeof(lock_shared), &b);
+    int rc = mp__block_alloc(MP__K_LOCK, sizeof(lock_shared), &b);
     if (rc) return rc;
     lock_shared *s = b->base;
     mp__block_futex_init(b, &s->w.f);
@@ -210,7 +210,11 @@ void mp_lock_free(mp_lock *l) {
 }
 
 size_t mp__lock_handle_count(const void *obj) {
-    (void)obj;
+    return mp__block_handle_count(((const mp_lock *)obj)->blk);
+}
+
+size_t mp__lock_blocks(const void *obj, mp__block **out) {
+    out[0] = ((const mp_lock *)obj)->blk;
     return 1;
 }
 
@@ -223,17 +227,16 @@ int mp__lock_rebuild_nested(mp__rd *r, const mp_os_handle *handles, size_t nh, m
                             mp_os_handle *spare) {
     *out = NULL;
     *spare = MP_INVALID_OS_HANDLE;
-    if (nh < 1) return mp__err(MP_EPROTO, "sync: a lock needs one handle");
     mp__block *b;
     bool took;
-    int rc = mp__block_rebuild(r, MP__K_LOCK, handles[0], &b, &took);
+    int rc = mp__block_rebuild(r, MP__K_LOCK, handles, nh, &b, &took);
     if (rc) return rc;
     mp_lock *l = lock_wrap(b);
     if (!l) {
         mp__block_unrebuild(b, took);
         return mp__err(MP_ENOMEM, "sync: out of memory");
     }
-    if (!took) *spare = handles[0];
+    if (mp__block_handle_count(b) && !took) *spare = handles[0];
     *out = l;
     return 0;
 }
@@ -257,6 +260,7 @@ const mp__objtype mp__objtype_lock = {
     .reduce = mp__lock_reduce,
     .rebuild = lock_rebuild,
     .free = lock_objfree,
+    .blocks = mp__lock_blocks,
 };
 const mp__objtype mp__objtype_rlock = {
     .name = "rlock",
@@ -264,6 +268,7 @@ const mp__objtype mp__objtype_rlock = {
     .reduce = mp__lock_reduce,
     .rebuild = lock_rebuild,
     .free = lock_objfree,
+    .blocks = mp__lock_blocks,
 };
 
 int mp__sync_args_add(mp_args *a, const mp__objtype *t, void *obj, const char *fn) {
@@ -312,7 +317,7 @@ static int sem_create(bool bounded, unsigned value, mp_semaphore **out) {
     if (value > SEM_MAX)
         return mp__err(MP_EINVAL, "mp_semaphore_new: value %u is too large", value);
     mp__block *b;
-    int rc = mp__block_new(MP__K_SEMAPHORE, sizeof(sem_shared), &b);
+    int rc = mp__block_alloc(MP__K_SEMAPHORE, sizeof(sem_shared), &b);
     if (rc) return rc;
     sem_shared *ss = b->base;
     mp__block_futex_init(b, &ss->f);
@@ -386,8 +391,12 @@ void mp_semaphore_free(mp_semaphore *s) {
     mp__free(s);
 }
 
-static size_t one_handle(const void *obj) {
-    (void)obj;
+static size_t sem_handle_count(const void *obj) {
+    return mp__block_handle_count(((const mp_semaphore *)obj)->blk);
+}
+
+static size_t sem_blocks(const void *obj, mp__block **out) {
+    out[0] = ((const mp_semaphore *)obj)->blk;
     return 1;
 }
 
@@ -397,17 +406,16 @@ static int sem_reduce(const void *obj, mp__buf *b, mp_os_handle *handles, size_t
 }
 
 static int sem_rebuild(mp__rd *r, const mp_os_handle *handles, size_t nh, void **out) {
-    if (nh < 1) return mp__err(MP_EPROTO, "sync: a semaphore needs one handle");
     mp__block *b;
     bool took;
-    int rc = mp__block_rebuild(r, MP__K_SEMAPHORE, handles[0], &b, &took);
+    int rc = mp__block_rebuild(r, MP__K_SEMAPHORE, handles, nh, &b, &took);
     if (rc) return rc;
     mp_semaphore *s = sem_wrap(b);
     if (!s) {
         mp__block_unrebuild(b, took);
         return mp__err(MP_ENOMEM, "sync: out of memory");
     }
-    if (!took) mp__os_handle_close(handles[0]);
+    if (mp__block_handle_count(b) && !took) mp__os_handle_close(handles[0]);
     *out = s;
     return 0;
 }
@@ -416,17 +424,19 @@ static void sem_objfree(void *obj) { mp_semaphore_free(obj); }
 
 const mp__objtype mp__objtype_semaphore = {
     .name = "semaphore",
-    .handle_count = one_handle,
+    .handle_count = sem_handle_count,
     .reduce = sem_reduce,
     .rebuild = sem_rebuild,
     .free = sem_objfree,
+    .blocks = sem_blocks,
 };
 const mp__objtype mp__objtype_bounded_semaphore = {
     .name = "bounded_semaphore",
-    .handle_count = one_handle,
+    .handle_count = sem_handle_count,
     .reduce = sem_reduce,
     .rebuild = sem_rebuild,
     .free = sem_objfree,
+    .blocks = sem_blocks,
 };
 
 int mp_args_add_semaphore(mp_args *a, mp_semaphore *s) {
@@ -467,7 +477,7 @@ int mp_event_new(mp_context *ctx, mp_event **out) {
     if (!out) return mp__err(MP_EINVAL, "mp_event_new: out is NULL");
     *out = NULL;
     mp__block *b;
-    int rc = mp__block_new(MP__K_EVENT, sizeof(event_shared), &b);
+    int rc = mp__block_alloc(MP__K_EVENT, sizeof(event_shared), &b);
     if (rc) return rc;
     mp__block_futex_init(b, &((event_shared *)b->base)->f);
     mp_event *e = event_wrap(b);
@@ -519,23 +529,31 @@ void mp_event_free(mp_event *e) {
     mp__free(e);
 }
 
+static size_t event_handle_count(const void *obj) {
+    return mp__block_handle_count(((const mp_event *)obj)->blk);
+}
+
+static size_t event_blocks(const void *obj, mp__block **out) {
+    out[0] = ((const mp_event *)obj)->blk;
+    return 1;
+}
+
 static int event_reduce(const void *obj, mp__buf *b, mp_os_handle *handles, size_t *nh) {
     mp__block_reduce(((const mp_event *)obj)->blk, b, handles, nh);
     return 0;
 }
 
 static int event_rebuild(mp__rd *r, const mp_os_handle *handles, size_t nh, void **out) {
-    if (nh < 1) return mp__err(MP_EPROTO, "sync: an event needs one handle");
     mp__block *b;
     bool took;
-    int rc = mp__block_rebuild(r, MP__K_EVENT, handles[0], &b, &took);
+    int rc = mp__block_rebuild(r, MP__K_EVENT, handles, nh, &b, &took);
     if (rc) return rc;
     mp_event *e = event_wrap(b);
     if (!e) {
         mp__block_unrebuild(b, took);
         return mp__err(MP_ENOMEM, "sync: out of memory");
     }
-    if (!took) mp__os_handle_close(handles[0]);
+    if (mp__block_handle_count(b) && !took) mp__os_handle_close(handles[0]);
     *out = e;
     return 0;
 }
@@ -544,10 +562,11 @@ static void event_objfree(void *obj) { mp_event_free(obj); }
 
 const mp__objtype mp__objtype_event = {
     .name = "event",
-    .handle_count = one_handle,
+    .handle_count = event_handle_count,
     .reduce = event_reduce,
     .rebuild = event_rebuild,
     .free = event_objfree,
+    .blocks = event_blocks,
 };
 
 int mp_args_add_event(mp_args *a, mp_event *e) {

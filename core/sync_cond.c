@@ -49,7 +49,7 @@ int mp_condition_new(mp_context *ctx, mp_lock *lock, mp_condition **out) {
         mp__free(c);
         return rc;
     }
-    if ((rc = mp__block_new(MP__K_CONDITION, sizeof(cond_shared), &c->blk)) != 0) {
+    if ((rc = mp__block_alloc(MP__K_CONDITION, sizeof(cond_shared), &c->blk)) != 0) {
         mp_lock_free(c->lock);
         mp__free(c);
         return rc;
@@ -189,7 +189,14 @@ void mp_condition_free(mp_condition *c) {
 }
 
 static size_t cond_handle_count(const void *obj) {
-    (void)obj;
+    const mp_condition *c = obj;
+    return mp__lock_handle_count(c->lock) + mp__block_handle_count(c->blk);
+}
+
+static size_t cond_blocks(const void *obj, mp__block **out) {
+    const mp_condition *c = obj;
+    out[0] = c->lock->blk;
+    out[1] = c->blk;
     return 2;
 }
 
@@ -201,17 +208,17 @@ static int cond_reduce(const void *obj, mp__buf *b, mp_os_handle *handles, size_
 }
 
 static int cond_rebuild(mp__rd *r, const mp_os_handle *handles, size_t nh, void **out) {
-    if (nh < 2) return mp__err(MP_EPROTO, "sync: a condition needs two handles");
     mp_condition *c = mp__calloc(1, sizeof *c);
     if (!c) return mp__err(MP_ENOMEM, "sync: out of memory");
     mp_os_handle spare;
-    int rc = mp__lock_rebuild_nested(r, handles, 1, &c->lock, &spare);
+    int rc = mp__lock_rebuild_nested(r, handles, nh, &c->lock, &spare);
     if (rc) {
         mp__free(c);
         return rc;
     }
+    size_t k = mp__lock_handle_count(c->lock);
     bool took;
-    rc = mp__block_rebuild(r, MP__K_CONDITION, handles[1], &c->blk, &took);
+    rc = mp__block_rebuild(r, MP__K_CONDITION, handles + k, nh - k, &c->blk, &took);
     if (rc) {
         mp__block_unrebuild(c->lock->blk, spare == MP_INVALID_OS_HANDLE);
         mp__free(c->lock);
@@ -219,7 +226,7 @@ static int cond_rebuild(mp__rd *r, const mp_os_handle *handles, size_t nh, void 
         return rc;
     }
     if (spare != MP_INVALID_OS_HANDLE) mp__os_handle_close(spare);
-    if (!took) mp__os_handle_close(handles[1]);
+    if (mp__block_handle_count(c->blk) && !took) mp__os_handle_close(handles[k]);
     c->s = c->blk->base;
     *out = c;
     return 0;
@@ -233,6 +240,7 @@ const mp__objtype mp__objtype_condition = {
     .reduce = cond_reduce,
     .rebuild = cond_rebuild,
     .free = cond_objfree,
+    .blocks = cond_blocks,
 };
 
 int mp_args_add_condition(mp_args *a, mp_condition *c) {
@@ -331,7 +339,7 @@ int mp_barrier_new(mp_context *ctx, unsigned parties, mp_barrier_action_fn actio
         if (rc) return rc;
     }
     mp__block *b;
-    if ((rc = mp__block_new(MP__K_BARRIER, sizeof(barrier_shared), &b)) != 0) {
+    if ((rc = mp__block_alloc(MP__K_BARRIER, sizeof(barrier_shared), &b)) != 0) {
         mp_args_free(args);
         return rc;
     }
@@ -459,7 +467,12 @@ void mp_barrier_free(mp_barrier *b) {
  * count from the first of them). */
 static size_t barrier_handle_count(const void *obj) {
     const mp_barrier *br = obj;
-    return 1 + mp__args_handle_count(br->args);
+    return mp__block_handle_count(br->blk) + mp__args_handle_count(br->args);
+}
+
+static size_t barrier_blocks(const void *obj, mp__block **out) {
+    out[0] = ((const mp_barrier *)obj)->blk;
+    return 1;
 }
 
 static int barrier_reduce(const void *obj, mp__buf *b, mp_os_handle *handles, size_t *nh) {
@@ -492,14 +505,14 @@ static void close_all(const mp_os_handle *handles, size_t from, size_t nh) {
  * last and close theirs when they fail, after some of their objects may have closed
  * or adopted theirs. */
 static int barrier_rebuild(mp__rd *r, const mp_os_handle *handles, size_t nh, void **out) {
-    if (nh < 1) return mp__err(MP_EPROTO, "sync: a barrier needs one handle");
     mp__block *b;
     bool took;
-    int rc = mp__block_rebuild(r, MP__K_BARRIER, handles[0], &b, &took);
+    int rc = mp__block_rebuild(r, MP__K_BARRIER, handles, nh, &b, &took);
     if (rc) {
         close_all(handles, 0, nh);
         return rc;
     }
+    size_t k = mp__block_handle_count(b);
     mp_barrier *br = barrier_wrap(b);
     bool nested = false;
     if (!br) {
@@ -519,19 +532,19 @@ static int barrier_rebuild(mp__rd *r, const mp_os_handle *handles, size_t nh, vo
         if (!rc) {
             mp__rd ar = {awire, alen, 0};
             nested = true;
-            rc = mp__args_rebuild_nested(&ar, handles + 1, nh - 1, &br->args);
+            rc = mp__args_rebuild_nested(&ar, handles + k, nh - k, &br->args);
         }
         br->action = (mp_barrier_action_fn)fn;
-    } else if (nh != 1) {
+    } else if (nh != k) {
         rc = mp__err(MP_EPROTO, "sync: a barrier without an action has %zu handles", nh);
     }
     if (rc) {
         mp__free(br);
         mp__block_unrebuild(b, took);
-        close_all(handles, 0, nested ? 1 : nh);
+        close_all(handles, 0, nested ? k : nh);
         return rc;
     }
-    if (!took) mp__os_handle_close(handles[0]);
+    if (k && !took) mp__os_handle_close(handles[0]);
     *out = br;
     return 0;
 }
@@ -545,6 +558,7 @@ const mp__objtype mp__objtype_barrier = {
     .rebuild = barrier_rebuild,
     .free = barrier_objfree,
     .closes_on_failure = true,
+    .blocks = barrier_blocks,
 };
 
 int mp_args_add_barrier(mp_args *a, mp_barrier *b) {

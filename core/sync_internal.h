@@ -40,6 +40,7 @@ void mp__lock_ref(mp_lock *l);
 extern const mp__objtype mp__objtype_lock, mp__objtype_rlock;
 /** The object types for nesting a lock in another object's description. */
 size_t mp__lock_handle_count(const void *obj);
+size_t mp__lock_blocks(const void *obj, mp__block **out);
 int mp__lock_reduce(const void *obj, mp__buf *b, mp_os_handle *handles, size_t *nh);
 /** Like an objtype rebuild, but handles that were not adopted go into *spare (the
  *  caller closes them once everything succeeded). */

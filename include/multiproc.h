@@ -53,7 +53,8 @@ extern "C" {
     X(ECANCELED, -26, "canceled")                                              \
     X(EBROKEN, -27, "barrier is broken")                                       \
     X(ESHUTDOWN, -28, "queue is shut down")                                    \
-    X(EREMOTE, -29, "the manager's method raised an error")
+    X(EREMOTE, -29, "the manager's method raised an error")                    \
+    X(ELIMIT, -30, "a resource limit was reached (descriptors, handles)")
 
 #define MP__ERR_ENUM(name, value, msg) MP_##name = value,
 enum mp_errno { MP_OK = 0, MP_ERRNO_MAP(MP__ERR_ENUM) };

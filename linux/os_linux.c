@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -160,6 +161,17 @@ int mp__os_err(const char *what) {
     case EOWNERDEAD:
         code = MP_EOWNERDEAD;
         break;
+    case EMFILE:
+    case ENFILE: {
+        /* Say which limit: the process's (ulimit -n) or the system's. */
+        struct rlimit rl;
+        if (e == EMFILE && getrlimit(RLIMIT_NOFILE, &rl) == 0)
+            return mp__err_os(MP_ELIMIT, e,
+                              "%s: out of file descriptors (this process may have %llu open, "
+                              "RLIMIT_NOFILE)",
+                              what, (unsigned long long)rl.rlim_cur);
+        return mp__err_os(MP_ELIMIT, e, "%s: %s", what, strerror(e));
+    }
     default:
         code = MP_ESYS;
         break;

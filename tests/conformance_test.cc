@@ -399,7 +399,6 @@ TEST(Errors, TheOsErrorNumberIsKept) {
 
 extern "C" {
 #include "core/internal.h"
-extern const mp__objtype mp__objtype_lock;
 }
 
 #ifdef _WIN32
@@ -420,33 +419,41 @@ bool handle_open(mp_os_handle h) {
 #endif
 }
 
-// What a fork child meets: an object described with the very handle number a block
-// this process maps already holds (fork keeps the numbers). Rebuilding it must not
-// close that block's handle, or the number is reused (a pipe opened next) and handed
-// on to the next child as the block's.
-TEST(Blocks, RebuildWithTheBlocksOwnHandleKeepsItOpen) {
+// What a fork child meets: an argument list whose arena is described with the very
+// handle number this process's arena holds already (fork keeps the numbers).
+// Rebuilding it must not close that arena's handle, or the number is reused (a pipe
+// opened next) and handed on to the next child as the arena's.
+TEST(Blocks, RebuildWithTheArenasOwnHandleKeepsItOpen) {
     mp_lock *l = nullptr;
     ASSERT_EQ(0, mp_lock_new(nullptr, &l)) << err();
+    mp_args *a = nullptr;
+    ASSERT_EQ(0, mp_args_new(&a));
+    ASSERT_EQ(0, mp_args_add_lock(a, l));
+    ASSERT_EQ(0, mp_args_add_lock(a, l));
     mp__buf b = {};
     mp_os_handle hs[4];
     size_t nh = 0;
-    ASSERT_EQ(0, mp__objtype_lock.reduce(l, &b, hs, &nh));
-    ASSERT_EQ(1u, nh);
-    void *copy = nullptr;
+    ASSERT_EQ(0, mp__args_encode(a, &b, hs, &nh));
+    ASSERT_EQ(1u, nh) << "the arena travels once, the objects without a handle";
+    mp_args *copy = nullptr;
     mp__rd r = {b.data, b.len, 0};
-    ASSERT_EQ(0, mp__objtype_lock.rebuild(&r, hs, nh, &copy)) << err();
-    // The original still reduces to a handle that is open, and both objects work.
+    ASSERT_EQ(0, mp__args_decode(&r, hs, nh, &copy)) << err();
+    // The original still encodes with a handle that is open, and both objects work.
     mp__buf b2 = {};
     size_t nh2 = 0;
     mp_os_handle hs2[4];
-    ASSERT_EQ(0, mp__objtype_lock.reduce(l, &b2, hs2, &nh2));
-    EXPECT_TRUE(handle_open(hs2[0])) << "the lock's block hands out a closed handle";
-    EXPECT_EQ(0, mp_lock_acquire(static_cast<mp_lock *>(copy), 0)) << err();
+    ASSERT_EQ(0, mp__args_encode(a, &b2, hs2, &nh2));
+    ASSERT_EQ(1u, nh2);
+    EXPECT_TRUE(handle_open(hs2[0])) << "the lock's arena hands out a closed handle";
+    mp_lock *c = mp_args_lock(copy, 1);
+    ASSERT_NE(nullptr, c);
+    EXPECT_EQ(0, mp_lock_acquire(c, 0)) << err();
     EXPECT_EQ(MP_ETIMEDOUT, mp_lock_acquire(l, 0)) << "one lock, seen twice";
-    EXPECT_EQ(0, mp_lock_release(static_cast<mp_lock *>(copy))) << err();
-    mp__objtype_lock.free(copy);
+    EXPECT_EQ(0, mp_lock_release(c)) << err();
+    mp_args_free(copy);
     EXPECT_EQ(0, mp_lock_acquire(l, 0)) << err();
     EXPECT_EQ(0, mp_lock_release(l));
+    mp_args_free(a);
     mp_lock_free(l);
     mp__buf_free(&b);
     mp__buf_free(&b2);

@@ -111,8 +111,9 @@ static int map_win_error(DWORD code) {
     case ERROR_COMMITMENT_LIMIT:
     case ERROR_NO_SYSTEM_RESOURCES:
     case ERROR_NOT_ENOUGH_QUOTA:
-    case ERROR_TOO_MANY_OPEN_FILES:
         return MP_ENOMEM;
+    case ERROR_TOO_MANY_OPEN_FILES:
+        return MP_ELIMIT;
     case ERROR_INVALID_HANDLE:
         return MP_EBADF;
     case ERROR_INVALID_PARAMETER:
