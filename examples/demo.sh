@@ -9,7 +9,10 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/.." && pwd)
 build="$root/build-demo"
 limit=${MP_DEMO_TIMEOUT:-60}
-examples=(hello info start_methods exitcodes pipes locks queues shared_state shared_memory pool)
+# The same list as examples/CMakeLists.txt (there with the line each must print).
+examples=(hello info start_methods exitcodes pipes wait locks queues shared_state shared_memory
+  managers custom_manager newtype remote_manager listener_client workers pool pool_demo progress
+  shared_memory_manager)
 
 log="$build/build.log"
 mkdir -p "$build"

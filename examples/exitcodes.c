@@ -20,23 +20,12 @@
  * shows that and asks the thread to stop instead.
  *
  * Usage: exitcodes [start-method] */
-#if !defined(_WIN32) && !defined(_POSIX_C_SOURCE)
-#define _POSIX_C_SOURCE 200809L /* nanosleep under -std=c11 */
-#endif
+#include "example_util.h"
 
 #include <inttypes.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
-#include <stdio.h>
-
-#ifdef _WIN32
-#include <windows.h>
-#else
-#include <time.h>
-#endif
-
-#include "multiproc.h"
 
 static int fail(const char *what, int rc) {
     fprintf(stderr, "exitcodes: %s: %s (%s)\n", what, mp_strerror(rc), mp_last_error_message());
@@ -49,15 +38,6 @@ static int fail_check(const char *what) {
     return 1;
 }
 
-static void sleep_ms(unsigned ms) {
-#ifdef _WIN32
-    Sleep(ms);
-#else
-    struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-#endif
-}
-
 /* Only a dummy child (a thread of this process) can see this flag: it is how we stop
  * a "process" that cannot be terminated. Real children are stopped by signals. */
 static atomic_bool stop_requested;
@@ -66,7 +46,7 @@ static atomic_bool stop_requested;
 static int sleeper(mp_args *args) {
     double seconds = mp_args_double(args, 0);
     for (double slept = 0; slept < seconds && !atomic_load(&stop_requested); slept += 0.01)
-        sleep_ms(10);
+        ex_sleep_ms(10);
     return 0;
 }
 

@@ -15,39 +15,11 @@
  *         p.join()
  *
  * Usage: pipes [start-method] */
-#include <stdio.h>
-
-#include "multiproc.h"
+#include "example_util.h"
 
 static int fail(const char *what, int rc) {
     fprintf(stderr, "pipes: %s: %s (%s)\n", what, mp_strerror(rc), mp_last_error_message());
     return 1;
-}
-
-/* Prints the small values this example sends, the way Python's print shows them. */
-static void print_value(const mp_value *v) {
-    switch (mp_value_get_type(v)) {
-    case MP_VALUE_NONE:
-        printf("None");
-        break;
-    case MP_VALUE_INT:
-        printf("%lld", (long long)mp_value_as_int(v));
-        break;
-    case MP_VALUE_STR:
-        printf("'%s'", mp_value_as_str(v, NULL));
-        break;
-    case MP_VALUE_LIST:
-        printf("[");
-        for (size_t i = 0; i < mp_value_len(v); i++) {
-            if (i) printf(", ");
-            print_value(mp_value_item(v, i));
-        }
-        printf("]");
-        break;
-    default:
-        printf("<%s>", mp_value_type_name(mp_value_get_type(v)));
-        break;
-    }
 }
 
 static int f(mp_args *args) {

@@ -1,5 +1,5 @@
-/* pool: "Using a pool of workers", from Python's multiprocessing documentation, and a
- * long map with a progress bar.
+/* pool: "Using a pool of workers", from Python's multiprocessing documentation (the
+ * tour of every method is pool_demo; a long map with a progress bar is progress).
  *
  *     from multiprocessing import Pool, TimeoutError
  *     import time
@@ -32,28 +32,11 @@
  * method) cannot stop a thread, so freeing it waits for the sleep to end.
  *
  * Usage: pool [start-method] */
-#include <stdio.h>
-
-#ifdef _WIN32
-#include <windows.h>
-#else
-#include <time.h>
-#endif
-
-#include "multiproc.h"
+#include "example_util.h"
 
 static int fail(const char *what, int rc) {
     fprintf(stderr, "pool: %s: %s (%s)\n", what, mp_strerror(rc), mp_last_error_message());
     return 1;
-}
-
-static void sleep_ms(int ms) {
-#ifdef _WIN32
-    Sleep((DWORD)ms);
-#else
-    struct timespec t = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&t, NULL);
-#endif
 }
 
 /* map and imap call f with the item; apply with the argument tuple, as f(*args). */
@@ -74,14 +57,8 @@ static int getpid_task(const mp_value *args, mp_value **result) {
 }
 
 static int sleep_task(const mp_value *args, mp_value **result) {
-    sleep_ms((int)(mp_value_as_float(mp_value_item(args, 0)) * 1000));
+    ex_sleep_ms((unsigned)(mp_value_as_float(mp_value_item(args, 0)) * 1000));
     *result = NULL;
-    return 0;
-}
-
-static int one_ms(const mp_value *x, mp_value **result) {
-    sleep_ms(1);
-    *result = mp_value_int(mp_value_as_int(x));
     return 0;
 }
 
@@ -102,20 +79,6 @@ static void print_ints(const mp_value *l) {
     for (size_t i = 0; i < mp_value_len(l); i++)
         printf("%s%lld", i ? ", " : "", (long long)mp_value_as_int(mp_value_item(l, i)));
     printf("]\n");
-}
-
-/* A progress bar: redrawn in place on a terminal, one line per tenth otherwise. */
-static void progress(void *ctx, size_t done, size_t total, size_t failed) {
-    int *last_tenth = ctx;
-    int tenth = total ? (int)(done * 10 / total) : 0;
-    if (tenth == *last_tenth && done != total) return;
-    *last_tenth = tenth;
-    char bar[41];
-    int fill = total ? (int)(done * 40 / total) : 0;
-    for (int i = 0; i < 40; i++) bar[i] = i < fill ? '#' : '.';
-    bar[40] = '\0';
-    printf("  [%s] %zu/%zu done, %zu failed\n", bar, done, total, failed);
-    fflush(stdout);
 }
 
 int main(int argc, char **argv) {
@@ -182,21 +145,11 @@ int main(int argc, char **argv) {
     mp_async_result_free(res);
     printf("For the moment, the pool remains available for more work\n");
 
-    /* Beyond the documentation: a long map, with a progress bar. */
-    printf("A map of 2000 tasks of 1 ms:\n");
-    int last = -1;
-    mp_call_opts co = {.progress = progress, .ctx = &last};
-    mp_value *many = range(2000);
-    if ((rc = mp_pool_map(pool, one_ms, many, &co, &out)) < 0) return fail("map with progress", rc);
-    printf("  %zu results\n", mp_value_len(out));
-    mp_value_free(out);
-
     mp_pool_free(pool); /* Python's with-block: terminate, join */
     printf("Now the pool is closed and no longer available\n");
     mp_value_free(ten);
     mp_value_free(a20);
     mp_value_free(none);
     mp_value_free(three);
-    mp_value_free(many);
     return 0;
 }

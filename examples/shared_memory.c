@@ -20,10 +20,7 @@
  *     a.shm.close(); a.shm.unlink()
  *
  * Usage: shared_memory [start-method] */
-#include <stdio.h>
-#include <string.h>
-
-#include "multiproc.h"
+#include "example_util.h"
 
 static int fail(const char *what, int rc) {
     fprintf(stderr, "shared_memory: %s: %s (%s)\n", what, mp_strerror(rc), mp_last_error_message());
@@ -57,35 +54,6 @@ static int child(mp_args *args) {
     mp_value_free(v3);
     mp_shareable_list_free(a);
     return failed;
-}
-
-static void print_value(const mp_value *v) {
-    size_t n;
-    switch (mp_value_get_type(v)) {
-    case MP_VALUE_STR:
-        printf("'%s'", mp_value_as_str(v, NULL));
-        break;
-    case MP_VALUE_BYTES: {
-        const char *p = mp_value_as_bytes(v, &n);
-        printf("b'%.*s'", (int)n, p);
-        break;
-    }
-    case MP_VALUE_FLOAT:
-        printf("%g", mp_value_as_float(v));
-        break;
-    case MP_VALUE_INT:
-        printf("%lld", (long long)mp_value_as_int(v));
-        break;
-    case MP_VALUE_BOOL:
-        printf("%s", mp_value_as_bool(v) ? "True" : "False");
-        break;
-    case MP_VALUE_NONE:
-        printf("None");
-        break;
-    default:
-        printf("<%s>", mp_value_type_name(mp_value_get_type(v)));
-        break;
-    }
 }
 
 int main(int argc, char **argv) {
