@@ -204,6 +204,18 @@ bool inode_held_anywhere(const std::string &target) {
     return found;
 }
 
+// A process's descriptors once two looks 20 ms apart agree (kWait at most).
+std::map<int, std::string> fds_at_rest(int64_t pid) {
+    std::map<int, std::string> last = fds_of(pid);
+    for (double deadline = now() + kWait; now() < deadline;) {
+        sleep_for(0.02);
+        std::map<int, std::string> cur = fds_of(pid);
+        if (cur == last) return cur;
+        last = cur;
+    }
+    return last;
+}
+
 // The warm pool size is process-wide: each test that changes it puts the default back.
 struct WarmReset {
     ~WarmReset() { mp_set_forkserver_warm(2); }
@@ -264,6 +276,33 @@ int tgt_warm_parent(mp_args *a) {
     char c;
     read_exact(release, &c, 1, 60);
     return 0;
+}
+
+// [0] out: starts a child on the forkserver (as the first thing this process does
+// with it), then reports how many children its server holds once it has three, or
+// whatever it holds after kWait ("warm").
+int tgt_warm_count(mp_args *a) {
+    mp_os_handle out = mp_args_os_handle(a, 0);
+    if (out == MP_INVALID_OS_HANDLE) return kTgtBadArgs;
+    mp_context *ctx = mp_get_context("forkserver");
+    if (!ctx) return kTgtNoContext;
+    mp_process *p = nullptr;
+    mp_process_opts o = {};
+    o.target = tgt_return_arg;
+    mp_args *args = nullptr;
+    if (mp_args_new(&args) != 0 || mp_args_add_int(args, 0) != 0) return kTgtNewFailed;
+    o.args = args;
+    if (mp_process_new(ctx, &o, &p) != 0) return kTgtNewFailed;
+    if (mp_process_start(p) != 0) return kTgtStartFailed;
+    if (mp_process_join(p, 30) != 0) return kTgtJoinFailed;
+    mp_process_free(p);
+    mp_args_free(args);
+    std::vector<int64_t> servers = forkserver_pids();
+    if (servers.size() != 1) return kTgtNotReady;
+    wait_children(servers[0], 3);
+    std::vector<std::pair<std::string, std::string>> r;
+    r.emplace_back("warm", std::to_string(children_of(servers[0]).size()));
+    return write_msg(out, kv(r)) ? 0 : kTgtIoError;
 }
 
 } // namespace
@@ -385,7 +424,8 @@ TEST_P(ForkserverTest, ServerTalksOnlyToItsParent) {
     ASSERT_NE(nullptr, p);
     std::vector<int64_t> servers = forkserver_pids();
     ASSERT_EQ(1u, servers.size());
-    std::map<int, std::string> server_fds = fds_of(servers[0]);
+    // At rest: the server holds more for a moment while it makes a warm child.
+    std::map<int, std::string> server_fds = fds_at_rest(servers[0]);
     ASSERT_FALSE(server_fds.empty()) << "cannot read /proc/" << servers[0] << "/fd";
     std::set<uint32_t> mine;
     for (const auto &f : fds_of(getpid()))
@@ -674,10 +714,9 @@ TEST_P(ForkserverTest, WarmStartsLeakNoDescriptor) {
         size_t last = 0;
         double deadline = now() + kWait;
         while (now() < deadline) {
-            size_t n = fds_of(server).size();
+            size_t n = fds_at_rest(server).size();
             if (n == last && children_of(server).size() == 2) return n;
             last = n;
-            sleep_for(0.02);
         }
         return (size_t)0;
     };
@@ -690,6 +729,32 @@ TEST_P(ForkserverTest, WarmStartsLeakNoDescriptor) {
     for (double deadline = now() + kWait; server_after != server_before && now() < deadline;)
         server_after = at_rest();
     EXPECT_EQ(server_before, server_after) << "the server";
+}
+
+TEST_P(ForkserverTest, EnvironmentSetsThePoolSize) {
+    // A fresh program (spawn) started with MP_FORKSERVER_WARM=3 keeps three.
+    mp_context *spawn = mp_get_context("spawn");
+    ASSERT_NE(nullptr, spawn) << err();
+    Pipe &out = pipe();
+    Args a;
+    a.h(out.w);
+    mp_process_opts o = {};
+    o.target = tgt_warm_count;
+    o.args = a.get();
+    mp_process *p = nullptr;
+    ASSERT_EQ(0, mp_process_new(spawn, &o, &p)) << err();
+    ASSERT_EQ(0, setenv("MP_FORKSERVER_WARM", "3", 1));
+    int rc = mp_process_start(p);
+    unsetenv("MP_FORKSERVER_WARM");
+    ASSERT_EQ(0, rc) << err();
+    std::string msg;
+    EXPECT_TRUE(read_msg(out.r, &msg, kWait)) << "no report from the program";
+    EXPECT_EQ(0, mp_process_join(p, kWait)) << err();
+    int code = -1;
+    EXPECT_EQ(0, mp_process_exitcode(p, &code));
+    EXPECT_EQ(0, code);
+    mp_process_free(p);
+    EXPECT_EQ("3", parse_kv(msg)["warm"]);
 }
 
 #endif
