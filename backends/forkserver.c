@@ -742,7 +742,7 @@ static void child_go(mp__launch *l, int *fds, size_t nfds, int note) {
 /* Stack for a start's bootstrap, touched ahead. noinline: the frame must lie below
  * warm_main's, where the bootstrap's will. */
 static __attribute__((noinline)) void warm_touch_stack(void) {
-    volatile char page[32 * 1024];
+    volatile char page[16 * 1024];
     for (size_t i = 0; i < sizeof page; i += 1024) page[i] = 0;
 }
 
