@@ -17,3 +17,8 @@ int mp_set_forkserver_preload(const char *const *libs, size_t n) {
         if (!libs[i]) return mp__err(MP_EINVAL, "mp_set_forkserver_preload: bad entry %zu", i);
     return 0;
 }
+
+int mp_set_forkserver_warm(int n) {
+    if (n < 0 || n > 16) return mp__err(MP_EINVAL, "mp_set_forkserver_warm: %d is not in 0..16", n);
+    return 0;
+}

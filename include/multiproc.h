@@ -166,6 +166,11 @@ MP_API int mp_set_executable(const char *path);
 /** Shared libraries the forkserver loads once at start, so children begin warm
  *  (Python's set_forkserver_preload). Takes effect when the server next starts. */
 MP_API int mp_set_forkserver_preload(const char *const *libs, size_t n);
+/** How many children the forkserver keeps forked ahead of need, so a start is one
+ *  message to a child that exists already (0..16; 0: fork at each start). Default 2,
+ *  or env MP_FORKSERVER_WARM. Takes effect at once; MP_EINVAL out of range. A hint
+ *  where there is no forkserver (Windows). */
+MP_API int mp_set_forkserver_warm(int n);
 
 /** Number of CPUs in the system. */
 MP_API int mp_cpu_count(void);
