@@ -1,5 +1,6 @@
 /* mp_process: Python's Process object over a start-method backend, and the registry
  * of children every process (or dummy thread) keeps for active_children and exit. */
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -460,7 +461,9 @@ static void cleanup_children_of(mp_process *owner) {
 }
 
 void mp__shutdown(void) {
-    mp_log(MP_LOG_INFO, "process shutting down");
+    /* Said once, though an exit may come here twice (the target's exit, then ours). */
+    static atomic_bool said;
+    if (!atomic_exchange(&said, true)) mp_log(MP_LOG_INFO, "process shutting down");
     mp__exit_hooks_run();
     mp_log(MP_LOG_DEBUG, "running all \"atexit\" finalizers with priority >= 0");
     mp_finalize_run_all(0);

@@ -59,6 +59,14 @@ struct TempFile {
     }
 };
 
+// The file's text with Windows' text-mode line ends ("\r\n") read as "\n".
+std::string read_text(const std::string &path) {
+    std::string t = read_file(path), out;
+    for (char c : t)
+        if (c != '\r') out += c;
+    return out;
+}
+
 void append_line(const char *path, const char *line) {
     if (FILE *f = std::fopen(path, "a")) {
         std::fprintf(f, "%s\n", line);
@@ -184,8 +192,11 @@ TEST(Finalize, RunOnceCancelAndExitOrder) {
     mp_finalizer *now = add("now", 1);
     mp_finalize_run(now);
     EXPECT_EQ(std::vector<std::string>{"now"}, ran) << "run: at once";
-    mp_finalizer *gone = add("canceled", 1);
+    Arg *gone_arg = new Arg{&ran, "canceled"};
+    mp_finalizer *gone = nullptr;
+    ASSERT_EQ(0, mp_finalize_new(fn, gone_arg, 1, &gone)) << err();
     mp_finalize_cancel(gone);
+    delete gone_arg; // a canceled finalizer's argument is the caller's again
     mp_finalize_run(nullptr);
     mp_finalize_cancel(nullptr);
     ran.clear();
@@ -234,7 +245,7 @@ TEST_P(ProcessTest, ChildLogsWithItsNameInPythonsFormat) {
     ASSERT_NE(nullptr, p);
     mp_log_stop_stderr(); // the parent's own records stay off the test's output
     EXPECT_EQ(0, join_code(p));
-    std::string text = read_file(out.path);
+    std::string text = read_text(out.path);
     EXPECT_NE(std::string::npos, text.find("[INFO/LogChild] hello 7\n")) << text;
     EXPECT_NE(std::string::npos, text.find("[INFO/LogChild] process exiting with exitcode 0\n"))
         << text;
@@ -254,7 +265,7 @@ TEST_P(ProcessTest, FinalizersRunAtAChildsExitInPythonsOrder) {
     mp_process *p = start(tgt_finalizers, a.get());
     ASSERT_NE(nullptr, p);
     EXPECT_EQ(0, join_code(p));
-    EXPECT_EQ("p5\np0-second\np0-first\nneg\n", read_file(out.path));
+    EXPECT_EQ("p5\np0-second\np0-first\nneg\n", read_text(out.path));
     mp_finalize_run(mine);
-    EXPECT_EQ("p5\np0-second\np0-first\nneg\nparent\n", read_file(out.path));
+    EXPECT_EQ("p5\np0-second\np0-first\nneg\nparent\n", read_text(out.path));
 }
