@@ -177,6 +177,9 @@ int mp__exit_hook_add(void (*fn)(void));
 /** The logging settings a child inherits (core/log.c), and their setting in the child. */
 void mp__log_settings(int *level, bool *to_stderr);
 void mp__log_inherit(int level, bool to_stderr);
+/** Who logs: core/process.c tells the logger how to name the current process. */
+typedef const char *(*mp__log_namer)(void);
+void mp__log_set_namer(mp__log_namer fn);
 /** A fork child drops the finalizers it copied from its parent. */
 void mp__finalize_after_fork_child(void);
 void mp__exit_hooks_run(void);

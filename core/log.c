@@ -29,6 +29,12 @@ static _Atomic bool g_have_hook; /* read without the lock to skip it */
 static mp_log_hook g_hook;       /* under small_lock */
 static void *g_hook_ctx;
 
+/* The name of the process (or dummy child) logging: told by core/process.c, which
+ * logs through here too, so this file does not call up into it. */
+static _Atomic(mp__log_namer) g_namer;
+
+void mp__log_set_namer(mp__log_namer fn) { atomic_store(&g_namer, fn); }
+
 static int effective(int level) { return level > 0 ? level : MP_LOG_WARNING; }
 
 void mp_log_to_stderr(int level) {
@@ -94,8 +100,8 @@ void mp_log_v(int level, const char *fmt, va_list ap) {
     int n = vsnprintf(msg, sizeof msg, fmt, ap);
     if (n < 0) return;
     if ((size_t)n >= sizeof msg) memcpy(msg + sizeof msg - 4, "...", 4);
-    mp_process *self = mp_current_process();
-    const char *who = self ? mp_process_name(self) : NULL;
+    mp__log_namer namer = atomic_load(&g_namer);
+    const char *who = namer ? namer() : NULL;
     if (!who) who = "MainProcess";
     if (atomic_load(&g_to_stderr)) {
         /* One write per record: lines of several processes never mix. */

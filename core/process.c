@@ -46,9 +46,16 @@ static void process_destroy(mp_process *p) {
     mp__free(p);
 }
 
+/* The logger's name for the record's process (core/log.c). */
+static const char *current_name(void) {
+    mp_process *p = mp_current_process();
+    return p ? p->name : NULL;
+}
+
 mp_process *mp_current_process(void) {
     if (t_current) return t_current;
     if (g_current) return g_current;
+    mp__log_set_namer(current_name);
     mp__lock();
     if (!g_current) {
         mp_process *p = process_alloc("MainProcess", "");
@@ -496,6 +503,7 @@ mp_process *mp__process_child_begin(const mp__launch *l, mp_os_handle parent_sen
         return NULL;
     }
     self->is_self = parent->is_self = true;
+    mp__log_set_namer(current_name);
     self->ops = mp__backend_find(l->start_method);
     self->state = parent->state = MP__P_STARTED;
     self->daemon = l->daemon;
