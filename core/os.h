@@ -11,6 +11,8 @@
 int mp__os_init(void);
 
 double mp__os_monotonic(void);
+/** The CPU the calling thread runs on now (a hint: it may move), or -1. */
+int mp__os_cpu(void);
 /** The deadline of a timeout (mp__timeout's rules): MP_FOREVER for none. */
 static inline double mp__deadline(double timeout) {
     return mp__forever(timeout) ? MP_FOREVER : mp__os_monotonic() + mp__timeout(timeout);

@@ -326,42 +326,63 @@ static void post(mp_pool *p, uint8_t type) {
     mp__err_unmute();
 }
 
+void mp__pool_kick_locked(mp_pool *p) {
+    p->hkick = true;
+    if (p->parked) mp__os_cond_signal(p->hcv);
+}
+
 void mp__pool_wake(mp_pool *p) {
     mp__os_mutex_lock(p->mu);
     if (p->results) post(p, MP__PR_WAKE); /* else the pool was freed: nobody to wake */
+    mp__pool_kick_locked(p);
     mp__os_mutex_unlock(p->mu);
 }
 
-/* Takes the next message into p->rbuf: its length, or a negative code. */
-static int64_t next_result(mp_pool *p, double timeout) {
+/* Takes the next message into *buf (of *cap bytes, grown as needed): its length, or a
+ * negative code. Only the reader (p->reader) calls it. */
+static int64_t next_result(mp_pool *p, unsigned char **buf, size_t *cap, double timeout) {
     for (;;) {
         size_t len = 0;
-        int rc = mp_queue_get_bytes_into(p->results, p->rbuf, p->rcap, &len, timeout);
+        int rc = mp_queue_get_bytes_into(p->results, *buf, *cap, &len, timeout);
         if (rc == 0) return (int64_t)len;
         if (rc != MP_ETOOBIG) return rc;
-        size_t cap = p->rcap ? p->rcap : 4096;
-        while (cap < len) cap *= 2;
-        unsigned char *b = mp__realloc(p->rbuf, cap);
+        size_t c = *cap ? *cap : 4096;
+        while (c < len) c *= 2;
+        unsigned char *b = mp__realloc(*buf, c);
         if (!b) return mp__err(MP_ENOMEM, "pool: out of memory for a %zu-byte answer", len);
-        p->rbuf = b;
-        p->rcap = cap;
+        *buf = b;
+        *cap = c;
     }
 }
 
-/* One message from a worker (or a wake-up). Takes the pool's mutex itself: decoding a
- * chunk's results and the callbacks happen without it. */
-static void handle(mp_pool *p, const unsigned char *msg, size_t len) {
+/* One message from a worker (or a wake-up), handled by the reader: the handler, or a
+ * caller (by_caller), which leaves to the handler what must run there: 1 then, and
+ * nothing was done. Takes the pool's mutex itself: decoding a chunk's results happens
+ * without it. Jobs that finish go to the notify list (mp__pool_run_deferred). */
+static int handle(mp_pool *p, const unsigned char *msg, size_t len, bool by_caller) {
     mp__pool_res r;
-    if (len < sizeof r) return;
+    if (len < sizeof r) return 0;
     memcpy(&r, msg, sizeof r);
     const unsigned char *payload = msg + sizeof r;
     size_t n = len - sizeof r;
-    if (r.type == MP__PR_WAKE) return;
     mp__os_mutex_lock(p->mu);
+    if (r.type == MP__PR_WAKE) {
+        if (by_caller) mp__pool_kick_locked(p); /* it was meant for the handler */
+        mp__os_mutex_unlock(p->mu);
+        return 0;
+    }
     mp__pool_w *w = r.worker < (uint32_t)p->cap ? &p->w[r.worker] : NULL;
     if (!w || w->gen != r.gen || !w->proc) {
         mp__os_mutex_unlock(p->mu); /* from a worker that is gone */
-        return;
+        return 0;
+    }
+    /* A caller handles answers of jobs with nothing to run on the handler thread, and
+     * the bookkeeping that starts nothing; the rest is the handler's. */
+    if (by_caller && r.type != MP__PR_READY && r.type != MP__PR_SKIPPED &&
+        !(r.type == MP__PR_DONE &&
+          (!w->head || w->head->seq != r.seq || mp__pool_job_plain(w->head->job)))) {
+        mp__os_mutex_unlock(p->mu);
+        return 1;
     }
     mp__pool_chunk *c = NULL;
     switch (r.type) {
@@ -420,7 +441,144 @@ static void handle(mp_pool *p, const unsigned char *msg, size_t len) {
     if (c) mp__pool_chunk_taken_locked(p, c, r.ns);
     mp__os_mutex_unlock(p->mu);
     if (c) mp__pool_chunk_answered(p, c, r.rc, r.enc, payload, n);
-    mp__pool_run_deferred(p);
+    return 0;
+}
+
+/* ---- callers read their answers ----------------------------------------------------
+ * A synchronous call answered through the handler costs three wake-ups (the worker,
+ * the handler, the caller) where a pipe's round trip costs two. So a thread waiting in
+ * a synchronous call takes the reader's turn itself: it reads the results queue and
+ * handles what it reads, as long as that has nothing to run on the handler thread (a
+ * callback, progress, a source to read, a worker to replace); meanwhile the handler
+ * sleeps on hcv, waking every CHECK_EVERY for its rounds (time limits, dead workers).
+ * A message the caller may not handle goes to the handoff list, in order, and the
+ * caller stops reading (so no later message of that worker overtakes it); the handler
+ * is kicked, takes the turn, handles the handoff first, and reads again once no caller
+ * wants to. When the last caller stops reading with work still out, it kicks the
+ * handler too, so some thread always reads while answers are due. */
+
+typedef struct mp__pool_note {
+    struct mp__pool_note *next;
+    size_t len;
+    unsigned char msg[];
+} mp__pool_note;
+
+/* Waits (under mu) until the turn to read is free, and takes it for who. */
+static void take_turn(mp_pool *p, int who) {
+    while (p->reader != MP__READER_NONE) {
+        p->rwaiters++;
+        mp__os_cond_wait(p->rcv, p->mu, CHECK_EVERY);
+        p->rwaiters--;
+    }
+    p->reader = who;
+}
+
+static void give_turn(mp_pool *p) {
+    p->reader = MP__READER_NONE;
+    p->reader_kicked = false;
+    if (p->rwaiters) mp__os_cond_broadcast(p->rcv);
+}
+
+/* Whether the pool has answers or messages due: someone must read. Under mu. */
+static bool awaited(const mp_pool *p) {
+    if (p->jobs || p->requeued || p->notify || p->released || p->progress || p->handoff ||
+        p->state != MP__POOL_RUN)
+        return true;
+    for (int i = 0; i < p->cap; i++) {
+        const mp__pool_w *w = &p->w[i];
+        if (w->proc && (w->head || !w->ready || w->retiring)) return true;
+    }
+    return false;
+}
+
+int mp__pool_read_answers(mp_pool *p, mp__pool_job *j, double deadline) {
+    size_t cap = 512;
+    unsigned char *buf = mp__malloc(cap);
+    if (!buf) return 1;
+    int rc = 1;
+    mp__os_mutex_lock(p->mu);
+    p->callers++;
+    for (;;) {
+        if (mp__pool_job_notified(j)) {
+            rc = 0;
+            break;
+        }
+        double left = mp__left(deadline);
+        if (left == 0 || !p->results || p->state == MP__POOL_TERMINATE || p->handoff ||
+            p->handler_wants)
+            break;
+        if (p->reader != MP__READER_NONE) {
+            /* The handler may sleep in its read for CHECK_EVERY: a wake-up ends it. */
+            if (p->reader == MP__READER_HANDLER && !p->reader_kicked) {
+                post(p, MP__PR_WAKE);
+                p->reader_kicked = true;
+            }
+            p->rwaiters++;
+            mp__os_cond_wait(p->rcv, p->mu, left < CHECK_EVERY ? left : CHECK_EVERY);
+            p->rwaiters--;
+            continue;
+        }
+        p->reader = MP__READER_CALLER;
+        mp__os_mutex_unlock(p->mu);
+        int64_t len = next_result(p, &buf, &cap, left < CHECK_EVERY ? left : CHECK_EVERY);
+        int later = len >= 0 ? handle(p, buf, (size_t)len, true) : 0;
+        mp__pool_note *note = later ? mp__malloc(sizeof *note + (size_t)len) : NULL;
+        if (note) {
+            note->next = NULL;
+            note->len = (size_t)len;
+            memcpy(note->msg, buf, (size_t)len);
+        }
+        bool left_over = mp__pool_run_deferred(p, false);
+        mp__os_mutex_lock(p->mu);
+        if (later) {
+            mp__pool_note **pp = &p->handoff;
+            while (*pp) pp = &(*pp)->next;
+            *pp = note;
+            if (!note) { /* no memory to keep it: it is lost, and the pool with it */
+                mp__err(MP_ENOMEM, "pool: out of memory for an answer");
+                mp__pool_break_locked(p, MP_ENOMEM);
+            }
+        }
+        if (later || left_over) mp__pool_kick_locked(p);
+        give_turn(p);
+        if (len < 0 && len != MP_ETIMEDOUT) break;
+    }
+    if (--p->callers == 0 && awaited(p)) mp__pool_kick_locked(p);
+    mp__os_mutex_unlock(p->mu);
+    mp__free(buf);
+    return rc;
+}
+
+/* The handler's turn: handles what callers left to it, then reads one message unless
+ * callers read; while they do, it sleeps until kicked or for CHECK_EVERY. */
+static void handler_turn(mp_pool *p) {
+    mp__os_mutex_lock(p->mu);
+    if (p->callers > 0 && !p->hkick && !p->handoff) {
+        p->parked = true;
+        mp__os_cond_wait(p->hcv, p->mu, CHECK_EVERY);
+        p->parked = false;
+    }
+    p->hkick = false;
+    if (p->callers > 0 && !p->handoff) {
+        mp__os_mutex_unlock(p->mu);
+        return;
+    }
+    take_turn(p, MP__READER_HANDLER);
+    mp__pool_note *notes = p->handoff;
+    p->handoff = NULL;
+    bool read = p->callers == 0 && p->results;
+    mp__os_mutex_unlock(p->mu);
+    while (notes) {
+        mp__pool_note *nx = notes->next;
+        handle(p, notes->msg, notes->len, false);
+        mp__free(notes);
+        notes = nx;
+    }
+    int64_t len = read ? next_result(p, &p->rbuf, &p->rcap, CHECK_EVERY) : -1;
+    if (len >= 0) handle(p, p->rbuf, (size_t)len, false);
+    mp__os_mutex_lock(p->mu);
+    give_turn(p);
+    mp__os_mutex_unlock(p->mu);
 }
 
 /* Whether the handler's work is over: terminated, or closed with every worker gone. */
@@ -447,15 +605,33 @@ static void close_workers(mp_pool *p) {
     }
 }
 
+/* Under mu: a worker that has ended is let go, after its last answers (still in the
+ * queue) were taken; a caller reading gives the turn up first. */
 static void check_workers(mp_pool *p) {
     for (int i = 0; i < p->cap; i++) {
         mp__pool_w *w = &p->w[i];
         if (!w->proc || mp_process_is_alive(w->proc)) continue;
-        /* Its last answers may still be in the queue: take them first. */
+        p->handler_wants = true;
+        if (p->reader == MP__READER_CALLER && !p->reader_kicked) {
+            post(p, MP__PR_WAKE);
+            p->reader_kicked = true;
+        }
+        take_turn(p, MP__READER_HANDLER);
+        mp__pool_note *notes = p->handoff;
+        p->handoff = NULL;
         mp__os_mutex_unlock(p->mu);
+        while (notes) {
+            mp__pool_note *nx = notes->next;
+            handle(p, notes->msg, notes->len, false);
+            mp__free(notes);
+            notes = nx;
+        }
         int64_t len;
-        while ((len = next_result(p, 0)) >= 0) handle(p, p->rbuf, (size_t)len);
+        while ((len = next_result(p, &p->rbuf, &p->rcap, 0)) >= 0)
+            handle(p, p->rbuf, (size_t)len, false);
         mp__os_mutex_lock(p->mu);
+        give_turn(p);
+        p->handler_wants = false;
         if (w->proc && !mp_process_is_alive(w->proc)) worker_lost(p, i);
     }
 }
@@ -475,15 +651,15 @@ static void handler_main(void *arg) {
         mp__pool_dispatch(p);
         bool done = handler_done(p);
         mp__os_mutex_unlock(p->mu);
-        mp__pool_run_deferred(p);
+        mp__pool_run_deferred(p, true);
         if (done) break;
         while (mp__pool_feed_source(p)) { /* a batch of a source's items: to the workers */
             mp__os_mutex_lock(p->mu);
             mp__pool_dispatch(p);
             mp__os_mutex_unlock(p->mu);
         }
-        int64_t len = next_result(p, CHECK_EVERY);
-        if (len >= 0) handle(p, p->rbuf, (size_t)len);
+        handler_turn(p);
+        mp__pool_run_deferred(p, true);
     }
 }
 
@@ -504,8 +680,16 @@ static void pool_stop(mp_pool *p) {
     mp__free(p->fns);
     p->fns = NULL;
     p->nfns = 0;
+    /* A caller may be in the middle of its read (a terminate's wake-up ends it). */
+    take_turn(p, MP__READER_HANDLER);
     mp_queue_free(p->results);
     p->results = NULL;
+    give_turn(p);
+    while (p->handoff) {
+        mp__pool_note *n = p->handoff;
+        p->handoff = n->next;
+        mp__free(n);
+    }
     mp_args_free(p->initargs);
     p->initargs = NULL;
     mp__free(p->rbuf);
@@ -541,6 +725,8 @@ int mp_pool_new(mp_context *ctx, const mp_pool_opts *opts, mp_pool **out) {
     p->task_timeout = o.task_timeout > 0 ? o.task_timeout : MP_FOREVER;
     p->window = 2;
     int rc = mp__os_mutex_new(&p->mu);
+    if (!rc) rc = mp__os_cond_new(&p->hcv);
+    if (!rc) rc = mp__os_cond_new(&p->rcv);
     p->cap = p->n;
     if (!rc && !(p->w = mp__calloc((size_t)p->cap, sizeof *p->w)))
         rc = mp__err(MP_ENOMEM, "mp_pool_new: out of memory");
@@ -608,7 +794,7 @@ int mp_pool_terminate(mp_pool *p) {
     }
     mp__os_mutex_unlock(p->mu);
     mp__pool_wake(p);
-    mp__pool_run_deferred(p);
+    mp__pool_run_deferred(p, true);
     return 0;
 }
 

@@ -28,6 +28,8 @@ void mp__pool_ref(mp_pool *p) { atomic_fetch_add(&p->refs, 1); }
 
 void mp__pool_unref(mp_pool *p) {
     if (!p || atomic_fetch_sub(&p->refs, 1) != 1) return;
+    mp__os_cond_free(p->hcv);
+    mp__os_cond_free(p->rcv);
     mp__os_mutex_free(p->mu);
     mp__free(p);
 }
@@ -206,24 +208,33 @@ static void job_notify(mp__pool_job *j) {
     mp__os_cond_broadcast(j->cv);
 }
 
-void mp__pool_run_deferred(mp_pool *p) {
+bool mp__pool_job_plain(const mp__pool_job *j) {
+    return !j->opts.callback && !j->opts.error_callback && !j->opts.progress && !j->src;
+}
+
+bool mp__pool_job_notified(mp__pool_job *j) {
+    return atomic_load_explicit(&j->ready_hint, memory_order_acquire);
+}
+
+bool mp__pool_run_deferred(mp_pool *p, bool callbacks) {
     for (;;) {
         mp__os_mutex_lock(p->mu);
         /* Oldest first: the notify list is pushed at its head. */
-        mp__pool_job **pp = &p->notify, *n = NULL, *r = p->released;
-        while (*pp && (*pp)->nnext) pp = &(*pp)->nnext;
-        if (*pp) {
-            n = *pp;
-            *pp = NULL;
+        mp__pool_job **pick = NULL, *n = NULL, *r = p->released, *g = NULL;
+        for (mp__pool_job **pp = &p->notify; *pp; pp = &(*pp)->nnext)
+            if (callbacks || mp__pool_job_plain(*pp)) pick = pp;
+        if (pick) {
+            n = *pick;
+            *pick = n->nnext;
         }
         if (r) p->released = r->next;
-        mp__pool_job *g = p->progress;
-        if (g) {
+        if (callbacks && (g = p->progress)) {
             p->progress = g->pnext;
             g->progress_due = false;
         }
+        bool left = p->notify || p->progress;
         mp__os_mutex_unlock(p->mu);
-        if (!n && !r && !g) return;
+        if (!n && !r && !g) return left;
         if (g) {
             mp__os_mutex_lock(g->mu);
             size_t done = g->done, failed = g->failed;
@@ -287,7 +298,7 @@ void mp__pool_detach_jobs_locked(mp_pool *p) {
     /* By now every job is finished (terminate failed the rest); the handler has gone,
      * so whatever it did not get to is done here. */
     mp__os_mutex_unlock(p->mu);
-    mp__pool_run_deferred(p);
+    mp__pool_run_deferred(p, true);
     mp__os_mutex_lock(p->mu);
     while (p->jobs) { /* finished, with chunks that will never come back */
         mp__pool_job *j = p->jobs;
@@ -745,7 +756,7 @@ bool mp__pool_feed_source(mp_pool *p) {
         mp__os_mutex_unlock(p->mu);
         mp__buf_free(&tmp.in);
         mp__free(tmp.off);
-        mp__pool_run_deferred(p);
+        mp__pool_run_deferred(p, true);
         mp__pool_job_unref(j);
     }
     return true;

@@ -24,6 +24,7 @@ struct mp__pool_job {
     mp_pool *pool;       /* its struct lives as long as the job (a reference) */
     _Atomic int refs;    /* the pool's while it has the job, and the caller's handle */
     int mode, kind;
+    bool sync; /* a synchronous apply's: its caller reads the answer (no kick on submit) */
     uint32_t fn;
     mp_call_opts opts;
     size_t chunking; /* as given: 0 auto, MP_CHUNKSIZE_PYTHON, n */

@@ -161,7 +161,22 @@ struct mp_pool {
     mp__pool_job *progress;   /* with progress to report (handler thread) */
     unsigned char *rbuf;      /* the handler's receive buffer */
     size_t rcap;
+
+    /* Who takes messages from results: the handler thread, or a thread waiting in a
+     * synchronous call, which then reads and handles the answers itself (core/pool.c,
+     * "Callers read their answers"). Under mu. */
+    int reader;         /* MP__READER_* */
+    int callers;        /* threads in a synchronous apply that would read */
+    int rwaiters;       /* threads waiting on rcv for their turn to read */
+    bool reader_kicked; /* a wake-up was posted to end the handler's read */
+    bool handler_wants; /* the handler needs the turn (a dead worker's answers) */
+    bool parked;        /* the handler sleeps on hcv while callers read */
+    bool hkick;         /* ...and has something to look at */
+    mp__cond *hcv, *rcv;
+    struct mp__pool_note *handoff; /* messages a caller read for the handler, in order */
 };
+
+enum { MP__READER_NONE, MP__READER_HANDLER, MP__READER_CALLER };
 
 /* core/pool.c */
 /** The id of task function fn in the pool's table (added on first use). Under mu. */
@@ -173,6 +188,12 @@ int mp__pool_revoke_locked(mp_pool *p, mp__pool_chunk *c);
 void mp__pool_dispatch(mp_pool *p);
 /** Makes the handler look at the pool (a job came, a source may be read again). */
 void mp__pool_wake(mp_pool *p);
+/** ...the same, under mu, for a handler that sleeps while callers read (no post). */
+void mp__pool_kick_locked(mp_pool *p);
+/** Reads and handles the pool's answers on the calling thread until job j is ready
+ *  (0), or returns 1 when the handler must do it (a callback to run, a source to read,
+ *  a dead worker, a terminate...) or at deadline: the caller then waits as usual. */
+int mp__pool_read_answers(mp_pool *p, mp__pool_job *j, double deadline);
 
 /* core/pool_job.c, called by core/pool.c */
 /** A job's hold on the pool (not on its workers: mp_pool_free stops those). */
@@ -194,8 +215,16 @@ void mp__pool_chunk_answered(mp_pool *p, mp__pool_chunk *c, int rc, int enc,
 void mp__pool_break_locked(mp_pool *p, int rc);
 /** Every job not finished fails with rc (detail recorded). Under mu. */
 void mp__pool_fail_all_locked(mp_pool *p, int rc);
-/** Notifies the jobs that finished under the lock (callbacks, waiters). Handler thread. */
-void mp__pool_run_deferred(mp_pool *p);
+/** Notifies the jobs that finished under the lock (callbacks, waiters), lets go of the
+ *  released ones and reports progress. Handler thread; with callbacks false, any
+ *  thread: only jobs with no callback are notified, and the result says whether
+ *  something was left for the handler. */
+bool mp__pool_run_deferred(mp_pool *p, bool callbacks);
+/** Whether job j has nothing to run on the handler thread (no callback, no progress,
+ *  no source to read): its answers may be handled by any thread. */
+bool mp__pool_job_plain(const mp__pool_job *j);
+/** Whether job j was notified (its waiters may return). Any thread, no lock. */
+bool mp__pool_job_notified(mp__pool_job *j);
 /** Reads a batch of a lazy job's source if one has room: true then (the caller hands
  *  the new items to workers and calls again). Handler thread, no lock. */
 bool mp__pool_feed_source(mp_pool *p);

@@ -100,6 +100,8 @@ typedef struct mp__qshared {
         _Atomic uint32_t get_waiters; /* getters about to sleep on notempty */
         _Atomic uint32_t get_sleep;   /* the notempty value the getter sleeps on */
         mp__futex notempty;
+        _Atomic int32_t cpu; /* 1 + where the last put ran (0: not known): a getter
+                                spins only while it runs elsewhere */
     } put;
     _Alignas(128) struct {
         mp__lockw lock;
@@ -111,6 +113,7 @@ typedef struct mp__qshared {
         _Atomic uint32_t put_waiters; /* putters about to sleep on notfull */
         _Atomic uint32_t put_sleep;   /* the notfull value the putter sleeps on */
         mp__futex notfull;
+        _Atomic int32_t cpu;         /* 1 + where the last get ran: the same, for putters */
         _Atomic uint32_t spill_free; /* recycled spill blocks waiting */
     } get;
     /* The published counters have lines of their own: the other side reads them
@@ -179,6 +182,13 @@ static inline double mp__qclock_deadline(mp__qclock *c) {
 }
 
 /* ---- waiting and the arena (core/queue_wait.c) ---- */
+
+/** Notes in *cpu where this side runs (under its lock, on a line it owns anyway). */
+static inline void mp__queue_note_cpu(_Atomic int32_t *cpu) {
+    int32_t c = (int32_t)mp__os_cpu() + 1;
+    if (atomic_load_explicit(cpu, memory_order_relaxed) != c)
+        atomic_store_explicit(cpu, c, memory_order_relaxed);
+}
 
 /** Spins a little, then sleeps on f until ready() or the deadline: 0 or MP_ETIMEDOUT. */
 int mp__queue_wait(mp_queue *q, mp__qready_fn ready, void *arg, _Atomic uint32_t *waiters,

@@ -305,6 +305,7 @@ int mp__queue_put(mp_queue *q, const void *buf, size_t len, uint32_t type, doubl
     }
     if (bp) rc = mp__queue_big_put_stream(q, mark, body.seq, buf, len);
 unlock:
+    if (rc == 0) mp__queue_note_cpu(&s->put.cpu);
     mp__lockw_release(&s->put.lock);
     if (rc == 0) mp__queue_wake(&s->put.get_waiters, &s->put.get_sleep, &s->put.notempty);
     return rc;
@@ -539,6 +540,7 @@ int mp__queue_get(mp_queue *q, mp__qdst *d, double timeout, const char *fn) {
         if (!d->buf) d->out = dst;
         get_advance(q, &n, need);
         arena_clean(q);
+        mp__queue_note_cpu(&s->get.cpu);
         rc = 0;
         break;
     }

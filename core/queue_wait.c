@@ -2,11 +2,20 @@
  * other side, and the overflow arena's mapping. */
 #include "queue_layout.h"
 
-/* A waiter spins this many rounds before it sleeps: in a stream an item usually comes
- * within microseconds, and a sleep/wake pair costs two system calls and a scheduler
- * round trip. Short, because on a loaded machine the spinner takes the CPU from the
- * process it waits for. */
+/* A waiter spins up to this many rounds before it sleeps: in a stream an item usually
+ * comes within microseconds, and a sleep/wake pair costs two system calls and a
+ * scheduler round trip (on an idle VM, where a halted CPU must be woken, ten times
+ * that). But a spin pays only while the other side runs on another CPU: on the same
+ * CPU (a busy machine, or the scheduler keeping a ping-pong pair together) it takes the
+ * time the other side needs, and the item comes after the sleep anyway. So a waiter
+ * spins only when the other side's last operation ran on another CPU than its own. */
 enum { Q_SPIN = 400 };
+
+static int spin_rounds(mp_queue *q, _Atomic uint32_t *waiters) {
+    _Atomic int32_t *other = waiters == &q->s->put.get_waiters ? &q->s->put.cpu : &q->s->get.cpu;
+    int32_t there = atomic_load_explicit(other, memory_order_relaxed);
+    return there && there == mp__os_cpu() + 1 ? 0 : Q_SPIN;
+}
 
 unsigned char *mp__queue_arena(mp_queue *q) {
     unsigned char *a = atomic_load_explicit(&q->arena, memory_order_acquire);
@@ -26,10 +35,12 @@ unsigned char *mp__queue_arena(mp_queue *q) {
  * only while val still equals it, i.e. once per sleep, not once per item. */
 int mp__queue_wait(mp_queue *q, mp__qready_fn ready, void *arg, _Atomic uint32_t *waiters,
                    _Atomic uint32_t *sleep_val, mp__futex *f, mp__qclock *c) {
-    for (int i = 0; i < Q_SPIN; i++) {
-        if (ready(q, arg)) return 0;
-        if (c->timeout == 0) return MP_ETIMEDOUT;
+    if (ready(q, arg)) return 0;
+    if (c->timeout == 0) return MP_ETIMEDOUT;
+    int spins = spin_rounds(q, waiters);
+    for (int i = 0; i < spins; i++) {
         mp__cpu_relax();
+        if (ready(q, arg)) return 0;
     }
     double deadline = mp__qclock_deadline(c);
     for (;;) {

@@ -59,6 +59,8 @@ double mp__os_monotonic(void) {
     return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
 }
 
+int mp__os_cpu(void) { return sched_getcpu(); /* glibc reads it from rseq: no system call */ }
+
 void mp__os_sleep(double seconds) {
     if (seconds <= 0) return;
     struct timespec t = {(time_t)seconds, (long)((seconds - (double)(time_t)seconds) * 1e9)};

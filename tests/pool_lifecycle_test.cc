@@ -375,6 +375,98 @@ TEST_P(PoolTest, CallbackOncePerResultOnTheHandlerThread) {
     for (int i = 0; i < n; i++) EXPECT_EQ(1, logs[i]->calls()) << "result " << i;
 }
 
+// A thread in a synchronous call reads and handles the pool's answers itself (so an
+// apply costs a pipe's two wake-ups, not three): callbacks and progress of other calls
+// must still run on the one handler thread, never on the thread that happened to read
+// their answers, and every result must still reach its own call.
+TEST_P(PoolTest, CallbacksStayOnTheHandlerThreadWhileCallersReadAnswers) {
+    const int n = 40;
+    std::vector<std::unique_ptr<CallLog>> logs;
+    for (int i = 0; i < n; i++) logs.emplace_back(new CallLog);
+    CallLog mlog;
+    PoolHolder pool = make_pool(2);
+    ASSERT_TRUE(pool);
+    mp_pool *p = pool.get();
+    std::atomic<int64_t> sync_tid{0};
+    std::atomic<bool> stop{false};
+    std::atomic<int> sync_calls{0};
+    std::string sync_error;
+    std::thread syncer([&] {
+        sync_tid = current_thread_id();
+        Value items = int_list(50);
+        // Until the other calls are all done (so it reads while they are answered).
+        for (int i = 0; (i < 300 || !stop) && sync_error.empty(); i++) {
+            Value args = ints({i});
+            mp_value *r = nullptr;
+            int rc = mp_pool_apply(p, task_affine, args.get(), &r);
+            sync_calls++;
+            if (rc != 0)
+                sync_error =
+                    std::string("apply: ") + mp_err_name(rc) + " " + mp_last_error_message();
+            else if (mp_value_as_int(r) != affine(i))
+                sync_error = "apply " + std::to_string(i) + ": a wrong result";
+            mp_value_free(r);
+            if (i % 50 != 0 || !sync_error.empty()) continue;
+            rc = mp_pool_map(p, task_affine, items.get(), nullptr, &r);
+            std::vector<int64_t> want;
+            for (int64_t k = 0; k < 50; k++) want.push_back(affine(k));
+            if (rc != 0)
+                sync_error = std::string("map: ") + mp_err_name(rc);
+            else if (!(sync_error = diff_ints(r, want)).empty())
+                sync_error = "map: " + sync_error;
+            mp_value_free(r);
+        }
+    });
+    struct Joiner { // also when an ASSERT below returns early
+        std::thread &t;
+        std::atomic<bool> &stop;
+        ~Joiner() {
+            stop = true;
+            if (t.joinable()) t.join();
+        }
+    } joiner{syncer, stop};
+    std::vector<Async> rs;
+    Value mitems = int_list(200);
+    mp_call_opts mo = mlog.opts(1, true);
+    mp_async_result *mar = nullptr;
+    ASSERT_EQ(0, mp_pool_map_async(p, task_affine, mitems.get(), &mo, &mar)) << err();
+    Async mres(mar);
+    for (int i = 0; i < n; i++) {
+        Value args = ints({i});
+        mp_call_opts o = logs[i]->opts(0, false);
+        mp_async_result *ar = nullptr;
+        ASSERT_EQ(0, mp_pool_apply_async(p, task_affine, args.get(), &o, &ar)) << err();
+        rs.emplace_back(ar);
+    }
+    std::set<int64_t> threads;
+    for (int i = 0; i < n; i++) {
+        const mp_value *r = nullptr;
+        ASSERT_EQ(0, mp_async_result_get(rs[i].get(), kWait, &r)) << err();
+        EXPECT_EQ(affine(i), mp_value_as_int(r)) << "result " << i;
+        ASSERT_TRUE(logs[i]->wait_calls(1)) << "result " << i << ": no callback";
+        std::lock_guard<std::mutex> lk(logs[i]->mu);
+        EXPECT_EQ(1, logs[i]->callbacks) << "result " << i;
+        threads.insert(logs[i]->threads.begin(), logs[i]->threads.end());
+    }
+    const mp_value *ml = nullptr;
+    ASSERT_EQ(0, mp_async_result_get(mres.get(), kWait, &ml)) << err();
+    EXPECT_EQ(200u, mp_value_len(ml));
+    EXPECT_TRUE(mlog.wait_progress_end()) << "the map's progress did not end";
+    stop = true;
+    syncer.join();
+    EXPECT_GE(sync_calls.load(), 300) << "the synchronous calls stopped early";
+    EXPECT_EQ("", sync_error);
+    {
+        std::lock_guard<std::mutex> lk(mlog.mu);
+        threads.insert(mlog.threads.begin(), mlog.threads.end());
+    }
+    EXPECT_EQ(1u, threads.size()) << "callbacks and progress ran on " << threads.size()
+                                  << " threads";
+    EXPECT_EQ(0u, threads.count(current_thread_id())) << "a callback ran on the caller's thread";
+    EXPECT_EQ(0u, threads.count(sync_tid.load()))
+        << "a callback ran on the thread of a synchronous call";
+}
+
 TEST_P(PoolTest, ErrorCallbackOnce) {
     CallLog la, lm, lr;
     PoolHolder pool = make_pool(3);

@@ -201,6 +201,8 @@ int mp__os_err(const char *what) {
 
 /* ---- time, ids, CPUs, randomness ---------------------------------------------- */
 
+int mp__os_cpu(void) { return (int)GetCurrentProcessorNumber(); }
+
 double mp__os_monotonic(void) {
     LARGE_INTEGER now, qpc_freq;
     /* Both never fail since Windows XP; the frequency is a cheap shared-page read. */
