@@ -235,6 +235,9 @@ static int fs_warm_locked(void) {
     return fs_warm;
 }
 
+/* A server found gone (killed, crashed): its pid, for the record the next one logs. */
+static pid_t fs_lost_pid = -1;
+
 /* Under fs_mu. */
 static void fs_stop_locked(double grace) {
     /* Closing our end drops the offers still queued on it, and their children with them. */
@@ -248,6 +251,12 @@ static void fs_stop_locked(double grace) {
     if (fs_pidfd >= 0) close(fs_pidfd);
     fs_pidfd = -1;
     fs_pid = -1;
+}
+
+/* Under fs_mu: the server was found gone. */
+static void fs_lost_locked(void) {
+    if (fs_pid > 0) fs_lost_pid = fs_pid;
+    fs_stop_locked(0);
 }
 
 static int fs_start_server_locked(const char *exe) {
@@ -296,6 +305,12 @@ static int fs_start_server_locked(const char *exe) {
     mp__err_unmute();
     fs_ctl = sv[0];
     sv[0] = -1;
+    if (fs_lost_pid > 0)
+        mp_log(MP_LOG_WARNING, "the forkserver (pid %lld) has gone; a new one (pid %lld) starts",
+               (long long)fs_lost_pid, (long long)pid);
+    else
+        mp_log(MP_LOG_DEBUG, "forkserver started (pid %lld)", (long long)pid);
+    fs_lost_pid = -1;
     /* The server says it is ready once its preloads are in. */
     char ok;
     if (mp__os_read_all(fs_ctl, &ok, 1) != 0 || ok != 'R') {
@@ -495,7 +510,7 @@ static int fs_try_start(const mp__start_req *req, bool cold, mp__started *out, i
         got = fs_take_offer_locked(&o);
         if (got < 0) {
             /* The server went away (EOF): a new one serves this start. */
-            fs_stop_locked(0);
+            fs_lost_locked();
             got = 0;
             rc = fs_start_server_locked(req->executable);
         }
@@ -516,7 +531,7 @@ static int fs_try_start(const mp__start_req *req, bool cold, mp__started *out, i
                 rc = fs_send(fs_ctl, &h, req->payload, req->len, fds, nfds);
                 mp__free(fds);
                 if (rc) {
-                    fs_stop_locked(0);
+                    fs_lost_locked();
                     *retry = FS_RETRY;
                     rc = mp__err_wrap(MP_ECHILD, "forkserver: cannot reach the server");
                 }
@@ -547,7 +562,7 @@ static int fs_try_start(const mp__start_req *req, bool cold, mp__started *out, i
             /* The server is gone (maybe still exiting, its pidfd not ready yet): drop it
              * so the retry starts a fresh one. */
             pthread_mutex_lock(&fs_mu);
-            fs_stop_locked(0);
+            fs_lost_locked();
             pthread_mutex_unlock(&fs_mu);
         }
         return rc;

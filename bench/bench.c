@@ -202,6 +202,16 @@ static int bench_manager_dict(const bench_opts *o) {
 int bench_shm_1gib(bool quick);
 static int bench_shm(const bench_opts *o) { return bench_shm_1gib(o->quick); }
 
+/* ---- scale.*: bench_scale.c, only when a filter names it --------------------- */
+
+static bool scale_wanted(const void *ctx, const char *metric) {
+    const bench_opts *o = ctx;
+    return o->nfilters > 0 && bench_wanted(o, metric);
+}
+static int bench_scale(const bench_opts *o) {
+    return o->nfilters ? bench_scale_metrics(o->quick, scale_wanted, o, bench_report) : 0;
+}
+
 /* ---- the table of metric groups -------------------------------------------- */
 
 typedef struct bench_group {
@@ -227,6 +237,7 @@ static const bench_group groups[] = {
     {"lock_contended_2proc", bench_lock_contended},
     {"manager_dict_setget", bench_manager_dict},
     {"shm_1GiB", bench_shm},
+    {"scale", bench_scale},
 };
 
 /* A group runs when any filter could select one of its metrics: either the filter is

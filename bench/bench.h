@@ -21,4 +21,8 @@ int bench_finish_child(struct mp_process *p, double timeout);
 int bench_pool_metric(const char *metric, bool quick,
                       void (*report)(const char *, double, const char *));
 
+/** The scale.* metrics (bench_scale.c), those wanted(ctx, name) selects. */
+int bench_scale_metrics(bool quick, bool (*wanted)(const void *ctx, const char *metric),
+                        const void *wctx, void (*report)(const char *, double, const char *));
+
 #endif

@@ -343,6 +343,7 @@ int mp_manager_shutdown(mp_manager *m) {
     if (!m) return mp__err(MP_EINVAL, "mp_manager_shutdown: manager is NULL");
     if (m->state != M_STARTED && m->state != M_CONNECTED && m->state != M_SERVING)
         return mp__err(MP_ESTATE, "mp_manager_shutdown: not started");
+    mp_log(MP_LOG_INFO, "sending shutdown message to manager");
     int rc =
         mp__mpublic_call(m->cl, m->timeout > 0 ? m->timeout : 10.0, "shutdown", NULL, NULL, NULL);
     /* Unreachable (its socket file removed, say) but in this process: a thread that no

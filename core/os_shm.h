@@ -49,5 +49,9 @@ void mp__os_shm_untrack(const char *name);
 /** The name was unlinked: the tracker forgets it. Only when this process talks to a
  *  tracker already (tracked, or opened blocks before); never starts one. */
 void mp__os_shm_unlinked(const char *name, bool tracked);
+/** Calls fn(ctx, name) for each block this process created and tracks and did not
+ *  unlink: what the tracker unlinks once no process has it any more (none on Windows,
+ *  where a name ends with its last handle). */
+void mp__os_shm_each_left(void (*fn)(void *ctx, const char *name), void *ctx);
 
 #endif

@@ -2,6 +2,7 @@
  * work and the tracker are behind core/os_shm.h; this file keeps Python's rules
  * (names, sizes, errors) and the argument type "shm", which travels by name: a child
  * attaches the block again, and registers with the tracker like any attacher. */
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -16,6 +17,19 @@ struct mp_shm {
     size_t requested;
     bool tracked;
 };
+
+/* At exit, Python's resource tracker warns of the blocks it has to unlink: here the
+ * process that made them says so (the tracker daemon has no terminal), for each block
+ * it created, tracked and did not unlink. */
+static void warn_left(void *ctx, const char *name) {
+    (void)ctx;
+    mp_log(MP_LOG_WARNING,
+           "shared memory block '%s' was not unlinked: the tracker unlinks it once no "
+           "process has it open",
+           name);
+}
+
+static void exit_report(void) { mp__os_shm_each_left(warn_left, NULL); }
 
 static int generated_create(size_t size, char *name, mp_os_handle *h, void **base, size_t *mapped) {
     /* Python's rule: 14 characters at most (FreeBSD's limit), random hex after the
@@ -75,6 +89,8 @@ int mp_shm_open(const mp_shm_opts *opts, mp_shm **out) {
             mp__os_shm_named_unlink(name);
             return rc;
         }
+        static atomic_bool hooked;
+        if (tracked && !atomic_exchange(&hooked, true)) mp__exit_hook_add(exit_report);
     } else {
         snprintf(name, sizeof name, "%s", opts->name);
         /* Registered before opening: the tracker then cannot unlink the block (its last

@@ -300,3 +300,17 @@ void mp__os_shm_unlinked(const char *name, bool tracked) {
     int rc = trk_request(OP_UNLINKED, name, tracked);
     (void)rc; /* the name is gone either way; a stale record costs an ENOENT later */
 }
+
+void mp__os_shm_each_left(void (*fn)(void *ctx, const char *name), void *ctx) {
+    pthread_mutex_lock(&g_mu);
+    size_t n = 0;
+    for (size_t i = 0; i < g_nents; i++) n += g_ents[i].created;
+    /* A copy: fn runs without the lock (it may log, and a log hook may do anything). */
+    char(*names)[sizeof g_ents[0].name] = n ? malloc(n * sizeof *names) : NULL;
+    size_t k = 0;
+    for (size_t i = 0; names && i < g_nents; i++)
+        if (g_ents[i].created) memcpy(names[k++], g_ents[i].name, sizeof names[0]);
+    pthread_mutex_unlock(&g_mu);
+    for (size_t i = 0; i < k; i++) fn(ctx, names[i]);
+    free(names);
+}

@@ -18,6 +18,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <mutex>
 #include <set>
 #include <sstream>
 #include <string>
@@ -307,7 +308,31 @@ int tgt_warm_count(mp_args *a) {
 
 } // namespace
 
+namespace {
+
+// Records the library logs (at WARNING and above) while it lives.
+struct LogCapture {
+    static void hook(void *ctx, int level, const char *, const char *msg) {
+        LogCapture *c = static_cast<LogCapture *>(ctx);
+        std::lock_guard<std::mutex> lk(c->mu);
+        if (level >= MP_LOG_WARNING) c->lines.push_back(msg);
+    }
+    std::mutex mu;
+    std::vector<std::string> lines;
+    LogCapture() { mp_log_set_hook(hook, this); }
+    ~LogCapture() { mp_log_set_hook(nullptr, nullptr); }
+    bool has(const std::string &s) {
+        std::lock_guard<std::mutex> lk(mu);
+        for (const std::string &l : lines)
+            if (l == s) return true;
+        return false;
+    }
+};
+
+} // namespace
+
 TEST_P(ForkserverTest, NextStartReplacesAKilledServer) {
+    LogCapture log;
     Args a;
     a.i(3);
     mp_process *p = start(tgt_return_arg, a.get());
@@ -332,6 +357,10 @@ TEST_P(ForkserverTest, NextStartReplacesAKilledServer) {
         std::vector<int64_t> z = zombie_children();
         EXPECT_EQ(z.end(), std::find(z.begin(), z.end(), killed[0]))
             << "the killed server " << killed[0] << " was not reaped";
+        EXPECT_TRUE(log.has("the forkserver (pid " + std::to_string(killed[0]) +
+                            ") has gone; a new one (pid " + std::to_string(now_running[0]) +
+                            ") starts"))
+            << "no WARNING record of the restart";
         seen.push_back(now_running[0]);
     }
 }

@@ -90,6 +90,21 @@ int tgt_log_to_file(mp_args *a) {
     return 0;
 }
 
+// [0] str path: stderr goes to the file; creates a tracked shared memory block and
+// leaves it (closed, not unlinked, not freed), so at exit the process says the tracker
+// will unlink it.
+int tgt_shm_left(mp_args *a) {
+    const char *path = mp_args_str(a, 0);
+    if (!path || !std::freopen(path, "a", stderr)) return kTgtBadArgs;
+    mp_shm_opts o = {};
+    o.create = true;
+    o.size = 4096;
+    mp_shm *s = nullptr;
+    if (mp_shm_open(&o, &s) != 0) return kTgtIoError;
+    mp_shm_close(s);
+    return 0;
+}
+
 struct FinArg {
     std::string path, line;
 };
@@ -250,6 +265,42 @@ TEST_P(ProcessTest, ChildLogsWithItsNameInPythonsFormat) {
     EXPECT_NE(std::string::npos, text.find("[INFO/LogChild] process exiting with exitcode 0\n"))
         << text;
     EXPECT_EQ(std::string::npos, text.find("not shown")) << text;
+}
+
+// Python's resource tracker warns of the blocks it must unlink at shutdown; here the
+// process that made a block and left it says so as it exits, and the tracker then
+// unlinks it.
+TEST_P(ProcessTest, ChildWarnsOfSharedMemoryItLeavesToTheTracker) {
+    if (dummy()) GTEST_SKIP() << "a dummy child is a thread: the process has not exited";
+#ifdef _WIN32
+    GTEST_SKIP() << "Windows has no tracker: a block's name ends with its last handle";
+#else
+    LogReset reset;
+    TempFile out;
+    ASSERT_FALSE(out.path.empty());
+    mp_log_to_stderr(MP_LOG_WARNING);
+    Args a;
+    a.s(out.path.c_str());
+    mp_process *p = start(tgt_shm_left, a.get(), "ShmChild");
+    ASSERT_NE(nullptr, p);
+    mp_log_stop_stderr();
+    EXPECT_EQ(0, join_code(p));
+    std::string text = read_text(out.path);
+    const std::string head = "[WARNING/ShmChild] shared memory block '";
+    size_t at = text.find(head);
+    ASSERT_NE(std::string::npos, at) << text;
+    size_t end = text.find('\'', at + head.size());
+    ASSERT_NE(std::string::npos, end) << text;
+    std::string name = text.substr(at + head.size(), end - at - head.size());
+    EXPECT_NE(
+        std::string::npos,
+        text.find("' was not unlinked: the tracker unlinks it once no process has it open\n", end))
+        << text;
+    // The tracker unlinks it once the child's connection is gone.
+    std::string path = "/dev/shm/" + name;
+    EXPECT_TRUE(eventually([&] { return access(path.c_str(), F_OK) != 0; }))
+        << path << " was left behind";
+#endif
 }
 
 TEST_P(ProcessTest, FinalizersRunAtAChildsExitInPythonsOrder) {

@@ -116,3 +116,8 @@ void mp__os_shm_unlinked(const char *name, bool tracked) {
     (void)name;
     (void)tracked;
 }
+
+void mp__os_shm_each_left(void (*fn)(void *ctx, const char *name), void *ctx) {
+    (void)fn;
+    (void)ctx;
+}

@@ -8,10 +8,11 @@
  * several processes never mix. The library logs its own lifecycle at Python's levels:
  * a child calling its target and exiting (INFO), the main process shutting down and
  * joining or terminating its children (INFO), pool workers added (DEBUG) and replaced
- * after a death (WARNING), a manager serving and shutting down (INFO), shared memory
- * the tracker unlinks at exit (WARNING). Children inherit the level and whether records
- * go to stderr on every start method (a hook is a function of this process: a fork or
- * dummy child keeps it, others do not).
+ * after a death (WARNING), a manager serving, told to shut down and exiting (INFO), a
+ * forkserver found gone and replaced (WARNING), and at a process's exit each shared
+ * memory block it created and left for the tracker to unlink (WARNING). Children
+ * inherit the level and whether records go to stderr on every start method (a hook is
+ * a function of this process: a fork or dummy child keeps it, others do not).
  *
  * Finalizers are Python's util.Finalize: a function and its argument, run once, either
  * when the program asks (mp_finalize_run) or at exit: those with an exit priority of 0
