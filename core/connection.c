@@ -727,7 +727,7 @@ int mp_wait(const mp_waitable *objs, size_t n, double timeout, bool *ready, size
         if (mp__forever(timeout))
             return mp__err(MP_EINVAL, "mp_wait: nothing to wait for, forever");
         mp__os_sleep(timeout);
-        return MP_ETIMEDOUT;
+        return mp__err(MP_ETIMEDOUT, "mp_wait: nothing to wait for (slept %.3f s)", timeout);
     }
     mp__oswait small[16];
     mp__oswait *items = n <= 16 ? small : mp__calloc(n, sizeof *items);
@@ -772,6 +772,8 @@ int mp_wait(const mp_waitable *objs, size_t n, double timeout, bool *ready, size
     if (items != small) mp__free(items);
     if (rc) {
         for (size_t i = 0; i < n; i++) ready[i] = false;
+        if (rc == MP_ETIMEDOUT)
+            rc = mp__err(rc, "mp_wait: none of %zu objects was ready within %.3f s", n, timeout);
         return rc;
     }
     size_t k = 0;

@@ -151,6 +151,7 @@ int mp_process_start(mp_process *p) {
     if (p->state != MP__P_INIT)
         return mp__err(MP_ESTATE, "mp_process_start: cannot start a process twice");
     mp_process *self = mp_current_process();
+    if (!self) return mp__err(MP_ENOMEM, "mp_process_start: out of memory");
     if (self->daemon)
         return mp__err(MP_ESTATE,
                        "mp_process_start: daemonic processes are not allowed to have children");
