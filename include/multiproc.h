@@ -275,7 +275,8 @@ MP_API int mp_process_alive(mp_process *p, bool *alive);
  *  @retval MP_EINVAL  p or code is NULL.
  *  @retval MP_ECLOSED p was closed. */
 MP_API int mp_process_exitcode(mp_process *p, int *code);
-/** Process id (native thread id on dummy); 0 before start and once closed. */
+/** Process id (native thread id on dummy); 0 before start and once closed.
+ *  @return 0 also for NULL. */
 MP_API int64_t mp_process_pid(const mp_process *p);
 /** mp_process_pid with an error: 0 and *pid (0 before start, as Python's None), or
  *  MP_ECLOSED after mp_process_close (Python's pid raises ValueError there).

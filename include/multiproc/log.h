@@ -65,12 +65,14 @@ MP_API int mp_log_set_level(int level);
 MP_API int mp_log_get_level(void);
 /** Routes records to hook(ctx, ...) as well (NULL: no hook). */
 MP_API void mp_log_set_hook(mp_log_hook hook, void *ctx);
-/** Python's util.debug/info/...: logs a printf-style message at level. */
+/** Python's util.debug/info/...: logs a printf-style message at level.
+ *  Nothing is logged when fmt is NULL. */
 MP_API void mp_log(int level, const char *fmt, ...)
 #if defined(__GNUC__) || defined(__clang__)
     __attribute__((format(printf, 2, 3)))
 #endif
     ;
+/** mp_log with a va_list; nothing is logged when fmt is NULL. */
 MP_API void mp_log_v(int level, const char *fmt, va_list ap);
 /** Whether a record at level would go anywhere (to skip building a costly message). */
 MP_API bool mp_log_enabled(int level);

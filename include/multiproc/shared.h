@@ -111,12 +111,14 @@ MP_API void mp_shared_array_free(mp_shared_array *a);
 
 /** The typecode; 0 for NULL. */
 MP_API char mp_shared_array_typecode(const mp_shared_array *a);
-/** Number of items (1 for a Value). */
+/** Number of items (1 for a Value).
+ *  @return 0 for NULL. */
 MP_API size_t mp_shared_array_len(const mp_shared_array *a);
 /** Python's get_lock(): the lock (borrowed), NULL for a raw object. */
 MP_API mp_lock *mp_shared_array_get_lock(const mp_shared_array *a);
 /** Python's get_obj(): the shared memory itself (len * item size bytes). Access it
- *  under the lock when other processes write. */
+ *  under the lock when other processes write.
+ *  @return NULL for NULL. */
 MP_API void *mp_shared_array_get_obj(const mp_shared_array *a);
 
 /** Item i into *out (one item of the C type), under the lock when there is one.
@@ -167,7 +169,8 @@ MP_API int mp_shared_array_set_double(mp_shared_array *a, size_t i, double v);
  *  @retval MP_EINVAL  a or s is NULL, or a is a child's own argument list.
  *  @retval MP_ENOMEM  out of memory. */
 MP_API int mp_args_add_shared_array(mp_args *a, mp_shared_array *s);
-/** In a child: the object at i ("shared_array"), borrowed (freed with the args). */
+/** In a child: the object at i ("shared_array"), borrowed (freed with the args).
+ *  @return NULL when i is out of range or not a shared array. */
 MP_API mp_shared_array *mp_args_shared_array(const mp_args *a, size_t i);
 
 /* ---- SharedMemory -------------------------------------------------------------- */
@@ -197,11 +200,14 @@ typedef struct mp_shm_opts {
  *  @retval MP_ELIMIT  out of descriptors or handles.
  *  @retval MP_ESYS    the OS refused (the message names the call). */
 MP_API int mp_shm_open(const mp_shm_opts *opts, mp_shm **out);
-/** The name (without '/'), as Python's .name; owned by s. */
+/** The name (without '/'), as Python's .name; owned by s.
+ *  @return NULL for NULL. */
 MP_API const char *mp_shm_name(const mp_shm *s);
-/** The mapped size as the OS reports it (Python's .size; Windows rounds up to pages). */
+/** The mapped size as the OS reports it (Python's .size; Windows rounds up to pages).
+ *  @return 0 for NULL. */
 MP_API size_t mp_shm_size(const mp_shm *s);
-/** The size asked for at creation (the mapped size when attached). */
+/** The size asked for at creation (the mapped size when attached).
+ *  @return 0 for NULL. */
 MP_API size_t mp_shm_requested_size(const mp_shm *s);
 /** The mapping (Python's .buf); NULL once closed. */
 MP_API void *mp_shm_buf(const mp_shm *s);
@@ -222,7 +228,8 @@ MP_API void mp_shm_free(mp_shm *s);
  *  @retval MP_EINVAL  a or s is NULL, or a is a child's own argument list.
  *  @retval MP_ENOMEM  out of memory. */
 MP_API int mp_args_add_shm(mp_args *a, mp_shm *s);
-/** In a child: the block at i ("shm"), attached, borrowed (freed with the args). */
+/** In a child: the block at i ("shm"), attached, borrowed (freed with the args).
+ *  @return NULL when i is out of range or not a block. */
 MP_API mp_shm *mp_args_shm(const mp_args *a, size_t i);
 
 /* ---- ShareableList -------------------------------------------------------------- */

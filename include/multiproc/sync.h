@@ -66,9 +66,11 @@ MP_API int mp_lock_acquire(mp_lock *l, double timeout);
  *  @retval MP_ESTATE  l is not held.
  *  @retval MP_EPERM   an RLock held by another thread. */
 MP_API int mp_lock_release(mp_lock *l);
-/** True for an RLock. */
+/** True for an RLock.
+ *  @return false for NULL. */
 MP_API bool mp_lock_is_recursive(const mp_lock *l);
-/** True when the calling thread holds l (it acquired it and has not released it). */
+/** True when the calling thread holds l (it acquired it and has not released it).
+ *  @return false for NULL. */
 MP_API bool mp_lock_is_mine(const mp_lock *l);
 /** Python 3.14's locked(): true while any thread of any process holds l (also a
  *  process that died holding it, until the next acquirer takes it over); false for
@@ -105,7 +107,8 @@ MP_API int mp_semaphore_release(mp_semaphore *s);
 /** The current value into *value (0 on error).
  *  @retval MP_EINVAL  s or value is NULL. */
 MP_API int mp_semaphore_get_value(const mp_semaphore *s, int *value);
-/** True for a BoundedSemaphore. */
+/** True for a BoundedSemaphore.
+ *  @return false for NULL. */
 MP_API bool mp_semaphore_is_bounded(const mp_semaphore *s);
 /** NULL is fine. */
 MP_API void mp_semaphore_free(mp_semaphore *s);
@@ -122,7 +125,8 @@ typedef struct mp_condition mp_condition;
  *  @retval MP_ELIMIT  out of descriptors or handles for a new shared arena.
  *  @retval MP_ESYS    the OS refused the shared memory (the message names the call). */
 MP_API int mp_condition_new(mp_context *ctx, mp_lock *lock, mp_condition **out);
-/** The condition's lock (borrowed, lives as long as c). */
+/** The condition's lock (borrowed, lives as long as c).
+ *  @return NULL for NULL. */
 MP_API mp_lock *mp_condition_lock(const mp_condition *c);
 /** mp_lock_acquire / mp_lock_release on the condition's lock.
  *  @retval MP_EINVAL  c is NULL.

@@ -138,7 +138,8 @@ MP_API const char *mp_value_type_name(mp_value_type t);
 MP_API int64_t mp_value_as_int(const mp_value *v);
 /** A float, or an int/bool converted; 0.0 for anything else. */
 MP_API double mp_value_as_float(const mp_value *v);
-/** Python's truth value: False for None, false, 0, 0.0, and empty str/bytes/containers. */
+/** Python's truth value: False for None, false, 0, 0.0, and empty str/bytes/containers.
+ *  @return false for NULL. */
 MP_API bool mp_value_as_bool(const mp_value *v);
 /** A str's NUL-terminated UTF-8 and its byte length in *len (len may be NULL); NULL
  *  (and *len 0) when v is not a str. */
@@ -150,7 +151,8 @@ MP_API size_t mp_value_len(const mp_value *v);
 /** Item i of a tuple or list, or of a set or frozenset in insertion order (borrowed);
  *  NULL when out of range or not one of those. */
 MP_API mp_value *mp_value_item(const mp_value *v, size_t i);
-/** True when set (or frozenset) s holds an item equal to item by Python's ==. */
+/** True when set (or frozenset) s holds an item equal to item by Python's ==.
+ *  @return false when s or item is NULL or s is not a set. */
 MP_API bool mp_value_set_contains(const mp_value *s, const mp_value *item);
 /** Key of entry i of a dict, in insertion order (borrowed); NULL when out of range. */
 MP_API mp_value *mp_value_dict_key(const mp_value *d, size_t i);
@@ -178,7 +180,8 @@ MP_API mp_value *mp_value_object_listitems(const mp_value *v);
  *  borrowed), NULL when none. */
 MP_API mp_value *mp_value_object_dictitems(const mp_value *v);
 /** True when the object is made by cls.__new__(cls, *args) (pickle NEWOBJ) rather than
- *  by calling the global (REDUCE). */
+ *  by calling the global (REDUCE).
+ *  @return false for NULL and for anything but an object. */
 MP_API bool mp_value_object_is_newobj(const mp_value *v);
 /** Deep equality, stricter than Python's == (which keys use): types must match (1,
  *  1.0 and True differ); floats compare with == except that NaN equals NaN (so round
