@@ -156,8 +156,8 @@ MP_API const char *mp_version(void);
  *  target and never returns; in the forkserver process it serves and never returns;
  *  otherwise it returns 0 (or an error if the library cannot initialise). argc/argv may
  *  be NULL. Safe to call more than once.
- *  @retval MP_ESYS    the OS layer could not initialise (e.g. no random bytes for the authkey).
- *  @retval MP_ENOMEM  out of memory. */
+ *  @retval MP_ESYS    the OS layer could not initialise: no random bytes for the authkey
+ *      (getrandom, BCryptGenRandom), or (Windows) no path for this executable. */
 MP_API int mp_init(int *argc, char ***argv);
 
 /** A start method's context: static, never freed. */
@@ -248,7 +248,8 @@ MP_API int mp_process_new(mp_context *ctx, const mp_process_opts *opts, mp_proce
  *  @retval MP_ENOMEM   out of memory.
  *  @retval MP_ELIMIT   out of descriptors or handles.
  *  @retval MP_ESYS     the OS refused (the message names the call); other OS errors map to their
- *      MP_E* code (MP_EPERM, MP_EPIPE...). */
+ *      MP_E* code (MP_EPERM, MP_EPIPE...), and a forkserver that answered wrongly is
+ *      MP_EPROTO. */
 MP_API int mp_process_start(mp_process *p);
 /** Waits for the child to end: 0, MP_ETIMEDOUT, or MP_ESTATE if never started.
  *  @retval MP_ETIMEDOUT the child is still running after timeout.
