@@ -4,7 +4,8 @@
 Reads include/multiproc.h and include/multiproc/*.h and, for every MP_API declaration:
 1. a function returning int has an error list in the Doxygen comment just before it:
    "@retval MP_E...  condition" lines, or an "@par Errors" paragraph (which also says
-   "none" for the few int functions that return a count or an OS number, not a code);
+   "None" for the few int functions that return a count, a level or an OS number, not
+   a code). The comment counts only when nothing but space separates it from MP_API;
 2. every MP_E* name cited in a doc comment is a code of MP_ERRNO_MAP in
    include/multiproc.h (or MP_OK).
 
@@ -70,6 +71,9 @@ def check(root):
             elif not re.search(r"@retval\s+MP_E|@par\s+Errors", this_doc):
                 problems.append("%s:%d: %s: no error list (@retval MP_E... or @par Errors)"
                                 % (rel, line, name))
+    if count == 0:
+        problems.append("include/: no MP_API function returning int found (the parser is out of "
+                        "step with the headers)")
     return problems, count
 
 
