@@ -57,18 +57,23 @@ MP_API void mp_log_stop_stderr(void);
 /** Whether records go to stderr. */
 MP_API bool mp_log_to_stderr_enabled(void);
 /** Sets the level: records below it are dropped. MP_LOG_NOTSET means Python's default
- *  effective level, WARNING. MP_EINVAL for a negative level. */
+ *  effective level, WARNING. MP_EINVAL for a negative level.
+ *  @retval MP_EINVAL  level is negative. */
 MP_API int mp_log_set_level(int level);
-/** The effective level (WARNING while it is NOTSET, as Python's getEffectiveLevel). */
+/** The effective level (WARNING while it is NOTSET, as Python's getEffectiveLevel).
+ *  @par Errors
+ *  None: returns a level, never an MP_E* code. */
 MP_API int mp_log_get_level(void);
 /** Routes records to hook(ctx, ...) as well (NULL: no hook). */
 MP_API void mp_log_set_hook(mp_log_hook hook, void *ctx);
-/** Python's util.debug/info/...: logs a printf-style message at level. */
+/** Python's util.debug/info/...: logs a printf-style message at level.
+ *  Nothing is logged when fmt is NULL. */
 MP_API void mp_log(int level, const char *fmt, ...)
 #if defined(__GNUC__) || defined(__clang__)
     __attribute__((format(printf, 2, 3)))
 #endif
     ;
+/** mp_log with a va_list; nothing is logged when fmt is NULL. */
 MP_API void mp_log_v(int level, const char *fmt, va_list ap);
 /** Whether a record at level would go anywhere (to skip building a costly message). */
 MP_API bool mp_log_enabled(int level);
@@ -87,7 +92,9 @@ typedef void (*mp_finalize_fn)(void *arg);
 /** Registers fn(arg), run once: by mp_finalize_run, or at exit according to
  *  exitpriority (see the top of this header). *out (optional) is a handle for
  *  mp_finalize_run and mp_finalize_cancel, valid until one of them is called or the
- *  process exits. MP_EINVAL for a NULL fn, MP_ENOMEM. */
+ *  process exits. MP_EINVAL for a NULL fn, MP_ENOMEM.
+ *  @retval MP_EINVAL  fn is NULL.
+ *  @retval MP_ENOMEM  out of memory. */
 MP_API int mp_finalize_new(mp_finalize_fn fn, void *arg, int exitpriority, mp_finalizer **out);
 /** Runs f's function now, unless it ran already, and lets f go. NULL is fine. */
 MP_API void mp_finalize_run(mp_finalizer *f);

@@ -62,7 +62,9 @@ typedef int (*mp_task_fn)(const mp_value *arg, mp_value **result);
 typedef int (*mp_record_fn)(const void *in, void *out);
 
 /** In a task: records code and a printf-style detail as the task's error (Python's
- *  raise); returns code, so `return mp_task_error(MP_EINVAL, "bad item %d", x);`. */
+ *  raise); returns code, so `return mp_task_error(MP_EINVAL, "bad item %d", x);`.
+ *  @par Errors
+ *  None: returns code. */
 MP_API int mp_task_error(int code, const char *fmt, ...)
 #if defined(__GNUC__) && !defined(__MINGW32__)
     __attribute__((format(printf, 2, 3)))
@@ -94,24 +96,42 @@ typedef struct mp_pool_opts {
 } mp_pool_opts;
 
 /** Starts a pool of workers of ctx (NULL: the default context). MP_ECHILD (and the
- *  worker's reason) when a worker cannot start. Free with mp_pool_free. */
+ *  worker's reason) when a worker cannot start. Free with mp_pool_free.
+ *  @retval MP_EINVAL  out is NULL, processes < 0, or initargs without an initializer.
+ *  @retval MP_ESTATE  ctx is NULL and no start method is registered (mp_init not called).
+ *  @retval MP_ERESOLVE the initializer is not a function of a loaded module.
+ *  @retval MP_ECHILD  a worker could not start (see mp_process_start; MP_ERESOLVE likewise).
+ *  @retval MP_ENOMEM  out of memory.
+ *  @retval MP_ELIMIT  out of descriptors or handles.
+ *  @retval MP_ESYS    the OS refused (the message names the call). */
 MP_API int mp_pool_new(mp_context *ctx, const mp_pool_opts *opts, mp_pool **out);
-/** Python's ThreadPool: the same pool on the dummy context. */
+/** Python's ThreadPool: the same pool on the dummy context.
+ *  @retval MP_ESTATE  the dummy start method is not registered (mp_init not called).
+ *  @par Other errors
+ *  As mp_pool_new. */
 MP_API int mp_thread_pool_new(const mp_pool_opts *opts, mp_pool **out);
 /** No more tasks may be submitted (MP_ESTATE then); the workers exit once the work
- *  submitted is done. */
+ *  submitted is done.
+ *  @retval MP_EINVAL  p is NULL. */
 MP_API int mp_pool_close(mp_pool *p);
-/** Stops the workers now; every result not ready yet fails with MP_ECLOSED. */
+/** Stops the workers now; every result not ready yet fails with MP_ECLOSED.
+ *  @retval MP_EINVAL  p is NULL. */
 MP_API int mp_pool_terminate(mp_pool *p);
-/** Waits for the workers to exit: MP_ESTATE before close or terminate, MP_ETIMEDOUT. */
+/** Waits for the workers to exit: MP_ESTATE before close or terminate, MP_ETIMEDOUT.
+ *  @retval MP_ETIMEDOUT the workers did not all exit within timeout.
+ *  @retval MP_EINVAL  p is NULL.
+ *  @retval MP_ESTATE  neither closed nor terminated. */
 MP_API int mp_pool_join(mp_pool *p, double timeout);
 /** Terminates the pool if it still runs (Python's with-block), joins and frees it.
  *  Async results and imap iterators of the pool stay valid until freed (failed with
  *  MP_ECLOSED if they were not ready). NULL is fine. */
 MP_API void mp_pool_free(mp_pool *p);
-/** The number of workers. */
+/** The number of workers.
+ *  @par Errors
+ *  None: a count, 0 for NULL. */
 MP_API int mp_pool_processes(const mp_pool *p);
-/** The workers' pids now (thread ids on dummy): *n of them, at most cap into pids. */
+/** The workers' pids now (thread ids on dummy): *n of them, at most cap into pids.
+ *  @retval MP_EINVAL  p or n is NULL, or pids is NULL with cap > 0. */
 MP_API int mp_pool_worker_pids(mp_pool *p, int64_t *pids, size_t cap, size_t *n);
 
 /* ---- per-call options ----------------------------------------------------------- */
@@ -143,38 +163,110 @@ typedef struct mp_call_opts {
 
 /** Python's apply: fn(args) in a worker, waiting for it. 0 and *result (a new value,
  *  mp_value_free; NULL for None), or the task's error with its detail. args is a tuple
- *  or list (NULL: none). */
+ *  or list (NULL: none).
+ *  @retval MP_EINVAL  p, fn or result is NULL; args is not a tuple or list, or cannot be
+ *      encoded.
+ *  @retval MP_ESTATE  the pool is closed or terminated.
+ *  @retval MP_ERESOLVE fn is not a function of a loaded module.
+ *  @retval MP_EWORKERDIED the worker died in the task.
+ *  @retval MP_ETIMEDOUT the task ran past its time limit.
+ *  @retval MP_ECLOSED the pool was terminated before the task ended.
+ *  @retval MP_ENOMEM  out of memory.
+ *  @par Other errors
+ *  Any code the task returned (with its mp_task_error detail); a broken pool's error (its
+ *  initializer's code, or MP_EWORKERDIED when workers kept dying before ready) for every call. */
 MP_API int mp_pool_apply(mp_pool *p, mp_task_fn fn, const mp_value *args, mp_value **result);
+/** Python's apply_async: mp_pool_apply without waiting; *out is the caller's
+ *  (mp_async_result_free).
+ *  @retval MP_EINVAL  p, fn or out is NULL; args is not a tuple or list, or cannot be encoded.
+ *  @retval MP_ESTATE  the pool is closed or terminated.
+ *  @retval MP_ERESOLVE fn is not a function of a loaded module.
+ *  @retval MP_ENOMEM  out of memory.
+ *  @par Other errors
+ *  A broken pool's error. The task's own errors come from mp_async_result_get. */
 MP_API int mp_pool_apply_async(mp_pool *p, mp_task_fn fn, const mp_value *args,
                                const mp_call_opts *opts, mp_async_result **out);
 /** Python's map: fn(item) for every item of a list or tuple, in order. 0 and *results
- *  (a new list), or the first error of a task (the others are dropped). */
+ *  (a new list), or the first error of a task (the others are dropped).
+ *  @retval MP_EINVAL  p, fn or results is NULL; items is not a list or tuple, or an item cannot
+ *      be encoded.
+ *  @retval MP_ESTATE  the pool is closed or terminated.
+ *  @retval MP_ERESOLVE fn is not a function of a loaded module.
+ *  @retval MP_EWORKERDIED a worker died in a task.
+ *  @retval MP_ETIMEDOUT a task ran past its time limit.
+ *  @retval MP_ECLOSED the pool was terminated before the call ended.
+ *  @retval MP_ENOMEM  out of memory.
+ *  @par Other errors
+ *  Any code a task returned; a broken pool's error (as mp_pool_apply). */
 MP_API int mp_pool_map(mp_pool *p, mp_task_fn fn, const mp_value *items, const mp_call_opts *opts,
                        mp_value **results);
+/** Python's map_async: mp_pool_map without waiting; the list comes from mp_async_result_get.
+ *  @retval MP_EINVAL  p, fn or out is NULL; items is not a list or tuple, or an item cannot be
+ *      encoded.
+ *  @retval MP_ESTATE  the pool is closed or terminated.
+ *  @retval MP_ERESOLVE fn is not a function of a loaded module.
+ *  @retval MP_ENOMEM  out of memory.
+ *  @par Other errors
+ *  A broken pool's error. The tasks' errors come from mp_async_result_get. */
 MP_API int mp_pool_map_async(mp_pool *p, mp_task_fn fn, const mp_value *items,
                              const mp_call_opts *opts, mp_async_result **out);
-/** Python's starmap: each item is the argument tuple (or list) of one call. */
+/** Python's starmap: each item is the argument tuple (or list) of one call.
+ *  @par Errors
+ *  As mp_pool_map. */
 MP_API int mp_pool_starmap(mp_pool *p, mp_task_fn fn, const mp_value *items,
                            const mp_call_opts *opts, mp_value **results);
+/** Python's starmap_async: mp_pool_starmap without waiting.
+ *  @par Errors
+ *  As mp_pool_map_async. */
 MP_API int mp_pool_starmap_async(mp_pool *p, mp_task_fn fn, const mp_value *items,
                                  const mp_call_opts *opts, mp_async_result **out);
-/** map over a source, pulled lazily (bounded tasks in flight); results in order. */
+/** map over a source, pulled lazily (bounded tasks in flight); results in order.
+ *  @retval MP_EINVAL  p, fn, src or results is NULL, or an item cannot be encoded.
+ *  @retval MP_ESTATE  the pool is closed or terminated.
+ *  @retval MP_ERESOLVE fn is not a function of a loaded module.
+ *  @par Other errors
+ *  A negative code src returned; otherwise as mp_pool_map (a task's code, MP_EWORKERDIED,
+ *  MP_ETIMEDOUT, MP_ECLOSED, MP_ENOMEM). */
 MP_API int mp_pool_map_source(mp_pool *p, mp_task_fn fn, mp_source_fn src, void *src_ctx,
                               const mp_call_opts *opts, mp_value **results);
 
 /** Python's imap (ordered) and imap_unordered (in completion order) over a list or
- *  tuple; read with mp_imap_next. */
+ *  tuple; read with mp_imap_next.
+ *  @retval MP_EINVAL  p, fn or out is NULL; items is not a list or tuple, or an item cannot be
+ *      encoded.
+ *  @retval MP_ESTATE  the pool is closed or terminated.
+ *  @retval MP_ERESOLVE fn is not a function of a loaded module.
+ *  @retval MP_ENOMEM  out of memory.
+ *  @par Other errors
+ *  A broken pool's error. The tasks' errors come from mp_imap_next. */
 MP_API int mp_pool_imap(mp_pool *p, mp_task_fn fn, const mp_value *items, const mp_call_opts *opts,
                         mp_imap **out);
+/** Python's imap_unordered: results in completion order.
+ *  @par Errors
+ *  As mp_pool_imap. */
 MP_API int mp_pool_imap_unordered(mp_pool *p, mp_task_fn fn, const mp_value *items,
                                   const mp_call_opts *opts, mp_imap **out);
 /** imap over a source: its items are pulled only as results are taken, so an endless
- *  source needs bounded memory. ordered: imap, else imap_unordered. */
+ *  source needs bounded memory. ordered: imap, else imap_unordered.
+ *  @retval MP_EINVAL  p, fn, src or out is NULL.
+ *  @retval MP_ESTATE  the pool is closed or terminated.
+ *  @retval MP_ERESOLVE fn is not a function of a loaded module.
+ *  @retval MP_ENOMEM  out of memory.
+ *  @par Other errors
+ *  A broken pool's error. The tasks' and the source's errors come from mp_imap_next. */
 MP_API int mp_pool_imap_source(mp_pool *p, mp_task_fn fn, mp_source_fn src, void *src_ctx,
                                bool ordered, const mp_call_opts *opts, mp_imap **out);
 /** The next result: 0 and *item (a new value, NULL for None); the error of the task that
  *  item was in (iteration goes on with the next item); MP_EOF after the last one;
- *  MP_ETIMEDOUT. */
+ *  MP_ETIMEDOUT.
+ *  @retval MP_EOF     no more results.
+ *  @retval MP_ETIMEDOUT no result within timeout.
+ *  @retval MP_EINVAL  it or item is NULL.
+ *  @retval MP_EWORKERDIED the worker died in that item's task.
+ *  @retval MP_ECLOSED the pool was terminated (the call failed as a whole).
+ *  @par Other errors
+ *  The code of that item's task (with its detail), a negative code of the source, or, for the
+ *  call as a whole, a broken pool's error or MP_ENOMEM. */
 MP_API int mp_imap_next(mp_imap *it, double timeout, mp_value **item);
 /** Stops pulling input; tasks in flight finish and are dropped. NULL is fine. */
 MP_API void mp_imap_free(mp_imap *it);
@@ -185,11 +277,28 @@ MP_API void mp_imap_free(mp_imap *it);
  *  (out_size 0: no output). Nothing is encoded: records travel as bytes and results go
  *  straight into out. 0, or the first error: out then holds a part of the results, and
  *  no record is read from in or written to out once the call has returned (records
- *  tasks, unlike value tasks, are not all run after one failed). */
+ *  tasks, unlike value tasks, are not all run after one failed).
+ *  @retval MP_EINVAL  p or fn is NULL, in or out is NULL for n > 0 records of a non-zero size, a
+ *      size over 4 GiB, or too many records.
+ *  @retval MP_ESTATE  the pool is closed or terminated.
+ *  @retval MP_ERESOLVE fn is not a function of a loaded module.
+ *  @retval MP_EWORKERDIED a worker died in a task.
+ *  @retval MP_ETIMEDOUT a task ran past its time limit.
+ *  @retval MP_ECLOSED the pool was terminated before the call ended.
+ *  @retval MP_ENOMEM  out of memory.
+ *  @par Other errors
+ *  Any code fn returned; a broken pool's error. */
 MP_API int mp_pool_map_records(mp_pool *p, mp_record_fn fn, const void *in, size_t in_size,
                                void *out, size_t out_size, size_t n, const mp_call_opts *opts);
 /** The same, asynchronously: in and out must stay valid until the result is ready
- *  (freeing the result early does not end the call: they are still used). */
+ *  (freeing the result early does not end the call: they are still used).
+ *  @retval MP_EINVAL  p, fn or out_result is NULL, or the arrays are bad (as
+ *      mp_pool_map_records).
+ *  @retval MP_ESTATE  the pool is closed or terminated.
+ *  @retval MP_ERESOLVE fn is not a function of a loaded module.
+ *  @retval MP_ENOMEM  out of memory.
+ *  @par Other errors
+ *  A broken pool's error. The tasks' errors come from mp_async_result_get. */
 MP_API int mp_pool_map_records_async(mp_pool *p, mp_record_fn fn, const void *in, size_t in_size,
                                      void *out, size_t out_size, size_t n, const mp_call_opts *opts,
                                      mp_async_result **out_result);
@@ -198,17 +307,36 @@ MP_API int mp_pool_map_records_async(mp_pool *p, mp_record_fn fn, const void *in
 
 /** Waits up to timeout: 0 and *result (borrowed: valid until the result is freed; a
  *  list for map; NULL for None and for records), the task's error (its detail in
- *  mp_last_error_message), MP_ETIMEDOUT. */
+ *  mp_last_error_message), MP_ETIMEDOUT.
+ *  @retval MP_ETIMEDOUT not ready within timeout.
+ *  @retval MP_EINVAL  r is NULL.
+ *  @retval MP_EWORKERDIED a worker died in a task of the call.
+ *  @retval MP_ECLOSED the pool was terminated (or freed) before it was ready.
+ *  @retval MP_ECANCELED it was canceled (mp_async_result_cancel).
+ *  @par Other errors
+ *  Any code a task returned, with its detail; MP_ETIMEDOUT also for a task past its time limit;
+ *  a broken pool's error; MP_ENOMEM. */
 MP_API int mp_async_result_get(mp_async_result *r, double timeout, const mp_value **result);
-/** Waits up to timeout until ready: 0 or MP_ETIMEDOUT. */
+/** Waits up to timeout until ready: 0 or MP_ETIMEDOUT.
+ *  @retval MP_ETIMEDOUT not ready within timeout.
+ *  @retval MP_EINVAL  r is NULL. */
 MP_API int mp_async_result_wait(mp_async_result *r, double timeout);
+/** Whether the result is ready (succeeded or failed); false for NULL. */
 MP_API bool mp_async_result_ready(const mp_async_result *r);
-/** Whether it succeeded: MP_ESTATE while not ready (Python's ValueError). */
+/** Whether it succeeded: MP_ESTATE while not ready (Python's ValueError).
+ *  @retval MP_EINVAL  r or ok is NULL.
+ *  @retval MP_ESTATE  not ready yet. */
 MP_API int mp_async_result_successful(const mp_async_result *r, bool *ok);
 /** Cancels it if none of its tasks has started: 0, and it fails with MP_ECANCELED;
- *  MP_ESTATE once a task started or it is ready. */
+ *  MP_ESTATE once a task started or it is ready.
+ *  @retval MP_EINVAL  r is NULL.
+ *  @retval MP_ESTATE  a task of it started or it is ready. */
 MP_API int mp_async_result_cancel(mp_async_result *r);
-/** Something mp_wait can wait on, ready once the result is (made on first use). */
+/** Something mp_wait can wait on, ready once the result is (made on first use).
+ *  @retval MP_EINVAL  r or out is NULL.
+ *  @retval MP_ELIMIT  out of descriptors or handles for its pipe.
+ *  @retval MP_ENOMEM  out of memory.
+ *  @retval MP_ESYS    the OS refused the pipe (the message names the call). */
 MP_API int mp_async_result_waitable(mp_async_result *r, mp_waitable *out);
 /** The call goes on; its result is dropped when it comes. NULL is fine. */
 MP_API void mp_async_result_free(mp_async_result *r);

@@ -65,37 +65,87 @@ typedef struct mp_queue_opts {
 } mp_queue_opts;
 
 /** Python's Queue(maxsize): maxsize <= 0 is unbounded. ctx NULL = the default context.
- *  Free with mp_queue_free. */
+ *  Free with mp_queue_free.
+ *  @retval MP_EINVAL  out is NULL.
+ *  @retval MP_ENOMEM  out of memory, or no room for the shared ring and its overflow area (also
+ *      under a low ulimit -f).
+ *  @retval MP_ELIMIT  out of descriptors or handles.
+ *  @retval MP_ESYS    the OS refused the shared memory (the message names the call). */
 MP_API int mp_queue_new(mp_context *ctx, int64_t maxsize, mp_queue **out);
-/** Python's SimpleQueue(). */
+/** Python's SimpleQueue().
+ *  @retval MP_EINVAL  out is NULL.
+ *  @par Other errors
+ *  As mp_queue_new (MP_ENOMEM, MP_ELIMIT, MP_ESYS). */
 MP_API int mp_simple_queue_new(mp_context *ctx, mp_queue **out);
-/** Python's JoinableQueue(maxsize). */
+/** Python's JoinableQueue(maxsize).
+ *  @retval MP_EINVAL  out is NULL.
+ *  @par Other errors
+ *  As mp_queue_new (MP_ENOMEM, MP_ELIMIT, MP_ESYS). */
 MP_API int mp_joinable_queue_new(mp_context *ctx, int64_t maxsize, mp_queue **out);
-/** Any kind, with options (opts NULL = defaults). */
+/** Any kind, with options (opts NULL = defaults).
+ *  @retval MP_EINVAL  out is NULL, an unknown kind, or ring_bytes over the limit (512 MiB).
+ *  @par Other errors
+ *  As mp_queue_new (MP_ENOMEM, MP_ELIMIT, MP_ESYS). */
 MP_API int mp_queue_new_opts(mp_context *ctx, const mp_queue_opts *opts, mp_queue **out);
 /** Frees this process's object (NULL is fine); the queue and its items live on in the
  *  other processes that hold it. */
 MP_API void mp_queue_free(mp_queue *q);
+/** The queue's kind; 0 (no kind) for NULL. */
 MP_API mp_queue_kind mp_queue_get_kind(const mp_queue *q);
 
 /** Puts len bytes (buf may be NULL when len is 0). MP_EFULL when a bounded queue stays
  *  full for timeout seconds; MP_ECLOSED after mp_queue_close; MP_ESHUTDOWN once the
- *  queue is shut down. */
+ *  queue is shut down.
+ *  @retval MP_EFULL     a bounded queue stayed full (or its put side busy) for timeout; a big
+ *      item found the big-item channel full.
+ *  @retval MP_EINVAL    q is NULL, or buf is NULL with len > 0.
+ *  @retval MP_ECLOSED   q was closed in this process.
+ *  @retval MP_ESHUTDOWN q is shut down.
+ *  @retval MP_ENOMEM    the overflow area or a big item's block cannot be mapped.
+ *  @retval MP_ELIMIT    out of descriptors for a big item's block.
+ *  @retval MP_ESYS      the OS refused (the message names the call). */
 MP_API int mp_queue_put_bytes(mp_queue *q, const void *buf, size_t len, double timeout);
-/** Puts a value (encoded with mp_value_dumps; MP_ENOTSUP for what it cannot encode). */
+/** Puts a value (encoded with mp_value_dumps; MP_ENOTSUP for what it cannot encode).
+ *  @retval MP_EINVAL    q or v is NULL.
+ *  @retval MP_ENOTSUP   v cannot be encoded (see mp_value_dumps).
+ *  @retval MP_ENOMEM    out of memory encoding v.
+ *  @par Other errors
+ *  As mp_queue_put_bytes (MP_EFULL, MP_ECLOSED, MP_ESHUTDOWN, MP_ESYS...). */
 MP_API int mp_queue_put(mp_queue *q, const mp_value *v, double timeout);
 /** Takes the next item into a new buffer of exactly its size (free with
  *  mp_queue_free_bytes; an empty item gives a non-NULL buffer and *len 0). A value
  *  item gives its encoded bytes. MP_EEMPTY when nothing came within timeout;
  *  MP_ESHUTDOWN once the queue is shut down and empty (at once after an immediate
- *  shutdown). */
+ *  shutdown).
+ *  @retval MP_EEMPTY    nothing came within timeout.
+ *  @retval MP_EINVAL    q, out or len is NULL.
+ *  @retval MP_ECLOSED   q was closed in this process.
+ *  @retval MP_ESHUTDOWN shut down and empty (at once after an immediate shutdown).
+ *  @retval MP_ENOMEM    out of memory for the item, or the overflow area cannot be mapped.
+ *  @retval MP_EPROTO    a big item's shared record is corrupt.
+ *  @retval MP_ESYS      the OS refused (the message names the call). */
 MP_API int mp_queue_get_bytes(mp_queue *q, void **out, size_t *len, double timeout);
 /** Takes the next item into buf[0 .. cap): 0 and *len its size. When it does not fit:
  *  MP_ETOOBIG, *len its size, and the item stays first in the queue (retry with a
- *  bigger buffer). Nothing is allocated. */
+ *  bigger buffer). Nothing is allocated.
+ *  @retval MP_ETOOBIG   the item does not fit (see above).
+ *  @retval MP_EEMPTY    nothing came within timeout.
+ *  @retval MP_EINVAL    q or len is NULL, or buf is NULL with cap > 0.
+ *  @retval MP_ECLOSED   q was closed in this process.
+ *  @retval MP_ESHUTDOWN shut down and empty.
+ *  @retval MP_ENOMEM    the overflow area cannot be mapped.
+ *  @retval MP_EPROTO    a big item's shared record is corrupt.
+ *  @retval MP_ESYS      the OS refused (the message names the call). */
 MP_API int mp_queue_get_bytes_into(mp_queue *q, void *buf, size_t cap, size_t *len, double timeout);
 /** Takes the next item as a value (free with mp_value_free): a bytes item gives a
- *  bytes value. An item that does not decode is consumed and reported (MP_EPROTO). */
+ *  bytes value. An item that does not decode is consumed and reported (MP_EPROTO).
+ *  @retval MP_EEMPTY    nothing came within timeout.
+ *  @retval MP_EPROTO    the item does not decode (it is consumed).
+ *  @retval MP_EINVAL    q or out is NULL.
+ *  @retval MP_ECLOSED   q was closed in this process.
+ *  @retval MP_ESHUTDOWN shut down and empty.
+ *  @retval MP_ENOMEM    out of memory.
+ *  @retval MP_ESYS      the OS refused (the message names the call). */
 MP_API int mp_queue_get(mp_queue *q, mp_value **out, double timeout);
 /** Frees a buffer from mp_queue_get_bytes (NULL is fine). */
 MP_API void mp_queue_free_bytes(void *p);
@@ -103,12 +153,21 @@ MP_API void mp_queue_free_bytes(void *p);
 /** The approximate number of items (Python's qsize; exact when nobody else is putting
  *  or getting, except that an item lost with a process that died putting or getting it
  *  may count until a later get passes its place). MP_ENOTSUP on a SimpleQueue;
- *  MP_ECLOSED after mp_queue_close. */
+ *  MP_ECLOSED after mp_queue_close.
+ *  @retval MP_EINVAL    q or n is NULL.
+ *  @retval MP_ECLOSED   q was closed in this process.
+ *  @retval MP_ENOTSUP   a SimpleQueue. */
 MP_API int mp_queue_qsize(mp_queue *q, size_t *n);
 /** Python's empty() and full() (approximate as in Python): 0 and *out, MP_ECLOSED
  *  after mp_queue_close (Python raises there, at least once the queue's pipe is
- *  closed); is_full is MP_ENOTSUP on a SimpleQueue (it has no full()). */
+ *  closed); is_full is MP_ENOTSUP on a SimpleQueue (it has no full()).
+ *  @retval MP_EINVAL    q or out is NULL.
+ *  @retval MP_ECLOSED   q was closed in this process. */
 MP_API int mp_queue_is_empty(mp_queue *q, bool *out);
+/** As mp_queue_is_empty: 0 and *out true when a bounded queue holds maxsize items.
+ *  @retval MP_EINVAL    q or out is NULL.
+ *  @retval MP_ECLOSED   q was closed in this process.
+ *  @retval MP_ENOTSUP   a SimpleQueue. */
 MP_API int mp_queue_is_full(mp_queue *q, bool *out);
 /** The same as predicates: false after mp_queue_close and for NULL (so a closed queue
  *  is neither empty nor full; use the forms above to tell). */
@@ -125,24 +184,37 @@ MP_API bool mp_queue_full(mp_queue *q);
  *  when shutdown began completes before this returns; nothing is put after. Twice is
  *  fine (immediate later still drops what is left). It waits for a put in progress to
  *  finish (a blocked one gives up at once). MP_ENOTSUP on a SimpleQueue (as in Python);
- *  MP_ECLOSED after mp_queue_close. task_done, qsize and join work as before. */
+ *  MP_ECLOSED after mp_queue_close. task_done, qsize and join work as before.
+ *  @retval MP_EINVAL    q is NULL.
+ *  @retval MP_ECLOSED   q was closed in this process.
+ *  @retval MP_ENOTSUP   a SimpleQueue.
+ *  @retval MP_ESYS      waiting for the put or get side failed in the OS (rare). */
 MP_API int mp_queue_shutdown(mp_queue *q, bool immediate);
 /** True once q was shut down (by any process); false for NULL and after mp_queue_close. */
 MP_API bool mp_queue_is_shutdown(const mp_queue *q);
 
 /** This process will neither put nor get on q any more: later calls give MP_ECLOSED
- *  (Python's close). Items already put stay for the other processes. Twice is fine. */
+ *  (Python's close). Items already put stay for the other processes. Twice is fine.
+ *  @retval MP_EINVAL    q is NULL. */
 MP_API int mp_queue_close(mp_queue *q);
 
 /** JoinableQueue: one item taken earlier is done. MP_ESTATE when called more times than
- *  items were put (Python's ValueError); MP_ENOTSUP on other kinds. */
+ *  items were put (Python's ValueError); MP_ENOTSUP on other kinds.
+ *  @retval MP_EINVAL    q is NULL.
+ *  @retval MP_ENOTSUP   not a JoinableQueue.
+ *  @retval MP_ESTATE    more calls than items put. */
 MP_API int mp_queue_task_done(mp_queue *q);
 /** JoinableQueue: waits until every item put has been marked done: 0 or MP_ETIMEDOUT
- *  (Python's join has no timeout: pass MP_FOREVER). MP_ENOTSUP on other kinds. */
+ *  (Python's join has no timeout: pass MP_FOREVER). MP_ENOTSUP on other kinds.
+ *  @retval MP_ETIMEDOUT tasks are still not done after timeout.
+ *  @retval MP_EINVAL    q is NULL.
+ *  @retval MP_ENOTSUP   not a JoinableQueue. */
 MP_API int mp_queue_join(mp_queue *q, double timeout);
 
 /** A queue passed to a child: it receives its own object over the same queue (q must
- *  stay alive until the process has started). */
+ *  stay alive until the process has started).
+ *  @retval MP_EINVAL    a or q is NULL, or a is a child's own argument list.
+ *  @retval MP_ENOMEM    out of memory. */
 MP_API int mp_args_add_queue(mp_args *a, mp_queue *q);
 /** In a child, the queue at i (NULL if i is not a queue; mp_args_object_type names it
  *  "queue"). Borrowed: freed with the args. */

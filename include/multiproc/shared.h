@@ -64,44 +64,80 @@ typedef struct mp_shared_array mp_shared_array;
 
 /** Python's Value(typecode, init, lock): init points to one item of the typecode's C
  *  type (NULL: zero). lock is used only with MP_LOCK_GIVEN. Free with
- *  mp_shared_array_free. */
+ *  mp_shared_array_free.
+ *  @retval MP_EINVAL  out is NULL, an unknown typecode or lock mode, or MP_LOCK_GIVEN without a
+ *      lock.
+ *  @retval MP_ENOMEM  out of memory or shared memory.
+ *  @retval MP_ELIMIT  out of descriptors or handles for a new shared arena.
+ *  @retval MP_ESYS    the OS refused the shared memory (the message names the call). */
 MP_API int mp_shared_value_new(mp_context *ctx, char typecode, const void *init, mp_lock_mode mode,
                                mp_lock *lock, mp_shared_array **out);
-/** Python's RawValue(typecode, init). */
+/** Python's RawValue(typecode, init).
+ *  @retval MP_EINVAL  out is NULL, or an unknown typecode.
+ *  @par Other errors
+ *  As mp_shared_value_new (MP_ENOMEM, MP_ELIMIT, MP_ESYS). */
 MP_API int mp_raw_value_new(mp_context *ctx, char typecode, const void *init,
                             mp_shared_array **out);
 /** Python's Array(typecode, size_or_initializer, lock): n items, copied from init when
  *  it is not NULL (n items of the C type), else zero. At most 1 GiB of items
- *  (MP_EINVAL beyond). */
+ *  (MP_EINVAL beyond).
+ *  @retval MP_EINVAL  out is NULL, an unknown typecode or lock mode, MP_LOCK_GIVEN without a
+ *      lock, or more than 1 GiB of items.
+ *  @par Other errors
+ *  As mp_shared_value_new (MP_ENOMEM, MP_ELIMIT, MP_ESYS). */
 MP_API int mp_shared_array_new(mp_context *ctx, char typecode, size_t n, const void *init,
                                mp_lock_mode mode, mp_lock *lock, mp_shared_array **out);
-/** Python's RawArray(typecode, size_or_initializer). */
+/** Python's RawArray(typecode, size_or_initializer).
+ *  @retval MP_EINVAL  out is NULL, an unknown typecode, or more than 1 GiB of items.
+ *  @par Other errors
+ *  As mp_shared_value_new (MP_ENOMEM, MP_ELIMIT, MP_ESYS). */
 MP_API int mp_raw_array_new(mp_context *ctx, char typecode, size_t n, const void *init,
                             mp_shared_array **out);
-/** sharedctypes.copy(obj): a new raw object with a copy of the contents. */
+/** sharedctypes.copy(obj): a new raw object with a copy of the contents.
+ *  @retval MP_EINVAL  a or out is NULL.
+ *  @retval MP_ESTATE  a's plain Lock is held by the calling thread.
+ *  @par Other errors
+ *  As mp_shared_value_new (MP_ENOMEM, MP_ELIMIT, MP_ESYS). */
 MP_API int mp_shared_array_copy(mp_shared_array *a, mp_shared_array **out);
 /** sharedctypes.synchronized(obj, lock): a new object over the same memory with the
- *  given lock (NULL: a new RLock). */
+ *  given lock (NULL: a new RLock).
+ *  @retval MP_EINVAL  a or out is NULL.
+ *  @retval MP_ENOMEM  out of memory (also for the new RLock).
+ *  @retval MP_ELIMIT  out of descriptors or handles for the new RLock.
+ *  @retval MP_ESYS    the OS refused the new RLock's shared memory. */
 MP_API int mp_shared_array_synchronized(mp_shared_array *a, mp_lock *lock, mp_shared_array **out);
 /** NULL is fine; the memory lives on in the other processes that hold it. */
 MP_API void mp_shared_array_free(mp_shared_array *a);
 
+/** The typecode; 0 for NULL. */
 MP_API char mp_shared_array_typecode(const mp_shared_array *a);
-/** Number of items (1 for a Value). */
+/** Number of items (1 for a Value).
+ *  @return 0 for NULL. */
 MP_API size_t mp_shared_array_len(const mp_shared_array *a);
 /** Python's get_lock(): the lock (borrowed), NULL for a raw object. */
 MP_API mp_lock *mp_shared_array_get_lock(const mp_shared_array *a);
 /** Python's get_obj(): the shared memory itself (len * item size bytes). Access it
- *  under the lock when other processes write. */
+ *  under the lock when other processes write.
+ *  @return NULL for NULL. */
 MP_API void *mp_shared_array_get_obj(const mp_shared_array *a);
 
 /** Item i into *out (one item of the C type), under the lock when there is one.
- *  MP_EINVAL for i out of range. */
+ *  MP_EINVAL for i out of range.
+ *  @retval MP_EINVAL  a or out is NULL, or i is out of range.
+ *  @retval MP_ESTATE  a's plain Lock is held by the calling thread. */
 MP_API int mp_shared_array_get(mp_shared_array *a, size_t i, void *out);
+/** Item i from *in (one item of the C type), under the lock when there is one.
+ *  @retval MP_EINVAL  a or in is NULL, or i is out of range.
+ *  @retval MP_ESTATE  a's plain Lock is held by the calling thread. */
 MP_API int mp_shared_array_set(mp_shared_array *a, size_t i, const void *in);
 /** Items [start, stop) into out / from in (stop - start items), under the lock.
- *  MP_EINVAL when start > stop or stop > len. */
+ *  MP_EINVAL when start > stop or stop > len.
+ *  @retval MP_EINVAL  a is NULL, the range is bad, or out is NULL with stop > start.
+ *  @retval MP_ESTATE  a's plain Lock is held by the calling thread. */
 MP_API int mp_shared_array_get_slice(mp_shared_array *a, size_t start, size_t stop, void *out);
+/** Items [start, stop) from in, under the lock.
+ *  @retval MP_EINVAL  a is NULL, the range is bad, or in is NULL with stop > start.
+ *  @retval MP_ESTATE  a's plain Lock is held by the calling thread. */
 MP_API int mp_shared_array_set_slice(mp_shared_array *a, size_t start, size_t stop, const void *in);
 /** Item i converted, as Python's int / float view of it: integer codes and 'c' give
  *  int64 (an unsigned 64-bit item above INT64_MAX is MP_EINVAL; 'c' is its byte value
@@ -110,14 +146,31 @@ MP_API int mp_shared_array_set_slice(mp_shared_array *a, size_t start, size_t st
  *  the double calls on an integer code are MP_EINVAL, except set_int on 'f'/'d', which
  *  stores the converted value (as Python assigning an int to a c_double). A plain Lock
  *  given as the lock and already held by the calling thread is MP_ESTATE for every
- *  accessor (Python would deadlock). */
+ *  accessor (Python would deadlock).
+ *  @retval MP_EINVAL  a or out is NULL, i out of range, a float typecode, or an item above
+ *      INT64_MAX.
+ *  @retval MP_ESTATE  a's plain Lock is held by the calling thread. */
 MP_API int mp_shared_array_get_int(mp_shared_array *a, size_t i, int64_t *out);
+/** Sets item i from an int64, range-checked for the typecode (see mp_shared_array_get_int).
+ *  @retval MP_EINVAL  a is NULL, i out of range, or v does not fit the typecode.
+ *  @retval MP_ESTATE  a's plain Lock is held by the calling thread. */
 MP_API int mp_shared_array_set_int(mp_shared_array *a, size_t i, int64_t v);
+/** Item i as a double, for 'f' and 'd' (see mp_shared_array_get_int).
+ *  @retval MP_EINVAL  a or out is NULL, i out of range, or an integer typecode.
+ *  @retval MP_ESTATE  a's plain Lock is held by the calling thread. */
 MP_API int mp_shared_array_get_double(mp_shared_array *a, size_t i, double *out);
+/** Sets item i, for 'f' and 'd' (see mp_shared_array_get_int).
+ *  @retval MP_EINVAL  a is NULL, i out of range, an integer typecode, or v out of range for 'f'.
+ *  @retval MP_ESTATE  a's plain Lock is held by the calling thread. */
 MP_API int mp_shared_array_set_double(mp_shared_array *a, size_t i, double v);
 
+/** Adds a Value or Array (with its lock) to a child's arguments; a must live until the process
+ *  has started.
+ *  @retval MP_EINVAL  a or s is NULL, or a is a child's own argument list.
+ *  @retval MP_ENOMEM  out of memory. */
 MP_API int mp_args_add_shared_array(mp_args *a, mp_shared_array *s);
-/** In a child: the object at i ("shared_array"), borrowed (freed with the args). */
+/** In a child: the object at i ("shared_array"), borrowed (freed with the args).
+ *  @return NULL when i is out of range or not a shared array. */
 MP_API mp_shared_array *mp_args_shared_array(const mp_args *a, size_t i);
 
 /* ---- SharedMemory -------------------------------------------------------------- */
@@ -135,26 +188,48 @@ typedef struct mp_shm_opts {
 } mp_shm_opts;
 
 /** Python's SharedMemory(name, create, size, track): attaching a name that does not
- *  exist is MP_ENOENT. Free with mp_shm_free. */
+ *  exist is MP_ENOENT. Free with mp_shm_free.
+ *  @retval MP_EINVAL  out or opts is NULL, no name without create, size 0 with create, or a bad
+ *      name (empty, over 255 bytes, a '/').
+ *  @retval MP_ENOENT  attaching a name that does not exist.
+ *  @retval MP_EEXIST  creating a name that exists (or no free generated name after 100 tries).
+ *  @retval MP_EPERM   no permission, or a tracked open in a setuid/setgid program.
+ *  @retval MP_ETIMEDOUT the tracker did not answer within 10 s.
+ *  @retval MP_ETOOBIG the block is too big to map here.
+ *  @retval MP_ENOMEM  out of memory.
+ *  @retval MP_ELIMIT  out of descriptors or handles.
+ *  @retval MP_ESYS    the OS refused (the message names the call). */
 MP_API int mp_shm_open(const mp_shm_opts *opts, mp_shm **out);
-/** The name (without '/'), as Python's .name; owned by s. */
+/** The name (without '/'), as Python's .name; owned by s.
+ *  @return NULL for NULL. */
 MP_API const char *mp_shm_name(const mp_shm *s);
-/** The mapped size as the OS reports it (Python's .size; Windows rounds up to pages). */
+/** The mapped size as the OS reports it (Python's .size; Windows rounds up to pages).
+ *  @return 0 for NULL. */
 MP_API size_t mp_shm_size(const mp_shm *s);
-/** The size asked for at creation (the mapped size when attached). */
+/** The size asked for at creation (the mapped size when attached).
+ *  @return 0 for NULL. */
 MP_API size_t mp_shm_requested_size(const mp_shm *s);
 /** The mapping (Python's .buf); NULL once closed. */
 MP_API void *mp_shm_buf(const mp_shm *s);
-/** Unmaps; the block stays for others. Twice is fine. */
+/** Unmaps; the block stays for others. Twice is fine.
+ *  @retval MP_EINVAL  s is NULL. */
 MP_API int mp_shm_close(mp_shm *s);
 /** Removes the name (posix; nothing on Windows): others that attached keep their
- *  mapping. MP_ENOENT when already gone. Call once, from one process. */
+ *  mapping. MP_ENOENT when already gone. Call once, from one process.
+ *  @retval MP_EINVAL  s is NULL.
+ *  @retval MP_ENOENT  already unlinked.
+ *  @retval MP_EPERM   no permission.
+ *  @retval MP_ESYS    the OS refused (the message names the call). */
 MP_API int mp_shm_unlink(mp_shm *s);
 /** Closes (if open) and frees s. NULL is fine. Does not unlink. */
 MP_API void mp_shm_free(mp_shm *s);
 
+/** Adds a SharedMemory block to a child's arguments (the child attaches it by name).
+ *  @retval MP_EINVAL  a or s is NULL, or a is a child's own argument list.
+ *  @retval MP_ENOMEM  out of memory. */
 MP_API int mp_args_add_shm(mp_args *a, mp_shm *s);
-/** In a child: the block at i ("shm"), attached, borrowed (freed with the args). */
+/** In a child: the block at i ("shm"), attached, borrowed (freed with the args).
+ *  @return NULL when i is out of range or not a block. */
 MP_API mp_shm *mp_args_shm(const mp_args *a, size_t i);
 
 /* ---- ShareableList -------------------------------------------------------------- */
@@ -165,21 +240,51 @@ typedef struct mp_shareable_list mp_shareable_list;
 
 /** Creates one from a list or tuple value (items of the kinds above; MP_ENOTSUP for
  *  others; MP_EINVAL for a str that is not UTF-8 Python's codec takes, surrogates
- *  included), in a new block named name (NULL: generated). */
+ *  included), in a new block named name (NULL: generated).
+ *  @retval MP_EINVAL  out is NULL, items is not a list or tuple, or a str is not UTF-8.
+ *  @retval MP_ENOTSUP an item of another kind.
+ *  @retval MP_ETOOBIG a str or bytes item of 9999990 bytes or more, or too many items.
+ *  @par Other errors
+ *  As mp_shm_open with create (MP_EEXIST for a name in use, MP_EINVAL for a bad name, MP_ENOMEM,
+ *  MP_EPERM, MP_ETIMEDOUT, MP_ELIMIT, MP_ESYS). */
 MP_API int mp_shareable_list_new(const mp_value *items, const char *name, mp_shareable_list **out);
-/** Attaches an existing one by name. */
+/** Attaches an existing one by name.
+ *  @retval MP_EINVAL  name or out is NULL, or a bad name.
+ *  @retval MP_EPROTO  the block does not hold a shareable list.
+ *  @par Other errors
+ *  As mp_shm_open when attaching (MP_ENOENT, MP_EPERM, MP_ETIMEDOUT, MP_ENOMEM, MP_ELIMIT,
+ *  MP_ESYS). */
 MP_API int mp_shareable_list_attach(const char *name, mp_shareable_list **out);
+/** Number of items; 0 for NULL. */
 MP_API size_t mp_shareable_list_len(const mp_shareable_list *l);
 /** Item i as a new value (free with mp_value_free). MP_EPROTO for a slot that does not
- *  decode, also a str slot that is not UTF-8 (Python: UnicodeDecodeError). */
+ *  decode, also a str slot that is not UTF-8 (Python: UnicodeDecodeError).
+ *  @retval MP_EINVAL  l or out is NULL, or i out of range.
+ *  @retval MP_ECLOSED the list's block was closed.
+ *  @retval MP_EPROTO  the slot does not decode (see above).
+ *  @retval MP_ENOMEM  out of memory. */
 MP_API int mp_shareable_list_get(mp_shareable_list *l, size_t i, mp_value **out);
 /** Replaces item i. As in Python, a str or bytes item may not grow past the slot
- *  allocated at creation (MP_ETOOBIG); a str must be UTF-8 (MP_EINVAL, as _new). */
+ *  allocated at creation (MP_ETOOBIG); a str must be UTF-8 (MP_EINVAL, as _new).
+ *  @retval MP_EINVAL  l or v is NULL, i out of range, or a str that is not UTF-8.
+ *  @retval MP_ECLOSED the list's block was closed.
+ *  @retval MP_ENOTSUP v is of a kind the list cannot hold.
+ *  @retval MP_ETOOBIG a str or bytes longer than the slot, or a number in a slot under 8 bytes
+ *      (a foreign block). */
 MP_API int mp_shareable_list_set(mp_shareable_list *l, size_t i, const mp_value *v);
-/** Python's count(value) and index(value) (MP_ENOENT when absent). */
+/** Python's count(value) and index(value) (MP_ENOENT when absent).
+ *  @retval MP_EINVAL  l, v or n is NULL.
+ *  @retval MP_ECLOSED the list's block was closed (and it has items).
+ *  @retval MP_EPROTO  a slot does not decode. */
 MP_API int mp_shareable_list_count(mp_shareable_list *l, const mp_value *v, size_t *n);
+/** Python's index(value): the position of the first item equal to v.
+ *  @retval MP_ENOENT  no item equals v.
+ *  @retval MP_EINVAL  l, v or i is NULL.
+ *  @retval MP_ECLOSED the list's block was closed (and it has items).
+ *  @retval MP_EPROTO  a slot does not decode. */
 MP_API int mp_shareable_list_index(mp_shareable_list *l, const mp_value *v, size_t *i);
-/** Its block (borrowed): name, close, unlink. */
+/** Its block (borrowed): name, close, unlink.
+ *  @return NULL for NULL. */
 MP_API mp_shm *mp_shareable_list_shm(const mp_shareable_list *l);
 /** Frees l and closes its block (does not unlink). NULL is fine. */
 MP_API void mp_shareable_list_free(mp_shareable_list *l);

@@ -68,7 +68,8 @@ MP_API mp_value *mp_value_int(int64_t v);
 /** New float. */
 MP_API mp_value *mp_value_float(double d);
 /** New str copied from the NUL-terminated s (NULL s: NULL, MP_EINVAL detail). UTF-8 is
- *  checked by mp_value_dumps, not here. */
+ *  checked by mp_value_dumps, not here.
+ *  @return NULL when s is NULL or out of memory. */
 MP_API mp_value *mp_value_str(const char *s);
 /** New str copied from n bytes at s (s may be NULL when n is 0). */
 MP_API mp_value *mp_value_strn(const char *s, size_t n);
@@ -98,23 +99,33 @@ MP_API void mp_value_free(mp_value *v);
 
 /** Appends item to a list or tuple, or to an object's list items; item is owned by
  *  seq from here on, and freed on failure. MP_EINVAL when seq is none of those (a set
- *  takes mp_value_set_add), MP_ENOMEM when item is NULL. */
+ *  takes mp_value_set_add), MP_ENOMEM when item is NULL.
+ *  @retval MP_EINVAL  seq is NULL, not a list, tuple or object (a set among them).
+ *  @retval MP_ENOMEM  item is NULL (a failed constructor), or out of memory. */
 MP_API int mp_value_list_append(mp_value *seq, mp_value *item);
 /** Sets dict[key] = val (or in an object's dict items), both owned by dict from here
  *  on (freed on failure). A key equal by Python's == already present (1, 1.0 and true
  *  are one key) keeps its place and its first spelling: its value is replaced (the old
  *  one and the new key are freed), as Python does. MP_EINVAL when dict is not a dict
- *  or object, or the key is unhashable (a list: Python's TypeError). */
+ *  or object, or the key is unhashable (a list: Python's TypeError).
+ *  @retval MP_EINVAL  dict is NULL or not a dict or object, or key is unhashable.
+ *  @retval MP_ENOMEM  key or val is NULL (a failed constructor), or out of memory. */
 MP_API int mp_value_dict_set(mp_value *dict, mp_value *key, mp_value *val);
-/** mp_value_dict_set with a str key copied from the NUL-terminated key. */
+/** mp_value_dict_set with a str key copied from the NUL-terminated key.
+ *  @retval MP_EINVAL  key is NULL, or dict is NULL or not a dict or object.
+ *  @retval MP_ENOMEM  val is NULL, or out of memory. */
 MP_API int mp_value_dict_set_str(mp_value *dict, const char *key, mp_value *val);
 /** Adds item to a set or frozenset, owned by it from here on (freed on failure). An
  *  equal item (Python's ==) already there stays, and item is freed, as Python does.
  *  MP_EINVAL when set is neither, or item is unhashable; MP_ENOMEM for a NULL item. A
- *  frozenset is built this way too, before it goes into a dict or set. */
+ *  frozenset is built this way too, before it goes into a dict or set.
+ *  @retval MP_EINVAL  set is NULL or not a set or frozenset, or item is unhashable.
+ *  @retval MP_ENOMEM  item is NULL (a failed constructor), or out of memory. */
 MP_API int mp_value_set_add(mp_value *set, mp_value *item);
 /** Sets an object's state (what pickle's BUILD passes to __setstate__), owned by obj
- *  from here on (freed on failure); replaces (frees) an earlier state. */
+ *  from here on (freed on failure); replaces (frees) an earlier state.
+ *  @retval MP_EINVAL  obj is NULL or not an object.
+ *  @retval MP_ENOMEM  state is NULL (a failed constructor). */
 MP_API int mp_value_object_set_state(mp_value *obj, mp_value *state);
 
 /* ---- accessors ---------------------------------------------------------------- */
@@ -127,7 +138,8 @@ MP_API const char *mp_value_type_name(mp_value_type t);
 MP_API int64_t mp_value_as_int(const mp_value *v);
 /** A float, or an int/bool converted; 0.0 for anything else. */
 MP_API double mp_value_as_float(const mp_value *v);
-/** Python's truth value: False for None, false, 0, 0.0, and empty str/bytes/containers. */
+/** Python's truth value: False for None, false, 0, 0.0, and empty str/bytes/containers.
+ *  @return false for NULL. */
 MP_API bool mp_value_as_bool(const mp_value *v);
 /** A str's NUL-terminated UTF-8 and its byte length in *len (len may be NULL); NULL
  *  (and *len 0) when v is not a str. */
@@ -139,7 +151,8 @@ MP_API size_t mp_value_len(const mp_value *v);
 /** Item i of a tuple or list, or of a set or frozenset in insertion order (borrowed);
  *  NULL when out of range or not one of those. */
 MP_API mp_value *mp_value_item(const mp_value *v, size_t i);
-/** True when set (or frozenset) s holds an item equal to item by Python's ==. */
+/** True when set (or frozenset) s holds an item equal to item by Python's ==.
+ *  @return false when s or item is NULL or s is not a set. */
 MP_API bool mp_value_set_contains(const mp_value *s, const mp_value *item);
 /** Key of entry i of a dict, in insertion order (borrowed); NULL when out of range. */
 MP_API mp_value *mp_value_dict_key(const mp_value *d, size_t i);
@@ -167,7 +180,8 @@ MP_API mp_value *mp_value_object_listitems(const mp_value *v);
  *  borrowed), NULL when none. */
 MP_API mp_value *mp_value_object_dictitems(const mp_value *v);
 /** True when the object is made by cls.__new__(cls, *args) (pickle NEWOBJ) rather than
- *  by calling the global (REDUCE). */
+ *  by calling the global (REDUCE).
+ *  @return false for NULL and for anything but an object. */
 MP_API bool mp_value_object_is_newobj(const mp_value *v);
 /** Deep equality, stricter than Python's == (which keys use): types must match (1,
  *  1.0 and True differ); floats compare with == except that NaN equals NaN (so round
@@ -198,7 +212,9 @@ typedef struct mp_value_limits {
  *  dict key or set item Python cannot hash (a list, dict or set, also inside a tuple
  *  or frozenset: possible when a key was changed through a borrowed pointer), an
  *  object whose args are not a tuple (or absent while it has items or a state), or
- *  nesting deeper than MP_VALUE_MAX_DEPTH. */
+ *  nesting deeper than MP_VALUE_MAX_DEPTH.
+ *  @retval MP_EINVAL  v, buf or len is NULL, or v cannot be encoded (see above).
+ *  @retval MP_ENOMEM  out of memory. */
 MP_API int mp_value_dumps(const mp_value *v, void **buf, size_t *len);
 /** Frees a buffer from mp_value_dumps (NULL is fine). */
 MP_API void mp_value_buf_free(void *buf);
@@ -237,7 +253,12 @@ MP_API void mp_value_buf_free(void *buf);
  *  EXT1/EXT2/EXT4, INST/OBJ, NEWOBJ_EX, NEXT_BUFFER/READONLY_BUFFER (out-of-band
  *  buffers), unknown opcodes, and bytes after STOP. Text arguments must end in '\n'
  *  within the input (and within their frame, if in one); module, global and memo
- *  index arguments are at most 256 bytes. */
+ *  index arguments are at most 256 bytes.
+ *  @retval MP_EINVAL  out is NULL, or buf is NULL with len > 0.
+ *  @retval MP_ETOOBIG the input, a str or bytes, the items, the nesting or an int is beyond the
+ *      limits.
+ *  @retval MP_EPROTO  malformed, empty or unsupported input (see above).
+ *  @retval MP_ENOMEM  out of memory. */
 MP_API int mp_value_loads(const void *buf, size_t len, const mp_value_limits *lim, mp_value **out);
 
 #ifdef __cplusplus
