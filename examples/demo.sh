@@ -12,7 +12,7 @@ limit=${MP_DEMO_TIMEOUT:-60}
 # The same list as examples/CMakeLists.txt (there with the line each must print).
 examples=(hello info start_methods exitcodes pipes wait locks queues shared_state shared_memory
   managers custom_manager newtype remote_manager listener_client workers pool pool_demo progress
-  shared_memory_manager logging)
+  shared_memory_manager logging shared_array)
 
 log="$build/build.log"
 mkdir -p "$build"
