@@ -21,9 +21,9 @@ int mp_connection_recv(mp_connection *c, mp_value **out) {
     int rc = mp_connection_recv_bytes(c, 0, &buf, &len);
     if (rc) return rc;
     /* The whole message is in hand: a decoding error leaves the stream in step. */
-    mp_value_limits lim = {0};
+    mp_value_limits lim = mp__connection_value_limits(c);
     uint64_t max = mp_connection_max_message(c);
-    lim.max_size = (max && max < (uint64_t)SIZE_MAX) ? (size_t)max : 0;
+    if (!lim.max_size) lim.max_size = (max && max < (uint64_t)SIZE_MAX) ? (size_t)max : 0;
     rc = mp_value_loads(buf, len, &lim, out);
     mp_connection_free_bytes(buf);
     return rc;

@@ -17,9 +17,10 @@ struct mp_connection {
     bool readable, writable, closed;
     mp__osconn *os;
     uint64_t max_message;
-    bool msgmode;   /* the OS delimits messages (Windows pipes): no length header */
-    bool inband;    /* an AF_UNIX stream socket: handles may come on it in-band */
-    int ra;         /* MP_READ_AHEAD_*: the mode set (AUTO by default) */
+    mp_value_limits vlim; /* for mp_connection_recv; zeros are the defaults */
+    bool msgmode;         /* the OS delimits messages (Windows pipes): no length header */
+    bool inband;          /* an AF_UNIX stream socket: handles may come on it in-band */
+    int ra;               /* MP_READ_AHEAD_*: the mode set (AUTO by default) */
     bool shared;    /* another process (or object) may read it too: AUTO reads no more ahead */
     bool torn;      /* a fork child's copy whose parent held part of a message */
     unsigned forks; /* mp__os_conn_forks as last seen: a new count means a fork */
@@ -309,6 +310,18 @@ int mp_connection_set_max_message(mp_connection *c, uint64_t max) {
 }
 
 uint64_t mp_connection_max_message(const mp_connection *c) { return c ? c->max_message : 0; }
+
+int mp_connection_set_value_limits(mp_connection *c, const mp_value_limits *lim) {
+    if (!c) return mp__err(MP_EINVAL, "mp_connection_set_value_limits: connection is NULL");
+    if (lim) {
+        c->vlim = *lim;
+    } else {
+        memset(&c->vlim, 0, sizeof c->vlim);
+    }
+    return 0;
+}
+
+mp_value_limits mp__connection_value_limits(const mp_connection *c) { return c->vlim; }
 
 static int set_mode(mp_connection *c, int mode, const char *fn) {
     if (!c) return mp__err(MP_EINVAL, "%s: connection is NULL", fn);

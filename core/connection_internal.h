@@ -9,6 +9,9 @@
 int mp__connection_from_os_handle(mp_os_handle h, int kind, bool readable, bool writable,
                                   mp_connection **out);
 
+/** The limits mp_connection_set_value_limits gave c (zeros: the defaults). */
+mp_value_limits mp__connection_value_limits(const mp_connection *c);
+
 /** The connection's handle and kind (MP_INVALID_OS_HANDLE once closed). */
 mp_os_handle mp__connection_handle(const mp_connection *c, int *kind);
 

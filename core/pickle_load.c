@@ -13,19 +13,39 @@
  * the memo only borrows. Discarded values live until the end because the memo may
  * still name them, so a GET never sees freed memory. A GET copies: values are trees.
  * A container that a GET copied and that changes afterwards would be shared with
- * itself in Python (a cycle): refused. */
+ * itself in Python (a cycle): refused.
+ *
+ * Amplification: since a GET copies, a few bytes of memo references to memo references
+ * would decode to millions of values. So beside the caller's limits, everything made
+ * is charged against a bound set by the input's length, always: at most
+ * AMP_VALUES_PER_BYTE values per input byte + AMP_VALUES_EXTRA, and AMP_BYTES_PER_BYTE
+ * bytes of str/bytes payload and object names per input byte + AMP_BYTES_EXTRA. A
+ * pickle without GETs never reaches it: each opcode is at least one byte and makes at
+ * most one value (a MARK counts as one), and text decodes to at most twice its length
+ * (a Latin-1 byte of UNICODE becomes two bytes of UTF-8). So twice what a plain pickle
+ * can make is left for copies, plus a fixed allowance for the shared references
+ * CPython writes for ordinary data ([[0] * 100] * 1000 is 101,001 values from 2.2 KB,
+ * ['a' * 10000] * 100 1 MB from 10 KB). */
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "pickle_hook.h"
 #include "pickle_ops.h"
 #include "value_internal.h"
 
 #define DEFAULT_MAX_SIZE ((size_t)1 << 30)
 #define DEFAULT_MAX_ITEMS ((size_t)1 << 22)
 #define MAX_LINE 256 /* text arguments: memo indexes, floats, module and global names */
+#define AMP_VALUES_PER_BYTE 2
+#define AMP_VALUES_EXTRA ((size_t)1 << 17)
+#define AMP_BYTES_PER_BYTE 4
+#define AMP_BYTES_EXTRA ((size_t)1 << 22)
+
+/* What the last mp_value_loads on this thread charged (core/pickle_hook.h). */
+static MP__THREAD_LOCAL size_t t_values, t_bytes;
 
 typedef struct dec {
     const unsigned char *start, *p, *end;
@@ -34,7 +54,9 @@ typedef struct dec {
     unsigned char opc;
     unsigned char proto; /* from PROTO; 0 without one */
     mp_value_limits lim;
-    size_t items_left, bytes_left;
+    size_t items_left, bytes_left; /* the caller's limits */
+    size_t amp_values, amp_bytes;  /* the amplification bound, set by the input's length */
+    size_t charged_values, charged_bytes;
     mp_value **stack;
     size_t sn, scap;
     size_t *marks; /* stack heights at each MARK */
@@ -59,6 +81,40 @@ static int bad(dec *d, const char *fmt, ...) {
 static int too_big(dec *d, const char *what, size_t n, size_t limit) {
     return mp__err(MP_ETOOBIG, "pickle: at byte %zu: %s (%zu) exceeds the limit of %zu", d->pos,
                    what, n, limit);
+}
+
+/* Charges values and bytes made (payload: str/bytes, counted by max_size too; other:
+ * object names and converted bytes, which only the amplification bound counts). */
+static int charge(dec *d, size_t values, size_t payload, size_t other, bool copy) {
+    size_t len = (size_t)(d->end - d->start);
+    if (values > d->items_left)
+        return too_big(d, copy ? "number of values (memo copies count too)" : "number of values",
+                       d->lim.max_items - d->items_left + values, d->lim.max_items);
+    if (payload > d->bytes_left)
+        return too_big(d, "total str/bytes size", d->lim.max_size - d->bytes_left + payload,
+                       d->lim.max_size);
+    size_t bytes = payload + other;
+    if (values > d->amp_values - d->charged_values) {
+        size_t bound = AMP_VALUES_PER_BYTE * len + AMP_VALUES_EXTRA;
+        return mp__err(MP_ETOOBIG,
+                       "pickle: at byte %zu: the decoded value would be more than %zu times the "
+                       "message's size: over %zu values from %zu bytes (the bound is %d per byte "
+                       "+ %zu; a memo reference copies what it names)",
+                       d->pos, bound / len, bound, len, AMP_VALUES_PER_BYTE, AMP_VALUES_EXTRA);
+    }
+    if (bytes > d->amp_bytes - d->charged_bytes) {
+        size_t bound = AMP_BYTES_PER_BYTE * len + AMP_BYTES_EXTRA;
+        return mp__err(MP_ETOOBIG,
+                       "pickle: at byte %zu: the decoded value would be more than %zu times the "
+                       "message's size: over %zu bytes of str/bytes from %zu (the bound is %d "
+                       "per byte + %zu; a memo reference copies what it names)",
+                       d->pos, bound / len, bound, len, AMP_BYTES_PER_BYTE, AMP_BYTES_EXTRA);
+    }
+    d->items_left -= values;
+    d->bytes_left -= payload;
+    d->charged_values += values;
+    d->charged_bytes += bytes;
+    return 0;
 }
 
 /* Bytes readable now: the rest of the frame, or of the input outside frames. */
@@ -139,16 +195,12 @@ static int parse_dec(dec *d, const char *s, size_t n, bool strict, int64_t *out,
 /* ---- values and the stack ---- */
 
 static mp_value *make(dec *d, mp_value_type t, int *rc) {
-    if (d->items_left == 0) {
-        *rc = too_big(d, "number of values", d->lim.max_items + 1, d->lim.max_items);
-        return NULL;
-    }
+    if ((*rc = charge(d, 1, 0, 0, false))) return NULL;
     mp_value *v = mp__value_alloc(t);
     if (!v) {
         *rc = MP_ENOMEM;
         return NULL;
     }
-    d->items_left--;
     if (t >= MP_VALUE_TUPLE) v->height = 1;
     return v;
 }
@@ -327,7 +379,8 @@ static int blob_fits(dec *d, mp_value_type t, uint64_t n) {
 
 /* Pushes a new str/bytes value, a copy of the n bytes at p (blob_fits checked). */
 static int push_bytes(dec *d, mp_value_type t, const void *p, size_t n) {
-    int rc;
+    int rc = charge(d, 0, n, 0, false);
+    if (rc) return rc;
     mp_value *v = make(d, t, &rc);
     if (!v) return rc;
     v->u.s.p = mp__malloc(n + 1);
@@ -338,7 +391,6 @@ static int push_bytes(dec *d, mp_value_type t, const void *p, size_t n) {
     if (n) memcpy(v->u.s.p, p, n);
     v->u.s.p[n] = '\0';
     v->u.s.n = n;
-    d->bytes_left -= n;
     return push(d, v);
 }
 
@@ -625,16 +677,12 @@ static int push_text_string(dec *d) {
 
 static mp_value *make_object(dec *d, const char *mod, size_t mn, const char *name, size_t nn,
                              int *rc) {
-    if (d->items_left == 0) {
-        *rc = too_big(d, "number of values", d->lim.max_items + 1, d->lim.max_items);
-        return NULL;
-    }
+    if ((*rc = charge(d, 1, 0, mn + nn + 2, false))) return NULL;
     mp_value *v = mp__value_object(mod, mn, name, nn);
     if (!v) {
         *rc = MP_ENOMEM;
         return NULL;
     }
-    d->items_left--;
     v->height = 1;
     return v;
 }
@@ -697,7 +745,8 @@ static int push_global(dec *d, const char *mod, size_t mn, const char *name, siz
 
 /* Latin-1 text (code points <= U+00FF) as bytes: how protocols 0-2 carry bytes. */
 static int latin1_bytes(dec *d, const mp_value *s, mp_value **out) {
-    int rc;
+    int rc = charge(d, 0, 0, s->u.s.n, false);
+    if (rc) return rc;
     mp_value *b = make(d, MP_VALUE_BYTES, &rc);
     if (!b) return rc;
     b->u.s.p = mp__malloc(s->u.s.n + 1);
@@ -864,9 +913,13 @@ static int memo_get(dec *d, uint64_t idx) {
                    "memo index %llu names the arguments of a bytes/set constructor, which "
                    "became its result: unsupported",
                    (unsigned long long)idx);
-    int rc;
-    mp_value *c = mp__value_copy_budget(src, &d->items_left, &d->bytes_left, &rc);
-    if (!c) return rc;
+    /* measured and charged before anything is made: a refused copy costs no memory */
+    size_t values = 0, payload = 0, names = 0;
+    mp__value_measure(src, &values, &payload, &names);
+    int rc = charge(d, values, payload, names, true);
+    if (rc) return rc;
+    mp_value *c = mp_value_copy(src);
+    if (!c) return mp__err(MP_ENOMEM, "pickle: out of memory copying a memo reference");
     src->flags |= MP__VF_SHARED;
     return push(d, c);
 }
@@ -1000,9 +1053,7 @@ static int step(dec *d, bool *stop) {
         }
         return push(d, v);
     case OP_MARK:
-        if (d->items_left == 0)
-            return too_big(d, "number of values and marks", d->lim.max_items + 1, d->lim.max_items);
-        d->items_left--;
+        if ((rc = charge(d, 1, 0, 0, false))) return rc;
         if (d->mn == d->mcap) {
             size_t cap = d->mcap ? d->mcap * 2 : 16;
             size_t *m = mp__realloc(d->marks, cap * sizeof *m);
@@ -1136,6 +1187,12 @@ int mp_value_loads(const void *buf, size_t len, const mp_value_limits *lim, mp_v
     d.end = d.p + len;
     d.items_left = d.lim.max_items;
     d.bytes_left = d.lim.max_size;
+    d.amp_values = len > (SIZE_MAX - AMP_VALUES_EXTRA) / AMP_VALUES_PER_BYTE
+                       ? SIZE_MAX
+                       : AMP_VALUES_PER_BYTE * len + AMP_VALUES_EXTRA;
+    d.amp_bytes = len > (SIZE_MAX - AMP_BYTES_EXTRA) / AMP_BYTES_PER_BYTE
+                      ? SIZE_MAX
+                      : AMP_BYTES_PER_BYTE * len + AMP_BYTES_EXTRA;
 
     int rc = 0;
     bool stop = false;
@@ -1157,5 +1214,12 @@ int mp_value_loads(const void *buf, size_t len, const mp_value_limits *lim, mp_v
     mp__free(d.stack);
     mp__free(d.marks);
     mp__free(d.memo);
+    t_values = d.charged_values;
+    t_bytes = d.charged_bytes;
     return rc;
+}
+
+void mp__pickle_last_cost(size_t *values, size_t *bytes) {
+    if (values) *values = t_values;
+    if (bytes) *bytes = t_bytes;
 }

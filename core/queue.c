@@ -167,7 +167,7 @@ int mp_queue_get(mp_queue *q, mp_value **out, double timeout) {
     int rc = mp__queue_get(q, &d, timeout, "mp_queue_get");
     if (rc) return rc;
     if (d.type == MP__QREC_VALUE) {
-        rc = mp_value_loads(d.out, d.len, NULL, out);
+        rc = mp_value_loads(d.out, d.len, &q->vlim, out);
         if (rc && rc != MP_ENOMEM)
             rc = mp__err_wrap(MP_EPROTO, "mp_queue_get: the item does not decode");
     } else {
@@ -179,6 +179,16 @@ int mp_queue_get(mp_queue *q, mp_value **out, double timeout) {
 }
 
 void mp_queue_free_bytes(void *p) { mp__free(p); }
+
+int mp_queue_set_value_limits(mp_queue *q, const mp_value_limits *lim) {
+    if (!q) return mp__err(MP_EINVAL, "mp_queue_set_value_limits: q is NULL");
+    if (lim) {
+        q->vlim = *lim;
+    } else {
+        memset(&q->vlim, 0, sizeof q->vlim);
+    }
+    return 0;
+}
 
 /* ---- state ---- */
 

@@ -134,7 +134,8 @@ struct mp_queue {
     mp_os_handle arena_h;
     _Atomic(unsigned char *) arena; /* mapped on first use */
     mp_queue_kind kind;
-    _Atomic bool closed; /* this object only (Python's close) */
+    _Atomic bool closed;  /* this object only (Python's close) */
+    mp_value_limits vlim; /* this object's gets (mp_queue_set_value_limits); zeros: defaults */
 };
 
 /* ---- what the ring (core/queue_ring.c) and the big items (core/queue_big.c) share ---- */

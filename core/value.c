@@ -1037,10 +1037,35 @@ fail:
     return NULL;
 }
 
-mp_value *mp__value_copy_budget(const mp_value *v, size_t *items_left, size_t *bytes_left,
-                                int *err) {
-    *err = 0;
-    return copy_rec(v, 0, items_left, bytes_left, err);
+void mp__value_measure(const mp_value *v, size_t *values, size_t *payload, size_t *names) {
+    /* recursive as copy_rec is: the decoder measures only what its depth bound let in */
+    (*values)++;
+    switch (v->type) {
+    case MP_VALUE_STR:
+    case MP_VALUE_BYTES:
+        *payload += v->u.s.n;
+        break;
+    case MP_VALUE_OBJECT:
+        *names += strlen(v->u.o.module) + strlen(mp__obj_name(v)) + 2;
+        if (v->u.o.args) mp__value_measure(v->u.o.args, values, payload, names);
+        if (v->u.o.state) mp__value_measure(v->u.o.state, values, payload, names);
+        if (v->u.o.items) mp__value_measure(v->u.o.items, values, payload, names);
+        if (v->u.o.ditems) mp__value_measure(v->u.o.ditems, values, payload, names);
+        break;
+    case MP_VALUE_TUPLE:
+    case MP_VALUE_LIST:
+        for (size_t i = 0; i < v->u.seq.n; i++)
+            mp__value_measure(v->u.seq.items[i], values, payload, names);
+        break;
+    case MP_VALUE_DICT:
+    case MP_VALUE_SET:
+    case MP_VALUE_FROZENSET:
+        for (size_t i = 0; i < v->u.d.n * stride(v); i++)
+            mp__value_measure(v->u.d.kv[i], values, payload, names);
+        break;
+    default:
+        break;
+    }
 }
 
 mp_value *mp_value_copy(const mp_value *v) {

@@ -87,10 +87,10 @@ int mp__value_set_put(mp_value *s, mp_value *item, mp_value **dup);
 /** Whether Python could hash v (a dict key, a set item): not a list, dict or set, nor a
  *  tuple or frozenset holding one. On false *bad is the unhashable part. */
 bool mp__value_hashable(const mp_value *v, const mp_value **bad);
-/** Copies v, counting nodes against *items_left and payload bytes against
- *  *bytes_left; NULL with an error recorded (MP_ETOOBIG/MP_ENOMEM) on failure. */
-mp_value *mp__value_copy_budget(const mp_value *v, size_t *items_left, size_t *bytes_left,
-                                int *err);
+/** Adds to *values the values a copy of v makes (v and all it holds), to *payload its
+ *  str/bytes bytes and to *names its objects' module and name bytes (with their NULs).
+ *  Recursive: for values no deeper than MP_VALUE_MAX_DEPTH. */
+void mp__value_measure(const mp_value *v, size_t *values, size_t *payload, size_t *names);
 /** Appends v's pickle opcodes to b with no PROTO, frame or STOP: a piece of a pickle
  *  made elsewhere (a pool's task lists items encoded one by one). 0, MP_EINVAL for
  *  what mp_value_dumps refuses, or MP_ENOMEM (b keeps what was written). */

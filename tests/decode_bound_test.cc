@@ -20,6 +20,9 @@
 #include <string>
 #include <vector>
 
+#include "conn_helpers.h"
+#include "core/pickle_hook.h"
+
 namespace {
 
 struct VFree {
@@ -139,8 +142,16 @@ void expect_bounded(const char *what, const std::string &p) {
     std::printf("%s: %zu bytes -> rc %d (%s), tree %zu values %zu bytes, %.3f s%s%s\n", what,
                 p.size(), o.rc, o.rc ? mp_err_name(o.rc) : "ok", o.tree.values, o.tree.bytes,
                 o.secs, o.rc ? ": " : "", o.msg.c_str());
+    // what the decoder made before it returned, refused or not
+    size_t values = 0, bytes = 0;
+    mp__pickle_last_cost(&values, &bytes);
+    std::printf("  charged %zu values, %zu bytes (bound %zu, %zu)\n", values, bytes,
+                values_bound(p.size()), bytes_bound(p.size()));
+    EXPECT_LE(values, values_bound(p.size())) << what;
+    EXPECT_LE(bytes, bytes_bound(p.size())) << what;
     if (o.rc) {
         EXPECT_EQ(MP_ETOOBIG, o.rc) << what << ": " << o.msg;
+        EXPECT_NE(std::string::npos, o.msg.find("times the message's size")) << o.msg;
         return;
     }
     EXPECT_LE(o.tree.values, values_bound(p.size())) << what << " (" << p.size() << " bytes)";
@@ -240,4 +251,137 @@ for c in cases:
         EXPECT_EQ(0, o.rc) << names[i / 2] << " protocol " << (i % 2 ? 5 : 2) << ": " << o.msg;
     }
 #endif
+}
+
+// ---- caller limits on a connection and a queue, the sender another process ---------
+
+namespace {
+
+using namespace mpt;
+
+// What the child sends, in order: an object (a GLOBAL), a list of 100 ints, a str of
+// 10,000 bytes, then [1, 2], which the limits below accept.
+std::vector<mp_value *> untrusted_values() {
+    mp_value *obj = mp_value_object_new("os", "system", mp_value_tuple_new());
+    mp_value_list_append(mp_value_object_args(obj), mp_value_str("true"));
+    mp_value *many = mp_value_list_new();
+    for (int i = 0; i < 100; i++) mp_value_list_append(many, mp_value_int(i));
+    mp_value *ok = mp_value_list_new();
+    mp_value_list_append(ok, mp_value_int(1));
+    mp_value_list_append(ok, mp_value_int(2));
+    return {obj, many, mp_value_str(std::string(10000, 's').c_str()), ok};
+}
+
+// The limits the receiving end sets: no objects, 50 values, 4 KiB.
+mp_value_limits strict_limits() {
+    mp_value_limits lim = {};
+    lim.refuse_objects = true;
+    lim.max_items = 50;
+    lim.max_size = 4096;
+    return lim;
+}
+
+// Sends the values, then a 227-byte memo bomb as raw bytes.
+int tgt_send_untrusted(mp_args *a) {
+    mp_connection *c = mp_args_connection(a, 0);
+    if (!c) return 30;
+    int code = 0;
+    for (mp_value *v : untrusted_values()) {
+        if (!code && mp_connection_send(c, v)) code = 31;
+        mp_value_free(v);
+    }
+    std::string b = bomb("]", 5, 20);
+    if (!code && mp_connection_send_bytes(c, b.data(), b.size())) code = 32;
+    return code;
+}
+
+int tgt_put_untrusted(mp_args *a) {
+    mp_queue *q = mp_args_queue(a, 0);
+    if (!q) return 30;
+    int code = 0;
+    for (mp_value *v : untrusted_values()) {
+        if (!code && mp_queue_put(q, v, kCap)) code = 31;
+        mp_value_free(v);
+    }
+    return code;
+}
+
+int recv_value(mp_connection *c, mp_value **v) {
+    bool ready = false;
+    int rc = mp_connection_poll(c, kWait, &ready);
+    if (rc) return rc;
+    if (!ready) return MP_ETIMEDOUT;
+    return mp_connection_recv(c, v);
+}
+
+class DecodeLimitsProcess : public ProcessTest {};
+
+} // namespace
+
+INSTANTIATE_TEST_SUITE_P(Backends, DecodeLimitsProcess, ::testing::ValuesIn(all_backends()),
+                         [](const ::testing::TestParamInfo<std::string> &info) {
+                             return info.param;
+                         });
+
+TEST_P(DecodeLimitsProcess, ConnectionRefusesWhatItsLimitsRefuse) {
+    PipePair pp;
+    mp_value_limits lim = strict_limits();
+    EXPECT_EQ(MP_EINVAL, mp_connection_set_value_limits(nullptr, &lim));
+    ASSERT_EQ(0, mp_connection_set_value_limits(pp.a, &lim)) << err();
+    Args a;
+    ASSERT_EQ(0, mp_args_add_connection(a.get(), pp.b)) << err();
+    mp_process *p = start(tgt_send_untrusted, a.get());
+    ASSERT_NE(nullptr, p);
+    mp_value *v = nullptr;
+    EXPECT_EQ(MP_EPROTO, recv_value(pp.a, &v)) << err();
+    EXPECT_NE(nullptr, strstr(mp_last_error_message(), "refused")) << err();
+    EXPECT_EQ(MP_ETOOBIG, recv_value(pp.a, &v)) << err();
+    EXPECT_NE(nullptr, strstr(mp_last_error_message(), "number of values")) << err();
+    EXPECT_EQ(MP_ETOOBIG, recv_value(pp.a, &v)) << err(); // beyond max_size
+    ASSERT_EQ(0, recv_value(pp.a, &v)) << err();          // the connection is still in step
+    EXPECT_EQ(2u, mp_value_len(v));
+    mp_value_free(v);
+    // Back to the defaults: the bomb meets the amplification bound, whatever the limits.
+    ASSERT_EQ(0, mp_connection_set_value_limits(pp.a, nullptr)) << err();
+    v = nullptr;
+    EXPECT_EQ(MP_ETOOBIG, recv_value(pp.a, &v)) << err();
+    EXPECT_NE(nullptr, strstr(mp_last_error_message(), "times the message's size")) << err();
+    EXPECT_EQ(nullptr, v);
+    EXPECT_EQ(0, join_code(p));
+}
+
+TEST_P(DecodeLimitsProcess, QueueRefusesWhatItsLimitsRefuse) {
+    mp_queue *q = nullptr;
+    ASSERT_EQ(0, mp_queue_new(ctx(), 0, &q)) << err();
+    mp_value_limits lim = strict_limits();
+    EXPECT_EQ(MP_EINVAL, mp_queue_set_value_limits(nullptr, &lim));
+    ASSERT_EQ(0, mp_queue_set_value_limits(q, &lim)) << err();
+    Args a;
+    ASSERT_EQ(0, mp_args_add_queue(a.get(), q)) << err();
+    mp_process *p = start(tgt_put_untrusted, a.get());
+    ASSERT_NE(nullptr, p);
+    const char *why[] = {"refused", "number of values", "exceed the limit"};
+    for (const char *w : why) {
+        mp_value *v = nullptr;
+        EXPECT_EQ(MP_EPROTO, mp_queue_get(q, &v, kWait)) << err();
+        EXPECT_NE(nullptr, strstr(mp_last_error_message(), w)) << w << " " << err();
+        EXPECT_EQ(nullptr, v);
+    }
+    mp_value *v = nullptr;
+    ASSERT_EQ(0, mp_queue_get(q, &v, kWait)) << err();
+    EXPECT_EQ(2u, mp_value_len(v));
+    mp_value_free(v);
+    EXPECT_EQ(0, join_code(p));
+    // The defaults again: the same items decode.
+    ASSERT_EQ(0, mp_queue_set_value_limits(q, nullptr)) << err();
+    std::vector<mp_value *> vs = untrusted_values();
+    for (mp_value *x : vs) {
+        ASSERT_EQ(0, mp_queue_put(q, x, kWait)) << err();
+        mp_value *y = nullptr;
+        ASSERT_EQ(0, mp_queue_get(q, &y, kWait)) << err();
+        EXPECT_TRUE(mp_value_equal(x, y));
+        mp_value_free(y);
+    }
+    for (mp_value *x : vs) mp_value_free(x);
+    mp_queue_free(q);
 }

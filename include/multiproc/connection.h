@@ -93,6 +93,15 @@ MP_API int mp_connection_fileno(const mp_connection *c, mp_os_handle *out);
 MP_API int mp_connection_set_max_message(mp_connection *c, uint64_t max);
 /** The largest message a receive accepts (0: no limit); 0 for NULL. */
 MP_API uint64_t mp_connection_max_message(const mp_connection *c);
+/** The limits mp_connection_recv decodes with on this object (copied; NULL: back to the
+ *  defaults), for a peer not trusted: fewer values, bytes or nesting, and
+ *  refuse_objects to refuse GLOBAL/STACK_GLOBAL. A zero max_size stays the message
+ *  limit (mp_connection_set_max_message). Only this object: a copy sent to another
+ *  process decodes with the defaults. Set it before receiving, not during a receive in
+ *  another thread. Whatever the limits, decoding never makes more than a small multiple
+ *  of the message's size (mp_value_loads).
+ *  @retval MP_EINVAL  c is NULL. */
+MP_API int mp_connection_set_value_limits(mp_connection *c, const mp_value_limits *lim);
 
 /** Read-ahead: a receive may read up to 8 KiB ahead, so a small message costs one read
  *  system call instead of two (header, then exactly the payload). Bytes read ahead
@@ -202,11 +211,14 @@ MP_API void mp_connection_free_bytes(void *p);
  *  Otherwise the errors of mp_connection_send_bytes (MP_ECLOSED, MP_EPERM, MP_EPIPE,
  *  MP_ESYS...). */
 MP_API int mp_connection_send(mp_connection *c, const mp_value *v);
-/** Receives a value (free with mp_value_free). Decoding errors leave the connection
- *  usable (the message was consumed whole).
+/** Receives a value (free with mp_value_free), decoded with the limits of
+ *  mp_connection_set_value_limits. Decoding errors leave the connection usable (the
+ *  message was consumed whole).
  *  @retval MP_EINVAL  c or out is NULL.
- *  @retval MP_EPROTO  the message is not a value this codec decodes (see mp_value_loads); the
- *      connection stays usable.
+ *  @retval MP_EPROTO  the message is not a value this codec decodes (see mp_value_loads), or
+ *      holds an object while the limits refuse objects; the connection stays usable.
+ *  @retval MP_ETOOBIG the message, or the value it decodes to, is beyond the limits (also the
+ *      amplification bound of mp_value_loads); the connection stays usable.
  *  @par Other errors
  *  Otherwise the errors of mp_connection_recv_bytes (MP_EOF, MP_ECLOSED, MP_ETOOBIG,
  *  MP_ENOMEM...). */

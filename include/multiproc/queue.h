@@ -138,15 +138,25 @@ MP_API int mp_queue_get_bytes(mp_queue *q, void **out, size_t *len, double timeo
  *  @retval MP_ESYS      the OS refused (the message names the call). */
 MP_API int mp_queue_get_bytes_into(mp_queue *q, void *buf, size_t cap, size_t *len, double timeout);
 /** Takes the next item as a value (free with mp_value_free): a bytes item gives a
- *  bytes value. An item that does not decode is consumed and reported (MP_EPROTO).
+ *  bytes value. An item that does not decode (with the limits of
+ *  mp_queue_set_value_limits) is consumed and reported (MP_EPROTO).
  *  @retval MP_EEMPTY    nothing came within timeout.
- *  @retval MP_EPROTO    the item does not decode (it is consumed).
+ *  @retval MP_EPROTO    the item does not decode, or is beyond this object's value limits
+ *      (it is consumed; the message says why).
  *  @retval MP_EINVAL    q or out is NULL.
  *  @retval MP_ECLOSED   q was closed in this process.
  *  @retval MP_ESHUTDOWN shut down and empty.
  *  @retval MP_ENOMEM    out of memory.
  *  @retval MP_ESYS      the OS refused (the message names the call). */
 MP_API int mp_queue_get(mp_queue *q, mp_value **out, double timeout);
+/** The limits mp_queue_get decodes items with on this object (copied; NULL: back to the
+ *  defaults), for producers not trusted: fewer values, bytes or nesting, and
+ *  refuse_objects to refuse GLOBAL/STACK_GLOBAL. Only this object: the queue passed to
+ *  another process gets with the defaults there. Set it before getting, not during a
+ *  get in another thread. Whatever the limits, decoding never makes more than a small
+ *  multiple of the item's size (mp_value_loads).
+ *  @retval MP_EINVAL    q is NULL. */
+MP_API int mp_queue_set_value_limits(mp_queue *q, const mp_value_limits *lim);
 /** Frees a buffer from mp_queue_get_bytes (NULL is fine). */
 MP_API void mp_queue_free_bytes(void *p);
 

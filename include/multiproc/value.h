@@ -248,6 +248,12 @@ MP_API void mp_value_buf_free(void *buf);
  *    bytearray(b), bytearray(s, 'latin-1'), set(list), frozenset(list)), which decode
  *    to those; below protocol 3, Python 2 names (__builtin__, exceptions, copy_reg)
  *    become Python 3's.
+ *  Amplification bound, whatever the limits: since a GET copies, decoding an input of
+ *  len bytes makes at most 2 * len + 2^17 values (MARKs and copies included) and copies
+ *  at most 4 * len + 4 MiB bytes of str/bytes and object names; past it MP_ETOOBIG
+ *  ("the decoded value would be more than N times the message's size"). A pickle
+ *  without GETs never reaches it (one value per byte at most, text at most doubles as
+ *  UTF-8): only a value shared many times, such as [x] * 100000 for a big list x, can.
  *  Refused with MP_EPROTO: POP, POP_MARK and DUP (CPython writes them only for
  *  cycles), a container changed after a GET copied it (a cycle), PERSID/BINPERSID,
  *  EXT1/EXT2/EXT4, INST/OBJ, NEWOBJ_EX, NEXT_BUFFER/READONLY_BUFFER (out-of-band
@@ -256,7 +262,7 @@ MP_API void mp_value_buf_free(void *buf);
  *  index arguments are at most 256 bytes.
  *  @retval MP_EINVAL  out is NULL, or buf is NULL with len > 0.
  *  @retval MP_ETOOBIG the input, a str or bytes, the items, the nesting or an int is beyond the
- *      limits.
+ *      limits, or the decoded value beyond the amplification bound.
  *  @retval MP_EPROTO  malformed, empty or unsupported input (see above).
  *  @retval MP_ENOMEM  out of memory. */
 MP_API int mp_value_loads(const void *buf, size_t len, const mp_value_limits *lim, mp_value **out);
