@@ -65,12 +65,36 @@ RAW = [
 ]
 
 
+def _get(i):
+    return b"h" + bytes([i]) if i < 256 else b"j" + i.to_bytes(4, "little")
+
+
+def bomb(leaf, levels, fanout):
+    """Memo references to memo references (issue 17): an outer list holding a leaf
+    (memo 0) and levels of fanout GETs of the level below, each memoized. Python reads
+    it as a small shared structure; copied as a tree it is fanout**levels leaves, so
+    the decoder's amplification bound must stop it."""
+    p = b"\x80\x05]" + leaf + b"\x94a"
+    for level in range(1, levels + 1):
+        p += b"(" + _get(level - 1) * fanout + b"l\x94a"
+    return p + b"."
+
+
+# Decoder amplification: values (empty lists), str payload, object names, nested sets.
+BOMBS = [
+    ("bomb_lists", bomb(b"]", 5, 20)),
+    ("bomb_strs", bomb(b"X" + (200).to_bytes(4, "little") + b"x" * 200, 6, 10)),
+    ("bomb_globals", bomb(b"c" + b"m" * 200 + b"\n" + b"n" * 200 + b"\n", 4, 40)),
+    ("bomb_dicts", bomb(b"}(K\x01K\x02u", 5, 16)),
+]
+
+
 def main():
     os.makedirs(HERE, exist_ok=True)
     for proto, name, obj in SEEDS:
         with open(os.path.join(HERE, "p%d_%s.pickle" % (proto, name)), "wb") as f:
             f.write(pickle.dumps(obj, proto))
-    for name, data in RAW:
+    for name, data in RAW + BOMBS:
         with open(os.path.join(HERE, name + ".pickle"), "wb") as f:
             f.write(data)
 
