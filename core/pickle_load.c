@@ -104,11 +104,12 @@ static int charge(dec *d, size_t values, size_t payload, size_t other, bool copy
     }
     if (bytes > d->amp_bytes - d->charged_bytes) {
         size_t bound = AMP_BYTES_PER_BYTE * len + AMP_BYTES_EXTRA;
-        return mp__err(MP_ETOOBIG,
-                       "pickle: at byte %zu: the decoded value would be more than %zu times the "
-                       "message's size: over %zu bytes of str/bytes from %zu (the bound is %d "
-                       "per byte + %zu; a memo reference copies what it names)",
-                       d->pos, bound / len, bound, len, AMP_BYTES_PER_BYTE, AMP_BYTES_EXTRA);
+        return mp__err(
+            MP_ETOOBIG,
+            "pickle: at byte %zu: the decoded value would be more than %zu times the "
+            "message's size: over %zu bytes of str, bytes and names from %zu (the bound is %d "
+            "per byte + %zu; a memo reference copies what it names)",
+            d->pos, bound / len, bound, len, AMP_BYTES_PER_BYTE, AMP_BYTES_EXTRA);
     }
     d->items_left -= values;
     d->bytes_left -= payload;
