@@ -197,14 +197,80 @@ static int check_key(const void *key, size_t keylen, const char *fn) {
     return 0;
 }
 
-static int deliver(authio *io, const void *key, size_t keylen) {
+/* The protocol's steps, shared by the blocking engine below and the listener's
+ * non-blocking pre-auth set (core/listener.c). */
+
+int mp__auth_make_challenge(unsigned char out[MP__AUTH_CHALLENGE_LEN]) {
     /* "#CHALLENGE#" then the message: "{sha256}" and 40 random bytes. */
-    unsigned char out[LIT_LEN(k_challenge) + 8 + CHALLENGE_RANDOM];
-    unsigned char *msg = out + LIT_LEN(k_challenge);
-    size_t msglen = 8 + CHALLENGE_RANDOM;
     memcpy(out, k_challenge, LIT_LEN(k_challenge));
-    memcpy(msg, "{sha256}", 8);
-    int rc = mp__os_random(msg + 8, CHALLENGE_RANDOM);
+    memcpy(out + LIT_LEN(k_challenge), "{sha256}", 8);
+    return mp__os_random(out + LIT_LEN(k_challenge) + 8, CHALLENGE_RANDOM);
+}
+
+int mp__auth_check_answer(const void *key, size_t keylen,
+                          const unsigned char challenge[MP__AUTH_CHALLENGE_LEN],
+                          const unsigned char *answer, size_t n) {
+    /* The answer names its digest (a legacy client gives a bare 16-byte HMAC-MD5 of
+     * the whole message, prefix included); the MAC covers the prefix, so naming a
+     * weaker digest than ours cannot match. */
+    const unsigned char *msg = challenge + LIT_LEN(k_challenge);
+    size_t msglen = MP__AUTH_CHALLENGE_LEN - LIT_LEN(k_challenge);
+    int alg;
+    bool prefixed;
+    size_t off;
+    int rc = split_digest(answer, n, &alg, &prefixed, &off);
+    if (!rc) {
+        unsigned char mac[MP__HMAC_MAX];
+        size_t maclen;
+        rc = hmac(alg, key, keylen, msg, msglen, mac, &maclen);
+        if (!rc && (n - off != maclen || !same_bytes(mac, answer + off, maclen)))
+            rc = mp__err(MP_EAUTH, "authentication: digest received was wrong");
+    }
+    return rc ? MP_EAUTH : 0;
+}
+
+int mp__auth_make_reply(const void *key, size_t keylen, const unsigned char *in, size_t n,
+                        unsigned char reply[MP__AUTH_REPLY_MAX], size_t *rlen) {
+    *rlen = 0;
+    if (n < LIT_LEN(k_challenge) || memcmp(in, k_challenge, LIT_LEN(k_challenge)) != 0)
+        return mp__err(MP_EAUTH, "authentication: protocol error, expected a challenge "
+                                 "(is the peer authenticating with an authkey?)");
+    const unsigned char *msg = in + LIT_LEN(k_challenge);
+    size_t msglen = n - LIT_LEN(k_challenge);
+    if (msglen < LEGACY_CHALLENGE_LEN)
+        return mp__err(MP_EAUTH, "authentication: challenge too short: %zu bytes", msglen);
+    int alg;
+    bool prefixed;
+    size_t off;
+    int rc = split_digest(msg, msglen, &alg, &prefixed, &off);
+    if (rc) return rc;
+    /* The reply: "{name}" + HMAC-name of the whole message; legacy: the bare MD5. */
+    size_t len = 0;
+    if (prefixed) {
+        memcpy(reply, msg, off);
+        len = off;
+    }
+    size_t maclen;
+    rc = hmac(alg, key, keylen, msg, msglen, reply + len, &maclen);
+    if (rc) return rc;
+    *rlen = len + maclen;
+    return 0;
+}
+
+int mp__auth_check_welcome(const unsigned char *in, size_t n) {
+    if (n != LIT_LEN(k_welcome) || memcmp(in, k_welcome, n) != 0)
+        return mp__err(MP_EAUTH, "authentication: digest sent was rejected (wrong authkey?)");
+    return 0;
+}
+
+void mp__auth_verdict(bool ok, const void **msg, size_t *n) {
+    *msg = ok ? k_welcome : k_failure;
+    *n = ok ? LIT_LEN(k_welcome) : LIT_LEN(k_failure);
+}
+
+static int deliver(authio *io, const void *key, size_t keylen) {
+    unsigned char out[MP__AUTH_CHALLENGE_LEN];
+    int rc = mp__auth_make_challenge(out);
     if (!rc) rc = io->send(io, out, sizeof out);
     if (rc) return rc;
 
@@ -213,22 +279,7 @@ static int deliver(authio *io, const void *key, size_t keylen) {
     rc = io->recv(io, answer, sizeof answer, &n);
     if (rc == MP_EOF) return mp__err(MP_EAUTH, "authentication: peer closed instead of answering");
     if (rc) return rc;
-
-    /* The answer names its digest (a legacy client gives a bare 16-byte HMAC-MD5 of
-     * the whole message, prefix included); the MAC covers the prefix, so naming a
-     * weaker digest than ours cannot match. */
-    int alg;
-    bool prefixed;
-    size_t off;
-    rc = split_digest(answer, n, &alg, &prefixed, &off);
-    if (!rc) {
-        unsigned char mac[MP__HMAC_MAX];
-        size_t maclen;
-        rc = hmac(alg, key, keylen, msg, msglen, mac, &maclen);
-        if (!rc && (n - off != maclen || !same_bytes(mac, answer + off, maclen)))
-            rc = mp__err(MP_EAUTH, "authentication: digest received was wrong");
-    }
-    if (rc) {
+    if (mp__auth_check_answer(key, keylen, out, answer, n)) {
         mp__err_mute();
         io->send(io, k_failure, LIT_LEN(k_failure)); /* best effort: we fail anyway */
         mp__err_unmute();
@@ -244,38 +295,17 @@ static int answer(authio *io, const void *key, size_t keylen) {
     if (rc == MP_EOF)
         return mp__err(MP_EAUTH, "authentication: peer closed instead of challenging");
     if (rc) return rc;
-    if (n < LIT_LEN(k_challenge) || memcmp(in, k_challenge, LIT_LEN(k_challenge)) != 0)
-        return mp__err(MP_EAUTH, "authentication: protocol error, expected a challenge "
-                                 "(is the peer authenticating with an authkey?)");
-    const unsigned char *msg = in + LIT_LEN(k_challenge);
-    size_t msglen = n - LIT_LEN(k_challenge);
-    if (msglen < LEGACY_CHALLENGE_LEN)
-        return mp__err(MP_EAUTH, "authentication: challenge too short: %zu bytes", msglen);
-
-    int alg;
-    bool prefixed;
-    size_t off;
-    rc = split_digest(msg, msglen, &alg, &prefixed, &off);
+    unsigned char reply[MP__AUTH_REPLY_MAX];
+    size_t rlen;
+    rc = mp__auth_make_reply(key, keylen, in, n, reply, &rlen);
     if (rc) return rc;
-    /* The reply: "{name}" + HMAC-name of the whole message; legacy: the bare MD5. */
-    unsigned char reply[2 + MAX_DIGEST_NAME + MP__HMAC_MAX];
-    size_t rlen = 0;
-    if (prefixed) {
-        memcpy(reply, msg, off);
-        rlen = off;
-    }
-    size_t maclen;
-    rc = hmac(alg, key, keylen, msg, msglen, reply + rlen, &maclen);
-    if (rc) return rc;
-    rc = io->send(io, reply, rlen + maclen);
+    rc = io->send(io, reply, rlen);
     if (rc) return rc;
 
     rc = io->recv(io, in, sizeof in, &n);
     if (rc == MP_EOF) return mp__err(MP_EAUTH, "authentication: peer closed instead of welcoming");
     if (rc) return rc;
-    if (n != LIT_LEN(k_welcome) || memcmp(in, k_welcome, n) != 0)
-        return mp__err(MP_EAUTH, "authentication: digest sent was rejected (wrong authkey?)");
-    return 0;
+    return mp__auth_check_welcome(in, n);
 }
 
 int mp__auth_deliver(mp_os_handle h, int kind, const void *key, size_t keylen, double deadline) {

@@ -52,6 +52,16 @@ int mp__os_net_write(mp_os_handle h, int kind, const void *buf, size_t n, double
 /** Reads exactly n bytes: 0, MP_EOF when the peer closed first, MP_ETIMEDOUT. */
 int mp__os_net_read(mp_os_handle h, int kind, void *buf, size_t n, double deadline);
 
+/** Reads what has arrived, up to n bytes, without waiting: 0 and *got (0 when nothing
+ *  has), MP_EOF when the peer closed or reset. Stream sockets only. */
+int mp__os_net_read_some(mp_os_handle h, int kind, void *buf, size_t n, size_t *got);
+/** Waits until deadline for l to have a connection to accept or one of the n socket
+ *  handles h to be readable (or closed): 0 with *l_ready and ready[i] set (all false when
+ *  the deadline passed). l must be a socket listener (AF_INET or AF_UNIX); MP_ENOTSUP for
+ *  an AF_PIPE one. */
+int mp__os_net_poll(mp__os_listener *l, const mp_os_handle *h, size_t n, double deadline,
+                    bool *l_ready, bool *ready);
+
 /** Whether handles of kind carry OS-delimited messages (Windows pipes, as CPython's
  *  PipeListener/PipeClient make them): then a message is one write, no length header. */
 bool mp__os_net_message_mode(int kind);
@@ -85,5 +95,28 @@ int mp__auth_recv_msg(mp_os_handle h, int kind, void *buf, size_t cap, size_t *n
 /** CPython's deliver_challenge / answer_challenge on a raw handle. */
 int mp__auth_deliver(mp_os_handle h, int kind, const void *key, size_t keylen, double deadline);
 int mp__auth_answer(mp_os_handle h, int kind, const void *key, size_t keylen, double deadline);
+
+/* The same protocol step by step, for a caller doing its own (non-blocking) I/O: the
+ * listener's pre-auth set. Messages are the bodies, without the length header. */
+
+/** "#CHALLENGE#{sha256}" and 40 random bytes. */
+#define MP__AUTH_CHALLENGE_LEN (11 + 8 + 40)
+/** Longest answer to a peer's challenge: "{sha3_384}" and a 64-byte MAC. */
+#define MP__AUTH_REPLY_MAX (2 + 8 + MP__HMAC_MAX)
+/** Makes the challenge to send (deliver_challenge's first message). */
+int mp__auth_make_challenge(unsigned char out[MP__AUTH_CHALLENGE_LEN]);
+/** 0 when answer (n bytes) is right for challenge (also a legacy HMAC-MD5 one), else
+ *  MP_EAUTH; the caller then sends mp__auth_verdict's message. */
+int mp__auth_check_answer(const void *key, size_t keylen,
+                          const unsigned char challenge[MP__AUTH_CHALLENGE_LEN],
+                          const unsigned char *answer, size_t n);
+/** "#WELCOME#" (ok) or "#FAILURE#" (static). */
+void mp__auth_verdict(bool ok, const void **msg, size_t *n);
+/** The reply to the peer's challenge in (answer_challenge): 0 and reply[0..*rlen);
+ *  MP_EAUTH for a malformed challenge, MP_ENOTSUP for a digest this build lacks. */
+int mp__auth_make_reply(const void *key, size_t keylen, const unsigned char *in, size_t n,
+                        unsigned char reply[MP__AUTH_REPLY_MAX], size_t *rlen);
+/** 0 when in is "#WELCOME#", else MP_EAUTH (our reply was rejected). */
+int mp__auth_check_welcome(const unsigned char *in, size_t n);
 
 #endif

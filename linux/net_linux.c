@@ -385,6 +385,51 @@ int mp__os_net_read(mp_os_handle h, int kind, void *buf, size_t n, double deadli
     return 0;
 }
 
+int mp__os_net_read_some(mp_os_handle h, int kind, void *buf, size_t n, size_t *got) {
+    *got = 0;
+    for (;;) {
+        ssize_t r =
+            kind == MP__CONN_SOCKET ? recv((int)h, buf, n, MSG_DONTWAIT) : read((int)h, buf, n);
+        if (r > 0) {
+            *got = (size_t)r;
+            return 0;
+        }
+        if (r == 0) return mp__err(MP_EOF, "recv: the peer closed the connection");
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
+        if (errno == ECONNRESET) return mp__err(MP_EOF, "recv: connection reset by the peer");
+        return net_err("recv");
+    }
+}
+
+int mp__os_net_poll(mp__os_listener *l, const mp_os_handle *h, size_t n, double deadline,
+                    bool *l_ready, bool *ready) {
+    *l_ready = false;
+    for (size_t i = 0; i < n; i++) ready[i] = false;
+    struct pollfd *p = mp__malloc((n + 1) * sizeof *p);
+    if (!p) return mp__err(MP_ENOMEM, "poll: out of memory");
+    p[0] = (struct pollfd){.fd = l->fd, .events = POLLIN};
+    for (size_t i = 0; i < n; i++) p[i + 1] = (struct pollfd){.fd = (int)h[i], .events = POLLIN};
+    int rc = 0;
+    for (;;) {
+        int r = poll(p, (nfds_t)(n + 1), mp__linux_poll_ms(deadline));
+        if (r > 0) break;
+        if (r == 0) {
+            if (mp__left(deadline) == 0) goto done;
+            continue;
+        }
+        if (errno != EINTR) {
+            rc = net_err("poll");
+            goto done;
+        }
+    }
+    *l_ready = p[0].revents != 0;
+    for (size_t i = 0; i < n; i++) ready[i] = p[i + 1].revents != 0;
+done:
+    mp__free(p);
+    return rc;
+}
+
 /* ---- HMAC ---- */
 
 int mp__os_hmac(int alg, const void *key, size_t keylen, const void *data, size_t n,

@@ -564,6 +564,65 @@ int mp__os_net_read(mp_os_handle h, int kind, void *buf, size_t n, double deadli
     return 0;
 }
 
+int mp__os_net_read_some(mp_os_handle h, int kind, void *buf, size_t n, size_t *got) {
+    *got = 0;
+    if (kind != MP__CONN_SOCKET) return mp__err(MP_ENOTSUP, "recv: not a socket");
+    /* The socket is blocking: recv only when select says it will not wait. */
+    fd_set set;
+    FD_ZERO(&set);
+    FD_SET((SOCKET)h, &set);
+    struct timeval tv = {0, 0};
+    int r = select(0, &set, NULL, NULL, &tv);
+    if (r == SOCKET_ERROR) return wsa_err(WSAGetLastError(), "select");
+    if (r == 0) return 0;
+    int chunk = n > (1u << 30) ? 1 << 30 : (int)n;
+    r = recv((SOCKET)h, buf, chunk, 0);
+    if (r == 0) return mp__err(MP_EOF, "recv: the peer closed the connection");
+    if (r == SOCKET_ERROR) {
+        int e = WSAGetLastError();
+        if (e == WSAEWOULDBLOCK || e == WSAEINTR) return 0;
+        return e == WSAECONNRESET || e == WSAECONNABORTED
+                   ? mp__err(MP_EOF, "recv: connection reset by the peer")
+                   : wsa_err(e, "recv");
+    }
+    *got = (size_t)r;
+    return 0;
+}
+
+int mp__os_net_poll(mp__os_listener *l, const mp_os_handle *h, size_t n, double deadline,
+                    bool *l_ready, bool *ready) {
+    *l_ready = false;
+    for (size_t i = 0; i < n; i++) ready[i] = false;
+    if (l->family == MP_AF_PIPE) return mp__err(MP_ENOTSUP, "poll: a pipe listener");
+    WSAPOLLFD *p = mp__malloc((n + 1) * sizeof *p);
+    if (!p) return mp__err(MP_ENOMEM, "WSAPoll: out of memory");
+    memset(p, 0, (n + 1) * sizeof *p);
+    p[0].fd = l->s;
+    p[0].events = POLLRDNORM;
+    for (size_t i = 0; i < n; i++) {
+        p[i + 1].fd = (SOCKET)h[i];
+        p[i + 1].events = POLLRDNORM;
+    }
+    int rc = 0;
+    for (;;) {
+        /* Slices of at most a second keep the arithmetic safe for long waits. */
+        double left = left_of(deadline);
+        int ms = left > 1.0 ? 1000 : (int)(left * 1000.0 + 0.999);
+        int r = WSAPoll(p, (ULONG)(n + 1), ms);
+        if (r > 0) break;
+        if (r == SOCKET_ERROR) {
+            rc = wsa_err(WSAGetLastError(), "WSAPoll");
+            goto done;
+        }
+        if (mp__left(deadline) == 0) goto done;
+    }
+    *l_ready = p[0].revents != 0;
+    for (size_t i = 0; i < n; i++) ready[i] = p[i + 1].revents != 0;
+done:
+    mp__free(p);
+    return rc;
+}
+
 bool mp__os_net_message_mode(int kind) { return kind == MP__CONN_PIPE; }
 
 int mp__os_net_write_message(mp_os_handle h, int kind, const void *buf, size_t n, double deadline) {

@@ -67,13 +67,22 @@ MP_API int mp_get_authkey(unsigned char out[MP_AUTHKEY_LEN]);
 MP_API int mp_set_authkey(const unsigned char key[MP_AUTHKEY_LEN]);
 
 /** Options for a listener or a client; a NULL options pointer, or a zeroed struct,
- *  means: family from the address, backlog 1, the process's authkey. */
+ *  means: family from the address, backlog 1, the process's authkey, a 10 s handshake
+ *  timeout and 256 pending handshakes. */
 typedef struct mp_listener_opts {
     mp_family family;    /* MP_AF_DEFAULT: from the address */
     int backlog;         /* listen() backlog; <= 0: 1 (CPython's default). Listeners only */
     const void *authkey; /* NULL: the process's authkey (mp_get_authkey) */
     size_t authkey_len;  /* length of authkey (0 with a non-NULL authkey: an empty key) */
     bool no_auth;        /* no handshake at all (CPython's authkey=None) */
+    /** Listeners only: seconds an accepted peer has to finish the handshake, counted
+     *  from its accept (MP_FOREVER: no limit); <= 0: 10. A peer past it is closed. */
+    double handshake_timeout;
+    /** Listeners only: how many accepted peers may be in the middle of the handshake at
+     *  once; a new one that finds them all there closes the oldest. Bounds the
+     *  descriptors and memory (a few hundred bytes each) that unauthenticated peers can
+     *  hold. <= 0: 256. */
+    int max_pending;
 } mp_listener_opts;
 
 /** A listening socket or named pipe (CPython's multiprocessing.connection.Listener). */
@@ -94,13 +103,18 @@ typedef struct mp_listener mp_listener;
  *  @retval MP_ELIMIT  out of descriptors or handles.
  *  @retval MP_ESYS    the OS refused (the message names the call). */
 MP_API int mp_listener_new(const char *address, const mp_listener_opts *opts, mp_listener **out);
-/** Waits up to timeout (MP_FOREVER: no limit) for a client, then authenticates it
+/** Waits up to timeout (MP_FOREVER: no limit) for a client that finishes the handshake
  *  (unless no_auth): the listener challenges first, then answers the client's challenge.
- *  The timeout bounds the handshake too. 0 and a new connection (the caller's; free with
- *  mp_connection_free); MP_ETIMEDOUT; MP_EAUTH when that client failed the handshake
- *  (its connection is closed, the listener stays usable: call accept again); MP_ECLOSED
- *  after close.
- *  @retval MP_ETIMEDOUT no client within timeout, or the handshake did not finish in it.
+ *  On AF_INET and AF_UNIX the handshakes of all accepted clients run side by side, with
+ *  non-blocking I/O: a client that does not answer delays no other; it keeps its place
+ *  across calls until its handshake_timeout, or until max_pending newer clients push it
+ *  out (see mp_listener_opts). On AF_PIPE (Windows) one client is authenticated at a
+ *  time, within both timeouts. 0 and a new connection (the caller's; free with
+ *  mp_connection_free); MP_ETIMEDOUT; MP_EAUTH when a client failed the handshake (its
+ *  connection is closed, the listener stays usable: call accept again); MP_ECLOSED
+ *  after close. Threads may accept on one listener at once (each in turn serves the
+ *  pending handshakes).
+ *  @retval MP_ETIMEDOUT no client finished its handshake within timeout.
  *  @retval MP_EAUTH   the client failed the handshake, or closed during it (the listener stays
  *      usable).
  *  @retval MP_EINVAL  l or out is NULL.
