@@ -90,9 +90,10 @@ int tgt_log_to_file(mp_args *a) {
     return 0;
 }
 
+#ifndef _WIN32
 // [0] str path: stderr goes to the file; creates a tracked shared memory block and
 // leaves it (closed, not unlinked, not freed), so at exit the process says the tracker
-// will unlink it.
+// will unlink it. (Windows has no tracker.)
 int tgt_shm_left(mp_args *a) {
     const char *path = mp_args_str(a, 0);
     if (!path || !std::freopen(path, "a", stderr)) return kTgtBadArgs;
@@ -104,6 +105,7 @@ int tgt_shm_left(mp_args *a) {
     mp_shm_close(s);
     return 0;
 }
+#endif
 
 struct FinArg {
     std::string path, line;
