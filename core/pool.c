@@ -549,6 +549,20 @@ int mp__pool_read_answers(mp_pool *p, mp__pool_job *j, double deadline) {
     return rc;
 }
 
+/* With the turn, under mu: takes what callers left to the handler, unlocks mu and
+ * handles it, in order. */
+static void handle_handoff_unlock(mp_pool *p) {
+    mp__pool_note *notes = p->handoff;
+    p->handoff = NULL;
+    mp__os_mutex_unlock(p->mu);
+    while (notes) {
+        mp__pool_note *nx = notes->next;
+        handle(p, notes->msg, notes->len, false);
+        mp__free(notes);
+        notes = nx;
+    }
+}
+
 /* The handler's turn: handles what callers left to it, then reads one message unless
  * callers read; while they do, it sleeps until kicked or for CHECK_EVERY. */
 static void handler_turn(mp_pool *p) {
@@ -564,16 +578,8 @@ static void handler_turn(mp_pool *p) {
         return;
     }
     take_turn(p, MP__READER_HANDLER);
-    mp__pool_note *notes = p->handoff;
-    p->handoff = NULL;
     bool read = p->callers == 0 && p->results;
-    mp__os_mutex_unlock(p->mu);
-    while (notes) {
-        mp__pool_note *nx = notes->next;
-        handle(p, notes->msg, notes->len, false);
-        mp__free(notes);
-        notes = nx;
-    }
+    handle_handoff_unlock(p);
     int64_t len = read ? next_result(p, &p->rbuf, &p->rcap, CHECK_EVERY) : -1;
     if (len >= 0) handle(p, p->rbuf, (size_t)len, false);
     mp__os_mutex_lock(p->mu);
@@ -617,15 +623,7 @@ static void check_workers(mp_pool *p) {
             p->reader_kicked = true;
         }
         take_turn(p, MP__READER_HANDLER);
-        mp__pool_note *notes = p->handoff;
-        p->handoff = NULL;
-        mp__os_mutex_unlock(p->mu);
-        while (notes) {
-            mp__pool_note *nx = notes->next;
-            handle(p, notes->msg, notes->len, false);
-            mp__free(notes);
-            notes = nx;
-        }
+        handle_handoff_unlock(p);
         int64_t len;
         while ((len = next_result(p, &p->rbuf, &p->rcap, 0)) >= 0)
             handle(p, p->rbuf, (size_t)len, false);

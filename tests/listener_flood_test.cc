@@ -112,16 +112,6 @@ struct Server {
 };
 
 #ifndef _WIN32
-int count_fds() {
-    int n = 0;
-    DIR *d = opendir("/proc/self/fd");
-    if (!d) return -1;
-    while (struct dirent *e = readdir(d))
-        if (e->d_name[0] != '.') n++;
-    closedir(d);
-    return n - 1; // the directory's own descriptor
-}
-
 long rss_kib() {
     FILE *f = fopen("/proc/self/statm", "r");
     if (!f) return -1;
@@ -167,7 +157,7 @@ void good_client_behind(int n, int max_pending) {
     ASSERT_EQ(0, mp_listener_new("127.0.0.1:0", &o, &l)) << err();
     int port = port_of(mp_listener_address(l));
 #ifndef _WIN32
-    int fds0 = count_fds();
+    int fds0 = (int)open_handles();
 #endif
     {
         Server s;
@@ -198,7 +188,7 @@ void good_client_behind(int n, int max_pending) {
 #ifndef _WIN32
         // Ours: the n idle ends and the good client's; the listener's: at most
         // max_pending idle ones and the good connection.
-        int fds = count_fds();
+        int fds = (int)open_handles();
         EXPECT_LE(fds, fds0 + n + 1 + max_pending + 1 + 4)
             << "the listener holds more pending connections than max_pending";
 #endif
@@ -333,7 +323,7 @@ TEST(ListenerFlood, DISABLED_Measure) {
     mp_listener_opts o = flood_opts(n + 16, max_pending, 10.0);
     ASSERT_EQ(0, mp_listener_new("127.0.0.1:0", &o, &l)) << err();
     int port = port_of(mp_listener_address(l));
-    int fds0 = count_fds();
+    int fds0 = (int)open_handles();
     long rss0 = rss_kib();
     Server s;
     s.start(l, 3.0);
@@ -371,7 +361,7 @@ TEST(ListenerFlood, DISABLED_Measure) {
     EXPECT_EQ(0, rc) << err();
     ASSERT_TRUE(eventually([&] { return s.served_at.load() != 0 || rc != 0; }));
     s.join();
-    int fds1 = count_fds();
+    int fds1 = (int)open_handles();
     long rss1 = rss_kib();
     printf("flood: %d idle connections (opened in %.3f s), max_pending %d\n", n, flood_took,
            max_pending ? max_pending : 256);
