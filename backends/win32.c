@@ -353,11 +353,21 @@ static int win32_start(const mp__start_req *req, mp__started *out) {
     si.StartupInfo.hStdOutput = stdio[1];
     si.StartupInfo.hStdError = stdio[2];
     si.lpAttributeList = attrs;
-    if (!CreateProcessW(wexe, wcmd, NULL, NULL, TRUE,
-                        CREATE_SUSPENDED | EXTENDED_STARTUPINFO_PRESENT |
-                            CREATE_UNICODE_ENVIRONMENT,
-                        NULL, NULL, &si.StartupInfo, &pi)) {
-        DWORD e = GetLastError();
+    /* ERROR_INTERNAL_ERROR is transient: Wine's process creation gave it once in a full
+     * test run, while other processes were being started, and the same start succeeded
+     * right after. A few more tries, a little apart; any other error is final. */
+    BOOL made = FALSE;
+    DWORD e = 0;
+    for (int attempt = 0; attempt < 4 && !made; attempt++) {
+        if (attempt) Sleep(10u * (DWORD)attempt);
+        made = CreateProcessW(wexe, wcmd, NULL, NULL, TRUE,
+                              CREATE_SUSPENDED | EXTENDED_STARTUPINFO_PRESENT |
+                                  CREATE_UNICODE_ENVIRONMENT,
+                              NULL, NULL, &si.StartupInfo, &pi);
+        e = made ? 0 : GetLastError();
+        if (!made && e != ERROR_INTERNAL_ERROR) break;
+    }
+    if (!made) {
         char what[64 + MAX_PATH];
         snprintf(what, sizeof what, "win32: CreateProcessW(%s)", req->executable);
         mp__win_err(e, what);
